@@ -1,0 +1,1 @@
+//! CLIXML decoding (placeholder).
