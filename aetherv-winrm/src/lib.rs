@@ -19,14 +19,22 @@
 //!
 //! Nothing below [`transport`] performs I/O or reads the clock: time and randomness are passed in.
 
+pub mod auth;
+pub mod client;
 pub mod clixml;
 pub mod envelope;
 pub mod error;
 pub mod framing;
 pub mod ntlm;
+pub mod powershell;
 pub mod secret;
+pub mod shell;
 pub mod transport;
 
+pub use client::{
+    Client, ClientBuilder, ClientStats, CommandOutput, CommandSpec, EncryptionMode, OutputChunk,
+    RunningCommand,
+};
 pub use envelope::WsmanFault;
 pub use error::{Error, Result};
 pub use secret::Secret;

@@ -1,0 +1,308 @@
+//! Per-connection authentication and message protection, sans-IO.
+//!
+//! [`ConnectionAuth`] holds what one HTTP connection knows about its security context. The
+//! client asks it for the next request to send and hands it every response:
+//!
+//! - **Basic**: every request carries `Authorization: Basic …`; no handshake.
+//! - **NTLM** (offered under the `Negotiate` or `NTLM` scheme): a two-request handshake with
+//!   empty bodies (NEGOTIATE → 401 with CHALLENGE → AUTHENTICATE → 200) authenticates the
+//!   connection; later requests carry no header. With sealing on, every SOAP body is sealed
+//!   with the NTLM session and framed as `multipart/encrypted` (see [`crate::framing`]), and
+//!   every response body is unsealed and its signature checked.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+
+use crate::framing::{self, FramingError};
+use crate::ntlm::{AuthenticateInputs, NtlmCredentials, NtlmError, NtlmInitiator, NtlmSession};
+use crate::secret::Secret;
+use crate::transport::{HttpRequest, HttpResponse};
+
+/// SOAP content type for unencrypted bodies.
+pub const SOAP_CONTENT_TYPE: &str = "application/soap+xml;charset=UTF-8";
+
+/// Credentials and method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// HTTP Basic (local accounts only on Windows; refused over plain HTTP unless allowed).
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// NTLMv2, with message encryption when sealing is on.
+    Ntlm {
+        /// `user`, `DOMAIN\user` or `user@domain`.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+}
+
+impl Auth {
+    /// The user name (never the password), for error messages.
+    pub fn username(&self) -> &str {
+        match self {
+            Auth::Basic { username, .. } | Auth::Ntlm { username, .. } => username,
+        }
+    }
+}
+
+/// Why authentication or message protection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The server refused the credentials.
+    #[error("credentials refused")]
+    Refused,
+    /// The server's 401 offered no scheme this client can use.
+    #[error("server offers no supported authentication scheme (offered: {offered})")]
+    NoSupportedScheme {
+        /// The schemes the server offered, comma separated.
+        offered: String,
+    },
+    /// An NTLM message could not be produced, parsed or verified.
+    #[error(transparent)]
+    Ntlm(#[from] NtlmError),
+    /// An encrypted body was malformed.
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    /// The server answered in plaintext on a connection that must be encrypted.
+    #[error("server answered in plaintext ({content_type}) on an encrypted connection")]
+    Plaintext {
+        /// The content type the server sent.
+        content_type: String,
+    },
+    /// The server sent an encrypted body on a connection without an NTLM session.
+    #[error("server sent an encrypted body but no NTLM session is established")]
+    NoSession,
+    /// The client asked for a step that does not fit the current state.
+    #[error("authentication step out of order: {0}")]
+    OutOfOrder(&'static str),
+}
+
+enum State {
+    Unauthenticated,
+    Negotiating(Box<NtlmInitiator>),
+    Established(Option<Box<NtlmSession>>),
+}
+
+/// The security context of one connection.
+pub struct ConnectionAuth {
+    auth: Auth,
+    seal: bool,
+    state: State,
+}
+
+impl std::fmt::Debug for ConnectionAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Unauthenticated => "unauthenticated",
+            State::Negotiating(_) => "negotiating",
+            State::Established(_) => "established",
+        };
+        f.debug_struct("ConnectionAuth")
+            .field("user", &self.auth.username())
+            .field("seal", &self.seal)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+fn find_token(response: &HttpResponse) -> Option<(&'static str, Vec<u8>)> {
+    for value in &response.www_authenticate {
+        // A header may list several challenges separated by commas.
+        for part in value.split(',') {
+            let part = part.trim();
+            let (scheme, token) = part.split_once(' ').unwrap_or((part, ""));
+            let scheme = if scheme.eq_ignore_ascii_case("Negotiate") {
+                "Negotiate"
+            } else if scheme.eq_ignore_ascii_case("NTLM") {
+                "NTLM"
+            } else {
+                continue;
+            };
+            if let Ok(bytes) = STANDARD.decode(token.trim())
+                && !bytes.is_empty()
+            {
+                return Some((scheme, bytes));
+            }
+        }
+    }
+    None
+}
+
+fn offered_schemes(response: &HttpResponse) -> String {
+    let schemes: Vec<&str> = response
+        .www_authenticate
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.split_whitespace().next())
+        .collect();
+    if schemes.is_empty() {
+        "none".to_owned()
+    } else {
+        schemes.join(", ")
+    }
+}
+
+impl ConnectionAuth {
+    /// A fresh context. `seal` turns on NTLM message encryption (ignored for Basic).
+    pub fn new(auth: Auth, seal: bool) -> Self {
+        let seal = seal && matches!(auth, Auth::Ntlm { .. });
+        Self {
+            auth,
+            seal,
+            state: State::Unauthenticated,
+        }
+    }
+
+    /// Whether bodies on this connection are sealed.
+    pub fn seals(&self) -> bool {
+        self.seal
+    }
+
+    /// Whether the connection must run the NTLM handshake before sending SOAP.
+    pub fn needs_handshake(&self) -> bool {
+        matches!(self.auth, Auth::Ntlm { .. }) && !matches!(self.state, State::Established(_))
+    }
+
+    /// Forgets the security context (after the server dropped the connection's authentication).
+    pub fn reset(&mut self) {
+        self.state = State::Unauthenticated;
+    }
+
+    /// The first handshake request: an empty POST with the NTLM NEGOTIATE token.
+    pub fn negotiate_request(&mut self) -> Result<HttpRequest, AuthError> {
+        let Auth::Ntlm { username, password } = &self.auth else {
+            return Err(AuthError::OutOfOrder(
+                "Basic authentication has no handshake",
+            ));
+        };
+        let mut initiator =
+            NtlmInitiator::new(NtlmCredentials::parse(username, password.clone()), None);
+        let token = initiator.negotiate_message();
+        self.state = State::Negotiating(Box::new(initiator));
+        Ok(HttpRequest {
+            authorization: Some(Secret::new(format!("Negotiate {}", STANDARD.encode(token)))),
+            content_type: None,
+            body: Bytes::new(),
+        })
+    }
+
+    /// The second handshake request, answering the server's 401 CHALLENGE.
+    pub fn authenticate_request(
+        &mut self,
+        challenge: &HttpResponse,
+        inputs: &AuthenticateInputs,
+    ) -> Result<HttpRequest, AuthError> {
+        let State::Negotiating(_) = &self.state else {
+            return Err(AuthError::OutOfOrder("no NEGOTIATE was sent"));
+        };
+        let Some((scheme, token)) = find_token(challenge) else {
+            self.state = State::Unauthenticated;
+            return Err(AuthError::NoSupportedScheme {
+                offered: offered_schemes(challenge),
+            });
+        };
+        let State::Negotiating(initiator) =
+            std::mem::replace(&mut self.state, State::Unauthenticated)
+        else {
+            return Err(AuthError::OutOfOrder("no NEGOTIATE was sent"));
+        };
+        let (message, session) = initiator.authenticate_message(&token, inputs)?;
+        self.state = State::Established(Some(Box::new(session)));
+        // Established only provisionally: `complete` confirms or resets it.
+        Ok(HttpRequest {
+            authorization: Some(Secret::new(format!(
+                "{scheme} {}",
+                STANDARD.encode(message)
+            ))),
+            content_type: None,
+            body: Bytes::new(),
+        })
+    }
+
+    /// Checks the server's answer to AUTHENTICATE.
+    pub fn complete(&mut self, response: &HttpResponse) -> Result<(), AuthError> {
+        if response.status == 401 {
+            self.state = State::Unauthenticated;
+            return Err(AuthError::Refused);
+        }
+        if !self.seal
+            && let State::Established(session) = &mut self.state
+        {
+            *session = None;
+        }
+        Ok(())
+    }
+
+    /// Whether the initial 401 offers Basic (for error messages).
+    pub fn offers(response: &HttpResponse, scheme: &str) -> bool {
+        response
+            .www_authenticate
+            .iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|p| p.split_whitespace().next())
+            .any(|s| s.eq_ignore_ascii_case(scheme))
+    }
+
+    /// Wraps one SOAP envelope for sending on this connection.
+    pub fn wrap(&mut self, soap: Vec<u8>) -> Result<HttpRequest, AuthError> {
+        match (&self.auth, &mut self.state) {
+            (Auth::Basic { username, password }, _) => {
+                let credentials = format!("{username}:{}", password.expose());
+                Ok(HttpRequest {
+                    authorization: Some(Secret::new(format!(
+                        "Basic {}",
+                        STANDARD.encode(credentials.as_bytes())
+                    ))),
+                    content_type: Some(SOAP_CONTENT_TYPE.to_owned()),
+                    body: Bytes::from(soap),
+                })
+            }
+            (Auth::Ntlm { .. }, State::Established(Some(session))) if self.seal => {
+                let original_length = soap.len();
+                let mut data = soap;
+                let signature = session.seal_in_place(&mut data);
+                Ok(HttpRequest {
+                    authorization: None,
+                    content_type: Some(framing::content_type()),
+                    body: Bytes::from(framing::encode(&signature, &data, original_length)),
+                })
+            }
+            (Auth::Ntlm { .. }, State::Established(_)) => Ok(HttpRequest {
+                authorization: None,
+                content_type: Some(SOAP_CONTENT_TYPE.to_owned()),
+                body: Bytes::from(soap),
+            }),
+            (Auth::Ntlm { .. }, _) => Err(AuthError::OutOfOrder("connection not authenticated")),
+        }
+    }
+
+    /// Extracts the SOAP body of a response, unsealing it when it is encrypted.
+    pub fn unwrap(&mut self, response: &HttpResponse) -> Result<Vec<u8>, AuthError> {
+        let content_type = response.content_type.as_deref().unwrap_or("");
+        if framing::is_encrypted(content_type) {
+            let State::Established(Some(session)) = &mut self.state else {
+                return Err(AuthError::NoSession);
+            };
+            let body = framing::decode(&response.body)?;
+            let mut data = body.sealed.to_vec();
+            session.unseal_in_place(body.signature, &mut data)?;
+            return Ok(data);
+        }
+        if self.seal && !response.body.is_empty() {
+            return Err(AuthError::Plaintext {
+                content_type: if content_type.is_empty() {
+                    "no content type".to_owned()
+                } else {
+                    content_type.to_owned()
+                },
+            });
+        }
+        Ok(response.body.to_vec())
+    }
+}

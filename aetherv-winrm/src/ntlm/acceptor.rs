@@ -1,0 +1,256 @@
+//! The server side of the handshake.
+
+use std::time::SystemTime;
+
+use hmac::Mac;
+use ntlmclient::{TargetInfoEntry, TargetInfoType};
+use zeroize::Zeroizing;
+
+use super::crypto;
+use super::messages::{self, AV_FLAG_MIC_PRESENT, Authenticate, MIC_OFFSET};
+use super::session::{NtlmRole, NtlmSession};
+use super::{Flags, NtlmError};
+use crate::Secret;
+
+/// Flags the acceptor can grant (intersected with what the client asks for).
+const SUPPORTED_FLAGS: Flags = Flags::NEGOTIATE_UNICODE
+    .union(Flags::REQUEST_TARGET)
+    .union(Flags::NEGOTIATE_SIGN)
+    .union(Flags::NEGOTIATE_SEAL)
+    .union(Flags::NEGOTIATE_NTLM)
+    .union(Flags::NEGOTIATE_ALWAYS_SIGN)
+    .union(Flags::NEGOTIATE_NTLM2_KEY)
+    .union(Flags::NEGOTIATE_TARGET_INFO)
+    .union(Flags::NEGOTIATE_VERSION)
+    .union(Flags::NEGOTIATE_128BIT)
+    .union(Flags::NEGOTIATE_KEY_EXCHANGE)
+    .union(Flags::NEGOTIATE_56BIT);
+
+/// Size of the fixed part of the NTLMv2 client blob before its AV pairs.
+const BLOB_HEADER_LEN: usize = 28;
+
+/// Random and time inputs of the acceptor, passed in so the core reads no clock or RNG.
+#[derive(Debug, Clone)]
+pub struct AcceptorInputs {
+    /// The 8-byte server challenge sent in CHALLENGE.
+    pub server_challenge: [u8; 8],
+    /// Current time as a FILETIME (100 ns intervals since 1601-01-01 UTC), sent as
+    /// `MsvAvTimestamp`.
+    pub timestamp: u64,
+}
+
+impl AcceptorInputs {
+    /// Draws the server challenge from `rng` and converts `now` to a FILETIME.
+    pub fn random<R: rand::RngCore + rand::CryptoRng>(rng: &mut R, now: SystemTime) -> Self {
+        let mut server_challenge = [0u8; 8];
+        rng.fill_bytes(&mut server_challenge);
+        Self {
+            server_challenge,
+            timestamp: crypto::filetime(now),
+        }
+    }
+}
+
+/// The names the acceptor announces in CHALLENGE's target info.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptorIdentity {
+    /// NetBIOS domain name (`MsvAvNbDomainName`).
+    pub netbios_domain: String,
+    /// NetBIOS computer name (`MsvAvNbComputerName`; also the CHALLENGE target name).
+    pub netbios_computer: String,
+    /// DNS domain name (`MsvAvDnsDomainName`).
+    pub dns_domain: String,
+    /// DNS computer name (`MsvAvDnsComputerName`).
+    pub dns_computer: String,
+}
+
+/// The user the acceptor authenticated, as the client spelled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedUser {
+    /// Domain from AUTHENTICATE (may be empty).
+    pub domain: String,
+    /// User name from AUTHENTICATE.
+    pub username: String,
+}
+
+/// NTLMv2 acceptor: NEGOTIATE -> CHALLENGE, then AUTHENTICATE -> user + [`NtlmSession`].
+///
+/// Only NTLMv2 with extended session security and 128-bit keys is accepted; NTLMv1 and anonymous
+/// logons are refused.
+#[derive(Debug)]
+pub struct NtlmAcceptor {
+    identity: AcceptorIdentity,
+    inputs: AcceptorInputs,
+    negotiate: Option<Vec<u8>>,
+    challenge: Option<(Vec<u8>, Flags)>,
+}
+
+impl NtlmAcceptor {
+    /// Creates an acceptor for one handshake.
+    pub fn new(identity: AcceptorIdentity, inputs: AcceptorInputs) -> Self {
+        Self {
+            identity,
+            inputs,
+            negotiate: None,
+            challenge: None,
+        }
+    }
+
+    /// Parses NEGOTIATE and answers with CHALLENGE.
+    ///
+    /// The flags are the client's intersected with what we support, plus TARGET_INFO, NTLM,
+    /// ALWAYS_SIGN and VERSION (and TARGET_TYPE_SERVER when the target was requested). Key
+    /// exchange is granted when requested. Unicode, extended session security and 128-bit keys
+    /// are required. The target info carries NbDomain, NbComputer, DnsDomain, DnsComputer and
+    /// Timestamp.
+    pub fn challenge_message(&mut self, negotiate: &[u8]) -> Result<Vec<u8>, NtlmError> {
+        let requested = messages::negotiate_flags(negotiate)?;
+        for (flag, what) in [
+            (Flags::NEGOTIATE_UNICODE, "unicode"),
+            (Flags::NEGOTIATE_NTLM2_KEY, "extended session security"),
+            (Flags::NEGOTIATE_128BIT, "128-bit keys"),
+        ] {
+            if !requested.contains(flag) {
+                return Err(NtlmError::Unsupported { what });
+            }
+        }
+        let mut flags = (requested & SUPPORTED_FLAGS)
+            | Flags::NEGOTIATE_TARGET_INFO
+            | Flags::NEGOTIATE_NTLM
+            | Flags::NEGOTIATE_ALWAYS_SIGN
+            | Flags::NEGOTIATE_VERSION;
+        if requested.contains(Flags::REQUEST_TARGET) {
+            flags |= Flags::TARGET_TYPE_SERVER;
+        }
+        let id = &self.identity;
+        let target_info = [
+            TargetInfoEntry::from_string(TargetInfoType::NtDomain, &id.netbios_domain),
+            TargetInfoEntry::from_string(TargetInfoType::NtServer, &id.netbios_computer),
+            TargetInfoEntry::from_string(TargetInfoType::DnsDomain, &id.dns_domain),
+            TargetInfoEntry::from_string(TargetInfoType::DnsServer, &id.dns_computer),
+            TargetInfoEntry {
+                entry_type: TargetInfoType::Timestamp,
+                data: self.inputs.timestamp.to_le_bytes().to_vec(),
+            },
+        ];
+        let challenge = messages::challenge_to_bytes(
+            flags,
+            &self.inputs.server_challenge,
+            &id.netbios_computer,
+            &target_info,
+        )?;
+        self.negotiate = Some(negotiate.to_vec());
+        self.challenge = Some((challenge.clone(), flags));
+        Ok(challenge)
+    }
+
+    /// Parses AUTHENTICATE and authenticates the user.
+    ///
+    /// `password_for(domain, username)` looks the password up (`None` gives
+    /// [`NtlmError::UnknownUser`]). The NTProofStr is recomputed (NTLMv2 only; NTLMv1 and
+    /// anonymous are refused with [`NtlmError::NtlmV1Refused`] / [`NtlmError::AnonymousRefused`];
+    /// a mismatch gives [`NtlmError::Refused`]), the exported session key is recovered (RC4 of
+    /// the encrypted random session key under the session base key when key exchange was
+    /// negotiated), and the MIC is checked when the client's `MsvAvFlags` says it is present
+    /// ([`NtlmError::BadMic`]). Returns the user and the server-role session.
+    pub fn accept(
+        self,
+        authenticate: &[u8],
+        password_for: &dyn Fn(&str, &str) -> Option<Secret>,
+    ) -> Result<(AuthenticatedUser, NtlmSession), NtlmError> {
+        let (Some(negotiate), Some((challenge, challenge_flags))) =
+            (self.negotiate, self.challenge)
+        else {
+            return Err(NtlmError::OutOfOrder(
+                "accept called before challenge_message",
+            ));
+        };
+        let auth = Authenticate::parse(authenticate)?;
+        if auth.username.is_empty() || auth.nt_response.is_empty() {
+            return Err(NtlmError::AnonymousRefused);
+        }
+        if auth.nt_response.len() <= 24 {
+            return Err(NtlmError::NtlmV1Refused);
+        }
+        // NTProofStr (16) + blob header (28) + MsvAvEOL (4) + trailing zeros (4).
+        if auth.nt_response.len() < 16 + BLOB_HEADER_LEN + 8 {
+            return Err(NtlmError::Malformed {
+                what: "NTLMv2 response",
+                detail: format!("{} bytes, too short", auth.nt_response.len()),
+            });
+        }
+        let (proof, blob) = auth.nt_response.split_at(16);
+        let mut proof_arr = [0u8; 16];
+        proof_arr.copy_from_slice(proof);
+
+        let flags = auth.flags & challenge_flags;
+        for (flag, what) in [
+            (Flags::NEGOTIATE_NTLM2_KEY, "extended session security"),
+            (Flags::NEGOTIATE_128BIT, "128-bit keys"),
+        ] {
+            if !flags.contains(flag) {
+                return Err(NtlmError::Unsupported { what });
+            }
+        }
+
+        let mut mic_present = false;
+        for pair in messages::av_pairs(&blob[BLOB_HEADER_LEN..]) {
+            let (id, value) = pair?;
+            if id == 6 {
+                mic_present = messages::av_u32(value, "MsvAvFlags")? & AV_FLAG_MIC_PRESENT != 0;
+            }
+        }
+
+        let Some(password) = password_for(&auth.domain, &auth.username) else {
+            return Err(NtlmError::UnknownUser {
+                domain: auth.domain,
+                username: auth.username,
+            });
+        };
+        let v2_hash = Zeroizing::new(crypto::ntlmv2_hash(&auth.username, &auth.domain, &password));
+        drop(password);
+        let mut mac = crypto::hmac_md5(&v2_hash);
+        mac.update(&self.inputs.server_challenge);
+        mac.update(blob);
+        mac.verify_slice(proof).map_err(|_| NtlmError::Refused)?;
+
+        let session_base_key = Zeroizing::new(crypto::session_base_key(&v2_hash, &proof_arr));
+        let key_exchange = flags.contains(Flags::NEGOTIATE_KEY_EXCHANGE)
+            && flags.intersects(Flags::NEGOTIATE_SIGN | Flags::NEGOTIATE_SEAL);
+        let exported_key = if key_exchange {
+            let encrypted: &[u8; 16] =
+                auth.encrypted_session_key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| NtlmError::Malformed {
+                        what: "encrypted session key",
+                        detail: format!("{} bytes, expected 16", auth.encrypted_session_key.len()),
+                    })?;
+            Zeroizing::new(crypto::rc4k(&session_base_key, encrypted))
+        } else {
+            session_base_key.clone()
+        };
+
+        if mic_present {
+            if !auth.has_mic_field {
+                return Err(NtlmError::BadMic);
+            }
+            let mut zeroed = authenticate.to_vec();
+            zeroed[MIC_OFFSET..MIC_OFFSET + 16].fill(0);
+            let mut mac = crypto::hmac_md5(&exported_key);
+            mac.update(&negotiate);
+            mac.update(&challenge);
+            mac.update(&zeroed);
+            mac.verify_slice(&auth.mic).map_err(|_| NtlmError::BadMic)?;
+        }
+
+        let session = NtlmSession::from_exported_key(&exported_key, flags, NtlmRole::Server);
+        Ok((
+            AuthenticatedUser {
+                domain: auth.domain,
+                username: auth.username,
+            },
+            session,
+        ))
+    }
+}

@@ -1,0 +1,203 @@
+//! Run a command or a PowerShell script on a Windows host over WinRM.
+//!
+//! ```text
+//! cargo run --release -p aetherv-examples --example winrm -- \
+//!     --endpoint http://host:5985/wsman --auth ntlm --user 'DOMAIN\admin' --password-env WINRM_PASSWORD \
+//!     [--encryption auto|always|never] [--ca-file PATH] [--insecure] \
+//!     [--powershell] [--stdin-file PATH] [--repeat N] -- COMMAND [ARGS...]
+//! ```
+//!
+//! Remote stdout goes to stdout as it arrives, remote stderr (CLIXML decoded) to stderr, and the
+//! process exits with the remote exit code. A local failure prints one `error:` line and exits
+//! with 125. `--repeat N` runs the command N times on one client and then prints
+//! `commands=N requests=R handshakes=H seconds=S` to stderr.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use aetherv_winrm::client::{CommandSpec, EncryptionMode, OutputChunk};
+use aetherv_winrm::{Client, Secret};
+use clap::{Parser, ValueEnum};
+
+/// Exit status for failures on this side (connection, credentials, TLS, protocol).
+const LOCAL_FAILURE: u8 = 125;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AuthKind {
+    Basic,
+    Ntlm,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Run a command on a Windows host over WinRM", version)]
+struct Args {
+    /// WS-Man endpoint, e.g. http://host:5985/wsman or https://host:5986/wsman.
+    #[arg(long)]
+    endpoint: String,
+    /// Authentication method.
+    #[arg(long, value_enum)]
+    auth: AuthKind,
+    /// User name: user, DOMAIN\user or user@domain.
+    #[arg(long)]
+    user: String,
+    /// Name of the environment variable that holds the password.
+    #[arg(long)]
+    password_env: String,
+    /// Message encryption: auto (seal over HTTP), always, never.
+    #[arg(long, default_value = "auto")]
+    encryption: EncryptionMode,
+    /// PEM file with CA certificates to trust for HTTPS.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+    /// Accept any TLS certificate (lab use only).
+    #[arg(long)]
+    insecure: bool,
+    /// Treat the words after `--` as one PowerShell script.
+    #[arg(long)]
+    powershell: bool,
+    /// Send this file's contents to the command's stdin.
+    #[arg(long)]
+    stdin_file: Option<std::path::PathBuf>,
+    /// Run the command this many times on one client and print request statistics.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// The command and its arguments (or the PowerShell script with --powershell).
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(LOCAL_FAILURE)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e)
+            if e.kind() == clap::error::ErrorKind::DisplayHelp
+                || e.kind() == clap::error::ErrorKind::DisplayVersion =>
+        {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            return fail(first.trim_start_matches("error: "));
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AETHERV_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let password = match std::env::var(&args.password_env) {
+        Ok(p) => Secret::new(p),
+        Err(_) => {
+            return fail(format!(
+                "environment variable {} (named by --password-env) is not set",
+                args.password_env
+            ));
+        }
+    };
+    let mut builder = Client::builder(&args.endpoint)
+        .encryption(args.encryption)
+        .accept_invalid_certs(args.insecure);
+    builder = match args.auth {
+        AuthKind::Basic => builder.basic(&args.user, password),
+        AuthKind::Ntlm => builder.ntlm(&args.user, password),
+    };
+    if let Some(ca) = &args.ca_file {
+        builder = builder.ca_file(ca);
+    }
+    let client = match builder.build() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let stdin = match &args.stdin_file {
+        Some(path) => match std::fs::read(path) {
+            Ok(data) => Some(data),
+            Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
+        },
+        None => None,
+    };
+    let spec = if args.powershell {
+        CommandSpec::powershell(&args.command.join(" "))
+    } else {
+        let (command, rest) = match args.command.split_first() {
+            Some(split) => split,
+            None => return fail("no command given after --"),
+        };
+        CommandSpec::new(command).args(rest.iter().cloned())
+    };
+    let spec = match stdin {
+        Some(data) => spec.stdin(data),
+        None => spec,
+    };
+
+    let started = Instant::now();
+    let mut exit_code = 0;
+    for _ in 0..args.repeat {
+        match run_once(&client, spec.clone()).await {
+            Ok(code) => exit_code = code,
+            Err(e) => return fail(e),
+        }
+    }
+    if args.repeat > 1 {
+        let stats = client.stats();
+        eprintln!(
+            "commands={} requests={} handshakes={} seconds={:.3}",
+            args.repeat,
+            stats.requests,
+            stats.handshakes,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    client.close().await;
+    // Exit statuses are 8 bits on Unix; keep the low byte as a shell would.
+    ExitCode::from((exit_code & 0xff) as u8)
+}
+
+/// Runs the command once, streaming stdout, and returns the remote exit code.
+async fn run_once(client: &Client, spec: CommandSpec) -> aetherv_winrm::Result<i64> {
+    let powershell = spec.is_powershell();
+    let mut running = client.start(spec).await?;
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr_buffer = Vec::new();
+    while let Some(chunk) = running.next_chunk().await? {
+        match chunk {
+            OutputChunk::Stdout(data) => {
+                let _ = stdout.write_all(&data);
+                let _ = stdout.flush();
+            }
+            // PowerShell's CLIXML must be decoded as a whole; plain stderr streams through.
+            OutputChunk::Stderr(data) if powershell => stderr_buffer.extend_from_slice(&data),
+            OutputChunk::Stderr(data) => {
+                let _ = std::io::stderr().write_all(&data);
+            }
+        }
+    }
+    if !stderr_buffer.is_empty() {
+        let text = aetherv_winrm::clixml::decode(&stderr_buffer);
+        let _ = std::io::stderr().write_all(text.as_bytes());
+        if !text.ends_with('\n') {
+            let _ = std::io::stderr().write_all(b"\n");
+        }
+    }
+    Ok(running.exit_code().unwrap_or(0))
+}
