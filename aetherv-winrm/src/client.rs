@@ -682,6 +682,19 @@ impl Inner {
                     session.auth.reset();
                     continue;
                 }
+                401 if ntlm && !session.auth.seals() && self.endpoint.starts_with("http:") => {
+                    // The handshake itself succeeded, so the credentials are fine: a host with
+                    // AllowUnencrypted=false answers plaintext SOAP with 401.
+                    session.auth.reset();
+                    return Err(Error::AuthenticationFailed {
+                        endpoint: self.endpoint.clone(),
+                        user: self.auth.username().to_owned(),
+                        detail: "the host accepted the credentials but refused the unencrypted \
+                                 message; it requires message encryption (use encryption auto or \
+                                 always)"
+                            .to_owned(),
+                    });
+                }
                 401 => {
                     session.auth.reset();
                     return Err(self.auth_error(AuthError::Refused));

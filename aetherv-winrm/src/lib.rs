@@ -28,6 +28,8 @@ pub mod framing;
 pub mod ntlm;
 pub mod powershell;
 pub mod secret;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod shell;
 pub mod transport;
 

@@ -177,7 +177,7 @@ async fn plaintext_is_refused_by_a_host_that_requires_encryption() {
         .unwrap();
     let err = client.run_command("echo", &["x"]).await.unwrap_err();
     assert!(
-        matches!(err, Error::HttpStatus { status: 400, .. }),
+        matches!(&err, Error::AuthenticationFailed { detail, .. } if detail.contains("requires message encryption")),
         "{err:?}"
     );
 }

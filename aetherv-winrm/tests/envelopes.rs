@@ -729,7 +729,6 @@ fn server_side_responses_parse_back() {
     );
 }
 
-
 /// Every `tests/fixtures/clixml/*.clixml` decodes to the text in the `.txt` beside it.
 #[test]
 fn clixml_fixtures_decode() {

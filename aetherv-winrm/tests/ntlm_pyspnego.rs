@@ -1,7 +1,7 @@
 //! Interop test: our NTLM initiator/acceptor and sealing against pyspnego (the Python library
 //! behind pywinrm / pypsrp), in both directions.
 //!
-//! Runs `$AETHERV_PYTHON` (default `python3`) on `tests/interop/ntlm_peer.py`, speaking a
+//! Runs `$AETHERV_PYTHON` (default: the workspace's `.venv`, else `python3`) on `tests/interop/ntlm_peer.py`, speaking a
 //! line-based base64 protocol over the child's stdin/stdout. Python with the `spnego` module is
 //! required: without it the test FAILS (run `scripts/test`, which installs pyspnego into `.venv`
 //! and sets `AETHERV_PYTHON`). Every wait is bounded; a hung peer is killed after 60 s.
@@ -30,6 +30,16 @@ const PEER_DEADLINE: Duration = Duration::from_secs(60);
 
 const HOW_TO_FIX: &str = "run scripts/test, which installs pyspnego into .venv and sets \
                           AETHERV_PYTHON (or set AETHERV_PYTHON to a python with `pip install pyspnego`)";
+
+/// The workspace's `.venv` (made by `scripts/test`) when it exists, else `python3`.
+fn default_python() -> String {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if venv.exists() {
+        venv.to_string_lossy().into_owned()
+    } else {
+        "python3".to_owned()
+    }
+}
 
 const PASSWORD: &str = "Pässwörd€😀";
 
@@ -71,7 +81,7 @@ impl Peer {
         let user_path = dir.join("ntlm_users");
         std::fs::write(&user_path, user_file).unwrap();
 
-        let python = std::env::var("AETHERV_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let python = std::env::var("AETHERV_PYTHON").unwrap_or_else(|_| default_python());
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/ntlm_peer.py");
         let mut child = Command::new(&python)
             .arg(&script)

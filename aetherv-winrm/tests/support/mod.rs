@@ -351,10 +351,9 @@ impl FakeConnection {
         } else if host.allow_unencrypted {
             request.body.to_vec()
         } else {
-            return HttpResponse {
-                status: 400,
-                ..HttpResponse::default()
-            };
+            // Windows (AllowUnencrypted=false) answers plaintext after NTLM with a fresh 401.
+            conn.session = None;
+            return challenge_401(None);
         };
         let (header, req) = envelope::parse_request(&xml).expect("parse request");
         let (status, reply) = match host.handle(req) {
