@@ -1,0 +1,135 @@
+//! The simulated Hyper-V host (feature `sim`): a stateful fake fleet that serves real WS-Man.
+//!
+//! Layers, from the bottom (everything but [`fleet`] and the private endpoint glue is plain
+//! data and pure functions; time is passed in):
+//!
+//! - [`model`]: clusters, hosts, VMs, disks, NICs, switches, golden images, provisioning ISOs
+//!   and KVP pools, with memory and storage accounting; [`FleetSpec`] + [`Fleet::generate`]
+//!   build a realistic fleet deterministically from a seed.
+//! - [`kvp`] and [`guest`]: the KVP provisioning protocol and a simulated guest agent that
+//!   answers it (RSA key in PKCS#1 DER or CAPI PUBLICKEYBLOB form, AES-256-CBC data, chunks,
+//!   checksum); [`host_role`] plays the host side in tests.
+//! - [`state`]: the fleet plus its guest agents; every KVP write or power change wakes the
+//!   agent of the VM concerned.
+//! - [`faults`]: per-host seeded fault plans (latency, outages, dropped connections, HTTP
+//!   statuses, WS-Man faults, hung and failing commands).
+//! - [`scripts`]: emulations of the project's host scripts, recognised by file name in
+//!   `powershell.exe -File <dir>\<Name>.ps1` (see [`crate::protocol`]); built in:
+//!   `Get-HostFacts` and `Inventory`.
+//! - The command interpreter: a documented subset of `cmd.exe` (`echo`, `hostname`,
+//!   `exit [/b] N`) and of PowerShell (`Write-Output`, `Write-Host`, `Write-Error` as CLIXML,
+//!   `Write-Warning`, `exit N`, `$input`, `[Console]::In.ReadToEnd()`, `hostname`,
+//!   `$env:COMPUTERNAME`, string literals, `'x' * N`), via `-EncodedCommand` (this project's
+//!   client and pywinrm) or `-Command`. Unknown commands fail with the real error texts.
+//! - [`fleet`]: [`SimFleet`] starts one aetherv-winrm WS-Man server per host (NTLM with
+//!   message encryption, or HTTPS with Basic/NTLM) and gives tests access to the model and the
+//!   fault plans at run time.
+//!
+//! The `aetherv-hostsim` binary serves a generated fleet from the command line.
+//!
+//! # Command set
+//!
+//! WinRM runs a command line (the command and its arguments joined by spaces) through
+//! `cmd.exe`. The simulated host recognises:
+//!
+//! - `powershell[.exe] ... -File <install dir>\<Name>.ps1`: a host script. The JSON request
+//!   is read from stdin and the emulation registered as `<Name>` answers (see [`scripts`]);
+//!   a name without emulation, another directory, or a host without installed scripts gives
+//!   powershell.exe's "The argument '...' to the -File parameter does not exist." (exit code
+//!   -196608).
+//! - `powershell[.exe] ... -EncodedCommand <base64>` (also `-enc`, `-e`, `-ec`, any case; this
+//!   project's `powershell.exe -NoProfile -NonInteractive -EncodedCommand` and pywinrm's
+//!   `powershell -encodedcommand`), or `-Command <text>`: the script runs in the PowerShell
+//!   subset below. The project client's stdin bootstrap (for scripts longer than the command
+//!   line) is recognised and the script it reads from stdin runs instead.
+//! - `cmd[.exe] /c <line>`: the line is interpreted again. Anything else is a cmd.exe line.
+//!
+//! **cmd.exe subset**: `echo <text>` (`echo` alone prints `ECHO is on.`, `echo.` an empty
+//! line), `hostname`, `exit [/b] [N]`. Anything else writes `'X' is not recognized as an
+//! internal or external command,` / `operable program or batch file.` to stderr, exit code 1.
+//!
+//! **PowerShell subset** (statements separated by `;` or newlines, `#` comments):
+//! - `Write-Output`/`echo`/`write` with one or more expressions (a bare expression also writes
+//!   its value), `Write-Host [-NoNewline]`;
+//! - `Write-Error <expr>` (or `-Message <expr>`): an error record on stderr as CLIXML
+//!   (`#< CLIXML` + `<Objs ...><S S="Error">...`), formatted like Windows PowerShell 5.1
+//!   (`Write-Error 'x' : x` + CategoryInfo + FullyQualifiedErrorId); `Write-Warning <expr>`;
+//! - `exit [N]`, `$name = <expr>`, `hostname`;
+//! - expressions: single-quoted strings (`''` escapes; the typographic single quotes count,
+//!   as in PowerShell), double-quoted strings with backtick escapes and `$env:NAME`, `$var`,
+//!   `$(...)` expansion, integers, `(expr)`, `expr * N` (string repetition: `('x' * 5000000)`
+//!   writes 5 MB), `expr + expr`, `$env:COMPUTERNAME`, `[Environment]::MachineName`,
+//!   `$LASTEXITCODE`, `$input` (stdin line by line) and `[Console]::In.ReadToEnd()` (all of
+//!   stdin), optionally piped into `Write-Output`, `Out-String`, `Out-Default` or `Out-Host`.
+//! - An unknown command writes PowerShell's "X : The term 'X' is not recognized as the name of
+//!   a cmdlet, function, script file, or operable program. ..." record (with `At line:N
+//!   char:M`, the source line and the `~~~` marker) and execution continues. Syntax outside
+//!   the subset (keywords such as `foreach`, script blocks) is a parse error: nothing runs.
+//!
+//! Exit code: `exit N` gives N; otherwise 1 if an error record was written, else 0 (real
+//! PowerShell reports whether the *last* statement succeeded; the two differ only when an
+//! error is followed by successful statements). stdout lines end in CRLF and are UTF-8 (the
+//! shell's code page is 65001), so non-ASCII text round-trips.
+//!
+//! # Example
+//!
+//! (Compiled, not run as a doctest: `tests/sim_client.rs` runs the same steps with retries
+//! around a known transport race in the client.)
+//!
+//! ```no_run
+//! use aetherv_hyperv::protocol::{DEFAULT_INSTALL_DIRECTORY, parse_result, script_arguments};
+//! use aetherv_hyperv::sim::{Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger};
+//! use aetherv_winrm::{Client, client::CommandSpec};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Two hosts with three VMs each, served on free loopback ports (NTLM + message encryption).
+//! let spec = FleetSpec { hosts: 2, vms_per_host: 3, ..FleetSpec::default() };
+//! let sim = SimFleet::start(spec, Credentials::new("Administrator", "P@ss"), SimOptions::default()).await?;
+//! let hv01 = sim.host("hv01").expect("generated");
+//!
+//! let client = Client::builder(&hv01.endpoint()).ntlm("Administrator", "P@ss").build()?;
+//! let out = client.run_powershell("Write-Output 'hello'").await?;
+//! assert_eq!(out.stdout_text(), "hello\r\n");
+//!
+//! // Host scripts answer with one JSON document between marker lines.
+//! let facts = client
+//!     .run(CommandSpec::new("powershell.exe")
+//!         .args(script_arguments(DEFAULT_INSTALL_DIRECTORY, "Get-HostFacts"))
+//!         .stdin(b"{}".to_vec()))
+//!     .await?;
+//! let facts = parse_result("Get-HostFacts", &facts.stdout_text())?;
+//! assert_eq!(facts.data.expect("ok")["name"], "hv01");
+//!
+//! // Faults at run time: the next Command request gets HTTP 500.
+//! hv01.set_fault_plan(FaultPlan::new(7).rule_on("Command", Fault::HttpStatus(500), Trigger::Nth(1)));
+//! assert!(client.run_command("echo", &["x"]).await.is_err());
+//! assert_eq!(hv01.vms().len(), 3);
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod clixml;
+mod endpoint;
+mod generate;
+mod host;
+mod rng;
+mod shell;
+
+pub mod faults;
+pub mod fleet;
+pub mod guest;
+pub mod host_role;
+pub mod kvp;
+pub mod model;
+pub mod scripts;
+pub mod state;
+
+pub use faults::{Fault, FaultPlan, FaultRule, Trigger};
+pub use fleet::{Credentials, SimFleet, SimHost, SimOptions};
+pub use generate::{FleetSpec, SIM_AGENT_VERSION, SIM_SCRIPTS_VERSION};
+pub use guest::{GuestAgent, KeySource};
+pub use model::{Fleet, Host, NewVm, OsFamily, PowerAction, Vm, VmState};
+pub use scripts::{ScriptContext, ScriptEmulator, ScriptRegistry};
+pub use state::SimState;
