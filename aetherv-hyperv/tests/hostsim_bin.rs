@@ -95,22 +95,10 @@ async fn prints_one_line_per_host_and_serves() {
         .ntlm("simadmin", "Pw-For-Tests1")
         .build()
         .unwrap();
-    // Known aetherv-winrm transport race (reported): the AUTHENTICATE leg may leave on a new
-    // loopback connection and be refused; retry the handshake a few times.
-    let mut attempt = 0;
-    let out = loop {
-        attempt += 1;
-        match tokio::time::timeout(BOUND, client.run_command("hostname", &[]))
-            .await
-            .unwrap()
-        {
-            Err(
-                aetherv_winrm::Error::AuthenticationFailed { .. }
-                | aetherv_winrm::Error::HttpStatus { status: 400, .. },
-            ) if attempt < 5 => continue,
-            other => break other.unwrap(),
-        }
-    };
+    let out = tokio::time::timeout(BOUND, client.run_command("hostname", &[]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(out.stdout_text(), "hv02\r\n");
 
     let mut child = guard.0.take().unwrap();

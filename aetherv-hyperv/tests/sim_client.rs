@@ -53,31 +53,9 @@ fn client(endpoint: &str) -> Client {
         .unwrap()
 }
 
-/// Whether an error is a symptom of the client's connection race (see [`run`]).
-fn connection_race(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::AuthenticationFailed { .. } | Error::HttpStatus { status: 400, .. }
-    )
-}
-
-/// Runs a command, retrying (at most 5 times) on symptoms of a known client issue.
-///
-/// aetherv-winrm's reqwest transport (reported) does not pin one TCP connection: on loopback
-/// the pool may send the next request on a fresh connection before the previous one is back
-/// in the pool. NTLM authenticates connections, so the server (like Windows) then refuses an
-/// AUTHENTICATE without its CHALLENGE (`credentials refused`) or cannot unseal a message sealed
-/// for another connection's context (HTTP 400). Until the transport pins its connection, the
-/// tests retry those two symptoms; anything else fails at once.
+/// Runs a command, bounded in time.
 async fn run(c: &Client, spec: CommandSpec) -> Result<CommandOutput, Error> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match bounded(c.run(spec.clone())).await {
-            Err(e) if attempt < 5 && connection_race(&e) => continue,
-            other => return other,
-        }
-    }
+    bounded(c.run(spec)).await
 }
 
 async fn cmd(c: &Client, command: &str, args: &[&str]) -> Result<CommandOutput, Error> {

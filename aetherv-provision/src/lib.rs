@@ -1,4 +1,7 @@
-//! Provisioning and deletion pipelines as explicit state machines, the job schema and the KVP
-//! encryption used to hand guests their configuration.
-//!
-//! This crate is a placeholder in the workspace; its contents arrive with the pipelines.
+//! Provisioning for aetherv: the job schema, the KVP guest-protocol encryption and, later, the
+//! provisioning and deletion pipelines.
+pub mod error;
+pub mod kvp;
+pub mod schema;
+
+pub use error::{Error, FieldError, Result};

@@ -27,7 +27,7 @@ use crate::powershell;
 use crate::secret::Secret;
 use crate::shell::{FaultAction, OpenShell, ReceiveTracker, ShellPolicy, classify_fault};
 use crate::transport::{
-    Connector, HttpOptions, HttpRequest, HttpResponse, ReqwestConnector, TlsOptions, Transport,
+    Connector, HttpConnector, HttpOptions, HttpRequest, HttpResponse, TlsOptions, Transport,
 };
 
 pub use crate::shell::OutputChunk;
@@ -237,7 +237,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Use this connector instead of the built-in `reqwest` one (tests, proxies, custom stacks).
+    /// Use this connector instead of the built-in [`HttpConnector`] (tests, proxies, custom
+    /// stacks).
     pub fn connector(mut self, connector: Arc<dyn Connector>) -> Self {
         self.connector = Some(connector);
         self
@@ -246,31 +247,40 @@ impl ClientBuilder {
     /// Validates the configuration and builds the client. No connection is made yet.
     pub fn build(self) -> Result<Client> {
         let config_err = |msg: String| Error::Config(msg);
-        let url = reqwest::Url::parse(&self.endpoint).map_err(|e| {
+        let uri: hyper::Uri = self.endpoint.parse().map_err(|e| {
             config_err(format!(
                 "endpoint {:?} is not a URL ({e}); expected e.g. http://host:5985/wsman",
                 self.endpoint
             ))
         })?;
-        let https = match url.scheme() {
-            "https" => true,
-            "http" => false,
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
             other => {
                 return Err(config_err(format!(
-                    "endpoint scheme {other:?} is not supported; use http:// or https://"
+                    "endpoint {:?} has scheme {:?}; use http:// or https:// \
+                     (e.g. http://host:5985/wsman)",
+                    self.endpoint,
+                    other.unwrap_or("none")
                 )));
             }
         };
-        if url.host_str().is_none_or(str::is_empty) {
+        let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
             return Err(config_err(format!(
                 "endpoint {:?} has no host",
                 self.endpoint
             )));
-        }
-        let mut endpoint = url.to_string();
-        if url.path() == "/" {
-            endpoint = format!("{}wsman", endpoint);
-        }
+        };
+        let path = match uri.path_and_query().map(|p| p.as_str()) {
+            None | Some("") | Some("/") => "/wsman",
+            Some(p) => p,
+        };
+        let endpoint = format!(
+            "{}://{}{}",
+            if https { "https" } else { "http" },
+            authority,
+            path
+        );
         let auth = self
             .auth
             .ok_or_else(|| config_err("no credentials: call .ntlm(..) or .basic(..)".to_owned()))?;
@@ -318,7 +328,7 @@ impl ClientBuilder {
         let connector: Arc<dyn Connector> = match self.connector {
             Some(c) => c,
             None => Arc::new(
-                ReqwestConnector::new(HttpOptions {
+                HttpConnector::new(HttpOptions {
                     endpoint: endpoint.clone(),
                     connect_timeout: self.connect_timeout,
                     request_timeout,

@@ -13,7 +13,7 @@
 //! - [`clixml`]: turning PowerShell's CLIXML error stream into readable text.
 //! - [`shell`]: the sans-IO command lifecycle (what to send next, what a Receive means).
 //! - [`auth`]: the per-connection authentication state machine (Basic or NTLM, sealing).
-//! - [`transport`]: the HTTP boundary, a trait with a `reqwest` implementation.
+//! - [`transport`]: the HTTP boundary, traits with a hyper/rustls implementation and mocks.
 //! - [`client`]: the async [`Client`] with a builder, a bounded shell pool, streaming output,
 //!   deadlines and cancellation.
 //!

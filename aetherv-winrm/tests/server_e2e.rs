@@ -22,7 +22,7 @@ use aetherv_winrm::server::{
     ServerHandle, TlsConfig, WsmanServer,
 };
 use aetherv_winrm::transport::{
-    Connector, HttpOptions, HttpResponse, ReqwestConnector, TlsOptions, Transport, TransportError,
+    Connector, HttpConnector, HttpOptions, HttpResponse, TlsOptions, Transport, TransportError,
 };
 use aetherv_winrm::{Client, Error, Secret};
 use async_trait::async_trait;
@@ -635,7 +635,7 @@ impl Raw {
     /// Opens a connection and authenticates it with NTLM under `scheme` (`Negotiate`/`NTLM`).
     async fn connect(server: &ServerHandle, user: &str, password: &str, scheme: &str) -> Self {
         let endpoint = server.endpoint();
-        let connector = ReqwestConnector::new(HttpOptions {
+        let connector = HttpConnector::new(HttpOptions {
             endpoint: endpoint.clone(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
