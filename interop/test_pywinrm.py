@@ -109,7 +109,7 @@ class TestPywinrm:
         p = pywinrm_protocol(host)
         shell = p.open_shell(codepage=65001)
         try:
-            script = "$input | ForEach-Object { $_ }"
+            script = "$input"
             encoded = base64.b64encode(script.encode("utf-16-le")).decode()
             cmd = p.run_command(shell, f"powershell -encodedcommand {encoded}")
             p.send_command_input(shell, cmd, f"line one\r\n{NON_ASCII}\r\n".encode(), end=True)
@@ -159,7 +159,7 @@ class TestExampleCli:
     def test_stdin(self, host_fixture, request, example):
         host = request.getfixturevalue(host_fixture)
         data = f"line one\r\n{NON_ASCII}\r\n".encode()
-        r = run_example(host, example, ["$input | ForEach-Object { $_ }"], powershell=True,
+        r = run_example(host, example, ["$input"], powershell=True,
                         stdin=data)
         assert r.returncode == 0, r.stderr
         assert r.stdout == data

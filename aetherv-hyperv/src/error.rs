@@ -106,6 +106,16 @@ pub enum Error {
         detail: String,
     },
 
+    /// Talking to the host over WinRM failed (connection, credentials, TLS, protocol fault).
+    #[error("host {host}: {source}")]
+    WinRm {
+        /// Host the command was sent to.
+        host: String,
+        /// What the WinRM client reported.
+        #[source]
+        source: Box<aetherv_winrm::Error>,
+    },
+
     /// A KVP guest-protocol value could not be built or understood (key formats, wrapping,
     /// encryption, chunking).
     #[error("KVP provisioning protocol: {0}")]

@@ -16,8 +16,10 @@
 //! script registry is where their emulations are added.
 
 pub mod error;
+pub mod executor;
 pub mod protocol;
 #[cfg(feature = "sim")]
 pub mod sim;
 
 pub use error::{Error, Result};
+pub use executor::{PowerShellExecutor, ScriptOutput, WinRmExecutor};

@@ -6,6 +6,8 @@
 //! ```
 //!
 //! Prints one line per host, `host=NAME endpoint=URL`, then serves until SIGINT or SIGTERM.
+//! On shutdown it prints each host's counters to stderr:
+//! `host=NAME requests=R connections=C handshakes=H shells=S commands=K`.
 //! Errors print one `error: ...` line and exit with code 2. Logs go to stderr (`RUST_LOG`).
 
 use std::io::Write as _;
@@ -136,6 +138,18 @@ async fn main() -> ExitCode {
     if let Err(e) = shutdown_signal().await {
         fleet.shutdown().await;
         return fail(format!("cannot wait for signals: {e}"));
+    }
+    for host in fleet.hosts() {
+        let c = host.counters();
+        eprintln!(
+            "host={} requests={} connections={} handshakes={} shells={} commands={}",
+            host.name(),
+            c.requests,
+            c.connections,
+            c.handshakes,
+            c.shells,
+            c.commands
+        );
     }
     fleet.shutdown().await;
     ExitCode::SUCCESS

@@ -73,10 +73,7 @@
 //!
 //! # Example
 //!
-//! (Compiled, not run as a doctest: `tests/sim_client.rs` runs the same steps with retries
-//! around a known transport race in the client.)
-//!
-//! ```no_run
+//! ```
 //! use aetherv_hyperv::protocol::{DEFAULT_INSTALL_DIRECTORY, parse_result, script_arguments};
 //! use aetherv_hyperv::sim::{Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger};
 //! use aetherv_winrm::{Client, client::CommandSpec};

@@ -411,5 +411,21 @@ async fn receive(
         }
         output.drain_ready(limit);
     }
+    // Output has arrived but the command is still running: give it a short moment to finish
+    // or to fill the envelope, so a quick command's output and its exit travel in one
+    // ReceiveResponse instead of two.
+    let linger = (Instant::now() + RECEIVE_LINGER).min(deadline);
+    while output.pending.exit.is_none() && output.pending.bytes < limit {
+        match tokio::time::timeout_at(linger, output.rx.recv()).await {
+            Ok(event) => {
+                output.accept(event);
+                output.drain_ready(limit);
+            }
+            Err(_) => break,
+        }
+    }
     output.pending.take(limit, command_id)
 }
+
+/// How long a Receive that already has output waits for more output or the command's end.
+const RECEIVE_LINGER: Duration = Duration::from_millis(20);
