@@ -496,7 +496,9 @@ impl GuestPublicKey {
                     ))),
                 },
             },
-            Some(&PUBLICKEYBLOB) => Self::from_rsa(parse_capi_blob(bytes)?, KeyFormat::CapiPublicKeyBlob),
+            Some(&PUBLICKEYBLOB) => {
+                Self::from_rsa(parse_capi_blob(bytes)?, KeyFormat::CapiPublicKeyBlob)
+            }
             Some(&PRIVATEKEYBLOB) => Err(key_error(
                 "is a CAPI PRIVATEKEYBLOB; the guest must publish only its public key \
                  (ExportCspBlob(false))",
@@ -745,10 +747,11 @@ impl ProvisioningPayload {
         R: CryptoRng + RngCore,
     {
         let mut sorted: Vec<(&str, &str)> = Vec::with_capacity(values.len());
+        let mut seen = std::collections::BTreeSet::new();
         for (name, value) in values {
             let name = name.as_ref();
             check_name(name)?;
-            if sorted.iter().any(|(seen, _)| *seen == name) {
+            if !seen.insert(name) {
                 return Err(Error::DataName {
                     name: name.to_owned(),
                     reason: "is given more than once".to_owned(),
@@ -855,7 +858,10 @@ impl ProvisioningPayload {
                 None => whole.insert(name, &item.value).is_some(),
             };
             if duplicate {
-                return Err(payload_error(format!("{} appears more than once", item.key)));
+                return Err(payload_error(format!(
+                    "{} appears more than once",
+                    item.key
+                )));
             }
         }
 
@@ -934,4 +940,41 @@ fn decrypt_piece(key: &[u8; 32], item_key: &str, value: &str) -> Result<Secret> 
     let text = std::str::from_utf8(&plain)
         .map_err(|_| payload_error(format!("{item_key} does not decrypt to UTF-8")))?;
     Ok(Secret::new(text))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_split_on_characters() {
+        assert!(pieces("").is_empty());
+        assert_eq!(pieces("abc"), ["abc"]);
+        let exact = "x".repeat(CHUNK_CHARS);
+        assert_eq!(pieces(&exact), [exact.as_str()]);
+        let text = format!("{}😀é", "x".repeat(CHUNK_CHARS - 1));
+        let split = pieces(&text);
+        assert_eq!(split.len(), 2);
+        assert_eq!(split[0].chars().count(), CHUNK_CHARS);
+        assert_eq!(split[1], "é");
+        assert_eq!(split.concat(), text);
+    }
+
+    #[test]
+    fn chunk_names() {
+        assert_eq!(split_chunk_name("a._0"), Some(("a", 0)));
+        assert_eq!(split_chunk_name("a_b._29"), Some(("a_b", 29)));
+        assert_eq!(split_chunk_name("a._"), None);
+        assert_eq!(split_chunk_name("a._x"), None);
+        assert_eq!(split_chunk_name("a_0"), None);
+        assert_eq!(split_chunk_name("a._99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn exponent_conversion() {
+        assert_eq!(exponent_u32(&BigUint::from(65537u32)), Some(65537));
+        assert_eq!(exponent_u32(&BigUint::from(u32::MAX)), Some(u32::MAX));
+        assert_eq!(exponent_u32(&BigUint::from(u64::from(u32::MAX) + 1)), None);
+    }
 }

@@ -53,7 +53,7 @@
 //! every non-secret text value (never from secrets); integers may be given as JSON/YAML numbers
 //! or as strings of digits (the old AWX extra vars were strings); booleans as `true`/`false` or
 //! the strings `"true"`/`"false"`. Every text value that is handed to the guest must fit the
-//! KVP limit of [`MAX_VALUE_CHARS`](crate::kvp::MAX_VALUE_CHARS) characters and contain no
+//! KVP limit of [`MAX_VALUE_CHARS`] characters and contain no
 //! control characters.
 //!
 //! # Errors
@@ -327,7 +327,7 @@ impl JobRequest {
     ///
     /// [`Error::InvalidRequest`] with every problem found.
     pub fn from_json(body: &str) -> Result<Validated> {
-        validate_job(parse_json::<RawJob>(body)?)
+        validate_job(parse_json::<RawJob>(body, Shape::Job)?)
     }
 
     /// Parses and validates a job-schema document in YAML.
@@ -336,7 +336,7 @@ impl JobRequest {
     ///
     /// [`Error::InvalidRequest`] with every problem found.
     pub fn from_yaml(body: &str) -> Result<Validated> {
-        validate_job(parse_yaml::<RawJob>(body)?)
+        validate_job(parse_yaml::<RawJob>(body, Shape::Job)?)
     }
 
     /// Parses and validates a job-schema document in the format [`BodyFormat::detect`] picks.
@@ -358,7 +358,7 @@ impl JobRequest {
     /// [`Error::InvalidRequest`] with every problem found; field paths have no `values.`
     /// prefix.
     pub fn from_flat_json(body: &str) -> Result<Validated> {
-        validate_flat(parse_json::<RawValues>(body)?)
+        validate_flat(parse_json::<RawValues>(body, Shape::Flat)?)
     }
 
     /// Parses and validates the flat body of `POST /api/v1/vms/create` written as YAML.
@@ -367,7 +367,7 @@ impl JobRequest {
     ///
     /// As [`JobRequest::from_flat_json`].
     pub fn from_flat_yaml(body: &str) -> Result<Validated> {
-        validate_flat(parse_yaml::<RawValues>(body)?)
+        validate_flat(parse_yaml::<RawValues>(body, Shape::Flat)?)
     }
 
     /// Parses and validates a flat body in the format [`BodyFormat::detect`] picks.
@@ -398,41 +398,72 @@ impl JobRequest {
 /// Field name used for problems with the document as a whole.
 const BODY: &str = "body";
 
-fn parse_json<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T> {
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &str, shape: Shape) -> Result<T> {
     let mut deserializer = serde_json::Deserializer::from_str(body);
     let value = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| parse_error(path_of(e.path()), e.inner().to_string()))?;
+        .map_err(|e| parse_error(shape, path_of(e.path()), &e.inner().to_string()))?;
     deserializer
         .end()
-        .map_err(|e| parse_error(None, e.to_string()))?;
+        .map_err(|e| parse_error(shape, None, &e.to_string()))?;
     Ok(value)
 }
 
-fn parse_yaml<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T> {
+fn parse_yaml<T: for<'de> Deserialize<'de>>(body: &str, shape: Shape) -> Result<T> {
     serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(body))
-        .map_err(|e| parse_error(path_of(e.path()), e.inner().to_string()))
+        .map_err(|e| parse_error(shape, path_of(e.path()), &e.inner().to_string()))
 }
 
-/// The parser's path as text, `None` at the document root.
+/// Which document shape is being parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `{schema_version, target_host, values}`.
+    Job,
+    /// The flat create body.
+    Flat,
+}
+
+/// The parser's path as text without unknown (`?`) segments, `None` at the document root.
 fn path_of(path: &serde_path_to_error::Path) -> Option<String> {
-    path.iter().next().is_some().then(|| path.to_string())
+    let mut text = path.to_string();
+    while let Some(rest) = text.strip_suffix(".?") {
+        text.truncate(rest.len());
+    }
+    (!text.is_empty() && text != "." && text != "?").then_some(text)
 }
 
 /// Turns a parser error into a single [`FieldError`]: unknown and duplicate fields are named
 /// by their own path, everything else by the path the parser had reached (or `body`).
-fn parse_error(parent: Option<String>, message: String) -> Error {
+fn parse_error(shape: Shape, parent: Option<String>, message: &str) -> Error {
+    // serde_yaml puts its own path in front of the message ("values: unknown field ...").
+    let message = match (&parent, message.split_once(": ")) {
+        (Some(parent), Some((head, rest)))
+            if parent == head || parent.starts_with(&format!("{head}.")) =>
+        {
+            rest
+        }
+        _ => message,
+    };
+    // The path may or may not already end with the offending field's name.
     let join = |name: &str| match &parent {
+        _ if name.is_empty() => match &parent {
+            Some(parent) => format!("{parent}.\"\""),
+            None => "\"\"".to_owned(),
+        },
+        Some(parent) if parent == name || parent.ends_with(&format!(".{name}")) => parent.clone(),
         Some(parent) => format!("{parent}.{name}"),
         None => name.to_owned(),
     };
     let error = if let Some(rest) = message.strip_prefix("unknown field `") {
         let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
-        let hint = if name == "hyperv_host" {
+        let detail = if name == "hyperv_host" && shape == Shape::Job {
             "; the job schema takes the host as target_host".to_owned()
+        } else if shape == Shape::Job {
+            // `hyperv_host` is only a field of the flat body.
+            tail.replacen("`hyperv_host`, ", "", 1)
         } else {
             tail.to_owned()
         };
-        FieldError::new(join(name), format!("unknown field{hint}"))
+        FieldError::new(join(name), format!("unknown field{detail}"))
     } else if let Some(rest) = message.strip_prefix("duplicate field `") {
         let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
         FieldError::new(join(name), format!("given more than once{tail}"))
@@ -1220,8 +1251,9 @@ fn vm_name_rules(check: &mut Check, name: Got<String>, family: Option<OsFamily>)
 
 fn local_admin_rules(check: &mut Check, uid: Got<String>, family: Option<OsFamily>) -> Got<String> {
     const FIELD: &str = "guest_la_uid";
-    let Got::Value(uid) = check.guest_text(FIELD, uid) else {
-        return Got::Invalid;
+    let uid = match check.guest_text(FIELD, uid) {
+        Got::Value(uid) => uid,
+        other => return other,
     };
     let before = check.errors.len();
     let len = uid.chars().count();
