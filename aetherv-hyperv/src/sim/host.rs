@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::protocol::{self, ScriptResult};
 use crate::sim::clixml::{self, StreamRecord};
+use crate::sim::deploy;
 use crate::sim::faults::{CommandDecision, FaultEngine, FaultPlan};
 use crate::sim::scripts::{ScriptContext, ScriptRegistry};
 use crate::sim::shell::{self, Invocation, Outcome, ShellContext};
@@ -147,7 +148,18 @@ impl HostRuntime {
                 exit_code,
             },
             Invocation::PowerShell(script) => {
-                if shell::is_stdin_bootstrap(&script) {
+                if let Some(helper) = deploy::recognise(&script) {
+                    let input = io.read_stdin().await;
+                    let mut state = self.lock_state();
+                    deploy::run(
+                        &mut state,
+                        &self.name,
+                        &self.install_directory,
+                        helper,
+                        &input,
+                        SystemTime::now(),
+                    )
+                } else if shell::is_stdin_bootstrap(&script) {
                     let body = text(&io.read_stdin().await);
                     shell::run_powershell(&body, "", &ctx)
                 } else if shell::reads_stdin(&script) {

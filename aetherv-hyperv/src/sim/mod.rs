@@ -13,9 +13,13 @@
 //!   agent of the VM concerned.
 //! - [`faults`]: per-host seeded fault plans (latency, outages, dropped connections, HTTP
 //!   statuses, WS-Man faults, hung and failing commands).
+//! - [`deploy`]: a per-host virtual file system for the install directory and emulations of
+//!   the deployment helper scripts (recognised by their `# aetherv-inline: <Name>` marker in
+//!   `-EncodedCommand` scripts); a deployment sets the host's installed script version.
 //! - [`scripts`]: emulations of the project's host scripts, recognised by file name in
-//!   `powershell.exe -File <dir>\<Name>.ps1` (see [`crate::protocol`]); built in:
-//!   `Get-HostFacts` and `Inventory`.
+//!   `powershell.exe -File <dir>\<Name>.ps1` (see [`crate::protocol`]): one emulation per
+//!   script in `assets/powershell/` (see [`crate::ops::scripts`]), applying the script's
+//!   documented effect to the model.
 //! - The command interpreter: a documented subset of `cmd.exe` (`echo`, `hostname`,
 //!   `exit [/b] N`) and of PowerShell (`Write-Output`, `Write-Host`, `Write-Error` as CLIXML,
 //!   `Write-Warning`, `exit N`, `$input`, `[Console]::In.ReadToEnd()`, `hostname`,
@@ -114,6 +118,7 @@ mod host;
 mod rng;
 mod shell;
 
+pub mod deploy;
 pub mod faults;
 pub mod fleet;
 pub mod guest;

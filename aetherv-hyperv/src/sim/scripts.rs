@@ -17,7 +17,8 @@
 //! 3. Mutations go through [`ScriptContext::state_mut`] (KVP writes through
 //!    [`crate::sim::SimState::set_host_kvp`] so guest agents react).
 //!
-//! Built in now: [`GET_HOST_FACTS`] and [`INVENTORY`].
+//! Built in: every operation script of [`crate::ops::scripts`] (emulations in [`ops`]), plus
+//! [`INVENTORY`], the former name of `Get-Inventory`, kept as an alias for existing callers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,8 +33,11 @@ use crate::sim::state::SimState;
 
 /// Script name of the host facts emulation.
 pub const GET_HOST_FACTS: &str = "Get-HostFacts";
-/// Script name of the VM inventory emulation.
+/// Former script name of the VM inventory emulation (an alias of
+/// [`crate::ops::scripts::GET_INVENTORY`]).
 pub const INVENTORY: &str = "Inventory";
+
+pub mod ops;
 
 /// What an emulation can see and change.
 #[derive(Debug)]
@@ -117,11 +121,27 @@ impl ScriptRegistry {
         Self::default()
     }
 
-    /// The built-in emulations ([`GET_HOST_FACTS`], [`INVENTORY`]).
+    /// The built-in emulations: every script of [`crate::ops::scripts::ALL`] and the
+    /// [`INVENTORY`] alias.
     pub fn builtin() -> Self {
+        use crate::ops::scripts as s;
         let mut registry = Self::new();
         registry.register(GET_HOST_FACTS, get_host_facts);
         registry.register(INVENTORY, inventory);
+        registry.register(s::GET_INVENTORY, ops::get_inventory);
+        registry.register(s::SET_VM_POWER_STATE, ops::set_vm_power_state);
+        registry.register(s::REMOVE_MANAGED_VM, ops::remove_managed_vm);
+        registry.register(s::GET_VM_KVP, ops::get_vm_kvp);
+        registry.register(s::SET_VM_KVP, ops::set_vm_kvp);
+        registry.register(s::REMOVE_VM_KVP, ops::remove_vm_kvp);
+        registry.register(s::COPY_GOLDEN_IMAGE, ops::copy_golden_image);
+        registry.register(s::COPY_PROVISIONING_ISO, ops::copy_provisioning_iso);
+        registry.register(s::REGISTER_MANAGED_VM, ops::register_managed_vm);
+        registry.register(s::ADD_VM_CLUSTER_ROLE, ops::add_vm_cluster_role);
+        registry.register(s::REMOVE_VM_CLUSTER_ROLE, ops::remove_vm_cluster_role);
+        registry.register(s::TEST_VM_MIGRATION, ops::test_vm_migration);
+        registry.register(s::MOVE_MANAGED_VM, ops::move_managed_vm);
+        registry.register(s::REMOVE_VM_PATH, ops::remove_vm_path);
         registry
     }
 

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::sim::deploy::HostFiles;
 use crate::sim::guest::{GuestAgent, KeySource};
 use crate::sim::model::{Fleet, NewVm, PowerAction, Vm, check_kvp_item};
 
@@ -17,6 +18,21 @@ pub struct SimState {
     fleet: Fleet,
     agents: BTreeMap<Uuid, GuestAgent>,
     keys: KeySource,
+    files: BTreeMap<String, HostFiles>,
+    loose_files: BTreeMap<(String, String), LooseFile>,
+}
+
+/// A file a host script created that no VM uses (yet): a copied golden image before its VM is
+/// registered, a copied provisioning ISO, a disk kept when its VM was deleted. Keyed by host
+/// and lowercase path. Loose files do not count against storage free space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LooseFile {
+    /// Full path as created.
+    pub path: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// The golden image the file was copied from, for copied VHDXs.
+    pub image: Option<String>,
 }
 
 impl SimState {
@@ -28,6 +44,8 @@ impl SimState {
             fleet,
             agents: BTreeMap::new(),
             keys,
+            files: BTreeMap::new(),
+            loose_files: BTreeMap::new(),
         }
     }
 
@@ -40,6 +58,17 @@ impl SimState {
     /// [`SimState::drive_agent`] afterwards if a guest should notice.
     pub fn fleet_mut(&mut self) -> &mut Fleet {
         &mut self.fleet
+    }
+
+    /// The deployment file system of `host` (see [`crate::sim::deploy`]), if anything was
+    /// ever written to it.
+    pub fn host_files(&self, host: &str) -> Option<&HostFiles> {
+        self.files.get(&host.to_ascii_lowercase())
+    }
+
+    /// Mutable access to the deployment file system of `host` (created empty on first use).
+    pub fn host_files_mut(&mut self, host: &str) -> &mut HostFiles {
+        self.files.entry(host.to_ascii_lowercase()).or_default()
     }
 
     /// The guest agent of a VM, if one is running.
@@ -126,5 +155,39 @@ impl SimState {
         let removed = self.fleet.remove_vm(host, vm)?;
         self.agents.remove(&removed.id);
         Ok(removed)
+    }
+
+    /// Records a loose file on `host` (replacing one at the same path).
+    pub fn add_loose_file(&mut self, host: &str, file: LooseFile) {
+        self.loose_files.insert(
+            (host.to_ascii_lowercase(), file.path.to_ascii_lowercase()),
+            file,
+        );
+    }
+
+    /// The loose file at `path` on `host`.
+    pub fn loose_file(&self, host: &str, path: &str) -> Option<&LooseFile> {
+        self.loose_files
+            .get(&(host.to_ascii_lowercase(), path.to_ascii_lowercase()))
+    }
+
+    /// Whether a loose file exists at or below `path` on `host`.
+    pub fn loose_path_exists(&self, host: &str, path: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.loose_files.iter().any(|((h, p), _)| {
+            *h == host
+                && (p.eq_ignore_ascii_case(path) || crate::sim::model::path_is_under(p, path))
+        })
+    }
+
+    /// Removes the loose files at or below `path` on `host`; returns how many were removed.
+    pub fn remove_loose_files(&mut self, host: &str, path: &str) -> usize {
+        let host = host.to_ascii_lowercase();
+        let before = self.loose_files.len();
+        self.loose_files.retain(|(h, p), _| {
+            !(*h == host
+                && (p.eq_ignore_ascii_case(path) || crate::sim::model::path_is_under(p, path)))
+        });
+        before - self.loose_files.len()
     }
 }

@@ -1,0 +1,34 @@
+# Remove-VmPath.ps1 - compensation: removes a file or folder strictly below the host's VM folder root (VirtualMachinePath), never one a VM still uses.
+#
+# Request (stdin, JSON): {"path":"<file or folder>"}
+# Result data: {path, removed}
+# Windows PowerShell 5.1 compatible; request values are only used as parameter values.
+
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+. (Join-Path -Path $PSScriptRoot -ChildPath 'AethervCommon.ps1')
+
+Invoke-AethervScript -Body {
+    param($Request)
+    $path = [string](Get-AethervRequiredField -Request $Request -Name 'path')
+    $root = [string](Hyper-V\Get-VMHost).VirtualMachinePath
+    if (-not (Test-AethervPathUnder -Path $path -Root $root)) {
+        Stop-Aetherv -Code 'PathOutsideRoot' -Message ($path + ' is not below the VM folder root ' + $root) -Details @{ path = $path; root = $root }
+    }
+    $vms = @(Hyper-V\Get-VM)
+    if ($vms.Count -gt 0) {
+        foreach ($disk in @(Hyper-V\Get-VMHardDiskDrive -VM $vms)) {
+            $diskPath = [string]$disk.Path
+            if ($diskPath.Length -gt 0 -and ($diskPath -eq $path -or (Test-AethervPathUnder -Path $diskPath -Root $path))) {
+                Stop-Aetherv -Code 'PathInUse' -Message ($path + ' holds disk ' + $diskPath + ' of VM ' + $disk.VMName) -Details @{ path = $path; vm = $disk.VMId.ToString() }
+            }
+        }
+    }
+    $removed = $false
+    if (Test-Path -LiteralPath $path) {
+        Remove-Item -LiteralPath $path -Recurse -Force
+        $removed = $true
+    }
+    [ordered]@{ path = $path; removed = $removed }
+}

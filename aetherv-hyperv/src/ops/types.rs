@@ -1,0 +1,734 @@
+//! The typed values of host operations: what the host scripts return (one flat, explicit JSON
+//! shape per script) and what callers send.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::psjson::{self, PsEnum, Timestamp};
+
+/// A VM's identity: its Hyper-V GUID (`VMId`). Names are not unique across hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VmId(pub Uuid);
+
+impl VmId {
+    /// The GUID.
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for VmId {
+    fn from(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for VmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for VmId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s.trim().trim_matches(['{', '}'])).map(Self)
+    }
+}
+
+/// A VM's state, with the numbers of `Microsoft.HyperV.PowerShell.VMState` (what Windows
+/// PowerShell 5.1 writes to JSON). Codes from 32768 up are transitional or critical states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum VmState {
+    /// 1: a state Hyper-V does not name.
+    Other,
+    /// 2.
+    Running,
+    /// 3.
+    Off,
+    /// 4.
+    Stopping,
+    /// 6.
+    Saved,
+    /// 9.
+    Paused,
+    /// 10.
+    Starting,
+    /// 11.
+    Reset,
+    /// 32773 (transitional).
+    Saving,
+    /// 32776 (transitional).
+    Pausing,
+    /// 32777 (transitional).
+    Resuming,
+    /// 32779.
+    FastSaved,
+    /// 32780 (transitional).
+    FastSaving,
+    /// 32781 (transitional).
+    ForceShutdown,
+    /// 32782 (transitional).
+    ForceReboot,
+    /// 32783.
+    Hibernated,
+    /// 32784 (transitional).
+    ComponentServicing,
+    /// Any other code, e.g. the `*Critical` states 32785..=32796.
+    Code(u32),
+}
+
+const STATE_TABLE: [(VmState, u32, &str); 17] = [
+    (VmState::Other, 1, "Other"),
+    (VmState::Running, 2, "Running"),
+    (VmState::Off, 3, "Off"),
+    (VmState::Stopping, 4, "Stopping"),
+    (VmState::Saved, 6, "Saved"),
+    (VmState::Paused, 9, "Paused"),
+    (VmState::Starting, 10, "Starting"),
+    (VmState::Reset, 11, "Reset"),
+    (VmState::Saving, 32773, "Saving"),
+    (VmState::Pausing, 32776, "Pausing"),
+    (VmState::Resuming, 32777, "Resuming"),
+    (VmState::FastSaved, 32779, "FastSaved"),
+    (VmState::FastSaving, 32780, "FastSaving"),
+    (VmState::ForceShutdown, 32781, "ForceShutdown"),
+    (VmState::ForceReboot, 32782, "ForceReboot"),
+    (VmState::Hibernated, 32783, "Hibernated"),
+    (VmState::ComponentServicing, 32784, "ComponentServicing"),
+];
+
+impl VmState {
+    /// The numeric value Hyper-V reports.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Code(c) => c,
+            known => STATE_TABLE
+                .iter()
+                .find(|(s, _, _)| *s == known)
+                .map_or(0, |(_, c, _)| *c),
+        }
+    }
+
+    /// The state for a numeric value.
+    pub fn from_code(code: u32) -> Self {
+        STATE_TABLE
+            .iter()
+            .find(|(_, c, _)| *c == code)
+            .map_or(Self::Code(code), |(s, _, _)| *s)
+    }
+
+    /// Hyper-V's name for the state (`Running`, `Off`, ...); `Code` states print their number.
+    pub fn name(self) -> String {
+        match self {
+            Self::Code(c) => c.to_string(),
+            known => STATE_TABLE
+                .iter()
+                .find(|(s, _, _)| *s == known)
+                .map_or_else(String::new, |(_, _, n)| (*n).to_owned()),
+        }
+    }
+
+    /// Whether the VM is between stable states (Starting, Stopping, Saving, ...): every code
+    /// of 32768 and above except the stable `FastSaved`/`Hibernated`, plus 4, 10 and 11.
+    pub fn is_transitional(self) -> bool {
+        match self {
+            Self::Stopping | Self::Starting | Self::Reset => true,
+            Self::FastSaved | Self::Hibernated => false,
+            other => other.code() >= 32768,
+        }
+    }
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl PsEnum for VmState {
+    fn from_code(code: i64) -> Option<Self> {
+        u32::try_from(code).ok().map(Self::from_code)
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        STATE_TABLE
+            .iter()
+            .find(|(_, _, n)| n.eq_ignore_ascii_case(name))
+            .map(|(s, _, _)| *s)
+    }
+}
+
+impl Serialize for VmState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for VmState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        psjson::enum_code_or_name(deserializer)
+    }
+}
+
+/// A power action and the states it is allowed from.
+///
+/// | Action | Cmdlet on the host | Allowed from |
+/// |---|---|---|
+/// | `Start` | `Start-VM` | Off, Saved |
+/// | `Shutdown` | `Stop-VM -Force` (guest OS shutdown through the Shutdown integration service) | Running |
+/// | `TurnOff` | `Stop-VM -TurnOff -Force` (power off, discards a saved state) | Running, Paused, Saved, and any transitional state (to recover a stuck VM) |
+/// | `Restart` | `Restart-VM -Force` (a hard reset) | Running |
+/// | `Save` | `Save-VM` | Running, Paused |
+/// | `Pause` | `Suspend-VM` | Running |
+/// | `Resume` | `Resume-VM` | Paused |
+///
+/// The same table is checked before a request is sent ([`crate::ops::power_checked`]) and
+/// again by the host script, which sees the state at the moment it acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    /// Start the VM.
+    Start,
+    /// Shut the guest OS down cleanly.
+    Shutdown,
+    /// Turn the VM off (like pulling the plug).
+    TurnOff,
+    /// Hard restart.
+    Restart,
+    /// Save the VM's state to disk.
+    Save,
+    /// Pause (suspend) the VM in memory.
+    Pause,
+    /// Resume a paused VM.
+    Resume,
+}
+
+impl PowerAction {
+    /// Every action.
+    pub const ALL: [Self; 7] = [
+        Self::Start,
+        Self::Shutdown,
+        Self::TurnOff,
+        Self::Restart,
+        Self::Save,
+        Self::Pause,
+        Self::Resume,
+    ];
+
+    /// Whether the action is allowed from `state` (the table on the type).
+    pub fn allowed_from(self, state: VmState) -> bool {
+        use VmState as S;
+        match self {
+            Self::Start => matches!(state, S::Off | S::Saved),
+            Self::Shutdown | Self::Restart | Self::Pause => state == S::Running,
+            Self::TurnOff => {
+                matches!(state, S::Running | S::Paused | S::Saved) || state.is_transitional()
+            }
+            Self::Save => matches!(state, S::Running | S::Paused),
+            Self::Resume => state == S::Paused,
+        }
+    }
+
+    /// The verb used in error messages (`start`, `shut down`, ...).
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Shutdown => "shut down",
+            Self::TurnOff => "turn off",
+            Self::Restart => "restart",
+            Self::Save => "save",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+        }
+    }
+
+    /// The name on the wire (`start`, `shutdown`, `turn_off`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Shutdown => "shutdown",
+            Self::TurnOff => "turn_off",
+            Self::Restart => "restart",
+            Self::Save => "save",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+        }
+    }
+}
+
+/// A storage location and its free space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageLocation {
+    /// Path, e.g. `C:\ClusterStorage\Volume1`.
+    pub path: String,
+    /// Capacity in bytes.
+    pub capacity_bytes: u64,
+    /// Free bytes.
+    pub free_bytes: u64,
+    /// Whether this is a cluster shared volume.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+/// A virtual switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualSwitch {
+    /// Switch name.
+    pub name: String,
+    /// `External`, `Internal` or `Private` (numbers are mapped to names).
+    #[serde(deserialize_with = "switch_type")]
+    pub switch_type: String,
+}
+
+fn switch_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(0) => "Private".to_owned(),
+            Some(1) => "Internal".to_owned(),
+            Some(2) => "External".to_owned(),
+            _ => n.to_string(),
+        },
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    })
+}
+
+/// A golden image VHDX that new VMs are copied from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoldenImage {
+    /// Display name (file stem), e.g. `Windows Server 2022 Datacenter`.
+    pub name: String,
+    /// `windows`, `linux` or empty when the name says neither.
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub os_family: String,
+    /// VHDX path.
+    pub path: String,
+    /// File size in bytes.
+    pub size_bytes: u64,
+    /// Virtual (maximum) size in bytes, when known.
+    #[serde(default)]
+    pub max_size_bytes: Option<u64>,
+}
+
+/// A provisioning ISO (guest agent media).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningIso {
+    /// `windows` or `linux`.
+    pub os_family: String,
+    /// ISO path.
+    pub path: String,
+    /// File size in bytes.
+    pub size_bytes: u64,
+    /// Guest agent version on the ISO, when known.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// What a host is and has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// Computer name.
+    pub name: String,
+    /// Fully qualified name.
+    pub fqdn: String,
+    /// Cluster the host belongs to.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Windows version, e.g. `10.0.20348`.
+    #[serde(default)]
+    pub os_version: Option<String>,
+    /// Logical processors.
+    pub logical_processors: u32,
+    /// Physical memory in bytes.
+    pub memory_total_bytes: u64,
+    /// Memory available for VMs in bytes.
+    pub memory_available_bytes: u64,
+    /// Default folder for new VMs (`VirtualMachinePath`); the root compensation may clean.
+    pub vm_path: String,
+    /// Storage locations with free space.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub storage: Vec<StorageLocation>,
+    /// Virtual switches.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub switches: Vec<VirtualSwitch>,
+    /// Golden images.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub images: Vec<GoldenImage>,
+    /// Provisioning ISOs.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub provisioning_isos: Vec<ProvisioningIso>,
+    /// Installed host script version (`None`: unknown).
+    #[serde(default)]
+    pub scripts_version: Option<String>,
+}
+
+/// A virtual hard disk attached to a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDisk {
+    /// VHD(X) path.
+    pub path: String,
+    /// `IDE` or `SCSI`.
+    #[serde(default, deserialize_with = "controller_type")]
+    pub controller_type: String,
+    /// Controller number.
+    #[serde(default)]
+    pub controller_number: u32,
+    /// Location on the controller.
+    #[serde(default)]
+    pub controller_location: u32,
+    /// `Fixed`, `Dynamic`, `Differencing` (numbers are mapped to names).
+    #[serde(default, deserialize_with = "disk_type")]
+    pub disk_type: String,
+    /// Virtual size in bytes.
+    #[serde(default)]
+    pub max_size_bytes: u64,
+    /// File size in bytes.
+    #[serde(default)]
+    pub file_size_bytes: u64,
+}
+
+fn controller_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(0) => "IDE".to_owned(),
+            Some(1) => "SCSI".to_owned(),
+            _ => n.to_string(),
+        },
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    })
+}
+
+fn disk_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    // Microsoft.Vhd.PowerShell.VhdType: Unknown 0, Fixed 2, Dynamic 3, Differencing 4.
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(2) => "Fixed".to_owned(),
+            Some(3) => "Dynamic".to_owned(),
+            Some(4) => "Differencing".to_owned(),
+            _ => "Unknown".to_owned(),
+        },
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    })
+}
+
+/// A DVD drive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDvdDrive {
+    /// Inserted ISO path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `IDE` or `SCSI`.
+    #[serde(default, deserialize_with = "controller_type")]
+    pub controller_type: String,
+    /// Controller number.
+    #[serde(default)]
+    pub controller_number: u32,
+    /// Location on the controller.
+    #[serde(default)]
+    pub controller_location: u32,
+}
+
+/// A network adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmNic {
+    /// Adapter name.
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub name: String,
+    /// Connected switch.
+    #[serde(default)]
+    pub switch_name: Option<String>,
+    /// Access VLAN; `None` when untagged.
+    #[serde(default)]
+    pub vlan_id: Option<u16>,
+    /// MAC address (12 hex digits).
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub mac_address: String,
+    /// Addresses the guest reports.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub ip_addresses: Vec<String>,
+}
+
+/// An integration service and whether it is enabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrationService {
+    /// Service name, e.g. `Heartbeat`.
+    pub name: String,
+    /// Whether it is enabled.
+    pub enabled: bool,
+}
+
+/// A VM as the inventory reports it (one flat shape for every script that returns VMs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vm {
+    /// Hyper-V VM id.
+    pub id: VmId,
+    /// Name (not unique across hosts).
+    pub name: String,
+    /// State (the number; `state_name` in the document is informational).
+    pub state: VmState,
+    /// Generation (1 or 2).
+    #[serde(default)]
+    pub generation: u8,
+    /// Configuration version, e.g. `10.0`.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Folder holding the VM's configuration.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Virtual processors.
+    pub processor_count: u32,
+    /// Startup memory in bytes.
+    pub memory_startup_bytes: u64,
+    /// Memory currently assigned in bytes.
+    #[serde(default)]
+    pub memory_assigned_bytes: u64,
+    /// Dynamic memory minimum in bytes.
+    #[serde(default)]
+    pub memory_minimum_bytes: u64,
+    /// Dynamic memory maximum in bytes.
+    #[serde(default)]
+    pub memory_maximum_bytes: u64,
+    /// Whether dynamic memory is enabled.
+    #[serde(default)]
+    pub dynamic_memory: bool,
+    /// Time since start (zero when off).
+    #[serde(rename = "uptime_seconds", default, with = "psjson::duration")]
+    pub uptime: Duration,
+    /// When the VM was created.
+    #[serde(default)]
+    pub creation_time: Option<Timestamp>,
+    /// Notes (carries the provisioning job marker).
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub notes: String,
+    /// Whether the VM is a cluster role.
+    #[serde(default)]
+    pub clustered: bool,
+    /// Virtual hard disks.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub disks: Vec<VmDisk>,
+    /// DVD drives.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub dvd_drives: Vec<VmDvdDrive>,
+    /// Network adapters.
+    #[serde(
+        rename = "network_adapters",
+        default,
+        deserialize_with = "psjson::one_or_many"
+    )]
+    pub nics: Vec<VmNic>,
+    /// Integration services.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub integration_services: Vec<IntegrationService>,
+}
+
+/// Every VM of one host, collected in one script run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Host the inventory came from.
+    pub host: String,
+    /// When it was collected (host clock).
+    pub collected_at: Timestamp,
+    /// The VMs.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub vms: Vec<Vm>,
+}
+
+/// What a power action did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerOutcome {
+    /// VM id.
+    pub id: VmId,
+    /// VM name.
+    pub name: String,
+    /// State before the action.
+    pub previous_state: VmState,
+    /// State after the action.
+    pub state: VmState,
+}
+
+/// What deleting a VM removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedVm {
+    /// VM id.
+    pub id: VmId,
+    /// VM name.
+    pub name: String,
+    /// Files deleted (disks when asked for).
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub removed_paths: Vec<String>,
+    /// Disk files left in place.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub kept_paths: Vec<String>,
+}
+
+/// The KVP items a guest published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestKvp {
+    /// Items the guest wrote for the host (`GuestExchangeItems`).
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub items: BTreeMap<String, String>,
+    /// Items the guest's integration services report (`GuestIntrinsicExchangeItems`).
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub intrinsic: BTreeMap<String, String>,
+}
+
+/// Provisioning.CopyImage: copy a golden VHDX into a new VM folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyImageRequest {
+    /// Path of the golden image (from [`HostFacts::images`]).
+    pub image_path: String,
+    /// Name of the VM the folder is for (`<root>\<vm_name>\Virtual Hard Disks\<vm_name>.vhdx`).
+    pub vm_name: String,
+    /// Root folder; the host's `VirtualMachinePath` when `None`.
+    #[serde(default)]
+    pub destination_root: Option<String>,
+}
+
+/// The copied image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiedImage {
+    /// The new VM folder.
+    pub vm_folder: String,
+    /// The VHDX in it.
+    pub vhdx_path: String,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+}
+
+/// Provisioning.CopyProvisioningISO: copy the guest agent ISO into the VM folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyIsoRequest {
+    /// Path of the provisioning ISO (from [`HostFacts::provisioning_isos`]).
+    pub iso_path: String,
+    /// The VM folder (from [`CopiedImage::vm_folder`]).
+    pub vm_folder: String,
+}
+
+/// The copied ISO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiedIso {
+    /// Path of the copy.
+    pub iso_path: String,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+}
+
+/// Dynamic memory bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynamicMemory {
+    /// Minimum in bytes.
+    pub minimum_bytes: u64,
+    /// Maximum in bytes.
+    pub maximum_bytes: u64,
+}
+
+/// Provisioning.RegisterVM: create (register) a generation 2 VM over a copied VHDX.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterVmSpec {
+    /// VM name (unique on the host).
+    pub name: String,
+    /// VM folder (from [`CopiedImage::vm_folder`]).
+    pub vm_folder: String,
+    /// Boot disk (from [`CopiedImage::vhdx_path`]).
+    pub vhdx_path: String,
+    /// ISO to insert in a DVD drive (from [`CopiedIso::iso_path`]).
+    #[serde(default)]
+    pub iso_path: Option<String>,
+    /// Virtual processors.
+    pub processor_count: u32,
+    /// Startup memory in bytes (a multiple of 2 MiB, at least 512 MiB).
+    pub memory_startup_bytes: u64,
+    /// Dynamic memory bounds; static memory when `None`.
+    #[serde(default)]
+    pub dynamic_memory: Option<DynamicMemory>,
+    /// Switch to connect; the host's first external switch when `None`.
+    #[serde(default)]
+    pub switch_name: Option<String>,
+    /// Access VLAN.
+    #[serde(default)]
+    pub vlan_id: Option<u16>,
+    /// VM notes: the job marker (see DESIGN.md).
+    #[serde(default)]
+    pub notes: String,
+    /// Start the VM once registered.
+    #[serde(default)]
+    pub start: bool,
+}
+
+/// The cluster role state of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRole {
+    /// VM id.
+    pub id: VmId,
+    /// Whether the VM is now a cluster role.
+    pub clustered: bool,
+    /// Cluster group name, when clustered.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// Where a VM should move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationTarget {
+    /// Destination host name.
+    pub destination_host: String,
+    /// Move the storage too (shared-nothing live migration).
+    #[serde(default)]
+    pub with_storage: bool,
+    /// Destination folder for the storage (with `with_storage`).
+    #[serde(default)]
+    pub destination_path: Option<String>,
+}
+
+/// One incompatibility `Compare-VM` reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incompatibility {
+    /// Message.
+    pub message: String,
+    /// Message id.
+    #[serde(default)]
+    pub message_id: Option<i64>,
+}
+
+/// The result of `Compare-VM`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationCheck {
+    /// Whether the VM can move.
+    pub compatible: bool,
+    /// What prevents it.
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub incompatibilities: Vec<Incompatibility>,
+}
+
+/// The result of a move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrated {
+    /// VM id.
+    pub id: VmId,
+    /// Host the VM now runs on.
+    pub destination_host: String,
+    /// Whether storage moved too.
+    pub with_storage: bool,
+}
+
+/// What `remove_path` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedPath {
+    /// The path.
+    pub path: String,
+    /// Whether something existed and was removed (false: nothing was there).
+    pub removed: bool,
+}
