@@ -779,10 +779,12 @@ impl Inner {
     }
 
     fn unexpected(&self, expected: &str, got: &Response) -> Error {
-        Error::HttpStatus {
+        Error::Envelope {
             endpoint: self.endpoint.clone(),
-            status: 200,
-            detail: format!("expected {expected}, got {got:?}"),
+            source: crate::envelope::EnvelopeError::Invalid {
+                field: "response",
+                detail: format!("expected {expected}, got {:?}", ResponseKind::from(got)),
+            },
         }
     }
 
