@@ -25,6 +25,7 @@ pub mod deploy;
 pub mod error;
 pub mod executor;
 pub mod ops;
+pub mod os;
 pub mod protocol;
 pub mod psjson;
 #[cfg(feature = "sim")]
@@ -32,3 +33,4 @@ pub mod sim;
 
 pub use error::{Error, Result};
 pub use executor::{PowerShellExecutor, ScriptOutput, WinRmExecutor};
+pub use os::OsFamily;

@@ -135,6 +135,147 @@ pub enum Error {
         /// The value found (state values are never secret).
         value: String,
     },
+    /// A host operation failed in a pipeline step.
+    #[error("{step}: {source}")]
+    Host {
+        /// The step, e.g. `Provisioning.CopyImage`.
+        step: &'static str,
+        /// The host's typed error (it names the host and the operation).
+        #[source]
+        source: Box<aetherv_hyperv::Error>,
+    },
+
+    /// A host operation did not answer within the step's timeout; whether it took effect is
+    /// unknown (compensation assumes it did).
+    #[error("{step}: host {host} did not answer within {}s", .after.as_secs_f64())]
+    StepTimeout {
+        /// The step.
+        step: &'static str,
+        /// The host.
+        host: String,
+        /// The timeout.
+        after: std::time::Duration,
+    },
+
+    /// A pre-check refused the job before anything was created.
+    #[error("pre-check {check} failed on host {host}: {detail}")]
+    PreCheck {
+        /// Which check (`name free`, `image exists`, `enough memory`, `provisioning iso`).
+        check: &'static str,
+        /// The host.
+        host: String,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+
+    /// The guest did not get to the expected protocol state in time (agent not running, wrong
+    /// agent version, KVP integration service disabled).
+    #[error(
+        "VM {vm}: the guest agent did not report {waiting_for} within {}s (last guest state: {})",
+        .after.as_secs_f64(),
+        .last_state.as_deref().unwrap_or("none")
+    )]
+    GuestTimeout {
+        /// The VM name.
+        vm: String,
+        /// The state waited for.
+        waiting_for: &'static str,
+        /// How long the job waited.
+        after: std::time::Duration,
+        /// The last state the guest reported.
+        last_state: Option<String>,
+    },
+
+    /// The guest agent reported `provisioningfailed`.
+    #[error("VM {vm}: the guest agent reported provisioningfailed: {reason}")]
+    GuestFailed {
+        /// The VM name.
+        vm: String,
+        /// `hlvmm.meta.guest_provisioning_error` (never contains data values).
+        reason: String,
+    },
+
+    /// A provisioning job failed; compensation ran and `cleanup` says what it removed and what
+    /// it could not.
+    #[error(
+        "provisioning job {job} of VM {vm} on host {host} failed in {step}: {cause}; cleanup: {cleanup}"
+    )]
+    ProvisionFailed {
+        /// The job.
+        job: crate::job::JobId,
+        /// The host.
+        host: String,
+        /// The VM name.
+        vm: String,
+        /// The step that failed.
+        step: &'static str,
+        /// Why.
+        #[source]
+        cause: Box<Error>,
+        /// What compensation did.
+        cleanup: crate::job::CleanupReport,
+    },
+
+    /// A job was cancelled; compensation ran and `cleanup` says what it removed and what it
+    /// could not.
+    #[error("job {job} on host {host} was cancelled during {step}; cleanup: {cleanup}")]
+    Cancelled {
+        /// The job.
+        job: crate::job::JobId,
+        /// The host.
+        host: String,
+        /// The step that was running.
+        step: &'static str,
+        /// What compensation did.
+        cleanup: crate::job::CleanupReport,
+    },
+
+    /// Deletion refused: the VM is not off and the request was not forced.
+    #[error(
+        "host {host}: VM {vm} is {state}; refusing to delete it; shut it down first or force \
+         the deletion (the VM is turned off)"
+    )]
+    VmNotOff {
+        /// The host.
+        host: String,
+        /// The VM name.
+        vm: String,
+        /// Its state (Hyper-V's name).
+        state: String,
+    },
+
+    /// A deletion job failed.
+    #[error("deleting VM {vm} on host {host} failed in {step}: {cause}")]
+    DeleteFailed {
+        /// The host.
+        host: String,
+        /// The VM (name, or id when the name is unknown).
+        vm: String,
+        /// The step that failed.
+        step: &'static str,
+        /// Why.
+        #[source]
+        cause: Box<Error>,
+    },
+
+    /// The host answered a step with something that step does not expect (a bug in the
+    /// workflow or its driver).
+    #[error("{step}: unexpected {detail}")]
+    Unexpected {
+        /// The step.
+        step: &'static str,
+        /// What arrived.
+        detail: String,
+    },
+
+    /// The VM was deleted but is still in the host's inventory.
+    #[error("host {host}: VM {vm} is still in the inventory after deletion")]
+    StillPresent {
+        /// The host.
+        host: String,
+        /// The VM.
+        vm: String,
+    },
 }
 
 impl Error {

@@ -149,6 +149,11 @@ impl KvpItem {
             value: value.into(),
         }
     }
+
+    /// The `(key, value)` pair, as [`aetherv_hyperv::ops::HyperVHost::kvp_write_host`] takes it.
+    pub fn into_pair(self) -> (String, String) {
+        (self.key, self.value)
+    }
 }
 
 /// The item that tells the guest agent which provisioning system version the host runs.

@@ -1,5 +1,5 @@
-//! Provisioning for aetherv: the job schema, the KVP guest-protocol encryption, and (to come)
-//! the provisioning and deletion pipelines.
+//! Provisioning for aetherv: the job schema, the KVP guest-protocol encryption, and the
+//! provisioning and deletion pipelines.
 //!
 //! # Modules
 //!
@@ -19,6 +19,20 @@
 //!   plaintext secrets never exist on the Hyper-V host: host scripts only move the resulting
 //!   KVP items. The guest half ([`decrypt`](kvp::ProvisioningPayload::decrypt)) is there for
 //!   tests and simulators.
+//! - [`job`]: the job engine, independent of what a job does: a [`Workflow`](job::Workflow) is a
+//!   sans-IO state machine fed [`Event`](job::Event)s (host replies, timer expiry,
+//!   cancellation) with the elapsed time, answering with the next [`Action`](job::Action)
+//!   (call the host, wait, compensate, done); progress and log lines accumulate in it.
+//!   [`job::run`] is the thin tokio driver over `Arc<dyn HyperVHost>`: per-call timeouts,
+//!   a [`CancellationToken`](tokio_util::sync::CancellationToken), a progress/log sink.
+//! - [`provision`]: the provisioning pipeline ([`ProvisionMachine`](provision::ProvisionMachine),
+//!   [`provision::provision`]): pre-checks, image and ISO copies, VM registration with the job
+//!   marker in its notes, the KVP handshake and encrypted publication, the wait for the guest,
+//!   the optional cluster role; on failure or cancellation every created artifact is removed
+//!   in reverse and the error carries the [`CleanupReport`](job::CleanupReport).
+//! - [`delete`]: the deletion pipeline ([`DeleteMachine`](delete::DeleteMachine),
+//!   [`delete::delete`]): refuse a VM that is not Off unless forced, turn it off, remove its
+//!   cluster role, delete it (and its disks when asked), verify the inventory.
 //! - [`error`]: the crate's [`Error`] and [`Result`].
 //!
 //! # Secrets
@@ -29,20 +43,15 @@
 //! its kind only), and they are only exposed to be encrypted for the guest. The Ansible SSH key
 //! is a public key and not treated as secret; a private key given there is refused.
 //!
-//! # What comes later
-//!
-//! The provisioning pipeline (pre-checks, copy image and ISO, register the VM, wait for the
-//! guest's key, publish the payload, wait for the guest, optional cluster role) and the deletion
-//! pipeline, as sans-IO state machines with per-step timeouts, progress events, cancellation and
-//! compensation. They depend on the typed Hyper-V operations of `aetherv-hyperv` and will use
-//! this crate's types as they are: a [`Validated`](schema::Validated) request is the pipeline's
-//! input (its warnings go to the job log), [`guest_data`](kvp::guest_data) and
-//! [`ProvisioningPayload::build`](kvp::ProvisioningPayload::build) produce what the publish step
-//! writes, and [`HostState`](kvp::HostState) / [`GuestState`](kvp::GuestState) /
-//! [`GuestPublicKey`](kvp::GuestPublicKey) are what the wait steps read.
+//! Job events, logs and errors never contain them either: the pipelines handle secrets only
+//! inside [`ProvisioningPayload::build`](kvp::ProvisioningPayload::build), and what reaches a
+//! host is ciphertext.
 
+pub mod delete;
 pub mod error;
+pub mod job;
 pub mod kvp;
+pub mod provision;
 pub mod schema;
 
 pub use error::{Error, FieldError, Result};

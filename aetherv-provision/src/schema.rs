@@ -66,7 +66,6 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 use aetherv_winrm::Secret;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -78,22 +77,7 @@ use crate::kvp::MAX_VALUE_CHARS;
 /// The only schema version this crate accepts.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Image name prefixes (case-insensitive) that mean a Windows guest.
-pub const WINDOWS_IMAGE_PREFIXES: &[&str] = &["Windows", "Microsoft Windows"];
-
-/// Image name prefixes (case-insensitive) that mean a Linux guest.
-pub const LINUX_IMAGE_PREFIXES: &[&str] = &[
-    "Ubuntu",
-    "RHEL",
-    "CentOS",
-    "Rocky Linux",
-    "AlmaLinux",
-    "Oracle Linux",
-    "Debian",
-    "SUSE",
-    "openSUSE",
-    "Fedora",
-];
+pub use aetherv_hyperv::os::{LINUX_IMAGE_PREFIXES, WINDOWS_IMAGE_PREFIXES};
 
 const MAX_VM_NAME: usize = 64;
 const MAX_WINDOWS_COMPUTER_NAME: usize = 15;
@@ -105,68 +89,18 @@ const WINDOWS_USER_FORBIDDEN: &[char] = &[
     '"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>', '@',
 ];
 
-/// The guest operating system family; decides which provisioning ISO, which KVP public key
-/// format and which optional groups apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OsFamily {
-    /// Windows guests (computer name limit, domain join).
-    Windows,
-    /// Linux guests (Ansible SSH user and key).
-    Linux,
-}
+/// The guest operating system family (one definition, shared with the Hyper-V layer and its
+/// simulator).
+pub use aetherv_hyperv::OsFamily;
 
-impl OsFamily {
-    /// The family an image name implies: a case-insensitive prefix match against
-    /// [`WINDOWS_IMAGE_PREFIXES`] and [`LINUX_IMAGE_PREFIXES`] (leading whitespace ignored), or
-    /// `None` when it matches neither.
-    pub fn detect(image_name: &str) -> Option<Self> {
-        let name = image_name.trim_start();
-        let matches = |prefix: &&str| {
-            name.get(..prefix.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-        };
-        if WINDOWS_IMAGE_PREFIXES.iter().any(matches) {
-            Some(Self::Windows)
-        } else if LINUX_IMAGE_PREFIXES.iter().any(matches) {
-            Some(Self::Linux)
-        } else {
-            None
-        }
-    }
-
-    /// `"windows"` or `"linux"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Windows => "windows",
-            Self::Linux => "linux",
-        }
-    }
-}
-
-impl fmt::Display for OsFamily {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for OsFamily {
-    type Err = FieldError;
-
-    /// Parses `windows` or `linux` (case-insensitive, surrounding whitespace ignored).
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("windows") {
-            Ok(Self::Windows)
-        } else if s.eq_ignore_ascii_case("linux") {
-            Ok(Self::Linux)
-        } else {
-            Err(FieldError::new(
-                "os_family",
-                format!("must be \"windows\" or \"linux\", got {}", quoted(s)),
-            ))
-        }
-    }
+/// Parses an explicit `os_family` (`windows` or `linux`, case-insensitive).
+fn parse_os_family(s: &str) -> std::result::Result<OsFamily, FieldError> {
+    OsFamily::parse(s).ok_or_else(|| {
+        FieldError::new(
+            "os_family",
+            format!("must be \"windows\" or \"linux\", got {}", quoted(s.trim())),
+        )
+    })
 }
 
 /// A validated provisioning job: where to create the VM and how to configure it.
@@ -1048,7 +982,7 @@ fn validate_values(check: &mut Check, raw: RawValues) -> Option<ProvisionValues>
     let vlan_id = check.ranged::<u16>("vlan_id", raw.vlan_id, 0, 4094);
     let vm_clustered = check.boolean("vm_clustered", raw.vm_clustered);
     let os_override = match check.text("os_family", raw.os_family) {
-        Got::Value(s) => match s.parse::<OsFamily>() {
+        Got::Value(s) => match parse_os_family(&s) {
             Ok(family) => Got::Value(family),
             Err(e) => {
                 check.fail("os_family", e.message);

@@ -34,50 +34,8 @@ pub const INTEGRATION_SERVICES: [(&str, bool); 6] = [
     ("VSS", true),
 ];
 
-/// Guest operating system family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OsFamily {
-    /// Windows guests (publish their key as a CAPI PUBLICKEYBLOB).
-    Windows,
-    /// Linux guests (publish their key as PKCS#1 DER).
-    Linux,
-}
-
-impl OsFamily {
-    /// The family of a golden image, from its name (the rule in DESIGN.md): `Windows*` and
-    /// `Microsoft Windows*` are Windows; Ubuntu, RHEL, CentOS, Rocky Linux, AlmaLinux, Oracle
-    /// Linux, Debian, SUSE, openSUSE and Fedora are Linux.
-    pub fn from_image_name(name: &str) -> Option<Self> {
-        const LINUX: [&str; 10] = [
-            "ubuntu",
-            "rhel",
-            "centos",
-            "rocky linux",
-            "almalinux",
-            "oracle linux",
-            "debian",
-            "suse",
-            "opensuse",
-            "fedora",
-        ];
-        let lower = name.trim().to_ascii_lowercase();
-        if lower.starts_with("windows") || lower.starts_with("microsoft windows") {
-            Some(Self::Windows)
-        } else if LINUX.iter().any(|p| lower.starts_with(p)) {
-            Some(Self::Linux)
-        } else {
-            None
-        }
-    }
-
-    /// `windows` or `linux`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Windows => "windows",
-            Self::Linux => "linux",
-        }
-    }
-}
+/// Guest operating system family (the crate's one definition, [`crate::os::OsFamily`]).
+pub use crate::os::OsFamily;
 
 /// A VM's state, with Hyper-V's numeric values (`Microsoft.HyperV.PowerShell.VMState`, what
 /// Windows PowerShell 5.1 writes to JSON).
@@ -1184,22 +1142,16 @@ mod tests {
     #[test]
     fn os_family_from_image_names() {
         assert_eq!(
-            OsFamily::from_image_name("Windows Server 2022 Datacenter"),
+            OsFamily::detect("Windows Server 2022 Datacenter"),
             Some(OsFamily::Windows)
         );
         assert_eq!(
-            OsFamily::from_image_name("Microsoft Windows 11"),
+            OsFamily::detect("Microsoft Windows 11"),
             Some(OsFamily::Windows)
         );
-        assert_eq!(
-            OsFamily::from_image_name("Ubuntu 24.04 LTS"),
-            Some(OsFamily::Linux)
-        );
-        assert_eq!(
-            OsFamily::from_image_name("Rocky Linux 9"),
-            Some(OsFamily::Linux)
-        );
-        assert_eq!(OsFamily::from_image_name("FreeBSD 14"), None);
+        assert_eq!(OsFamily::detect("Ubuntu 24.04 LTS"), Some(OsFamily::Linux));
+        assert_eq!(OsFamily::detect("Rocky Linux 9"), Some(OsFamily::Linux));
+        assert_eq!(OsFamily::detect("FreeBSD 14"), None);
     }
 
     #[test]

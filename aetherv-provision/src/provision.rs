@@ -1,0 +1,992 @@
+//! The provisioning pipeline as a sans-IO [`Workflow`]: a validated job request becomes a
+//! running, configured guest, or a clear failure that leaves nothing behind.
+//!
+//! Steps ([`steps`]), each a host call with its own timeout:
+//!
+//! 1. **Pre-checks**: host facts (the host is reachable; the golden image exists; a
+//!    provisioning ISO for the guest's OS family exists; enough memory is available), then the
+//!    inventory (the VM name is free on the host).
+//! 2. **Copy image** into a new VM folder, then **copy the provisioning ISO** into it.
+//! 3. **Register the VM** (memory, CPU, VHDX, ISO, optional VLAN, started), its notes set to
+//!    the job marker ([`marker`]) so that leftovers are findable after a crash.
+//! 4. **Wait for the guest's key**: set `hlvmm.meta.version` and the host state
+//!    `waitingforpublickey`, then poll the guest's KVP items until it publishes its public key
+//!    and `waitingforaeskey` (or the key timeout passes).
+//! 5. **Publish** the encrypted data ([`ProvisioningPayload::build`] over
+//!    [`guest_data`]) and then `provisioningdatapublished`, in one ordered write.
+//! 6. **Wait for the guest** to report `provisioningapplied` (or `provisioningfailed` with its
+//!    reason).
+//! 7. **Cluster role**, when `vm_clustered` is set.
+//!
+//! On a failure or a cancellation, every artifact created so far is removed in reverse order
+//! (cluster role; VM, turned off, then deleted with its disks; ISO copy; VHDX copy; VM folder).
+//! When a creating call's outcome is unknown (timeout, transport failure, cancellation while it
+//! was in flight) the artifact it may have made is removed too: the VM is looked up by its
+//! notes marker, the folder by the path the host would have used. The job's error lists what
+//! was removed and, loudly, what could not be.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aetherv_hyperv::ops::{
+    CopiedImage, CopyImageRequest, CopyIsoRequest, GuestKvp, HostFacts, HyperVHost, PowerAction,
+    RegisterVmSpec, VmId,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::job::{
+    self, Action, Artifact, CallError, CleanupEntry, CleanupOutcome, CleanupReport, Compensation,
+    Event, EventLog, HostCall, HostReply, JobEvent, JobId, LogLevel, StepCall, Workflow,
+};
+use crate::kvp::{
+    GuestPublicKey, GuestState, HostState, ProvisioningPayload, guest_data, keys, version_item,
+};
+use crate::schema::{OsFamily, ProvisionValues, Validated};
+
+/// Step names, as progress events and errors report them.
+pub mod steps {
+    /// Host facts and inventory checks.
+    pub const PRE_CHECKS: &str = "Provisioning.PreChecks";
+    /// Golden image copy.
+    pub const COPY_IMAGE: &str = "Provisioning.CopyImage";
+    /// Provisioning ISO copy.
+    pub const COPY_ISO: &str = "Provisioning.CopyProvisioningISO";
+    /// VM registration and start.
+    pub const REGISTER_VM: &str = "Provisioning.RegisterVM";
+    /// KVP handshake start and wait for the guest's public key.
+    pub const WAIT_FOR_KEY: &str = "Provisioning.WaitForProvisioningKey";
+    /// Encrypted data publication.
+    pub const PUBLISH: &str = "Provisioning.PublishProvisioningData";
+    /// Wait for the guest to apply the data.
+    pub const WAIT_FOR_GUEST: &str = "Provisioning.WaitForGuest";
+    /// Cluster role.
+    pub const CLUSTER_ROLE: &str = "Provisioning.AddClusterRole";
+    /// Compensation after a failure or cancellation.
+    pub const COMPENSATE: &str = "Provisioning.Compensate";
+    /// The job finished.
+    pub const DONE: &str = "Provisioning.Done";
+}
+
+/// Prefix of the VM notes marker.
+pub const MARKER_PREFIX: &str = "aetherv-job:";
+
+/// The VM notes marker of the VM a job creates: `aetherv-job:<job id>`.
+pub fn marker(job: &JobId) -> String {
+    format!("{MARKER_PREFIX}{job}")
+}
+
+/// Timeouts and knobs of the provisioning pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionConfig {
+    /// Timeout of ordinary host calls (facts, inventory, register, KVP reads and writes,
+    /// cluster role).
+    pub step_timeout: Duration,
+    /// Timeout of the image and ISO copies.
+    pub copy_timeout: Duration,
+    /// How long the guest has to publish its public key after the handshake starts.
+    pub key_timeout: Duration,
+    /// How long the guest has to apply the data once published.
+    pub apply_timeout: Duration,
+    /// Pause between polls of the guest's KVP items.
+    pub poll_interval: Duration,
+    /// Timeout of each compensation call.
+    pub compensation_timeout: Duration,
+    /// `hlvmm.meta.version` to publish; the provisioning ISO's version when `None`.
+    pub agent_version: Option<String>,
+    /// Switch to connect the VM to; the host's default when `None`.
+    pub switch_name: Option<String>,
+}
+
+impl Default for ProvisionConfig {
+    fn default() -> Self {
+        Self {
+            step_timeout: Duration::from_secs(120),
+            copy_timeout: Duration::from_secs(30 * 60),
+            key_timeout: Duration::from_secs(10 * 60),
+            apply_timeout: Duration::from_secs(30 * 60),
+            poll_interval: Duration::from_secs(2),
+            compensation_timeout: Duration::from_secs(120),
+            agent_version: None,
+            switch_name: None,
+        }
+    }
+}
+
+/// A successfully provisioned VM.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Provisioned {
+    /// The job.
+    pub job: JobId,
+    /// The host.
+    pub host: String,
+    /// The VM's id.
+    pub vm_id: VmId,
+    /// The VM's name.
+    pub vm_name: String,
+    /// The guest OS family.
+    pub os_family: OsFamily,
+    /// The VM folder.
+    pub vm_folder: String,
+    /// Whether the VM is a cluster role.
+    pub clustered: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    NotStarted,
+    Facts,
+    Inventory,
+    CopyImage,
+    CopyIso,
+    Register,
+    BeginHandshake,
+    PollKey,
+    KeyWait,
+    Publish,
+    PollGuest,
+    GuestWait,
+    ClusterRole,
+    Compensating,
+    Done,
+}
+
+impl Phase {
+    fn step(self) -> &'static str {
+        match self {
+            Self::NotStarted | Self::Facts | Self::Inventory => steps::PRE_CHECKS,
+            Self::CopyImage => steps::COPY_IMAGE,
+            Self::CopyIso => steps::COPY_ISO,
+            Self::Register => steps::REGISTER_VM,
+            Self::BeginHandshake | Self::PollKey | Self::KeyWait => steps::WAIT_FOR_KEY,
+            Self::Publish => steps::PUBLISH,
+            Self::PollGuest | Self::GuestWait => steps::WAIT_FOR_GUEST,
+            Self::ClusterRole => steps::CLUSTER_ROLE,
+            Self::Compensating => steps::COMPENSATE,
+            Self::Done => steps::DONE,
+        }
+    }
+
+    fn percent(self) -> u8 {
+        match self {
+            Self::NotStarted | Self::Facts => 2,
+            Self::Inventory => 5,
+            Self::CopyImage => 10,
+            Self::CopyIso => 30,
+            Self::Register => 40,
+            Self::BeginHandshake | Self::PollKey | Self::KeyWait => 50,
+            Self::Publish => 65,
+            Self::PollGuest | Self::GuestWait => 75,
+            Self::ClusterRole => 92,
+            Self::Compensating | Self::Done => 100,
+        }
+    }
+}
+
+/// One compensation call.
+#[derive(Debug, Clone, PartialEq)]
+enum Undo {
+    RemoveRole(VmId),
+    TurnOff(VmId, String),
+    DeleteVm(VmId, String),
+    FindMarked(String),
+    RemovePath(Artifact, String),
+}
+
+impl Undo {
+    fn artifact(&self) -> Artifact {
+        match self {
+            Self::RemoveRole(vm) => Artifact::ClusterRole { vm: *vm },
+            Self::TurnOff(id, name) | Self::DeleteVm(id, name) => Artifact::Vm {
+                id: *id,
+                name: name.clone(),
+            },
+            Self::FindMarked(marker) => Artifact::MarkedVm {
+                marker: marker.clone(),
+            },
+            Self::RemovePath(artifact, _) => artifact.clone(),
+        }
+    }
+
+    fn call(&self) -> HostCall {
+        match self {
+            Self::RemoveRole(vm) => HostCall::RemoveClusterRole(*vm),
+            Self::TurnOff(id, _) => HostCall::Power(*id, PowerAction::TurnOff),
+            Self::DeleteVm(id, _) => HostCall::DeleteVm {
+                id: *id,
+                delete_disks: true,
+            },
+            Self::FindMarked(_) => HostCall::Inventory,
+            Self::RemovePath(_, path) => HostCall::RemovePath(path.clone()),
+        }
+    }
+
+    fn for_artifact(artifact: &Artifact) -> Vec<Self> {
+        match artifact {
+            Artifact::ClusterRole { vm } => vec![Self::RemoveRole(*vm)],
+            Artifact::Vm { id, name } => {
+                vec![
+                    Self::TurnOff(*id, name.clone()),
+                    Self::DeleteVm(*id, name.clone()),
+                ]
+            }
+            Artifact::MarkedVm { marker } => vec![Self::FindMarked(marker.clone())],
+            Artifact::Iso { path } | Artifact::Vhdx { path } | Artifact::VmFolder { path } => {
+                vec![Self::RemovePath(artifact.clone(), path.clone())]
+            }
+        }
+    }
+}
+
+enum Ending {
+    Failed(&'static str, Error),
+    Cancelled(&'static str),
+}
+
+/// The provisioning state machine (see the module docs). Feed it [`Event`]s; run it with
+/// [`crate::job::run`] or [`provision`].
+pub struct ProvisionMachine {
+    job: JobId,
+    host: String,
+    values: ProvisionValues,
+    warnings: Vec<String>,
+    config: ProvisionConfig,
+    phase: Phase,
+    log: EventLog,
+    image_path: String,
+    iso_source: String,
+    agent_version: String,
+    expected_root: String,
+    copied: Option<CopiedImage>,
+    iso_copy: Option<String>,
+    vm: Option<VmId>,
+    deadline: Duration,
+    last_guest_state: Option<String>,
+    created: Vec<Artifact>,
+    undo: VecDeque<Undo>,
+    current_undo: Option<Undo>,
+    cleanup: CleanupReport,
+    ending: Option<Ending>,
+    clustered: bool,
+}
+
+impl std::fmt::Debug for ProvisionMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvisionMachine")
+            .field("job", &self.job)
+            .field("host", &self.host)
+            .field("vm", &self.values.vm_name)
+            .field("phase", &self.phase)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProvisionMachine {
+    /// A machine for the validated request `request`, run as job `job`. The request's
+    /// warnings go to the job log when it starts.
+    pub fn new(job: JobId, request: &Validated, config: ProvisionConfig) -> Self {
+        Self {
+            job,
+            host: request.request.target_host.clone(),
+            values: request.request.values.clone(),
+            warnings: request.warnings.clone(),
+            config,
+            phase: Phase::NotStarted,
+            log: EventLog::default(),
+            image_path: String::new(),
+            iso_source: String::new(),
+            agent_version: String::new(),
+            expected_root: String::new(),
+            copied: None,
+            iso_copy: None,
+            vm: None,
+            deadline: Duration::ZERO,
+            last_guest_state: None,
+            created: Vec::new(),
+            undo: VecDeque::new(),
+            current_undo: None,
+            cleanup: CleanupReport::default(),
+            ending: None,
+            clustered: false,
+        }
+    }
+
+    /// The step the machine is in.
+    pub fn step(&self) -> &'static str {
+        self.phase.step()
+    }
+
+    /// The artifacts created so far, in creation order.
+    pub fn created(&self) -> &[Artifact] {
+        &self.created
+    }
+
+    /// The cleanup so far.
+    pub fn cleanup(&self) -> &CleanupReport {
+        &self.cleanup
+    }
+
+    fn enter(&mut self, phase: Phase, message: impl Into<String>) {
+        self.phase = phase;
+        self.log.progress(phase.step(), phase.percent(), message);
+    }
+
+    fn call(&self, call: HostCall) -> Action {
+        let timeout = match call {
+            HostCall::CopyImage(_) | HostCall::CopyIso(_) => self.config.copy_timeout,
+            _ => self.config.step_timeout,
+        };
+        Action::CallHost(StepCall {
+            step: self.phase.step(),
+            call,
+            timeout,
+        })
+    }
+
+    fn expected_folder(&self, facts_vm_path: &str) -> String {
+        format!(
+            "{}\\{}",
+            facts_vm_path.trim_end_matches('\\'),
+            self.values.vm_name
+        )
+    }
+
+    fn start(&mut self) -> Action {
+        self.log.log(
+            LogLevel::Info,
+            format!(
+                "job {}: provisioning VM {} ({}, image {:?}) on host {}",
+                self.job,
+                self.values.vm_name,
+                self.values.os_family,
+                self.values.image_name,
+                self.host
+            ),
+        );
+        for warning in std::mem::take(&mut self.warnings) {
+            self.log.log(LogLevel::Warn, warning);
+        }
+        self.enter(Phase::Facts, "checking the host");
+        self.call(HostCall::Facts)
+    }
+
+    fn pre_check(&self, check: &'static str, detail: String) -> Error {
+        Error::PreCheck {
+            check,
+            host: self.host.clone(),
+            detail,
+        }
+    }
+
+    fn on_facts(&mut self, facts: &HostFacts) -> Result<Action> {
+        let image = facts
+            .images
+            .iter()
+            .find(|i| i.name.eq_ignore_ascii_case(&self.values.image_name))
+            .ok_or_else(|| {
+                let names: Vec<&str> = facts.images.iter().map(|i| i.name.as_str()).collect();
+                self.pre_check(
+                    "image exists",
+                    format!(
+                        "no golden image named {:?}; the host has {names:?}",
+                        self.values.image_name
+                    ),
+                )
+            })?;
+        let family = self.values.os_family.as_str();
+        let iso = facts
+            .provisioning_isos
+            .iter()
+            .find(|i| i.os_family.eq_ignore_ascii_case(family))
+            .ok_or_else(|| {
+                self.pre_check(
+                    "provisioning iso",
+                    format!("no provisioning ISO for {family} guests; deploy one to the host"),
+                )
+            })?;
+        let version = self
+            .config
+            .agent_version
+            .clone()
+            .or_else(|| iso.version.clone())
+            .ok_or_else(|| {
+                self.pre_check(
+                    "provisioning iso",
+                    format!(
+                        "the {family} provisioning ISO {} has no agent version; configure one",
+                        iso.path
+                    ),
+                )
+            })?;
+        let needed = u64::from(self.values.gb_ram) << 30;
+        if facts.memory_available_bytes < needed {
+            return Err(self.pre_check(
+                "enough memory",
+                format!(
+                    "the VM needs {} GiB, the host has {:.1} GiB available; pick another host or \
+                     less memory",
+                    self.values.gb_ram,
+                    facts.memory_available_bytes as f64 / f64::from(1u32 << 30)
+                ),
+            ));
+        }
+        self.image_path = image.path.clone();
+        self.iso_source = iso.path.clone();
+        self.agent_version = version;
+        self.log.log(
+            LogLevel::Info,
+            format!(
+                "host {} is reachable; image {}, ISO {} (agent {})",
+                facts.name, image.path, iso.path, self.agent_version
+            ),
+        );
+        // Remembered for compensation of a copy whose outcome is unknown.
+        self.expected_root = facts.vm_path.clone();
+        self.enter(Phase::Inventory, "checking that the VM name is free");
+        Ok(self.call(HostCall::Inventory))
+    }
+
+    fn on_reply(&mut self, reply: HostReply, now: Duration) -> Result<Action> {
+        match (self.phase, reply) {
+            (Phase::Facts, HostReply::Facts(facts)) => self.on_facts(&facts),
+            (Phase::Inventory, HostReply::Inventory(inventory)) => {
+                if let Some(vm) = inventory
+                    .vms
+                    .iter()
+                    .find(|vm| vm.name.eq_ignore_ascii_case(&self.values.vm_name))
+                {
+                    return Err(self.pre_check(
+                        "name free",
+                        format!(
+                            "a VM named {} already exists ({}); pick another name",
+                            vm.name, vm.id
+                        ),
+                    ));
+                }
+                self.enter(Phase::CopyImage, "copying the golden image");
+                Ok(self.call(HostCall::CopyImage(CopyImageRequest {
+                    image_path: self.image_path.clone(),
+                    vm_name: self.values.vm_name.clone(),
+                    destination_root: None,
+                })))
+            }
+            (Phase::CopyImage, HostReply::CopiedImage(copied)) => {
+                self.created.push(Artifact::VmFolder {
+                    path: copied.vm_folder.clone(),
+                });
+                self.created.push(Artifact::Vhdx {
+                    path: copied.vhdx_path.clone(),
+                });
+                self.log.log(
+                    LogLevel::Info,
+                    format!(
+                        "copied the image to {} ({} bytes)",
+                        copied.vhdx_path, copied.size_bytes
+                    ),
+                );
+                let request = CopyIsoRequest {
+                    iso_path: self.iso_source.clone(),
+                    vm_folder: copied.vm_folder.clone(),
+                };
+                self.copied = Some(copied);
+                self.enter(Phase::CopyIso, "copying the provisioning ISO");
+                Ok(self.call(HostCall::CopyIso(request)))
+            }
+            (Phase::CopyIso, HostReply::CopiedIso(iso)) => {
+                self.created.push(Artifact::Iso {
+                    path: iso.iso_path.clone(),
+                });
+                self.log.log(
+                    LogLevel::Info,
+                    format!("copied the ISO to {}", iso.iso_path),
+                );
+                self.iso_copy = Some(iso.iso_path);
+                let Some(copied) = &self.copied else {
+                    return Err(self.unexpected("ISO copy before the image copy"));
+                };
+                let spec = RegisterVmSpec {
+                    name: self.values.vm_name.clone(),
+                    vm_folder: copied.vm_folder.clone(),
+                    vhdx_path: copied.vhdx_path.clone(),
+                    iso_path: self.iso_copy.clone(),
+                    processor_count: self.values.cpu_cores,
+                    memory_startup_bytes: u64::from(self.values.gb_ram) << 30,
+                    dynamic_memory: None,
+                    switch_name: self.config.switch_name.clone(),
+                    vlan_id: self.values.vlan_id,
+                    notes: marker(&self.job),
+                    start: true,
+                };
+                self.enter(Phase::Register, "registering and starting the VM");
+                Ok(self.call(HostCall::RegisterVm(Box::new(spec))))
+            }
+            (Phase::Register, HostReply::Registered(vm)) => {
+                self.created.push(Artifact::Vm {
+                    id: vm.id,
+                    name: vm.name.clone(),
+                });
+                self.log.log(
+                    LogLevel::Info,
+                    format!("registered VM {} ({}), state {}", vm.name, vm.id, vm.state),
+                );
+                self.vm = Some(vm.id);
+                self.enter(
+                    Phase::BeginHandshake,
+                    "asking the guest agent for its public key",
+                );
+                let items = vec![
+                    version_item(&self.agent_version).into_pair(),
+                    HostState::WaitingForPublicKey.item().into_pair(),
+                ];
+                Ok(self.call(HostCall::KvpWriteHost(vm.id, items)))
+            }
+            (Phase::BeginHandshake, HostReply::Written) => {
+                self.deadline = now + self.config.key_timeout;
+                self.poll(Phase::PollKey)
+            }
+            (Phase::PollKey, HostReply::GuestKvp(kvp)) => self.on_key_poll(&kvp, now),
+            (Phase::Publish, HostReply::Written) => {
+                self.deadline = now + self.config.apply_timeout;
+                self.enter(
+                    Phase::PollGuest,
+                    "waiting for the guest to apply the configuration",
+                );
+                self.poll(Phase::PollGuest)
+            }
+            (Phase::PollGuest, HostReply::GuestKvp(kvp)) => self.on_guest_poll(&kvp, now),
+            (Phase::ClusterRole, HostReply::ClusterRole(role)) => {
+                self.created.push(Artifact::ClusterRole { vm: role.id });
+                self.clustered = role.clustered;
+                self.log.log(
+                    LogLevel::Info,
+                    format!(
+                        "VM is a cluster role{}",
+                        role.group
+                            .as_deref()
+                            .map(|g| format!(" (group {g})"))
+                            .unwrap_or_default()
+                    ),
+                );
+                Ok(self.succeed())
+            }
+            (_, other) => Err(self.unexpected(&format!("{other:?}"))),
+        }
+    }
+
+    fn unexpected(&self, detail: &str) -> Error {
+        Error::Unexpected {
+            step: self.phase.step(),
+            detail: detail.chars().take(200).collect(),
+        }
+    }
+
+    fn vm_id(&self) -> Result<VmId> {
+        self.vm.ok_or_else(|| self.unexpected("no VM registered"))
+    }
+
+    fn poll(&mut self, phase: Phase) -> Result<Action> {
+        self.phase = phase;
+        let id = self.vm_id()?;
+        Ok(self.call(HostCall::KvpReadGuest(id)))
+    }
+
+    fn guest_state(&mut self, kvp: &GuestKvp) -> Option<GuestState> {
+        let raw = kvp.items.get(keys::GUEST_STATE)?;
+        if self.last_guest_state.as_deref() != Some(raw.as_str()) {
+            self.log
+                .log(LogLevel::Info, format!("guest state: {}", raw.trim()));
+            self.last_guest_state = Some(raw.clone());
+        }
+        raw.parse().ok()
+    }
+
+    fn guest_failed(&self, kvp: &GuestKvp) -> Error {
+        Error::GuestFailed {
+            vm: self.values.vm_name.clone(),
+            reason: kvp
+                .items
+                .get(keys::GUEST_ERROR)
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "no reason given".to_owned()),
+        }
+    }
+
+    fn wait_or_time_out(
+        &mut self,
+        wait: Phase,
+        waiting_for: &'static str,
+        now: Duration,
+    ) -> Result<Action> {
+        if now >= self.deadline {
+            let started = match wait {
+                Phase::KeyWait => self.config.key_timeout,
+                _ => self.config.apply_timeout,
+            };
+            return Err(Error::GuestTimeout {
+                vm: self.values.vm_name.clone(),
+                waiting_for,
+                after: started,
+                last_state: self.last_guest_state.clone(),
+            });
+        }
+        self.phase = wait;
+        Ok(Action::Wait(self.config.poll_interval))
+    }
+
+    fn on_key_poll(&mut self, kvp: &GuestKvp, now: Duration) -> Result<Action> {
+        let state = self.guest_state(kvp);
+        if state == Some(GuestState::ProvisioningFailed) {
+            return Err(self.guest_failed(kvp));
+        }
+        let key = kvp.items.get(keys::GUEST_PUBLIC_KEY);
+        let (Some(GuestState::WaitingForAesKey), Some(key)) = (state, key) else {
+            return self.wait_or_time_out(Phase::KeyWait, "its public key", now);
+        };
+        let key = GuestPublicKey::parse(key)?;
+        self.log.log(
+            LogLevel::Info,
+            format!(
+                "guest published a {}-bit RSA key ({:?})",
+                key.bits(),
+                key.format()
+            ),
+        );
+        self.enter(Phase::Publish, "publishing the encrypted configuration");
+        let data = guest_data(&self.values);
+        let mut items: Vec<(String, String)> =
+            ProvisioningPayload::build(&data, &key, &mut rand::rngs::OsRng)?
+                .into_iter()
+                .map(|item| item.into_pair())
+                .collect();
+        let count = items.len();
+        items.push(HostState::ProvisioningDataPublished.item().into_pair());
+        self.log.log(
+            LogLevel::Info,
+            format!(
+                "publishing {} data values as {count} encrypted KVP items",
+                data.len()
+            ),
+        );
+        let id = self.vm_id()?;
+        Ok(self.call(HostCall::KvpWriteHost(id, items)))
+    }
+
+    fn on_guest_poll(&mut self, kvp: &GuestKvp, now: Duration) -> Result<Action> {
+        match self.guest_state(kvp) {
+            Some(GuestState::ProvisioningApplied) => {
+                self.log
+                    .log(LogLevel::Info, "the guest applied the configuration");
+                if self.values.vm_clustered {
+                    self.enter(Phase::ClusterRole, "adding the cluster role");
+                    let id = self.vm_id()?;
+                    Ok(self.call(HostCall::AddClusterRole(id)))
+                } else {
+                    Ok(self.succeed())
+                }
+            }
+            Some(GuestState::ProvisioningFailed) => Err(self.guest_failed(kvp)),
+            _ => self.wait_or_time_out(Phase::GuestWait, "provisioningapplied", now),
+        }
+    }
+
+    fn succeed(&mut self) -> Action {
+        self.enter(Phase::Done, "the VM is provisioned");
+        self.log.log(
+            LogLevel::Info,
+            format!("job {}: VM {} is ready", self.job, self.values.vm_name),
+        );
+        Action::Done
+    }
+
+    /// Records what a call whose outcome is unknown may have created.
+    fn note_uncertain(&mut self, phase: Phase) {
+        match phase {
+            Phase::CopyImage if !self.expected_root.is_empty() => {
+                let path = self.expected_folder(&self.expected_root.clone());
+                self.log.log(
+                    LogLevel::Warn,
+                    format!("the image copy's outcome is unknown; will remove {path}"),
+                );
+                self.created.push(Artifact::VmFolder { path });
+            }
+            Phase::Register => {
+                let marker = marker(&self.job);
+                self.log.log(
+                    LogLevel::Warn,
+                    format!("the VM registration's outcome is unknown; will look for VMs marked {marker:?}"),
+                );
+                self.created.push(Artifact::MarkedVm { marker });
+            }
+            // The ISO copy lands in the VM folder, which is removed anyway.
+            _ => {}
+        }
+    }
+
+    fn fail(&mut self, step: &'static str, error: Error) -> Action {
+        self.log
+            .log(LogLevel::Error, format!("{step} failed: {error}"));
+        self.ending = Some(Ending::Failed(step, error));
+        self.begin_compensation()
+    }
+
+    fn on_call_error(&mut self, error: CallError) -> Action {
+        let step = self.phase.step();
+        if !error.is_definite() {
+            self.note_uncertain(self.phase);
+        }
+        let error = match error {
+            CallError::Host(source) => Error::Host {
+                step,
+                source: Box::new(source),
+            },
+            CallError::TimedOut(after) => Error::StepTimeout {
+                step,
+                host: self.host.clone(),
+                after,
+            },
+        };
+        self.fail(step, error)
+    }
+
+    fn on_cancel(&mut self) -> Action {
+        match self.phase {
+            Phase::Done => Action::Done,
+            Phase::Compensating => self.next_undo_again(),
+            phase => {
+                let step = phase.step();
+                // A call in flight was abandoned: its outcome is unknown.
+                if !matches!(phase, Phase::KeyWait | Phase::GuestWait | Phase::NotStarted) {
+                    self.note_uncertain(phase);
+                }
+                self.log
+                    .log(LogLevel::Warn, format!("job cancelled during {step}"));
+                self.ending = Some(Ending::Cancelled(step));
+                self.begin_compensation()
+            }
+        }
+    }
+
+    fn begin_compensation(&mut self) -> Action {
+        self.phase = Phase::Compensating;
+        self.undo = self
+            .created
+            .iter()
+            .rev()
+            .flat_map(Undo::for_artifact)
+            .collect();
+        let message = if self.undo.is_empty() {
+            "nothing was created; nothing to remove".to_owned()
+        } else {
+            format!("removing {} created artifacts", self.created.len())
+        };
+        self.log.progress(steps::COMPENSATE, 100, message);
+        self.next_undo()
+    }
+
+    fn next_undo_again(&self) -> Action {
+        match &self.current_undo {
+            Some(undo) => self.compensate(undo),
+            None => Action::Done,
+        }
+    }
+
+    fn compensate(&self, undo: &Undo) -> Action {
+        Action::Compensate(Compensation {
+            artifact: undo.artifact(),
+            call: undo.call(),
+            timeout: self.config.compensation_timeout,
+        })
+    }
+
+    fn next_undo(&mut self) -> Action {
+        match self.undo.pop_front() {
+            Some(undo) => {
+                let action = self.compensate(&undo);
+                self.current_undo = Some(undo);
+                action
+            }
+            None => {
+                self.current_undo = None;
+                self.phase = Phase::Done;
+                let level = if self.cleanup.is_clean() {
+                    LogLevel::Info
+                } else {
+                    LogLevel::Error
+                };
+                self.log.log(level, format!("cleanup: {}", self.cleanup));
+                Action::Done
+            }
+        }
+    }
+
+    fn record(&mut self, artifact: Artifact, outcome: CleanupOutcome) {
+        match &outcome {
+            CleanupOutcome::Removed => self.log.log(LogLevel::Info, format!("removed {artifact}")),
+            CleanupOutcome::AlreadyGone => self
+                .log
+                .log(LogLevel::Info, format!("{artifact} was already gone")),
+            CleanupOutcome::Failed(why) => self.log.log(
+                LogLevel::Error,
+                format!("COULD NOT REMOVE {artifact}: {why}; remove it by hand"),
+            ),
+        }
+        self.cleanup
+            .entries
+            .push(CleanupEntry { artifact, outcome });
+    }
+
+    fn on_undo_reply(&mut self, result: std::result::Result<HostReply, CallError>) -> Action {
+        use aetherv_hyperv::Error as E;
+        let Some(undo) = self.current_undo.take() else {
+            return self.next_undo();
+        };
+        let artifact = undo.artifact();
+        match (&undo, result) {
+            (Undo::TurnOff(..), Ok(_)) => {}
+            (Undo::TurnOff(..), Err(CallError::Host(E::InvalidVmState { .. }))) => {}
+            (Undo::TurnOff(id, _), Err(CallError::Host(E::UnknownVm { .. }))) => {
+                let id = *id;
+                self.undo
+                    .retain(|u| !matches!(u, Undo::DeleteVm(other, _) if *other == id));
+                self.record(artifact, CleanupOutcome::AlreadyGone);
+            }
+            (Undo::TurnOff(..), Err(e)) => self.log.log(
+                LogLevel::Warn,
+                format!("turning off {artifact} failed: {e}; trying to delete it anyway"),
+            ),
+            (Undo::FindMarked(marker), Ok(HostReply::Inventory(inventory))) => {
+                let found: Vec<_> = inventory
+                    .vms
+                    .iter()
+                    .filter(|vm| vm.notes.trim() == marker.as_str())
+                    .collect();
+                if found.is_empty() {
+                    self.record(artifact, CleanupOutcome::AlreadyGone);
+                }
+                for vm in found {
+                    self.log.log(
+                        LogLevel::Warn,
+                        format!("found VM {} ({}) marked by this job", vm.name, vm.id),
+                    );
+                    self.undo.push_front(Undo::DeleteVm(vm.id, vm.name.clone()));
+                    self.undo.push_front(Undo::TurnOff(vm.id, vm.name.clone()));
+                }
+            }
+            (_, Ok(HostReply::RemovedPath(removed))) => {
+                let outcome = if removed.removed {
+                    CleanupOutcome::Removed
+                } else {
+                    CleanupOutcome::AlreadyGone
+                };
+                self.record(artifact, outcome);
+            }
+            (_, Ok(_)) => self.record(artifact, CleanupOutcome::Removed),
+            (
+                Undo::RemoveRole(_) | Undo::DeleteVm(..),
+                Err(CallError::Host(E::UnknownVm { .. })),
+            ) => {
+                self.record(artifact, CleanupOutcome::AlreadyGone);
+            }
+            (_, Err(e)) => self.record(artifact, CleanupOutcome::Failed(e.to_string())),
+        }
+        self.next_undo()
+    }
+}
+
+impl Workflow for ProvisionMachine {
+    type Output = Provisioned;
+
+    fn handle(&mut self, event: Event, now: Duration) -> Action {
+        self.log.at(now);
+        match event {
+            Event::Start if self.phase == Phase::NotStarted => self.start(),
+            Event::Cancel => self.on_cancel(),
+            Event::Reply(result) if self.phase == Phase::Compensating => self.on_undo_reply(result),
+            Event::Reply(Ok(reply)) => {
+                let step = self.phase.step();
+                match self.on_reply(reply, now) {
+                    Ok(action) => action,
+                    Err(error) => self.fail(step, error),
+                }
+            }
+            Event::Reply(Err(error)) => self.on_call_error(error),
+            Event::WaitElapsed if self.phase == Phase::KeyWait => {
+                let step = self.phase.step();
+                self.poll(Phase::PollKey)
+                    .unwrap_or_else(|error| self.fail(step, error))
+            }
+            Event::WaitElapsed if self.phase == Phase::GuestWait => {
+                let step = self.phase.step();
+                self.poll(Phase::PollGuest)
+                    .unwrap_or_else(|error| self.fail(step, error))
+            }
+            other => {
+                let step = self.phase.step();
+                if self.phase == Phase::Done {
+                    return Action::Done;
+                }
+                let error = self.unexpected(&format!("{other:?}"));
+                self.fail(step, error)
+            }
+        }
+    }
+
+    fn drain(&mut self) -> Vec<JobEvent> {
+        self.log.drain()
+    }
+
+    fn finish(self) -> Result<Provisioned> {
+        match self.ending {
+            Some(Ending::Failed(step, cause)) => Err(Error::ProvisionFailed {
+                job: self.job,
+                host: self.host,
+                vm: self.values.vm_name,
+                step,
+                cause: Box::new(cause),
+                cleanup: self.cleanup,
+            }),
+            Some(Ending::Cancelled(step)) => Err(Error::Cancelled {
+                job: self.job,
+                host: self.host,
+                step,
+                cleanup: self.cleanup,
+            }),
+            None => match (self.phase, self.vm, self.copied) {
+                (Phase::Done, Some(vm_id), Some(copied)) => Ok(Provisioned {
+                    job: self.job,
+                    host: self.host,
+                    vm_id,
+                    vm_name: self.values.vm_name,
+                    os_family: self.values.os_family,
+                    vm_folder: copied.vm_folder,
+                    clustered: self.clustered,
+                }),
+                (phase, ..) => Err(Error::Unexpected {
+                    step: phase.step(),
+                    detail: "finish before the workflow is done".to_owned(),
+                }),
+            },
+        }
+    }
+}
+
+/// Provisions `request` on `host` as job `job`: runs a [`ProvisionMachine`] with
+/// [`crate::job::run`], reporting progress and logs to `sink`.
+///
+/// # Errors
+///
+/// [`Error::ProvisionFailed`] or [`Error::Cancelled`], each with the cleanup report.
+pub async fn provision(
+    host: Arc<dyn HyperVHost>,
+    job: JobId,
+    request: &Validated,
+    config: ProvisionConfig,
+    cancel: CancellationToken,
+    sink: &(dyn Fn(JobEvent) + Send + Sync),
+) -> Result<Provisioned> {
+    let machine = ProvisionMachine::new(job, request, config);
+    job::run(machine, host, cancel, sink).await
+}

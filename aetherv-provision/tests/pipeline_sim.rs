@@ -1,0 +1,588 @@
+//! The provisioning and deletion pipelines end to end: `WinRmHyperVHost` over real WinRM
+//! (NTLM + message encryption) against the simulated fleet and its guest agents.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aetherv_hyperv::WinRmExecutor;
+use aetherv_hyperv::ops::{
+    ClusterRole, CopiedImage, CopiedIso, CopyImageRequest, CopyIsoRequest, DeletedVm, GuestKvp,
+    HostFacts, HyperVHost, Inventory, Migrated, MigrationCheck, MigrationTarget, PowerAction,
+    PowerOutcome, RegisterVmSpec, RemovedPath, Vm, VmId, WinRmHyperVHost,
+};
+use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
+use aetherv_hyperv::sim::{
+    Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger,
+};
+use aetherv_provision::Error;
+use aetherv_provision::delete::{DeleteRequest, delete};
+use aetherv_provision::job::{JobEvent, JobId, discard};
+use aetherv_provision::kvp::keys;
+use aetherv_provision::provision::{ProvisionConfig, Provisioned, provision, steps};
+use aetherv_provision::schema::{JobRequest, Validated};
+use aetherv_winrm::Client;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const USER: &str = "Administrator";
+const PASSWORD: &str = "Sim-P@ss1";
+const LA_PW: &str = "Adm1n-pw-never-shown";
+const JOIN_PW: &str = "J0in-pw-never-shown";
+const BOUND: Duration = Duration::from_secs(120);
+
+async fn bounded<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, f)
+        .await
+        .expect("did not finish within its bound")
+}
+
+async fn fleet(hosts: usize, clusters: usize) -> SimFleet {
+    let spec = FleetSpec {
+        hosts,
+        vms_per_host: 2,
+        clusters,
+        seed: 5,
+        ..FleetSpec::default()
+    };
+    bounded(SimFleet::start(
+        spec,
+        Credentials::new(USER, PASSWORD),
+        SimOptions::default(),
+    ))
+    .await
+    .unwrap()
+}
+
+fn ops(sim: &SimFleet, name: &str) -> Arc<dyn HyperVHost> {
+    let host = sim.host(name).expect("generated host");
+    let client = Client::builder(&host.endpoint())
+        .ntlm(format!("LAB\\{USER}"), PASSWORD)
+        .operation_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    Arc::new(WinRmHyperVHost::new(WinRmExecutor::new(
+        client,
+        name,
+        DEFAULT_INSTALL_DIRECTORY,
+    )))
+}
+
+fn windows_job(host: &str, name: &str, clustered: bool) -> Validated {
+    JobRequest::from_json(
+        &json!({
+            "schema_version": 1,
+            "target_host": host,
+            "values": {
+                "vm_name": name,
+                "image_name": "Windows Server 2022 Datacenter",
+                "gb_ram": 2,
+                "cpu_cores": 2,
+                "guest_la_uid": "Administrator",
+                "guest_la_pw": LA_PW,
+                "guest_v4_ipaddr": "10.20.30.40",
+                "guest_v4_cidrprefix": 24,
+                "guest_v4_defaultgw": "10.20.30.1",
+                "guest_v4_dns1": "10.20.0.53",
+                "guest_v4_dns2": "10.20.0.54",
+                "guest_net_dnssuffix": "corp.example",
+                "vlan_id": 120,
+                "guest_domain_jointarget": "corp.example",
+                "guest_domain_joinuid": "svc-join",
+                "guest_domain_joinpw": JOIN_PW,
+                "guest_domain_joinou": "OU=Servers,DC=corp,DC=example",
+                "vm_clustered": clustered
+            }
+        })
+        .to_string(),
+    )
+    .unwrap()
+}
+
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx3c2VjcmV0bm90cmVhbGx5YWtleWF0YWxs ansible@ctl";
+
+fn linux_job(host: &str, name: &str) -> Validated {
+    JobRequest::from_json(
+        &json!({
+            "schema_version": 1,
+            "target_host": host,
+            "values": {
+                "vm_name": name,
+                "image_name": "Ubuntu 24.04 LTS",
+                "gb_ram": 2,
+                "cpu_cores": 2,
+                "guest_la_uid": "admin",
+                "guest_la_pw": LA_PW,
+                "cnf_ansible_ssh_user": "ansible",
+                "cnf_ansible_ssh_key": SSH_KEY
+            }
+        })
+        .to_string(),
+    )
+    .unwrap()
+}
+
+fn config() -> ProvisionConfig {
+    ProvisionConfig {
+        step_timeout: Duration::from_secs(15),
+        copy_timeout: Duration::from_secs(15),
+        key_timeout: Duration::from_secs(10),
+        apply_timeout: Duration::from_secs(10),
+        poll_interval: Duration::from_millis(20),
+        compensation_timeout: Duration::from_secs(15),
+        ..ProvisionConfig::default()
+    }
+}
+
+#[derive(Default, Clone)]
+struct Collected(Arc<Mutex<Vec<JobEvent>>>);
+
+impl Collected {
+    fn sink(&self) -> impl Fn(JobEvent) + Send + Sync + 'static {
+        let events = Arc::clone(&self.0);
+        move |e| events.lock().unwrap().push(e)
+    }
+
+    fn text(&self) -> String {
+        format!("{:?}", self.0.lock().unwrap())
+    }
+}
+
+async fn run(
+    host: Arc<dyn HyperVHost>,
+    job: &str,
+    request: &Validated,
+    config: ProvisionConfig,
+    cancel: CancellationToken,
+) -> (Result<Provisioned, Error>, Collected) {
+    let events = Collected::default();
+    let sink = events.sink();
+    let result = bounded(provision(
+        host,
+        JobId::from(job),
+        request,
+        config,
+        cancel,
+        &sink,
+    ))
+    .await;
+    let text = events.text();
+    assert!(
+        !text.contains(LA_PW) && !text.contains(JOIN_PW),
+        "secret in the job log: {text}"
+    );
+    if let Err(e) = &result {
+        let text = e.to_string();
+        assert!(!text.contains(LA_PW) && !text.contains(JOIN_PW), "{text}");
+    }
+    (result, events)
+}
+
+fn vm_root(sim: &SimFleet, host: &str) -> String {
+    sim.host(host).unwrap().host().unwrap().vm_path
+}
+
+/// Nothing of VM `name` is left on `host`: no VM, no disk, no ISO, no folder content.
+fn assert_nothing_left(sim: &SimFleet, host: &str, name: &str, context: &str) {
+    let h = sim.host(host).unwrap();
+    let vms = h.vms();
+    assert!(
+        !vms.iter().any(|v| v.name.eq_ignore_ascii_case(name)),
+        "{context}: VM {name} left behind"
+    );
+    let folder = format!("{}\\{name}", vm_root(sim, host).trim_end_matches('\\'));
+    assert!(
+        !vms.iter().flat_map(|v| &v.disks).any(|d| d
+            .path
+            .to_ascii_lowercase()
+            .contains(&folder.to_ascii_lowercase())),
+        "{context}: a disk under {folder} is still attached"
+    );
+    let loose = sim.with_state(|s| s.loose_path_exists(host, &folder));
+    assert!(!loose, "{context}: files under {folder} left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windows_vm_with_static_ip_and_domain_join_reaches_applied() {
+    let sim = fleet(2, 1).await;
+    let host = ops(&sim, "hv01");
+    let (result, events) = run(
+        host,
+        "job-win",
+        &windows_job("hv01", "web-01", true),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    let done = result.unwrap();
+    assert!(done.clustered);
+    let vm = sim
+        .host("hv01")
+        .unwrap()
+        .vm(&done.vm_id.to_string())
+        .unwrap();
+    assert_eq!(vm.notes, "aetherv-job:job-win");
+    assert!(vm.clustered);
+    assert_eq!(vm.nics[0].vlan_id, Some(120));
+    assert_eq!(vm.processor_count, 2);
+    assert_eq!(
+        vm.kvp.guest_to_host[keys::GUEST_STATE],
+        "provisioningapplied"
+    );
+    let applied = vm.guest.applied.clone().expect("applied");
+    assert_eq!(applied.hostname.as_deref(), Some("web-01"));
+    assert_eq!(applied.ipv4.as_deref(), Some("10.20.30.40/24"));
+    assert_eq!(applied.gateway.as_deref(), Some("10.20.30.1"));
+    assert_eq!(applied.dns_servers, ["10.20.0.53", "10.20.0.54"]);
+    assert_eq!(applied.domain.as_deref(), Some("corp.example"));
+    assert!(applied.ssh_user.is_none());
+    // No plaintext secret ever reached the host's KVP pool.
+    let pool = format!("{:?}", vm.kvp.host_to_guest);
+    assert!(!pool.contains(LA_PW) && !pool.contains(JOIN_PW));
+    let text = events.text();
+    for step in [
+        steps::PRE_CHECKS,
+        steps::COPY_IMAGE,
+        steps::COPY_ISO,
+        steps::REGISTER_VM,
+        steps::WAIT_FOR_KEY,
+        steps::PUBLISH,
+        steps::WAIT_FOR_GUEST,
+        steps::CLUSTER_ROLE,
+    ] {
+        assert!(text.contains(step), "no progress for {step}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linux_vm_with_an_ssh_key_reaches_applied_and_is_deleted() {
+    let sim = fleet(1, 0).await;
+    let host = ops(&sim, "hv01");
+    let (result, _) = run(
+        Arc::clone(&host),
+        "job-linux",
+        &linux_job("hv01", "db-primary-0001"),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    let done = result.unwrap();
+    assert!(!done.clustered);
+    let vm = sim
+        .host("hv01")
+        .unwrap()
+        .vm(&done.vm_id.to_string())
+        .unwrap();
+    let applied = vm.guest.applied.clone().expect("applied");
+    assert_eq!(applied.ssh_user.as_deref(), Some("ansible"));
+    assert_eq!(applied.hostname.as_deref(), Some("db-primary-0001"));
+    assert!(applied.domain.is_none());
+
+    // Deletion: refused while running, then forced.
+    let err = bounded(delete(
+        Arc::clone(&host),
+        DeleteRequest::new(done.vm_id),
+        CancellationToken::new(),
+        &discard,
+    ))
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("is Running") && text.contains("db-primary-0001"),
+        "{text}"
+    );
+    assert!(
+        sim.host("hv01")
+            .unwrap()
+            .vm(&done.vm_id.to_string())
+            .is_ok()
+    );
+    let deleted = bounded(delete(
+        Arc::clone(&host),
+        DeleteRequest {
+            force: true,
+            delete_disks: true,
+            ..DeleteRequest::new(done.vm_id)
+        },
+        CancellationToken::new(),
+        &discard,
+    ))
+    .await
+    .unwrap();
+    assert!(deleted.stopped);
+    assert_eq!(deleted.removed_paths.len(), 1);
+    // The ISO copy stays in the VM folder until the folder is removed: deletion removes
+    // the VM and its disks only.
+    assert!(
+        !sim.host("hv01")
+            .unwrap()
+            .vms()
+            .iter()
+            .any(|v| v.id == done.vm_id.0)
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_at_every_step_leaves_nothing_behind() {
+    let sim = fleet(2, 1).await;
+    let host = ops(&sim, "hv01");
+    // (script, trigger, the step that fails)
+    let faults: [(&str, Trigger, &str); 8] = [
+        ("Get-HostFacts", Trigger::Always, steps::PRE_CHECKS),
+        ("Get-Inventory", Trigger::Always, steps::PRE_CHECKS),
+        ("Copy-GoldenImage", Trigger::Always, steps::COPY_IMAGE),
+        ("Copy-ProvisioningIso", Trigger::Always, steps::COPY_ISO),
+        ("Register-ManagedVm", Trigger::Always, steps::REGISTER_VM),
+        ("Set-VmKvp", Trigger::Nth(1), steps::WAIT_FOR_KEY),
+        ("Get-VmKvp", Trigger::Always, steps::WAIT_FOR_KEY),
+        ("Set-VmKvp", Trigger::Nth(2), steps::PUBLISH),
+    ];
+    let mut cases: Vec<(String, Fault, Trigger, &str)> = faults
+        .iter()
+        .map(|(script, trigger, step)| {
+            (
+                (*script).to_owned(),
+                Fault::FailCommand {
+                    pattern: (*script).to_owned(),
+                    exit_code: 1,
+                    message: "injected".to_owned(),
+                },
+                *trigger,
+                *step,
+            )
+        })
+        .collect();
+    cases.push((
+        "Get-VmKvp#2".to_owned(),
+        Fault::FailCommand {
+            pattern: "Get-VmKvp".to_owned(),
+            exit_code: 1,
+            message: "injected".to_owned(),
+        },
+        Trigger::Nth(2),
+        steps::WAIT_FOR_GUEST,
+    ));
+    cases.push((
+        "Add-VmClusterRole".to_owned(),
+        Fault::FailCommand {
+            pattern: "Add-VmClusterRole".to_owned(),
+            exit_code: 1,
+            message: "injected".to_owned(),
+        },
+        Trigger::Always,
+        steps::CLUSTER_ROLE,
+    ));
+    // Hung commands: the step times out and the outcome is unknown.
+    for (script, step) in [
+        ("Copy-GoldenImage", steps::COPY_IMAGE),
+        ("Register-ManagedVm", steps::REGISTER_VM),
+    ] {
+        cases.push((
+            format!("{script} hangs"),
+            Fault::HangCommand {
+                pattern: script.to_owned(),
+            },
+            Trigger::Always,
+            step,
+        ));
+    }
+    for (i, (label, fault, trigger, step)) in cases.into_iter().enumerate() {
+        let name = format!("fault-{i}");
+        sim.host("hv01")
+            .unwrap()
+            .set_fault_plan(FaultPlan::new(1).rule(fault, trigger));
+        let config = ProvisionConfig {
+            step_timeout: Duration::from_secs(3),
+            copy_timeout: Duration::from_secs(3),
+            ..config()
+        };
+        let (result, events) = run(
+            Arc::clone(&host),
+            &format!("job-fault-{i}"),
+            &windows_job("hv01", &name, true),
+            config,
+            CancellationToken::new(),
+        )
+        .await;
+        sim.host("hv01").unwrap().clear_faults();
+        match result {
+            Err(Error::ProvisionFailed {
+                step: failed,
+                cleanup,
+                ..
+            }) => {
+                assert_eq!(failed, step, "{label}: {}", events.text());
+                assert!(cleanup.is_clean(), "{label}: {cleanup}");
+            }
+            other => panic!("{label}: expected a failure, got {other:?}"),
+        }
+        assert_nothing_left(&sim, "hv01", &name, &label);
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_while_waiting_for_the_guest() {
+    let sim = fleet(1, 0).await;
+    let host = ops(&sim, "hv01");
+    // A guest agent of another version stays silent, so the job waits for the key.
+    let config = ProvisionConfig {
+        agent_version: Some("9.9.9".to_owned()),
+        key_timeout: Duration::from_secs(60),
+        ..config()
+    };
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        trigger.cancel();
+    });
+    let (result, _) = run(
+        host,
+        "job-cancel",
+        &linux_job("hv01", "cancel-me"),
+        config,
+        cancel,
+    )
+    .await;
+    match result {
+        Err(Error::Cancelled { step, cleanup, .. }) => {
+            assert_eq!(step, steps::WAIT_FOR_KEY);
+            assert!(cleanup.is_clean(), "{cleanup}");
+            assert!(cleanup.removed().count() >= 2, "{cleanup}");
+        }
+        other => panic!("expected cancellation, got {other:?}"),
+    }
+    assert_nothing_left(&sim, "hv01", "cancel-me", "cancelled");
+    sim.shutdown().await;
+}
+
+/// A host whose checksum item is corrupted on the way (the guest must refuse the data).
+struct CorruptChecksum(Arc<dyn HyperVHost>);
+
+#[async_trait::async_trait]
+impl HyperVHost for CorruptChecksum {
+    fn host_name(&self) -> &str {
+        self.0.host_name()
+    }
+    async fn facts(&self) -> aetherv_hyperv::Result<HostFacts> {
+        self.0.facts().await
+    }
+    async fn inventory(&self) -> aetherv_hyperv::Result<Inventory> {
+        self.0.inventory().await
+    }
+    async fn vm(&self, id: VmId) -> aetherv_hyperv::Result<Vm> {
+        self.0.vm(id).await
+    }
+    async fn power(&self, id: VmId, action: PowerAction) -> aetherv_hyperv::Result<PowerOutcome> {
+        self.0.power(id, action).await
+    }
+    async fn delete_vm(&self, id: VmId, delete_disks: bool) -> aetherv_hyperv::Result<DeletedVm> {
+        self.0.delete_vm(id, delete_disks).await
+    }
+    async fn kvp_read_guest(&self, id: VmId) -> aetherv_hyperv::Result<GuestKvp> {
+        self.0.kvp_read_guest(id).await
+    }
+    async fn kvp_write_host(
+        &self,
+        id: VmId,
+        mut items: Vec<(String, String)>,
+    ) -> aetherv_hyperv::Result<()> {
+        for (key, value) in &mut items {
+            if key == keys::CHECKSUM {
+                *value = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned();
+            }
+        }
+        self.0.kvp_write_host(id, items).await
+    }
+    async fn kvp_remove_host(
+        &self,
+        id: VmId,
+        k: Vec<String>,
+    ) -> aetherv_hyperv::Result<Vec<String>> {
+        self.0.kvp_remove_host(id, k).await
+    }
+    async fn copy_image(&self, r: CopyImageRequest) -> aetherv_hyperv::Result<CopiedImage> {
+        self.0.copy_image(r).await
+    }
+    async fn copy_provisioning_iso(&self, r: CopyIsoRequest) -> aetherv_hyperv::Result<CopiedIso> {
+        self.0.copy_provisioning_iso(r).await
+    }
+    async fn register_vm(&self, spec: RegisterVmSpec) -> aetherv_hyperv::Result<Vm> {
+        self.0.register_vm(spec).await
+    }
+    async fn add_cluster_role(&self, id: VmId) -> aetherv_hyperv::Result<ClusterRole> {
+        self.0.add_cluster_role(id).await
+    }
+    async fn remove_cluster_role(&self, id: VmId) -> aetherv_hyperv::Result<ClusterRole> {
+        self.0.remove_cluster_role(id).await
+    }
+    async fn compare_vm(
+        &self,
+        id: VmId,
+        t: MigrationTarget,
+    ) -> aetherv_hyperv::Result<MigrationCheck> {
+        self.0.compare_vm(id, t).await
+    }
+    async fn move_vm(&self, id: VmId, t: MigrationTarget) -> aetherv_hyperv::Result<Migrated> {
+        self.0.move_vm(id, t).await
+    }
+    async fn remove_path(&self, path: String) -> aetherv_hyperv::Result<RemovedPath> {
+        self.0.remove_path(path).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_reports_failure() {
+    let sim = fleet(1, 0).await;
+    let host: Arc<dyn HyperVHost> = Arc::new(CorruptChecksum(ops(&sim, "hv01")));
+    let (result, events) = run(
+        host,
+        "job-guest-fails",
+        &windows_job("hv01", "bad-sum", false),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    match result {
+        Err(Error::ProvisionFailed {
+            step,
+            cause,
+            cleanup,
+            ..
+        }) => {
+            assert_eq!(step, steps::WAIT_FOR_GUEST);
+            match *cause {
+                Error::GuestFailed { reason, .. } => {
+                    assert!(reason.contains("checksum"), "{reason}");
+                }
+                other => panic!("{other}"),
+            }
+            assert!(cleanup.is_clean(), "{cleanup}");
+        }
+        other => panic!("expected a guest failure, got {other:?}"),
+    }
+    assert!(events.text().contains("provisioningfailed"));
+    assert_nothing_left(&sim, "hv01", "bad-sum", "guest failure");
+    sim.shutdown().await;
+}
+
+#[test]
+fn kvp_key_names_match_the_simulated_agent() {
+    use aetherv_hyperv::sim::kvp as agent;
+    assert_eq!(keys::HOST_STATE, agent::HOST_STATE);
+    assert_eq!(keys::VERSION, agent::VERSION);
+    assert_eq!(keys::SHARED_AES_KEY, agent::SHARED_AES_KEY);
+    assert_eq!(keys::CHECKSUM, agent::CHECKSUM);
+    assert_eq!(keys::DATA_PREFIX, agent::DATA_PREFIX);
+    assert_eq!(keys::GUEST_PUBLIC_KEY, agent::GUEST_PUBLIC_KEY);
+    assert_eq!(keys::GUEST_STATE, agent::GUEST_STATE);
+    assert_eq!(keys::GUEST_ERROR, agent::GUEST_ERROR);
+}
