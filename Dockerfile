@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# The aetherv server image (used by k8s/deployment.yaml as aetherv-server:latest).
+#   docker build -t aetherv-server:latest .
+#   docker run --rm -p 8000:8000 -e LISTEN_ADDR=0.0.0.0:8000 aetherv-server:latest   # demo fleet
+# Builder and runtime are both Debian 12 (bookworm), so the glibc the binary links against
+# matches the runtime's.
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+
+FROM ${RUST_IMAGE} AS builder
+WORKDIR /src
+# The whole workspace: --locked resolves every member against Cargo.lock.
+COPY . .
+# Cache mounts keep the registry and target directory between builds (BuildKit); the binary is
+# copied out of the cached target directory because cache mounts are not part of the image.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release -p aetherv-server --locked \
+    && install -D -m 0755 target/release/aetherv-server /out/aetherv-server
+
+# distroless cc: glibc, libgcc, CA certificates, no shell, user nonroot = 65532.
+FROM ${RUNTIME_IMAGE}
+COPY --from=builder /out/aetherv-server /usr/local/bin/aetherv-server
+USER 65532:65532
+# Inside a container the server must listen on all interfaces (its default is 127.0.0.1:8000).
+ENV LISTEN_ADDR=0.0.0.0:8000
+EXPOSE 8000
+ENTRYPOINT ["/usr/local/bin/aetherv-server"]
