@@ -12,19 +12,9 @@ use super::session::{NtlmRole, NtlmSession};
 use super::{Flags, NtlmError};
 use crate::Secret;
 
-/// Flags the acceptor can grant (intersected with what the client asks for).
-const SUPPORTED_FLAGS: Flags = Flags::NEGOTIATE_UNICODE
-    .union(Flags::REQUEST_TARGET)
-    .union(Flags::NEGOTIATE_SIGN)
-    .union(Flags::NEGOTIATE_SEAL)
-    .union(Flags::NEGOTIATE_NTLM)
-    .union(Flags::NEGOTIATE_ALWAYS_SIGN)
-    .union(Flags::NEGOTIATE_NTLM2_KEY)
-    .union(Flags::NEGOTIATE_TARGET_INFO)
-    .union(Flags::NEGOTIATE_VERSION)
-    .union(Flags::NEGOTIATE_128BIT)
-    .union(Flags::NEGOTIATE_KEY_EXCHANGE)
-    .union(Flags::NEGOTIATE_56BIT);
+/// Flags the acceptor can grant (intersected with what the client asks for): the same set
+/// the initiator asks for.
+const SUPPORTED_FLAGS: Flags = super::initiator::REQUESTED_FLAGS;
 
 /// Size of the fixed part of the NTLMv2 client blob before its AV pairs.
 const BLOB_HEADER_LEN: usize = 28;

@@ -8,8 +8,8 @@ use super::messages::{self, AV_FLAG_MIC_PRESENT, Authenticate, MIC_OFFSET};
 use super::session::{NtlmRole, NtlmSession};
 use super::{AuthenticateInputs, Flags, NtlmCredentials, NtlmError};
 
-/// Flags the initiator asks for in NEGOTIATE.
-const REQUESTED_FLAGS: Flags = Flags::NEGOTIATE_UNICODE
+/// Flags the initiator asks for in NEGOTIATE (and the acceptor's supported set).
+pub(super) const REQUESTED_FLAGS: Flags = Flags::NEGOTIATE_UNICODE
     .union(Flags::REQUEST_TARGET)
     .union(Flags::NEGOTIATE_SIGN)
     .union(Flags::NEGOTIATE_SEAL)
