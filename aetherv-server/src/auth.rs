@@ -1,9 +1,17 @@
 //! Authentication and authorisation: who is calling and what they may do.
 //!
 //! [`oidc`] validates OIDC bearer tokens and turns them into a [`Principal`] carrying the
-//! highest [`Role`] the token grants.
+//! highest [`Role`] the token grants. [`middleware`] authenticates HTTP requests (bearer token,
+//! else the browser session) and enforces roles; [`login`] is the OIDC browser login and
+//! [`session`] its signed cookies.
 
+pub mod login;
+pub mod middleware;
 pub mod oidc;
+pub mod session;
+
+pub use login::{LoginConfig, LoginFlow, LoginSetupError};
+pub use middleware::{Authenticator, me, require_role, required_role};
 
 /// What a caller may do. Roles are ordered: admin implies writer, writer implies reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

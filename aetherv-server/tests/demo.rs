@@ -1,58 +1,368 @@
-//! The run command in demo mode: the simulated fleet is deployed and inventoried, then served
-//! until interrupted.
+//! End to end over HTTP: the server binary in demo mode (its simulated fleet served over real
+//! WinRM on loopback). Provision through the API, follow the SSE log to success, see the VM in
+//! the inventory and in the event stream, run a power action, delete it; the password never
+//! appears in the output.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-#[test]
-fn demo_mode_checks_the_simulated_fleet_and_serves_it() {
+use serde_json::{Value, json};
+
+const GUEST_PW: &str = "Gu3st-pw-never-shown";
+const BOUND: Duration = Duration::from_secs(90);
+
+struct Running {
+    child: Child,
+    base: String,
+    stdout: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aetherv-server"))
         .env_remove("HYPERV_HOSTS")
+        .env_remove("HOSTS_FILE")
+        .env_remove("OIDC_ISSUER_URL")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("SECRETS_DIR", "/nonexistent-aetherv-test")
         .env("AETHERV_DEMO_PASSWORD", "demo-Passw0rd")
+        .env("LOG_LEVEL", "debug")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let tx2 = tx.clone();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let last = line.starts_with("Serving");
-            if tx.send(line).is_err() || last {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx2.send(line).is_err() {
                 break;
             }
         }
     });
-    let mut lines = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-        let last = line.starts_with("Serving");
-        lines.push(line);
-        if last {
-            break;
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(format!("stderr: {line}")).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + BOUND;
+    let base = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the server prints its URL");
+        if let Some(rest) = line.split("web UI ").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_owned();
+        }
+    };
+    Running {
+        child,
+        base,
+        stdout: rx,
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads a Server-Sent Events response until `stop` says so; returns (event, data) pairs.
+async fn read_sse(
+    mut response: reqwest::Response,
+    mut stop: impl FnMut(&str, &Value) -> bool,
+) -> Vec<(String, Value)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline.into(), response.chunk())
+            .await
+            .expect("the stream ended in time")
+            .unwrap();
+        let Some(chunk) = chunk else { return events };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let mut name = "message".to_owned();
+            let mut data = String::new();
+            for line in frame.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let value: Value = serde_json::from_str(&data).unwrap();
+            let done = stop(&name, &value);
+            events.push((name, value));
+            if done {
+                return events;
+            }
         }
     }
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    let text = lines.join("\n");
-    assert!(text.contains("5 hosts, 40 VMs"), "{text}");
-    let rows: Vec<&String> = lines.iter().filter(|l| l.starts_with("hv0")).collect();
-    assert_eq!(rows.len(), 5, "{text}");
-    assert!(rows.iter().all(|r| r.contains("deployed")), "{text}");
+}
+
+async fn job_until_done(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let job: Value = client
+            .get(format!("{base}/api/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = job["status"].as_str().unwrap().to_owned();
+        if ["succeeded", "failed", "cancelled"].contains(&status.as_str()) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not finish: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_server_provisions_powers_and_deletes_over_http() {
+    let mut server = start();
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
     assert_eq!(
-        lines.iter().filter(|l| l.starts_with("host=hv0")).count(),
-        5,
-        "{text}"
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
     );
+    wait_ready(&client, &base).await;
+
+    let clusters: Value = client
+        .get(format!("{base}/api/v1/clusters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(clusters["clusters"].as_array().unwrap().len(), 2);
+    let status: Value = client
+        .get(format!("{base}/api/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["mode"], "demo");
+    assert_eq!(status["hosts"], 5);
+    assert_eq!(status["vms"], 40);
+
+    // Follow the inventory while the VM is created.
+    let events = client
+        .get(format!("{base}/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let watcher = tokio::spawn(read_sse(events, |name, data| {
+        name == "vm_added" && data["vm"]["name"] == "e2e-web-01"
+    }));
+
+    let created = client
+        .post(format!("{base}/api/v1/vms/create"))
+        .json(&json!({
+            "vm_name": "e2e-web-01",
+            "hyperv_host": "hv02",
+            "image_name": "Ubuntu 24.04 LTS",
+            "gb_ram": 2,
+            "cpu_cores": 2,
+            "guest_la_uid": "admin",
+            "guest_la_pw": GUEST_PW,
+            "guest_v4_ipaddr": "10.20.30.41",
+            "guest_v4_cidrprefix": 24,
+            "guest_v4_defaultgw": "10.20.30.1",
+            "guest_v4_dns1": "10.20.0.53"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    assert!(created.headers().contains_key("location"));
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["status"], "queued");
+    let job_id = created["job_id"].as_str().unwrap().to_owned();
+
+    // The live log, to the end.
+    let logs = client
+        .get(format!("{base}/api/v1/jobs/{job_id}/logs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        logs.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let log = read_sse(logs, |name, _| name == "end").await;
+    let (last, end) = log.last().unwrap();
+    assert_eq!(last, "end");
+    assert_eq!(end["status"], "succeeded", "{end}");
+    assert!(log.iter().any(|(n, d)| {
+        n == "log"
+            && d["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .contains("publish")
+    }));
+    let vm_id = end["vm_id"].as_str().unwrap().to_owned();
     assert!(
-        !text.contains("demo-Passw0rd"),
-        "the password is never printed"
+        end["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "succeeded")
     );
-    assert!(status.success(), "{status:?}\n{text}");
+    assert!(!end.to_string().contains(GUEST_PW));
+
+    // Repeating the name is refused before anything runs.
+    let again = client
+        .post(format!("{base}/api/v1/vms/create"))
+        .json(&json!({
+            "vm_name": "e2e-web-01", "hyperv_host": "hv02", "image_name": "Ubuntu 24.04 LTS",
+            "gb_ram": 2, "cpu_cores": 2, "guest_la_uid": "admin", "guest_la_pw": GUEST_PW
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+
+    // The VM is in the inventory, and the event stream announced it.
+    let vm: Value = client
+        .get(format!("{base}/api/v1/vms/{vm_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(vm["name"], "e2e-web-01");
+    assert_eq!(vm["host"], "hv02");
+    assert_eq!(vm["state"], "Running");
+    let seen = tokio::time::timeout(BOUND, watcher).await.unwrap().unwrap();
+    assert_eq!(seen.first().unwrap().0, "hello");
+    assert!(seen.iter().any(|(n, _)| n == "job"));
+
+    // A power action that the state does not allow is refused; one that it allows runs.
+    let refused = client
+        .post(format!("{base}/api/v1/vms/{vm_id}/actions/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let refused: Value = refused.json().await.unwrap();
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Running")
+    );
+    let stop: Value = client
+        .post(format!("{base}/api/v1/vms/{vm_id}/actions/stop"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stopped = job_until_done(&client, &base, stop["job_id"].as_str().unwrap()).await;
+    assert_eq!(stopped["status"], "succeeded", "{stopped}");
+    let vm: Value = client
+        .get(format!("{base}/api/v1/vms/{vm_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(vm["state"], "Off");
+
+    // Delete it.
+    let deleted = client
+        .post(format!("{base}/api/v1/vms/delete"))
+        .json(&json!({ "vm_id": vm_id, "delete_disks": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 202);
+    let deleted: Value = deleted.json().await.unwrap();
+    let done = job_until_done(&client, &base, deleted["job_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let gone = client
+        .get(format!("{base}/api/v1/vms/{vm_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("aetherv_jobs_finished_total"));
+
+    // SIGTERM stops it cleanly; nothing printed the passwords.
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut output = Vec::new();
+    while let Ok(line) = server.stdout.recv_timeout(Duration::from_secs(2)) {
+        output.push(line);
+    }
+    let text = output.join("\n");
+    assert!(!text.contains(GUEST_PW), "the guest password leaked");
+    assert!(!text.contains("demo-Passw0rd"), "the WinRM password leaked");
+    let mut rest = String::new();
+    let _ = server
+        .child
+        .stdout
+        .take()
+        .map(|mut s| s.read_to_string(&mut rest));
 }

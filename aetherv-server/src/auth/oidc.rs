@@ -26,7 +26,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-pub use fetch::{DISCOVERY_PATH, JwksFetcher, ReqwestFetcher};
+pub use fetch::{DISCOVERY_PATH, JwksFetcher, ProviderMetadata, ReqwestFetcher};
 
 #[cfg(test)]
 pub use fetch::MockJwksFetcher;
@@ -304,6 +304,8 @@ struct Claims {
     roles: Option<OneOrMany>,
     #[serde(default)]
     groups: Option<OneOrMany>,
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +399,17 @@ impl Validator {
 
     /// Validates a bearer token and returns the caller it identifies.
     pub async fn validate(&self, token: &str) -> Result<Principal, OidcError> {
+        self.validate_id_token(token)
+            .await
+            .map(|(principal, _nonce)| principal)
+    }
+
+    /// Validates an ID token received in the browser login exactly like [`Validator::validate`]
+    /// and also returns its `nonce` claim, which the caller must compare with the nonce it sent.
+    pub async fn validate_id_token(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, Option<String>), OidcError> {
         if token.is_empty() {
             return Err(OidcError::MissingToken);
         }
@@ -429,11 +442,12 @@ impl Validator {
                     .chain(claims.groups.iter().flat_map(OneOrMany::iter)),
             )
             .ok_or(OidcError::NoRole)?;
-        Ok(Principal {
+        let principal = Principal {
             subject: claims.sub,
             name: claims.preferred_username.or(claims.email),
             role,
-        })
+        };
+        Ok((principal, claims.nonce))
     }
 
     /// The key for `kid`, refetching the key set once (rate-limited) when it is not cached.

@@ -92,9 +92,57 @@ struct Discovery {
     jwks_uri: String,
 }
 
+/// The endpoints of an issuer's discovery document that the browser login needs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProviderMetadata {
+    /// The issuer identifier; equals the configured issuer URL (up to a trailing slash).
+    pub issuer: String,
+    /// Where the browser is sent to log in (authorization code flow).
+    pub authorization_endpoint: String,
+    /// Where an authorization code is exchanged for tokens.
+    pub token_endpoint: String,
+    /// Where the browser may be sent to end the session at the issuer, when it supports that.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct RawJwkSet {
     keys: Vec<serde_json::Value>,
+}
+
+impl ReqwestFetcher {
+    /// Reads the issuer's discovery document for the browser login: checks that it names the
+    /// configured issuer and that its authorization and token endpoints are http(s) URLs.
+    pub async fn fetch_provider_metadata(
+        &self,
+        issuer_url: &str,
+    ) -> Result<ProviderMetadata, OidcError> {
+        let base = issuer_url.trim_end_matches('/');
+        let discovery_url = format!("{base}{DISCOVERY_PATH}");
+        let metadata: ProviderMetadata =
+            self.get_json(&discovery_url, "discovery document").await?;
+        if metadata.issuer.trim_end_matches('/') != base {
+            return Err(unavailable(
+                "discovery document names a different issuer".to_owned(),
+            ));
+        }
+        for (name, url) in [
+            ("authorization_endpoint", &metadata.authorization_endpoint),
+            ("token_endpoint", &metadata.token_endpoint),
+        ] {
+            if !is_http_url(url) {
+                return Err(unavailable(format!(
+                    "discovery document has no http(s) {name}"
+                )));
+            }
+        }
+        Ok(metadata)
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
 }
 
 #[async_trait]
@@ -108,9 +156,7 @@ impl JwksFetcher for ReqwestFetcher {
                 "discovery document names a different issuer".to_owned(),
             ));
         }
-        if !(discovery.jwks_uri.starts_with("https://")
-            || discovery.jwks_uri.starts_with("http://"))
-        {
+        if !is_http_url(&discovery.jwks_uri) {
             return Err(unavailable(
                 "discovery document has no http(s) jwks_uri".to_owned(),
             ));

@@ -1,0 +1,152 @@
+//! Read-only inventory routes: clusters, hosts, VMs.
+
+use std::collections::HashMap;
+
+use aetherv_hyperv::ops::{VmId, VmState};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::views::{self, VmFilter, VmSummary};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, CachedList};
+
+/// `GET /api/v1/clusters`.
+pub async fn clusters(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let snapshot = state.inventory.snapshot();
+    Json(json!({ "clusters": views::clusters(&snapshot) }))
+}
+
+/// `GET /api/v1/hosts`.
+pub async fn hosts(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let snapshot = state.inventory.snapshot();
+    let hosts: Vec<_> = snapshot.hosts().map(|h| views::host_view(h)).collect();
+    Json(json!({ "hosts": hosts }))
+}
+
+/// `GET /api/v1/hosts/{hostname}`.
+pub async fn host(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<views::HostDetail>> {
+    let snapshot = state.inventory.snapshot();
+    let host = snapshot
+        .host(&name)
+        .or_else(|| {
+            snapshot
+                .hosts()
+                .find(|h| h.name.eq_ignore_ascii_case(&name))
+        })
+        .ok_or_else(|| ApiError::not_found("host", &name))?;
+    let busy = state.jobs.busy_vms();
+    Ok(Json(views::host_detail(&snapshot, host, &busy)))
+}
+
+/// Query of `GET /api/v1/vms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmQuery {
+    host: Option<String>,
+    cluster: Option<String>,
+    state: Option<String>,
+    q: Option<String>,
+}
+
+/// Parses a Hyper-V state name (case-insensitive).
+pub fn parse_state(name: &str) -> Option<VmState> {
+    const CODES: [u32; 17] = [
+        1, 2, 3, 4, 6, 9, 10, 11, 32773, 32776, 32777, 32779, 32780, 32781, 32782, 32783, 32784,
+    ];
+    CODES
+        .into_iter()
+        .map(VmState::from_code)
+        .find(|s| s.name().eq_ignore_ascii_case(name))
+}
+
+fn filter_of(query: VmQuery) -> ApiResult<VmFilter> {
+    let blank = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let state = match blank(query.state) {
+        None => None,
+        Some(s) => Some(parse_state(&s).ok_or_else(|| {
+            ApiError::bad_query(
+                "state",
+                format!("unknown VM state {s:?}; use a Hyper-V state name such as Running, Off, Saved or Paused"),
+            )
+        })?),
+    };
+    Ok(VmFilter {
+        host: blank(query.host),
+        cluster: blank(query.cluster),
+        state,
+        q: blank(query.q).map(|q| q.to_ascii_lowercase()),
+    })
+}
+
+fn json_bytes(body: bytes::Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `GET /api/v1/vms`. The unfiltered answer is serialised once per inventory change.
+pub async fn vms(
+    State(state): State<AppState>,
+    query: Result<Query<VmQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(|e| ApiError::bad_query("query", e.body_text()))?;
+    let filter = filter_of(query)?;
+    let snapshot = state.inventory.snapshot();
+    let epoch = state.jobs.busy_epoch();
+    if filter.is_empty()
+        && let Some(cached) = state.vm_list_cache.load().as_deref()
+        && cached.generation == snapshot.generation()
+        && cached.busy_epoch == epoch
+    {
+        return Ok(json_bytes(cached.body.clone()));
+    }
+    let busy = state.jobs.busy_vms();
+    let list: Vec<VmSummary> = snapshot
+        .vms()
+        .filter(|vm| filter.matches(&snapshot, vm))
+        .map(|vm| views::vm_summary(&snapshot, vm, &busy))
+        .collect();
+    let body = serde_json::to_vec(&json!({ "total": list.len(), "vms": list }))
+        .map_err(|e| ApiError::internal(format!("cannot serialise the VM list: {e}")))?;
+    let body = bytes::Bytes::from(body);
+    if filter.is_empty() {
+        state
+            .vm_list_cache
+            .store(Some(std::sync::Arc::new(CachedList {
+                generation: snapshot.generation(),
+                busy_epoch: epoch,
+                body: body.clone(),
+            })));
+    }
+    Ok(json_bytes(body))
+}
+
+/// Parses a VM id path segment; an unusable one is an unknown VM.
+pub fn vm_id(id: &str) -> ApiResult<VmId> {
+    id.parse::<VmId>()
+        .map_err(|_| ApiError::not_found("VM", id))
+}
+
+/// `GET /api/v1/vms/{id}`.
+pub async fn vm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<views::VmDetail>> {
+    let vm_id = vm_id(&id)?;
+    let snapshot = state.inventory.snapshot();
+    let vm = snapshot
+        .vm(vm_id)
+        .ok_or_else(|| ApiError::not_found("VM", &id))?;
+    let busy: HashMap<VmId, String> = state
+        .jobs
+        .busy_job(vm_id)
+        .map(|j| (vm_id, j))
+        .into_iter()
+        .collect();
+    Ok(Json(views::vm_detail(&snapshot, vm, &busy)))
+}

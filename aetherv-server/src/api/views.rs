@@ -1,0 +1,343 @@
+//! The JSON shapes of inventory answers (see `API.md`), built from an inventory snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use aetherv_hyperv::ops::{
+    HostFacts, IntegrationService, PowerAction, VmDisk, VmDvdDrive, VmId, VmNic, VmState,
+};
+use aetherv_inventory::{HostState, HostStatus, InventoryVm, Snapshot};
+use serde::Serialize;
+
+use crate::jobs::rfc3339;
+
+/// The API's name of a power action (`stop` is Hyper-V's turn-off).
+pub fn action_name(action: PowerAction) -> &'static str {
+    match action {
+        PowerAction::TurnOff => "stop",
+        other => other.as_str(),
+    }
+}
+
+/// The power action of an API name.
+pub fn parse_action(name: &str) -> Option<PowerAction> {
+    PowerAction::ALL
+        .into_iter()
+        .find(|a| action_name(*a) == name)
+}
+
+/// The API names of the actions allowed from `state`.
+pub fn allowed_actions(state: VmState) -> Vec<&'static str> {
+    PowerAction::ALL
+        .into_iter()
+        .filter(|a| a.allowed_from(state))
+        .map(action_name)
+        .collect()
+}
+
+/// A cluster.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    /// Name.
+    pub name: String,
+    /// Member hosts.
+    pub hosts: Vec<String>,
+    /// VMs on the members.
+    pub vm_count: usize,
+    /// Members that answer.
+    pub connected_hosts: usize,
+}
+
+/// A host without its VMs.
+#[derive(Debug, Serialize)]
+pub struct HostView {
+    /// Name.
+    pub name: String,
+    /// Cluster, from the facts.
+    pub cluster: Option<String>,
+    /// `connected`, `disconnected` or `pending`.
+    pub status: &'static str,
+    /// Last successful refresh.
+    pub last_seen: Option<String>,
+    /// Why the last refresh failed.
+    pub last_error: Option<String>,
+    /// Duration of the last refresh in milliseconds.
+    pub refresh_ms: Option<u64>,
+    /// VMs on the host.
+    pub vm_count: usize,
+    /// VMs per state name.
+    pub vms_by_state: BTreeMap<String, usize>,
+    /// Logical processors.
+    pub logical_processors: Option<u32>,
+    /// Physical memory.
+    pub memory_total_bytes: Option<u64>,
+    /// Memory available for VMs.
+    pub memory_available_bytes: Option<u64>,
+    /// Capacity of the storage locations.
+    pub storage_total_bytes: Option<u64>,
+    /// Free space of the storage locations.
+    pub storage_free_bytes: Option<u64>,
+    /// Windows version.
+    pub os_version: Option<String>,
+    /// Installed host script version.
+    pub scripts_version: Option<String>,
+}
+
+/// A host with its facts and VMs.
+#[derive(Debug, Serialize)]
+pub struct HostDetail {
+    /// The summary.
+    #[serde(flatten)]
+    pub host: HostView,
+    /// Everything the host reported about itself.
+    pub facts: Option<HostFacts>,
+    /// Its VMs.
+    pub vms: Vec<VmSummary>,
+}
+
+/// A VM in lists.
+#[derive(Debug, Serialize)]
+pub struct VmSummary {
+    /// Hyper-V VM id.
+    pub id: VmId,
+    /// Name.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Cluster of the host.
+    pub cluster: Option<String>,
+    /// State name (`Running`, `Off`, ...).
+    pub state: String,
+    /// Whether the host is disconnected and this is the last known state.
+    pub stale: bool,
+    /// Virtual processors.
+    pub processor_count: u32,
+    /// Startup memory.
+    pub memory_startup_bytes: u64,
+    /// Assigned memory.
+    pub memory_assigned_bytes: u64,
+    /// Uptime.
+    pub uptime_seconds: u64,
+    /// Guest-reported addresses of every adapter.
+    pub ip_addresses: Vec<String>,
+    /// Whether the VM is a cluster role.
+    pub clustered: bool,
+    /// The job working on the VM.
+    pub busy_job: Option<String>,
+}
+
+/// A VM with everything the host reported.
+#[derive(Debug, Serialize)]
+pub struct VmDetail {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: VmSummary,
+    /// Generation (1 or 2).
+    pub generation: u8,
+    /// Configuration version.
+    pub version: Option<String>,
+    /// Configuration folder.
+    pub path: Option<String>,
+    /// Dynamic memory minimum.
+    pub memory_minimum_bytes: u64,
+    /// Dynamic memory maximum.
+    pub memory_maximum_bytes: u64,
+    /// Whether dynamic memory is on.
+    pub dynamic_memory: bool,
+    /// Creation time.
+    pub creation_time: Option<String>,
+    /// Notes.
+    pub notes: String,
+    /// Disks.
+    pub disks: Vec<VmDisk>,
+    /// DVD drives.
+    pub dvd_drives: Vec<VmDvdDrive>,
+    /// Network adapters.
+    pub network_adapters: Vec<VmNic>,
+    /// Integration services.
+    pub integration_services: Vec<IntegrationService>,
+    /// Power actions the state allows.
+    pub allowed_actions: Vec<&'static str>,
+}
+
+fn status_name(status: HostStatus) -> &'static str {
+    match status {
+        HostStatus::Connected => "connected",
+        HostStatus::Disconnected => "disconnected",
+        _ => "pending",
+    }
+}
+
+/// The summary of `host`.
+pub fn host_view(host: &HostState) -> HostView {
+    let mut vms_by_state = BTreeMap::new();
+    for vm in host.vms.values() {
+        *vms_by_state.entry(vm.vm.state.name()).or_insert(0) += 1;
+    }
+    let facts = host.facts.as_deref();
+    HostView {
+        name: host.name.to_string(),
+        cluster: host.cluster().map(str::to_owned),
+        status: status_name(host.status),
+        last_seen: host.last_seen.map(rfc3339),
+        last_error: host.last_error.clone(),
+        refresh_ms: host
+            .refresh_duration
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        vm_count: host.vms.len(),
+        vms_by_state,
+        logical_processors: facts.map(|f| f.logical_processors),
+        memory_total_bytes: facts.map(|f| f.memory_total_bytes),
+        memory_available_bytes: facts.map(|f| f.memory_available_bytes),
+        storage_total_bytes: facts.map(|f| f.storage.iter().map(|s| s.capacity_bytes).sum()),
+        storage_free_bytes: facts.map(|f| f.storage.iter().map(|s| s.free_bytes).sum()),
+        os_version: facts.and_then(|f| f.os_version.clone()),
+        scripts_version: facts.and_then(|f| f.scripts_version.clone()),
+    }
+}
+
+/// `host` with its facts and VMs.
+pub fn host_detail(
+    snapshot: &Snapshot,
+    host: &HostState,
+    busy: &HashMap<VmId, String>,
+) -> HostDetail {
+    HostDetail {
+        host: host_view(host),
+        facts: host.facts.as_deref().cloned(),
+        vms: host
+            .vms
+            .values()
+            .map(|vm| vm_summary(snapshot, vm, busy))
+            .collect(),
+    }
+}
+
+/// Every cluster.
+pub fn clusters(snapshot: &Snapshot) -> Vec<ClusterView> {
+    snapshot
+        .clusters()
+        .map(|c| {
+            let members: Vec<&Arc<HostState>> =
+                c.hosts.iter().filter_map(|h| snapshot.host(h)).collect();
+            ClusterView {
+                name: c.name.clone(),
+                hosts: c.hosts.iter().map(ToString::to_string).collect(),
+                vm_count: members.iter().map(|h| h.vms.len()).sum(),
+                connected_hosts: members.iter().filter(|h| h.is_connected()).count(),
+            }
+        })
+        .collect()
+}
+
+/// The summary of `vm`.
+pub fn vm_summary(
+    snapshot: &Snapshot,
+    vm: &InventoryVm,
+    busy: &HashMap<VmId, String>,
+) -> VmSummary {
+    let v = &vm.vm;
+    VmSummary {
+        id: v.id,
+        name: v.name.clone(),
+        host: vm.host.to_string(),
+        cluster: snapshot
+            .host(&vm.host)
+            .and_then(|h| h.cluster())
+            .map(str::to_owned),
+        state: v.state.name(),
+        stale: vm.stale,
+        processor_count: v.processor_count,
+        memory_startup_bytes: v.memory_startup_bytes,
+        memory_assigned_bytes: v.memory_assigned_bytes,
+        uptime_seconds: v.uptime.as_secs(),
+        ip_addresses: v
+            .nics
+            .iter()
+            .flat_map(|n| n.ip_addresses.iter().cloned())
+            .collect(),
+        clustered: v.clustered,
+        busy_job: busy.get(&v.id).cloned(),
+    }
+}
+
+/// Everything about `vm`.
+pub fn vm_detail(snapshot: &Snapshot, vm: &InventoryVm, busy: &HashMap<VmId, String>) -> VmDetail {
+    let v = &vm.vm;
+    VmDetail {
+        summary: vm_summary(snapshot, vm, busy),
+        generation: v.generation,
+        version: v.version.clone(),
+        path: v.path.clone(),
+        memory_minimum_bytes: v.memory_minimum_bytes,
+        memory_maximum_bytes: v.memory_maximum_bytes,
+        dynamic_memory: v.dynamic_memory,
+        creation_time: v.creation_time.map(|t| t.to_string()),
+        notes: v.notes.clone(),
+        disks: v.disks.clone(),
+        dvd_drives: v.dvd_drives.clone(),
+        network_adapters: v.nics.clone(),
+        integration_services: v.integration_services.clone(),
+        allowed_actions: if vm.stale {
+            Vec::new()
+        } else {
+            allowed_actions(v.state)
+        },
+    }
+}
+
+/// Filters of `GET /api/v1/vms`.
+#[derive(Debug, Default, Clone)]
+pub struct VmFilter {
+    /// Host name (case-insensitive).
+    pub host: Option<String>,
+    /// Cluster name (case-insensitive).
+    pub cluster: Option<String>,
+    /// State.
+    pub state: Option<VmState>,
+    /// Lowercase substring of name, id, notes or an address.
+    pub q: Option<String>,
+}
+
+impl VmFilter {
+    /// Whether no filter is set.
+    pub fn is_empty(&self) -> bool {
+        self.host.is_none() && self.cluster.is_none() && self.state.is_none() && self.q.is_none()
+    }
+
+    /// Whether `vm` passes.
+    pub fn matches(&self, snapshot: &Snapshot, vm: &InventoryVm) -> bool {
+        if let Some(host) = &self.host
+            && !vm.host.eq_ignore_ascii_case(host)
+        {
+            return false;
+        }
+        if let Some(cluster) = &self.cluster {
+            let in_cluster = snapshot
+                .host(&vm.host)
+                .and_then(|h| h.cluster())
+                .is_some_and(|c| c.eq_ignore_ascii_case(cluster));
+            if !in_cluster {
+                return false;
+            }
+        }
+        if let Some(state) = self.state
+            && vm.vm.state != state
+        {
+            return false;
+        }
+        if let Some(q) = &self.q {
+            let v = &vm.vm;
+            let hit = v.name.to_ascii_lowercase().contains(q)
+                || v.id.to_string().contains(q)
+                || v.notes.to_ascii_lowercase().contains(q)
+                || v.nics
+                    .iter()
+                    .any(|n| n.ip_addresses.iter().any(|a| a.contains(q.as_str())));
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,400 @@
+//! Mutating VM routes: create/provision, delete, power actions. Each checks what can be
+//! checked before anything runs (the host is managed, the name is free, the VM exists and is
+//! in a state that allows the action, no other job holds it) and answers 202 with a job id.
+
+use aetherv_hyperv::ops::{PowerAction, VmState};
+use aetherv_provision::delete::DeleteRequest;
+use aetherv_provision::schema::{JobRequest, Validated};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::inventory::vm_id;
+use super::views::{action_name, allowed_actions, parse_action};
+use crate::error::{ApiError, ApiResult, FieldProblem};
+use crate::jobs::{JobView, JobWork, NewJob, SubmitError};
+use crate::state::AppState;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+fn ensure_ready(state: &AppState) -> ApiResult<()> {
+    state.readiness.check().map_err(|reason| {
+        ApiError::not_ready(format!("the server is not ready for changes yet: {reason}"))
+    })
+}
+
+fn body_text(body: &Bytes) -> ApiResult<&str> {
+    std::str::from_utf8(body).map_err(|_| ApiError::malformed("the body is not UTF-8 text"))
+}
+
+fn content_type(headers: &HeaderMap) -> ApiResult<Option<&str>> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::malformed("the Content-Type header is not text"))?;
+    let media = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let known = media.is_empty()
+        || media.ends_with("json")
+        || media.ends_with("yaml")
+        || media.ends_with("yml")
+        || media == "text/plain";
+    if known {
+        Ok(Some(text))
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type {media:?} is not supported; send application/json or application/yaml"
+            ),
+        ))
+    }
+}
+
+/// Refuses a body that is not well-formed JSON or YAML at all (400), before validation names
+/// fields (422).
+fn check_syntax(body: &str, hint: Option<&str>) -> ApiResult<()> {
+    use aetherv_provision::schema::BodyFormat;
+    match BodyFormat::detect(body, hint) {
+        BodyFormat::Json => serde_json::from_str::<serde::de::IgnoredAny>(body)
+            .map(|_| ())
+            .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}"))),
+        BodyFormat::Yaml => serde_yaml::from_str::<serde::de::IgnoredAny>(body)
+            .map(|_| ())
+            .map_err(|e| ApiError::malformed(format!("the body is not valid YAML: {e}"))),
+    }
+}
+
+/// Turns a schema error into 400 (the document as a whole) or 422 (named fields).
+fn schema_error(error: &aetherv_provision::Error) -> ApiError {
+    match error.field_errors() {
+        Some([only]) if only.field == "body" => {
+            ApiError::malformed(format!("the body cannot be read: {}", only.message))
+        }
+        Some(errors) => ApiError::invalid_fields(
+            errors
+                .iter()
+                .map(|e| FieldProblem {
+                    field: e.field.clone(),
+                    message: e.message.clone(),
+                })
+                .collect(),
+        ),
+        None => ApiError::malformed(error.to_string()),
+    }
+}
+
+/// The 202 answer.
+pub fn accepted(job: &JobView) -> Response {
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job.id, "status": job.status })),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
+    match error {
+        SubmitError::UnknownHost(host) => ApiError::not_found("host", &host).with_field(host_field),
+        SubmitError::Busy { vm, job } => ApiError::conflict(
+            "vm_busy",
+            format!("VM {vm} is busy with job {job}; wait for it to finish or cancel it"),
+        ),
+        other => ApiError::not_ready(other.to_string()),
+    }
+}
+
+/// Checks a validated provisioning request against the inventory and queues it.
+fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Response> {
+    let (host_field, image_field) = if flat {
+        ("hyperv_host", "image_name")
+    } else {
+        ("target_host", "values.image_name")
+    };
+    let requested = validated.request.target_host.clone();
+    let Some((host_name, _)) = state.jobs.host(&requested) else {
+        let known: Vec<&str> = state.jobs.hosts().keys().map(String::as_str).collect();
+        return Err(ApiError::not_found("host", &requested)
+            .with_field(host_field)
+            .with_message_suffix(&format!("; managed hosts: {}", known.join(", "))));
+    };
+    let host_name = host_name.to_owned();
+    let values = &validated.request.values;
+    let snapshot = state.inventory.snapshot();
+    if let Some(host) = snapshot.host(&host_name) {
+        if let Some(existing) = host
+            .vms
+            .values()
+            .find(|vm| vm.vm.name.eq_ignore_ascii_case(&values.vm_name))
+        {
+            return Err(ApiError::conflict(
+                "vm_exists",
+                format!(
+                    "a VM named {} already exists on host {host_name} (id {})",
+                    existing.vm.name, existing.vm.id
+                ),
+            )
+            .with_field(if flat { "vm_name" } else { "values.vm_name" }));
+        }
+        if let Some(facts) = &host.facts
+            && !facts
+                .images
+                .iter()
+                .any(|i| i.name.eq_ignore_ascii_case(&values.image_name))
+        {
+            let names: Vec<&str> = facts.images.iter().map(|i| i.name.as_str()).collect();
+            return Err(ApiError::invalid(
+                image_field,
+                format!(
+                    "host {host_name} has no golden image named {:?}; available: {}",
+                    values.image_name,
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut parameters = validated.redacted();
+    if !validated.warnings.is_empty()
+        && let Some(map) = parameters.as_object_mut()
+    {
+        map.insert("warnings".to_owned(), json!(validated.warnings));
+    }
+    let vm_name = values.vm_name.clone();
+    let job = state
+        .jobs
+        .submit(NewJob {
+            work: JobWork::Provision(Box::new(validated)),
+            host: host_name,
+            vm_id: None,
+            vm_name: Some(vm_name),
+            parameters,
+        })
+        .map_err(|e| submit_error(e, host_field))?;
+    Ok(accepted(&job))
+}
+
+/// `POST /api/v1/vms/create` (flat body, JSON or YAML).
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    ensure_ready(&state)?;
+    let hint = content_type(&headers)?;
+    let validated =
+        JobRequest::parse_flat(body_text(&body)?, hint).map_err(|e| schema_error(&e))?;
+    provision(&state, validated, true)
+}
+
+/// `POST /api/v1/jobs/provision` (job schema v1, JSON or YAML).
+pub async fn provision_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    ensure_ready(&state)?;
+    let hint = content_type(&headers)?;
+    let text = body_text(&body)?;
+    check_syntax(text, hint)?;
+    let validated = JobRequest::parse(text, hint).map_err(|e| schema_error(&e))?;
+    provision(&state, validated, false)
+}
+
+/// Body of `POST /api/v1/vms/delete`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteBody {
+    vm_id: Option<String>,
+    vm_name: Option<String>,
+    hyperv_host: Option<String>,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    delete_disks: bool,
+}
+
+fn parse_json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            let message = inner.to_string();
+            let field = message
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split('`').next())
+                .map_or(path, str::to_owned);
+            ApiError::invalid(field, message)
+        } else {
+            ApiError::malformed(format!("the body is not valid JSON: {inner}"))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// `POST /api/v1/vms/delete`.
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    ensure_ready(&state)?;
+    if let Some(hint) = content_type(&headers)?
+        && !hint.to_ascii_lowercase().contains("json")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the delete request as application/json",
+        ));
+    }
+    let request: DeleteBody = parse_json_body(&body)?;
+    let snapshot = state.inventory.snapshot();
+    let vm = match (&request.vm_id, &request.vm_name, &request.hyperv_host) {
+        (Some(id), _, _) => {
+            let parsed = id.parse().map_err(|_| {
+                ApiError::invalid("vm_id", format!("{id:?} is not a VM id (a GUID)"))
+            })?;
+            snapshot
+                .vm(parsed)
+                .ok_or_else(|| ApiError::not_found("VM", id).with_field("vm_id"))?
+        }
+        (None, Some(name), Some(host)) => {
+            let mut matches = snapshot
+                .vms_named(name)
+                .filter(|vm| vm.host.eq_ignore_ascii_case(host));
+            let found = matches.next().ok_or_else(|| {
+                ApiError::not_found("VM", &format!("{name} on host {host}")).with_field("vm_name")
+            })?;
+            if matches.next().is_some() {
+                return Err(ApiError::conflict(
+                    "ambiguous_name",
+                    format!("host {host} has several VMs named {name}; delete by vm_id"),
+                ));
+            }
+            found
+        }
+        (None, Some(_), None) => {
+            return Err(ApiError::invalid(
+                "hyperv_host",
+                "required with vm_name (or give vm_id instead)",
+            ));
+        }
+        (None, None, _) => {
+            return Err(ApiError::invalid(
+                "vm_id",
+                "give vm_id, or vm_name and hyperv_host",
+            ));
+        }
+    };
+    if vm.stale {
+        return Err(ApiError::conflict(
+            "host_disconnected",
+            format!("host {} is disconnected; its inventory is stale", vm.host),
+        ));
+    }
+    if vm.vm.state != VmState::Off && !request.force {
+        return Err(ApiError::conflict(
+            "invalid_state",
+            format!(
+                "VM {} is {}; shut it down first or set force=true to turn it off before deleting",
+                vm.vm.name,
+                vm.vm.state.name()
+            ),
+        ));
+    }
+    let mut work = DeleteRequest::new(vm.vm.id);
+    work.force = request.force;
+    work.delete_disks = request.delete_disks;
+    let job = state
+        .jobs
+        .submit(NewJob {
+            work: JobWork::Delete(work),
+            host: vm.host.to_string(),
+            vm_id: Some(vm.vm.id),
+            vm_name: Some(vm.vm.name.clone()),
+            parameters: json!({
+                "vm_id": vm.vm.id,
+                "vm_name": vm.vm.name,
+                "hyperv_host": vm.host.as_ref(),
+                "force": request.force,
+                "delete_disks": request.delete_disks,
+            }),
+        })
+        .map_err(|e| submit_error(e, "hyperv_host"))?;
+    Ok(accepted(&job))
+}
+
+/// `POST /api/v1/vms/{id}/actions/{action}`.
+pub async fn action(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let parsed: PowerAction = parse_action(&action).ok_or_else(|| {
+        ApiError::not_found("action", &action).with_message_suffix(
+            "; actions are start, shutdown, stop, restart, save, pause and resume",
+        )
+    })?;
+    let vm_id = vm_id(&id)?;
+    ensure_ready(&state)?;
+    let snapshot = state.inventory.snapshot();
+    let vm = snapshot
+        .vm(vm_id)
+        .ok_or_else(|| ApiError::not_found("VM", &id))?;
+    if vm.stale {
+        return Err(ApiError::conflict(
+            "host_disconnected",
+            format!("host {} is disconnected; its inventory is stale", vm.host),
+        ));
+    }
+    if !parsed.allowed_from(vm.vm.state) {
+        let allowed = allowed_actions(vm.vm.state);
+        return Err(ApiError::conflict(
+            "invalid_state",
+            format!(
+                "cannot {} VM {}: it is {}; allowed now: {}",
+                parsed.verb(),
+                vm.vm.name,
+                vm.vm.state.name(),
+                if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                }
+            ),
+        ));
+    }
+    let job = state
+        .jobs
+        .submit(NewJob {
+            work: JobWork::Power {
+                vm: vm_id,
+                action: parsed,
+            },
+            host: vm.host.to_string(),
+            vm_id: Some(vm_id),
+            vm_name: Some(vm.vm.name.clone()),
+            parameters: json!({ "vm_id": vm_id, "action": action_name(parsed) }),
+        })
+        .map_err(|e| submit_error(e, "hyperv_host"))?;
+    Ok(accepted(&job))
+}

@@ -1,0 +1,1209 @@
+//! The job queue: provisioning, deletion and power actions run as jobs with a global and a
+//! per-host concurrency bound, one job per VM at a time, live progress and logs, cancellation,
+//! a bounded in-memory history, and a targeted inventory refresh of the job's host when it ends.
+//!
+//! A submitted job is queued at once (its record exists before [`JobQueue::submit`] returns);
+//! a task per job waits for a slot on its host, then for a global slot, then runs the workflow
+//! of `aetherv-provision` (or the single power call) against the host's
+//! [`HyperVHost`]. Waiting jobs start in submission order per host.
+//!
+//! Records never hold secrets: parameters are the redacted view, and log lines come from the
+//! workflows, which never see plaintext secrets outside the payload encryption.
+//!
+//! Followers ([`JobQueue::follow`]) get every log line from the start and then live ones,
+//! without polling: each record carries a `watch` counter bumped on every change.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use aetherv_hyperv::ops::{HyperVHost, PowerAction, VmId};
+use aetherv_inventory::InventoryHandle;
+use aetherv_provision::delete::DeleteRequest;
+use aetherv_provision::job::{JobEvent, JobId, LogLevel};
+use aetherv_provision::provision::ProvisionConfig;
+use aetherv_provision::schema::Validated;
+use serde::Serialize;
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What kind of job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobType {
+    /// Create and configure a VM.
+    Provision,
+    /// Delete a VM.
+    Delete,
+    /// A power action.
+    Power,
+}
+
+impl JobType {
+    /// The lowercase name (`provision`, `delete`, `power`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provision => "provision",
+            Self::Delete => "delete",
+            Self::Power => "power",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "provision" => Some(Self::Provision),
+            "delete" => Some(Self::Delete),
+            "power" => Some(Self::Power),
+            _ => None,
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Waiting for a slot.
+    Queued,
+    /// Running.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with an error (after cleaning up what it created).
+    Failed,
+    /// Cancelled (after cleaning up what it created).
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "queued" => Some(Self::Queued),
+            "running" => Some(Self::Running),
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Whether the job has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// The work of a job.
+#[derive(Debug, Clone)]
+pub enum JobWork {
+    /// Provision a VM.
+    Provision(Box<Validated>),
+    /// Delete a VM.
+    Delete(DeleteRequest),
+    /// Apply a power action.
+    Power {
+        /// The VM.
+        vm: VmId,
+        /// The action.
+        action: PowerAction,
+    },
+}
+
+impl JobWork {
+    /// The job type of this work.
+    pub fn job_type(&self) -> JobType {
+        match self {
+            Self::Provision(_) => JobType::Provision,
+            Self::Delete(_) => JobType::Delete,
+            Self::Power { .. } => JobType::Power,
+        }
+    }
+}
+
+/// A job to submit.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// What to do.
+    pub work: JobWork,
+    /// The host it runs against.
+    pub host: String,
+    /// The VM's id, when it exists already.
+    pub vm_id: Option<VmId>,
+    /// The VM's name.
+    pub vm_name: Option<String>,
+    /// The redacted parameters, for the record.
+    pub parameters: serde_json::Value,
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The host is not one the server manages.
+    #[error("host {0:?} is not managed by this server")]
+    UnknownHost(String),
+    /// Another job is working on the same VM.
+    #[error("VM {vm} is busy with job {job}")]
+    Busy {
+        /// The VM (name or id).
+        vm: String,
+        /// The job holding it.
+        job: String,
+    },
+    /// The queue is shutting down.
+    #[error("the job queue is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a job could not be cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CancelError {
+    /// No such job (or it left the history).
+    #[error("job {0:?} not found")]
+    NotFound(String),
+    /// The job has already ended.
+    #[error("job {id} already {status}")]
+    Finished {
+        /// The job.
+        id: String,
+        /// Its final status.
+        status: &'static str,
+    },
+}
+
+/// One step of a job's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepRecord {
+    /// Step name, e.g. `Provisioning.CopyImage`.
+    pub name: String,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: &'static str,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it ended.
+    pub finished_at: Option<String>,
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// Position in the job's log, from 0.
+    pub seq: u64,
+    /// Wall-clock time (RFC 3339).
+    pub at: String,
+    /// `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The line.
+    pub message: String,
+    /// The step the job was in.
+    pub step: Option<String>,
+    /// The job's percentage at that moment.
+    pub percent: u8,
+}
+
+/// What cleanup did after a failure or cancellation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CleanupView {
+    /// What was removed.
+    pub removed: Vec<String>,
+    /// What could not be removed and why.
+    pub left_behind: Vec<LeftBehind>,
+}
+
+/// An artifact compensation could not remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftBehind {
+    /// The artifact.
+    pub artifact: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A job's record as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// The job id.
+    pub id: String,
+    /// The type.
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    /// The power action (power jobs).
+    pub action: Option<PowerAction>,
+    /// The status.
+    pub status: JobStatus,
+    /// The host.
+    pub target_host: String,
+    /// The VM's id (known from the start, or once provisioning registered the VM).
+    pub vm_id: Option<VmId>,
+    /// The VM's name.
+    pub vm_name: Option<String>,
+    /// The redacted parameters.
+    pub parameters: serde_json::Value,
+    /// When it was submitted.
+    pub created_at: String,
+    /// When it started running.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// 0..=100.
+    pub percent: u8,
+    /// The current (or last) step.
+    pub step: Option<String>,
+    /// The latest progress message.
+    pub message: Option<String>,
+    /// The step timeline.
+    pub steps: Vec<StepRecord>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// What cleanup did.
+    pub cleanup: Option<CleanupView>,
+    /// What a successful job produced.
+    pub result: Option<serde_json::Value>,
+    /// Whether cancellation was requested.
+    pub cancel_requested: bool,
+}
+
+/// A status change, as `/api/v1/events` streams it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobNotice {
+    /// The job id.
+    pub id: String,
+    /// The type.
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    /// The new status.
+    pub status: JobStatus,
+    /// Its percentage.
+    pub percent: u8,
+    /// The host.
+    pub target_host: String,
+    /// The VM id.
+    pub vm_id: Option<VmId>,
+    /// The VM name.
+    pub vm_name: Option<String>,
+}
+
+/// Filters of [`JobQueue::list`].
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this type.
+    pub job_type: Option<JobType>,
+    /// Only this host (case-insensitive).
+    pub host: Option<String>,
+    /// Only this VM.
+    pub vm_id: Option<VmId>,
+    /// At most this many (newest first).
+    pub limit: Option<usize>,
+}
+
+/// Receives job metrics (the server's Prometheus registry implements it).
+pub trait JobObserver: Send + Sync {
+    /// A job moved from `from` (none: it was just created) to `to`.
+    fn status(&self, job_type: JobType, from: Option<JobStatus>, to: JobStatus);
+    /// A job ended after `duration` of running.
+    fn finished(&self, job_type: JobType, status: JobStatus, duration: Duration);
+    /// A finished job left the history.
+    fn forgotten(&self, job_type: JobType, status: JobStatus);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl JobObserver for NoObserver {
+    fn status(&self, _: JobType, _: Option<JobStatus>, _: JobStatus) {}
+    fn finished(&self, _: JobType, _: JobStatus, _: Duration) {}
+    fn forgotten(&self, _: JobType, _: JobStatus) {}
+}
+
+/// Queue limits and job timeouts.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Jobs running at the same time, over all hosts (at least 1).
+    pub concurrency: usize,
+    /// Jobs running at the same time on one host (at least 1).
+    pub per_host: usize,
+    /// Finished jobs kept in memory.
+    pub history: usize,
+    /// Timeouts of the provisioning pipeline.
+    pub provision: ProvisionConfig,
+    /// Timeout of each host call of deletions and power actions.
+    pub step_timeout: Duration,
+    /// Upper bound of the inventory refresh after a job.
+    pub refresh_timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            per_host: 2,
+            history: 1000,
+            provision: ProvisionConfig::default(),
+            step_timeout: Duration::from_secs(120),
+            refresh_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The hosts jobs can run against, by name.
+pub type HostMap = BTreeMap<String, Arc<dyn HyperVHost>>;
+
+/// What a running job locks: a VM id, or a host + VM name while provisioning.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum VmKey {
+    Id(VmId),
+    Name(String, String),
+}
+
+struct Record {
+    id: String,
+    job_type: JobType,
+    action: Option<PowerAction>,
+    status: JobStatus,
+    host: String,
+    vm_id: Option<VmId>,
+    vm_name: Option<String>,
+    parameters: serde_json::Value,
+    created_at: SystemTime,
+    started_at: Option<SystemTime>,
+    started: Option<tokio::time::Instant>,
+    finished_at: Option<SystemTime>,
+    percent: u8,
+    step: Option<String>,
+    message: Option<String>,
+    steps: Vec<StepRecord>,
+    error: Option<String>,
+    cleanup: Option<CleanupView>,
+    result: Option<serde_json::Value>,
+    cancel: CancellationToken,
+    lines: Vec<LogLine>,
+    keys: Vec<VmKey>,
+    changed: watch::Sender<u64>,
+}
+
+impl Record {
+    fn view(&self) -> JobView {
+        JobView {
+            id: self.id.clone(),
+            job_type: self.job_type,
+            action: self.action,
+            status: self.status,
+            target_host: self.host.clone(),
+            vm_id: self.vm_id,
+            vm_name: self.vm_name.clone(),
+            parameters: self.parameters.clone(),
+            created_at: rfc3339(self.created_at),
+            started_at: self.started_at.map(rfc3339),
+            finished_at: self.finished_at.map(rfc3339),
+            percent: self.percent,
+            step: self.step.clone(),
+            message: self.message.clone(),
+            steps: self.steps.clone(),
+            error: self.error.clone(),
+            cleanup: self.cleanup.clone(),
+            result: self.result.clone(),
+            cancel_requested: self.cancel.is_cancelled(),
+        }
+    }
+
+    fn notice(&self) -> JobNotice {
+        JobNotice {
+            id: self.id.clone(),
+            job_type: self.job_type,
+            status: self.status,
+            percent: self.percent,
+            target_host: self.host.clone(),
+            vm_id: self.vm_id,
+            vm_name: self.vm_name.clone(),
+        }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn push_line(&mut self, level: &'static str, message: String) {
+        let seq = self.lines.len() as u64;
+        self.lines.push(LogLine {
+            seq,
+            at: rfc3339(SystemTime::now()),
+            level,
+            message,
+            step: self.step.clone(),
+            percent: self.percent,
+        });
+    }
+
+    /// Records a progress event: a new step closes the previous one as succeeded.
+    fn progress(&mut self, step: &str, percent: u8, message: String) {
+        let now = rfc3339(SystemTime::now());
+        if self.step.as_deref() != Some(step) {
+            if let Some(last) = self.steps.last_mut()
+                && last.finished_at.is_none()
+            {
+                last.status = "succeeded";
+                last.finished_at = Some(now.clone());
+            }
+            self.steps.push(StepRecord {
+                name: step.to_owned(),
+                status: "running",
+                started_at: now,
+                finished_at: None,
+            });
+            self.step = Some(step.to_owned());
+        }
+        self.percent = self.percent.max(percent.min(100));
+        self.message = Some(message.clone());
+        self.push_line("info", message);
+    }
+
+    fn close_steps(&mut self, status: JobStatus) {
+        let now = rfc3339(SystemTime::now());
+        let last_status = match status {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Cancelled => "cancelled",
+            _ => "failed",
+        };
+        let count = self.steps.len();
+        for (i, step) in self.steps.iter_mut().enumerate() {
+            if step.finished_at.is_none() {
+                step.status = if i + 1 == count {
+                    last_status
+                } else {
+                    "succeeded"
+                };
+                step.finished_at = Some(now.clone());
+            }
+        }
+    }
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+struct Inner {
+    records: HashMap<String, Record>,
+    /// Ids in submission order (for the history bound and newest-first listing).
+    order: VecDeque<String>,
+    busy: HashMap<VmKey, String>,
+    host_slots: HashMap<String, Arc<Semaphore>>,
+    closed: bool,
+}
+
+struct Shared {
+    config: QueueConfig,
+    hosts: Arc<HostMap>,
+    inventory: Option<InventoryHandle>,
+    observer: Arc<dyn JobObserver>,
+    global: Arc<Semaphore>,
+    inner: Mutex<Inner>,
+    notices: broadcast::Sender<JobNotice>,
+    shutdown: CancellationToken,
+    /// Bumped whenever the set of busy VMs changes (caches of VM lists key on it).
+    busy_epoch: AtomicU64,
+}
+
+/// The job queue; cheap to clone.
+#[derive(Clone)]
+pub struct JobQueue {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for JobQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobQueue")
+            .field("config", &self.shared.config)
+            .field("hosts", &self.shared.hosts.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live view of one job's log: lines so far, then a wait for more.
+#[derive(Debug)]
+pub struct Follower {
+    queue: JobQueue,
+    id: String,
+    next: usize,
+    changed: watch::Receiver<u64>,
+}
+
+/// What [`Follower::next`] returns.
+#[derive(Debug, Clone)]
+pub enum FollowItem {
+    /// New log lines, and the job's status and percentage after them.
+    Lines {
+        /// The lines.
+        lines: Vec<LogLine>,
+        /// The status.
+        status: JobStatus,
+        /// The percentage.
+        percent: u8,
+        /// The step.
+        step: Option<String>,
+    },
+    /// The job has ended and every line was delivered: the final record.
+    End(Box<JobView>),
+}
+
+impl Follower {
+    /// The next batch: new lines (waiting for them if there are none), or the end.
+    /// `None` when the job left the history.
+    pub async fn next(&mut self) -> Option<FollowItem> {
+        loop {
+            if self.next == usize::MAX {
+                return None;
+            }
+            // Mark the current value seen before reading, so a change made after the read
+            // wakes the wait below.
+            self.changed.borrow_and_update();
+            {
+                let inner = self.queue.lock();
+                let record = inner.records.get(&self.id)?;
+                if self.next < record.lines.len() {
+                    let lines = record.lines[self.next..].to_vec();
+                    self.next = record.lines.len();
+                    return Some(FollowItem::Lines {
+                        lines,
+                        status: record.status,
+                        percent: record.percent,
+                        step: record.step.clone(),
+                    });
+                }
+                if record.status.is_final() {
+                    self.next = usize::MAX;
+                    return Some(FollowItem::End(Box::new(record.view())));
+                }
+            }
+            if self.changed.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+impl JobQueue {
+    /// A queue running jobs against `hosts`, refreshing `inventory` after each job.
+    pub fn new(
+        config: QueueConfig,
+        hosts: Arc<HostMap>,
+        inventory: Option<InventoryHandle>,
+        observer: Arc<dyn JobObserver>,
+    ) -> Self {
+        let (notices, _) = broadcast::channel(1024);
+        Self {
+            shared: Arc::new(Shared {
+                global: Arc::new(Semaphore::new(config.concurrency.max(1))),
+                config,
+                hosts,
+                inventory,
+                observer,
+                inner: Mutex::new(Inner {
+                    records: HashMap::new(),
+                    order: VecDeque::new(),
+                    busy: HashMap::new(),
+                    host_slots: HashMap::new(),
+                    closed: false,
+                }),
+                notices,
+                shutdown: CancellationToken::new(),
+                busy_epoch: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a record half-written in a way that
+        // matters more than losing the whole queue, so keep serving.
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The managed hosts.
+    pub fn hosts(&self) -> &HostMap {
+        &self.shared.hosts
+    }
+
+    /// The host named `name`, case-insensitively, with its configured name.
+    pub fn host(&self, name: &str) -> Option<(&str, &Arc<dyn HyperVHost>)> {
+        self.shared
+            .hosts
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(n, h)| (n.as_str(), h))
+    }
+
+    /// Status changes of every job.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobNotice> {
+        self.shared.notices.subscribe()
+    }
+
+    /// The job holding `vm`, if any.
+    pub fn busy_job(&self, vm: VmId) -> Option<String> {
+        self.lock().busy.get(&VmKey::Id(vm)).cloned()
+    }
+
+    /// A counter that changes whenever a VM becomes busy or free.
+    pub fn busy_epoch(&self) -> u64 {
+        self.shared.busy_epoch.load(Ordering::Relaxed)
+    }
+
+    /// Every VM with a job, and the job.
+    pub fn busy_vms(&self) -> HashMap<VmId, String> {
+        self.lock()
+            .busy
+            .iter()
+            .filter_map(|(k, job)| match k {
+                VmKey::Id(id) => Some((*id, job.clone())),
+                VmKey::Name(..) => None,
+            })
+            .collect()
+    }
+
+    /// Numbers of queued and running jobs.
+    pub fn active_counts(&self) -> (usize, usize) {
+        let inner = self.lock();
+        inner
+            .records
+            .values()
+            .fold((0, 0), |(q, r), rec| match rec.status {
+                JobStatus::Queued => (q + 1, r),
+                JobStatus::Running => (q, r + 1),
+                _ => (q, r),
+            })
+    }
+
+    /// Queues `job`; it runs when a slot on its host and a global slot are free.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::UnknownHost`], [`SubmitError::Busy`] when another job holds the VM (or,
+    /// for provisioning, the same name on the same host), [`SubmitError::ShuttingDown`].
+    pub fn submit(&self, job: NewJob) -> Result<JobView, SubmitError> {
+        let Some((host_name, host)) = self.host(&job.host) else {
+            return Err(SubmitError::UnknownHost(job.host));
+        };
+        let host_name = host_name.to_owned();
+        let host = Arc::clone(host);
+        let mut keys = Vec::new();
+        if let Some(id) = job.vm_id {
+            keys.push(VmKey::Id(id));
+        }
+        if let Some(name) = &job.vm_name
+            && matches!(job.work, JobWork::Provision(_))
+        {
+            keys.push(VmKey::Name(
+                host_name.to_ascii_lowercase(),
+                name.to_ascii_lowercase(),
+            ));
+        }
+        let id = JobId::random().0;
+        let job_type = job.work.job_type();
+        let cancel = self.shared.shutdown.child_token();
+        let (view, slot) =
+            {
+                let mut inner = self.lock();
+                if inner.closed {
+                    return Err(SubmitError::ShuttingDown);
+                }
+                if let Some(holder) = keys.iter().find_map(|k| inner.busy.get(k)) {
+                    return Err(SubmitError::Busy {
+                        vm: job
+                            .vm_name
+                            .clone()
+                            .or_else(|| job.vm_id.map(|v| v.to_string()))
+                            .unwrap_or_default(),
+                        job: holder.clone(),
+                    });
+                }
+                for key in &keys {
+                    inner.busy.insert(key.clone(), id.clone());
+                }
+                self.shared.busy_epoch.fetch_add(1, Ordering::Relaxed);
+                let slot = Arc::clone(inner.host_slots.entry(host_name.clone()).or_insert_with(
+                    || Arc::new(Semaphore::new(self.shared.config.per_host.max(1))),
+                ));
+                let (changed, _) = watch::channel(0);
+                let mut record = Record {
+                    id: id.clone(),
+                    job_type,
+                    action: match &job.work {
+                        JobWork::Power { action, .. } => Some(*action),
+                        _ => None,
+                    },
+                    status: JobStatus::Queued,
+                    host: host_name.clone(),
+                    vm_id: job.vm_id,
+                    vm_name: job.vm_name.clone(),
+                    parameters: job.parameters.clone(),
+                    created_at: SystemTime::now(),
+                    started_at: None,
+                    started: None,
+                    finished_at: None,
+                    percent: 0,
+                    step: None,
+                    message: Some("queued".to_owned()),
+                    steps: Vec::new(),
+                    error: None,
+                    cleanup: None,
+                    result: None,
+                    cancel: cancel.clone(),
+                    lines: Vec::new(),
+                    keys,
+                    changed,
+                };
+                record.push_line(
+                    "info",
+                    format!("{} job queued for host {host_name}", job_type.as_str()),
+                );
+                let view = record.view();
+                inner.order.push_back(id.clone());
+                inner.records.insert(id.clone(), record);
+                Self::trim_history(
+                    &mut inner,
+                    self.shared.config.history,
+                    &*self.shared.observer,
+                );
+                (view, slot)
+            };
+        self.shared
+            .observer
+            .status(job_type, None, JobStatus::Queued);
+        let _ = self.shared.notices.send(JobNotice {
+            id: view.id.clone(),
+            job_type,
+            status: JobStatus::Queued,
+            percent: 0,
+            target_host: host_name,
+            vm_id: view.vm_id,
+            vm_name: view.vm_name.clone(),
+        });
+        tracing::info!(job = %id, r#type = job_type.as_str(), host = %view.target_host, "job queued");
+        let queue = self.clone();
+        tokio::spawn(async move {
+            queue.drive(id, job.work, host, slot, cancel).await;
+        });
+        Ok(view)
+    }
+
+    /// Drops the oldest finished jobs beyond `history`.
+    fn trim_history(inner: &mut Inner, history: usize, observer: &dyn JobObserver) {
+        let mut excess = inner.order.len().saturating_sub(history.max(1));
+        let mut i = 0;
+        while excess > 0 && i < inner.order.len() {
+            let id = &inner.order[i];
+            let finished = inner.records.get(id).is_none_or(|r| r.status.is_final());
+            if finished {
+                if let Some(id) = inner.order.remove(i)
+                    && let Some(record) = inner.records.remove(&id)
+                {
+                    observer.forgotten(record.job_type, record.status);
+                }
+                excess -= 1;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The job `id`.
+    pub fn get(&self, id: &str) -> Option<JobView> {
+        self.lock().records.get(id).map(Record::view)
+    }
+
+    /// Jobs matching `filter`, newest first.
+    pub fn list(&self, filter: &JobFilter) -> Vec<JobView> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.records.get(id))
+            .filter(|r| filter.status.is_none_or(|s| r.status == s))
+            .filter(|r| filter.job_type.is_none_or(|t| r.job_type == t))
+            .filter(|r| {
+                filter
+                    .host
+                    .as_deref()
+                    .is_none_or(|h| r.host.eq_ignore_ascii_case(h))
+            })
+            .filter(|r| filter.vm_id.is_none_or(|v| r.vm_id == Some(v)))
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .map(Record::view)
+            .collect()
+    }
+
+    /// The log lines of job `id` so far.
+    pub fn lines(&self, id: &str) -> Option<(Vec<LogLine>, JobStatus)> {
+        self.lock()
+            .records
+            .get(id)
+            .map(|r| (r.lines.clone(), r.status))
+    }
+
+    /// Follows job `id`'s log from the first line.
+    pub fn follow(&self, id: &str) -> Option<Follower> {
+        let inner = self.lock();
+        let record = inner.records.get(id)?;
+        Some(Follower {
+            queue: self.clone(),
+            id: id.to_owned(),
+            next: 0,
+            changed: record.changed.subscribe(),
+        })
+    }
+
+    /// Requests cancellation of job `id`. A queued job is cancelled at once; a running one
+    /// stops at its next step and cleans up what it created.
+    ///
+    /// # Errors
+    ///
+    /// [`CancelError::NotFound`], [`CancelError::Finished`].
+    pub fn cancel(&self, id: &str) -> Result<JobView, CancelError> {
+        let view = {
+            let mut inner = self.lock();
+            let record = inner
+                .records
+                .get_mut(id)
+                .ok_or_else(|| CancelError::NotFound(id.to_owned()))?;
+            if record.status.is_final() {
+                return Err(CancelError::Finished {
+                    id: id.to_owned(),
+                    status: record.status.as_str(),
+                });
+            }
+            if !record.cancel.is_cancelled() {
+                record.cancel.cancel();
+                record.push_line("warn", "cancellation requested".to_owned());
+                record.bump();
+            }
+            record.view()
+        };
+        tracing::info!(job = %id, "job cancellation requested");
+        Ok(view)
+    }
+
+    /// Stops accepting jobs and cancels every queued and running one.
+    pub fn shutdown(&self) {
+        self.lock().closed = true;
+        self.shared.shutdown.cancel();
+    }
+
+    /// Applies `f` to the record of `id` and notifies followers; publishes a notice when the
+    /// status changed.
+    fn update(&self, id: &str, f: impl FnOnce(&mut Record)) {
+        let notice = {
+            let mut inner = self.lock();
+            let Some(record) = inner.records.get_mut(id) else {
+                return;
+            };
+            let before = record.status;
+            f(record);
+            record.bump();
+            (before != record.status).then(|| (before, record.notice()))
+        };
+        if let Some((before, notice)) = notice {
+            self.shared
+                .observer
+                .status(notice.job_type, Some(before), notice.status);
+            let _ = self.shared.notices.send(notice);
+        }
+    }
+
+    async fn drive(
+        &self,
+        id: String,
+        work: JobWork,
+        host: Arc<dyn HyperVHost>,
+        slot: Arc<Semaphore>,
+        cancel: CancellationToken,
+    ) {
+        // Wait for a host slot, then a global slot; a cancellation while waiting ends the job.
+        let permits = tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            permits = async {
+                let host_permit = slot.acquire_owned().await.ok()?;
+                let global = Arc::clone(&self.shared.global).acquire_owned().await.ok()?;
+                Some((host_permit, global))
+            } => permits,
+        };
+        let Some(_permits) = permits else {
+            self.finish(&id, JobStatus::Cancelled, Outcome::cancelled_before_start())
+                .await;
+            return;
+        };
+        self.update(&id, |r| {
+            r.status = JobStatus::Running;
+            r.started_at = Some(SystemTime::now());
+            r.started = Some(tokio::time::Instant::now());
+            r.message = Some("running".to_owned());
+            r.push_line("info", "job started".to_owned());
+        });
+        let (status, outcome) = self.execute(&id, work, host, cancel).await;
+        self.finish(&id, status, outcome).await;
+    }
+
+    fn sink(&self, id: &str) -> impl Fn(JobEvent) + Send + Sync + 'static {
+        let queue = self.clone();
+        let id = id.to_owned();
+        move |event| match event {
+            JobEvent::Progress { progress, .. } => queue.update(&id, |r| {
+                r.progress(progress.step, progress.percent, progress.message);
+            }),
+            JobEvent::Log { level, message, .. } => queue.update(&id, |r| {
+                r.push_line(level_name(level), message);
+            }),
+        }
+    }
+
+    async fn execute(
+        &self,
+        id: &str,
+        work: JobWork,
+        host: Arc<dyn HyperVHost>,
+        cancel: CancellationToken,
+    ) -> (JobStatus, Outcome) {
+        let sink = self.sink(id);
+        match work {
+            JobWork::Provision(request) => {
+                let result = aetherv_provision::provision::provision(
+                    host,
+                    JobId(id.to_owned()),
+                    &request,
+                    self.shared.config.provision.clone(),
+                    cancel,
+                    &sink,
+                )
+                .await;
+                match result {
+                    Ok(done) => {
+                        let vm_id = done.vm_id;
+                        self.update(id, |r| r.vm_id = Some(vm_id));
+                        (
+                            JobStatus::Succeeded,
+                            Outcome::success(serde_json::to_value(&done).ok()),
+                        )
+                    }
+                    Err(e) => Outcome::from_error(&e),
+                }
+            }
+            JobWork::Delete(mut request) => {
+                request.step_timeout = self.shared.config.step_timeout;
+                match aetherv_provision::delete::delete(host, request, cancel, &sink).await {
+                    Ok(done) => (
+                        JobStatus::Succeeded,
+                        Outcome::success(serde_json::to_value(&done).ok()),
+                    ),
+                    Err(e) => Outcome::from_error(&e),
+                }
+            }
+            JobWork::Power { vm, action } => {
+                self.update(id, |r| {
+                    r.progress(
+                        "Power.Apply",
+                        10,
+                        format!("{} VM on host {}", action.verb(), host.host_name()),
+                    );
+                });
+                // A power call is one short host operation: once sent it is not interrupted
+                // (the host would finish it anyway); a cancellation before it starts counts.
+                if cancel.is_cancelled() {
+                    return (JobStatus::Cancelled, Outcome::cancelled_before_start());
+                }
+                let call =
+                    tokio::time::timeout(self.shared.config.step_timeout, host.power(vm, action))
+                        .await;
+                match call {
+                    Ok(Ok(outcome)) => {
+                        self.update(id, |r| {
+                            r.progress(
+                                "Power.Apply",
+                                100,
+                                format!("VM {} is now {}", outcome.name, outcome.state.name()),
+                            );
+                        });
+                        (
+                            JobStatus::Succeeded,
+                            Outcome::success(serde_json::to_value(&outcome).ok()),
+                        )
+                    }
+                    Ok(Err(e)) => (JobStatus::Failed, Outcome::failure(error_chain(&e))),
+                    Err(_) => (
+                        JobStatus::Failed,
+                        Outcome::failure(format!(
+                            "host {} did not answer within {} s; the action may still take effect",
+                            host.host_name(),
+                            self.shared.config.step_timeout.as_secs()
+                        )),
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, id: &str, status: JobStatus, outcome: Outcome) {
+        // Refresh the host's inventory first, so a client that sees the job end also sees its
+        // effect.
+        let host = self.lock().records.get(id).map(|r| r.host.clone());
+        if let (Some(host), Some(inventory)) = (host, &self.shared.inventory) {
+            let refresh = tokio::time::timeout(
+                self.shared.config.refresh_timeout,
+                inventory.refresh_host(&host),
+            )
+            .await;
+            match refresh {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(job = %id, %host, error = %e, "inventory refresh after the job failed");
+                }
+                Err(_) => {
+                    tracing::warn!(job = %id, %host, "inventory refresh after the job timed out");
+                }
+            }
+        }
+        let mut summary = None;
+        self.update(id, |r| {
+            r.status = status;
+            r.finished_at = Some(SystemTime::now());
+            if status == JobStatus::Succeeded {
+                r.percent = 100;
+            }
+            r.close_steps(status);
+            r.error = outcome.error.clone();
+            r.cleanup = outcome.cleanup.clone();
+            r.result = outcome.result.clone();
+            let line = match (&outcome.error, status) {
+                (_, JobStatus::Succeeded) => ("info", "job succeeded".to_owned()),
+                (Some(e), JobStatus::Cancelled) => ("warn", format!("job cancelled: {e}")),
+                (None, JobStatus::Cancelled) => ("warn", "job cancelled".to_owned()),
+                (Some(e), _) => ("error", format!("job failed: {e}")),
+                (None, _) => ("error", "job failed".to_owned()),
+            };
+            r.message = Some(line.1.clone());
+            r.push_line(line.0, line.1);
+            let ran = r.started.map_or(Duration::ZERO, |s| s.elapsed());
+            summary = Some((r.job_type, ran, r.keys.clone()));
+        });
+        if let Some((job_type, ran, keys)) = summary {
+            {
+                let mut inner = self.lock();
+                for key in keys {
+                    if inner.busy.get(&key).is_some_and(|holder| holder == id) {
+                        inner.busy.remove(&key);
+                    }
+                }
+                self.shared.busy_epoch.fetch_add(1, Ordering::Relaxed);
+                Self::trim_history(
+                    &mut inner,
+                    self.shared.config.history,
+                    &*self.shared.observer,
+                );
+            }
+            self.shared.observer.finished(job_type, status, ran);
+            tracing::info!(job = %id, status = status.as_str(), seconds = ran.as_secs_f64(), "job finished");
+        }
+    }
+}
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    }
+}
+
+/// An error and its sources, joined by `: ` (skipping sources already in the text).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Default)]
+struct Outcome {
+    error: Option<String>,
+    cleanup: Option<CleanupView>,
+    result: Option<serde_json::Value>,
+}
+
+impl Outcome {
+    fn success(result: Option<serde_json::Value>) -> Self {
+        Self {
+            result,
+            ..Self::default()
+        }
+    }
+
+    fn failure(error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::default()
+        }
+    }
+
+    fn cancelled_before_start() -> Self {
+        Self::failure("cancelled before it started; nothing was changed".to_owned())
+    }
+
+    fn from_error(error: &aetherv_provision::Error) -> (JobStatus, Self) {
+        use aetherv_provision::Error as E;
+        let (status, cleanup) = match error {
+            E::Cancelled { cleanup, .. } => (JobStatus::Cancelled, Some(cleanup)),
+            E::ProvisionFailed { cleanup, .. } => (JobStatus::Failed, Some(cleanup)),
+            _ => (JobStatus::Failed, None),
+        };
+        let cleanup = cleanup.map(|c| CleanupView {
+            removed: c.removed().map(ToString::to_string).collect(),
+            left_behind: c
+                .left_behind()
+                .map(|(a, why)| LeftBehind {
+                    artifact: a.to_string(),
+                    reason: why.to_owned(),
+                })
+                .collect(),
+        });
+        (
+            status,
+            Self {
+                error: Some(error_chain(error)),
+                cleanup,
+                result: None,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,123 @@
+//! The shared state every handler sees.
+
+use std::sync::{Arc, RwLock};
+
+use aetherv_inventory::InventoryHandle;
+use arc_swap::ArcSwapOption;
+use axum::extract::FromRef;
+use bytes::Bytes;
+
+use crate::auth::Authenticator;
+use crate::jobs::JobQueue;
+use crate::metrics::Metrics;
+
+/// Whether the server may accept mutating requests, and why not.
+#[derive(Debug)]
+pub struct Readiness {
+    reason: RwLock<Option<String>>,
+}
+
+impl Readiness {
+    /// Not ready, because of `reason`.
+    pub fn not_ready(reason: impl Into<String>) -> Self {
+        Self {
+            reason: RwLock::new(Some(reason.into())),
+        }
+    }
+
+    /// Ready from the start (tests).
+    pub fn ready() -> Self {
+        Self {
+            reason: RwLock::new(None),
+        }
+    }
+
+    /// Marks the server ready.
+    pub fn set_ready(&self) {
+        *self
+            .reason
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// Marks the server not ready because of `reason`.
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        *self
+            .reason
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.into());
+    }
+
+    /// `Ok` when ready, else the reason.
+    pub fn check(&self) -> Result<(), String> {
+        match &*self
+            .reason
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            None => Ok(()),
+            Some(reason) => Err(reason.clone()),
+        }
+    }
+}
+
+/// Static facts about the running server.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// `demo` (embedded simulated fleet) or `fleet`.
+    pub mode: &'static str,
+    /// The server's version.
+    pub version: &'static str,
+}
+
+/// A serialised `GET /api/v1/vms` answer, valid for one inventory generation and one set of
+/// busy VMs.
+#[derive(Debug)]
+pub struct CachedList {
+    /// Inventory generation.
+    pub generation: u64,
+    /// Busy epoch of the job queue.
+    pub busy_epoch: u64,
+    /// The JSON body.
+    pub body: Bytes,
+}
+
+/// Everything the handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Inventory snapshots, subscriptions and targeted refreshes.
+    pub inventory: InventoryHandle,
+    /// The job queue (and the managed hosts).
+    pub jobs: JobQueue,
+    /// Who is calling.
+    pub auth: Arc<Authenticator>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness for mutating requests.
+    pub readiness: Arc<Readiness>,
+    /// Mode and version.
+    pub info: Arc<ServerInfo>,
+    /// The unfiltered VM list, serialised once per inventory change.
+    pub vm_list_cache: Arc<ArcSwapOption<CachedList>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("info", &self.info)
+            .field("jobs", &self.jobs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.auth)
+    }
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.metrics)
+    }
+}

@@ -1,0 +1,1788 @@
+// aetherv web UI: a single page on the public REST API (/api/v1) and its event streams.
+// Every value from the API reaches the page through textContent or attributes set with
+// setAttribute, never as markup.
+"use strict";
+
+(function () {
+  // ---------------------------------------------------------------------------------------------
+  // DOM helpers
+
+  /** Creates an element: `attrs` keys are attributes, `on*` keys are listeners; children are
+   * nodes or strings (added as text). */
+  function h(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key.startsWith("on") && typeof value === "function") {
+        node.addEventListener(key.slice(2), value);
+      } else if (key === "class") {
+        node.className = value;
+      } else if (value === true) {
+        node.setAttribute(key, "");
+      } else {
+        node.setAttribute(key, String(value));
+      }
+    }
+    append(node, children);
+    return node;
+  }
+
+  function append(node, children) {
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      if (Array.isArray(child)) append(node, child);
+      else if (child instanceof Node) node.appendChild(child);
+      else node.appendChild(document.createTextNode(String(child)));
+    }
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------------------------------------------------------------------------------------------
+  // Formatting
+
+  function fmtBytes(n) {
+    if (n === null || n === undefined) return "—";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let v = Number(n);
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) {
+      v /= 1024;
+      i += 1;
+    }
+    return (i === 0 ? String(v) : v.toFixed(v >= 100 ? 0 : 1)) + " " + units[i];
+  }
+
+  function fmtTime(s) {
+    if (!s) return "—";
+    const d = new Date(s);
+    if (Number.isNaN(d.getTime())) return String(s);
+    return d.toLocaleString();
+  }
+
+  function fmtDuration(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    let s = Math.floor(Number(seconds));
+    const d = Math.floor(s / 86400);
+    s -= d * 86400;
+    const hr = Math.floor(s / 3600);
+    s -= hr * 3600;
+    const m = Math.floor(s / 60);
+    if (d > 0) return d + "d " + hr + "h";
+    if (hr > 0) return hr + "h " + m + "m";
+    return m + "m " + (s - m * 60) + "s";
+  }
+
+  function shortId(id) {
+    return String(id || "").slice(0, 8);
+  }
+
+  const VM_STATE_CLASS = {
+    running: "ok",
+    off: "off",
+    saved: "warn",
+    paused: "warn",
+    starting: "info",
+    stopping: "info",
+    saving: "info",
+    pausing: "info",
+    resuming: "info",
+    reset: "info",
+  };
+  const JOB_STATUS_CLASS = {
+    queued: "off",
+    running: "info",
+    succeeded: "ok",
+    failed: "bad",
+    cancelled: "warn",
+  };
+  const HOST_STATUS_CLASS = { connected: "ok", disconnected: "bad", pending: "warn" };
+
+  function badge(text, cls, extra) {
+    return h("span", Object.assign({ class: "badge " + (cls || "") }, extra || {}), text);
+  }
+  function vmStateBadge(state) {
+    const s = String(state || "unknown");
+    return badge(s, VM_STATE_CLASS[s.toLowerCase()] || "", { "data-state": s });
+  }
+  function jobStatusBadge(status) {
+    const s = String(status || "unknown");
+    return badge(s, JOB_STATUS_CLASS[s] || "", { "data-status": s });
+  }
+  function hostStatusBadge(status) {
+    const s = String(status || "unknown");
+    return badge(s, HOST_STATUS_CLASS[s] || "", { "data-host-status": s });
+  }
+
+  /** A bar with a text label; `used` of `total`. */
+  function capacity(label, used, total, detail) {
+    const known = typeof total === "number" && total > 0 && typeof used === "number";
+    const pct = known ? Math.min(100, Math.max(0, (used / total) * 100)) : 0;
+    const fill = h("span");
+    fill.style.width = pct.toFixed(1) + "%";
+    return h(
+      "div",
+      { class: "cap" },
+      h("div", { class: "cap-label" }, h("span", {}, label), h("span", {}, known ? detail : "unknown")),
+      h("div", { class: "bar" + (pct >= 85 ? " high" : ""), "aria-hidden": "true" }, fill)
+    );
+  }
+
+  function progressBar(percent, status, label) {
+    const p = Math.min(100, Math.max(0, Number(percent) || 0));
+    const fill = h("span");
+    fill.style.width = p + "%";
+    return h(
+      "div",
+      { class: "progress" },
+      h(
+        "div",
+        {
+          class: "bar job " + (status || ""),
+          role: "progressbar",
+          "aria-valuemin": "0",
+          "aria-valuemax": "100",
+          "aria-valuenow": String(p),
+          "aria-label": label || "Progress",
+        },
+        fill
+      ),
+      h("span", { class: "pct" }, p + "%")
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Messages: toasts (aria-live) and the banner (role=alert)
+
+  function toast(message, kind) {
+    const node = h("div", { class: "toast " + (kind || "") }, message);
+    $("toasts").appendChild(node);
+    setTimeout(() => node.remove(), 6000);
+  }
+
+  function showBanner(parts, kind) {
+    const text = $("banner-text");
+    clear(text);
+    append(text, Array.isArray(parts) ? parts : [parts]);
+    $("banner").className = "banner " + (kind || "");
+    $("banner").hidden = false;
+  }
+
+  function hideBanner() {
+    $("banner").hidden = true;
+  }
+
+  function signInLink() {
+    const url = (state.me && state.me.login_url) || "/oidc/login";
+    const back = location.hash ? "?return_to=" + encodeURIComponent("/" + location.hash) : "";
+    return h("a", { href: url + back, id: "sign-in" }, "Sign in");
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // API access
+
+  class ApiFailure extends Error {
+    constructor(status, body) {
+      const err = (body && body.error) || {};
+      super(err.message || "request failed with HTTP status " + status);
+      this.status = status;
+      this.code = err.code || "http_" + status;
+      this.field = err.field || null;
+      this.details = Array.isArray(err.details) ? err.details : [];
+    }
+  }
+
+  async function api(method, path, body) {
+    const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (e) {
+      const failure = new ApiFailure(0, { error: { code: "network", message: "the server cannot be reached" } });
+      reportError(failure);
+      throw failure;
+    }
+    let data = null;
+    const text = await response.text();
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch (e) {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const failure = new ApiFailure(response.status, data);
+      if (response.status === 401 || response.status === 403) reportError(failure);
+      throw failure;
+    }
+    return data;
+  }
+
+  /** Shows an API error: 401 offers sign-in, 403 names the missing permission, others show the
+   * server's message. */
+  function reportError(failure) {
+    if (failure.status === 401) {
+      showBanner(["You are not signed in or your session has ended (" + failure.message + "). ", signInLink()]);
+    } else if (failure.status === 403) {
+      showBanner("Permission denied: " + failure.message);
+    } else {
+      showBanner("Error: " + failure.message + (failure.status ? " (HTTP " + failure.status + ")" : ""));
+    }
+  }
+
+  /** Runs `fn`; an API failure is reported (unless already reported) and swallowed. */
+  async function guarded(fn) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof ApiFailure) {
+        if (e.status !== 401 && e.status !== 403 && e.status !== 0) reportError(e);
+        return undefined;
+      }
+      showBanner("Error: " + (e && e.message ? e.message : String(e)));
+      return undefined;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // State and live events
+
+  const state = {
+    me: null,
+    canWrite: false,
+    view: null, // { name, refresh(kind, data), cleanup() }
+    events: null,
+    navigated: false,
+  };
+
+  function setUser(me) {
+    state.me = me;
+    state.canWrite = !me || !me.auth_enabled || me.role === "writer" || me.role === "admin";
+    document.body.classList.toggle("role-reader", !state.canWrite);
+    for (const link of document.querySelectorAll(".needs-writer")) link.hidden = !state.canWrite;
+    const box = $("user");
+    clear(box);
+    if (!me) return;
+    if (me.auth_enabled && !me.subject) {
+      box.appendChild(signInLink());
+      return;
+    }
+    if (me.auth_enabled) {
+      box.appendChild(h("span", { id: "user-name" }, me.name || me.subject || "signed in"));
+    }
+    box.appendChild(h("span", { class: "role", id: "user-role", title: "Your role" }, me.role || "unknown"));
+    if (me.auth_enabled && me.logout_url) {
+      box.appendChild(h("a", { href: me.logout_url, id: "sign-out" }, "Sign out"));
+    }
+  }
+
+  let eventRetry = null;
+  function connectEvents() {
+    if (state.events) state.events.close();
+    const source = new EventSource("/api/v1/events");
+    state.events = source;
+    const forward = (kind) => (event) => {
+      let data = null;
+      try {
+        data = JSON.parse(event.data);
+      } catch (e) {
+        return;
+      }
+      if (state.view && state.view.refresh) state.view.refresh(kind, data);
+    };
+    for (const kind of [
+      "vm_added",
+      "vm_changed",
+      "vm_removed",
+      "host_connected",
+      "host_disconnected",
+      "host_removed",
+      "resync",
+      "job",
+    ]) {
+      source.addEventListener(kind, forward(kind));
+    }
+    source.addEventListener("hello", () => {
+      // A (re)connection may have missed events: refresh what is shown.
+      if (state.view && state.view.refresh) state.view.refresh("resync", {});
+    });
+    source.onerror = () => {
+      // EventSource reconnects by itself unless the answer was not an event stream (for
+      // example a 401); then retry slowly.
+      if (source.readyState === EventSource.CLOSED && !eventRetry) {
+        eventRetry = setTimeout(() => {
+          eventRetry = null;
+          connectEvents();
+        }, 10000);
+      }
+    };
+  }
+
+  /** Calls `fn` at most once per `ms`, trailing. */
+  function debounce(fn, ms) {
+    let timer = null;
+    return (...args) => {
+      if (timer) return;
+      timer = setTimeout(() => {
+        timer = null;
+        fn(...args);
+      }, ms);
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Router
+
+  const routes = [
+    [/^#?\/?$/, () => overviewView()],
+    [/^#\/vms\/?$/, () => vmsView()],
+    [/^#\/vms\/(.+)$/, (m) => vmDetailView(decodeURIComponent(m[1]))],
+    [/^#\/create\/?$/, () => createView()],
+    [/^#\/jobs\/?$/, () => jobsView()],
+    [/^#\/jobs\/(.+)$/, (m) => jobDetailView(decodeURIComponent(m[1]))],
+  ];
+
+  function route() {
+    if (state.view && state.view.cleanup) state.view.cleanup();
+    state.view = null;
+    const full = location.hash || "#/";
+    const q = full.indexOf("?");
+    const hash = q >= 0 ? full.slice(0, q) : full;
+    const main = $("main");
+    clear(main);
+    let nav = null;
+    for (const [pattern, make] of routes) {
+      const m = hash.match(pattern);
+      if (m) {
+        state.view = make(m);
+        nav = state.view.name;
+        break;
+      }
+    }
+    if (!state.view) {
+      main.appendChild(h("h1", {}, "Page not found"));
+      main.appendChild(h("p", {}, h("a", { href: "#/" }, "Back to the overview")));
+    }
+    for (const link of document.querySelectorAll("[data-nav]")) {
+      const active = link.getAttribute("data-nav") === (nav === "vm" ? "vms" : nav === "job" ? "jobs" : nav);
+      if (active) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+  }
+
+  /** Moves focus to the new page's heading so keyboard and screen-reader users follow. */
+  function focusHeading(main) {
+    const heading = main.querySelector("h1");
+    if (heading && state.navigated && document.activeElement === document.body) {
+      heading.setAttribute("tabindex", "-1");
+      heading.focus({ preventScroll: true });
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Overview
+
+  function overviewView() {
+    const main = $("main");
+    const body = h("div", { id: "overview" }, h("p", { class: "loading" }, "Loading…"));
+    main.appendChild(h("h1", {}, "Overview"));
+    main.appendChild(body);
+    let alive = true;
+
+    async function load() {
+      const result = await guarded(() =>
+        Promise.all([api("GET", "/api/v1/status"), api("GET", "/api/v1/clusters"), api("GET", "/api/v1/hosts")])
+      );
+      if (!result || !alive) return;
+      const [status, clusters, hosts] = result;
+      render(status, clusters.clusters || [], hosts.hosts || []);
+    }
+
+    function render(status, clusters, hosts) {
+      clear(body);
+      if (status && status.mode) $("mode").textContent = status.mode === "demo" ? "demo fleet" : status.mode;
+      const sum = (key) => hosts.reduce((a, x) => a + (typeof x[key] === "number" ? x[key] : 0), 0);
+      const connected = hosts.filter((x) => x.status === "connected").length;
+      const byState = {};
+      for (const host of hosts) {
+        for (const [s, n] of Object.entries(host.vms_by_state || {})) byState[s] = (byState[s] || 0) + n;
+      }
+      const memTotal = sum("memory_total_bytes");
+      const memFree = sum("memory_available_bytes");
+      const stTotal = sum("storage_total_bytes");
+      const stFree = sum("storage_free_bytes");
+      const stat = (label, value, id) =>
+        h("div", { class: "stat" }, h("span", { class: "label" }, label), h("span", { class: "value", id }, value));
+      body.appendChild(
+        h(
+          "section",
+          { "aria-label": "Totals", class: "totals" },
+          stat("Clusters", clusters.length, "total-clusters"),
+          stat("Hosts connected", connected + " / " + hosts.length, "total-hosts"),
+          stat("VMs", status && typeof status.vms === "number" ? status.vms : sum("vm_count"), "total-vms"),
+          stat("Jobs running", status ? status.jobs_running + " (" + status.jobs_queued + " queued)" : "—", "total-jobs"),
+          stat("Memory free", fmtBytes(memFree) + " of " + fmtBytes(memTotal), "total-memory"),
+          stat("Storage free", fmtBytes(stFree) + " of " + fmtBytes(stTotal), "total-storage")
+        )
+      );
+      if (status && status.ready === false) {
+        body.appendChild(h("p", { class: "error-text" }, "The server is not ready: " + (status.reason || "starting")));
+      }
+      body.appendChild(
+        h("div", { class: "chips", "aria-label": "VMs by state" }, Object.entries(byState).sort().map(([s, n]) => stateChip(s, n)))
+      );
+
+      const grid = h("div", { class: "grid" });
+      const seen = new Set();
+      for (const cluster of clusters) {
+        const members = hosts.filter((x) => x.cluster === cluster.name || (cluster.hosts || []).includes(x.name));
+        members.forEach((x) => seen.add(x.name));
+        grid.appendChild(clusterPanel(cluster.name, members, cluster));
+      }
+      const standalone = hosts.filter((x) => !seen.has(x.name));
+      if (standalone.length) grid.appendChild(clusterPanel(null, standalone, null));
+      body.appendChild(h("h2", {}, "Clusters and hosts"));
+      body.appendChild(grid);
+      if (!hosts.length) body.appendChild(h("p", { class: "muted" }, "No hosts are configured."));
+    }
+
+    function stateChip(s, n) {
+      return h(
+        "a",
+        { href: "#/vms?state=" + encodeURIComponent(s), class: "badge " + (VM_STATE_CLASS[s.toLowerCase()] || "") },
+        s + ": " + n
+      );
+    }
+
+    function clusterPanel(name, members, cluster) {
+      const vmCount = cluster && typeof cluster.vm_count === "number" ? cluster.vm_count : members.reduce((a, x) => a + (x.vm_count || 0), 0);
+      const connected = members.filter((x) => x.status === "connected").length;
+      return h(
+        "section",
+        { class: "panel cluster", "data-cluster": name || "", "aria-label": name ? "Cluster " + name : "Standalone hosts" },
+        h(
+          "div",
+          { class: "head-row" },
+          h("h3", {}, name ? name : "Standalone hosts"),
+          h("span", { class: "count" }, connected + "/" + members.length + " hosts connected · " + vmCount + " VMs")
+        ),
+        members.map(hostBlock)
+      );
+    }
+
+    function hostBlock(host) {
+      const memUsed = host.memory_total_bytes - host.memory_available_bytes;
+      const stUsed = host.storage_total_bytes - host.storage_free_bytes;
+      return h(
+        "div",
+        { class: "host", "data-host": host.name },
+        h(
+          "div",
+          { class: "head-row" },
+          h("a", { class: "host-name", href: "#/vms?host=" + encodeURIComponent(host.name) }, host.name),
+          hostStatusBadge(host.status)
+        ),
+        host.last_error ? h("p", { class: "error-text" }, "Last error: " + host.last_error) : null,
+        h(
+          "p",
+          { class: "hint" },
+          (host.vm_count || 0) + " VMs",
+          host.logical_processors ? " · " + host.logical_processors + " logical processors" : "",
+          host.last_seen ? " · seen " + fmtTime(host.last_seen) : ""
+        ),
+        capacity("Memory", memUsed, host.memory_total_bytes, fmtBytes(host.memory_available_bytes) + " free of " + fmtBytes(host.memory_total_bytes)),
+        capacity("Storage", stUsed, host.storage_total_bytes, fmtBytes(host.storage_free_bytes) + " free of " + fmtBytes(host.storage_total_bytes)),
+        h("div", { class: "chips" }, Object.entries(host.vms_by_state || {}).sort().map(([s, n]) => stateChip(s, n)))
+      );
+    }
+
+    const reload = debounce(load, 1000);
+    load().then(() => focusHeading(main));
+    return {
+      name: "overview",
+      refresh(kind) {
+        if (kind !== "job") reload();
+      },
+      cleanup() {
+        alive = false;
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // VMs table
+
+  function hashQuery() {
+    const i = location.hash.indexOf("?");
+    return new URLSearchParams(i >= 0 ? location.hash.slice(i + 1) : "");
+  }
+
+  const VM_STATES = ["Running", "Off", "Saved", "Paused", "Starting", "Stopping", "Saving", "Pausing", "Resuming"];
+
+  function vmsView() {
+    const main = $("main");
+    const initial = hashQuery();
+    const filters = { q: initial.get("q") || "", host: initial.get("host") || "", cluster: initial.get("cluster") || "", state: initial.get("state") || "" };
+    let sort = { key: "name", dir: 1 };
+    let vms = [];
+    let alive = true;
+
+    const hostSelect = h("select", { id: "filter-host", name: "host" }, h("option", { value: "" }, "All hosts"));
+    const clusterSelect = h("select", { id: "filter-cluster", name: "cluster" }, h("option", { value: "" }, "All clusters"));
+    const stateSelect = h(
+      "select",
+      { id: "filter-state", name: "state" },
+      h("option", { value: "" }, "All states"),
+      VM_STATES.map((s) => h("option", { value: s }, s))
+    );
+    const qInput = h("input", { id: "filter-q", name: "q", type: "search", placeholder: "name, id, notes or IP", autocomplete: "off" });
+    qInput.value = filters.q;
+    stateSelect.value = filters.state;
+    const countNode = h("p", { class: "count", id: "vm-count", "aria-live": "polite" });
+    const tbody = h("tbody");
+    const columns = [
+      ["name", "Name"],
+      ["state", "State"],
+      ["host", "Host"],
+      ["cluster", "Cluster"],
+      ["processor_count", "CPUs", "num"],
+      ["memory_assigned_bytes", "Memory", "num"],
+      ["uptime_seconds", "Uptime", "num"],
+      ["ip_addresses", "IP addresses"],
+    ];
+    const headerCells = columns.map(([key, label, cls]) => {
+      const indicator = h("span", { class: "sort-ind", "aria-hidden": "true" });
+      const button = h(
+        "button",
+        { type: "button", class: "sort-btn", "data-sort": key, onclick: () => setSort(key) },
+        label,
+        indicator
+      );
+      return h("th", { scope: "col", class: cls || "", "data-key": key }, button);
+    });
+    const table = h(
+      "table",
+      { id: "vm-table" },
+      h("caption", { class: "muted", hidden: true }, "Virtual machines; select a column header to sort"),
+      h("thead", {}, h("tr", {}, headerCells)),
+      tbody
+    );
+
+    const field = (id, label, control) => h("div", { class: "field" }, h("label", { for: id }, label), control);
+    main.appendChild(
+      h(
+        "div",
+        { class: "head-row" },
+        h("h1", {}, "Virtual machines"),
+        state.canWrite ? h("a", { class: "btn btn-primary", href: "#/create" }, "Create VM") : null
+      )
+    );
+    main.appendChild(
+      h(
+        "form",
+        { class: "filters", role: "search", "aria-label": "Filter VMs", onsubmit: (e) => e.preventDefault() },
+        field("filter-q", "Search", qInput),
+        field("filter-host", "Host", hostSelect),
+        field("filter-cluster", "Cluster", clusterSelect),
+        field("filter-state", "State", stateSelect)
+      )
+    );
+    main.appendChild(countNode);
+    main.appendChild(h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "VM table" }, table));
+
+    const onFilter = () => {
+      filters.q = qInput.value.trim();
+      filters.host = hostSelect.value;
+      filters.cluster = clusterSelect.value;
+      filters.state = stateSelect.value;
+      const params = new URLSearchParams();
+      for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
+      const wanted = "#/vms" + (params.toString() ? "?" + params.toString() : "");
+      if (location.hash !== wanted) history.replaceState(null, "", wanted);
+      load();
+    };
+    let typing = null;
+    qInput.addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(onFilter, 300);
+    });
+    for (const s of [hostSelect, clusterSelect, stateSelect]) s.addEventListener("change", onFilter);
+
+    async function loadChoices() {
+      const result = await guarded(() => Promise.all([api("GET", "/api/v1/hosts"), api("GET", "/api/v1/clusters")]));
+      if (!result || !alive) return;
+      const [hosts, clusters] = result;
+      for (const host of hosts.hosts || []) hostSelect.appendChild(h("option", { value: host.name }, host.name));
+      for (const c of clusters.clusters || []) clusterSelect.appendChild(h("option", { value: c.name }, c.name));
+      hostSelect.value = filters.host;
+      clusterSelect.value = filters.cluster;
+    }
+
+    let loadSeq = 0;
+    async function load() {
+      const seq = ++loadSeq;
+      const params = new URLSearchParams();
+      for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
+      const data = await guarded(() => api("GET", "/api/v1/vms" + (params.toString() ? "?" + params.toString() : "")));
+      if (!data || !alive || seq !== loadSeq) return;
+      vms = data.vms || [];
+      const total = typeof data.total === "number" ? data.total : vms.length;
+      countNode.textContent = vms.length === total ? vms.length + " VMs" : vms.length + " of " + total + " VMs";
+      renderRows();
+    }
+
+    function setSort(key) {
+      sort = sort.key === key ? { key, dir: -sort.dir } : { key, dir: 1 };
+      renderRows();
+    }
+
+    function sortValue(vm, key) {
+      const v = vm[key];
+      if (key === "ip_addresses") return (v || []).join(",");
+      if (v === null || v === undefined) return "";
+      return typeof v === "string" ? v.toLowerCase() : v;
+    }
+
+    function renderRows() {
+      for (const th of headerCells) {
+        const key = th.getAttribute("data-key");
+        const ind = th.querySelector(".sort-ind");
+        if (key === sort.key) {
+          th.setAttribute("aria-sort", sort.dir > 0 ? "ascending" : "descending");
+          ind.textContent = sort.dir > 0 ? "▲" : "▼";
+        } else {
+          th.removeAttribute("aria-sort");
+          ind.textContent = "";
+        }
+      }
+      const rows = vms.slice().sort((a, b) => {
+        const x = sortValue(a, sort.key);
+        const y = sortValue(b, sort.key);
+        if (x < y) return -sort.dir;
+        if (x > y) return sort.dir;
+        return 0;
+      });
+      clear(tbody);
+      if (!rows.length) {
+        tbody.appendChild(h("tr", {}, h("td", { colspan: String(columns.length), class: "muted" }, "No VMs match.")));
+        return;
+      }
+      for (const vm of rows) {
+        tbody.appendChild(
+          h(
+            "tr",
+            { "data-vm-id": vm.id, "data-vm-name": vm.name },
+            h(
+              "td",
+              {},
+              h("a", { href: "#/vms/" + encodeURIComponent(vm.id), class: "vm-link" }, vm.name),
+              vm.clustered ? h("span", { class: "muted", title: "Clustered" }, " (HA)") : null
+            ),
+            h(
+              "td",
+              {},
+              vmStateBadge(vm.state),
+              vm.stale ? [" ", badge("stale", "warn", { title: "The host is disconnected: this state may be out of date", class: "badge warn stale" })] : null,
+              vm.busy_job
+                ? [" ", h("a", { href: "#/jobs/" + encodeURIComponent(vm.busy_job), class: "badge info busy", title: "A job is running on this VM" }, "busy")]
+                : null
+            ),
+            h("td", {}, vm.host),
+            h("td", {}, vm.cluster || "—"),
+            h("td", { class: "num" }, vm.processor_count === null || vm.processor_count === undefined ? "—" : String(vm.processor_count)),
+            h("td", { class: "num" }, fmtBytes(vm.memory_assigned_bytes || vm.memory_startup_bytes)),
+            h("td", { class: "num" }, vm.uptime_seconds ? fmtDuration(vm.uptime_seconds) : "—"),
+            h("td", { class: "mono" }, (vm.ip_addresses || []).join(", ") || "—")
+          )
+        );
+      }
+    }
+
+    const reload = debounce(load, 800);
+    loadChoices();
+    load().then(() => focusHeading(main));
+    return {
+      name: "vms",
+      refresh(kind, data) {
+        if (kind === "job" && !(data && data.vm_id)) return;
+        reload();
+      },
+      cleanup() {
+        alive = false;
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // VM detail
+
+  const ACTIONS = [
+    ["start", "Start"],
+    ["shutdown", "Shut down"],
+    ["stop", "Turn off"],
+    ["restart", "Restart"],
+    ["save", "Save"],
+    ["pause", "Pause"],
+    ["resume", "Resume"],
+  ];
+
+  function vmDetailView(id) {
+    const main = $("main");
+    const body = h("div", { id: "vm-detail" }, h("p", { class: "loading" }, "Loading…"));
+    main.appendChild(body);
+    let alive = true;
+    let vm = null;
+    let lastJson = "";
+
+    async function load() {
+      let data;
+      try {
+        data = await api("GET", "/api/v1/vms/" + encodeURIComponent(id));
+      } catch (e) {
+        if (!alive) return;
+        clear(body);
+        if (e instanceof ApiFailure && e.status === 404) {
+          body.appendChild(h("h1", {}, "VM not found"));
+          body.appendChild(h("p", {}, "No VM with id " + id + " exists (it may have been deleted). ", h("a", { href: "#/vms" }, "Back to the VM list")));
+        } else {
+          body.appendChild(h("h1", {}, "VM"));
+          body.appendChild(h("p", { class: "error-text" }, "Could not load the VM: " + (e.message || String(e))));
+        }
+        return;
+      }
+      if (!alive) return;
+      const json = JSON.stringify(data);
+      if (json === lastJson) return;
+      lastJson = json;
+      vm = data;
+      render();
+    }
+
+    async function act(action, button) {
+      button.disabled = true;
+      const result = await guarded(() => api("POST", "/api/v1/vms/" + encodeURIComponent(vm.id) + "/actions/" + action));
+      if (result && result.job_id) {
+        toast(action + " requested for " + vm.name);
+        location.hash = "#/jobs/" + encodeURIComponent(result.job_id);
+      } else {
+        button.disabled = false;
+      }
+    }
+
+    function render() {
+      const focusedAction = document.activeElement && document.activeElement.getAttribute("data-action");
+      clear(body);
+      const allowed = new Set(vm.allowed_actions || []);
+      body.appendChild(
+        h("div", { class: "head-row" }, h("h1", { id: "vm-name" }, vm.name), h("p", { class: "count" }, "VM id ", h("code", {}, vm.id)))
+      );
+      body.appendChild(
+        h(
+          "p",
+          { class: "chips", id: "vm-status" },
+          vmStateBadge(vm.state),
+          vm.stale ? badge("stale: host disconnected", "warn", { class: "badge warn stale" }) : null,
+          vm.busy_job ? h("a", { class: "badge info busy", href: "#/jobs/" + encodeURIComponent(vm.busy_job) }, "busy: job " + shortId(vm.busy_job)) : null,
+          vm.clustered ? badge("clustered", "info") : null
+        )
+      );
+      const actionBar = h(
+        "div",
+        { class: "actions", role: "group", "aria-label": "Power actions" },
+        ACTIONS.map(([action, label]) => {
+          const enabled = state.canWrite && allowed.has(action) && !vm.busy_job;
+          return h(
+            "button",
+            {
+              type: "button",
+              class: "btn",
+              "data-action": action,
+              disabled: !enabled,
+              title: !state.canWrite ? "Your role cannot change VMs" : allowed.has(action) ? null : "Not possible in state " + vm.state,
+              onclick: (e) => act(action, e.currentTarget),
+            },
+            label
+          );
+        }),
+        h(
+          "button",
+          { type: "button", class: "btn btn-danger", id: "delete-vm", disabled: !state.canWrite || !!vm.busy_job, onclick: () => openDelete(vm) },
+          "Delete…"
+        )
+      );
+      body.appendChild(actionBar);
+      if (focusedAction) {
+        const again = actionBar.querySelector('[data-action="' + focusedAction + '"]');
+        if (again && !again.disabled) again.focus();
+      }
+
+      const kv = (pairs) => h("dl", { class: "kv" }, pairs.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+      const grid = h("div", { class: "grid" });
+      grid.appendChild(
+        h(
+          "section",
+          { class: "panel", "aria-labelledby": "hw-title" },
+          h("h2", { id: "hw-title" }, "Hardware"),
+          kv([
+            ["Host", h("a", { href: "#/vms?host=" + encodeURIComponent(vm.host) }, vm.host)],
+            ["Cluster", vm.cluster || "—"],
+            ["CPUs", vm.processor_count === null || vm.processor_count === undefined ? "—" : String(vm.processor_count)],
+            ["Memory (startup)", fmtBytes(vm.memory_startup_bytes)],
+            ["Memory (assigned)", fmtBytes(vm.memory_assigned_bytes)],
+            ["Dynamic memory", vm.dynamic_memory ? "yes (" + fmtBytes(vm.memory_minimum_bytes) + " – " + fmtBytes(vm.memory_maximum_bytes) + ")" : "no"],
+            ["Generation", vm.generation === null || vm.generation === undefined ? "—" : String(vm.generation)],
+            ["Configuration version", vm.version || "—"],
+            ["Uptime", vm.uptime_seconds ? fmtDuration(vm.uptime_seconds) : "—"],
+            ["Created", fmtTime(vm.creation_time)],
+            ["Path", vm.path ? h("code", {}, vm.path) : "—"],
+          ])
+        )
+      );
+      const ips = vm.ip_addresses || [];
+      grid.appendChild(
+        h(
+          "section",
+          { class: "panel", "aria-labelledby": "net-title" },
+          h("h2", { id: "net-title" }, "Network"),
+          h("p", {}, "IP addresses: ", ips.length ? h("span", { class: "mono", id: "vm-ips" }, ips.join(", ")) : "none reported"),
+          (vm.network_adapters || []).length
+            ? h(
+                "ul",
+                {},
+                vm.network_adapters.map((n) =>
+                  h(
+                    "li",
+                    {},
+                    h("strong", {}, n.name || "adapter"),
+                    " on ",
+                    n.switch_name || "no switch",
+                    n.vlan_id ? ", VLAN " + n.vlan_id : "",
+                    n.mac_address ? ", MAC " + n.mac_address : "",
+                    (n.ip_addresses || []).length ? ", " + n.ip_addresses.join(", ") : ""
+                  )
+                )
+              )
+            : h("p", { class: "muted" }, "No network adapters.")
+        )
+      );
+      grid.appendChild(
+        h(
+          "section",
+          { class: "panel", "aria-labelledby": "notes-title" },
+          h("h2", { id: "notes-title" }, "Notes"),
+          vm.notes ? h("pre", { id: "vm-notes" }, vm.notes) : h("p", { class: "muted" }, "No notes.")
+        )
+      );
+      body.appendChild(grid);
+
+      const disks = vm.disks || [];
+      body.appendChild(h("h2", {}, "Disks"));
+      body.appendChild(
+        disks.length
+          ? h(
+              "div",
+              { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Disks" },
+              h(
+                "table",
+                {},
+                h(
+                  "thead",
+                  {},
+                  h("tr", {}, ["Path", "Controller", "Type", "Size", "Used"].map((c) => h("th", { scope: "col" }, c)))
+                ),
+                h(
+                  "tbody",
+                  {},
+                  disks.map((d) =>
+                    h(
+                      "tr",
+                      {},
+                      h("td", { class: "mono" }, d.path || "—"),
+                      h("td", {}, [d.controller_type, d.controller_number, d.controller_location].filter((x) => x !== null && x !== undefined).join(" ")),
+                      h("td", {}, d.disk_type || "—"),
+                      h("td", {}, fmtBytes(d.max_size_bytes)),
+                      h("td", {}, fmtBytes(d.file_size_bytes))
+                    )
+                  )
+                )
+              )
+            )
+          : h("p", { class: "muted" }, "No disks.")
+      );
+      if ((vm.dvd_drives || []).length) {
+        body.appendChild(h("h2", {}, "DVD drives"));
+        body.appendChild(h("ul", {}, vm.dvd_drives.map((d) => h("li", { class: "mono" }, typeof d === "string" ? d : d.path || JSON.stringify(d)))));
+      }
+      if (vm.integration_services && typeof vm.integration_services === "object") {
+        const entries = Array.isArray(vm.integration_services)
+          ? vm.integration_services.map((s) => [s.name || JSON.stringify(s), s.enabled === undefined ? "" : s.enabled ? "enabled" : "disabled"])
+          : Object.entries(vm.integration_services).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]);
+        if (entries.length) {
+          body.appendChild(h("h2", {}, "Integration services"));
+          body.appendChild(h("ul", {}, entries.map(([k, v]) => h("li", {}, k + (v ? ": " + v : "")))));
+        }
+      }
+    }
+
+    const reload = debounce(load, 700);
+    load().then(() => focusHeading(main));
+    return {
+      name: "vm",
+      refresh(kind, data) {
+        if (kind === "resync" || kind.startsWith("host_")) reload();
+        else if ((kind === "vm_changed" || kind === "vm_added") && data.vm && data.vm.id === id) reload();
+        else if (kind === "vm_removed" && data.id === id) reload();
+        else if (kind === "job" && data.vm_id === id) reload();
+      },
+      cleanup() {
+        alive = false;
+      },
+    };
+  }
+
+  // Delete dialog -------------------------------------------------------------------------------
+
+  let deleteTarget = null;
+
+  function openDelete(vm) {
+    deleteTarget = vm;
+    const dialog = $("delete-dialog");
+    $("delete-title").textContent = "Delete VM " + vm.name;
+    $("delete-warning").textContent =
+      "This deletes the VM " + vm.name + " on host " + vm.host + ". It cannot be undone.";
+    $("delete-confirm-hint").textContent = "Type " + vm.name + " exactly.";
+    $("delete-confirm").value = "";
+    $("delete-force").checked = false;
+    $("delete-disks").checked = false;
+    $("delete-submit").disabled = true;
+    dialog.showModal();
+    $("delete-confirm").focus();
+  }
+
+  function setupDeleteDialog() {
+    const dialog = $("delete-dialog");
+    $("delete-confirm").addEventListener("input", () => {
+      $("delete-submit").disabled = !deleteTarget || $("delete-confirm").value !== deleteTarget.name;
+    });
+    $("delete-cancel").addEventListener("click", () => dialog.close());
+    $("delete-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const vm = deleteTarget;
+      if (!vm || $("delete-confirm").value !== vm.name) return;
+      $("delete-submit").disabled = true;
+      const body = { vm_id: vm.id, force: $("delete-force").checked, delete_disks: $("delete-disks").checked };
+      const result = await guarded(() => api("POST", "/api/v1/vms/delete", body));
+      dialog.close();
+      if (result && result.job_id) {
+        toast("Deletion of " + vm.name + " started");
+        location.hash = "#/jobs/" + encodeURIComponent(result.job_id);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Create VM: client-side validation mirrors the server's schema v1 rules
+
+  const WINDOWS_PREFIXES = ["windows", "microsoft windows"];
+  const LINUX_PREFIXES = ["ubuntu", "rhel", "centos", "rocky linux", "almalinux", "oracle linux", "debian", "suse", "opensuse", "fedora"];
+  const MAX_VALUE_CHARS = 3000;
+
+  function detectFamily(imageName) {
+    const name = String(imageName || "").trimStart().toLowerCase();
+    if (WINDOWS_PREFIXES.some((p) => name.startsWith(p))) return "windows";
+    if (LINUX_PREFIXES.some((p) => name.startsWith(p))) return "linux";
+    return null;
+  }
+
+  function parseIpv4(s) {
+    const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+    if (!m) return null;
+    const parts = m.slice(1).map((p) => (p.length > 1 && p.startsWith("0") ? NaN : Number(p)));
+    if (parts.some((p) => !(p >= 0 && p <= 255))) return null;
+    return ((parts[0] << 24) >>> 0) + (parts[1] << 16) + (parts[2] << 8) + parts[3];
+  }
+
+  function ipText(n) {
+    return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+  }
+
+  function intIn(value, min, max) {
+    if (!/^\d+$/.test(value)) return "must be a whole number";
+    const n = Number(value);
+    if (n < min || n > max) return "must be between " + min + " and " + max + ", got " + n;
+    return null;
+  }
+
+  /** Validates the form values (trimmed strings; secrets untrimmed) for `family`. Returns
+   * `{field: message}`. */
+  function validateCreate(v, family) {
+    const errors = {};
+    const fail = (field, message) => {
+      if (!errors[field]) errors[field] = message;
+    };
+    const given = (field) => v[field] !== undefined && String(v[field]).trim() !== "";
+    const control = /[\u0000-\u001f\u007f]/;
+
+    if (!given("hyperv_host")) fail("hyperv_host", "is required: pick a connected host");
+    if (!given("image_name")) fail("image_name", "is required: pick an image");
+
+    if (!given("vm_name")) fail("vm_name", "is required");
+    else {
+      const name = v.vm_name;
+      if (name.length > 64) fail("vm_name", "must be at most 64 characters, got " + name.length);
+      else if (!/^[A-Za-z0-9-]+$/.test(name)) fail("vm_name", "may contain only letters, digits and hyphens");
+      else if (name.startsWith("-") || name.endsWith("-")) fail("vm_name", "must not start or end with a hyphen");
+      else if (family === "windows" && name.length > 15) fail("vm_name", "must be at most 15 characters for a windows guest, got " + name.length);
+      else if (family === "windows" && /^\d+$/.test(name)) fail("vm_name", "must not be only digits for a windows guest");
+    }
+
+    if (!given("gb_ram")) fail("gb_ram", "is required");
+    else {
+      const e = intIn(v.gb_ram, 1, 512);
+      if (e) fail("gb_ram", e);
+    }
+    if (!given("cpu_cores")) fail("cpu_cores", "is required");
+    else {
+      const e = intIn(v.cpu_cores, 1, 64);
+      if (e) fail("cpu_cores", e);
+    }
+    if (given("vlan_id")) {
+      const e = intIn(v.vlan_id, 0, 4094);
+      if (e) fail("vlan_id", e);
+    }
+
+    if (!given("guest_la_uid")) fail("guest_la_uid", "is required");
+    else {
+      const uid = v.guest_la_uid;
+      if (family === "windows") {
+        if (uid.length > 20) fail("guest_la_uid", "must be at most 20 characters for a windows guest, got " + uid.length);
+        else if (/["/\\[\]:;|=,+*?<>@]/.test(uid)) fail("guest_la_uid", 'must not contain any of " / \\ [ ] : ; | = , + * ? < > @ for a windows guest');
+      } else if (family === "linux") {
+        if (uid.length > 32) fail("guest_la_uid", "must be at most 32 characters for a linux guest, got " + uid.length);
+        else if (/[\s:/]/.test(uid)) fail("guest_la_uid", "must not contain whitespace, ':' or '/' for a linux guest");
+      }
+    }
+    if (!v.guest_la_pw) fail("guest_la_pw", "is required");
+    else if (control.test(v.guest_la_pw)) fail("guest_la_pw", "must not contain control characters");
+    else if (v.guest_la_pw.length > MAX_VALUE_CHARS) fail("guest_la_pw", "must be at most " + MAX_VALUE_CHARS + " characters");
+
+    // Static IPv4: all-or-none.
+    const ipFields = ["guest_v4_ipaddr", "guest_v4_cidrprefix", "guest_v4_defaultgw", "guest_v4_dns1", "guest_v4_dns2", "guest_net_dnssuffix"];
+    if (ipFields.some(given)) {
+      for (const f of ["guest_v4_ipaddr", "guest_v4_cidrprefix", "guest_v4_defaultgw", "guest_v4_dns1"]) {
+        if (!given(f)) fail(f, "is required when any static IPv4 setting is given");
+      }
+      const addr = {};
+      for (const f of ["guest_v4_ipaddr", "guest_v4_defaultgw", "guest_v4_dns1", "guest_v4_dns2"]) {
+        if (!given(f)) continue;
+        const n = parseIpv4(v[f]);
+        if (n === null) fail(f, "must be an IPv4 address such as 192.0.2.10");
+        else addr[f] = n;
+      }
+      let prefix = null;
+      if (given("guest_v4_cidrprefix")) {
+        const e = intIn(v.guest_v4_cidrprefix, 0, 32);
+        if (e) fail("guest_v4_cidrprefix", e);
+        else prefix = Number(v.guest_v4_cidrprefix);
+      }
+      if (given("guest_net_dnssuffix") && /\s/.test(v.guest_net_dnssuffix)) fail("guest_net_dnssuffix", "must not contain whitespace");
+      const special = (n) => n === 0 || n >>> 24 === 127 || n >>> 28 === 14 || n === 0xffffffff;
+      for (const f of ["guest_v4_ipaddr", "guest_v4_defaultgw"]) {
+        if (addr[f] !== undefined && special(addr[f])) fail(f, "must be a unicast host address, got " + ipText(addr[f]));
+      }
+      for (const f of ["guest_v4_dns1", "guest_v4_dns2"]) {
+        const n = addr[f];
+        if (n !== undefined && (n === 0 || n >>> 28 === 14 || n === 0xffffffff)) fail(f, "must be a unicast address, got " + ipText(n));
+      }
+      if (addr.guest_v4_ipaddr !== undefined && prefix !== null) {
+        const ip = addr.guest_v4_ipaddr;
+        const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+        const network = (ip & mask) >>> 0;
+        const broadcast = (network | (~mask >>> 0)) >>> 0;
+        const subnet = ipText(network) + "/" + prefix;
+        if (prefix <= 30 && ip === network) fail("guest_v4_ipaddr", "is the network address of " + subnet);
+        else if (prefix <= 30 && ip === broadcast) fail("guest_v4_ipaddr", "is the broadcast address of " + subnet);
+        const gw = addr.guest_v4_defaultgw;
+        if (gw !== undefined) {
+          if (((gw & mask) >>> 0) !== network) fail("guest_v4_defaultgw", "must be inside " + subnet + ", the subnet of the IP address");
+          else if (gw === ip) fail("guest_v4_defaultgw", "must differ from the IP address");
+        }
+      }
+    }
+
+    if (family === "windows") {
+      const dj = ["guest_domain_jointarget", "guest_domain_joinuid", "guest_domain_joinpw", "guest_domain_joinou"];
+      if (dj.some(given)) {
+        for (const f of ["guest_domain_jointarget", "guest_domain_joinuid", "guest_domain_joinpw"]) {
+          if (!given(f)) fail(f, "is required when any domain join setting is given");
+        }
+        if (given("guest_domain_jointarget") && /\s/.test(v.guest_domain_jointarget)) fail("guest_domain_jointarget", "must not contain whitespace");
+      }
+    }
+    if (family === "linux") {
+      if (given("cnf_ansible_ssh_user") || given("cnf_ansible_ssh_key")) {
+        for (const f of ["cnf_ansible_ssh_user", "cnf_ansible_ssh_key"]) {
+          if (!given(f)) fail(f, "is required when any Ansible SSH setting is given");
+        }
+        if (given("cnf_ansible_ssh_user") && /\s/.test(v.cnf_ansible_ssh_user)) fail("cnf_ansible_ssh_user", "must not contain whitespace");
+        if (given("cnf_ansible_ssh_key")) {
+          const key = v.cnf_ansible_ssh_key;
+          const words = key.split(/\s+/).filter(Boolean);
+          if (key.includes("PRIVATE KEY")) fail("cnf_ansible_ssh_key", "looks like a private key; give the public key line (for example the contents of id_ed25519.pub)");
+          else if (/[\r\n]/.test(key)) fail("cnf_ansible_ssh_key", "must be a single line");
+          else if (!(words.length >= 2 && ["ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-sha2-"].some((t) => words[0].startsWith(t))))
+            fail("cnf_ansible_ssh_key", 'must be an OpenSSH public key line such as "ssh-ed25519 AAAA... comment"');
+        }
+      }
+    }
+    for (const [f, value] of Object.entries(v)) {
+      if (typeof value === "string" && f !== "guest_la_pw" && f !== "guest_domain_joinpw") {
+        if (control.test(value)) fail(f, "must not contain control characters");
+        else if (value.length > MAX_VALUE_CHARS) fail(f, "must be at most " + MAX_VALUE_CHARS + " characters");
+      }
+    }
+    return errors;
+  }
+
+  const CREATE_FIELDS = {
+    main: [
+      ["vm_name", "VM name", "text", "1–64 letters, digits and hyphens (at most 15 for Windows)"],
+      ["gb_ram", "Memory (GB)", "number", "1–512"],
+      ["cpu_cores", "CPU cores", "number", "1–64"],
+      ["vlan_id", "VLAN (optional)", "number", "0–4094; 0 means untagged"],
+    ],
+    admin: [
+      ["guest_la_uid", "Local administrator user", "text", null],
+      ["guest_la_pw", "Local administrator password", "password", null],
+    ],
+    ipv4: [
+      ["guest_v4_ipaddr", "IPv4 address", "text", "e.g. 192.0.2.10"],
+      ["guest_v4_cidrprefix", "Prefix length", "number", "0–32, e.g. 24"],
+      ["guest_v4_defaultgw", "Default gateway", "text", "inside the subnet"],
+      ["guest_v4_dns1", "DNS server 1", "text", null],
+      ["guest_v4_dns2", "DNS server 2 (optional)", "text", null],
+      ["guest_net_dnssuffix", "DNS suffix (optional)", "text", "e.g. corp.example"],
+    ],
+    domain: [
+      ["guest_domain_jointarget", "Domain", "text", "e.g. corp.example"],
+      ["guest_domain_joinuid", "Join account", "text", null],
+      ["guest_domain_joinpw", "Join password", "password", null],
+      ["guest_domain_joinou", "Organizational unit (optional)", "text", "e.g. OU=Servers,DC=corp,DC=example"],
+    ],
+    ssh: [
+      ["cnf_ansible_ssh_user", "SSH user", "text", null],
+      ["cnf_ansible_ssh_key", "SSH public key", "text", "one line, e.g. ssh-ed25519 AAAA… comment"],
+    ],
+  };
+
+  function createView() {
+    const main = $("main");
+    let alive = true;
+    const inputs = {};
+    const errorNodes = {};
+    let images = [];
+
+    function fieldBlock(name, label, type, hint) {
+      const id = "f-" + name;
+      const errId = "err-" + name;
+      const hintId = hint ? "hint-" + name : null;
+      const attrs = { id, name, type: type === "number" ? "text" : type, autocomplete: type === "password" ? "new-password" : "off", spellcheck: "false" };
+      if (type === "number") attrs.inputmode = "numeric";
+      const input = h("input", attrs);
+      input.setAttribute("aria-describedby", [hintId, errId].filter(Boolean).join(" "));
+      inputs[name] = input;
+      errorNodes[name] = h("p", { id: errId, class: "field-error" });
+      input.addEventListener("input", () => setFieldError(name, null));
+      return h(
+        "div",
+        { class: "field", "data-field": name },
+        h("label", { for: id }, label),
+        input,
+        hint ? h("p", { id: hintId, class: "hint" }, hint) : null,
+        errorNodes[name]
+      );
+    }
+
+    function selectBlock(name, label, hint) {
+      const id = "f-" + name;
+      const errId = "err-" + name;
+      const select = h("select", { id, name, "aria-describedby": errId + (hint ? " hint-" + name : "") });
+      inputs[name] = select;
+      errorNodes[name] = h("p", { id: errId, class: "field-error" });
+      return h(
+        "div",
+        { class: "field", "data-field": name },
+        h("label", { for: id }, label),
+        select,
+        hint ? h("p", { id: "hint-" + name, class: "hint" }, hint) : null,
+        errorNodes[name]
+      );
+    }
+
+    function setFieldError(name, message) {
+      const input = inputs[name];
+      const node = errorNodes[name];
+      if (!input || !node) return false;
+      node.textContent = message ? message : "";
+      if (message) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+      return true;
+    }
+
+    const hostBlock = selectBlock("hyperv_host", "Host", "connected hosts only");
+    const imageBlock = selectBlock("image_name", "Image", null);
+    const familyNote = h("p", { class: "hint", id: "os-family", "aria-live": "polite" });
+    imageBlock.appendChild(familyNote);
+    const clustered = h("input", { id: "f-vm_clustered", name: "vm_clustered", type: "checkbox" });
+    const submit = h("button", { type: "submit", class: "btn btn-primary", id: "create-submit" }, "Create VM");
+    const formError = h("p", { class: "field-error", id: "create-error", role: "alert" });
+
+    const domainSet = h(
+      "fieldset",
+      { id: "group-domain", hidden: true },
+      h("legend", {}, "Domain join (Windows, optional)"),
+      h("p", { class: "hint" }, "Give domain, account and password together, or none of them."),
+      h("div", { class: "form-grid" }, CREATE_FIELDS.domain.map((f) => fieldBlock(...f)))
+    );
+    const sshSet = h(
+      "fieldset",
+      { id: "group-ssh", hidden: true },
+      h("legend", {}, "Ansible SSH access (Linux, optional)"),
+      h("p", { class: "hint" }, "Give user and public key together, or neither."),
+      h("div", { class: "form-grid" }, CREATE_FIELDS.ssh.map((f) => fieldBlock(...f)))
+    );
+
+    const form = h(
+      "form",
+      { id: "create-form", novalidate: true, "aria-labelledby": "create-title" },
+      h(
+        "fieldset",
+        {},
+        h("legend", {}, "Placement and size"),
+        h("div", { class: "form-grid" }, hostBlock, imageBlock, CREATE_FIELDS.main.map((f) => fieldBlock(...f))),
+        h("div", { class: "field check" }, clustered, h("label", { for: "f-vm_clustered" }, "Clustered (highly available)"))
+      ),
+      h(
+        "fieldset",
+        {},
+        h("legend", {}, "Local administrator"),
+        h("div", { class: "form-grid" }, CREATE_FIELDS.admin.map((f) => fieldBlock(...f)))
+      ),
+      h(
+        "fieldset",
+        { id: "group-ipv4" },
+        h("legend", {}, "Static IPv4 (optional)"),
+        h("p", { class: "hint" }, "Leave empty for DHCP. Address, prefix, gateway and DNS server 1 go together."),
+        h("div", { class: "form-grid" }, CREATE_FIELDS.ipv4.map((f) => fieldBlock(...f)))
+      ),
+      domainSet,
+      sshSet,
+      formError,
+      h("div", { class: "actions" }, submit, h("a", { class: "btn", href: "#/vms" }, "Cancel"))
+    );
+    inputs.gb_ram.value = "4";
+    inputs.cpu_cores.value = "2";
+
+    main.appendChild(h("h1", { id: "create-title" }, "Create VM"));
+    if (!state.canWrite) {
+      main.appendChild(h("p", { class: "error-box" }, "Your role (" + (state.me && state.me.role) + ") cannot create VMs."));
+      return { name: "create" };
+    }
+    main.appendChild(form);
+
+    function family() {
+      const name = inputs.image_name.value;
+      const image = images.find((i) => i.name === name);
+      return (image && image.os_family) || detectFamily(name);
+    }
+
+    function updateFamily() {
+      const f = family();
+      familyNote.textContent = inputs.image_name.value ? (f ? "Operating system: " + f : "Operating system: unknown") : "";
+      domainSet.hidden = f !== "windows";
+      sshSet.hidden = f !== "linux";
+    }
+
+    async function loadHosts() {
+      const data = await guarded(() => api("GET", "/api/v1/hosts"));
+      if (!data || !alive) return;
+      const select = inputs.hyperv_host;
+      clear(select);
+      const connected = (data.hosts || []).filter((x) => x.status === "connected");
+      select.appendChild(h("option", { value: "" }, connected.length ? "Choose a host…" : "No connected host"));
+      for (const host of connected) {
+        select.appendChild(h("option", { value: host.name }, host.name + (host.cluster ? " (" + host.cluster + ")" : "") + " — " + fmtBytes(host.memory_available_bytes) + " free"));
+      }
+      const wanted = hashQuery().get("host");
+      if (wanted && connected.some((x) => x.name === wanted)) {
+        select.value = wanted;
+        loadImages();
+      }
+    }
+
+    let imageSeq = 0;
+    async function loadImages() {
+      const seq = ++imageSeq;
+      const select = inputs.image_name;
+      clear(select);
+      images = [];
+      const host = inputs.hyperv_host.value;
+      if (!host) {
+        select.appendChild(h("option", { value: "" }, "Choose a host first"));
+        updateFamily();
+        return;
+      }
+      select.appendChild(h("option", { value: "" }, "Loading images…"));
+      const data = await guarded(() => api("GET", "/api/v1/hosts/" + encodeURIComponent(host)));
+      if (!alive || seq !== imageSeq) return;
+      clear(select);
+      images = (data && data.facts && Array.isArray(data.facts.images) && data.facts.images) || [];
+      select.appendChild(h("option", { value: "" }, images.length ? "Choose an image…" : "No images on this host"));
+      for (const image of images) {
+        const fam = image.os_family || detectFamily(image.name);
+        select.appendChild(
+          h("option", { value: image.name, "data-os-family": fam || "" }, image.name + (fam ? " (" + fam + ")" : "") + (image.max_size_bytes ? " — " + fmtBytes(image.max_size_bytes) : ""))
+        );
+      }
+      updateFamily();
+    }
+
+    inputs.hyperv_host.addEventListener("change", () => {
+      setFieldError("hyperv_host", null);
+      loadImages();
+    });
+    inputs.image_name.addEventListener("change", () => {
+      setFieldError("image_name", null);
+      updateFamily();
+    });
+
+    function collect() {
+      const f = family();
+      const values = {};
+      const names = ["hyperv_host", "image_name"]
+        .concat(CREATE_FIELDS.main.map((x) => x[0]), CREATE_FIELDS.admin.map((x) => x[0]), CREATE_FIELDS.ipv4.map((x) => x[0]))
+        .concat(f === "windows" ? CREATE_FIELDS.domain.map((x) => x[0]) : [])
+        .concat(f === "linux" ? CREATE_FIELDS.ssh.map((x) => x[0]) : []);
+      for (const name of names) {
+        const raw = inputs[name].value;
+        values[name] = name.endsWith("_pw") ? raw : raw.trim();
+      }
+      return { values, family: f };
+    }
+
+    function toBody(values, fam) {
+      const body = {};
+      for (const [k, v] of Object.entries(values)) {
+        if (v === "") continue;
+        body[k] = ["gb_ram", "cpu_cores", "vlan_id", "guest_v4_cidrprefix"].includes(k) ? Number(v) : v;
+      }
+      body.vm_clustered = clustered.checked;
+      if (fam && detectFamily(values.image_name) !== fam) body.os_family = fam;
+      return body;
+    }
+
+    function showErrors(errors) {
+      let first = null;
+      const unplaced = [];
+      for (const name of Object.keys(inputs)) setFieldError(name, null);
+      for (const [name, message] of Object.entries(errors)) {
+        if (setFieldError(name, message)) {
+          if (!first) first = name;
+        } else unplaced.push(name + ": " + message);
+      }
+      formError.textContent = unplaced.length ? unplaced.join("; ") : Object.keys(errors).length ? "Please correct the highlighted fields." : "";
+      // Focus the first invalid field in form order.
+      const order = Object.keys(inputs);
+      const firstInOrder = order.find((n) => errors[n]);
+      if (firstInOrder) inputs[firstInOrder].focus();
+    }
+
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const { values, family: fam } = collect();
+      const errors = validateCreate(values, fam);
+      if (Object.keys(errors).length) {
+        showErrors(errors);
+        return;
+      }
+      showErrors({});
+      submit.disabled = true;
+      try {
+        const result = await api("POST", "/api/v1/vms/create", toBody(values, fam));
+        if (result && result.job_id) {
+          toast("Provisioning of " + values.vm_name + " started");
+          location.hash = "#/jobs/" + encodeURIComponent(result.job_id);
+          return;
+        }
+      } catch (err) {
+        if (err instanceof ApiFailure) {
+          const problems = {};
+          for (const d of err.details) {
+            if (d && d.field) problems[String(d.field).replace(/^values\./, "")] = d.message;
+          }
+          if (!err.details.length && err.field) problems[String(err.field).replace(/^values\./, "")] = err.message;
+          if (err.code === "vm_exists") problems.vm_name = err.message;
+          if (Object.keys(problems).length) showErrors(problems);
+          else formError.textContent = err.message;
+          if (err.status !== 401 && err.status !== 403 && err.status !== 0) reportError(err);
+        } else {
+          formError.textContent = String(err);
+        }
+      }
+      submit.disabled = false;
+    });
+
+    loadHosts().then(() => focusHeading(main));
+    return {
+      name: "create",
+      cleanup() {
+        alive = false;
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Jobs
+
+  function jobLabel(job) {
+    return job.type === "power" && job.action ? "power: " + job.action : job.type;
+  }
+
+  function jobsView() {
+    const main = $("main");
+    let alive = true;
+    let jobs = [];
+    const statusSelect = h(
+      "select",
+      { id: "filter-job-status" },
+      h("option", { value: "" }, "All"),
+      ["queued", "running", "succeeded", "failed", "cancelled"].map((s) => h("option", { value: s }, s))
+    );
+    const tbody = h("tbody");
+    main.appendChild(h("h1", {}, "Jobs"));
+    main.appendChild(
+      h(
+        "form",
+        { class: "filters", "aria-label": "Filter jobs", onsubmit: (e) => e.preventDefault() },
+        h("div", { class: "field" }, h("label", { for: "filter-job-status" }, "Status"), statusSelect)
+      )
+    );
+    main.appendChild(
+      h(
+        "div",
+        { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Job table" },
+        h(
+          "table",
+          { id: "job-table" },
+          h("thead", {}, h("tr", {}, ["Job", "Type", "VM", "Host", "Status", "Progress", "Created", "Finished"].map((c) => h("th", { scope: "col" }, c)))),
+          tbody
+        )
+      )
+    );
+    statusSelect.addEventListener("change", load);
+
+    let seq = 0;
+    async function load() {
+      const mine = ++seq;
+      const status = statusSelect.value;
+      const data = await guarded(() => api("GET", "/api/v1/jobs?limit=200" + (status ? "&status=" + encodeURIComponent(status) : "")));
+      if (!data || !alive || mine !== seq) return;
+      jobs = data.jobs || [];
+      render();
+    }
+
+    function render() {
+      clear(tbody);
+      if (!jobs.length) {
+        tbody.appendChild(h("tr", {}, h("td", { colspan: "8", class: "muted" }, "No jobs yet.")));
+        return;
+      }
+      for (const job of jobs) {
+        tbody.appendChild(
+          h(
+            "tr",
+            { "data-job-id": job.id, "data-status": job.status },
+            h("td", {}, h("a", { href: "#/jobs/" + encodeURIComponent(job.id), class: "job-link mono", "aria-label": "Job " + job.id }, shortId(job.id))),
+            h("td", {}, jobLabel(job)),
+            h("td", {}, job.vm_id && job.type !== "delete" ? h("a", { href: "#/vms/" + encodeURIComponent(job.vm_id) }, job.vm_name || job.vm_id) : job.vm_name || "—"),
+            h("td", {}, job.target_host || "—"),
+            h("td", {}, jobStatusBadge(job.status)),
+            h("td", {}, progressBar(job.percent, job.status, "Progress of job " + shortId(job.id))),
+            h("td", {}, fmtTime(job.created_at)),
+            h("td", {}, fmtTime(job.finished_at))
+          )
+        );
+      }
+    }
+
+    const reload = debounce(load, 600);
+    load().then(() => focusHeading(main));
+    return {
+      name: "jobs",
+      refresh(kind, data) {
+        if (kind === "resync") return reload();
+        if (kind !== "job" || !data) return;
+        const job = jobs.find((j) => j.id === data.id);
+        if (!job) return reload();
+        Object.assign(job, { status: data.status, percent: data.percent });
+        if (statusSelect.value && statusSelect.value !== data.status) return reload();
+        if (["succeeded", "failed", "cancelled"].includes(data.status)) return reload();
+        render();
+      },
+      cleanup() {
+        alive = false;
+      },
+    };
+  }
+
+  const FINISHED = ["succeeded", "failed", "cancelled"];
+
+  function jobDetailView(id) {
+    const main = $("main");
+    let alive = true;
+    let job = null;
+    let logSource = null;
+    const seenSeq = new Set();
+
+    const header = h("div", { id: "job-header" }, h("p", { class: "loading" }, "Loading…"));
+    const timeline = h("ol", { class: "timeline", id: "job-steps" });
+    const logList = h("ol", { class: "log", id: "job-log", "aria-label": "Job log", tabindex: "0" });
+    const logNote = h("p", { class: "hint", id: "log-state" });
+    main.appendChild(header);
+    main.appendChild(h("section", { class: "panel", "aria-labelledby": "steps-title" }, h("h2", { id: "steps-title" }, "Steps"), timeline));
+    main.appendChild(h("section", { class: "panel", "aria-labelledby": "log-title" }, h("h2", { id: "log-title" }, "Log"), logNote, logList));
+    const extra = h("div", { id: "job-extra" });
+    main.appendChild(extra);
+
+    async function load() {
+      let data;
+      try {
+        data = await api("GET", "/api/v1/jobs/" + encodeURIComponent(id));
+      } catch (e) {
+        if (!alive) return;
+        clear(header);
+        header.appendChild(h("h1", {}, "Job"));
+        header.appendChild(h("p", { class: "error-text" }, e instanceof ApiFailure && e.status === 404 ? "No job with id " + id + " exists." : "Could not load the job: " + (e.message || String(e))));
+        return;
+      }
+      if (!alive) return;
+      job = data;
+      render();
+    }
+
+    async function cancel(button) {
+      button.disabled = true;
+      const result = await guarded(() => api("POST", "/api/v1/jobs/" + encodeURIComponent(id) + "/cancel"));
+      if (result) toast("Cancellation requested");
+      else button.disabled = false;
+      load();
+    }
+
+    function render() {
+      const hadFocus = document.activeElement && document.activeElement.id === "job-cancel";
+      clear(header);
+      const running = !FINISHED.includes(job.status);
+      const title = jobLabel(job) + (job.vm_name ? " " + job.vm_name : "");
+      header.appendChild(
+        h("div", { class: "head-row" }, h("h1", {}, "Job: " + title), h("p", { class: "count" }, "id ", h("code", { id: "job-id" }, job.id)))
+      );
+      const cancelButton =
+        running && state.canWrite
+          ? h("button", { type: "button", class: "btn btn-danger", id: "job-cancel", disabled: job.cancel_requested, onclick: (e) => cancel(e.currentTarget) }, job.cancel_requested ? "Cancelling…" : "Cancel job")
+          : null;
+      header.appendChild(
+        h(
+          "section",
+          { class: "panel", "aria-label": "Job status" },
+          h("p", { class: "chips", "aria-live": "polite", id: "job-status-line" }, "Status: ", jobStatusBadge(job.status), job.step ? h("span", {}, " step: " + job.step) : null),
+          progressBar(job.percent, job.status, "Job progress"),
+          job.message ? h("p", { id: "job-message" }, job.message) : null,
+          h(
+            "dl",
+            { class: "kv" },
+            h("dt", {}, "VM"),
+            h("dd", {}, job.vm_id && job.type !== "delete" ? h("a", { href: "#/vms/" + encodeURIComponent(job.vm_id), id: "job-vm-link" }, job.vm_name || job.vm_id) : job.vm_name || "—"),
+            h("dt", {}, "Host"),
+            h("dd", {}, job.target_host || "—"),
+            h("dt", {}, "Created"),
+            h("dd", {}, fmtTime(job.created_at)),
+            h("dt", {}, "Started"),
+            h("dd", {}, fmtTime(job.started_at)),
+            h("dt", {}, "Finished"),
+            h("dd", {}, fmtTime(job.finished_at))
+          ),
+          cancelButton ? h("div", { class: "actions" }, cancelButton) : null
+        )
+      );
+      if (hadFocus && cancelButton && !cancelButton.disabled) cancelButton.focus();
+
+      clear(timeline);
+      const steps = job.steps || [];
+      if (!steps.length) timeline.appendChild(h("li", { class: "muted" }, running ? "No step has started yet." : "No steps."));
+      for (const step of steps) {
+        timeline.appendChild(
+          h(
+            "li",
+            { class: step.status, "data-step": step.name },
+            h("span", { class: "step-name" }, step.name),
+            jobStatusBadge(step.status),
+            h("span", { class: "times" }, fmtTime(step.started_at) + (step.finished_at ? " → " + fmtTime(step.finished_at) : ""))
+          )
+        );
+      }
+
+      clear(extra);
+      if (job.error) {
+        extra.appendChild(h("section", { class: "error-box", id: "job-error", "aria-label": "Job error" }, h("strong", {}, "Error: "), job.error));
+      }
+      if (job.cleanup) {
+        const removed = job.cleanup.removed || [];
+        const left = job.cleanup.left_behind || [];
+        extra.appendChild(
+          h(
+            "section",
+            { class: "panel", id: "job-cleanup", "aria-labelledby": "cleanup-title" },
+            h("h2", { id: "cleanup-title" }, "Cleanup"),
+            h("p", {}, removed.length ? "Removed: " : "Nothing removed.", removed.map((x) => (typeof x === "string" ? x : JSON.stringify(x))).join(", ")),
+            left.length
+              ? [h("p", { class: "error-text" }, "Left behind (remove by hand):"), h("ul", {}, left.map((x) => h("li", {}, h("code", {}, x.artifact || ""), " — ", x.reason || "")))]
+              : null
+          )
+        );
+      }
+      if (job.result) {
+        extra.appendChild(h("section", { class: "panel", "aria-labelledby": "result-title" }, h("h2", { id: "result-title" }, "Result"), h("pre", { id: "job-result" }, JSON.stringify(job.result, null, 2))));
+      }
+      if (job.parameters && Object.keys(job.parameters).length) {
+        extra.appendChild(
+          h("section", { class: "panel", "aria-labelledby": "params-title" }, h("h2", { id: "params-title" }, "Parameters (secrets redacted)"), h("pre", {}, JSON.stringify(job.parameters, null, 2)))
+        );
+      }
+    }
+
+    function addLog(line) {
+      if (typeof line.seq === "number") {
+        if (seenSeq.has(line.seq)) return;
+        seenSeq.add(line.seq);
+      }
+      const atBottom = logList.scrollHeight - logList.scrollTop - logList.clientHeight < 30;
+      logList.appendChild(
+        h(
+          "li",
+          { class: line.level || "info" },
+          h("span", { class: "at" }, line.at ? new Date(line.at).toLocaleTimeString() + " " : ""),
+          line.level && line.level !== "info" ? line.level.toUpperCase() + " " : "",
+          line.step ? "[" + line.step + "] " : "",
+          line.message || ""
+        )
+      );
+      if (atBottom) logList.scrollTop = logList.scrollHeight;
+    }
+
+    const reload = debounce(load, 400);
+
+    function follow() {
+      logNote.textContent = "Following the live log…";
+      const source = new EventSource("/api/v1/jobs/" + encodeURIComponent(id) + "/logs");
+      logSource = source;
+      const parse = (e) => {
+        try {
+          return JSON.parse(e.data);
+        } catch (err) {
+          return null;
+        }
+      };
+      source.addEventListener("log", (e) => {
+        const line = parse(e);
+        if (line) addLog(line);
+      });
+      source.addEventListener("status", (e) => {
+        const s = parse(e);
+        if (s && job) {
+          Object.assign(job, { status: s.status, percent: s.percent, step: s.step });
+          render();
+        }
+        reload();
+      });
+      source.addEventListener("end", (e) => {
+        source.close();
+        logSource = null;
+        const final = parse(e);
+        logNote.textContent = "The job has ended; this is the complete log.";
+        if (final && final.id && alive) {
+          job = final;
+          render();
+        } else reload();
+      });
+      source.onerror = () => {
+        if (source.readyState === EventSource.CLOSED) {
+          logNote.textContent = "The live log is not available; showing the log so far.";
+          logSource = null;
+          loadLogOnce();
+        }
+      };
+    }
+
+    async function loadLogOnce() {
+      const data = await guarded(() => api("GET", "/api/v1/jobs/" + encodeURIComponent(id) + "/logs?follow=false"));
+      if (data && alive) for (const line of data.lines || []) addLog(line);
+    }
+
+    load().then(() => {
+      focusHeading(main);
+      if (alive && job) follow();
+    });
+    return {
+      name: "job",
+      refresh(kind, data) {
+        if ((kind === "job" && data && data.id === id) || kind === "resync") reload();
+      },
+      cleanup() {
+        alive = false;
+        if (logSource) logSource.close();
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Start
+
+  async function start() {
+    $("banner-close").addEventListener("click", hideBanner);
+    setupDeleteDialog();
+    try {
+      setUser(await api("GET", "/api/v1/me"));
+    } catch (e) {
+      setUser(e instanceof ApiFailure && e.status === 401 ? { auth_enabled: true, subject: null, role: null, login_url: null } : null);
+    }
+    // The skip link moves focus without touching the hash, which the router owns.
+    document.querySelector(".skip-link").addEventListener("click", (e) => {
+      e.preventDefault();
+      $("main").focus();
+    });
+    window.addEventListener("hashchange", () => {
+      state.navigated = true;
+      hideBanner();
+      route();
+    });
+    route();
+    connectEvents();
+    const status = await guarded(() => api("GET", "/api/v1/status"));
+    if (status && status.mode) $("mode").textContent = status.mode === "demo" ? "demo fleet" : status.mode;
+  }
+
+  // Exposed for the browser tests and for debugging in the console.
+  window.aetherv = { validateCreate, detectFamily, parseIpv4 };
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

@@ -1,0 +1,338 @@
+"""The web UI in a real browser against the real server binary in demo mode.
+
+The tests run in file order and share one server: the overview and the table see the untouched
+demo fleet first, then a VM is created, powered, and deleted through the UI.
+"""
+
+import secrets
+import time
+
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+JOB_TIMEOUT = 90
+FINISHED = ("succeeded", "failed", "cancelled")
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVpLXRlc3Qta2V5LW5vdC1hLXJlYWwta2V5LWF0LWFsbA ui-test"
+
+
+def wait(driver, condition, timeout=20, message=""):
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+
+
+def go(driver, server, route):
+    driver.get(f"{server.base}/{route}")
+
+
+def css(driver, selector):
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def js_errors(driver):
+    """Script errors in the browser console; failed requests the UI reports itself are not."""
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
+    ]
+
+
+def job_ids(server):
+    return {job["id"] for job in server.get("/api/v1/jobs?limit=1000")["jobs"]}
+
+
+def pick_host_and_image(server, family):
+    """A connected host and one of its images of `family` (`linux` or `windows`)."""
+    for host in server.get("/api/v1/hosts")["hosts"]:
+        if host["status"] != "connected":
+            continue
+        facts = server.get(f"/api/v1/hosts/{host['name']}").get("facts") or {}
+        for image in facts.get("images") or []:
+            if image.get("os_family") == family:
+                return host["name"], image["name"]
+    raise AssertionError(f"no connected demo host offers a {family} image")
+
+
+def fill_create_form(driver, server, host, image, name):
+    go(driver, server, "#/create")
+    driver.refresh()  # a fresh, empty form even when the page already showed one
+    wait(driver, lambda d: len(Select(d.find_element(By.ID, "f-hyperv_host")).options) > 1,
+         message="host picker never filled")
+    Select(driver.find_element(By.ID, "f-hyperv_host")).select_by_value(host)
+    wait(driver, lambda d: any(o.get_attribute("value") == image
+                               for o in Select(d.find_element(By.ID, "f-image_name")).options),
+         message=f"image {image!r} never offered for {host}")
+    Select(driver.find_element(By.ID, "f-image_name")).select_by_value(image)
+    fields = {"f-vm_name": name, "f-gb_ram": "2", "f-cpu_cores": "1",
+              "f-guest_la_uid": "uiadmin", "f-guest_la_pw": "S3cret-ui-pw!"}
+    for field_id, value in fields.items():
+        box = driver.find_element(By.ID, field_id)
+        box.clear()
+        box.send_keys(value)
+
+
+def submit_create(driver):
+    button = driver.find_element(By.ID, "create-submit")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    button.click()
+
+
+def follow_job(driver, screenshot=None):
+    """Waits on the job page until the job ends; returns the job id."""
+    wait(driver, lambda d: "#/jobs/" in d.current_url, message="the UI did not open the job page")
+    job_id = driver.current_url.split("#/jobs/", 1)[1]
+    badge = "#job-status-line [data-status]"
+
+    def finished(d):
+        found = css(d, badge)
+        return found and found[0].get_attribute("data-status") in FINISHED
+
+    wait(driver, finished, timeout=JOB_TIMEOUT, message=f"job {job_id} did not finish on the page")
+    status = css(driver, badge)[0].get_attribute("data-status")
+    error = "".join(e.text for e in css(driver, "#job-error"))
+    assert status == "succeeded", f"job {job_id} ended {status}: {error}"
+    # The progress bar reached the end and the page shows the steps and the log it streamed.
+    bar = css(driver, "#job-header [role=progressbar]")[0]
+    assert bar.get_attribute("aria-valuenow") == "100"
+    assert css(driver, "#job-steps li[data-step]"), "no step in the timeline"
+    wait(driver, lambda d: len(css(d, "#job-log li")) > 0, message="no log line streamed")
+    assert not css(driver, "#job-cancel"), "a finished job still offers Cancel"
+    if screenshot:
+        screenshot(driver, "job-detail")
+    return job_id
+
+
+def vm_state(driver):
+    found = css(driver, "#vm-status [data-state]")
+    return found[0].get_attribute("data-state") if found else None
+
+
+def test_overview_shows_the_demo_fleet(server, browser, screenshot):
+    clusters = server.get("/api/v1/clusters")["clusters"]
+    hosts = server.get("/api/v1/hosts")["hosts"]
+    status = server.get("/api/v1/status")
+    assert (len(clusters), len(hosts), status["vms"]) == (2, 5, 40), "unexpected demo fleet"
+
+    go(browser, server, "")
+    wait(browser, lambda d: len(css(d, "section.cluster")) == 2, message="clusters not shown")
+    shown = {e.get_attribute("data-cluster") for e in css(browser, "section.cluster")}
+    assert shown == {c["name"] for c in clusters}
+    for host in hosts:
+        block = css(browser, f'.host[data-host="{host["name"]}"]')
+        assert block, f"host {host['name']} missing"
+        assert block[0].find_element(By.CSS_SELECTOR, "[data-host-status]").text == host["status"]
+        assert "Memory" in block[0].text and "Storage" in block[0].text
+        assert len(block[0].find_elements(By.CSS_SELECTOR, ".bar")) == 2
+    assert browser.find_element(By.ID, "total-vms").text == "40"
+    assert browser.find_element(By.ID, "total-hosts").text.endswith("/ 5")
+    assert "demo" in browser.find_element(By.ID, "mode").text
+    screenshot(browser, "overview")
+
+    # The first Tab reaches the skip link, which moves focus to the main content.
+    go(browser, server, "#/jobs")
+    browser.refresh()
+    wait(browser, lambda d: css(d, "main h1"))
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    active = browser.switch_to.active_element
+    assert "skip-link" in (active.get_attribute("class") or "")
+    active.send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element.get_attribute("id") == "main"
+    assert js_errors(browser) == []
+
+
+def test_vm_table_sorts_and_filters(server, browser, screenshot):
+    go(browser, server, "#/vms")
+    rows = "#vm-table tbody tr[data-vm-id]"
+    wait(browser, lambda d: len(css(d, rows)) == 40, message="the table does not list 40 VMs")
+    screenshot(browser, "vms")
+
+    # Sorting by keyboard: the name header's button toggles to descending.
+    name_header = browser.find_element(By.CSS_SELECTOR, 'button[data-sort="name"]')
+    name_header.send_keys(Keys.ENTER)
+    th = browser.find_element(By.CSS_SELECTOR, 'th[data-key="name"]')
+    assert th.get_attribute("aria-sort") == "descending"
+    names = [r.get_attribute("data-vm-name") for r in css(browser, rows)]
+    assert names == sorted(names, key=str.lower, reverse=True)
+    browser.find_element(By.CSS_SELECTOR, 'button[data-sort="processor_count"]').click()
+    assert browser.find_element(By.CSS_SELECTOR, 'th[data-key="processor_count"]').get_attribute("aria-sort") == "ascending"
+    cpus = [int(r.find_elements(By.TAG_NAME, "td")[4].text) for r in css(browser, rows)]
+    assert cpus == sorted(cpus)
+
+    # The state filter is sent to the server; every row shown has that state.
+    running = server.get("/api/v1/vms?state=Running")["total"]
+    Select(browser.find_element(By.ID, "filter-state")).select_by_value("Running")
+    wait(browser, lambda d: len(css(d, rows)) == running, message="state filter not applied")
+    assert {b.get_attribute("data-state") for b in css(browser, f"{rows} [data-state]")} <= {"Running"}
+    Select(browser.find_element(By.ID, "filter-state")).select_by_value("")
+
+    # The text filter (q) narrows to one VM by its exact name.
+    target = server.get("/api/v1/vms")["vms"][3]
+    expected = {v["id"] for v in server.get(f"/api/v1/vms?q={target['name']}")["vms"]}
+    box = browser.find_element(By.ID, "filter-q")
+    box.send_keys(target["name"])
+    wait(browser, lambda d: {r.get_attribute("data-vm-id") for r in css(d, rows)} == expected,
+         message="text filter not applied")
+    assert "q=" in browser.current_url
+    assert js_errors(browser) == []
+
+
+def test_create_form_shows_field_errors_without_submitting(server, browser, screenshot):
+    host, image = pick_host_and_image(server, "linux")
+    before = job_ids(server)
+    fill_create_form(browser, server, host, image, "bad_name")
+    values = {"f-guest_v4_ipaddr": "10.0.0.300", "f-guest_v4_cidrprefix": "24",
+              "f-guest_v4_defaultgw": "10.0.0.1", "f-guest_v4_dns1": "10.0.0.2"}
+    for field_id, value in values.items():
+        browser.find_element(By.ID, field_id).send_keys(value)
+    assert browser.find_element(By.ID, "f-guest_la_pw").get_attribute("type") == "password"
+    submit_create(browser)
+
+    ip_error = wait(browser, lambda d: d.find_element(By.ID, "err-guest_v4_ipaddr").text,
+                    message="no field error for the bad IP address")
+    assert "IPv4" in ip_error
+    ip_box = browser.find_element(By.ID, "f-guest_v4_ipaddr")
+    assert ip_box.get_attribute("aria-invalid") == "true"
+    assert "err-guest_v4_ipaddr" in ip_box.get_attribute("aria-describedby").split()
+    assert browser.find_element(By.ID, "err-vm_name").text, "no field error for the bad VM name"
+    assert browser.find_element(By.ID, "err-guest_v4_defaultgw").text == ""
+    # Focus moved to the first invalid field; nothing was submitted.
+    assert browser.switch_to.active_element.get_attribute("id") == "f-vm_name"
+    assert browser.current_url.endswith("#/create")
+    screenshot(browser, "create-vm")
+    time.sleep(1)
+    assert job_ids(server) == before, "a job was created despite the field errors"
+
+    # A gateway outside the subnet is refused too, next to the gateway field.
+    for field_id, value in (("f-vm_name", "ui-bad-gw"), ("f-guest_v4_ipaddr", "10.0.0.30"),
+                            ("f-guest_v4_defaultgw", "10.0.9.1")):
+        box = browser.find_element(By.ID, field_id)
+        box.clear()
+        box.send_keys(value)
+    submit_create(browser)
+    wait(browser, lambda d: "inside 10.0.0.0/24" in d.find_element(By.ID, "err-guest_v4_defaultgw").text,
+         message="no field error for the gateway outside the subnet")
+    assert browser.find_element(By.ID, "err-guest_v4_ipaddr").text == ""
+    assert browser.find_element(By.ID, "err-vm_name").text == ""
+    time.sleep(1)
+    assert job_ids(server) == before
+    assert js_errors(browser) == []
+
+
+def test_create_with_existing_name_shows_the_server_error(server, browser):
+    host, image = pick_host_and_image(server, "linux")
+    taken = next(v["name"] for v in server.get(f"/api/v1/vms?host={host}")["vms"]
+                 if len(v["name"]) <= 15)
+    before = job_ids(server)
+    fill_create_form(browser, server, host, image, taken)
+    submit_create(browser)
+    message = wait(browser, lambda d: d.find_element(By.ID, "err-vm_name").text,
+                   message="the server's 409 was not shown next to the VM name")
+    assert browser.find_element(By.ID, "f-vm_name").get_attribute("aria-invalid") == "true"
+    assert message, "empty error"
+    assert browser.current_url.endswith("#/create")
+    assert job_ids(server) == before
+
+
+def test_vm_lifecycle_through_the_ui(server, browser, screenshot):
+    host, image = pick_host_and_image(server, "linux")
+    name = "ui-" + secrets.token_hex(3)
+
+    # Create, with the Linux-only SSH group (the Windows domain group is hidden).
+    fill_create_form(browser, server, host, image, name)
+    assert browser.find_element(By.ID, "group-domain").get_attribute("hidden") is not None
+    assert browser.find_element(By.ID, "group-ssh").is_displayed()
+    browser.find_element(By.ID, "f-cnf_ansible_ssh_user").send_keys("ansible")
+    browser.find_element(By.ID, "f-cnf_ansible_ssh_key").send_keys(SSH_KEY)
+    browser.find_element(By.ID, "f-vlan_id").send_keys("20")
+    submit_create(browser)
+    create_job = follow_job(browser, screenshot)
+    job = server.get(f"/api/v1/jobs/{create_job}")
+    assert job["type"] == "provision" and job["vm_name"] == name
+    page_text = browser.find_element(By.TAG_NAME, "body").text
+    assert "S3cret-ui-pw!" not in page_text, "a password is shown on the job page"
+
+    # The job list shows it finished.
+    go(browser, server, "#/jobs")
+    wait(browser, lambda d: css(d, f'#job-table tr[data-job-id="{create_job}"][data-status="succeeded"]'),
+         message="the finished job is not in the job list")
+    screenshot(browser, "jobs")
+
+    # The new VM is in the table; its row leads to the detail page.
+    go(browser, server, "#/vms")
+    wait(browser, lambda d: css(d, f'#vm-table tr[data-vm-name="{name}"]'), timeout=30,
+         message="the new VM is not in the table")
+    link = css(browser, f'#vm-table tr[data-vm-name="{name}"] a.vm-link')[0]
+    vm_id = css(browser, f'#vm-table tr[data-vm-name="{name}"]')[0].get_attribute("data-vm-id")
+    link.click()
+    wait(browser, lambda d: css(d, "#vm-name") and d.find_element(By.ID, "vm-name").text == name)
+    wait(browser, lambda d: vm_state(d) is not None)
+    screenshot(browser, "vm-detail")
+
+    # Power: turn it off and start it again (or the other way round), each a job that succeeds.
+    first = "stop" if vm_state(browser) == "Running" else "start"
+    for action in (first, "start" if first == "stop" else "stop"):
+        expected = "Off" if action == "stop" else "Running"
+        button = f'button[data-action="{action}"]'
+        wait(browser, lambda d: css(d, button) and css(d, button)[0].is_enabled(), timeout=30,
+             message=f"{action} never enabled")
+        allowed = server.get(f"/api/v1/vms/{vm_id}")["allowed_actions"]
+        for other in css(browser, "button[data-action]"):
+            assert other.is_enabled() == (other.get_attribute("data-action") in allowed), \
+                f"{other.get_attribute('data-action')} enabled state differs from allowed_actions"
+        css(browser, button)[0].click()
+        follow_job(browser)
+        go(browser, server, f"#/vms/{vm_id}")
+        try:
+            wait(browser, lambda d: vm_state(d) == expected, timeout=30)
+        except TimeoutException:
+            raise AssertionError(f"after {action} the state badge shows {vm_state(browser)}, not {expected}")
+
+    # Delete through the confirmation dialog, which wants the VM's name typed.
+    wait(browser, lambda d: css(d, "#delete-vm") and d.find_element(By.ID, "delete-vm").is_enabled(),
+         timeout=30, message="delete never enabled")
+    browser.find_element(By.ID, "delete-vm").click()
+    dialog = wait(browser, lambda d: d.find_element(By.ID, "delete-dialog").get_attribute("open") is not None
+                  and d.find_element(By.ID, "delete-dialog"))
+    assert name in dialog.find_element(By.ID, "delete-title").text
+    submit = browser.find_element(By.ID, "delete-submit")
+    assert not submit.is_enabled()
+    confirm = browser.find_element(By.ID, "delete-confirm")
+    confirm.send_keys(name + "x")
+    assert not submit.is_enabled(), "delete enabled with a wrong name"
+    confirm.send_keys(Keys.BACKSPACE)
+    assert submit.is_enabled()
+    browser.find_element(By.ID, "delete-force").click()
+    browser.find_element(By.ID, "delete-disks").click()
+    submit.click()
+    delete_job = follow_job(browser)
+    assert server.get(f"/api/v1/jobs/{delete_job}")["type"] == "delete"
+
+    go(browser, server, f"#/vms?q={name}")
+    wait(browser, lambda d: "No VMs match" in d.find_element(By.ID, "vm-table").text, timeout=30,
+         message="the deleted VM is still in the table")
+    assert server.get(f"/api/v1/vms?q={name}")["total"] == 0
+    assert js_errors(browser) == []
+
+
+def test_phone_width(server, browser, screenshot):
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        go(browser, server, "")
+        browser.refresh()
+        wait(browser, lambda d: len(css(d, "section.cluster")) == 2)
+        width = browser.execute_script("return window.innerWidth")
+        assert width == 390
+        # Nothing makes the page scroll sideways; wide tables scroll inside their own box.
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+        screenshot(browser, "overview-phone")
+        go(browser, server, "#/vms")
+        wait(browser, lambda d: len(css(d, "#vm-table tbody tr[data-vm-id]")) > 0)
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+        wrap = browser.find_element(By.CSS_SELECTOR, ".table-wrap")
+        assert browser.execute_script("return arguments[0].scrollWidth > arguments[0].clientWidth", wrap)
+        screenshot(browser, "vms-phone")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
