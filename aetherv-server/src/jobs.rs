@@ -904,6 +904,11 @@ impl JobQueue {
         Ok(view)
     }
 
+    /// Cancelled when the queue shuts down (long-lived streams end with it).
+    pub fn stopping(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
     /// Stops accepting jobs and cancels every queued and running one.
     pub fn shutdown(&self) {
         self.lock().closed = true;

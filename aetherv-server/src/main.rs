@@ -88,7 +88,13 @@ async fn run(config: Config) -> ExitCode {
     println!("aetherv is listening: web UI {url}/  API docs {url}/docs  (Ctrl-C stops)");
     tracing::info!(%address, "listening");
     let app = server.router();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let jobs = server.state().jobs.clone();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Ends the event streams (and cancels running jobs, which clean up), so open browser
+        // connections do not hold the shutdown.
+        jobs.shutdown();
+    });
     let result = serve.await;
     tracing::info!("shutting down");
     server.shutdown().await;

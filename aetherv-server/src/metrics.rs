@@ -3,7 +3,8 @@
 //! [`Metrics`] owns one `prometheus-client` registry and its metric families; every recording
 //! method is lock-free apart from the families' short read locks. [`handler`] serves
 //! [`Metrics::render`] as OpenMetrics text on `GET /metrics`. [`MeteredHost`] wraps any
-//! [`HyperVHost`] and records every call it forwards.
+//! [`HyperVHost`] and records every call it forwards; it can also hold a [`Gate`] that every
+//! call passes first (the server's gate deploys the host scripts before the first operation).
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
@@ -322,10 +323,19 @@ pub async fn handler(State(metrics): State<Arc<Metrics>>) -> Response {
         .into_response()
 }
 
-/// A [`HyperVHost`] that records every call into [`Metrics`] and forwards it unchanged.
+/// Something every call through a [`MeteredHost`] must pass before it is sent.
+#[async_trait]
+pub trait Gate: Send + Sync {
+    /// `Ok` to let the call through; an error fails the call with it.
+    async fn open(&self) -> HostResult<()>;
+}
+
+/// A [`HyperVHost`] that passes its [`Gate`] (if any), then records every call into
+/// [`Metrics`] and forwards it unchanged.
 pub struct MeteredHost {
     inner: Arc<dyn HyperVHost>,
     metrics: Arc<Metrics>,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 impl std::fmt::Debug for MeteredHost {
@@ -340,7 +350,18 @@ impl MeteredHost {
     /// Wraps `inner`, recording into `metrics`.
     #[must_use]
     pub fn new(inner: Arc<dyn HyperVHost>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+        Self {
+            inner,
+            metrics,
+            gate: None,
+        }
+    }
+
+    /// Makes every call pass `gate` first (a refused call counts as a failed one).
+    #[must_use]
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Runs `call`, then records its duration and outcome as `operation`.
@@ -350,7 +371,13 @@ impl MeteredHost {
         call: impl Future<Output = HostResult<T>>,
     ) -> HostResult<T> {
         let started = Instant::now();
-        let result = call.await;
+        let result = match &self.gate {
+            Some(gate) => match gate.open().await {
+                Ok(()) => call.await,
+                Err(e) => Err(e),
+            },
+            None => call.await,
+        };
         self.metrics.host_call(
             self.inner.host_name(),
             operation,
@@ -808,6 +835,35 @@ mod tests {
                 &[("host", "hv01")]
             ),
             None
+        );
+    }
+
+    struct Refuse;
+
+    #[async_trait]
+    impl Gate for Refuse {
+        async fn open(&self) -> HostResult<()> {
+            Err(aetherv_hyperv::Error::ScriptFailed {
+                host: "hv09".to_owned(),
+                operation: "deploy",
+                code: "DeployFailed".to_owned(),
+                message: "disk full".to_owned(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_gate_stops_the_call_and_counts_a_failure() {
+        let metrics = Arc::new(Metrics::new());
+        // No expectations: a forwarded call would panic the mock.
+        let host = MeteredHost::new(Arc::new(mock("hv09")), Arc::clone(&metrics))
+            .with_gate(Arc::new(Refuse));
+        let err = host.facts().await.expect_err("the gate refuses");
+        assert!(err.to_string().contains("disk full"), "{err}");
+        let samples = samples(&metrics.render());
+        assert_eq!(
+            value(&samples, "aetherv_winrm_failures_total", &[("host", "hv09")]),
+            Some(1.0)
         );
     }
 }

@@ -3,7 +3,7 @@
 //! metrics and the router.
 //!
 //! Start-up order: the HTTP server can answer as soon as [`Server::start`] returns (probes
-//! say "not ready"). Every host is wrapped in a [`DeployingHost`], which makes sure the host
+//! say "not ready"). Every host is a [`MeteredHost`] whose [`DeployGate`] makes sure the host
 //! scripts are deployed (version check, one command when current) before the first operation
 //! reaches the host, retrying on the next operation if deployment failed. The refresher's
 //! first pass therefore deploys, then loads facts and inventory; the server becomes ready when
@@ -16,11 +16,7 @@ use std::time::{Duration, Instant};
 
 use aetherv_hyperv::WinRmExecutor;
 use aetherv_hyperv::deploy::{Bundle, DeployOptions, Deployer};
-use aetherv_hyperv::ops::{
-    ClusterRole, CopiedImage, CopiedIso, CopyImageRequest, CopyIsoRequest, DeletedVm, GuestKvp,
-    HostFacts, HyperVHost, Inventory, Migrated, MigrationCheck, MigrationTarget, PowerAction,
-    PowerOutcome, RegisterVmSpec, RemovedPath, Vm, VmId, WinRmHyperVHost,
-};
+use aetherv_hyperv::ops::{HyperVHost, WinRmHyperVHost};
 use aetherv_hyperv::sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use aetherv_inventory::{CancellationToken, HostStatus, RefreshConfig, Refresher};
 use aetherv_provision::provision::ProvisionConfig;
@@ -34,15 +30,16 @@ use crate::auth::Authenticator;
 use crate::auth::oidc::{OidcConfig, ReqwestFetcher, Validator};
 use crate::config::{AuthConfig, Config, DemoConfig, HostTarget, Mode, Transport};
 use crate::jobs::{HostMap, JobObserver, JobQueue, JobStatus, JobType, QueueConfig};
-use crate::metrics::{MeteredHost, Metrics};
+use crate::metrics::{Gate, MeteredHost, Metrics};
 use crate::state::{AppState, Readiness, ServerInfo};
 
 /// The WinRM user of the simulated demo hosts.
 pub const DEMO_USER: &str = "aetherv-demo";
 
-/// A host whose scripts are deployed before its first operation (see the module docs).
-pub struct DeployingHost {
-    inner: Arc<dyn HyperVHost>,
+/// The gate of every host: its scripts are deployed (version checked; one command when they
+/// are current) before its first operation, and again after a failed attempt.
+pub struct DeployGate {
+    host: String,
     executor: WinRmExecutor,
     deployer: Arc<Deployer>,
     bundle: Arc<Bundle>,
@@ -50,16 +47,16 @@ pub struct DeployingHost {
     lock: tokio::sync::Mutex<()>,
 }
 
-impl DeployingHost {
-    /// Wraps `inner`, deploying `bundle` through `executor` first.
+impl DeployGate {
+    /// A gate deploying `bundle` through `executor` to `host`.
     pub fn new(
-        inner: Arc<dyn HyperVHost>,
+        host: impl Into<String>,
         executor: WinRmExecutor,
         deployer: Arc<Deployer>,
         bundle: Arc<Bundle>,
     ) -> Self {
         Self {
-            inner,
+            host: host.into(),
             executor,
             deployer,
             bundle,
@@ -67,96 +64,31 @@ impl DeployingHost {
             lock: tokio::sync::Mutex::new(()),
         }
     }
-
-    async fn ready(&self) -> aetherv_hyperv::Result<&dyn HyperVHost> {
-        if !self.deployed.load(Ordering::Acquire) {
-            let _guard = self.lock.lock().await;
-            if !self.deployed.load(Ordering::Acquire) {
-                let host = self.inner.host_name().to_owned();
-                let report = self
-                    .deployer
-                    .ensure_deployed(&self.executor, &self.bundle, |p| {
-                        tracing::debug!(host = %p.host, file = %p.file, done = p.bytes_done, total = p.bytes_total, "deploying host scripts");
-                    })
-                    .await
-                    .inspect_err(|e| {
-                        tracing::warn!(%host, error = %e, "deploying the host scripts failed; retrying with the next operation");
-                    })?;
-                tracing::info!(%host, outcome = ?report.outcome, version = %report.version, "host scripts");
-                self.deployed.store(true, Ordering::Release);
-            }
-        }
-        Ok(self.inner.as_ref())
-    }
 }
 
 #[async_trait]
-impl HyperVHost for DeployingHost {
-    fn host_name(&self) -> &str {
-        self.inner.host_name()
-    }
-    async fn facts(&self) -> aetherv_hyperv::Result<HostFacts> {
-        self.ready().await?.facts().await
-    }
-    async fn inventory(&self) -> aetherv_hyperv::Result<Inventory> {
-        self.ready().await?.inventory().await
-    }
-    async fn vm(&self, id: VmId) -> aetherv_hyperv::Result<Vm> {
-        self.ready().await?.vm(id).await
-    }
-    async fn power(&self, id: VmId, action: PowerAction) -> aetherv_hyperv::Result<PowerOutcome> {
-        self.ready().await?.power(id, action).await
-    }
-    async fn delete_vm(&self, id: VmId, delete_disks: bool) -> aetherv_hyperv::Result<DeletedVm> {
-        self.ready().await?.delete_vm(id, delete_disks).await
-    }
-    async fn kvp_read_guest(&self, id: VmId) -> aetherv_hyperv::Result<GuestKvp> {
-        self.ready().await?.kvp_read_guest(id).await
-    }
-    async fn kvp_write_host(
-        &self,
-        id: VmId,
-        items: Vec<(String, String)>,
-    ) -> aetherv_hyperv::Result<()> {
-        self.ready().await?.kvp_write_host(id, items).await
-    }
-    async fn kvp_remove_host(
-        &self,
-        id: VmId,
-        keys: Vec<String>,
-    ) -> aetherv_hyperv::Result<Vec<String>> {
-        self.ready().await?.kvp_remove_host(id, keys).await
-    }
-    async fn copy_image(&self, request: CopyImageRequest) -> aetherv_hyperv::Result<CopiedImage> {
-        self.ready().await?.copy_image(request).await
-    }
-    async fn copy_provisioning_iso(
-        &self,
-        request: CopyIsoRequest,
-    ) -> aetherv_hyperv::Result<CopiedIso> {
-        self.ready().await?.copy_provisioning_iso(request).await
-    }
-    async fn register_vm(&self, spec: RegisterVmSpec) -> aetherv_hyperv::Result<Vm> {
-        self.ready().await?.register_vm(spec).await
-    }
-    async fn add_cluster_role(&self, id: VmId) -> aetherv_hyperv::Result<ClusterRole> {
-        self.ready().await?.add_cluster_role(id).await
-    }
-    async fn remove_cluster_role(&self, id: VmId) -> aetherv_hyperv::Result<ClusterRole> {
-        self.ready().await?.remove_cluster_role(id).await
-    }
-    async fn compare_vm(
-        &self,
-        id: VmId,
-        target: MigrationTarget,
-    ) -> aetherv_hyperv::Result<MigrationCheck> {
-        self.ready().await?.compare_vm(id, target).await
-    }
-    async fn move_vm(&self, id: VmId, target: MigrationTarget) -> aetherv_hyperv::Result<Migrated> {
-        self.ready().await?.move_vm(id, target).await
-    }
-    async fn remove_path(&self, path: String) -> aetherv_hyperv::Result<RemovedPath> {
-        self.ready().await?.remove_path(path).await
+impl Gate for DeployGate {
+    async fn open(&self) -> aetherv_hyperv::Result<()> {
+        if self.deployed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _guard = self.lock.lock().await;
+        if self.deployed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let host = &self.host;
+        let report = self
+            .deployer
+            .ensure_deployed(&self.executor, &self.bundle, |p| {
+                tracing::debug!(host = %p.host, file = %p.file, done = p.bytes_done, total = p.bytes_total, "deploying host scripts");
+            })
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(%host, error = %e, "deploying the host scripts failed; retrying with the next operation");
+            })?;
+        tracing::info!(%host, outcome = ?report.outcome, version = %report.version, "host scripts");
+        self.deployed.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -327,15 +259,15 @@ impl Server {
                 &config.install_directory,
             );
             let api: Arc<dyn HyperVHost> = Arc::new(WinRmHyperVHost::new(executor.clone()));
-            let deploying: Arc<dyn HyperVHost> = Arc::new(DeployingHost::new(
-                api,
+            let gate = DeployGate::new(
+                target.name.clone(),
                 executor,
                 Arc::clone(&deployer),
                 Arc::clone(&bundle),
-            ));
-            let metered: Arc<dyn HyperVHost> =
-                Arc::new(MeteredHost::new(deploying, Arc::clone(&metrics)));
-            hosts.insert(target.name.clone(), metered);
+            );
+            let host: Arc<dyn HyperVHost> =
+                Arc::new(MeteredHost::new(api, Arc::clone(&metrics)).with_gate(Arc::new(gate)));
+            hosts.insert(target.name.clone(), host);
         }
         let cancel = CancellationToken::new();
         let refresh = RefreshConfig {

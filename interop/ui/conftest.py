@@ -60,6 +60,7 @@ class Server:
             DEMO_CLUSTERS="2",
             DEMO_VMS_PER_HOST="8",
             LOG_LEVEL="info",
+            INVENTORY_REFRESH_INTERVAL="5",
         )
         self.log_path = Path(self.tmp) / "server.log"
         self.log = open(self.log_path, "w")
@@ -95,6 +96,17 @@ class Server:
     def get(self, path: str):
         """GETs an API path and returns the decoded JSON."""
         req = urllib.request.Request(self.base + path, headers={"Accept": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read().decode())
+
+    def post(self, path: str, body):
+        """POSTs JSON to an API path and returns the decoded JSON answer."""
+        req = urllib.request.Request(
+            self.base + path,
+            data=json.dumps(body).encode(),
+            headers={"Accept": "application/json", "Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read().decode())
 

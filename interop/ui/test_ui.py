@@ -7,7 +7,7 @@ demo fleet first, then a VM is created, powered, and deleted through the UI.
 import secrets
 import time
 
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -19,7 +19,9 @@ SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVpLXRlc3Qta2V5LW5vdC1hLXJlYWwta
 
 
 def wait(driver, condition, timeout=20, message=""):
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+    # Live updates re-render rows and panels, so an element found a moment ago may be gone.
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
 
 
 def go(driver, server, route):
@@ -314,6 +316,112 @@ def test_vm_lifecycle_through_the_ui(server, browser, screenshot):
          message="the deleted VM is still in the table")
     assert server.get(f"/api/v1/vms?q={name}")["total"] == 0
     assert js_errors(browser) == []
+
+
+def test_live_updates_from_the_event_stream(server, browser):
+    """Rows appear and change through /api/v1/events without reloading the page."""
+    host, image = pick_host_and_image(server, "linux")
+    name = "live-" + secrets.token_hex(3)
+    go(browser, server, f"#/vms?q={name}")
+    browser.refresh()
+    wait(browser, lambda d: "No VMs match" in d.find_element(By.ID, "vm-table").text)
+    body = {"vm_name": name, "hyperv_host": host, "image_name": image, "gb_ram": 1,
+            "cpu_cores": 1, "guest_la_uid": "uiadmin", "guest_la_pw": "S3cret-ui-pw!"}
+    job_id = server.post("/api/v1/vms/create", body)["job_id"]
+    wait(browser, lambda d: css(d, f'#vm-table tr[data-vm-name="{name}"]'), timeout=JOB_TIMEOUT,
+         message="the VM created through the API never appeared live")
+
+    # The job list follows the job events live too.
+    go(browser, server, "#/jobs")
+    wait(browser, lambda d: css(d, f'#job-table tr[data-job-id="{job_id}"]'))
+    vm_id = None
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while vm_id is None and time.monotonic() < deadline:
+        job = server.get(f"/api/v1/jobs/{job_id}")
+        if job["status"] in FINISHED:
+            assert job["status"] == "succeeded", job.get("error")
+            vm_id = job["vm_id"]
+        else:
+            time.sleep(0.3)
+    assert vm_id, "the provisioning job did not finish"
+    stop_job = server.post(f"/api/v1/vms/{vm_id}/actions/stop", {})["job_id"]
+    wait(browser, lambda d: css(d, f'#job-table tr[data-job-id="{stop_job}"][data-status="succeeded"]'),
+         timeout=JOB_TIMEOUT, message="the power job's progress never reached the list live")
+    delete_job = server.post("/api/v1/vms/delete", {"vm_id": vm_id, "force": True, "delete_disks": True})["job_id"]
+    wait(browser, lambda d: css(d, f'#job-table tr[data-job-id="{delete_job}"][data-status="succeeded"]'),
+         timeout=JOB_TIMEOUT, message="the delete job never reached the list live")
+    assert js_errors(browser) == []
+
+
+def _stub_fetch(browser, stub):
+    """Installs a fetch() wrapper into every new document: `stub` is JavaScript that may return
+    a canned Response for `url` (a URL) and `method`, else the real request is made."""
+    source = """(() => {
+      const real = window.fetch.bind(window);
+      const json = (status, body) => Promise.resolve(new Response(JSON.stringify(body),
+        {status, headers: {"Content-Type": "application/json"}}));
+      window.fetch = (input, init) => {
+        const url = new URL(typeof input === "string" ? input : input.url, location.href);
+        const method = (init && init.method) || "GET";
+        %s
+        return real(input, init);
+      };
+    })();""" % stub
+    return browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": source})["identifier"]
+
+
+def test_roles_and_auth_errors_are_shown(server, browser):
+    vm = next(v for v in server.get("/api/v1/vms?state=Running")["vms"] if not v["busy_job"])
+    me = ('{auth_enabled: true, subject: "u-1", name: "Rita <b>Reader</b>", role: "%s", '
+          'login_url: "/oidc/login", logout_url: "/oidc/logout"}')
+
+    # A reader sees the VM but no enabled control that changes anything.
+    script = _stub_fetch(browser, 'if (url.pathname === "/api/v1/me") return json(200, %s);' % (me % "reader"))
+    try:
+        go(browser, server, f"#/vms/{vm['id']}")
+        browser.refresh()
+        wait(browser, lambda d: vm_state(d) == "Running")
+        assert browser.find_element(By.ID, "user-name").text == "Rita <b>Reader</b>"  # as text
+        assert browser.find_element(By.ID, "user-role").text == "reader"
+        assert browser.find_element(By.ID, "sign-out").get_attribute("href").endswith("/oidc/logout")
+        assert all(not b.is_enabled() for b in css(browser, "button[data-action], #delete-vm"))
+        assert not browser.find_element(By.CSS_SELECTOR, '[data-nav="create"]').is_displayed()
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script})
+
+    # A 403 from the server is shown in the banner with the server's message.
+    script = _stub_fetch(browser, """
+        if (url.pathname === "/api/v1/me") return json(200, %s);
+        if (method === "POST") return json(403, {error: {code: "forbidden", message: "role writer is not enough here"}});
+        """ % (me % "writer"))
+    try:
+        go(browser, server, f"#/vms/{vm['id']}")
+        browser.refresh()
+        button = 'button[data-action="save"]'
+        wait(browser, lambda d: css(d, button) and css(d, button)[0].is_enabled())
+        css(browser, button)[0].click()
+        banner = wait(browser, lambda d: d.find_element(By.ID, "banner").is_displayed() and d.find_element(By.ID, "banner"))
+        assert "Permission denied: role writer is not enough here" in banner.text
+        assert f"#/vms/{vm['id']}" in browser.current_url
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script})
+
+    # Not signed in: a Sign in link to login_url, and a 401 answer offers it again.
+    script = _stub_fetch(browser, """
+        if (url.pathname === "/api/v1/me") return json(200, {auth_enabled: true, subject: null, name: null,
+            role: null, login_url: "/oidc/login", logout_url: null});
+        if (url.pathname.startsWith("/api/v1/")) return json(401, {error: {code: "unauthenticated", message: "no token"}});
+        """)
+    try:
+        go(browser, server, "")
+        browser.refresh()
+        banner = wait(browser, lambda d: d.find_element(By.ID, "banner").is_displayed() and d.find_element(By.ID, "banner"))
+        assert "no token" in banner.text
+        links = css(browser, "#sign-in")
+        assert links and all("/oidc/login" in a.get_attribute("href") for a in links)
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script})
+    browser.refresh()
 
 
 def test_phone_width(server, browser, screenshot):
