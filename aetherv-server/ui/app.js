@@ -628,12 +628,16 @@
     }
 
     let loadSeq = 0;
+    let lastJson = "";
     async function load() {
       const seq = ++loadSeq;
       const params = new URLSearchParams();
       for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
       const data = await guarded(() => api("GET", "/api/v1/vms" + (params.toString() ? "?" + params.toString() : "")));
       if (!data || !alive || seq !== loadSeq) return;
+      const json = JSON.stringify(data);
+      if (json === lastJson) return;
+      lastJson = json;
       vms = data.vms || [];
       const total = typeof data.total === "number" ? data.total : vms.length;
       countNode.textContent = vms.length === total ? vms.length + " VMs" : vms.length + " of " + total + " VMs";
@@ -671,6 +675,8 @@
         if (x > y) return sort.dir;
         return 0;
       });
+      // Live updates redraw the rows: keep keyboard focus on the same VM's link.
+      const focused = tbody.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
       clear(tbody);
       if (!rows.length) {
         tbody.appendChild(h("tr", {}, h("td", { colspan: String(columns.length), class: "muted" }, "No VMs match.")));
@@ -704,6 +710,10 @@
             h("td", { class: "mono" }, (vm.ip_addresses || []).join(", ") || "—")
           )
         );
+      }
+      if (focused) {
+        const again = Array.from(tbody.querySelectorAll("a")).find((a) => a.getAttribute("href") === focused);
+        if (again) again.focus({ preventScroll: true });
       }
     }
 

@@ -60,7 +60,6 @@ class Server:
             DEMO_CLUSTERS="2",
             DEMO_VMS_PER_HOST="8",
             LOG_LEVEL="info",
-            INVENTORY_REFRESH_INTERVAL="5",
         )
         self.log_path = Path(self.tmp) / "server.log"
         self.log = open(self.log_path, "w")

@@ -155,12 +155,19 @@ def test_vm_table_sorts_and_filters(server, browser, screenshot):
     name_header.send_keys(Keys.ENTER)
     th = browser.find_element(By.CSS_SELECTOR, 'th[data-key="name"]')
     assert th.get_attribute("aria-sort") == "descending"
-    names = [r.get_attribute("data-vm-name") for r in css(browser, rows)]
-    assert names == sorted(names, key=str.lower, reverse=True)
+
+    def names(d):
+        return [r.get_attribute("data-vm-name") for r in css(d, rows)]
+
+    wait(browser, lambda d: len(names(d)) == 40 and names(d) == sorted(names(d), key=str.lower, reverse=True),
+         message="rows not sorted by name, descending")
     browser.find_element(By.CSS_SELECTOR, 'button[data-sort="processor_count"]').click()
     assert browser.find_element(By.CSS_SELECTOR, 'th[data-key="processor_count"]').get_attribute("aria-sort") == "ascending"
-    cpus = [int(r.find_elements(By.TAG_NAME, "td")[4].text) for r in css(browser, rows)]
-    assert cpus == sorted(cpus)
+
+    def cpus(d):
+        return [int(r.find_elements(By.TAG_NAME, "td")[4].text) for r in css(d, rows)]
+
+    wait(browser, lambda d: cpus(d) == sorted(cpus(d)), message="rows not sorted by CPUs")
 
     # The state filter is sent to the server; every row shown has that state.
     running = server.get("/api/v1/vms?state=Running")["total"]

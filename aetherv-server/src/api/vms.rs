@@ -197,8 +197,9 @@ pub async fn create(
 ) -> ApiResult<Response> {
     ensure_ready(&state)?;
     let hint = content_type(&headers)?;
-    let validated =
-        JobRequest::parse_flat(body_text(&body)?, hint).map_err(|e| schema_error(&e))?;
+    let text = body_text(&body)?;
+    check_syntax(text, hint)?;
+    let validated = JobRequest::parse_flat(text, hint).map_err(|e| schema_error(&e))?;
     provision(&state, validated, true)
 }
 
@@ -279,9 +280,12 @@ pub async fn delete(
                 .ok_or_else(|| ApiError::not_found("VM", id).with_field("vm_id"))?
         }
         (None, Some(name), Some(host)) => {
+            // Hyper-V VM names are case-insensitive, as in the create check and job locking.
             let mut matches = snapshot
-                .vms_named(name)
-                .filter(|vm| vm.host.eq_ignore_ascii_case(host));
+                .hosts()
+                .filter(|h| h.name.eq_ignore_ascii_case(host))
+                .flat_map(|h| h.vms.values())
+                .filter(|vm| vm.vm.name.eq_ignore_ascii_case(name));
             let found = matches.next().ok_or_else(|| {
                 ApiError::not_found("VM", &format!("{name} on host {host}")).with_field("vm_name")
             })?;

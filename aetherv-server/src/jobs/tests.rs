@@ -174,7 +174,10 @@ async fn a_power_job_succeeds_and_records_its_outcome() {
     let vm = vm_id(1);
     let submitted = q.submit(power_job("HV01", vm, PowerAction::Start)).unwrap();
     assert_eq!(submitted.status, JobStatus::Queued);
-    assert_eq!(submitted.target_host, "hv01", "the configured host name is used");
+    assert_eq!(
+        submitted.target_host, "hv01",
+        "the configured host name is used"
+    );
     assert_eq!(submitted.job_type, JobType::Power);
     assert_eq!(submitted.action, Some(PowerAction::Start));
 
@@ -183,7 +186,11 @@ async fn a_power_job_succeeds_and_records_its_outcome() {
     assert_eq!(done.percent, 100);
     assert_eq!(done.error, None);
     assert!(done.started_at.is_some() && done.finished_at.is_some());
-    assert_eq!(done.result.as_ref().unwrap()["state"], 2, "Running is state 2");
+    assert_eq!(
+        done.result.as_ref().unwrap()["state"],
+        2,
+        "Running is state 2"
+    );
     assert_eq!(done.steps.len(), 1);
     assert_eq!(done.steps[0].name, "Power.Apply");
     assert_eq!(done.steps[0].status, "succeeded");
@@ -259,11 +266,15 @@ async fn the_global_bound_holds_jobs_of_other_hosts() {
             ),
         ],
     );
-    let first = q.submit(power_job("hv-a", vm_id(1), PowerAction::Start)).unwrap();
+    let first = q
+        .submit(power_job("hv-a", vm_id(1), PowerAction::Start))
+        .unwrap();
     gate.entered().await;
     assert_eq!(q.get(&first.id).unwrap().status, JobStatus::Running);
 
-    let second = q.submit(power_job("hv-b", vm_id(2), PowerAction::Start)).unwrap();
+    let second = q
+        .submit(power_job("hv-b", vm_id(2), PowerAction::Start))
+        .unwrap();
     // A negative check: give the second job every chance to start, then look.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let waiting = q.get(&second.id).unwrap();
@@ -282,7 +293,13 @@ async fn the_global_bound_holds_jobs_of_other_hosts() {
         !early.load(Ordering::SeqCst),
         "the second host was called while the only global slot was taken"
     );
-    assert_eq!((a_calls.load(Ordering::SeqCst), b_calls.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(
+        (
+            a_calls.load(Ordering::SeqCst),
+            b_calls.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -310,11 +327,17 @@ async fn the_per_host_bound_holds_jobs_of_the_same_host_only() {
             ),
         ],
     );
-    let first = q.submit(power_job("hv01", vm_id(1), PowerAction::Start)).unwrap();
+    let first = q
+        .submit(power_job("hv01", vm_id(1), PowerAction::Start))
+        .unwrap();
     gate.entered().await;
-    let second = q.submit(power_job("hv01", vm_id(2), PowerAction::Start)).unwrap();
+    let second = q
+        .submit(power_job("hv01", vm_id(2), PowerAction::Start))
+        .unwrap();
     // Another host is not held back by hv01's bound.
-    let other = q.submit(power_job("hv02", vm_id(3), PowerAction::Start)).unwrap();
+    let other = q
+        .submit(power_job("hv02", vm_id(3), PowerAction::Start))
+        .unwrap();
     let other = wait_end(&q, &other.id).await;
     assert_eq!(other.status, JobStatus::Succeeded);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -402,7 +425,9 @@ async fn one_job_per_vm_and_per_new_name() {
     // Once the jobs ended, the VM and the name are free again.
     let again = q.submit(provision("web-01")).unwrap();
     wait_end(&q, &again.id).await;
-    let again = q.submit(power_job("hv01", vm, PowerAction::Shutdown)).unwrap();
+    let again = q
+        .submit(power_job("hv01", vm, PowerAction::Shutdown))
+        .unwrap();
     assert_eq!(wait_end(&q, &again.id).await.status, JobStatus::Succeeded);
 }
 
@@ -417,9 +442,13 @@ async fn cancelling_a_queued_job_ends_it_at_once() {
             power_host("hv01", Some(gate.clone()), Arc::clone(&calls), || {}),
         )],
     );
-    let running = q.submit(power_job("hv01", vm_id(1), PowerAction::Start)).unwrap();
+    let running = q
+        .submit(power_job("hv01", vm_id(1), PowerAction::Start))
+        .unwrap();
     gate.entered().await;
-    let queued = q.submit(power_job("hv01", vm_id(2), PowerAction::Start)).unwrap();
+    let queued = q
+        .submit(power_job("hv01", vm_id(2), PowerAction::Start))
+        .unwrap();
     let vm = vm_id(2);
     assert_eq!(q.busy_job(vm), Some(queued.id.clone()));
 
@@ -438,7 +467,11 @@ async fn cancelling_a_queued_job_ends_it_at_once() {
 
     release.send(()).unwrap();
     assert_eq!(wait_end(&q, &running.id).await.status, JobStatus::Succeeded);
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the cancelled job never ran");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the cancelled job never ran"
+    );
 }
 
 #[tokio::test]
@@ -448,7 +481,9 @@ async fn cancelling_a_finished_or_unknown_job_is_refused() {
         config(4, 2, 100),
         vec![("hv01", power_host("hv01", None, calls, || {}))],
     );
-    let job = q.submit(power_job("hv01", vm_id(1), PowerAction::Start)).unwrap();
+    let job = q
+        .submit(power_job("hv01", vm_id(1), PowerAction::Start))
+        .unwrap();
     wait_end(&q, &job.id).await;
     assert_eq!(
         q.cancel(&job.id).unwrap_err(),
@@ -472,7 +507,12 @@ async fn the_history_keeps_the_newest_finished_jobs_and_every_running_one() {
         vec![
             (
                 "hv01",
-                power_host("hv01", Some(gate.clone()), Arc::new(AtomicUsize::new(0)), || {}),
+                power_host(
+                    "hv01",
+                    Some(gate.clone()),
+                    Arc::new(AtomicUsize::new(0)),
+                    || {},
+                ),
             ),
             (
                 "hv02",
@@ -480,11 +520,15 @@ async fn the_history_keeps_the_newest_finished_jobs_and_every_running_one() {
             ),
         ],
     );
-    let running = q.submit(power_job("hv01", vm_id(1000), PowerAction::Start)).unwrap();
+    let running = q
+        .submit(power_job("hv01", vm_id(1000), PowerAction::Start))
+        .unwrap();
     gate.entered().await;
     let mut finished = Vec::new();
     for n in 0..15 {
-        let job = q.submit(power_job("hv02", vm_id(n), PowerAction::Start)).unwrap();
+        let job = q
+            .submit(power_job("hv02", vm_id(n), PowerAction::Start))
+            .unwrap();
         assert_eq!(wait_end(&q, &job.id).await.status, JobStatus::Succeeded);
         finished.push(job.id);
     }
@@ -514,7 +558,9 @@ async fn the_history_keeps_the_newest_finished_jobs_and_every_running_one() {
     );
     let mut ids = Vec::new();
     for n in 0..15 {
-        let job = q.submit(power_job("hv02", vm_id(n), PowerAction::Start)).unwrap();
+        let job = q
+            .submit(power_job("hv02", vm_id(n), PowerAction::Start))
+            .unwrap();
         wait_end(&q, &job.id).await;
         ids.push(job.id);
     }
@@ -561,7 +607,9 @@ async fn following_a_finished_job_yields_every_line_then_one_end() {
             power_host("hv01", None, Arc::new(AtomicUsize::new(0)), || {}),
         )],
     );
-    let job = q.submit(power_job("hv01", vm_id(1), PowerAction::Start)).unwrap();
+    let job = q
+        .submit(power_job("hv01", vm_id(1), PowerAction::Start))
+        .unwrap();
     wait_end(&q, &job.id).await;
     let mut follower = q.follow(&job.id).unwrap();
     let (lines, ends, last) = drain(&mut follower).await;
@@ -579,13 +627,23 @@ async fn following_a_job_that_ends_meanwhile_yields_every_line_then_one_end() {
         config(4, 2, 100),
         vec![(
             "hv01",
-            power_host("hv01", Some(gate.clone()), Arc::new(AtomicUsize::new(0)), || {}),
+            power_host(
+                "hv01",
+                Some(gate.clone()),
+                Arc::new(AtomicUsize::new(0)),
+                || {},
+            ),
         )],
     );
-    let job = q.submit(power_job("hv01", vm_id(1), PowerAction::Start)).unwrap();
+    let job = q
+        .submit(power_job("hv01", vm_id(1), PowerAction::Start))
+        .unwrap();
     let mut follower = q.follow(&job.id).unwrap();
     let first = timeout(WAIT, follower.next()).await.unwrap().unwrap();
-    let FollowItem::Lines { lines: mut seen, .. } = first else {
+    let FollowItem::Lines {
+        lines: mut seen, ..
+    } = first
+    else {
         panic!("a fresh job starts with lines: {first:?}");
     };
     assert_eq!(seen[0].seq, 0);
@@ -597,7 +655,11 @@ async fn following_a_job_that_ends_meanwhile_yields_every_line_then_one_end() {
     assert_eq!(ends, 1, "exactly one end");
     let last = last.unwrap();
     assert_eq!(last.status, JobStatus::Succeeded);
-    assert_eq!(seen, q.lines(&job.id).unwrap().0, "every line, once, in order");
+    assert_eq!(
+        seen,
+        q.lines(&job.id).unwrap().0,
+        "every line, once, in order"
+    );
     assert!(seen.iter().enumerate().all(|(i, l)| l.seq == i as u64));
     assert_eq!(seen.last().unwrap().message, "job succeeded");
     assert!(follower.next().await.is_none());
@@ -630,9 +692,13 @@ async fn list_filters_by_status_type_host_vm_and_limit() {
             ("hv02", failing),
         ],
     );
-    let a = q.submit(power_job("hv01", vm_id(1), PowerAction::Start)).unwrap();
+    let a = q
+        .submit(power_job("hv01", vm_id(1), PowerAction::Start))
+        .unwrap();
     wait_end(&q, &a.id).await;
-    let b = q.submit(power_job("hv02", vm_id(2), PowerAction::Start)).unwrap();
+    let b = q
+        .submit(power_job("hv02", vm_id(2), PowerAction::Start))
+        .unwrap();
     wait_end(&q, &b.id).await;
     let c = q
         .submit(NewJob {
@@ -645,9 +711,8 @@ async fn list_filters_by_status_type_host_vm_and_limit() {
         .unwrap();
     wait_end(&q, &c.id).await;
 
-    let ids = |filter: JobFilter| -> Vec<String> {
-        q.list(&filter).into_iter().map(|j| j.id).collect()
-    };
+    let ids =
+        |filter: JobFilter| -> Vec<String> { q.list(&filter).into_iter().map(|j| j.id).collect() };
     assert_eq!(
         ids(JobFilter::default()),
         vec![c.id.clone(), b.id.clone(), a.id.clone()],
@@ -795,10 +860,17 @@ async fn records_never_contain_the_guest_password() {
     let done = wait_end(&q, &job.id).await;
     assert_eq!(done.status, JobStatus::Failed, "{done:?}");
     assert!(
-        done.error.as_deref().unwrap().contains("no room for web-01"),
+        done.error
+            .as_deref()
+            .unwrap()
+            .contains("no room for web-01"),
         "{done:?}"
     );
-    assert_eq!(copies.load(Ordering::SeqCst), 1, "the job got as far as the copy");
+    assert_eq!(
+        copies.load(Ordering::SeqCst),
+        1,
+        "the job got as far as the copy"
+    );
     assert_eq!(done.parameters["values"]["guest_la_pw"], "***");
     let record = serde_json::to_string(&q.get(&job.id).unwrap()).unwrap();
     assert!(!record.contains(SECRET), "{record}");
