@@ -178,8 +178,7 @@
 
   function signInLink() {
     const url = (state.me && state.me.login_url) || "/oidc/login";
-    const back = location.hash ? "?return_to=" + encodeURIComponent("/" + location.hash) : "";
-    return h("a", { href: url + back, id: "sign-in" }, "Sign in");
+    return h("a", { href: url, id: "sign-in" }, "Sign in");
   }
 
   // ---------------------------------------------------------------------------------------------
