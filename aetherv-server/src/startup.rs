@@ -21,7 +21,6 @@ use aetherv_hyperv::sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use aetherv_inventory::{CancellationToken, HostStatus, RefreshConfig, Refresher};
 use aetherv_provision::provision::ProvisionConfig;
 use aetherv_winrm::{Client, Secret};
-use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use axum::Router;
 use rand::Rng as _;
@@ -312,7 +311,7 @@ impl Server {
                 mode: if demo { "demo" } else { "fleet" },
                 version: env!("CARGO_PKG_VERSION"),
             }),
-            vm_list_cache: Arc::new(ArcSwapOption::empty()),
+            vm_list_cache: Arc::default(),
         };
         tokio::spawn(watch_readiness(
             state.clone(),

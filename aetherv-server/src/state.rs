@@ -80,6 +80,20 @@ pub struct CachedList {
     pub busy_epoch: u64,
     /// The JSON body.
     pub body: Bytes,
+    /// The same body, gzip-compressed (for clients that accept it).
+    pub gzip: Bytes,
+    /// Entity tag naming this version of the list.
+    pub etag: String,
+}
+
+/// The unfiltered VM list, serialised (and compressed) once per inventory change; one request
+/// rebuilds it while the others wait for the result instead of rebuilding it too.
+#[derive(Debug, Default)]
+pub struct VmListCache {
+    /// The latest serialised list.
+    pub current: ArcSwapOption<CachedList>,
+    /// Held while the list is rebuilt.
+    pub rebuild: tokio::sync::Mutex<()>,
 }
 
 /// Everything the handlers share; cheap to clone.
@@ -98,7 +112,7 @@ pub struct AppState {
     /// Mode and version.
     pub info: Arc<ServerInfo>,
     /// The unfiltered VM list, serialised once per inventory change.
-    pub vm_list_cache: Arc<ArcSwapOption<CachedList>>,
+    pub vm_list_cache: Arc<VmListCache>,
 }
 
 impl std::fmt::Debug for AppState {

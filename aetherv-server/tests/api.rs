@@ -19,7 +19,6 @@ use aetherv_server::auth::oidc::{OidcConfig, ReqwestFetcher, RoleNames, Validato
 use aetherv_server::jobs::{FollowItem, HostMap, JobQueue, JobStatus, NoObserver, QueueConfig};
 use aetherv_server::metrics::Metrics;
 use aetherv_server::state::{AppState, Readiness, ServerInfo};
-use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -392,7 +391,7 @@ async fn fixture_with(config: QueueConfig, readiness: Readiness, auth: Authentic
             mode: "demo",
             version: "test",
         }),
-        vm_list_cache: Arc::new(ArcSwapOption::empty()),
+        vm_list_cache: Arc::default(),
     };
     Fixture {
         app: router(state.clone()),
@@ -832,6 +831,74 @@ async fn the_cached_vm_list_changes_when_a_job_makes_a_vm_busy() {
         .clone();
     assert_eq!(web["busy_job"], Value::Null);
     assert_eq!(web["state"], "Paused");
+}
+
+#[tokio::test]
+async fn the_vm_list_is_sent_compressed_and_revalidated_by_etag() {
+    let fx = fixture().await;
+    let plain = fx.get("/api/v1/vms").await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(plain.headers.get(header::CONTENT_ENCODING).is_none());
+    let etag = plain.headers.get(header::ETAG).unwrap().clone();
+
+    let zipped = fx
+        .send(
+            Request::get("/api/v1/vms")
+                .header(header::ACCEPT_ENCODING, "br;q=1.0, gzip;q=0.8")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        zipped.headers.get(header::CONTENT_ENCODING).unwrap(),
+        "gzip"
+    );
+    assert_eq!(zipped.headers.get(header::ETAG).unwrap(), &etag);
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&zipped.body[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert_eq!(unzipped, plain.body.to_vec(), "the same list, compressed");
+
+    let refused = fx
+        .send(
+            Request::get("/api/v1/vms")
+                .header(header::ACCEPT_ENCODING, "gzip;q=0")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(refused.headers.get(header::CONTENT_ENCODING).is_none());
+
+    let unchanged = fx
+        .send(
+            Request::get("/api/v1/vms")
+                .header(header::IF_NONE_MATCH, etag.clone())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    assert!(unchanged.body.is_empty());
+
+    // A change of the busy set makes a new version.
+    let job = accepted(
+        &fx.post(&format!("/api/v1/vms/{}/actions/pause", id(WEB)), None, "")
+            .await,
+    );
+    fx.wait_job(&job).await;
+    let changed = fx
+        .send(
+            Request::get("/api/v1/vms")
+                .header(header::IF_NONE_MATCH, etag.clone())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_ne!(changed.headers.get(header::ETAG).unwrap(), &etag);
 }
 
 #[tokio::test]

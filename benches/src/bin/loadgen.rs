@@ -61,6 +61,9 @@ struct Args {
     /// Time limit of one request (sending it and reading the whole body), in seconds.
     #[arg(long, default_value_t = 10.0)]
     timeout_secs: f64,
+    /// Extra request header `Name: value` (repeatable), e.g. `Accept-Encoding: gzip`.
+    #[arg(long = "header")]
+    headers: Vec<String>,
     /// Worker threads of the runtime (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -72,6 +75,8 @@ struct Target {
     authority: String,
     /// Path and query of each URL, in rotation order.
     paths: Vec<String>,
+    /// Extra headers of every request.
+    headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
 }
 
 impl Target {
@@ -108,7 +113,30 @@ impl Target {
             );
         }
         let authority = authority.ok_or_else(|| "at least one --url is required".to_owned())?;
-        Ok(Self { authority, paths })
+        Ok(Self {
+            authority,
+            paths,
+            headers: Vec::new(),
+        })
+    }
+
+    /// Adds `Name: value` headers to every request.
+    fn with_headers(mut self, headers: &[String]) -> Result<Self, String> {
+        for header in headers {
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| format!("--header {header:?}: expected `Name: value`"))?;
+            let name = name
+                .trim()
+                .parse::<hyper::header::HeaderName>()
+                .map_err(|e| format!("--header {header:?}: {e}"))?;
+            let value = value
+                .trim()
+                .parse::<hyper::header::HeaderValue>()
+                .map_err(|e| format!("--header {header:?}: {e}"))?;
+            self.headers.push((name, value));
+        }
+        Ok(self)
     }
 }
 
@@ -181,8 +209,11 @@ async fn one_request(
     path: &str,
 ) -> Result<(u16, usize), String> {
     sender.ready().await.map_err(|e| e.to_string())?;
-    let request = Request::get(path)
-        .header(hyper::header::HOST, target.authority.as_str())
+    let mut request = Request::get(path).header(hyper::header::HOST, target.authority.as_str());
+    for (name, value) in &target.headers {
+        request = request.header(name, value);
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let response = sender
@@ -343,7 +374,7 @@ async fn run(args: Args, target: Target) -> Result<serde_json::Value, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let target = match Target::parse(&args.urls) {
+    let target = match Target::parse(&args.urls).and_then(|t| t.with_headers(&args.headers)) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
