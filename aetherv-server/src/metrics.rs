@@ -862,7 +862,11 @@ mod tests {
         assert!(err.to_string().contains("disk full"), "{err}");
         let samples = samples(&metrics.render());
         assert_eq!(
-            value(&samples, "aetherv_winrm_failures_total", &[("host", "hv09")]),
+            value(
+                &samples,
+                "aetherv_winrm_failures_total",
+                &[("host", "hv09")]
+            ),
             Some(1.0)
         );
     }
