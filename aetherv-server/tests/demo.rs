@@ -132,17 +132,20 @@ async fn read_sse(
     }
 }
 
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    let response = client.get(&url).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
 async fn job_until_done(client: &reqwest::Client, base: &str, id: &str) -> Value {
     let deadline = Instant::now() + BOUND;
     loop {
-        let job: Value = client
-            .get(format!("{base}/api/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job: Value = get_json(client, format!("{base}/api/v1/jobs/{id}")).await;
         let status = job["status"].as_str().unwrap().to_owned();
         if ["succeeded", "failed", "cancelled"].contains(&status.as_str()) {
             return job;
@@ -168,23 +171,9 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
     );
     wait_ready(&client, &base).await;
 
-    let clusters: Value = client
-        .get(format!("{base}/api/v1/clusters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let clusters: Value = get_json(&client, format!("{base}/api/v1/clusters")).await;
     assert_eq!(clusters["clusters"].as_array().unwrap().len(), 2);
-    let status: Value = client
-        .get(format!("{base}/api/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get_json(&client, format!("{base}/api/v1/status")).await;
     assert_eq!(status["mode"], "demo");
     assert_eq!(status["hosts"], 5);
     assert_eq!(status["vms"], 40);
@@ -269,14 +258,7 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
     assert_eq!(again.status(), 409);
 
     // The VM is in the inventory, and the event stream announced it.
-    let vm: Value = client
-        .get(format!("{base}/api/v1/vms/{vm_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let vm: Value = get_json(&client, format!("{base}/api/v1/vms/{vm_id}")).await;
     assert_eq!(vm["name"], "e2e-web-01");
     assert_eq!(vm["host"], "hv02");
     assert_eq!(vm["state"], "Running");
@@ -308,14 +290,7 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
         .unwrap();
     let stopped = job_until_done(&client, &base, stop["job_id"].as_str().unwrap()).await;
     assert_eq!(stopped["status"], "succeeded", "{stopped}");
-    let vm: Value = client
-        .get(format!("{base}/api/v1/vms/{vm_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let vm: Value = get_json(&client, format!("{base}/api/v1/vms/{vm_id}")).await;
     assert_eq!(vm["state"], "Off");
 
     // Delete it.
