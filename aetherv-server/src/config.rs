@@ -253,7 +253,21 @@ impl Config {
         let listen_addr_ok = s.problems.iter().all(|p| !p.starts_with("LISTEN_ADDR"));
         let public_url = s
             .get("PUBLIC_URL")
-            .and_then(|v| s.http_url("PUBLIC_URL", &v, true));
+            .and_then(|v| s.http_url("PUBLIC_URL", &v, true))
+            .filter(|url| {
+                // The UI, its API calls and the login redirects use absolute paths.
+                let has_path = url::Url::parse(url).is_ok_and(|u| u.path() != "/");
+                if has_path {
+                    s.problem(
+                        "PUBLIC_URL",
+                        format_args!(
+                            "must be the server's origin without a path, like https://aetherv.corp.example \
+                             (aetherv is served at the root of its host), got {url:?}"
+                        ),
+                    );
+                }
+                !has_path
+            });
         let log_format = match s.get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()) {
             None => LogFormat::Text,
             Some(v) if v == "text" => LogFormat::Text,
@@ -1320,6 +1334,7 @@ mod tests {
             "aetherv.corp.example",
             "ftp://x.example",
             "https://x.example/?a=b",
+            "https://corp.example/aetherv",
         ] {
             one_problem(config(&[("PUBLIC_URL", bad)]), "PUBLIC_URL");
         }

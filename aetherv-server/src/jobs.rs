@@ -27,6 +27,7 @@ use aetherv_provision::schema::Validated;
 use serde::Serialize;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What kind of job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -167,6 +168,9 @@ pub enum SubmitError {
     /// The queue is shutting down.
     #[error("the job queue is shutting down")]
     ShuttingDown,
+    /// Too many jobs are waiting.
+    #[error("{0} jobs are already queued; try again when some have finished")]
+    QueueFull(usize),
 }
 
 /// Why a job could not be cancelled.
@@ -342,6 +346,8 @@ pub struct QueueConfig {
     pub per_host: usize,
     /// Finished jobs kept in memory.
     pub history: usize,
+    /// Jobs that may wait for a slot at the same time; more are refused.
+    pub max_queued: usize,
     /// Timeouts of the provisioning pipeline.
     pub provision: ProvisionConfig,
     /// Timeout of each host call of deletions and power actions.
@@ -356,6 +362,7 @@ impl Default for QueueConfig {
             concurrency: 4,
             per_host: 2,
             history: 1000,
+            max_queued: 1000,
             provision: ProvisionConfig::default(),
             step_timeout: Duration::from_secs(120),
             refresh_timeout: Duration::from_secs(60),
@@ -521,6 +528,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// Bumped whenever the set of busy VMs changes (caches of VM lists key on it).
     busy_epoch: AtomicU64,
+    /// Every job's task, so shutdown can wait for cleanups.
+    tasks: TaskTracker,
 }
 
 /// The job queue; cheap to clone.
@@ -627,6 +636,7 @@ impl JobQueue {
                 notices,
                 shutdown: CancellationToken::new(),
                 busy_epoch: AtomicU64::new(0),
+                tasks: TaskTracker::new(),
             }),
         }
     }
@@ -710,9 +720,9 @@ impl JobQueue {
         if let Some(id) = job.vm_id {
             keys.push(VmKey::Id(id));
         }
-        if let Some(name) = &job.vm_name
-            && matches!(job.work, JobWork::Provision(_))
-        {
+        // Every job also locks the VM's name on its host, so a power action or deletion cannot
+        // reach a VM that a provisioning job is still creating (its id is not known yet).
+        if let Some(name) = &job.vm_name {
             keys.push(VmKey::Name(
                 host_name.to_ascii_lowercase(),
                 name.to_ascii_lowercase(),
@@ -726,6 +736,14 @@ impl JobQueue {
                 let mut inner = self.lock();
                 if inner.closed {
                     return Err(SubmitError::ShuttingDown);
+                }
+                let queued = inner
+                    .records
+                    .values()
+                    .filter(|r| r.status == JobStatus::Queued)
+                    .count();
+                if queued >= self.shared.config.max_queued.max(1) {
+                    return Err(SubmitError::QueueFull(queued));
                 }
                 if let Some(holder) = keys.iter().find_map(|k| inner.busy.get(k)) {
                     return Err(SubmitError::Busy {
@@ -801,7 +819,7 @@ impl JobQueue {
         });
         tracing::info!(job = %id, r#type = job_type.as_str(), host = %view.target_host, "job queued");
         let queue = self.clone();
-        tokio::spawn(async move {
+        self.shared.tasks.spawn(async move {
             queue.drive(id, job.work, host, slot, cancel).await;
         });
         Ok(view)
@@ -813,7 +831,11 @@ impl JobQueue {
         let mut i = 0;
         while excess > 0 && i < inner.order.len() {
             let id = &inner.order[i];
-            let finished = inner.records.get(id).is_none_or(|r| r.status.is_final());
+            // A record someone follows stays until the follower has read its end.
+            let finished = inner
+                .records
+                .get(id)
+                .is_none_or(|r| r.status.is_final() && r.changed.receiver_count() == 0);
             if finished {
                 if let Some(id) = inner.order.remove(i)
                     && let Some(record) = inner.records.remove(&id)
@@ -881,7 +903,7 @@ impl JobQueue {
     ///
     /// [`CancelError::NotFound`], [`CancelError::Finished`].
     pub fn cancel(&self, id: &str) -> Result<JobView, CancelError> {
-        let view = {
+        {
             let mut inner = self.lock();
             let record = inner
                 .records
@@ -898,15 +920,32 @@ impl JobQueue {
                 record.push_line("warn", "cancellation requested".to_owned());
                 record.bump();
             }
-            record.view()
-        };
-        tracing::info!(job = %id, "job cancellation requested");
-        Ok(view)
+            if record.status != JobStatus::Queued {
+                let view = record.view();
+                drop(inner);
+                tracing::info!(job = %id, "job cancellation requested");
+                return Ok(view);
+            }
+        }
+        // A queued job has not touched its host: it ends now.
+        self.complete(id, JobStatus::Cancelled, &Outcome::cancelled_before_start());
+        tracing::info!(job = %id, "queued job cancelled");
+        self.get(id)
+            .ok_or_else(|| CancelError::NotFound(id.to_owned()))
     }
 
     /// Cancelled when the queue shuts down (long-lived streams end with it).
     pub fn stopping(&self) -> CancellationToken {
         self.shared.shutdown.clone()
+    }
+
+    /// Waits (at most `bound`) for every job task to end, e.g. after [`JobQueue::shutdown`],
+    /// so cancelled jobs finish cleaning up; `false` when some were still running.
+    pub async fn drain(&self, bound: Duration) -> bool {
+        self.shared.tasks.close();
+        tokio::time::timeout(bound, self.shared.tasks.wait())
+            .await
+            .is_ok()
     }
 
     /// Stops accepting jobs and cancels every queued and running one.
@@ -955,17 +994,29 @@ impl JobQueue {
             } => permits,
         };
         let Some(_permits) = permits else {
-            self.finish(&id, JobStatus::Cancelled, Outcome::cancelled_before_start())
-                .await;
+            self.complete(
+                &id,
+                JobStatus::Cancelled,
+                &Outcome::cancelled_before_start(),
+            );
             return;
         };
+        let mut started = false;
         self.update(&id, |r| {
+            // A cancellation may have ended the job while it waited.
+            if r.status != JobStatus::Queued {
+                return;
+            }
+            started = true;
             r.status = JobStatus::Running;
             r.started_at = Some(SystemTime::now());
             r.started = Some(tokio::time::Instant::now());
             r.message = Some("running".to_owned());
             r.push_line("info", "job started".to_owned());
         });
+        if !started {
+            return;
+        }
         let (status, outcome) = self.execute(&id, work, host, cancel).await;
         self.finish(&id, status, outcome).await;
     }
@@ -1068,9 +1119,9 @@ impl JobQueue {
         }
     }
 
+    /// Ends a job that ran: refreshes its host's inventory first, so a client that sees the
+    /// job end also sees its effect, then completes the record.
     async fn finish(&self, id: &str, status: JobStatus, outcome: Outcome) {
-        // Refresh the host's inventory first, so a client that sees the job end also sees its
-        // effect.
         let host = self.lock().records.get(id).map(|r| r.host.clone());
         if let (Some(host), Some(inventory)) = (host, &self.shared.inventory) {
             let refresh = tokio::time::timeout(
@@ -1088,8 +1139,16 @@ impl JobQueue {
                 }
             }
         }
+        self.complete(id, status, &outcome);
+    }
+
+    /// Marks job `id` ended (unless it already is), frees its VMs and trims the history.
+    fn complete(&self, id: &str, status: JobStatus, outcome: &Outcome) {
         let mut summary = None;
         self.update(id, |r| {
+            if r.status.is_final() {
+                return;
+            }
             r.status = status;
             r.finished_at = Some(SystemTime::now());
             if status == JobStatus::Succeeded {

@@ -355,9 +355,15 @@ impl Server {
         self.demo_password_chosen
     }
 
-    /// Cancels jobs, stops the refresher and the demo fleet.
+    /// Cancels jobs and waits (at most 45 s) for them to clean up, then stops the refresher
+    /// and the demo fleet.
     pub async fn shutdown(mut self) {
         self.state.jobs.shutdown();
+        if !self.state.jobs.drain(Duration::from_secs(45)).await {
+            tracing::warn!(
+                "some jobs were still cleaning up at shutdown; their VMs carry the job marker in their notes"
+            );
+        }
         self.cancel.cancel();
         if let Some(refresher) = self.refresher.take() {
             refresher.shutdown().await;

@@ -1768,3 +1768,73 @@ async fn the_status_counts_queued_and_running_jobs() {
         JobStatus::Succeeded
     );
 }
+
+#[tokio::test]
+async fn cross_site_browser_requests_are_refused() {
+    let fx = fixture().await;
+    let uri = format!("/api/v1/vms/{}/actions/pause", id(WEB));
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+    ] {
+        let answer = fx
+            .send(
+                Request::post(&uri)
+                    .header(header::HOST, "aetherv.example:8000")
+                    .header(name, value)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{name}: {value}");
+        assert!(answer.text().contains("cross-site"), "{}", answer.text());
+    }
+    assert_eq!(fx.job_count(), 0, "nothing was queued");
+    // The UI's own requests (same origin) and non-browser clients (no headers) pass.
+    let answer = fx
+        .send(
+            Request::post(&uri)
+                .header(header::HOST, "aetherv.example:8000")
+                .header("origin", "http://aetherv.example:8000")
+                .header("sec-fetch-site", "same-origin")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    accepted(&answer);
+    // Reads are never refused.
+    let read = fx
+        .send(
+            Request::get("/api/v1/hosts")
+                .header("sec-fetch-site", "cross-site")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn framework_rejections_answer_in_the_error_shape() {
+    let fx = fixture().await;
+    let huge = vec![b' '; 300 * 1024];
+    let answer = fx
+        .post("/api/v1/vms/create", Some("application/json"), huge)
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.json()["error"]["code"], "payload_too_large");
+    let answer = fx
+        .post(
+            "/api/v1/vms/create",
+            Some("text/plain"),
+            create_body("x1").to_string(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(answer.json()["error"]["code"], "unsupported_media_type");
+    let answer = fx.post("/api/v1/vms/%FF/actions/start", None, "").await;
+    assert!(answer.status.is_client_error(), "{}", answer.status);
+    assert!(answer.json()["error"]["message"].is_string());
+}

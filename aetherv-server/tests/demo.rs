@@ -321,12 +321,30 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
         .unwrap();
     assert!(metrics.contains("aetherv_jobs_finished_total"));
 
-    // SIGTERM stops it cleanly; nothing printed the passwords.
+    // SIGTERM stops it cleanly, even with an event stream open (as a browser tab keeps one);
+    // nothing printed the passwords.
+    let open_stream = client
+        .get(format!("{base}/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open_stream.status(), 200);
     let _ = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status();
-    let status = server.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit after SIGTERM with an event stream open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(status.success(), "{status:?}");
+    drop(open_stream);
     let mut output = Vec::new();
     while let Ok(line) = server.stdout.recv_timeout(Duration::from_secs(2)) {
         output.push(line);

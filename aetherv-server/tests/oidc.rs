@@ -426,3 +426,61 @@ async fn discovery_naming_another_issuer_is_refused() {
         Err(OidcError::JwksUnavailable(_))
     ));
 }
+
+#[tokio::test]
+async fn an_issuer_written_with_a_trailing_slash_is_the_same_issuer() {
+    let [k1, _] = rsa_keys();
+    let issuer = Issuer::start(vec![rsa_jwk(k1, "k1")]).await;
+    let v = issuer.validator(Duration::from_secs(30));
+    // Some providers put the slash in `iss` (Auth0); the configured URL has none.
+    let slashed = with(issuer.claims(), "iss", json!(format!("{}/", issuer.url())));
+    assert_eq!(
+        v.validate(&rs("k1", &slashed, k1)).await.unwrap().subject,
+        "u-42"
+    );
+    // Another issuer is still refused.
+    let other = with(
+        issuer.claims(),
+        "iss",
+        json!(format!("{}/other", issuer.url())),
+    );
+    assert_eq!(
+        v.validate(&rs("k1", &other, k1)).await,
+        Err(OidcError::WrongIssuer)
+    );
+}
+
+#[tokio::test]
+async fn a_withdrawn_key_stops_validating_once_the_key_set_is_old() {
+    let [k1, k2] = rsa_keys();
+    let issuer = Issuer::start(vec![rsa_jwk(k1, "k1"), rsa_jwk(k2, "k2")]).await;
+    let mut config = OidcConfig::new(
+        issuer.url(),
+        AUDIENCE,
+        RoleNames {
+            reader: Some("aetherv-reader".into()),
+            ..RoleNames::default()
+        },
+    );
+    config.max_key_age = Duration::from_millis(200);
+    let v = Validator::new(config, Arc::new(ReqwestFetcher::new().unwrap()));
+    let claims = issuer.claims();
+    assert!(v.validate(&rs("k1", &claims, k1)).await.is_ok());
+    assert_eq!(issuer.hits(), 1);
+
+    // The issuer withdraws k1 (say, after a leak). Within the key set's age nothing is fetched.
+    issuer.set_keys(vec![rsa_jwk(k2, "k2")]);
+    assert!(v.validate(&rs("k1", &claims, k1)).await.is_ok());
+    assert_eq!(issuer.hits(), 1);
+
+    // Once the set is older than max_key_age it is fetched again, and k1 is refused.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    expect_err(&v, &rs("k1", &claims, k1), OidcError::UnknownKey).await;
+    assert_eq!(issuer.hits(), 2);
+    assert!(v.validate(&rs("k2", &claims, k2)).await.is_ok());
+    assert_eq!(
+        issuer.hits(),
+        2,
+        "the fresh set is used without another fetch"
+    );
+}

@@ -34,7 +34,10 @@ pub async fn stream(
                 return Some((Ok(hello), (state, inventory, jobs, None)));
             }
             loop {
+                let stopping = state.jobs.stopping();
                 let event = tokio::select! {
+                    // The server is shutting down: end the stream so it does not hold the exit.
+                    () = stopping.cancelled() => return None,
                     change = inventory.recv() => match change {
                         None => return None,
                         Some(n) => inventory_event(&state, n),

@@ -124,16 +124,17 @@ pub async fn logs(
         .jobs
         .follow(&id)
         .ok_or_else(|| ApiError::not_found("job", &id))?;
-    Ok(Sse::new(log_stream(follower))
+    Ok(Sse::new(log_stream(follower, state.jobs.stopping()))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
 fn log_stream(
     follower: crate::jobs::Follower,
+    stopping: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send {
     let start = (follower, Vec::<Event>::new(), false);
-    futures::stream::unfold(start, |(mut follower, mut pending, done)| async move {
+    let stream = futures::stream::unfold(start, |(mut follower, mut pending, done)| async move {
         loop {
             if let Some(event) = pending.pop() {
                 return Some((Ok(event), (follower, pending, done)));
@@ -174,7 +175,9 @@ fn log_stream(
                 }
             }
         }
-    })
+    });
+    // The server is shutting down: end the stream so it does not hold the exit.
+    futures::StreamExt::take_until(stream, stopping.cancelled_owned())
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`.

@@ -16,7 +16,7 @@ use axum::Json;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -92,6 +92,93 @@ pub fn router(state: AppState) -> Router {
         ))
         .with_state(state)
         .merge(login)
+        .layer(middleware::from_fn(refuse_cross_site))
+        .layer(middleware::map_response(json_errors))
+}
+
+/// Refuses state-changing requests that a browser sent from another site (a form or script
+/// on another origin riding on the session cookie): `Sec-Fetch-Site` must be `same-origin`
+/// or `none` when present, and `Origin`, when present, must name this server's host.
+/// Clients that are not browsers send neither header and are not affected.
+async fn refuse_cross_site(request: Request, next: Next) -> Response {
+    if !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        let headers = request.headers();
+        let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site"))
+            && !matches!(site, "same-origin" | "none")
+        {
+            return cross_site(&format!("Sec-Fetch-Site is {site}"));
+        }
+        if let Some(origin) = text(header::ORIGIN) {
+            let host = text(header::HOST).map(strip_default_port);
+            let origin_host = origin
+                .split_once("://")
+                .map(|(_, rest)| strip_default_port(rest));
+            if origin_host.is_none() || origin_host != host {
+                return cross_site(&format!("Origin {origin} is not this server"));
+            }
+        }
+    }
+    next.run(request).await
+}
+
+fn strip_default_port(authority: &str) -> &str {
+    let authority = authority.trim_end_matches('/');
+    authority
+        .strip_suffix(":80")
+        .or_else(|| authority.strip_suffix(":443"))
+        .unwrap_or(authority)
+}
+
+fn cross_site(why: &str) -> Response {
+    ApiError::forbidden(format!(
+        "cross-site request refused ({why}); use the API from the aetherv UI's own origin or without a browser"
+    ))
+    .into_response()
+}
+
+/// Gives every error answer the API's JSON shape, including the plain-text rejections of
+/// axum's extractors and limits (bad path segments, bodies over the limit).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_field",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let replacement = ApiError::new(status, code, message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let (new_parts, new_body) = replacement.into_parts();
+    for (name, value) in &new_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, new_body)
 }
 
 /// Counts requests per route template and status (`aetherv_http_requests_total`).

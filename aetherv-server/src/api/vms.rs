@@ -48,8 +48,7 @@ fn content_type(headers: &HeaderMap) -> ApiResult<Option<&str>> {
     let known = media.is_empty()
         || media.ends_with("json")
         || media.ends_with("yaml")
-        || media.ends_with("yml")
-        || media == "text/plain";
+        || media.ends_with("yml");
     if known {
         Ok(Some(text))
     } else {
@@ -116,6 +115,9 @@ fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
             "vm_busy",
             format!("VM {vm} is busy with job {job}; wait for it to finish or cancel it"),
         ),
+        e @ SubmitError::QueueFull(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
+        }
         other => ApiError::not_ready(other.to_string()),
     }
 }

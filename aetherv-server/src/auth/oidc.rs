@@ -39,6 +39,9 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 /// Default shortest time between two key refetches caused by unknown key ids.
 pub const DEFAULT_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Default time a fetched key set is trusted before it is fetched again.
+pub const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(3600);
+
 /// Shortest time between two fetch attempts after a failed one.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
@@ -174,6 +177,9 @@ pub struct OidcConfig {
     pub leeway: Duration,
     /// Shortest time between two key refetches caused by unknown key ids.
     pub min_refetch_interval: Duration,
+    /// How long a fetched key set is trusted before it is fetched again, so a key the issuer
+    /// withdrew stops validating tokens (the old set stays in use while the issuer is down).
+    pub max_key_age: Duration,
 }
 
 impl OidcConfig {
@@ -190,6 +196,7 @@ impl OidcConfig {
             roles,
             leeway: DEFAULT_LEEWAY,
             min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
+            max_key_age: DEFAULT_MAX_KEY_AGE,
         }
     }
 }
@@ -204,12 +211,17 @@ struct CachedKey {
 #[derive(Default)]
 struct KeyCache {
     keys: Vec<CachedKey>,
+    /// When the set was fetched (`None`: never).
+    fetched_at: Option<Instant>,
 }
 
 impl KeyCache {
     fn from_jwks(jwks: &[Jwk]) -> Self {
         let keys = jwks.iter().filter_map(cached_key).collect();
-        Self { keys }
+        Self {
+            keys,
+            fetched_at: Some(Instant::now()),
+        }
     }
 
     /// The key for `kid` (or, without a kid, the only key for `alg`).
@@ -339,9 +351,13 @@ impl Validator {
     pub fn new(config: OidcConfig, fetcher: Arc<dyn JwksFetcher>) -> Self {
         // jsonwebtoken requires every allowed algorithm to match the key's family, so there is
         // one validation per algorithm; the token's algorithm is checked against the key first.
+        // Issuers differ on a trailing slash (`https://tenant.auth0.com/` has one in `iss`);
+        // the configured URL may be written either way, so both spellings of it are accepted.
+        let issuer = config.issuer_url.trim_end_matches('/');
+        let issuers = [issuer.to_owned(), format!("{issuer}/")];
         let validation_for = |alg: Algorithm| {
             let mut validation = Validation::new(alg);
-            validation.set_issuer(&[config.issuer_url.as_str()]);
+            validation.set_issuer(&issuers);
             validation.set_audience(&[config.audience.as_str()]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             validation.validate_exp = true;
@@ -453,7 +469,22 @@ impl Validator {
     /// The key for `kid`, refetching the key set once (rate-limited) when it is not cached.
     async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, OidcError> {
         if let Some(key) = self.cached(kid, alg)? {
-            return Ok(key);
+            if !self.keys_expired() {
+                return Ok(key);
+            }
+            // The set is older than `max_key_age`: fetch it again (one request refetches; a
+            // failure keeps the old set, retried after a pause), so withdrawn keys drop out.
+            let mut state = self.refresh.lock().await;
+            let may_retry = state
+                .last_failure
+                .is_none_or(|failed| failed.elapsed() >= RETRY_AFTER_FAILURE);
+            if self.keys_expired() && may_retry {
+                // Counts as the latest refetch: unknown key ids do not trigger another at once.
+                state.last_refetch = Some(Instant::now());
+                let _ = self.fetch_into_cache(&mut state).await;
+            }
+            drop(state);
+            return self.cached(kid, alg)?.ok_or(OidcError::UnknownKey);
         }
         let mut state = self.refresh.lock().await;
         // Another request may have refetched while we waited for the lock.
@@ -477,6 +508,13 @@ impl Validator {
         self.fetch_into_cache(&mut state).await?;
         drop(state);
         self.cached(kid, alg)?.ok_or(OidcError::UnknownKey)
+    }
+
+    fn keys_expired(&self) -> bool {
+        self.keys
+            .load()
+            .fetched_at
+            .is_none_or(|at| at.elapsed() >= self.config.max_key_age)
     }
 
     fn cached(&self, kid: Option<&str>, alg: Algorithm) -> Result<Option<DecodingKey>, OidcError> {

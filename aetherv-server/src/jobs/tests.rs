@@ -454,6 +454,9 @@ async fn cancelling_a_queued_job_ends_it_at_once() {
 
     let view = q.cancel(&queued.id).unwrap();
     assert!(view.cancel_requested);
+    // A queued job ends within the cancel call itself and frees its VM at once.
+    assert_eq!(view.status, JobStatus::Cancelled);
+    assert_eq!(q.busy_job(vm), None);
     // The running job still holds the only slot: the cancelled one ends without it.
     let done = wait_end(&q, &queued.id).await;
     assert_eq!(done.status, JobStatus::Cancelled);
@@ -949,4 +952,65 @@ async fn a_job_ends_after_its_host_inventory_shows_the_effect() {
         "the refresh is published before the job ends"
     );
     refresher.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_refuses_jobs_beyond_its_bound() {
+    let (gate, release) = Gate::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut cfg = config(1, 1, 100);
+    cfg.max_queued = 2;
+    let q = queue(
+        cfg,
+        vec![(
+            "hv01",
+            power_host("hv01", Some(gate.clone()), Arc::clone(&calls), || {}),
+        )],
+    );
+    let running = q
+        .submit(power_job("hv01", vm_id(1), PowerAction::Start))
+        .unwrap();
+    gate.entered().await;
+    q.submit(power_job("hv01", vm_id(2), PowerAction::Start))
+        .unwrap();
+    q.submit(power_job("hv01", vm_id(3), PowerAction::Start))
+        .unwrap();
+    assert_eq!(
+        q.submit(power_job("hv01", vm_id(4), PowerAction::Start))
+            .unwrap_err(),
+        SubmitError::QueueFull(2)
+    );
+    release.send(()).unwrap();
+    assert_eq!(wait_end(&q, &running.id).await.status, JobStatus::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_a_vm_being_provisioned_is_busy_by_name() {
+    let (gate, release) = Gate::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let q = queue(
+        config(1, 1, 100),
+        vec![(
+            "hv01",
+            power_host("hv01", Some(gate.clone()), Arc::clone(&calls), || {}),
+        )],
+    );
+    // Occupy the only slot so the job holding the name stays queued.
+    let running = q
+        .submit(power_job("hv01", vm_id(1), PowerAction::Start))
+        .unwrap();
+    gate.entered().await;
+    let mut provision = power_job("hv01", vm_id(9), PowerAction::Start);
+    provision.vm_id = None;
+    provision.vm_name = Some("Web-07".to_owned());
+    let holder = q.submit(provision).unwrap();
+    let mut power = power_job("hv01", vm_id(7), PowerAction::Start);
+    power.vm_name = Some("web-07".to_owned());
+    assert!(
+        matches!(q.submit(power).unwrap_err(), SubmitError::Busy { job, .. } if job == holder.id),
+        "a VM of that name on that host is being worked on"
+    );
+    assert_eq!(q.cancel(&holder.id).unwrap().status, JobStatus::Cancelled);
+    release.send(()).unwrap();
+    assert_eq!(wait_end(&q, &running.id).await.status, JobStatus::Succeeded);
 }
