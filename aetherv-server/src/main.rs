@@ -14,9 +14,8 @@ fn main() -> ExitCode {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(problems) => {
-            eprintln!("error: the configuration is invalid:");
             for p in problems {
-                eprintln!("  {p}");
+                eprintln!("error: {p}");
             }
             return ExitCode::from(2);
         }
