@@ -90,6 +90,8 @@ pub enum Event {
     },
     /// A VM's reported properties changed, or it moved to another host. Stale flags alone do
     /// not produce this event: they follow [`Event::HostDisconnected`]/[`Event::HostConnected`].
+    /// Neither does uptime that only advanced (every refresh of a running VM would otherwise be
+    /// a change); an uptime that went back (a restart) does.
     VmChanged {
         /// The previous state.
         before: Arc<InventoryVm>,
@@ -130,7 +132,7 @@ pub struct Change {
 }
 
 /// The events between two VM maps of one host: added, changed (properties differ; the stale
-/// flag is ignored) and removed VMs, in id order.
+/// flag, and uptime that only advanced, are ignored) and removed VMs, in id order.
 pub fn diff_vms(
     before: &BTreeMap<VmId, Arc<InventoryVm>>,
     after: &BTreeMap<VmId, Arc<InventoryVm>>,
@@ -139,7 +141,7 @@ pub fn diff_vms(
     for (id, new) in after {
         match before.get(id) {
             None => events.push(Event::VmAdded { vm: new.clone() }),
-            Some(old) if old.vm != new.vm || old.host != new.host => {
+            Some(old) if old.host != new.host || reported_change(&old.vm, &new.vm) => {
                 events.push(Event::VmChanged {
                     before: old.clone(),
                     after: new.clone(),
@@ -154,6 +156,19 @@ pub fn diff_vms(
         }
     }
     events
+}
+
+/// Whether `after` differs from `before` by more than an uptime that advanced.
+fn reported_change(before: &Vm, after: &Vm) -> bool {
+    if before == after {
+        return false;
+    }
+    if after.uptime < before.uptime {
+        return true;
+    }
+    let mut same_uptime = after.clone();
+    same_uptime.uptime = before.uptime;
+    same_uptime != *before
 }
 
 /// Applies a batch of updates to `snapshot`: the next snapshot (generation + 1 when anything

@@ -95,6 +95,35 @@ fn unchanged_refresh_shares_everything_and_emits_nothing() {
 }
 
 #[test]
+fn uptime_that_only_advanced_is_not_a_change_but_a_restart_is() {
+    let mut running = vm(1, "web", 2);
+    running.uptime = Duration::from_secs(100);
+    let (s1, _) = apply(
+        &Snapshot::new(),
+        [refreshed("hv1", vec![running.clone()], 1)],
+    );
+    running.uptime = Duration::from_secs(130);
+    let (s2, events) = apply(&s1, [refreshed("hv1", vec![running.clone()], 31)]);
+    assert!(kinds(&events).is_empty(), "{:?}", kinds(&events));
+    assert_eq!(
+        s2.vm(id(1)).unwrap().vm.uptime,
+        Duration::from_secs(130),
+        "the snapshot still holds the current uptime"
+    );
+    running.uptime = Duration::from_secs(5);
+    let (s3, events) = apply(&s2, [refreshed("hv1", vec![running.clone()], 61)]);
+    assert_eq!(kinds(&events), ["changed web@hv1"], "a restart is a change");
+    running.uptime = Duration::from_secs(40);
+    running.processor_count += 2;
+    let (_, events) = apply(&s3, [refreshed("hv1", vec![running], 91)]);
+    assert_eq!(
+        kinds(&events),
+        ["changed web@hv1"],
+        "other properties still count"
+    );
+}
+
+#[test]
 fn changes_and_removals_and_renames() {
     let (s1, _) = apply(
         &Snapshot::new(),
