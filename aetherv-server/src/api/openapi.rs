@@ -108,8 +108,14 @@ const ERROR_CODES: &[&str] = &[
     "unsupported_media_type",
     "invalid_field",
     "not_ready",
+    "queue_full",
     "auth_unavailable",
     "method_not_allowed",
+    "payload_too_large",
+    "host_disconnected",
+    "ambiguous_name",
+    "bad_request",
+    "error",
     "internal",
 ];
 
@@ -342,8 +348,13 @@ fn build() -> Value {
 }
 
 fn operations() -> Vec<Op<'static>> {
-    let not_ready =
-        || error_response("`not_ready`: the server is still starting (artifacts, first inventory)");
+    let not_ready = || {
+        error_response(
+            "`not_ready`: the server is still starting (artifacts, first inventory); \
+             `queue_full`: too many jobs are waiting",
+        )
+    };
+    let too_large = || error_response("`payload_too_large`: the body is over 256 KiB");
     let malformed =
         || error_response("`malformed_body`: the body is not JSON (or YAML where accepted)");
     let unsupported =
@@ -357,6 +368,20 @@ fn operations() -> Vec<Op<'static>> {
     let vm_id = || path_param("id", "Hyper-V VM id", uuid());
     let job_id = || path_param("id", "Job id", uuid());
     let accepted = || json_response("The job was queued", schema_ref("Accepted"));
+    let provision_responses = || {
+        vec![
+            ("202", accepted()),
+            ("400", malformed()),
+            (
+                "409",
+                error_response("`vm_exists`: a VM with this name is already on the host"),
+            ),
+            ("413", too_large()),
+            ("415", unsupported()),
+            ("422", invalid()),
+            ("503", not_ready()),
+        ]
+    };
 
     vec![
         Op {
@@ -587,17 +612,7 @@ fn operations() -> Vec<Op<'static>> {
                 "required": true,
                 "content": { "application/json": { "schema": schema_ref("CreateVmRequest") } },
             })),
-            responses: vec![
-                ("202", accepted()),
-                ("400", malformed()),
-                (
-                    "409",
-                    error_response("`vm_exists`: a VM with this name is already on the host"),
-                ),
-                ("415", unsupported()),
-                ("422", invalid()),
-                ("503", not_ready()),
-            ],
+            responses: provision_responses(),
         },
         Op {
             method: "POST",
@@ -616,17 +631,7 @@ fn operations() -> Vec<Op<'static>> {
                     "application/yaml": { "schema": schema_ref("ProvisionJobRequest") },
                 },
             })),
-            responses: vec![
-                ("202", accepted()),
-                ("400", malformed()),
-                (
-                    "409",
-                    error_response("`vm_exists`: a VM with this name is already on the host"),
-                ),
-                ("415", unsupported()),
-                ("422", invalid()),
-                ("503", not_ready()),
-            ],
+            responses: provision_responses(),
         },
         Op {
             method: "POST",
