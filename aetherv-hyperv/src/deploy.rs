@@ -29,6 +29,7 @@
 //! verified on the host.
 
 mod bundle;
+mod gate;
 pub(crate) mod wire;
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 pub use bundle::{Artifact, ArtifactSource, Bundle, sha256_hex};
+pub use gate::DeployGate;
 pub use wire::{LOCK_FILE, VERSION_FILE};
 
 use crate::error::{Error, Result};

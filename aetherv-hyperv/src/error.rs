@@ -116,6 +116,18 @@ pub enum Error {
         source: Box<aetherv_winrm::Error>,
     },
 
+    /// An operation did not finish within its limit (see `ops::layer::Timeouts`). It may
+    /// still take effect on the host.
+    #[error("host {host}: {operation} did not finish within {}s; the host may be slow or unreachable", after.as_secs())]
+    Timeout {
+        /// Host the operation was sent to.
+        host: String,
+        /// The operation, e.g. `copy image`.
+        operation: &'static str,
+        /// The limit that passed.
+        after: std::time::Duration,
+    },
+
     /// A host script ran and reported a failure that has no more specific variant.
     #[error("host {host}: {operation} failed: {code}: {message}")]
     ScriptFailed {

@@ -29,7 +29,7 @@ pub struct ScriptOutput {
 }
 
 /// Runs PowerShell on one host.
-#[mockall::automock]
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait PowerShellExecutor: Send + Sync {
     /// The host this executor talks to (for error messages).

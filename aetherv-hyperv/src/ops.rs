@@ -1,35 +1,39 @@
 //! Typed Hyper-V host operations.
 //!
 //! [`HyperVHost`] is the boundary the layers above use (provisioning, inventory, the server):
-//! typed requests in, typed results or typed [`Error`]s out; they never see PowerShell text or
-//! raw JSON. [`WinRmHyperVHost`] implements it over a [`crate::executor::PowerShellExecutor`] by running one
-//! deployed host script per operation (`assets/powershell/<Name>.ps1`) with the request as one
-//! JSON document on stdin; [`MockHyperVHost`] (mockall) stands in for it in tests of the layers
-//! above.
+//! one method, [`HyperVHost::call`], takes a [`HostCall`] (the one list of operations) and
+//! answers with a typed [`HostReply`] or a typed [`Error`]; callers never see PowerShell text
+//! or raw JSON. [`HyperVHostExt`] adds a typed method per operation over it, [`HostReader`]
+//! is the read-only view an inventory needs, and [`layer`] holds the generic middleware
+//! (timeouts, retries of reads, and any [`layer::Middleware`] such as metrics or the
+//! deployment gate). [`WinRmHyperVHost`] implements it over a
+//! [`crate::executor::PowerShellExecutor`] by running one deployed host script per operation
+//! (`assets/powershell/<Name>.ps1`) with the request as one JSON document on stdin; the mock
+//! `MockHyperVHost` (feature `mock`) stands in for it in tests of the layers above.
 //!
 //! # Operations and their scripts
 //!
 //! | Operation | Script ([`scripts`]) | Request on stdin | `data` of the result |
 //! |---|---|---|---|
-//! | [`HyperVHost::facts`] | `Get-HostFacts` | `{}` | [`HostFacts`] |
-//! | [`HyperVHost::inventory`] | `Get-Inventory` | `{}` | [`Inventory`] |
-//! | [`HyperVHost::vm`] | `Get-Inventory` | `{"ids":["<guid>"]}` | [`Inventory`] with one VM |
-//! | [`HyperVHost::power`] | `Set-VmPowerState` | `{"id","action"}` | [`PowerOutcome`] |
-//! | [`HyperVHost::delete_vm`] | `Remove-ManagedVm` | `{"id","delete_disks"}` | [`DeletedVm`] |
-//! | [`HyperVHost::kvp_read_guest`] | `Get-VmKvp` | `{"id"}` | [`GuestKvp`] |
-//! | [`HyperVHost::kvp_write_host`] | `Set-VmKvp` | `{"id","items":[{"name","value"}]}` (in order) | `{"id","written"}` |
-//! | [`HyperVHost::kvp_remove_host`] | `Remove-VmKvp` | `{"id","keys":[...]}` | `{"id","removed":[...]}` |
-//! | [`HyperVHost::copy_image`] (Provisioning.CopyImage) | `Copy-GoldenImage` | [`CopyImageRequest`] | [`CopiedImage`] |
-//! | [`HyperVHost::copy_provisioning_iso`] (Provisioning.CopyProvisioningISO) | `Copy-ProvisioningIso` | [`CopyIsoRequest`] | [`CopiedIso`] |
-//! | [`HyperVHost::register_vm`] (Provisioning.RegisterVM) | `Register-ManagedVm` | [`RegisterVmSpec`] | [`Vm`] |
-//! | [`HyperVHost::add_cluster_role`] | `Add-VmClusterRole` | `{"id"}` | [`ClusterRole`] |
-//! | [`HyperVHost::remove_cluster_role`] | `Remove-VmClusterRole` | `{"id"}` | [`ClusterRole`] |
-//! | [`HyperVHost::compare_vm`] | `Test-VmMigration` | `{"id"}` + [`MigrationTarget`] | [`MigrationCheck`] |
-//! | [`HyperVHost::move_vm`] | `Move-ManagedVm` | `{"id"}` + [`MigrationTarget`] | [`Migrated`] |
-//! | [`HyperVHost::remove_path`] (compensation) | `Remove-VmPath` | `{"path"}` | [`RemovedPath`] |
+//! | [`HyperVHostExt::facts`] | `Get-HostFacts` | `{}` | [`HostFacts`] |
+//! | [`HyperVHostExt::inventory`] | `Get-Inventory` | `{}` | [`Inventory`] |
+//! | [`HyperVHostExt::vm`] | `Get-Inventory` | `{"ids":["<guid>"]}` | [`Inventory`] with one VM |
+//! | [`HyperVHostExt::power`] | `Set-VmPowerState` | `{"id","action"}` | [`PowerOutcome`] |
+//! | [`HyperVHostExt::delete_vm`] | `Remove-ManagedVm` | `{"id","delete_disks"}` | [`DeletedVm`] |
+//! | [`HyperVHostExt::kvp_read_guest`] | `Get-VmKvp` | `{"id"}` | [`GuestKvp`] |
+//! | [`HyperVHostExt::kvp_write_host`] | `Set-VmKvp` | `{"id","items":[{"name","value"}]}` (in order) | `{"id","written"}` |
+//! | [`HyperVHostExt::kvp_remove_host`] | `Remove-VmKvp` | `{"id","keys":[...]}` | `{"id","removed":[...]}` |
+//! | [`HyperVHostExt::copy_image`] (Provisioning.CopyImage) | `Copy-GoldenImage` | [`CopyImageRequest`] | [`CopiedImage`] |
+//! | [`HyperVHostExt::copy_provisioning_iso`] (Provisioning.CopyProvisioningISO) | `Copy-ProvisioningIso` | [`CopyIsoRequest`] | [`CopiedIso`] |
+//! | [`HyperVHostExt::register_vm`] (Provisioning.RegisterVM) | `Register-ManagedVm` | [`RegisterVmSpec`] | [`Vm`] |
+//! | [`HyperVHostExt::add_cluster_role`] | `Add-VmClusterRole` | `{"id"}` | [`ClusterRole`] |
+//! | [`HyperVHostExt::remove_cluster_role`] | `Remove-VmClusterRole` | `{"id"}` | [`ClusterRole`] |
+//! | [`HyperVHostExt::compare_vm`] | `Test-VmMigration` | `{"id"}` + [`MigrationTarget`] | [`MigrationCheck`] |
+//! | [`HyperVHostExt::move_vm`] | `Move-ManagedVm` | `{"id"}` + [`MigrationTarget`] | [`Migrated`] |
+//! | [`HyperVHostExt::remove_path`] (compensation) | `Remove-VmPath` | `{"path"}` | [`RemovedPath`] |
 //!
 //! Provisioning.WaitForProvisioningKey and Provisioning.PublishProvisioningData are the
-//! pipeline's loops over [`HyperVHost::kvp_read_guest`] and [`HyperVHost::kvp_write_host`].
+//! pipeline's loops over [`HyperVHostExt::kvp_read_guest`] and [`HyperVHostExt::kvp_write_host`].
 //! Every script dot-sources `AethervCommon.ps1` (deployed next to it) for the result protocol
 //! and the one VM shape.
 //!
@@ -52,16 +56,22 @@
 //! The simulator's emulations carry `details` as the `data` of a failed result (the
 //! [`crate::protocol::ScriptFailure`] type has no details field); both places are read.
 
+mod call;
+pub mod layer;
 mod types;
 mod winrm;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
+pub use self::call::{HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, OperationKind};
 pub use self::types::*;
 pub use self::winrm::WinRmHyperVHost;
 use crate::error::{Error, Result};
 
-/// Host script names (file stems under `assets/powershell/`), one per operation.
+/// Host script names (file stems under `assets/powershell/`). Which operation runs which
+/// script is [`OperationKind::script`].
 pub mod scripts {
     /// Host facts.
     pub const GET_HOST_FACTS: &str = "Get-HostFacts";
@@ -96,7 +106,8 @@ pub mod scripts {
     /// Shared helpers every script dot-sources (not an operation).
     pub const COMMON: &str = "AethervCommon";
 
-    /// Every operation script.
+    /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
+    /// checks both directions).
     pub const ALL: [&str; 15] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
@@ -116,63 +127,189 @@ pub mod scripts {
     ];
 }
 
-/// Typed operations on one Hyper-V host.
-#[mockall::automock]
+/// One Hyper-V host: the boundary every layer above uses (provisioning, inventory, the
+/// server). One method does everything: [`HyperVHost::call`] takes a [`HostCall`] and answers
+/// with the matching [`HostReply`]; [`HyperVHostExt`] adds a typed method per operation on
+/// top of it. Because every operation passes through one method, metrics, the deployment
+/// gate, timeouts and retries are generic [`layer`]s rather than per-operation forwarders.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait HyperVHost: Send + Sync {
     /// The host's name (for messages).
     fn host_name(&self) -> &str;
 
-    /// Identity, capacity, storage, switches, images, ISOs and script version.
-    async fn facts(&self) -> Result<HostFacts>;
+    /// Performs one operation. The reply is the variant of [`HostReply`] that answers
+    /// `call` (implementations must keep to that; [`HyperVHostExt`] reports anything else
+    /// as [`Error::OperationOutput`]).
+    async fn call(&self, call: HostCall) -> Result<HostReply>;
+}
 
-    /// Every VM on the host, in one round trip.
-    async fn inventory(&self) -> Result<Inventory>;
+#[async_trait]
+impl<T: HyperVHost + ?Sized> HyperVHost for Arc<T> {
+    fn host_name(&self) -> &str {
+        (**self).host_name()
+    }
 
-    /// One VM by id ([`Error::UnknownVm`] when the host has none).
-    async fn vm(&self, id: VmId) -> Result<Vm>;
+    async fn call(&self, call: HostCall) -> Result<HostReply> {
+        (**self).call(call).await
+    }
+}
 
-    /// Applies a power action (see [`PowerAction`] for the allowed states; the script
-    /// re-checks the state when it acts).
-    async fn power(&self, id: VmId, action: PowerAction) -> Result<PowerOutcome>;
+/// The error for a reply that does not answer the call.
+fn mismatched(host: &str, kind: OperationKind, reply: &HostReply) -> Error {
+    Error::OperationOutput {
+        host: host.to_owned(),
+        operation: kind.describe(),
+        detail: format!("the host answered a {} call", reply.kind()),
+    }
+}
 
-    /// Deletes an Off VM, with or without its disks. Deleting disks that another VM also
-    /// uses (or shared VHDX/VHD Set disks) is refused with [`Error::SharedDisk`].
-    async fn delete_vm(&self, id: VmId, delete_disks: bool) -> Result<DeletedVm>;
+/// Unwraps the expected reply variant.
+macro_rules! expect_reply {
+    ($host:expr, $call:expr, $pattern:pat => $value:expr) => {{
+        let call = $call;
+        let kind = call.kind();
+        match $host.call(call).await? {
+            $pattern => Ok($value),
+            other => Err(mismatched($host.host_name(), kind, &other)),
+        }
+    }};
+}
 
-    /// The KVP items the guest published (guest-to-host and intrinsic).
-    async fn kvp_read_guest(&self, id: VmId) -> Result<GuestKvp>;
+/// Typed methods over [`HyperVHost::call`], one per operation; implemented for every host.
+#[async_trait]
+pub trait HyperVHostExt: HyperVHost {
+    /// [`HostCall::Facts`].
+    async fn facts(&self) -> Result<HostFacts> {
+        expect_reply!(self, HostCall::Facts, HostReply::Facts(f) => *f)
+    }
 
-    /// Writes (adds or replaces) host-to-guest KVP items, one after the other in the given
-    /// order (the guest protocol depends on it: the state item goes last).
-    async fn kvp_write_host(&self, id: VmId, items: Vec<(String, String)>) -> Result<()>;
+    /// [`HostCall::Inventory`].
+    async fn inventory(&self) -> Result<Inventory> {
+        expect_reply!(self, HostCall::Inventory, HostReply::Inventory(i) => i)
+    }
 
-    /// Removes host-to-guest KVP items; returns the keys that existed.
-    async fn kvp_remove_host(&self, id: VmId, keys: Vec<String>) -> Result<Vec<String>>;
+    /// [`HostCall::Vm`].
+    async fn vm(&self, id: VmId) -> Result<Vm> {
+        expect_reply!(self, HostCall::Vm(id), HostReply::Vm(vm) => *vm)
+    }
 
-    /// Provisioning.CopyImage.
-    async fn copy_image(&self, request: CopyImageRequest) -> Result<CopiedImage>;
+    /// [`HostCall::Power`].
+    async fn power(&self, id: VmId, action: PowerAction) -> Result<PowerOutcome> {
+        expect_reply!(self, HostCall::Power(id, action), HostReply::Power(o) => o)
+    }
 
-    /// Provisioning.CopyProvisioningISO.
-    async fn copy_provisioning_iso(&self, request: CopyIsoRequest) -> Result<CopiedIso>;
+    /// [`HostCall::DeleteVm`].
+    async fn delete_vm(&self, id: VmId, delete_disks: bool) -> Result<DeletedVm> {
+        expect_reply!(self, HostCall::DeleteVm { id, delete_disks }, HostReply::Deleted(d) => d)
+    }
 
-    /// Provisioning.RegisterVM: creates the VM over the copied disk, optionally starts it.
-    async fn register_vm(&self, spec: RegisterVmSpec) -> Result<Vm>;
+    /// [`HostCall::KvpReadGuest`].
+    async fn kvp_read_guest(&self, id: VmId) -> Result<GuestKvp> {
+        expect_reply!(self, HostCall::KvpReadGuest(id), HostReply::GuestKvp(k) => k)
+    }
 
-    /// Makes the VM a highly available cluster role.
-    async fn add_cluster_role(&self, id: VmId) -> Result<ClusterRole>;
+    /// [`HostCall::KvpWriteHost`].
+    async fn kvp_write_host(&self, id: VmId, items: Vec<(String, String)>) -> Result<()> {
+        expect_reply!(self, HostCall::KvpWriteHost(id, items), HostReply::Written => ())
+    }
 
-    /// Removes the VM's cluster role (the VM stays on the host).
-    async fn remove_cluster_role(&self, id: VmId) -> Result<ClusterRole>;
+    /// [`HostCall::KvpRemoveHost`].
+    async fn kvp_remove_host(&self, id: VmId, keys: Vec<String>) -> Result<Vec<String>> {
+        expect_reply!(self, HostCall::KvpRemoveHost(id, keys), HostReply::KvpRemoved(k) => k)
+    }
 
-    /// Checks whether the VM can move (Compare-VM).
-    async fn compare_vm(&self, id: VmId, target: MigrationTarget) -> Result<MigrationCheck>;
+    /// [`HostCall::CopyImage`] (Provisioning.CopyImage).
+    async fn copy_image(&self, request: CopyImageRequest) -> Result<CopiedImage> {
+        expect_reply!(self, HostCall::CopyImage(request), HostReply::CopiedImage(c) => c)
+    }
 
-    /// Live-migrates the VM (Move-VM), with or without its storage.
-    async fn move_vm(&self, id: VmId, target: MigrationTarget) -> Result<Migrated>;
+    /// [`HostCall::CopyIso`] (Provisioning.CopyProvisioningISO).
+    async fn copy_provisioning_iso(&self, request: CopyIsoRequest) -> Result<CopiedIso> {
+        expect_reply!(self, HostCall::CopyIso(request), HostReply::CopiedIso(c) => c)
+    }
 
-    /// Compensation: removes a file or folder, only below the host's VM folder root.
-    async fn remove_path(&self, path: String) -> Result<RemovedPath>;
+    /// [`HostCall::RegisterVm`] (Provisioning.RegisterVM).
+    async fn register_vm(&self, spec: RegisterVmSpec) -> Result<Vm> {
+        expect_reply!(self, HostCall::RegisterVm(Box::new(spec)), HostReply::Registered(vm) => *vm)
+    }
+
+    /// [`HostCall::AddClusterRole`].
+    async fn add_cluster_role(&self, id: VmId) -> Result<ClusterRole> {
+        expect_reply!(self, HostCall::AddClusterRole(id), HostReply::ClusterRole(r) => r)
+    }
+
+    /// [`HostCall::RemoveClusterRole`].
+    async fn remove_cluster_role(&self, id: VmId) -> Result<ClusterRole> {
+        expect_reply!(self, HostCall::RemoveClusterRole(id), HostReply::ClusterRole(r) => r)
+    }
+
+    /// [`HostCall::CompareVm`].
+    async fn compare_vm(&self, id: VmId, target: MigrationTarget) -> Result<MigrationCheck> {
+        expect_reply!(self, HostCall::CompareVm(id, target), HostReply::MigrationCheck(c) => c)
+    }
+
+    /// [`HostCall::MoveVm`].
+    async fn move_vm(&self, id: VmId, target: MigrationTarget) -> Result<Migrated> {
+        expect_reply!(self, HostCall::MoveVm(id, target), HostReply::Migrated(m) => m)
+    }
+
+    /// [`HostCall::RemovePath`].
+    async fn remove_path(&self, path: String) -> Result<RemovedPath> {
+        expect_reply!(self, HostCall::RemovePath(path), HostReply::RemovedPath(r) => r)
+    }
+}
+
+impl<T: HyperVHost + ?Sized> HyperVHostExt for T {}
+
+/// The read-only view of a host that an inventory needs: facts, the VM list and one VM.
+/// Narrower than [`HyperVHost`], so a cache cannot change anything; [`ReadOnlyHost`] adapts
+/// any [`HyperVHost`].
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait HostReader: Send + Sync {
+    /// The host's name.
+    fn host_name(&self) -> &str;
+
+    /// [`HostCall::Facts`].
+    async fn read_facts(&self) -> Result<HostFacts>;
+
+    /// [`HostCall::Inventory`].
+    async fn read_inventory(&self) -> Result<Inventory>;
+
+    /// [`HostCall::Vm`].
+    async fn read_vm(&self, id: VmId) -> Result<Vm>;
+}
+
+/// A [`HyperVHost`] seen through [`HostReader`].
+#[derive(Clone)]
+pub struct ReadOnlyHost(pub Arc<dyn HyperVHost>);
+
+impl std::fmt::Debug for ReadOnlyHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ReadOnlyHost")
+            .field(&self.0.host_name())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl HostReader for ReadOnlyHost {
+    fn host_name(&self) -> &str {
+        self.0.host_name()
+    }
+
+    async fn read_facts(&self) -> Result<HostFacts> {
+        self.0.facts().await
+    }
+
+    async fn read_inventory(&self) -> Result<Inventory> {
+        self.0.inventory().await
+    }
+
+    async fn read_vm(&self, id: VmId) -> Result<Vm> {
+        self.0.vm(id).await
+    }
 }
 
 /// Applies `action` to a VM whose state is known (e.g. from the inventory), refusing with

@@ -6,7 +6,7 @@
 use aetherv_hyperv::Error;
 use aetherv_hyperv::executor::{MockPowerShellExecutor, ScriptOutput};
 use aetherv_hyperv::ops::{
-    CopyImageRequest, CopyIsoRequest, DynamicMemory, HyperVHost, MigrationTarget, PowerAction,
+    CopyImageRequest, CopyIsoRequest, DynamicMemory, HyperVHostExt, MigrationTarget, PowerAction,
     RegisterVmSpec, VmId, VmState, WinRmHyperVHost, power_checked, scripts,
 };
 use aetherv_hyperv::protocol::{RESULT_BEGIN, RESULT_END, ScriptResult};

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use aetherv_hyperv::ops::{
-    CopyImageRequest, CopyIsoRequest, HyperVHost, MigrationTarget, PowerAction, RegisterVmSpec,
+    CopyImageRequest, CopyIsoRequest, HyperVHostExt, MigrationTarget, PowerAction, RegisterVmSpec,
     VmId, VmState, WinRmHyperVHost,
 };
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aetherv_hyperv::ops::{HostFacts, HyperVHost, Inventory, Vm, VmId};
+use aetherv_hyperv::ops::{HostFacts, HostReader, HyperVHost, Inventory, ReadOnlyHost, Vm, VmId};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -31,20 +31,44 @@ use crate::error::{Error, Result};
 use crate::model::{InventoryVm, Snapshot};
 use crate::store::{StoreReader, StoreWriter, Subscription, Update, store};
 
-/// Where the hosts come from.
+/// Where the hosts come from. The inventory only reads, so it sees each host through the
+/// narrow [`HostReader`]; maps and lists of full [`HyperVHost`]s are adapted with
+/// [`ReadOnlyHost`].
 pub trait HostSource: Send + Sync {
     /// Every host to keep in the inventory, by name.
-    fn hosts(&self) -> BTreeMap<String, Arc<dyn HyperVHost>>;
+    fn hosts(&self) -> BTreeMap<String, Arc<dyn HostReader>>;
 }
 
-impl HostSource for BTreeMap<String, Arc<dyn HyperVHost>> {
-    fn hosts(&self) -> BTreeMap<String, Arc<dyn HyperVHost>> {
+impl HostSource for BTreeMap<String, Arc<dyn HostReader>> {
+    fn hosts(&self) -> BTreeMap<String, Arc<dyn HostReader>> {
         self.clone()
     }
 }
 
+impl HostSource for BTreeMap<String, Arc<dyn HyperVHost>> {
+    fn hosts(&self) -> BTreeMap<String, Arc<dyn HostReader>> {
+        self.iter()
+            .map(|(name, h)| {
+                let reader: Arc<dyn HostReader> = Arc::new(ReadOnlyHost(h.clone()));
+                (name.clone(), reader)
+            })
+            .collect()
+    }
+}
+
 impl HostSource for Vec<Arc<dyn HyperVHost>> {
-    fn hosts(&self) -> BTreeMap<String, Arc<dyn HyperVHost>> {
+    fn hosts(&self) -> BTreeMap<String, Arc<dyn HostReader>> {
+        self.iter()
+            .map(|h| {
+                let reader: Arc<dyn HostReader> = Arc::new(ReadOnlyHost(h.clone()));
+                (h.host_name().to_owned(), reader)
+            })
+            .collect()
+    }
+}
+
+impl HostSource for Vec<Arc<dyn HostReader>> {
+    fn hosts(&self) -> BTreeMap<String, Arc<dyn HostReader>> {
         self.iter()
             .map(|h| (h.host_name().to_owned(), h.clone()))
             .collect()
@@ -261,7 +285,7 @@ impl Refresher {
 }
 
 struct Slot {
-    host: Arc<dyn HyperVHost>,
+    host: Arc<dyn HostReader>,
     next_due: Instant,
     in_flight: bool,
     failures: u32,
@@ -299,7 +323,7 @@ struct Loop {
 
 async fn run(
     writer: StoreWriter,
-    hosts: BTreeMap<String, Arc<dyn HyperVHost>>,
+    hosts: BTreeMap<String, Arc<dyn HostReader>>,
     config: RefreshConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
     cancel: CancellationToken,
@@ -404,7 +428,7 @@ impl Loop {
                 let task_name = name.clone();
                 let handle = self.tasks.spawn(async move {
                     let _permit = permits.acquire_owned().await;
-                    let result = match tokio::time::timeout(timeout, host.vm(id)).await {
+                    let result = match tokio::time::timeout(timeout, host.read_vm(id)).await {
                         Ok(Ok(vm)) => Ok(Some(vm)),
                         Ok(Err(aetherv_hyperv::Error::UnknownVm { .. })) => Ok(None),
                         Ok(Err(source)) => Err(Error::Host {
@@ -461,11 +485,11 @@ impl Loop {
             let started = Instant::now();
             let work = async {
                 let facts = if want_facts {
-                    Some(host.facts().await?)
+                    Some(host.read_facts().await?)
                 } else {
                     None
                 };
-                let inventory = host.inventory().await?;
+                let inventory = host.read_inventory().await?;
                 Ok::<_, aetherv_hyperv::Error>((facts, inventory))
             };
             let result = match tokio::time::timeout(timeout, work).await {

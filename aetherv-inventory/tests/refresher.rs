@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aetherv_hyperv::ops::HyperVHost;
+use aetherv_hyperv::ops::HostReader;
 use aetherv_inventory::{
     Error, Event, HostStatus, Notification, RefreshConfig, Refresher, backoff,
 };
@@ -31,10 +31,10 @@ fn config() -> RefreshConfig {
     }
 }
 
-fn source(hosts: &[Arc<FakeHost>]) -> BTreeMap<String, Arc<dyn HyperVHost>> {
+fn source(hosts: &[Arc<FakeHost>]) -> BTreeMap<String, Arc<dyn HostReader>> {
     hosts
         .iter()
-        .map(|h| (h.name.clone(), h.clone() as Arc<dyn HyperVHost>))
+        .map(|h| (h.name.clone(), h.clone() as Arc<dyn HostReader>))
         .collect()
 }
 

@@ -14,8 +14,9 @@
 //! and logs to a sink, and turns a [`CancellationToken`] into [`Event::Cancel`]. Compensation
 //! calls are never cancelled: once a job is cleaning up, it finishes cleaning up.
 //!
-//! Host calls are plain data ([`HostCall`], answered by [`HostReply`]), so the same engine
-//! serves provisioning, deletion and the migration and maintenance workflows to come.
+//! Host calls are plain data: [`HostCall`], answered by [`HostReply`], is aetherv-hyperv's one
+//! list of host operations (re-exported here), so the same engine serves provisioning,
+//! deletion and the migration and maintenance workflows to come.
 //!
 //! Invariant: nothing that passes through this module carries a plaintext secret; KVP items
 //! written to hosts are ciphertext, and `Debug` of [`HostCall`] prints KVP keys only.
@@ -24,11 +25,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aetherv_hyperv::ops::{
-    ClusterRole, CopiedImage, CopiedIso, CopyImageRequest, CopyIsoRequest, DeletedVm, GuestKvp,
-    HostFacts, HyperVHost, Inventory, PowerAction, PowerOutcome, RegisterVmSpec, RemovedPath, Vm,
-    VmId,
-};
+pub use aetherv_hyperv::ops::{HostCall, HostReply};
+use aetherv_hyperv::ops::{HyperVHost, VmId};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -155,140 +153,6 @@ impl EventLog {
     /// Takes the events recorded since the last call.
     pub fn drain(&mut self) -> Vec<JobEvent> {
         std::mem::take(&mut self.pending)
-    }
-}
-
-/// One typed host operation (see [`HyperVHost`]).
-#[derive(Clone, PartialEq)]
-#[non_exhaustive]
-pub enum HostCall {
-    /// [`HyperVHost::facts`].
-    Facts,
-    /// [`HyperVHost::inventory`].
-    Inventory,
-    /// [`HyperVHost::vm`].
-    Vm(VmId),
-    /// [`HyperVHost::power`].
-    Power(VmId, PowerAction),
-    /// [`HyperVHost::delete_vm`].
-    DeleteVm {
-        /// The VM.
-        id: VmId,
-        /// Delete its disks too.
-        delete_disks: bool,
-    },
-    /// [`HyperVHost::kvp_read_guest`].
-    KvpReadGuest(VmId),
-    /// [`HyperVHost::kvp_write_host`], items in order.
-    KvpWriteHost(VmId, Vec<(String, String)>),
-    /// [`HyperVHost::kvp_remove_host`].
-    KvpRemoveHost(VmId, Vec<String>),
-    /// [`HyperVHost::copy_image`].
-    CopyImage(CopyImageRequest),
-    /// [`HyperVHost::copy_provisioning_iso`].
-    CopyIso(CopyIsoRequest),
-    /// [`HyperVHost::register_vm`].
-    RegisterVm(Box<RegisterVmSpec>),
-    /// [`HyperVHost::add_cluster_role`].
-    AddClusterRole(VmId),
-    /// [`HyperVHost::remove_cluster_role`].
-    RemoveClusterRole(VmId),
-    /// [`HyperVHost::remove_path`].
-    RemovePath(String),
-}
-
-impl fmt::Debug for HostCall {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Facts => f.write_str("Facts"),
-            Self::Inventory => f.write_str("Inventory"),
-            Self::Vm(id) => write!(f, "Vm({id})"),
-            Self::Power(id, action) => write!(f, "Power({id}, {action:?})"),
-            Self::DeleteVm { id, delete_disks } => {
-                write!(f, "DeleteVm({id}, delete_disks: {delete_disks})")
-            }
-            Self::KvpReadGuest(id) => write!(f, "KvpReadGuest({id})"),
-            Self::KvpWriteHost(id, items) => {
-                let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
-                write!(f, "KvpWriteHost({id}, {keys:?})")
-            }
-            Self::KvpRemoveHost(id, keys) => write!(f, "KvpRemoveHost({id}, {keys:?})"),
-            Self::CopyImage(r) => write!(f, "CopyImage({r:?})"),
-            Self::CopyIso(r) => write!(f, "CopyIso({r:?})"),
-            Self::RegisterVm(spec) => write!(f, "RegisterVm({:?})", spec.name),
-            Self::AddClusterRole(id) => write!(f, "AddClusterRole({id})"),
-            Self::RemoveClusterRole(id) => write!(f, "RemoveClusterRole({id})"),
-            Self::RemovePath(path) => write!(f, "RemovePath({path:?})"),
-        }
-    }
-}
-
-/// The answer to a [`HostCall`], same order of variants.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum HostReply {
-    /// Host facts.
-    Facts(Box<HostFacts>),
-    /// The inventory.
-    Inventory(Inventory),
-    /// One VM.
-    Vm(Box<Vm>),
-    /// A power action's outcome.
-    Power(PowerOutcome),
-    /// What deleting a VM removed.
-    Deleted(DeletedVm),
-    /// The guest's KVP items.
-    GuestKvp(GuestKvp),
-    /// KVP items written.
-    Written,
-    /// The host keys that existed and were removed.
-    KvpRemoved(Vec<String>),
-    /// The copied image.
-    CopiedImage(CopiedImage),
-    /// The copied ISO.
-    CopiedIso(CopiedIso),
-    /// The registered VM.
-    Registered(Box<Vm>),
-    /// The VM's cluster role state.
-    ClusterRole(ClusterRole),
-    /// What `remove_path` did.
-    RemovedPath(RemovedPath),
-}
-
-impl HostCall {
-    /// Runs the call against `host`.
-    ///
-    /// # Errors
-    ///
-    /// The host's typed error.
-    pub async fn execute(self, host: &dyn HyperVHost) -> aetherv_hyperv::Result<HostReply> {
-        Ok(match self {
-            Self::Facts => HostReply::Facts(Box::new(host.facts().await?)),
-            Self::Inventory => HostReply::Inventory(host.inventory().await?),
-            Self::Vm(id) => HostReply::Vm(Box::new(host.vm(id).await?)),
-            Self::Power(id, action) => HostReply::Power(host.power(id, action).await?),
-            Self::DeleteVm { id, delete_disks } => {
-                HostReply::Deleted(host.delete_vm(id, delete_disks).await?)
-            }
-            Self::KvpReadGuest(id) => HostReply::GuestKvp(host.kvp_read_guest(id).await?),
-            Self::KvpWriteHost(id, items) => {
-                host.kvp_write_host(id, items).await?;
-                HostReply::Written
-            }
-            Self::KvpRemoveHost(id, keys) => {
-                HostReply::KvpRemoved(host.kvp_remove_host(id, keys).await?)
-            }
-            Self::CopyImage(r) => HostReply::CopiedImage(host.copy_image(r).await?),
-            Self::CopyIso(r) => HostReply::CopiedIso(host.copy_provisioning_iso(r).await?),
-            Self::RegisterVm(spec) => {
-                HostReply::Registered(Box::new(host.register_vm(*spec).await?))
-            }
-            Self::AddClusterRole(id) => HostReply::ClusterRole(host.add_cluster_role(id).await?),
-            Self::RemoveClusterRole(id) => {
-                HostReply::ClusterRole(host.remove_cluster_role(id).await?)
-            }
-            Self::RemovePath(path) => HostReply::RemovedPath(host.remove_path(path).await?),
-        })
     }
 }
 
@@ -553,7 +417,7 @@ pub async fn run<W: Workflow>(
         let event = match action {
             Action::Done => break,
             Action::CallHost(step) => {
-                let call = tokio::time::timeout(step.timeout, step.call.execute(host.as_ref()));
+                let call = tokio::time::timeout(step.timeout, host.call(step.call));
                 if cancel_sent {
                     reply(call.await, step.timeout)
                 } else {
@@ -568,7 +432,7 @@ pub async fn run<W: Workflow>(
                 }
             }
             Action::Compensate(comp) => {
-                let call = tokio::time::timeout(comp.timeout, comp.call.execute(host.as_ref()));
+                let call = tokio::time::timeout(comp.timeout, host.call(comp.call));
                 reply(call.await, comp.timeout)
             }
             Action::Wait(duration) => {

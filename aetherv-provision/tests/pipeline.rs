@@ -581,43 +581,62 @@ fn deletion_refuses_a_running_vm_unless_forced() {
 
 // ---- through the driver, against the mock host ----
 
+/// Expects calls of one operation (`kind`) on `host`.
+macro_rules! on {
+    ($host:expr, $pattern:pat) => {
+        $host.expect_call().withf(|c| matches!(c, $pattern))
+    };
+}
+
 fn mock_success() -> MockHyperVHost {
     let mut host = MockHyperVHost::new();
     host.expect_host_name().return_const("hv01".to_owned());
-    host.expect_facts().times(1).returning(|| Ok(facts(48)));
-    host.expect_inventory()
+    on!(host, HostCall::Facts)
         .times(1)
-        .returning(|| Ok(inventory(vec![])));
-    host.expect_copy_image()
+        .returning(|_| Ok(HostReply::Facts(Box::new(facts(48)))));
+    on!(host, HostCall::Inventory)
         .times(1)
-        .returning(|_| Ok(copied()));
-    host.expect_copy_provisioning_iso()
+        .returning(|_| Ok(HostReply::Inventory(inventory(vec![]))));
+    on!(host, HostCall::CopyImage(_))
         .times(1)
-        .returning(|_| Ok(iso()));
-    host.expect_register_vm()
+        .returning(|_| Ok(HostReply::CopiedImage(copied())));
+    on!(host, HostCall::CopyIso(_))
         .times(1)
-        .returning(|spec| Ok(vm(&spec.name, 2, &spec.notes, false)));
+        .returning(|_| Ok(HostReply::CopiedIso(iso())));
+    on!(host, HostCall::RegisterVm(_))
+        .times(1)
+        .returning(|call| match call {
+            HostCall::RegisterVm(spec) => Ok(HostReply::Registered(Box::new(vm(
+                &spec.name,
+                2,
+                &spec.notes,
+                false,
+            )))),
+            other => panic!("{other:?}"),
+        });
     let state = Arc::new(Mutex::new(0u8));
     let writes = Arc::clone(&state);
-    host.expect_kvp_write_host()
+    on!(host, HostCall::KvpWriteHost(..))
         .times(2)
-        .returning(move |_, _| {
+        .returning(move |_| {
             *writes.lock().unwrap() += 1;
-            Ok(())
+            Ok(HostReply::Written)
         });
-    host.expect_kvp_read_guest().returning(move |_| {
-        Ok(match *state.lock().unwrap() {
+    on!(host, HostCall::KvpReadGuest(_)).returning(move |_| {
+        Ok(HostReply::GuestKvp(match *state.lock().unwrap() {
             1 => guest_key_items(KeyFormat::Pkcs1Der),
             _ => guest(&[(keys::GUEST_STATE, "provisioningapplied")]),
-        })
+        }))
     });
-    host.expect_add_cluster_role().times(1).returning(|id| {
-        Ok(ClusterRole {
-            id,
-            clustered: true,
-            group: None,
-        })
-    });
+    on!(host, HostCall::AddClusterRole(_))
+        .times(1)
+        .returning(|call| {
+            Ok(HostReply::ClusterRole(ClusterRole {
+                id: call.vm_id().unwrap(),
+                clustered: true,
+                group: None,
+            }))
+        });
     host
 }
 
@@ -647,9 +666,9 @@ async fn the_driver_runs_a_job_against_the_mock_host() {
 async fn deletion_surfaces_a_shared_disk() {
     let mut host = MockHyperVHost::new();
     host.expect_host_name().return_const("hv01".to_owned());
-    host.expect_vm()
-        .returning(|_| Ok(vm("web-01", 3, "", false)));
-    host.expect_delete_vm().returning(|_, _| {
+    on!(host, HostCall::Vm(_))
+        .returning(|_| Ok(HostReply::Vm(Box::new(vm("web-01", 3, "", false)))));
+    on!(host, HostCall::DeleteVm { .. }).returning(|_| {
         Err(aetherv_hyperv::Error::SharedDisk {
             host: "hv01".to_owned(),
             vm: "web-01".to_owned(),

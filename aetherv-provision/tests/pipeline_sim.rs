@@ -8,11 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aetherv_hyperv::WinRmExecutor;
-use aetherv_hyperv::ops::{
-    ClusterRole, CopiedImage, CopiedIso, CopyImageRequest, CopyIsoRequest, DeletedVm, GuestKvp,
-    HostFacts, HyperVHost, Inventory, Migrated, MigrationCheck, MigrationTarget, PowerAction,
-    PowerOutcome, RegisterVmSpec, RemovedPath, Vm, VmId, WinRmHyperVHost,
-};
+use aetherv_hyperv::ops::layer::{Layered, Middleware};
+use aetherv_hyperv::ops::{HostCall, HostReply, HyperVHost, WinRmHyperVHost};
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
 use aetherv_hyperv::sim::{
     Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger,
@@ -464,85 +461,31 @@ async fn cancellation_while_waiting_for_the_guest() {
     sim.shutdown().await;
 }
 
-/// A host whose checksum item is corrupted on the way (the guest must refuse the data).
-struct CorruptChecksum(Arc<dyn HyperVHost>);
+/// Corrupts the checksum item on the way to the host (the guest must refuse the data).
+struct CorruptChecksum;
 
 #[async_trait::async_trait]
-impl HyperVHost for CorruptChecksum {
-    fn host_name(&self) -> &str {
-        self.0.host_name()
-    }
-    async fn facts(&self) -> aetherv_hyperv::Result<HostFacts> {
-        self.0.facts().await
-    }
-    async fn inventory(&self) -> aetherv_hyperv::Result<Inventory> {
-        self.0.inventory().await
-    }
-    async fn vm(&self, id: VmId) -> aetherv_hyperv::Result<Vm> {
-        self.0.vm(id).await
-    }
-    async fn power(&self, id: VmId, action: PowerAction) -> aetherv_hyperv::Result<PowerOutcome> {
-        self.0.power(id, action).await
-    }
-    async fn delete_vm(&self, id: VmId, delete_disks: bool) -> aetherv_hyperv::Result<DeletedVm> {
-        self.0.delete_vm(id, delete_disks).await
-    }
-    async fn kvp_read_guest(&self, id: VmId) -> aetherv_hyperv::Result<GuestKvp> {
-        self.0.kvp_read_guest(id).await
-    }
-    async fn kvp_write_host(
+impl Middleware for CorruptChecksum {
+    async fn handle(
         &self,
-        id: VmId,
-        mut items: Vec<(String, String)>,
-    ) -> aetherv_hyperv::Result<()> {
-        for (key, value) in &mut items {
-            if key == keys::CHECKSUM {
-                *value = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned();
+        next: &dyn HyperVHost,
+        mut call: HostCall,
+    ) -> aetherv_hyperv::Result<HostReply> {
+        if let HostCall::KvpWriteHost(_, items) = &mut call {
+            for (key, value) in items {
+                if key == keys::CHECKSUM {
+                    *value = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned();
+                }
             }
         }
-        self.0.kvp_write_host(id, items).await
-    }
-    async fn kvp_remove_host(
-        &self,
-        id: VmId,
-        k: Vec<String>,
-    ) -> aetherv_hyperv::Result<Vec<String>> {
-        self.0.kvp_remove_host(id, k).await
-    }
-    async fn copy_image(&self, r: CopyImageRequest) -> aetherv_hyperv::Result<CopiedImage> {
-        self.0.copy_image(r).await
-    }
-    async fn copy_provisioning_iso(&self, r: CopyIsoRequest) -> aetherv_hyperv::Result<CopiedIso> {
-        self.0.copy_provisioning_iso(r).await
-    }
-    async fn register_vm(&self, spec: RegisterVmSpec) -> aetherv_hyperv::Result<Vm> {
-        self.0.register_vm(spec).await
-    }
-    async fn add_cluster_role(&self, id: VmId) -> aetherv_hyperv::Result<ClusterRole> {
-        self.0.add_cluster_role(id).await
-    }
-    async fn remove_cluster_role(&self, id: VmId) -> aetherv_hyperv::Result<ClusterRole> {
-        self.0.remove_cluster_role(id).await
-    }
-    async fn compare_vm(
-        &self,
-        id: VmId,
-        t: MigrationTarget,
-    ) -> aetherv_hyperv::Result<MigrationCheck> {
-        self.0.compare_vm(id, t).await
-    }
-    async fn move_vm(&self, id: VmId, t: MigrationTarget) -> aetherv_hyperv::Result<Migrated> {
-        self.0.move_vm(id, t).await
-    }
-    async fn remove_path(&self, path: String) -> aetherv_hyperv::Result<RemovedPath> {
-        self.0.remove_path(path).await
+        next.call(call).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_that_reports_failure() {
     let sim = fleet(1, 0).await;
-    let host: Arc<dyn HyperVHost> = Arc::new(CorruptChecksum(ops(&sim, "hv01")));
+    let host: Arc<dyn HyperVHost> = Arc::new(Layered::new(ops(&sim, "hv01"), CorruptChecksum));
     let (result, events) = run(
         host,
         "job-guest-fails",

@@ -2,9 +2,9 @@
 //!
 //! [`Metrics`] owns one `prometheus-client` registry and its metric families; every recording
 //! method is lock-free apart from the families' short read locks. [`handler`] serves
-//! [`Metrics::render`] as OpenMetrics text on `GET /metrics`. [`MeteredHost`] wraps any
-//! [`HyperVHost`] and records every call it forwards; it can also hold a [`Gate`] that every
-//! call passes first (the server's gate deploys the host scripts before the first operation).
+//! [`Metrics::render`] as OpenMetrics text on `GET /metrics`. [`Metered`] is a
+//! [`Middleware`] that records every host call it forwards, labelled by
+//! [`aetherv_hyperv::ops::OperationKind::name`]; [`metered`] puts it in front of a host.
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
@@ -24,11 +24,8 @@ use std::sync::atomic::AtomicI64;
 use std::time::{Duration, Instant};
 
 use aetherv_hyperv::Result as HostResult;
-use aetherv_hyperv::ops::{
-    ClusterRole, CopiedImage, CopiedIso, CopyImageRequest, CopyIsoRequest, DeletedVm, GuestKvp,
-    HostFacts, HyperVHost, Inventory, Migrated, MigrationCheck, MigrationTarget, PowerAction,
-    PowerOutcome, RegisterVmSpec, RemovedPath, Vm, VmId,
-};
+use aetherv_hyperv::ops::layer::{Layered, Middleware};
+use aetherv_hyperv::ops::{HostCall, HostReply, HyperVHost, OperationKind};
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -323,158 +320,32 @@ pub async fn handler(State(metrics): State<Arc<Metrics>>) -> Response {
         .into_response()
 }
 
-/// Something every call through a [`MeteredHost`] must pass before it is sent.
+/// Records every host call into [`Metrics`]: requests, failures and duration per host and
+/// operation; an inventory call also counts as an inventory refresh. Whatever stands behind
+/// it (the deployment gate, timeouts) is part of the call: a refused call counts as failed.
+#[derive(Debug, Clone)]
+pub struct Metered(pub Arc<Metrics>);
+
 #[async_trait]
-pub trait Gate: Send + Sync {
-    /// `Ok` to let the call through; an error fails the call with it.
-    async fn open(&self) -> HostResult<()>;
-}
-
-/// A [`HyperVHost`] that passes its [`Gate`] (if any), then records every call into
-/// [`Metrics`] and forwards it unchanged.
-pub struct MeteredHost {
-    inner: Arc<dyn HyperVHost>,
-    metrics: Arc<Metrics>,
-    gate: Option<Arc<dyn Gate>>,
-}
-
-impl std::fmt::Debug for MeteredHost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeteredHost")
-            .field("host", &self.inner.host_name())
-            .finish_non_exhaustive()
-    }
-}
-
-impl MeteredHost {
-    /// Wraps `inner`, recording into `metrics`.
-    #[must_use]
-    pub fn new(inner: Arc<dyn HyperVHost>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            inner,
-            metrics,
-            gate: None,
+impl Middleware for Metered {
+    async fn handle(&self, next: &dyn HyperVHost, call: HostCall) -> HostResult<HostReply> {
+        let kind = call.kind();
+        let started = Instant::now();
+        let result = next.call(call).await;
+        let elapsed = started.elapsed();
+        let host = next.host_name();
+        self.0.host_call(host, kind.name(), elapsed, result.is_ok());
+        if kind == OperationKind::Inventory {
+            self.0.refresh(host, elapsed, result.is_ok());
         }
-    }
-
-    /// Makes every call pass `gate` first (a refused call counts as a failed one).
-    #[must_use]
-    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Self {
-        self.gate = Some(gate);
-        self
-    }
-
-    /// Runs `call`, then records its duration and outcome as `operation`.
-    async fn timed<T>(
-        &self,
-        operation: &'static str,
-        call: impl Future<Output = HostResult<T>>,
-    ) -> HostResult<T> {
-        let started = Instant::now();
-        let result = match &self.gate {
-            Some(gate) => match gate.open().await {
-                Ok(()) => call.await,
-                Err(e) => Err(e),
-            },
-            None => call.await,
-        };
-        self.metrics.host_call(
-            self.inner.host_name(),
-            operation,
-            started.elapsed(),
-            result.is_ok(),
-        );
         result
     }
 }
 
-#[async_trait]
-impl HyperVHost for MeteredHost {
-    fn host_name(&self) -> &str {
-        self.inner.host_name()
-    }
-
-    async fn facts(&self) -> HostResult<HostFacts> {
-        self.timed("facts", self.inner.facts()).await
-    }
-
-    async fn inventory(&self) -> HostResult<Inventory> {
-        let started = Instant::now();
-        let result = self.timed("inventory", self.inner.inventory()).await;
-        self.metrics
-            .refresh(self.inner.host_name(), started.elapsed(), result.is_ok());
-        result
-    }
-
-    async fn vm(&self, id: VmId) -> HostResult<Vm> {
-        self.timed("vm", self.inner.vm(id)).await
-    }
-
-    async fn power(&self, id: VmId, action: PowerAction) -> HostResult<PowerOutcome> {
-        self.timed("power", self.inner.power(id, action)).await
-    }
-
-    async fn delete_vm(&self, id: VmId, delete_disks: bool) -> HostResult<DeletedVm> {
-        self.timed("delete_vm", self.inner.delete_vm(id, delete_disks))
-            .await
-    }
-
-    async fn kvp_read_guest(&self, id: VmId) -> HostResult<GuestKvp> {
-        self.timed("kvp_read_guest", self.inner.kvp_read_guest(id))
-            .await
-    }
-
-    async fn kvp_write_host(&self, id: VmId, items: Vec<(String, String)>) -> HostResult<()> {
-        self.timed("kvp_write_host", self.inner.kvp_write_host(id, items))
-            .await
-    }
-
-    async fn kvp_remove_host(&self, id: VmId, keys: Vec<String>) -> HostResult<Vec<String>> {
-        self.timed("kvp_remove_host", self.inner.kvp_remove_host(id, keys))
-            .await
-    }
-
-    async fn copy_image(&self, request: CopyImageRequest) -> HostResult<CopiedImage> {
-        self.timed("copy_image", self.inner.copy_image(request))
-            .await
-    }
-
-    async fn copy_provisioning_iso(&self, request: CopyIsoRequest) -> HostResult<CopiedIso> {
-        self.timed(
-            "copy_provisioning_iso",
-            self.inner.copy_provisioning_iso(request),
-        )
-        .await
-    }
-
-    async fn register_vm(&self, spec: RegisterVmSpec) -> HostResult<Vm> {
-        self.timed("register_vm", self.inner.register_vm(spec))
-            .await
-    }
-
-    async fn add_cluster_role(&self, id: VmId) -> HostResult<ClusterRole> {
-        self.timed("add_cluster_role", self.inner.add_cluster_role(id))
-            .await
-    }
-
-    async fn remove_cluster_role(&self, id: VmId) -> HostResult<ClusterRole> {
-        self.timed("remove_cluster_role", self.inner.remove_cluster_role(id))
-            .await
-    }
-
-    async fn compare_vm(&self, id: VmId, target: MigrationTarget) -> HostResult<MigrationCheck> {
-        self.timed("compare_vm", self.inner.compare_vm(id, target))
-            .await
-    }
-
-    async fn move_vm(&self, id: VmId, target: MigrationTarget) -> HostResult<Migrated> {
-        self.timed("move_vm", self.inner.move_vm(id, target)).await
-    }
-
-    async fn remove_path(&self, path: String) -> HostResult<RemovedPath> {
-        self.timed("remove_path", self.inner.remove_path(path))
-            .await
-    }
+/// `host` behind a [`Metered`] layer recording into `metrics`.
+#[must_use]
+pub fn metered(host: Arc<dyn HyperVHost>, metrics: Arc<Metrics>) -> Arc<dyn HyperVHost> {
+    Arc::new(Layered::new(host, Metered(metrics)))
 }
 
 #[cfg(test)]
@@ -482,7 +353,7 @@ impl HyperVHost for MeteredHost {
 mod tests {
     use std::collections::BTreeMap;
 
-    use aetherv_hyperv::ops::MockHyperVHost;
+    use aetherv_hyperv::ops::{HyperVHostExt, Inventory, MockHyperVHost, RemovedPath, VmId};
     use aetherv_hyperv::psjson::Timestamp;
     use axum::body::to_bytes;
 
@@ -736,38 +607,48 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
 
         let mut one = mock("hv01");
-        one.expect_remove_path()
-            .withf(|p| p == r"C:\VMs\web-01")
+        one.expect_call()
+            .withf(|c| matches!(c, HostCall::RemovePath(p) if p == r"C:\VMs\web-01"))
             .times(1)
-            .returning(|path| {
-                Ok(RemovedPath {
+            .returning(|call| match call {
+                HostCall::RemovePath(path) => Ok(HostReply::RemovedPath(RemovedPath {
                     path,
                     removed: true,
+                })),
+                other => panic!("unexpected {other:?}"),
+            });
+        one.expect_call()
+            .withf(|c| matches!(c, HostCall::Inventory))
+            .times(1)
+            .returning(|_| {
+                Ok(HostReply::Inventory(Inventory {
+                    host: "hv01".to_owned(),
+                    collected_at: Timestamp::from_unix_millis(1_700_000_000_000),
+                    vms: Vec::new(),
+                }))
+            });
+        let mut two = mock("hv02");
+        two.expect_call()
+            .withf(|c| matches!(c, HostCall::Vm(_)))
+            .times(1)
+            .returning(|call| {
+                Err(aetherv_hyperv::Error::UnknownVm {
+                    host: "hv02".to_owned(),
+                    vm: call.vm_id().map(|id| id.0.to_string()).unwrap_or_default(),
                 })
             });
-        one.expect_inventory().times(1).returning(|| {
-            Ok(Inventory {
-                host: "hv01".to_owned(),
-                collected_at: Timestamp::from_unix_millis(1_700_000_000_000),
-                vms: Vec::new(),
-            })
-        });
-        let mut two = mock("hv02");
-        two.expect_vm().times(1).returning(|id| {
-            Err(aetherv_hyperv::Error::UnknownVm {
-                host: "hv02".to_owned(),
-                vm: id.0.to_string(),
-            })
-        });
-        two.expect_inventory().times(1).returning(|| {
-            Err(aetherv_hyperv::Error::UnknownVm {
-                host: "hv02".to_owned(),
-                vm: "all".to_owned(),
-            })
-        });
+        two.expect_call()
+            .withf(|c| matches!(c, HostCall::Inventory))
+            .times(1)
+            .returning(|_| {
+                Err(aetherv_hyperv::Error::UnknownVm {
+                    host: "hv02".to_owned(),
+                    vm: "all".to_owned(),
+                })
+            });
 
-        let one = MeteredHost::new(Arc::new(one), Arc::clone(&metrics));
-        let two = MeteredHost::new(Arc::new(two), Arc::clone(&metrics));
+        let one = metered(Arc::new(one), Arc::clone(&metrics));
+        let two = metered(Arc::new(two), Arc::clone(&metrics));
         assert_eq!(one.host_name(), "hv01");
 
         let removed = one
@@ -841,8 +722,8 @@ mod tests {
     struct Refuse;
 
     #[async_trait]
-    impl Gate for Refuse {
-        async fn open(&self) -> HostResult<()> {
+    impl Middleware for Refuse {
+        async fn handle(&self, _next: &dyn HyperVHost, _call: HostCall) -> HostResult<HostReply> {
             Err(aetherv_hyperv::Error::ScriptFailed {
                 host: "hv09".to_owned(),
                 operation: "deploy",
@@ -856,8 +737,8 @@ mod tests {
     async fn a_closed_gate_stops_the_call_and_counts_a_failure() {
         let metrics = Arc::new(Metrics::new());
         // No expectations: a forwarded call would panic the mock.
-        let host = MeteredHost::new(Arc::new(mock("hv09")), Arc::clone(&metrics))
-            .with_gate(Arc::new(Refuse));
+        let gated: Arc<dyn HyperVHost> = Arc::new(Layered::new(Arc::new(mock("hv09")), Refuse));
+        let host = metered(gated, Arc::clone(&metrics));
         let err = host.facts().await.expect_err("the gate refuses");
         assert!(err.to_string().contains("disk full"), "{err}");
         let samples = samples(&metrics.render());

@@ -3,9 +3,10 @@
 //! metrics and the router.
 //!
 //! Start-up order: the HTTP server can answer as soon as [`Server::start`] returns (probes
-//! say "not ready"). Every host is a [`MeteredHost`] whose [`DeployGate`] makes sure the host
+//! say "not ready"). Every host is a stack of generic layers over its
+//! [`WinRmHyperVHost`]: per-operation [`Timeouts`], a [`DeployGate`] that makes sure the host
 //! scripts are deployed (version check, one command when current) before the first operation
-//! reaches the host, retrying on the next operation if deployment failed. The refresher's
+//! reaches the host, retrying on the next operation if deployment failed, and [`metrics::Metered`](crate::metrics::Metered). The refresher's
 //! first pass therefore deploys, then loads facts and inventory; the server becomes ready when
 //! every host has answered or failed once.
 
@@ -15,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aetherv_hyperv::WinRmExecutor;
-use aetherv_hyperv::deploy::{Bundle, DeployOptions, Deployer};
+use aetherv_hyperv::deploy::{Bundle, DeployGate, DeployOptions, Deployer};
+use aetherv_hyperv::ops::layer::{Layered, Timeouts};
 use aetherv_hyperv::ops::{HyperVHost, WinRmHyperVHost};
 use aetherv_hyperv::sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use aetherv_inventory::{CancellationToken, HostStatus, RefreshConfig, Refresher};
@@ -29,67 +31,11 @@ use crate::auth::Authenticator;
 use crate::auth::oidc::{OidcConfig, ReqwestFetcher, Validator};
 use crate::config::{AuthConfig, Config, DemoConfig, HostTarget, Mode, Transport};
 use crate::jobs::{HostMap, JobObserver, JobQueue, JobStatus, JobType, QueueConfig};
-use crate::metrics::{Gate, MeteredHost, Metrics};
+use crate::metrics::{Metrics, metered};
 use crate::state::{AppState, Readiness, ServerInfo};
 
 /// The WinRM user of the simulated demo hosts.
 pub const DEMO_USER: &str = "aetherv-demo";
-
-/// The gate of every host: its scripts are deployed (version checked; one command when they
-/// are current) before its first operation, and again after a failed attempt.
-pub struct DeployGate {
-    host: String,
-    executor: WinRmExecutor,
-    deployer: Arc<Deployer>,
-    bundle: Arc<Bundle>,
-    deployed: AtomicBool,
-    lock: tokio::sync::Mutex<()>,
-}
-
-impl DeployGate {
-    /// A gate deploying `bundle` through `executor` to `host`.
-    pub fn new(
-        host: impl Into<String>,
-        executor: WinRmExecutor,
-        deployer: Arc<Deployer>,
-        bundle: Arc<Bundle>,
-    ) -> Self {
-        Self {
-            host: host.into(),
-            executor,
-            deployer,
-            bundle,
-            deployed: AtomicBool::new(false),
-            lock: tokio::sync::Mutex::new(()),
-        }
-    }
-}
-
-#[async_trait]
-impl Gate for DeployGate {
-    async fn open(&self) -> aetherv_hyperv::Result<()> {
-        if self.deployed.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let _guard = self.lock.lock().await;
-        if self.deployed.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let host = &self.host;
-        let report = self
-            .deployer
-            .ensure_deployed(&self.executor, &self.bundle, |p| {
-                tracing::debug!(host = %p.host, file = %p.file, done = p.bytes_done, total = p.bytes_total, "deploying host scripts");
-            })
-            .await
-            .inspect_err(|e| {
-                tracing::warn!(%host, error = %e, "deploying the host scripts failed; retrying with the next operation");
-            })?;
-        tracing::info!(%host, outcome = ?report.outcome, version = %report.version, "host scripts");
-        self.deployed.store(true, Ordering::Release);
-        Ok(())
-    }
-}
 
 /// Job metrics go to the Prometheus registry.
 struct MetricsObserver(Arc<Metrics>);
@@ -257,16 +203,20 @@ impl Server {
                 target.name.clone(),
                 &config.install_directory,
             );
-            let api: Arc<dyn HyperVHost> = Arc::new(WinRmHyperVHost::new(executor.clone()));
+            // Innermost first: the operation with its time limit, behind the deployment gate
+            // (scripts deployed before the first operation), behind the metrics (which count
+            // a refused call as a failed one).
+            let api: Arc<dyn HyperVHost> = Arc::new(Layered::new(
+                Arc::new(WinRmHyperVHost::new(executor.clone())),
+                Timeouts::default(),
+            ));
             let gate = DeployGate::new(
-                target.name.clone(),
-                executor,
+                Arc::new(executor),
                 Arc::clone(&deployer),
                 Arc::clone(&bundle),
             );
-            let host: Arc<dyn HyperVHost> =
-                Arc::new(MeteredHost::new(api, Arc::clone(&metrics)).with_gate(Arc::new(gate)));
-            hosts.insert(target.name.clone(), host);
+            let gated: Arc<dyn HyperVHost> = Arc::new(Layered::new(api, gate));
+            hosts.insert(target.name.clone(), metered(gated, Arc::clone(&metrics)));
         }
         let cancel = CancellationToken::new();
         let refresh = RefreshConfig {

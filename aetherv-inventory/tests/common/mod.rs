@@ -92,25 +92,18 @@ impl FakeHost {
             None => Ok(b),
         }
     }
-
-    fn unsupported<T>(&self) -> Result<T> {
-        Err(Error::Invalid {
-            what: "fake host",
-            detail: "not supported".to_owned(),
-        })
-    }
 }
 
 #[async_trait]
-impl HyperVHost for FakeHost {
+impl HostReader for FakeHost {
     fn host_name(&self) -> &str {
         &self.name
     }
-    async fn facts(&self) -> Result<HostFacts> {
+    async fn read_facts(&self) -> Result<HostFacts> {
         self.facts_calls.fetch_add(1, Ordering::SeqCst);
         Ok(facts(&self.name, Some("c1")))
     }
-    async fn inventory(&self) -> Result<Inventory> {
+    async fn read_inventory(&self) -> Result<Inventory> {
         self.inventory_calls.lock().unwrap().push(Instant::now());
         let b = self.act().await?;
         Ok(Inventory {
@@ -119,7 +112,7 @@ impl HyperVHost for FakeHost {
             vms: b.vms,
         })
     }
-    async fn vm(&self, id: VmId) -> Result<Vm> {
+    async fn read_vm(&self, id: VmId) -> Result<Vm> {
         let b = self.act().await?;
         b.vms
             .into_iter()
@@ -128,44 +121,5 @@ impl HyperVHost for FakeHost {
                 host: self.name.clone(),
                 vm: id.to_string(),
             })
-    }
-    async fn power(&self, _: VmId, _: PowerAction) -> Result<PowerOutcome> {
-        self.unsupported()
-    }
-    async fn delete_vm(&self, _: VmId, _: bool) -> Result<DeletedVm> {
-        self.unsupported()
-    }
-    async fn kvp_read_guest(&self, _: VmId) -> Result<GuestKvp> {
-        self.unsupported()
-    }
-    async fn kvp_write_host(&self, _: VmId, _: Vec<(String, String)>) -> Result<()> {
-        self.unsupported()
-    }
-    async fn kvp_remove_host(&self, _: VmId, _: Vec<String>) -> Result<Vec<String>> {
-        self.unsupported()
-    }
-    async fn copy_image(&self, _: CopyImageRequest) -> Result<CopiedImage> {
-        self.unsupported()
-    }
-    async fn copy_provisioning_iso(&self, _: CopyIsoRequest) -> Result<CopiedIso> {
-        self.unsupported()
-    }
-    async fn register_vm(&self, _: RegisterVmSpec) -> Result<Vm> {
-        self.unsupported()
-    }
-    async fn add_cluster_role(&self, _: VmId) -> Result<ClusterRole> {
-        self.unsupported()
-    }
-    async fn remove_cluster_role(&self, _: VmId) -> Result<ClusterRole> {
-        self.unsupported()
-    }
-    async fn compare_vm(&self, _: VmId, _: MigrationTarget) -> Result<MigrationCheck> {
-        self.unsupported()
-    }
-    async fn move_vm(&self, _: VmId, _: MigrationTarget) -> Result<Migrated> {
-        self.unsupported()
-    }
-    async fn remove_path(&self, _: String) -> Result<RemovedPath> {
-        self.unsupported()
     }
 }

@@ -1,0 +1,774 @@
+//! The one list of host operations: [`HostCall`] (what to do), [`HostReply`] (what came back)
+//! and [`OperationKind`] (which operation, without its arguments).
+//!
+//! Everything that differs between operations lives here, in one `match` per aspect: the
+//! host script that performs it, the JSON request on the script's stdin, the checks made
+//! before anything is sent, how the script's `data` becomes a typed reply, a default timeout
+//! and whether the operation only reads. Everything that is the same for every operation
+//! (running the script, metrics, the deployment gate, timeouts, retries) is generic over
+//! [`HostCall`] and lives elsewhere (`ops::winrm`, `ops::layer`).
+//!
+//! **Adding an operation** touches exactly: a variant of [`HostCall`], [`HostReply`] and
+//! [`OperationKind`] plus their arms in this file (and a typed method on
+//! [`super::HyperVHostExt`] if callers want one), its script in `assets/powershell/`, its
+//! emulation in the simulator, and their tests. See ARCHITECTURE.md, "Adding a host
+//! operation".
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::scripts;
+use super::types::*;
+use crate::error::{Error, Result};
+
+/// Hyper-V's KVP key limit in bytes.
+pub const KVP_MAX_KEY_BYTES: usize = 511;
+/// Hyper-V's KVP value limit in bytes.
+pub const KVP_MAX_VALUE_BYTES: usize = 2047;
+
+/// One host operation with its arguments: the single list of what this project does to a
+/// Hyper-V host. [`super::HyperVHost::call`] takes one and answers with the matching
+/// [`HostReply`].
+///
+/// `Debug` never shows KVP values (they carry the guest's encrypted configuration).
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HostCall {
+    /// Identity, capacity, storage, switches, images, ISOs and script version.
+    Facts,
+    /// Every VM on the host, in one round trip.
+    Inventory,
+    /// One VM by id ([`Error::UnknownVm`] when the host has none).
+    Vm(VmId),
+    /// A power action (see [`PowerAction`] for the allowed states; the script re-checks the
+    /// state when it acts).
+    Power(VmId, PowerAction),
+    /// Deletes an Off VM, with or without its disks. Deleting disks that another VM also uses
+    /// (or shared VHDX/VHD Set disks) is refused with [`Error::SharedDisk`].
+    DeleteVm {
+        /// The VM.
+        id: VmId,
+        /// Delete its disks too.
+        delete_disks: bool,
+    },
+    /// The KVP items the guest published (guest-to-host and intrinsic).
+    KvpReadGuest(VmId),
+    /// Writes (adds or replaces) host-to-guest KVP items, one after the other in the given
+    /// order (the guest protocol depends on it: the state item goes last).
+    KvpWriteHost(VmId, Vec<(String, String)>),
+    /// Removes host-to-guest KVP items; the reply lists the keys that existed.
+    KvpRemoveHost(VmId, Vec<String>),
+    /// Provisioning.CopyImage: the golden VHDX into a new VM folder.
+    CopyImage(CopyImageRequest),
+    /// Provisioning.CopyProvisioningISO: the provisioning ISO into the VM folder.
+    CopyIso(CopyIsoRequest),
+    /// Provisioning.RegisterVM: creates the VM over the copied disk, optionally starts it.
+    RegisterVm(Box<RegisterVmSpec>),
+    /// Makes the VM a highly available cluster role.
+    AddClusterRole(VmId),
+    /// Removes the VM's cluster role (the VM stays on the host).
+    RemoveClusterRole(VmId),
+    /// Checks whether the VM can move (Compare-VM).
+    CompareVm(VmId, MigrationTarget),
+    /// Live-migrates the VM (Move-VM), with or without its storage.
+    MoveVm(VmId, MigrationTarget),
+    /// Compensation: removes a file or folder, only below the host's VM folder root.
+    RemovePath(String),
+}
+
+/// The answer to a [`HostCall`], one variant per operation.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HostReply {
+    /// [`HostCall::Facts`].
+    Facts(Box<HostFacts>),
+    /// [`HostCall::Inventory`].
+    Inventory(Inventory),
+    /// [`HostCall::Vm`].
+    Vm(Box<Vm>),
+    /// [`HostCall::Power`].
+    Power(PowerOutcome),
+    /// [`HostCall::DeleteVm`]: what deleting the VM removed.
+    Deleted(DeletedVm),
+    /// [`HostCall::KvpReadGuest`].
+    GuestKvp(GuestKvp),
+    /// [`HostCall::KvpWriteHost`]: the items were written.
+    Written,
+    /// [`HostCall::KvpRemoveHost`]: the host keys that existed and were removed.
+    KvpRemoved(Vec<String>),
+    /// [`HostCall::CopyImage`].
+    CopiedImage(CopiedImage),
+    /// [`HostCall::CopyIso`].
+    CopiedIso(CopiedIso),
+    /// [`HostCall::RegisterVm`]: the registered VM.
+    Registered(Box<Vm>),
+    /// [`HostCall::AddClusterRole`] and [`HostCall::RemoveClusterRole`].
+    ClusterRole(ClusterRole),
+    /// [`HostCall::CompareVm`].
+    MigrationCheck(MigrationCheck),
+    /// [`HostCall::MoveVm`].
+    Migrated(Migrated),
+    /// [`HostCall::RemovePath`].
+    RemovedPath(RemovedPath),
+}
+
+/// Which operation a [`HostCall`] is, without its arguments: the label of metrics, timeouts
+/// and logs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, strum::EnumIter, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
+pub enum OperationKind {
+    /// [`HostCall::Facts`].
+    Facts,
+    /// [`HostCall::Inventory`].
+    Inventory,
+    /// [`HostCall::Vm`].
+    Vm,
+    /// [`HostCall::Power`].
+    Power,
+    /// [`HostCall::DeleteVm`].
+    DeleteVm,
+    /// [`HostCall::KvpReadGuest`].
+    KvpReadGuest,
+    /// [`HostCall::KvpWriteHost`].
+    KvpWriteHost,
+    /// [`HostCall::KvpRemoveHost`].
+    KvpRemoveHost,
+    /// [`HostCall::CopyImage`].
+    CopyImage,
+    /// [`HostCall::CopyIso`].
+    CopyIso,
+    /// [`HostCall::RegisterVm`].
+    RegisterVm,
+    /// [`HostCall::AddClusterRole`].
+    AddClusterRole,
+    /// [`HostCall::RemoveClusterRole`].
+    RemoveClusterRole,
+    /// [`HostCall::CompareVm`].
+    CompareVm,
+    /// [`HostCall::MoveVm`].
+    MoveVm,
+    /// [`HostCall::RemovePath`].
+    RemovePath,
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+
+impl OperationKind {
+    /// Every operation, in declaration order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
+
+    /// The snake_case name (`"facts"`, `"delete_vm"`, …): metric labels and logs.
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// The host script (file stem under `assets/powershell/`) that performs it.
+    pub fn script(self) -> &'static str {
+        match self {
+            Self::Facts => scripts::GET_HOST_FACTS,
+            Self::Inventory | Self::Vm => scripts::GET_INVENTORY,
+            Self::Power => scripts::SET_VM_POWER_STATE,
+            Self::DeleteVm => scripts::REMOVE_MANAGED_VM,
+            Self::KvpReadGuest => scripts::GET_VM_KVP,
+            Self::KvpWriteHost => scripts::SET_VM_KVP,
+            Self::KvpRemoveHost => scripts::REMOVE_VM_KVP,
+            Self::CopyImage => scripts::COPY_GOLDEN_IMAGE,
+            Self::CopyIso => scripts::COPY_PROVISIONING_ISO,
+            Self::RegisterVm => scripts::REGISTER_MANAGED_VM,
+            Self::AddClusterRole => scripts::ADD_VM_CLUSTER_ROLE,
+            Self::RemoveClusterRole => scripts::REMOVE_VM_CLUSTER_ROLE,
+            Self::CompareVm => scripts::TEST_VM_MIGRATION,
+            Self::MoveVm => scripts::MOVE_MANAGED_VM,
+            Self::RemovePath => scripts::REMOVE_VM_PATH,
+        }
+    }
+
+    /// What error messages call it ("get VM", "copy image", …).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Facts => "facts",
+            Self::Inventory => "inventory",
+            Self::Vm => "get VM",
+            Self::Power => "power",
+            Self::DeleteVm => "delete VM",
+            Self::KvpReadGuest => "read guest KVP",
+            Self::KvpWriteHost => "write host KVP",
+            Self::KvpRemoveHost => "remove host KVP",
+            Self::CopyImage => "copy image",
+            Self::CopyIso => "copy provisioning ISO",
+            Self::RegisterVm => "register VM",
+            Self::AddClusterRole => "add cluster role",
+            Self::RemoveClusterRole => "remove cluster role",
+            Self::CompareVm => "compare VM",
+            Self::MoveVm => "move VM",
+            Self::RemovePath => "remove path",
+        }
+    }
+
+    /// Whether it only reads (safe to retry after a transport failure).
+    pub fn read_only(self) -> bool {
+        matches!(
+            self,
+            Self::Facts | Self::Inventory | Self::Vm | Self::KvpReadGuest | Self::CompareVm
+        )
+    }
+
+    /// How long a healthy host may take, used by [`super::layer::Timeouts`]: reads are quick,
+    /// copies and migrations move gigabytes, a guest shutdown waits for the guest.
+    pub fn default_timeout(self) -> Duration {
+        match self {
+            Self::Facts | Self::Vm | Self::KvpReadGuest | Self::KvpWriteHost => 60 * SECOND,
+            Self::KvpRemoveHost | Self::CompareVm => 2 * MINUTE,
+            Self::Inventory => 3 * MINUTE,
+            Self::AddClusterRole | Self::RemoveClusterRole | Self::RemovePath => 5 * MINUTE,
+            Self::RegisterVm | Self::DeleteVm | Self::Power => 10 * MINUTE,
+            Self::CopyImage | Self::CopyIso => 60 * MINUTE,
+            Self::MoveVm => 240 * MINUTE,
+        }
+    }
+}
+
+impl fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What an error message names besides host and operation.
+#[derive(Debug, Default)]
+pub(crate) struct Subject {
+    pub(crate) vm: Option<String>,
+    pub(crate) verb: Option<&'static str>,
+    pub(crate) destination: Option<String>,
+}
+
+impl Subject {
+    fn vm(id: VmId) -> Self {
+        Self {
+            vm: Some(id.to_string()),
+            ..Self::default()
+        }
+    }
+}
+
+impl HostCall {
+    /// Which operation this is.
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Self::Facts => OperationKind::Facts,
+            Self::Inventory => OperationKind::Inventory,
+            Self::Vm(_) => OperationKind::Vm,
+            Self::Power(..) => OperationKind::Power,
+            Self::DeleteVm { .. } => OperationKind::DeleteVm,
+            Self::KvpReadGuest(_) => OperationKind::KvpReadGuest,
+            Self::KvpWriteHost(..) => OperationKind::KvpWriteHost,
+            Self::KvpRemoveHost(..) => OperationKind::KvpRemoveHost,
+            Self::CopyImage(_) => OperationKind::CopyImage,
+            Self::CopyIso(_) => OperationKind::CopyIso,
+            Self::RegisterVm(_) => OperationKind::RegisterVm,
+            Self::AddClusterRole(_) => OperationKind::AddClusterRole,
+            Self::RemoveClusterRole(_) => OperationKind::RemoveClusterRole,
+            Self::CompareVm(..) => OperationKind::CompareVm,
+            Self::MoveVm(..) => OperationKind::MoveVm,
+            Self::RemovePath(_) => OperationKind::RemovePath,
+        }
+    }
+
+    /// The VM the call is about, when it names one by id.
+    pub fn vm_id(&self) -> Option<VmId> {
+        match self {
+            Self::Vm(id)
+            | Self::Power(id, _)
+            | Self::DeleteVm { id, .. }
+            | Self::KvpReadGuest(id)
+            | Self::KvpWriteHost(id, _)
+            | Self::KvpRemoveHost(id, _)
+            | Self::AddClusterRole(id)
+            | Self::RemoveClusterRole(id)
+            | Self::CompareVm(id, _)
+            | Self::MoveVm(id, _) => Some(*id),
+            Self::Facts
+            | Self::Inventory
+            | Self::CopyImage(_)
+            | Self::CopyIso(_)
+            | Self::RegisterVm(_)
+            | Self::RemovePath(_) => None,
+        }
+    }
+
+    /// Checks arguments that cannot be right before anything is sent
+    /// ([`Error::InvalidRequest`] naming `host` and the operation): VM names with path
+    /// characters, relative or wildcard paths, KVP items over Hyper-V's 511/2047-byte limits,
+    /// memory not a multiple of 2 MiB, VLANs outside 1..=4094, `remove_path` on a volume or
+    /// top-level folder, destination hosts that are not host names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] saying what is wrong.
+    pub fn validate(&self, host: &str) -> Result<()> {
+        let operation = self.kind().describe();
+        let refuse = |detail: String| Error::InvalidRequest {
+            host: host.to_owned(),
+            operation,
+            detail,
+        };
+        match self {
+            Self::KvpWriteHost(_, items) => {
+                for (key, value) in items {
+                    if key.is_empty() || key.len() > KVP_MAX_KEY_BYTES || key.contains('\0') {
+                        return Err(refuse(format!(
+                            "KVP key {key:?} must be 1..={KVP_MAX_KEY_BYTES} bytes without NUL characters"
+                        )));
+                    }
+                    if value.len() > KVP_MAX_VALUE_BYTES || value.contains('\0') {
+                        return Err(refuse(format!(
+                            "value of KVP key {key:?} is {} bytes; at most {KVP_MAX_VALUE_BYTES} without NUL characters (split it into chunks)",
+                            value.len()
+                        )));
+                    }
+                }
+            }
+            Self::KvpRemoveHost(_, keys) => {
+                if let Some(bad) = keys
+                    .iter()
+                    .find(|k| k.is_empty() || k.len() > KVP_MAX_KEY_BYTES)
+                {
+                    return Err(refuse(format!(
+                        "KVP key {bad:?} must be 1..={KVP_MAX_KEY_BYTES} bytes"
+                    )));
+                }
+            }
+            Self::CopyImage(request) => {
+                check_vm_name(&request.vm_name).map_err(refuse)?;
+                check_windows_path(&request.image_path).map_err(refuse)?;
+                if let Some(root) = &request.destination_root {
+                    check_windows_path(root).map_err(refuse)?;
+                }
+            }
+            Self::CopyIso(request) => {
+                check_windows_path(&request.iso_path).map_err(refuse)?;
+                check_windows_path(&request.vm_folder).map_err(refuse)?;
+            }
+            Self::RegisterVm(spec) => check_register(spec).map_err(refuse)?,
+            Self::CompareVm(_, target) | Self::MoveVm(_, target) => {
+                check_target(target).map_err(refuse)?;
+            }
+            Self::RemovePath(path) => {
+                check_windows_path(path).map_err(refuse)?;
+                if path.trim_end_matches('\\').matches('\\').count() < 2 {
+                    return Err(refuse(format!(
+                        "{path:?} is a volume or top-level folder; only paths inside the VM folder root are removed"
+                    )));
+                }
+            }
+            Self::Facts
+            | Self::Inventory
+            | Self::Vm(_)
+            | Self::Power(..)
+            | Self::DeleteVm { .. }
+            | Self::KvpReadGuest(_)
+            | Self::AddClusterRole(_)
+            | Self::RemoveClusterRole(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The reply, when the call needs no host at all (writing or removing no KVP items).
+    pub fn trivial_reply(&self) -> Option<HostReply> {
+        match self {
+            Self::KvpWriteHost(_, items) if items.is_empty() => Some(HostReply::Written),
+            Self::KvpRemoveHost(_, keys) if keys.is_empty() => {
+                Some(HostReply::KvpRemoved(Vec::new()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON request document the operation's script reads on stdin.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OperationOutput`] if a request type fails to serialize (it cannot, in
+    /// practice: they are plain data).
+    pub fn request(&self, host: &str) -> Result<Value> {
+        let serialize = |value: std::result::Result<Value, serde_json::Error>| {
+            value.map_err(|e| Error::OperationOutput {
+                host: host.to_owned(),
+                operation: self.kind().describe(),
+                detail: format!("request could not be serialized: {e}"),
+            })
+        };
+        Ok(match self {
+            Self::Facts | Self::Inventory => json!({}),
+            Self::Vm(id) => json!({ "ids": [id] }),
+            Self::Power(id, action) => json!({ "id": id, "action": action }),
+            Self::DeleteVm { id, delete_disks } => {
+                json!({ "id": id, "delete_disks": delete_disks })
+            }
+            Self::KvpReadGuest(id) | Self::AddClusterRole(id) | Self::RemoveClusterRole(id) => {
+                json!({ "id": id })
+            }
+            Self::KvpWriteHost(id, items) => json!({
+                "id": id,
+                "items": items
+                    .iter()
+                    .map(|(name, value)| json!({ "name": name, "value": value }))
+                    .collect::<Vec<_>>(),
+            }),
+            Self::KvpRemoveHost(id, keys) => json!({ "id": id, "keys": keys }),
+            Self::CopyImage(request) => serialize(serde_json::to_value(request))?,
+            Self::CopyIso(request) => serialize(serde_json::to_value(request))?,
+            Self::RegisterVm(spec) => serialize(serde_json::to_value(spec))?,
+            Self::CompareVm(id, target) | Self::MoveVm(id, target) => json!({
+                "id": id,
+                "destination_host": target.destination_host.trim(),
+                "with_storage": target.with_storage,
+                "destination_path": target.destination_path,
+            }),
+            Self::RemovePath(path) => json!({ "path": path }),
+        })
+    }
+
+    /// What a failure of this call should name (VM, verb, destination).
+    pub(crate) fn subject(&self) -> Subject {
+        let mut subject = self.vm_id().map(Subject::vm).unwrap_or_default();
+        match self {
+            Self::Power(_, action) => subject.verb = Some(action.verb()),
+            Self::DeleteVm { .. } => subject.verb = Some("be deleted"),
+            Self::CopyImage(request) => subject.vm = Some(request.vm_name.clone()),
+            Self::RegisterVm(spec) => {
+                subject.vm = Some(spec.name.clone());
+                subject.verb = Some("start");
+            }
+            Self::CompareVm(_, target) => {
+                subject.destination = Some(target.destination_host.clone());
+            }
+            Self::MoveVm(_, target) => {
+                subject.destination = Some(target.destination_host.clone());
+                subject.verb = Some("be moved");
+            }
+            _ => {}
+        }
+        subject
+    }
+
+    /// Turns the script's `data` into the typed reply, checking that it answers this call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OperationOutput`] for data of the wrong shape or about another VM;
+    /// [`Error::UnknownVm`] when [`HostCall::Vm`] finds no such VM.
+    pub fn parse_reply(&self, host: &str, data: Value) -> Result<HostReply> {
+        let kind = self.kind();
+        let wrong = |detail: String| Error::OperationOutput {
+            host: host.to_owned(),
+            operation: kind.describe(),
+            detail,
+        };
+        Ok(match self {
+            Self::Facts => HostReply::Facts(Box::new(parse_data(host, kind, data)?)),
+            Self::Inventory => HostReply::Inventory(parse_data(host, kind, data)?),
+            Self::Vm(id) => {
+                let inventory: Inventory = parse_data(host, kind, data)?;
+                let vm = inventory
+                    .vms
+                    .into_iter()
+                    .find(|vm| vm.id == *id)
+                    .ok_or_else(|| Error::UnknownVm {
+                        host: host.to_owned(),
+                        vm: id.to_string(),
+                    })?;
+                HostReply::Vm(Box::new(vm))
+            }
+            Self::Power(id, _) => {
+                let outcome: PowerOutcome = parse_data(host, kind, data)?;
+                if outcome.id != *id {
+                    return Err(wrong(format!(
+                        "asked for VM {id}, the script answered for {}",
+                        outcome.id
+                    )));
+                }
+                HostReply::Power(outcome)
+            }
+            Self::DeleteVm { .. } => HostReply::Deleted(parse_data(host, kind, data)?),
+            Self::KvpReadGuest(_) => HostReply::GuestKvp(parse_data(host, kind, data)?),
+            Self::KvpWriteHost(..) => {
+                let _: KvpWritten = parse_data(host, kind, data)?;
+                HostReply::Written
+            }
+            Self::KvpRemoveHost(..) => {
+                let removed: KvpRemoved = parse_data(host, kind, data)?;
+                HostReply::KvpRemoved(removed.removed)
+            }
+            Self::CopyImage(_) => HostReply::CopiedImage(parse_data(host, kind, data)?),
+            Self::CopyIso(_) => HostReply::CopiedIso(parse_data(host, kind, data)?),
+            Self::RegisterVm(_) => HostReply::Registered(Box::new(parse_data(host, kind, data)?)),
+            Self::AddClusterRole(_) | Self::RemoveClusterRole(_) => {
+                HostReply::ClusterRole(parse_data(host, kind, data)?)
+            }
+            Self::CompareVm(..) => HostReply::MigrationCheck(parse_data(host, kind, data)?),
+            Self::MoveVm(..) => HostReply::Migrated(parse_data(host, kind, data)?),
+            Self::RemovePath(_) => HostReply::RemovedPath(parse_data(host, kind, data)?),
+        })
+    }
+}
+
+fn parse_data<T: DeserializeOwned>(host: &str, kind: OperationKind, data: Value) -> Result<T> {
+    serde_json::from_value(data).map_err(|e| Error::OperationOutput {
+        host: host.to_owned(),
+        operation: kind.describe(),
+        detail: format!("{} returned data of the wrong shape: {e}", kind.script()),
+    })
+}
+
+impl HostReply {
+    /// The operation this reply answers ([`HostReply::ClusterRole`] answers both cluster-role
+    /// operations and reports [`OperationKind::AddClusterRole`]).
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Self::Facts(_) => OperationKind::Facts,
+            Self::Inventory(_) => OperationKind::Inventory,
+            Self::Vm(_) => OperationKind::Vm,
+            Self::Power(_) => OperationKind::Power,
+            Self::Deleted(_) => OperationKind::DeleteVm,
+            Self::GuestKvp(_) => OperationKind::KvpReadGuest,
+            Self::Written => OperationKind::KvpWriteHost,
+            Self::KvpRemoved(_) => OperationKind::KvpRemoveHost,
+            Self::CopiedImage(_) => OperationKind::CopyImage,
+            Self::CopiedIso(_) => OperationKind::CopyIso,
+            Self::Registered(_) => OperationKind::RegisterVm,
+            Self::ClusterRole(_) => OperationKind::AddClusterRole,
+            Self::MigrationCheck(_) => OperationKind::CompareVm,
+            Self::Migrated(_) => OperationKind::MoveVm,
+            Self::RemovedPath(_) => OperationKind::RemovePath,
+        }
+    }
+}
+
+impl fmt::Debug for HostCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Facts => f.write_str("Facts"),
+            Self::Inventory => f.write_str("Inventory"),
+            Self::Vm(id) => write!(f, "Vm({id})"),
+            Self::Power(id, action) => write!(f, "Power({id}, {action:?})"),
+            Self::DeleteVm { id, delete_disks } => {
+                write!(f, "DeleteVm({id}, delete_disks: {delete_disks})")
+            }
+            Self::KvpReadGuest(id) => write!(f, "KvpReadGuest({id})"),
+            Self::KvpWriteHost(id, items) => {
+                let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+                write!(f, "KvpWriteHost({id}, {keys:?})")
+            }
+            Self::KvpRemoveHost(id, keys) => write!(f, "KvpRemoveHost({id}, {keys:?})"),
+            Self::CopyImage(r) => write!(f, "CopyImage({r:?})"),
+            Self::CopyIso(r) => write!(f, "CopyIso({r:?})"),
+            Self::RegisterVm(spec) => write!(f, "RegisterVm({:?})", spec.name),
+            Self::AddClusterRole(id) => write!(f, "AddClusterRole({id})"),
+            Self::RemoveClusterRole(id) => write!(f, "RemoveClusterRole({id})"),
+            Self::CompareVm(id, target) => write!(f, "CompareVm({id}, {target:?})"),
+            Self::MoveVm(id, target) => write!(f, "MoveVm({id}, {target:?})"),
+            Self::RemovePath(path) => write!(f, "RemovePath({path:?})"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct KvpWritten {
+    #[allow(dead_code)]
+    written: u64,
+}
+
+#[derive(Deserialize)]
+struct KvpRemoved {
+    #[serde(default, deserialize_with = "crate::psjson::one_or_many")]
+    removed: Vec<String>,
+}
+
+/// A VM or folder name Hyper-V and the file system accept.
+pub(crate) fn check_vm_name(name: &str) -> std::result::Result<(), String> {
+    if name.trim().is_empty()
+        || name.trim() != name
+        || name.len() > 100
+        || name.contains(['\\', '/', ':', '*', '?', '"', '<', '>', '|'])
+        || name.chars().any(char::is_control)
+        || name == "."
+        || name == ".."
+    {
+        Err(format!(
+            "VM name {name:?} must be 1-100 characters without path characters or surrounding spaces"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// An absolute Windows path (`X:\...` or `\\server\share\...`) without `.`/`..` segments or
+/// wildcards.
+pub(crate) fn check_windows_path(path: &str) -> std::result::Result<(), String> {
+    let bytes = path.as_bytes();
+    let drive =
+        bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && bytes[2] == b'\\';
+    let unc = path.starts_with(r"\\") && path.len() > 2;
+    if !(drive || unc) {
+        return Err(format!("{path:?} is not an absolute Windows path"));
+    }
+    let rest = if drive {
+        path.get(3..).unwrap_or_default()
+    } else {
+        path.get(2..).unwrap_or_default()
+    };
+    if rest
+        .split('\\')
+        .any(|seg| seg == "." || seg == ".." || seg.trim().is_empty() && !seg.is_empty())
+        || path.contains(['*', '?', '"', '<', '>', '|', '/'])
+        || path.chars().any(char::is_control)
+        || path.get(2..).is_some_and(|p| p.contains(':'))
+    {
+        return Err(format!(
+            "{path:?} contains relative segments, wildcards or invalid characters"
+        ));
+    }
+    Ok(())
+}
+
+fn check_register(spec: &RegisterVmSpec) -> std::result::Result<(), String> {
+    const MIB: u64 = 1 << 20;
+    check_vm_name(&spec.name)?;
+    check_windows_path(&spec.vm_folder)?;
+    check_windows_path(&spec.vhdx_path)?;
+    if let Some(iso) = &spec.iso_path {
+        check_windows_path(iso)?;
+    }
+    if spec.processor_count == 0 {
+        return Err("processor count must be at least 1".to_owned());
+    }
+    if spec.memory_startup_bytes < 512 * MIB || !spec.memory_startup_bytes.is_multiple_of(2 * MIB) {
+        return Err(format!(
+            "startup memory {} bytes must be at least 512 MiB and a multiple of 2 MiB",
+            spec.memory_startup_bytes
+        ));
+    }
+    if let Some(d) = spec.dynamic_memory
+        && !(d.minimum_bytes <= spec.memory_startup_bytes
+            && spec.memory_startup_bytes <= d.maximum_bytes
+            && d.minimum_bytes.is_multiple_of(2 * MIB)
+            && d.maximum_bytes.is_multiple_of(2 * MIB))
+    {
+        return Err(
+            "dynamic memory needs minimum <= startup <= maximum, each a multiple of 2 MiB"
+                .to_owned(),
+        );
+    }
+    if let Some(vlan) = spec.vlan_id
+        && !(1..=4094).contains(&vlan)
+    {
+        return Err(format!("VLAN {vlan} is outside 1..=4094"));
+    }
+    Ok(())
+}
+
+fn check_target(target: &MigrationTarget) -> std::result::Result<(), String> {
+    let name = target.destination_host.trim();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid {
+        return Err(format!(
+            "destination host {:?} is not a host name",
+            target.destination_host
+        ));
+    }
+    if let Some(path) = &target.destination_path {
+        check_windows_path(path)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn paths_are_checked() {
+        assert!(check_windows_path(r"C:\VMs\web01").is_ok());
+        assert!(check_windows_path(r"\\fs01\share\x").is_ok());
+        assert!(check_windows_path(r"C:\VMs\..\Windows").is_err());
+        assert!(check_windows_path(r"VMs\web01").is_err());
+        assert!(check_windows_path(r"C:\VMs\*").is_err());
+        assert!(check_windows_path(r"C:\VMs\a:b").is_err());
+        assert!(check_vm_name("web01").is_ok());
+        assert!(check_vm_name("a\\b").is_err());
+        assert!(check_vm_name(" x").is_err());
+    }
+
+    #[test]
+    fn every_kind_has_a_script_a_name_and_a_timeout() {
+        let mut names = BTreeSet::new();
+        for kind in OperationKind::all() {
+            assert!(scripts::ALL.contains(&kind.script()), "{kind}");
+            assert!(names.insert(kind.name()), "duplicate name {kind}");
+            assert!(!kind.describe().is_empty());
+            assert!(kind.default_timeout() >= SECOND);
+        }
+        // Every script serves at least one operation.
+        for script in scripts::ALL {
+            assert!(
+                OperationKind::all().any(|k| k.script() == script),
+                "{script} serves no operation"
+            );
+        }
+        assert_eq!(OperationKind::DeleteVm.name(), "delete_vm");
+    }
+
+    #[test]
+    fn debug_never_shows_kvp_values() {
+        let call = HostCall::KvpWriteHost(
+            VmId(uuid::Uuid::nil()),
+            vec![("hlvmm.data.x".to_owned(), "SECRET-CIPHERTEXT".to_owned())],
+        );
+        let text = format!("{call:?}");
+        assert!(text.contains("hlvmm.data.x"));
+        assert!(!text.contains("SECRET"));
+    }
+
+    #[test]
+    fn empty_kvp_calls_need_no_host() {
+        let id = VmId(uuid::Uuid::nil());
+        assert_eq!(
+            HostCall::KvpWriteHost(id, vec![]).trivial_reply(),
+            Some(HostReply::Written)
+        );
+        assert_eq!(
+            HostCall::KvpRemoveHost(id, vec![]).trivial_reply(),
+            Some(HostReply::KvpRemoved(vec![]))
+        );
+        assert_eq!(HostCall::Vm(id).trivial_reply(), None);
+    }
+
+    #[test]
+    fn a_power_reply_about_another_vm_is_refused() {
+        let asked = VmId(uuid::Uuid::from_u128(1));
+        let data = json!({"id": uuid::Uuid::from_u128(2), "name": "web-01",
+            "previous_state": 3, "state": 2});
+        let err = HostCall::Power(asked, PowerAction::Start)
+            .parse_reply("hv01", data)
+            .unwrap_err();
+        assert!(err.to_string().contains("answered for"), "{err}");
+    }
+}
