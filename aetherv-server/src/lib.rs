@@ -5,9 +5,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod error;
-pub mod jobs;
+/// The job queue (the `aetherv-jobs` crate).
+pub use aetherv_jobs as jobs;
 pub mod logging;
 pub mod metrics;
 pub mod startup;
