@@ -2,6 +2,11 @@
 //!
 //! The binary (`main.rs`) composes the workspace crates into the HTTP server; everything worth
 //! testing on its own lives here.
+//!
+//! Features: `demo` (default) adds the simulated demo fleet (module `demo`) that the server runs
+//! when no hosts are configured; without it such a server refuses to start. `mock` adds
+//! `mockall` mocks of the outbound traits (e.g. `auth::oidc::MockJwksFetcher`) for embedders'
+//! tests.
 
 pub mod api;
 pub mod auth;

@@ -1,6 +1,6 @@
 //! Composition: from a [`Config`] to a running [`Server`] — the hosts (real WinRM hosts, or
-//! the embedded simulated demo fleet with the `demo` feature), the inventory refresher, the job queue, authentication,
-//! metrics and the router.
+//! the embedded simulated demo fleet with the `demo` feature), the inventory refresher, the
+//! job queue, authentication, metrics and the router.
 //!
 //! Start-up order: the HTTP server can answer as soon as [`Server::start`] returns (probes
 //! say "not ready"). Every host is a [`MeteredHost`] whose [`DeployGate`] makes sure the host

@@ -474,7 +474,7 @@ fn hosts_file_with_clusters_defaults_and_overrides() {
 defaults: {{port: 5986, use_tls: true, transport: ntlm}}
 clusters:
   - name: prod-a
-hosts: [hv01.corp.example, {{name: hv02.corp.example, port: 5985, use_tls: false}}]
+    hosts: [hv01.corp.example, {{name: hv02.corp.example, port: 5985, use_tls: false}}]
 hosts:
   - hv10.corp.example
   - {{name: hv11.corp.example, transport: basic, use_tls: true, ca_file: {ca}, insecure: false, username: other}}
