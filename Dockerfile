@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1
 # The aetherv server image (used by k8s/deployment.yaml as aetherv-server:latest).
 #   docker build -t aetherv-server:latest .
-#   docker run --rm -p 8000:8000 -e LISTEN_ADDR=0.0.0.0:8000 aetherv-server:latest   # demo fleet
+#   docker run --rm aetherv-server:latest check-config   # with your HYPERV_HOSTS etc.: validates
+# The image is built without the `demo` feature: it has no simulated fleet, and with no hosts
+# configured (HYPERV_HOSTS or HOSTS_FILE) it refuses to start. Run the demo with
+# `cargo run --release -p aetherv-server` instead.
 # Builder and runtime are both Debian 12 (bookworm), so the glibc the binary links against
 # matches the runtime's.
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
@@ -16,7 +19,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p aetherv-server --locked \
+    cargo build --release -p aetherv-server --locked --no-default-features \
     && install -D -m 0755 target/release/aetherv-server /out/aetherv-server
 
 # distroless cc: glibc, libgcc, CA certificates, no shell, user nonroot = 65532.

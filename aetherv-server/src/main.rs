@@ -1,16 +1,39 @@
 //! The aetherv server: REST API, web UI, job queue and inventory for a Hyper-V fleet.
 //!
-//! Configuration comes from the environment and `/run/secrets/` (see `CONFIGURATION.md`).
-//! With no hosts configured (`HYPERV_HOSTS` and `HOSTS_FILE` unset) it starts the embedded demo
-//! fleet: simulated Hyper-V hosts served over real WinRM (NTLM with message encryption) on
-//! loopback, managed exactly like real ones.
+//! Configuration comes from the environment and `/run/secrets/` (see `CONFIGURATION.md`);
+//! the command line only chooses between serving and `check-config` (see `cli`).
+//! With no hosts configured (`HYPERV_HOSTS` and `HOSTS_FILE` unset), a build with the `demo`
+//! feature starts the embedded demo fleet: simulated Hyper-V hosts served over real WinRM (NTLM
+//! with message encryption) on loopback, managed exactly like real ones. A build without it
+//! refuses to start.
 
 use std::process::ExitCode;
 
+use aetherv_server::cli::{self, Command};
 use aetherv_server::config::{AuthConfig, Config, Mode};
-use aetherv_server::startup::{DEMO_USER, Server};
+use aetherv_server::startup::Server;
 
 fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("{}", cli::USAGE);
+            eprintln!("Run 'aetherv-server --help' for more information.");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", cli::help());
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("{}", cli::version());
+            return ExitCode::SUCCESS;
+        }
+        Command::CheckConfig | Command::Serve => {}
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(problems) => {
@@ -20,6 +43,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if command == Command::CheckConfig {
+        print!("{}", cli::summary(&config));
+        return ExitCode::SUCCESS;
+    }
     aetherv_server::logging::init(config.log_format, &config.log_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -65,23 +92,11 @@ async fn run(config: Config) -> ExitCode {
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
     match &config.mode {
-        Mode::Demo(_) => {
-            tracing::info!(
-                hosts = server.demo_hosts().len(),
-                "demo mode: no HYPERV_HOSTS or HOSTS_FILE configured, managing an embedded simulated Hyper-V fleet on loopback"
-            );
-            for (host, endpoint) in server.demo_hosts() {
-                println!("host={host} endpoint={endpoint}");
-            }
-            println!(
-                "demo WinRM user={DEMO_USER} password: {}",
-                if server.demo_password_chosen() {
-                    "from AETHERV_DEMO_PASSWORD"
-                } else {
-                    "random (set AETHERV_DEMO_PASSWORD to choose one)"
-                }
-            );
-        }
+        #[cfg(feature = "demo")]
+        Mode::Demo(demo) => demo_banner(&server, demo, &config.auth),
+        // `Server::start` refuses demo mode in a build without the demo fleet.
+        #[cfg(not(feature = "demo"))]
+        Mode::Demo(_) => {}
         Mode::Fleet(hosts) => tracing::info!(hosts = hosts.len(), "managing the configured hosts"),
     }
     println!("aetherv is listening: web UI {url}/  API docs {url}/docs  (Ctrl-C stops)");
@@ -104,6 +119,34 @@ async fn run(config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Says loudly that this is the demo, and how to reach its simulated hosts.
+#[cfg(feature = "demo")]
+fn demo_banner(server: &Server, demo: &aetherv_server::config::DemoConfig, auth: &AuthConfig) {
+    let hosts = server.demo_hosts();
+    tracing::warn!(
+        hosts = hosts.len(),
+        "DEMO MODE: no HYPERV_HOSTS or HOSTS_FILE configured, managing an embedded simulated Hyper-V fleet on loopback"
+    );
+    let auth = if matches!(auth, AuthConfig::Disabled(_)) {
+        "authentication off"
+    } else {
+        "authentication on"
+    };
+    println!("=== DEMO MODE: simulated Hyper-V hosts on loopback, {auth}; not for production ===");
+    for (host, endpoint) in hosts {
+        println!("host={host} endpoint={endpoint}");
+    }
+    println!(
+        "demo WinRM user={} password: {}",
+        aetherv_server::demo::DEMO_USER,
+        if demo.password.is_some() {
+            "from AETHERV_DEMO_PASSWORD"
+        } else {
+            "random (set AETHERV_DEMO_PASSWORD to choose one)"
+        }
+    );
 }
 
 /// Ctrl-C or SIGTERM (Kubernetes stops pods with SIGTERM).

@@ -1,41 +1,37 @@
 //! Composition: from a [`Config`] to a running [`Server`] — the hosts (real WinRM hosts, or
-//! the embedded simulated demo fleet), the inventory refresher, the job queue, authentication,
-//! metrics and the router.
+//! the embedded simulated demo fleet with the `demo` feature), the inventory refresher, the
+//! job queue, authentication, metrics and the router.
 //!
 //! Start-up order: the HTTP server can answer as soon as [`Server::start`] returns (probes
 //! say "not ready"). Every host is a stack of generic layers over its
 //! [`WinRmHyperVHost`]: per-operation [`Timeouts`], a [`DeployGate`] that makes sure the host
 //! scripts are deployed (version check, one command when current) before the first operation
-//! reaches the host, retrying on the next operation if deployment failed, and [`metrics::Metered`](crate::metrics::Metered). The refresher's
-//! first pass therefore deploys, then loads facts and inventory; the server becomes ready when
+//! reaches the host (retrying on the next operation if deployment failed), and
+//! [`Metered`](crate::metrics::Metered) metrics. The refresher's first pass therefore deploys, then loads facts and inventory; the server becomes ready when
 //! every host has answered or failed once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aetherv_hyperv::WinRmExecutor;
 use aetherv_hyperv::deploy::{Bundle, DeployGate, DeployOptions, Deployer};
 use aetherv_hyperv::ops::layer::{Layered, Timeouts};
 use aetherv_hyperv::ops::{HyperVHost, WinRmHyperVHost};
-use aetherv_hyperv::sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use aetherv_inventory::{CancellationToken, HostStatus, RefreshConfig, Refresher};
 use aetherv_provision::provision::ProvisionConfig;
-use aetherv_winrm::{Client, Secret};
-use async_trait::async_trait;
+use aetherv_winrm::Client;
 use axum::Router;
-use rand::Rng as _;
 
 use crate::auth::Authenticator;
 use crate::auth::oidc::{OidcConfig, ReqwestFetcher, Validator};
-use crate::config::{AuthConfig, Config, DemoConfig, HostTarget, Mode, Transport};
+use crate::config::{AuthConfig, Config, HostTarget, Mode, Transport};
+#[cfg(feature = "demo")]
+use crate::demo::DemoFleet;
 use crate::jobs::{HostMap, JobObserver, JobQueue, JobStatus, JobType, QueueConfig};
 use crate::metrics::{Metrics, metered};
 use crate::state::{AppState, Readiness, ServerInfo};
 
-/// The WinRM user of the simulated demo hosts.
-pub const DEMO_USER: &str = "aetherv-demo";
 
 /// Job metrics go to the Prometheus registry.
 struct MetricsObserver(Arc<Metrics>);
@@ -58,8 +54,8 @@ impl JobObserver for MetricsObserver {
 pub struct Server {
     state: AppState,
     refresher: Option<Refresher>,
-    fleet: Option<SimFleet>,
-    demo_password_chosen: bool,
+    #[cfg(feature = "demo")]
+    fleet: Option<DemoFleet>,
     cancel: CancellationToken,
 }
 
@@ -69,53 +65,6 @@ impl std::fmt::Debug for Server {
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
-}
-
-fn random_password() -> Secret {
-    let mut rng = rand::thread_rng();
-    Secret::new(
-        (0..24)
-            .map(|_| char::from(rng.sample(rand::distributions::Alphanumeric)))
-            .collect::<String>(),
-    )
-}
-
-/// Starts the simulated demo fleet and returns it with the host targets to manage it.
-async fn start_demo(
-    demo: &DemoConfig,
-    install_directory: &str,
-) -> Result<(SimFleet, Vec<HostTarget>), String> {
-    let password = demo.password.clone().unwrap_or_else(random_password);
-    let spec = FleetSpec {
-        hosts: demo.hosts,
-        vms_per_host: demo.vms_per_host,
-        clusters: demo.clusters,
-        // Fresh hosts: the server deploys its scripts, as it would on a new real host.
-        scripts_version: None,
-        ..FleetSpec::default()
-    };
-    let options = SimOptions {
-        install_directory: install_directory.to_owned(),
-        ..SimOptions::default()
-    };
-    let fleet = SimFleet::start(spec, Credentials::new(DEMO_USER, password.clone()), options)
-        .await
-        .map_err(|e| format!("cannot start the demo fleet: {e}"))?;
-    let targets = fleet
-        .hosts()
-        .iter()
-        .map(|h| HostTarget {
-            name: h.name().to_owned(),
-            cluster: None,
-            endpoint: h.endpoint(),
-            user: DEMO_USER.to_owned(),
-            password: password.clone(),
-            transport: Transport::Ntlm,
-            ca_file: None,
-            insecure: false,
-        })
-        .collect();
-    Ok((fleet, targets))
 }
 
 fn client_for(target: &HostTarget) -> Result<Client, String> {
@@ -186,12 +135,18 @@ impl Server {
     /// A message naming what could not be started.
     pub async fn start(config: &Config) -> Result<Self, String> {
         let started = Instant::now();
-        let (fleet, targets, demo_password_chosen) = match &config.mode {
+        #[cfg(feature = "demo")]
+        let (fleet, targets) = match &config.mode {
             Mode::Demo(demo) => {
-                let (fleet, targets) = start_demo(demo, &config.install_directory).await?;
-                (Some(fleet), targets, demo.password.is_some())
+                let (fleet, targets) = DemoFleet::start(demo, &config.install_directory).await?;
+                (Some(fleet), targets)
             }
-            Mode::Fleet(targets) => (None, targets.clone(), false),
+            Mode::Fleet(targets) => (None, targets.clone()),
+        };
+        #[cfg(not(feature = "demo"))]
+        let targets = match &config.mode {
+            Mode::Demo(_) => return Err(crate::config::NO_DEMO_FLEET.to_owned()),
+            Mode::Fleet(targets) => targets.clone(),
         };
         let metrics = Arc::new(Metrics::new());
         let deployer = Arc::new(Deployer::new(DeployOptions::default()));
@@ -271,8 +226,8 @@ impl Server {
         Ok(Self {
             state,
             refresher: Some(refresher),
+            #[cfg(feature = "demo")]
             fleet,
-            demo_password_chosen,
             cancel,
         })
     }
@@ -287,22 +242,13 @@ impl Server {
         crate::api::router(self.state.clone())
     }
 
-    /// The simulated hosts, in demo mode: `(name, WS-Man endpoint)`.
+    /// The simulated hosts, in demo mode: `(name, WS-Man endpoint)`; empty otherwise.
+    #[cfg(feature = "demo")]
     pub fn demo_hosts(&self) -> Vec<(String, String)> {
         self.fleet
             .as_ref()
-            .map(|f| {
-                f.hosts()
-                    .iter()
-                    .map(|h| (h.name().to_owned(), h.endpoint()))
-                    .collect()
-            })
+            .map(DemoFleet::hosts)
             .unwrap_or_default()
-    }
-
-    /// Whether the demo hosts' password was chosen with `AETHERV_DEMO_PASSWORD`.
-    pub fn demo_password_chosen(&self) -> bool {
-        self.demo_password_chosen
     }
 
     /// Cancels jobs and waits (at most 45 s) for them to clean up, then stops the refresher
@@ -318,6 +264,7 @@ impl Server {
         if let Some(refresher) = self.refresher.take() {
             refresher.shutdown().await;
         }
+        #[cfg(feature = "demo")]
         if let Some(fleet) = self.fleet.take() {
             fleet.shutdown().await;
         }

@@ -551,7 +551,7 @@ async fn readyz_says_ready_or_why_not() {
     let fx = fixture().await;
     let answer = fx.get("/readyz").await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.json(), json!({"status": "ready"}));
+    assert_eq!(answer.json(), json!({"status": "ready", "mode": "demo"}));
 
     let fx = fixture_with(
         QueueConfig::default(),
@@ -563,7 +563,7 @@ async fn readyz_says_ready_or_why_not() {
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         answer.json(),
-        json!({"status": "not_ready", "reason": "deploying host scripts"})
+        json!({"status": "not_ready", "reason": "deploying host scripts", "mode": "demo"})
     );
     fx.state.readiness.set_ready();
     assert_eq!(fx.get("/readyz").await.status, StatusCode::OK);

@@ -19,6 +19,8 @@ struct Running {
     child: Child,
     base: String,
     stdout: mpsc::Receiver<String>,
+    /// What the server printed before its URL.
+    banner: Vec<String>,
 }
 
 impl Drop for Running {
@@ -60,10 +62,12 @@ fn start() -> Running {
         }
     });
     let deadline = Instant::now() + BOUND;
+    let mut banner = Vec::new();
     let base = loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the server prints its URL");
+        banner.push(line.clone());
         if let Some(rest) = line.split("web UI ").nth(1) {
             break rest
                 .split_whitespace()
@@ -77,6 +81,7 @@ fn start() -> Running {
         child,
         base,
         stdout: rx,
+        banner,
     }
 }
 
@@ -170,6 +175,14 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
         200
     );
     wait_ready(&client, &base).await;
+    assert!(
+        server.banner.iter().any(|l| l
+            == "=== DEMO MODE: simulated Hyper-V hosts on loopback, authentication off; not for production ==="),
+        "{:?}",
+        server.banner
+    );
+    let ready: Value = get_json(&client, format!("{base}/readyz")).await;
+    assert_eq!(ready, json!({"status": "ready", "mode": "demo"}));
 
     let clusters: Value = get_json(&client, format!("{base}/api/v1/clusters")).await;
     assert_eq!(clusters["clusters"].as_array().unwrap().len(), 2);

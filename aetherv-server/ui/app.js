@@ -176,6 +176,20 @@
     $("banner").hidden = true;
   }
 
+  /** Shows the server's mode (`mode` of /api/v1/status): a badge next to the brand and, in demo
+   * mode, a banner that stays, so nobody mistakes the simulated fleet for real hosts. */
+  function showMode(status) {
+    if (!status || !status.mode) return;
+    const demo = status.mode === "demo";
+    $("mode").textContent = demo ? "demo fleet" : status.mode;
+    if (demo) {
+      const authOn = Boolean(state.me && state.me.auth_enabled);
+      $("demo-banner-text").textContent =
+        "Demo mode — simulated hosts, authentication " + (authOn ? "on" : "off");
+    }
+    $("demo-banner").hidden = !demo;
+  }
+
   function signInLink() {
     const url = (state.me && state.me.login_url) || "/oidc/login";
     return h("a", { href: url, id: "sign-in" }, "Sign in");
@@ -408,7 +422,7 @@
 
     function render(status, clusters, hosts) {
       clear(body);
-      if (status && status.mode) $("mode").textContent = status.mode === "demo" ? "demo fleet" : status.mode;
+      showMode(status);
       const sum = (key) => hosts.reduce((a, x) => a + (typeof x[key] === "number" ? x[key] : 0), 0);
       const connected = hosts.filter((x) => x.status === "connected").length;
       const byState = {};
@@ -1785,8 +1799,7 @@
     });
     route();
     connectEvents();
-    const status = await guarded(() => api("GET", "/api/v1/status"));
-    if (status && status.mode) $("mode").textContent = status.mode === "demo" ? "demo fleet" : status.mode;
+    showMode(await guarded(() => api("GET", "/api/v1/status")));
   }
 
   // Exposed for the browser tests and for debugging in the console.

@@ -202,10 +202,10 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.readiness.check() {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(()) => Json(json!({ "status": "ready", "mode": state.info.mode })).into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reason": reason })),
+            Json(json!({ "status": "not_ready", "reason": reason, "mode": state.info.mode })),
         )
             .into_response(),
     }

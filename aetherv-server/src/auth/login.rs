@@ -3,7 +3,7 @@
 //! `GET /oidc/login?return_to=/path` sends the browser to the issuer; the state, nonce, PKCE
 //! verifier and return path travel in a signed, HttpOnly, 10-minute cookie (`aetherv_login`).
 //! `GET /oidc/callback` checks the state, exchanges the code at the token endpoint
-//! (`client_secret_post`), validates the ID token with the [`Validator`](super::oidc::Validator)
+//! (`client_secret_post`), validates the ID token with the [`Validator`]
 //! (audience = client id) and its nonce, then sets the signed session cookie
 //! (`aetherv_session`, 8 hours) and returns to the saved path. `GET`/`POST /oidc/logout` clear it.
 //!

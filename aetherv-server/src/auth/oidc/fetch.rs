@@ -18,7 +18,7 @@ const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 ///
 /// The [`Validator`](super::Validator) calls this on first use and again when a token names a key
 /// id it does not know (key rotation), at most once per refetch interval.
-#[cfg_attr(test, mockall::automock)]
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait JwksFetcher: Send + Sync {
     /// Returns the issuer's signing keys. Keys that cannot be parsed are left out; a failure to

@@ -5,16 +5,18 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use aetherv_hyperv::ops::{
-    CopyImageRequest, GoldenImage, HostFacts, Inventory, MockHyperVHost, PowerOutcome,
+    CopyImageRequest, GoldenImage, HostFacts, Inventory, MockHyperVHost, PowerAction, PowerOutcome,
     ProvisioningIso, RemovedPath, Vm, VmState,
 };
 use aetherv_hyperv::psjson::Timestamp;
 use aetherv_inventory::{RefreshConfig, Refresher};
+use aetherv_provision::delete::DeleteRequest;
 use aetherv_provision::schema::JobRequest;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::timeout;
 
 use super::*;
+use crate::*;
 
 /// Upper bound of every wait in these tests.
 const WAIT: Duration = Duration::from_secs(10);

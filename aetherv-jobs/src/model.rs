@@ -1,0 +1,361 @@
+//! The queue's public data: job types and statuses, what to submit, the records the API shows,
+//! the observer of job metrics, and the queue's limits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aetherv_hyperv::ops::{HyperVHost, PowerAction, VmId};
+use aetherv_provision::delete::DeleteRequest;
+use aetherv_provision::provision::ProvisionConfig;
+use aetherv_provision::schema::Validated;
+use serde::Serialize;
+
+#[cfg(doc)]
+use crate::JobQueue;
+
+/// What kind of job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobType {
+    /// Create and configure a VM.
+    Provision,
+    /// Delete a VM.
+    Delete,
+    /// A power action.
+    Power,
+}
+
+impl JobType {
+    /// The lowercase name (`provision`, `delete`, `power`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provision => "provision",
+            Self::Delete => "delete",
+            Self::Power => "power",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "provision" => Some(Self::Provision),
+            "delete" => Some(Self::Delete),
+            "power" => Some(Self::Power),
+            _ => None,
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Waiting for a slot.
+    Queued,
+    /// Running.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with an error (after cleaning up what it created).
+    Failed,
+    /// Cancelled (after cleaning up what it created).
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "queued" => Some(Self::Queued),
+            "running" => Some(Self::Running),
+            "succeeded" => Some(Self::Succeeded),
+            "failed" => Some(Self::Failed),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Whether the job has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// The work of a job.
+#[derive(Debug, Clone)]
+pub enum JobWork {
+    /// Provision a VM.
+    Provision(Box<Validated>),
+    /// Delete a VM.
+    Delete(DeleteRequest),
+    /// Apply a power action.
+    Power {
+        /// The VM.
+        vm: VmId,
+        /// The action.
+        action: PowerAction,
+    },
+}
+
+impl JobWork {
+    /// The job type of this work.
+    pub fn job_type(&self) -> JobType {
+        match self {
+            Self::Provision(_) => JobType::Provision,
+            Self::Delete(_) => JobType::Delete,
+            Self::Power { .. } => JobType::Power,
+        }
+    }
+}
+
+/// A job to submit.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// What to do.
+    pub work: JobWork,
+    /// The host it runs against.
+    pub host: String,
+    /// The VM's id, when it exists already.
+    pub vm_id: Option<VmId>,
+    /// The VM's name.
+    pub vm_name: Option<String>,
+    /// The redacted parameters, for the record.
+    pub parameters: serde_json::Value,
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The host is not one the server manages.
+    #[error("host {0:?} is not managed by this server")]
+    UnknownHost(String),
+    /// Another job is working on the same VM.
+    #[error("VM {vm} is busy with job {job}")]
+    Busy {
+        /// The VM (name or id).
+        vm: String,
+        /// The job holding it.
+        job: String,
+    },
+    /// The queue is shutting down.
+    #[error("the job queue is shutting down")]
+    ShuttingDown,
+    /// Too many jobs are waiting.
+    #[error("{0} jobs are already queued; try again when some have finished")]
+    QueueFull(usize),
+}
+
+/// Why a job could not be cancelled.
+///
+/// Deliberately exhaustive: an HTTP layer maps each case to its own answer, and a new case
+/// should fail its build rather than fall into a catch-all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CancelError {
+    /// No such job (or it left the history).
+    #[error("job {0:?} not found")]
+    NotFound(String),
+    /// The job has already ended.
+    #[error("job {id} already {status}")]
+    Finished {
+        /// The job.
+        id: String,
+        /// Its final status.
+        status: &'static str,
+    },
+}
+
+/// One step of a job's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepRecord {
+    /// Step name, e.g. `Provisioning.CopyImage`.
+    pub name: String,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: &'static str,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it ended.
+    pub finished_at: Option<String>,
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// Position in the job's log, from 0.
+    pub seq: u64,
+    /// Wall-clock time (RFC 3339).
+    pub at: String,
+    /// `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The line.
+    pub message: String,
+    /// The step the job was in.
+    pub step: Option<String>,
+    /// The job's percentage at that moment.
+    pub percent: u8,
+}
+
+/// What cleanup did after a failure or cancellation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CleanupView {
+    /// What was removed.
+    pub removed: Vec<String>,
+    /// What could not be removed and why.
+    pub left_behind: Vec<LeftBehind>,
+}
+
+/// An artifact compensation could not remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftBehind {
+    /// The artifact.
+    pub artifact: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A job's record as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// The job id.
+    pub id: String,
+    /// The type.
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    /// The power action (power jobs).
+    pub action: Option<PowerAction>,
+    /// The status.
+    pub status: JobStatus,
+    /// The host.
+    pub target_host: String,
+    /// The VM's id (known from the start, or once provisioning registered the VM).
+    pub vm_id: Option<VmId>,
+    /// The VM's name.
+    pub vm_name: Option<String>,
+    /// The redacted parameters.
+    pub parameters: serde_json::Value,
+    /// When it was submitted.
+    pub created_at: String,
+    /// When it started running.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// 0..=100.
+    pub percent: u8,
+    /// The current (or last) step.
+    pub step: Option<String>,
+    /// The latest progress message.
+    pub message: Option<String>,
+    /// The step timeline.
+    pub steps: Vec<StepRecord>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// What cleanup did.
+    pub cleanup: Option<CleanupView>,
+    /// What a successful job produced.
+    pub result: Option<serde_json::Value>,
+    /// Whether cancellation was requested.
+    pub cancel_requested: bool,
+}
+
+/// A status change, as `/api/v1/events` streams it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobNotice {
+    /// The job id.
+    pub id: String,
+    /// The type.
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    /// The new status.
+    pub status: JobStatus,
+    /// Its percentage.
+    pub percent: u8,
+    /// The host.
+    pub target_host: String,
+    /// The VM id.
+    pub vm_id: Option<VmId>,
+    /// The VM name.
+    pub vm_name: Option<String>,
+}
+
+/// Filters of [`JobQueue::list`].
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this type.
+    pub job_type: Option<JobType>,
+    /// Only this host (case-insensitive).
+    pub host: Option<String>,
+    /// Only this VM.
+    pub vm_id: Option<VmId>,
+    /// At most this many (newest first).
+    pub limit: Option<usize>,
+}
+
+/// Receives job metrics (the server's Prometheus registry implements it).
+pub trait JobObserver: Send + Sync {
+    /// A job moved from `from` (none: it was just created) to `to`.
+    fn status(&self, job_type: JobType, from: Option<JobStatus>, to: JobStatus);
+    /// A job ended after `duration` of running.
+    fn finished(&self, job_type: JobType, status: JobStatus, duration: Duration);
+    /// A finished job left the history.
+    fn forgotten(&self, job_type: JobType, status: JobStatus);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl JobObserver for NoObserver {
+    fn status(&self, _: JobType, _: Option<JobStatus>, _: JobStatus) {}
+    fn finished(&self, _: JobType, _: JobStatus, _: Duration) {}
+    fn forgotten(&self, _: JobType, _: JobStatus) {}
+}
+
+/// Queue limits and job timeouts.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Jobs running at the same time, over all hosts (at least 1).
+    pub concurrency: usize,
+    /// Jobs running at the same time on one host (at least 1).
+    pub per_host: usize,
+    /// Finished jobs kept in memory.
+    pub history: usize,
+    /// Jobs that may wait for a slot at the same time; more are refused.
+    pub max_queued: usize,
+    /// Timeouts of the provisioning pipeline.
+    pub provision: ProvisionConfig,
+    /// Timeout of each host call of deletions and power actions.
+    pub step_timeout: Duration,
+    /// Upper bound of the inventory refresh after a job.
+    pub refresh_timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            per_host: 2,
+            history: 1000,
+            max_queued: 1000,
+            provision: ProvisionConfig::default(),
+            step_timeout: Duration::from_secs(120),
+            refresh_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The hosts jobs can run against, by name.
+pub type HostMap = BTreeMap<String, Arc<dyn HyperVHost>>;

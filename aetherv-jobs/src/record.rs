@@ -1,0 +1,225 @@
+//! One job's mutable record (timeline, log lines, the VMs it holds) and how a job ended.
+
+use std::time::SystemTime;
+
+use aetherv_hyperv::ops::{PowerAction, VmId};
+use aetherv_provision::job::LogLevel;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{
+    CleanupView, JobNotice, JobStatus, JobType, JobView, LeftBehind, LogLine, StepRecord,
+};
+
+/// What a running job locks: a VM id, or a host + VM name while provisioning.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum VmKey {
+    Id(VmId),
+    Name(String, String),
+}
+
+pub(crate) struct Record {
+    pub(crate) id: String,
+    pub(crate) job_type: JobType,
+    pub(crate) action: Option<PowerAction>,
+    pub(crate) status: JobStatus,
+    pub(crate) host: String,
+    pub(crate) vm_id: Option<VmId>,
+    pub(crate) vm_name: Option<String>,
+    pub(crate) parameters: serde_json::Value,
+    pub(crate) created_at: SystemTime,
+    pub(crate) started_at: Option<SystemTime>,
+    pub(crate) started: Option<tokio::time::Instant>,
+    pub(crate) finished_at: Option<SystemTime>,
+    pub(crate) percent: u8,
+    pub(crate) step: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) steps: Vec<StepRecord>,
+    pub(crate) error: Option<String>,
+    pub(crate) cleanup: Option<CleanupView>,
+    pub(crate) result: Option<serde_json::Value>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) lines: Vec<LogLine>,
+    pub(crate) keys: Vec<VmKey>,
+    pub(crate) changed: watch::Sender<u64>,
+}
+
+impl Record {
+    pub(crate) fn view(&self) -> JobView {
+        JobView {
+            id: self.id.clone(),
+            job_type: self.job_type,
+            action: self.action,
+            status: self.status,
+            target_host: self.host.clone(),
+            vm_id: self.vm_id,
+            vm_name: self.vm_name.clone(),
+            parameters: self.parameters.clone(),
+            created_at: rfc3339(self.created_at),
+            started_at: self.started_at.map(rfc3339),
+            finished_at: self.finished_at.map(rfc3339),
+            percent: self.percent,
+            step: self.step.clone(),
+            message: self.message.clone(),
+            steps: self.steps.clone(),
+            error: self.error.clone(),
+            cleanup: self.cleanup.clone(),
+            result: self.result.clone(),
+            cancel_requested: self.cancel.is_cancelled(),
+        }
+    }
+
+    pub(crate) fn notice(&self) -> JobNotice {
+        JobNotice {
+            id: self.id.clone(),
+            job_type: self.job_type,
+            status: self.status,
+            percent: self.percent,
+            target_host: self.host.clone(),
+            vm_id: self.vm_id,
+            vm_name: self.vm_name.clone(),
+        }
+    }
+
+    pub(crate) fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) fn push_line(&mut self, level: &'static str, message: String) {
+        let seq = self.lines.len() as u64;
+        self.lines.push(LogLine {
+            seq,
+            at: rfc3339(SystemTime::now()),
+            level,
+            message,
+            step: self.step.clone(),
+            percent: self.percent,
+        });
+    }
+
+    /// Records a progress event: a new step closes the previous one as succeeded.
+    pub(crate) fn progress(&mut self, step: &str, percent: u8, message: String) {
+        let now = rfc3339(SystemTime::now());
+        if self.step.as_deref() != Some(step) {
+            if let Some(last) = self.steps.last_mut()
+                && last.finished_at.is_none()
+            {
+                last.status = "succeeded";
+                last.finished_at = Some(now.clone());
+            }
+            self.steps.push(StepRecord {
+                name: step.to_owned(),
+                status: "running",
+                started_at: now,
+                finished_at: None,
+            });
+            self.step = Some(step.to_owned());
+        }
+        self.percent = self.percent.max(percent.min(100));
+        self.message = Some(message.clone());
+        self.push_line("info", message);
+    }
+
+    pub(crate) fn close_steps(&mut self, status: JobStatus) {
+        let now = rfc3339(SystemTime::now());
+        let last_status = match status {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Cancelled => "cancelled",
+            _ => "failed",
+        };
+        let count = self.steps.len();
+        for (i, step) in self.steps.iter_mut().enumerate() {
+            if step.finished_at.is_none() {
+                step.status = if i + 1 == count {
+                    last_status
+                } else {
+                    "succeeded"
+                };
+                step.finished_at = Some(now.clone());
+            }
+        }
+    }
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub(crate) fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    }
+}
+
+/// An error and its sources, joined by `: ` (skipping sources already in the text).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outcome {
+    pub(crate) error: Option<String>,
+    pub(crate) cleanup: Option<CleanupView>,
+    pub(crate) result: Option<serde_json::Value>,
+}
+
+impl Outcome {
+    pub(crate) fn success(result: Option<serde_json::Value>) -> Self {
+        Self {
+            result,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn failure(error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn cancelled_before_start() -> Self {
+        Self::failure("cancelled before it started; nothing was changed".to_owned())
+    }
+
+    pub(crate) fn from_error(error: &aetherv_provision::Error) -> (JobStatus, Self) {
+        use aetherv_provision::Error as E;
+        let (status, cleanup) = match error {
+            E::Cancelled { cleanup, .. } => (JobStatus::Cancelled, Some(cleanup)),
+            E::ProvisionFailed { cleanup, .. } => (JobStatus::Failed, Some(cleanup)),
+            _ => (JobStatus::Failed, None),
+        };
+        let cleanup = cleanup.map(|c| CleanupView {
+            removed: c.removed().map(ToString::to_string).collect(),
+            left_behind: c
+                .left_behind()
+                .map(|(a, why)| LeftBehind {
+                    artifact: a.to_string(),
+                    reason: why.to_owned(),
+                })
+                .collect(),
+        });
+        (
+            status,
+            Self {
+                error: Some(error_chain(error)),
+                cleanup,
+                result: None,
+            },
+        )
+    }
+}

@@ -1,0 +1,290 @@
+//! Fleet mode: the hosts from `HYPERV_HOSTS` or `HOSTS_FILE`, each with its WinRM settings
+//! (per host, then the file's `defaults`, then the `WINRM_*` variables) and the credentials.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::hosts_file::{HostEntry, HostSpec, Overrides, read_hosts_file};
+use super::sources::Sources;
+use super::{HostTarget, Transport};
+
+/// Per-host WinRM settings from the environment (`WINRM_*`).
+struct EnvDefaults {
+    port: Option<u16>,
+    use_tls: bool,
+    transport: Transport,
+    ca_file: Option<PathBuf>,
+    insecure: bool,
+    username: Option<String>,
+}
+
+fn env_defaults(s: &mut Sources<'_>) -> EnvDefaults {
+    let transport = match s.get("WINRM_TRANSPORT").map(|v| v.to_ascii_lowercase()) {
+        None => Transport::Ntlm,
+        Some(t) if t == "ntlm" => Transport::Ntlm,
+        Some(t) if t == "basic" => Transport::Basic,
+        Some(other) => {
+            s.problem(
+                "WINRM_TRANSPORT",
+                format_args!("expected ntlm or basic, got {other:?}"),
+            );
+            Transport::Ntlm
+        }
+    };
+    let use_tls = s.flag("WINRM_USE_TLS", false);
+    let insecure = s.flag("WINRM_INSECURE", false);
+    let port = s.get("WINRM_PORT").and_then(|p| match p.parse::<u16>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            s.problem(
+                "WINRM_PORT",
+                format_args!("expected a port number, got {p:?}"),
+            );
+            None
+        }
+    });
+    let ca_file = s.get("WINRM_CA_FILE").map(PathBuf::from);
+    if let Some(path) = &ca_file
+        && let Err(why) = readable_file(path)
+    {
+        s.problem("WINRM_CA_FILE", why);
+    }
+    let username = s
+        .secret("WINRM_USERNAME")
+        .map(|u| u.expose().trim().to_owned());
+    EnvDefaults {
+        port,
+        use_tls,
+        transport,
+        ca_file,
+        insecure,
+        username,
+    }
+}
+
+fn readable_file(path: &Path) -> Result<(), String> {
+    match std::fs::File::open(path).and_then(|f| f.metadata()) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(format!("{} is not a regular file", path.display())),
+        Err(e) => Err(format!("{} is not a readable file: {e}", path.display())),
+    }
+}
+
+/// A host to build: where it was written, its cluster and its overrides.
+struct Planned {
+    origin: String,
+    cluster: Option<String>,
+    spec: HostSpec,
+}
+
+pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
+    let env = env_defaults(s);
+    let password = s.secret("WINRM_PASSWORD");
+    let mut planned = Vec::new();
+    let mut file_defaults = Overrides::default();
+    let mut base_dir = PathBuf::new();
+    match (s.get("HYPERV_HOSTS"), s.get("HOSTS_FILE")) {
+        (Some(_), Some(_)) => {
+            s.problem(
+                "HOSTS_FILE",
+                "set either HYPERV_HOSTS or HOSTS_FILE, not both",
+            );
+        }
+        (Some(list), None) => {
+            for (i, name) in list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .enumerate()
+            {
+                planned.push(Planned {
+                    origin: format!("HYPERV_HOSTS: entry {}", i + 1),
+                    cluster: None,
+                    spec: HostSpec {
+                        name: name.to_owned(),
+                        ..HostSpec::default()
+                    },
+                });
+            }
+            if planned.is_empty() {
+                s.problem("HYPERV_HOSTS", "no host names in the list");
+            }
+        }
+        (None, Some(file)) => {
+            let file = PathBuf::from(file);
+            base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            if let Some(parsed) = read_hosts_file(s, &file) {
+                file_defaults = parsed.defaults;
+                let mut clusters = HashSet::new();
+                for (c, cluster) in parsed.clusters.into_iter().enumerate() {
+                    let cname = cluster.name.trim().to_owned();
+                    if cname.is_empty() || cname.contains(char::is_whitespace) {
+                        s.problem(
+                            "HOSTS_FILE",
+                            format_args!(
+                                "clusters[{c}].name: {:?} is not a cluster name",
+                                cluster.name
+                            ),
+                        );
+                    } else if !clusters.insert(cname.to_ascii_lowercase()) {
+                        s.problem(
+                            "HOSTS_FILE",
+                            format_args!("clusters[{c}].name: duplicate cluster {cname:?}"),
+                        );
+                    }
+                    if cluster.hosts.is_empty() {
+                        s.problem(
+                            "HOSTS_FILE",
+                            format_args!("clusters[{c}].hosts: cluster {cname:?} has no hosts"),
+                        );
+                    }
+                    for (h, HostEntry(spec)) in cluster.hosts.into_iter().enumerate() {
+                        planned.push(Planned {
+                            origin: format!("HOSTS_FILE: clusters[{c}].hosts[{h}]"),
+                            cluster: Some(cname.clone()),
+                            spec,
+                        });
+                    }
+                }
+                for (h, HostEntry(spec)) in parsed.hosts.into_iter().enumerate() {
+                    planned.push(Planned {
+                        origin: format!("HOSTS_FILE: hosts[{h}]"),
+                        cluster: None,
+                        spec,
+                    });
+                }
+                if planned.is_empty() && !s.problems.iter().any(|p| p.starts_with("HOSTS_FILE")) {
+                    s.problem(
+                        "HOSTS_FILE",
+                        format_args!("{} lists no hosts", file.display()),
+                    );
+                }
+                if let Some(ca) = &file_defaults.ca_file {
+                    let ca = base_dir.join(ca);
+                    if let Err(why) = readable_file(&ca) {
+                        s.problem("HOSTS_FILE", format_args!("defaults.ca_file: {why}"));
+                    }
+                }
+            }
+        }
+        (None, None) => {}
+    }
+
+    let mut seen = HashSet::new();
+    let mut hosts = Vec::new();
+    let mut basic_over_http_env = Vec::new();
+    let mut without_user = Vec::new();
+    for Planned {
+        origin,
+        cluster,
+        spec,
+    } in planned
+    {
+        let name = spec.name.trim().to_owned();
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || "/@:\\?#".contains(c)) {
+            s.problems
+                .push(format!("{origin}: {:?} is not a host name", spec.name));
+            continue;
+        }
+        if !seen.insert(name.to_ascii_lowercase()) {
+            s.problems
+                .push(format!("{origin}: duplicate host {name:?}"));
+            continue;
+        }
+        let ca_file = match &spec.ca_file {
+            Some(ca) => {
+                let ca = base_dir.join(ca);
+                if let Err(why) = readable_file(&ca) {
+                    s.problems.push(format!("{origin}.ca_file: {why}"));
+                }
+                Some(ca)
+            }
+            None => file_defaults
+                .ca_file
+                .as_ref()
+                .map(|ca| base_dir.join(ca))
+                .or_else(|| env.ca_file.clone()),
+        };
+        let transport = spec
+            .transport
+            .or(file_defaults.transport)
+            .unwrap_or(env.transport);
+        let use_tls = spec
+            .use_tls
+            .or(file_defaults.use_tls)
+            .unwrap_or(env.use_tls);
+        if transport == Transport::Basic && !use_tls {
+            let from_file = spec.transport.is_some()
+                || spec.use_tls.is_some()
+                || file_defaults.transport.is_some()
+                || file_defaults.use_tls.is_some();
+            if from_file {
+                s.problems.push(format!(
+                    "{origin} ({name}): transport basic sends the password in clear over HTTP; \
+                     set use_tls: true"
+                ));
+            } else {
+                basic_over_http_env.push(name.clone());
+            }
+        }
+        let port = spec
+            .port
+            .or(file_defaults.port)
+            .or(env.port)
+            .unwrap_or(if use_tls { 5986 } else { 5985 });
+        if port == 0 {
+            s.problems
+                .push(format!("{origin}.port: 0 is not a port number"));
+        }
+        let user = spec
+            .username
+            .clone()
+            .or_else(|| file_defaults.username.clone())
+            .or_else(|| env.username.clone())
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty());
+        let user = user.unwrap_or_else(|| {
+            without_user.push(name.clone());
+            String::new()
+        });
+        let scheme = if use_tls { "https" } else { "http" };
+        hosts.push(HostTarget {
+            endpoint: format!("{scheme}://{name}:{port}/wsman"),
+            name,
+            cluster,
+            user,
+            password: password.clone().unwrap_or_default(),
+            transport,
+            ca_file,
+            insecure: spec
+                .insecure
+                .or(file_defaults.insecure)
+                .unwrap_or(env.insecure),
+        });
+    }
+    if !basic_over_http_env.is_empty() {
+        s.problem(
+            "WINRM_TRANSPORT",
+            format_args!(
+                "basic sends the password in clear over HTTP (to {}); set WINRM_USE_TLS=true",
+                basic_over_http_env.join(", ")
+            ),
+        );
+    }
+    if !without_user.is_empty() {
+        s.problem(
+            "WINRM_USERNAME",
+            format_args!(
+                "required when hosts are configured (no username for {})",
+                without_user.join(", ")
+            ),
+        );
+    }
+    if password.is_none() {
+        s.problem(
+            "WINRM_PASSWORD",
+            "required when hosts are configured (variable or secret file)",
+        );
+    }
+    hosts
+}

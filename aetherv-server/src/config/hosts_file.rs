@@ -1,0 +1,117 @@
+//! `HOSTS_FILE`: the YAML list of hosts, with clusters, file-wide defaults and per-host
+//! overrides. Problems name the path inside the file (`clusters[0].hosts[1].port`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+
+use super::Transport;
+use super::sources::Sources;
+
+/// Settings a `HOSTS_FILE` entry or its `defaults` may override.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Overrides {
+    pub(super) port: Option<u16>,
+    pub(super) use_tls: Option<bool>,
+    pub(super) transport: Option<Transport>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) insecure: Option<bool>,
+    pub(super) username: Option<String>,
+}
+
+/// One host in `HOSTS_FILE`: a name, or a mapping with a name and overrides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HostSpec {
+    pub(super) name: String,
+    pub(super) port: Option<u16>,
+    pub(super) use_tls: Option<bool>,
+    pub(super) transport: Option<Transport>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) insecure: Option<bool>,
+    pub(super) username: Option<String>,
+}
+
+/// A `HostSpec` written either as a bare name or as a mapping.
+#[derive(Debug, Clone)]
+pub(super) struct HostEntry(pub(super) HostSpec);
+
+impl<'de> Deserialize<'de> for HostEntry {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = HostEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a host name or a mapping with name and overrides")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HostEntry, E> {
+                Ok(HostEntry(HostSpec {
+                    name: v.to_owned(),
+                    ..HostSpec::default()
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<HostEntry, A::Error> {
+                HostSpec::deserialize(de::value::MapAccessDeserializer::new(map)).map(HostEntry)
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClusterSpec {
+    pub(super) name: String,
+    pub(super) hosts: Vec<HostEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HostsFile {
+    #[serde(default)]
+    pub(super) defaults: Overrides,
+    #[serde(default)]
+    pub(super) clusters: Vec<ClusterSpec>,
+    #[serde(default)]
+    pub(super) hosts: Vec<HostEntry>,
+}
+
+pub(super) fn read_hosts_file(s: &mut Sources<'_>, file: &Path) -> Option<HostsFile> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            s.problem(
+                "HOSTS_FILE",
+                format_args!("cannot read {}: {e}", file.display()),
+            );
+            return None;
+        }
+    };
+    if text.trim().is_empty() {
+        s.problem("HOSTS_FILE", format_args!("{} is empty", file.display()));
+        return None;
+    }
+    match serde_path_to_error::deserialize::<_, HostsFile>(serde_yaml::Deserializer::from_str(
+        &text,
+    )) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            if path.is_empty() || path == "." {
+                s.problem("HOSTS_FILE", format_args!("{}: {message}", file.display()));
+            } else {
+                // serde_yaml prefixes the path of the enclosing mapping; ours is more precise.
+                let message = match message.split_once(": ") {
+                    Some((prefix, rest)) if path.starts_with(prefix) => rest,
+                    _ => message.as_str(),
+                };
+                s.problem("HOSTS_FILE", format_args!("{path}: {message}"));
+            }
+            None
+        }
+    }
+}
