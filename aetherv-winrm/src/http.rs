@@ -2,7 +2,7 @@
 //!
 //! These types are the seam between the sans-IO core ([`crate::auth`], the server's connection
 //! state machine) and whatever moves bytes: the hyper/rustls transport of feature `client`
-//! ([`crate::transport`]), the endpoint of feature `server`, or a test. They hold no I/O
+//! (`crate::transport`), the endpoint of feature `server`, or a test. They hold no I/O
 //! handles, so the core builds without an HTTP stack.
 
 use std::time::Duration;
