@@ -15,9 +15,9 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
 use crate::framing::{self, FramingError};
+use crate::http::{HttpRequest, HttpResponse};
 use crate::ntlm::{AuthenticateInputs, NtlmCredentials, NtlmError, NtlmInitiator, NtlmSession};
 use crate::secret::Secret;
-use crate::transport::{HttpRequest, HttpResponse};
 
 /// SOAP content type for unencrypted bodies.
 pub const SOAP_CONTENT_TYPE: &str = "application/soap+xml;charset=UTF-8";

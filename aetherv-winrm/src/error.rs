@@ -2,8 +2,8 @@
 
 use crate::envelope::{EnvelopeError, WsmanFault};
 use crate::framing::FramingError;
+use crate::http::TransportError;
 use crate::ntlm::NtlmError;
-use crate::transport::TransportError;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -116,7 +116,10 @@ impl Error {
     }
 
     /// Builds the right variant for an envelope parse failure (a SOAP fault is not a parse error).
-    pub(crate) fn from_envelope(endpoint: &str, err: EnvelopeError) -> Self {
+    ///
+    /// Public so that code driving the sans-IO core with its own I/O reports failures the way
+    /// the crate's client does.
+    pub fn from_envelope(endpoint: &str, err: EnvelopeError) -> Self {
         match err {
             EnvelopeError::Fault(fault) => Error::Fault {
                 endpoint: endpoint.to_owned(),

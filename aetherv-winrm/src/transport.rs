@@ -4,7 +4,10 @@
 //! NTLM authenticates a TCP connection, not a request, so the client needs to know which
 //! requests share a connection. A [`Transport`] is therefore *one* persistent HTTP/1.1
 //! connection used by one caller at a time; a [`Connector`] opens new ones. Both traits have
-//! `mockall` mocks ([`MockTransport`], [`MockConnector`]).
+//! `mockall` mocks (`MockTransport`, `MockConnector`) when feature `mock` is on.
+//!
+//! This module is feature `client`. The request, response and error types it moves are plain
+//! data in [`crate::http`] (re-exported here), shared with the sans-IO core.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,56 +24,10 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::Secret;
-
-/// A transport failure, classified so that callers can tell what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TransportError {
-    /// The TCP connection could not be made (refused, unreachable, DNS).
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    /// The TLS handshake failed (untrusted certificate, name mismatch, protocol error).
-    #[error("TLS handshake failed: {0}")]
-    Tls(String),
-    /// No response arrived within the HTTP timeout.
-    #[error("HTTP request timed out after {0:?}")]
-    Timeout(Duration),
-    /// The connection broke while the request or response was in flight.
-    #[error("connection failed during the request: {0}")]
-    Io(String),
-    /// The transport could not be configured (bad CA file, bad URL).
-    #[error("transport configuration: {0}")]
-    Config(String),
-}
-
-/// One HTTP POST to the WS-Man endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HttpRequest {
-    /// `Authorization` header value, if any. May carry credentials (Basic), so it is a
-    /// [`Secret`] and never appears in `Debug` output.
-    pub authorization: Option<Secret>,
-    /// `Content-Type` header value, if the body is not empty.
-    pub content_type: Option<String>,
-    /// Request body.
-    pub body: Bytes,
-}
-
-/// The parts of an HTTP response WS-Man needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HttpResponse {
-    /// HTTP status code.
-    pub status: u16,
-    /// Every `WWW-Authenticate` header value, in order.
-    pub www_authenticate: Vec<String>,
-    /// `Content-Type` header value.
-    pub content_type: Option<String>,
-    /// Response body.
-    pub body: Bytes,
-}
+pub use crate::http::{HttpRequest, HttpResponse, TransportError};
 
 /// One persistent HTTP connection to a WS-Man endpoint, used by one caller at a time.
-#[mockall::automock]
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Sends one POST and waits for the whole response.
@@ -78,7 +35,7 @@ pub trait Transport: Send + Sync {
 }
 
 /// Opens new [`Transport`]s (connections) to one endpoint.
-#[mockall::automock]
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait Connector: Send + Sync {
     /// Opens a new connection. Implementations may connect lazily on the first request.
     fn connect(&self) -> Result<Arc<dyn Transport>, TransportError>;

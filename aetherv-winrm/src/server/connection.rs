@@ -11,9 +11,9 @@ use bytes::Bytes;
 
 use crate::auth::SOAP_CONTENT_TYPE;
 use crate::framing;
+use crate::http::{HttpRequest, HttpResponse};
 use crate::ntlm::{AcceptorIdentity, AcceptorInputs, NtlmAcceptor, NtlmSession};
 use crate::secret::Secret;
-use crate::transport::{HttpRequest, HttpResponse};
 
 /// The accepted users.
 #[derive(Debug, Clone, Default)]

@@ -25,9 +25,9 @@ use super::{
     CommandHandler, Intercept, Interceptor, RequestInfo, ServerConfig, ServerCounters, ServerError,
 };
 use crate::envelope::{self, EnvelopeError, WsmanFault};
+use crate::http::{HttpRequest, HttpResponse};
 use crate::ntlm::{AcceptorIdentity, AcceptorInputs};
 use crate::secret::Secret;
-use crate::transport::{HttpRequest, HttpResponse};
 
 /// Largest request body read (Windows' own limit, `MaxEnvelopeSizekb`, is far below).
 const MAX_BODY: usize = 16 * 1024 * 1024;
