@@ -32,7 +32,6 @@ use crate::jobs::{HostMap, JobObserver, JobQueue, JobStatus, JobType, QueueConfi
 use crate::metrics::{Metrics, metered};
 use crate::state::{AppState, Readiness, ServerInfo};
 
-
 /// Job metrics go to the Prometheus registry.
 struct MetricsObserver(Arc<Metrics>);
 

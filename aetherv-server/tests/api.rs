@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aetherv_hyperv::ops::{
-    ClusterRole, DeletedVm, GoldenImage, HostFacts, HyperVHost, Inventory, MockHyperVHost,
-    PowerAction, PowerOutcome, ProvisioningIso, RemovedPath, StorageLocation, VirtualSwitch, Vm,
-    VmId, VmNic, VmState,
+    ClusterRole, DeletedVm, GoldenImage, HostCall, HostFacts, HostReply, HyperVHost, Inventory,
+    MockHyperVHost, PowerAction, PowerOutcome, ProvisioningIso, RemovedPath, StorageLocation,
+    VirtualSwitch, Vm, VmId, VmNic, VmState,
 };
 use aetherv_hyperv::psjson::Timestamp;
 use aetherv_inventory::{CancellationToken, RefreshConfig, Refresher};
@@ -186,131 +186,113 @@ impl FakeHost {
         (gate, tx)
     }
 
+    /// A host whose VM list follows the power and delete calls; copies and registrations
+    /// fail (disk full), and every mutating call is recorded in `calls`.
     fn mock(&self, cluster: Option<&str>) -> MockHyperVHost {
         let name = self.name.clone();
         let mut host = MockHyperVHost::new();
         host.expect_host_name().return_const(name.clone());
         let (n, c) = (name.clone(), cluster.map(str::to_owned));
-        host.expect_facts()
-            .returning(move || Ok(facts(&n, c.as_deref())));
-        let (n, vms) = (name.clone(), Arc::clone(&self.vms));
-        host.expect_inventory().returning(move || {
-            Ok(Inventory {
-                host: n.clone(),
-                collected_at: Timestamp::from_unix_millis(1_700_000_000_000),
-                vms: vms.lock().unwrap().clone(),
-            })
-        });
-        let (n, vms) = (name.clone(), Arc::clone(&self.vms));
-        host.expect_vm().returning(move |id| {
-            vms.lock()
-                .unwrap()
-                .iter()
-                .find(|v| v.id == id)
-                .cloned()
-                .ok_or_else(|| aetherv_hyperv::Error::UnknownVm {
-                    host: n.clone(),
-                    vm: id.to_string(),
-                })
-        });
-        let (n, vms, calls, gate) = (
-            name.clone(),
+        let (vms, calls, gate) = (
             Arc::clone(&self.vms),
             Arc::clone(&self.calls),
             Arc::clone(&self.gate),
         );
-        host.expect_power().returning(move |id, action| {
-            calls
-                .lock()
-                .unwrap()
-                .push(format!("power {id} {}", action.as_str()));
-            let armed = gate.lock().unwrap().take();
-            if let Some(gate) = armed {
-                gate.pass();
-            }
-            let mut vms = vms.lock().unwrap();
-            let vm = vms.iter_mut().find(|v| v.id == id).ok_or_else(|| {
-                aetherv_hyperv::Error::UnknownVm {
-                    host: n.clone(),
-                    vm: id.to_string(),
-                }
-            })?;
-            let previous_state = vm.state;
-            vm.state = match action {
-                PowerAction::Start | PowerAction::Resume | PowerAction::Restart => VmState::Running,
-                PowerAction::Shutdown | PowerAction::TurnOff => VmState::Off,
-                PowerAction::Save => VmState::Saved,
-                PowerAction::Pause => VmState::Paused,
+        host.expect_call().returning(move |call| {
+            let unknown = |id: VmId| aetherv_hyperv::Error::UnknownVm {
+                host: n.clone(),
+                vm: id.to_string(),
             };
-            Ok(PowerOutcome {
-                id,
-                name: vm.name.clone(),
-                previous_state,
-                state: vm.state,
-            })
-        });
-        let (n, vms, calls) = (name.clone(), Arc::clone(&self.vms), Arc::clone(&self.calls));
-        host.expect_delete_vm().returning(move |id, _disks| {
-            calls.lock().unwrap().push(format!("delete_vm {id}"));
-            let mut vms = vms.lock().unwrap();
-            let at = vms.iter().position(|v| v.id == id).ok_or_else(|| {
-                aetherv_hyperv::Error::UnknownVm {
+            let refuse = |operation: &'static str| aetherv_hyperv::Error::ScriptFailed {
+                host: n.clone(),
+                operation,
+                code: "DiskFull".to_owned(),
+                message: "not enough space on the volume".to_owned(),
+            };
+            let record = |line: String| calls.lock().unwrap().push(line);
+            match call {
+                HostCall::Facts => Ok(HostReply::Facts(Box::new(facts(&n, c.as_deref())))),
+                HostCall::Inventory => Ok(HostReply::Inventory(Inventory {
                     host: n.clone(),
-                    vm: id.to_string(),
+                    collected_at: Timestamp::from_unix_millis(1_700_000_000_000),
+                    vms: vms.lock().unwrap().clone(),
+                })),
+                HostCall::Vm(id) => vms
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|v| v.id == id)
+                    .cloned()
+                    .map(|vm| HostReply::Vm(Box::new(vm)))
+                    .ok_or_else(|| unknown(id)),
+                HostCall::Power(id, action) => {
+                    record(format!("power {id} {}", action.as_str()));
+                    let armed = gate.lock().unwrap().take();
+                    if let Some(gate) = armed {
+                        gate.pass();
+                    }
+                    let mut vms = vms.lock().unwrap();
+                    let vm = vms
+                        .iter_mut()
+                        .find(|v| v.id == id)
+                        .ok_or_else(|| unknown(id))?;
+                    let previous_state = vm.state;
+                    vm.state = match action {
+                        PowerAction::Start | PowerAction::Resume | PowerAction::Restart => {
+                            VmState::Running
+                        }
+                        PowerAction::Shutdown | PowerAction::TurnOff => VmState::Off,
+                        PowerAction::Save => VmState::Saved,
+                        PowerAction::Pause => VmState::Paused,
+                    };
+                    Ok(HostReply::Power(PowerOutcome {
+                        id,
+                        name: vm.name.clone(),
+                        previous_state,
+                        state: vm.state,
+                    }))
                 }
-            })?;
-            let removed = vms.remove(at);
-            Ok(DeletedVm {
-                id,
-                name: removed.name,
-                removed_paths: Vec::new(),
-                kept_paths: Vec::new(),
-            })
-        });
-        let refuse = |operation: &'static str, host: &str| aetherv_hyperv::Error::ScriptFailed {
-            host: host.to_owned(),
-            operation,
-            code: "DiskFull".to_owned(),
-            message: "not enough space on the volume".to_owned(),
-        };
-        let (n, calls) = (name.clone(), Arc::clone(&self.calls));
-        host.expect_copy_image().returning(move |request| {
-            calls
-                .lock()
-                .unwrap()
-                .push(format!("copy_image {}", request.vm_name));
-            Err(refuse("copy_image", &n))
-        });
-        let (n, calls) = (name.clone(), Arc::clone(&self.calls));
-        host.expect_copy_provisioning_iso().returning(move |_| {
-            calls
-                .lock()
-                .unwrap()
-                .push("copy_provisioning_iso".to_owned());
-            Err(refuse("copy_provisioning_iso", &n))
-        });
-        let (n, calls) = (name.clone(), Arc::clone(&self.calls));
-        host.expect_register_vm().returning(move |spec| {
-            calls
-                .lock()
-                .unwrap()
-                .push(format!("register_vm {}", spec.name));
-            Err(refuse("register_vm", &n))
-        });
-        let calls = Arc::clone(&self.calls);
-        host.expect_remove_path().returning(move |path| {
-            calls.lock().unwrap().push(format!("remove_path {path}"));
-            Ok(RemovedPath {
-                path,
-                removed: false,
-            })
-        });
-        host.expect_remove_cluster_role().returning(|id| {
-            Ok(ClusterRole {
-                id,
-                clustered: false,
-                group: None,
-            })
+                HostCall::DeleteVm { id, .. } => {
+                    record(format!("delete_vm {id}"));
+                    let mut vms = vms.lock().unwrap();
+                    let at = vms
+                        .iter()
+                        .position(|v| v.id == id)
+                        .ok_or_else(|| unknown(id))?;
+                    let removed = vms.remove(at);
+                    Ok(HostReply::Deleted(DeletedVm {
+                        id,
+                        name: removed.name,
+                        removed_paths: Vec::new(),
+                        kept_paths: Vec::new(),
+                    }))
+                }
+                HostCall::CopyImage(request) => {
+                    record(format!("copy_image {}", request.vm_name));
+                    Err(refuse("copy_image"))
+                }
+                HostCall::CopyIso(_) => {
+                    record("copy_provisioning_iso".to_owned());
+                    Err(refuse("copy_provisioning_iso"))
+                }
+                HostCall::RegisterVm(spec) => {
+                    record(format!("register_vm {}", spec.name));
+                    Err(refuse("register_vm"))
+                }
+                HostCall::RemovePath(path) => {
+                    record(format!("remove_path {path}"));
+                    Ok(HostReply::RemovedPath(RemovedPath {
+                        path,
+                        removed: false,
+                    }))
+                }
+                HostCall::RemoveClusterRole(id) => Ok(HostReply::ClusterRole(ClusterRole {
+                    id,
+                    clustered: false,
+                    group: None,
+                })),
+                other => panic!("the API tests never ask for {other:?}"),
+            }
         });
         host
     }

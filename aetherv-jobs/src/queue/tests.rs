@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use aetherv_hyperv::ops::{
-    CopyImageRequest, GoldenImage, HostFacts, Inventory, MockHyperVHost, PowerAction, PowerOutcome,
-    ProvisioningIso, RemovedPath, Vm, VmState,
+    GoldenImage, HostCall, HostFacts, HostReply, Inventory, MockHyperVHost, PowerAction,
+    PowerOutcome, ProvisioningIso, RemovedPath, Vm, VmState,
 };
 use aetherv_hyperv::psjson::Timestamp;
 use aetherv_inventory::{RefreshConfig, Refresher};
@@ -63,10 +63,28 @@ impl Gate {
     }
 }
 
+/// Expects calls of one operation on a mock host.
+macro_rules! on {
+    ($host:expr, $pattern:pat) => {
+        $host.expect_call().withf(|c| matches!(c, $pattern))
+    };
+}
+
 fn mock(name: &str) -> MockHyperVHost {
     let mut host = MockHyperVHost::new();
     host.expect_host_name().return_const(name.to_owned());
     host
+}
+
+/// A `remove_path` that found nothing to remove.
+fn removed_nothing(call: HostCall) -> aetherv_hyperv::Result<HostReply> {
+    match call {
+        HostCall::RemovePath(path) => Ok(HostReply::RemovedPath(RemovedPath {
+            path,
+            removed: false,
+        })),
+        other => panic!("{other:?}"),
+    }
 }
 
 fn outcome(id: VmId, action: PowerAction) -> PowerOutcome {
@@ -93,13 +111,16 @@ fn power_host(
     before_each: impl Fn() + Send + Sync + 'static,
 ) -> MockHyperVHost {
     let mut host = mock(name);
-    host.expect_power().returning(move |id, action| {
+    on!(host, HostCall::Power(..)).returning(move |call| {
         before_each();
         calls.fetch_add(1, Ordering::SeqCst);
         if let Some(gate) = &gate {
             gate.pass();
         }
-        Ok(outcome(id, action))
+        match call {
+            HostCall::Power(id, action) => Ok(HostReply::Power(outcome(id, action))),
+            other => panic!("{other:?}"),
+        }
     });
     host
 }
@@ -208,7 +229,7 @@ async fn a_power_job_succeeds_and_records_its_outcome() {
 #[tokio::test]
 async fn a_failing_power_job_is_failed_with_the_host_error() {
     let mut host = mock("hv01");
-    host.expect_power().returning(|_, _| {
+    on!(host, HostCall::Power(..)).returning(|_| {
         Err(aetherv_hyperv::Error::ScriptFailed {
             host: "hv01".to_owned(),
             operation: "power",
@@ -364,7 +385,7 @@ async fn one_job_per_vm_and_per_new_name() {
     let (gate, release) = Gate::new();
     let calls = Arc::new(AtomicUsize::new(0));
     let mut host = power_host("hv01", Some(gate.clone()), Arc::clone(&calls), || {});
-    host.expect_facts().returning(|| {
+    on!(host, HostCall::Facts).returning(|_| {
         Err(aetherv_hyperv::Error::ScriptFailed {
             host: "hv01".to_owned(),
             operation: "facts",
@@ -372,14 +393,9 @@ async fn one_job_per_vm_and_per_new_name() {
             message: "host is busy".to_owned(),
         })
     });
-    host.expect_inventory()
-        .returning(|| Ok(inventory("hv01", Vec::new())));
-    host.expect_remove_path().returning(|path| {
-        Ok(RemovedPath {
-            path,
-            removed: false,
-        })
-    });
+    on!(host, HostCall::Inventory)
+        .returning(|_| Ok(HostReply::Inventory(inventory("hv01", Vec::new()))));
+    on!(host, HostCall::RemovePath(_)).returning(removed_nothing);
     // per_host 1 keeps the provisioning jobs queued behind the blocked power job.
     let q = queue(config(4, 1, 100), vec![("hv01", host)]);
     let vm = vm_id(7);
@@ -673,7 +689,7 @@ async fn following_a_job_that_ends_meanwhile_yields_every_line_then_one_end() {
 #[tokio::test]
 async fn list_filters_by_status_type_host_vm_and_limit() {
     let mut failing = mock("hv02");
-    failing.expect_power().returning(|_, _| {
+    on!(failing, HostCall::Power(..)).returning(|_| {
         Err(aetherv_hyperv::Error::ScriptFailed {
             host: "hv02".to_owned(),
             operation: "power",
@@ -681,10 +697,10 @@ async fn list_filters_by_status_type_host_vm_and_limit() {
             message: "no".to_owned(),
         })
     });
-    failing.expect_vm().returning(|id| {
+    on!(failing, HostCall::Vm(_)).returning(|call| {
         Err(aetherv_hyperv::Error::UnknownVm {
             host: "hv02".to_owned(),
-            vm: id.to_string(),
+            vm: call.vm_id().map(|id| id.to_string()).unwrap_or_default(),
         })
     });
     let q = queue(
@@ -824,27 +840,24 @@ fn inventory(host: &str, vms: Vec<Vm>) -> Inventory {
 async fn records_never_contain_the_guest_password() {
     const SECRET: &str = "Very-S3cret-Passw0rd!";
     let mut host = mock("hv01");
-    host.expect_facts().returning(|| Ok(facts("hv01")));
-    host.expect_inventory()
-        .returning(|| Ok(inventory("hv01", Vec::new())));
+    on!(host, HostCall::Facts).returning(|_| Ok(HostReply::Facts(Box::new(facts("hv01")))));
+    on!(host, HostCall::Inventory)
+        .returning(|_| Ok(HostReply::Inventory(inventory("hv01", Vec::new()))));
     let copies = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&copies);
-    host.expect_copy_image()
-        .returning(move |request: CopyImageRequest| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            Err(aetherv_hyperv::Error::ScriptFailed {
-                host: "hv01".to_owned(),
-                operation: "copy_image",
-                code: "DiskFull".to_owned(),
-                message: format!("no room for {}", request.vm_name),
-            })
-        });
-    host.expect_remove_path().returning(|path| {
-        Ok(RemovedPath {
-            path,
-            removed: false,
+    on!(host, HostCall::CopyImage(_)).returning(move |call| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let HostCall::CopyImage(request) = call else {
+            panic!("{call:?}")
+        };
+        Err(aetherv_hyperv::Error::ScriptFailed {
+            host: "hv01".to_owned(),
+            operation: "copy_image",
+            code: "DiskFull".to_owned(),
+            message: format!("no room for {}", request.vm_name),
         })
     });
+    on!(host, HostCall::RemovePath(_)).returning(removed_nothing);
     let q = queue(config(4, 2, 100), vec![("hv01", host)]);
     let body = serde_json::json!({
         "vm_name": "web-01", "hyperv_host": "hv01", "image_name": "Ubuntu 24.04",
@@ -913,17 +926,24 @@ async fn a_job_ends_after_its_host_inventory_shows_the_effect() {
         integration_services: Vec::new(),
     }]));
     let mut host = mock("hv01");
-    host.expect_facts().returning(|| Ok(facts("hv01")));
+    on!(host, HostCall::Facts).returning(|_| Ok(HostReply::Facts(Box::new(facts("hv01")))));
     let listed = Arc::clone(&vms);
-    host.expect_inventory()
-        .returning(move || Ok(inventory("hv01", listed.lock().unwrap().clone())));
+    on!(host, HostCall::Inventory).returning(move |_| {
+        Ok(HostReply::Inventory(inventory(
+            "hv01",
+            listed.lock().unwrap().clone(),
+        )))
+    });
     let changed = Arc::clone(&vms);
-    host.expect_power().returning(move |id, action| {
+    on!(host, HostCall::Power(..)).returning(move |call| {
+        let HostCall::Power(id, action) = call else {
+            panic!("{call:?}")
+        };
         let mut vms = changed.lock().unwrap();
         let vm = vms.iter_mut().find(|v| v.id == id).unwrap();
         let out = outcome(id, action);
         vm.state = out.state;
-        Ok(out)
+        Ok(HostReply::Power(out))
     });
     let map = hosts(vec![("hv01", host)]);
     let refresher = Refresher::start(
