@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The crate-graph invariants of ARCHITECTURE.md, checked with `cargo tree`, plus a
+# `cargo check` of every feature combination that ARCHITECTURE.md promises (each feature alone,
+# and none). Prints one line per check and `N passed, M failed`; exits 1 if any failed.
+# Usage: scripts/check-deps.sh        (run from anywhere; uses the workspace's target dir)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+pass() { printf 'PASS %s\n' "$*"; passed=$((passed + 1)); }
+fail() { printf 'FAIL %s\n' "$1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/    /'; failed=$((failed + 1)); }
+
+# tree_lacks DESCRIPTION REGEX CARGO-TREE-ARGS...: the tree has no line matching REGEX.
+tree_lacks() {
+    local what=$1 pattern=$2
+    shift 2
+    local tree
+    if ! tree=$(cargo tree --locked --prefix none "$@" 2>&1); then
+        fail "$what" "$tree"
+        return
+    fi
+    local hits
+    hits=$(printf '%s\n' "$tree" | grep -E "$pattern" | sort -u)
+    if [ -z "$hits" ]; then pass "$what"; else fail "$what" "$hits"; fi
+}
+
+# Workspace members, from the manifest (no extra tooling).
+members=$(cargo metadata --locked --no-deps --format-version 1 \
+    | python3 -c 'import json,sys; print("\n".join(p["name"] for p in json.load(sys.stdin)["packages"]))')
+
+# 1. Who may depend on whom.
+tree_lacks "aetherv-winrm depends on no other aetherv crate" '^aetherv-(hyperv|kvp|sim|provision|inventory|jobs|server)' \
+    -e normal -p aetherv-winrm --all-features
+for m in $members; do
+    [ "$m" = aetherv-server ] && continue
+    tree_lacks "$m does not depend on aetherv-server" '^aetherv-server ' -e normal -p "$m" --all-features
+done
+tree_lacks "aetherv-kvp needs no async runtime" '^(tokio|hyper) ' -e normal -p aetherv-kvp --all-features
+
+# 2. What the optional parts keep out of the default builds.
+tree_lacks "aetherv-winrm without default features has no tokio, hyper, rustls or mockall" \
+    '^(tokio|tokio-util|hyper|hyper-util|rustls|tokio-rustls|mockall) ' -e normal -p aetherv-winrm --no-default-features
+tree_lacks "aetherv-server without default features has no rcgen, clap or simulator" \
+    '^(rcgen|clap|clap_builder|aetherv-sim|mockall) ' -e normal -p aetherv-server --no-default-features
+tree_lacks "aetherv-hyperv has no simulator, clap, rcgen or mockall" \
+    '^(aetherv-sim|clap|rcgen|tracing-subscriber|mockall) ' -e normal -p aetherv-hyperv
+tree_lacks "aetherv-sim's library without the cli feature has no clap or tracing-subscriber" \
+    '^(clap|tracing-subscriber) ' -e normal -p aetherv-sim --no-default-features
+
+# 3. Each promised feature combination compiles (check only: no codegen, shared target dir).
+check() {
+    local what="cargo check $*"
+    local out
+    if out=$(cargo check --locked --quiet "$@" 2>&1); then pass "$what"; else fail "$what" "$(printf '%s\n' "$out" | tail -n 30)"; fi
+}
+check -p aetherv-winrm --no-default-features
+check -p aetherv-winrm --no-default-features --features client
+check -p aetherv-winrm --no-default-features --features server
+check -p aetherv-winrm --no-default-features --features mock
+check -p aetherv-hyperv --no-default-features
+check -p aetherv-hyperv --no-default-features --features mock
+check -p aetherv-kvp --no-default-features
+check -p aetherv-sim --no-default-features
+check -p aetherv-sim --no-default-features --features cli
+check -p aetherv-provision --no-default-features
+check -p aetherv-inventory --no-default-features
+check -p aetherv-jobs --no-default-features
+check -p aetherv-server --no-default-features --all-targets
+check -p aetherv-server --no-default-features --features mock
+check -p aetherv-server --no-default-features --features demo
+
+printf '%d passed, %d failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ]
