@@ -89,21 +89,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "  {:<24} {:<10} {:>6} MiB",
             vm.name,
-            vm.state,
+            vm.state.to_string(),
             vm.memory_startup_bytes >> 20
         );
     }
 
-    match inventory.vms.iter().find(|vm| vm.state == VmState::Off) {
-        Some(vm) => {
-            let outcome = host.power(vm.id, PowerAction::Start).await?;
+    // Start a VM that is Off (turning one off first when they all run). `power` refuses an
+    // action the VM's state does not allow with `Error::InvalidVmState`.
+    let off = inventory.vms.iter().find(|vm| vm.state == VmState::Off);
+    let vm = match off {
+        Some(vm) => vm,
+        None => {
+            let vm = inventory.vms.first().ok_or("the host has no VMs")?;
+            let outcome = host.power(vm.id, PowerAction::TurnOff).await?;
             println!(
-                "started {}: {} -> {}",
+                "turned {} off: {} -> {}",
                 outcome.name, outcome.previous_state, outcome.state
             );
+            vm
         }
-        None => println!("no VM is Off; nothing to start"),
-    }
+    };
+    let outcome = host.power(vm.id, PowerAction::Start).await?;
+    println!(
+        "started {}: {} -> {}",
+        outcome.name, outcome.previous_state, outcome.state
+    );
 
     sim.shutdown().await;
     Ok(())

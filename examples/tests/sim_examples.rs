@@ -77,10 +77,9 @@ fn hyperv_api_lists_vms_and_starts_one() {
 #[test]
 fn inventory_watch_prints_the_changes_it_makes() {
     let out = run("inventory_watch");
-    assert_contains(&out, "host hv01 connected");
-    assert_contains(&out, "host hv02 connected");
-    let added = out.lines().filter(|l| l.contains("] + ")).count();
-    assert_eq!(added, 7, "six generated VMs and the created one:\n{out}");
+    // The first refresh's events (hosts connecting, their VMs appearing) may in principle be
+    // published before the example subscribes; the changes it makes afterwards may not be lost.
+    assert!(out.lines().any(|l| l.contains("] + ")), "{out}");
     let turned_off = out
         .lines()
         .find_map(|l| l.strip_prefix("-- turning "))
