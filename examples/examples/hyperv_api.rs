@@ -12,10 +12,11 @@
 //! 2. deploys the host scripts with a [`Deployer`] (the simulated host is fresh, like a new
 //!    real one; a second run against the same host would send one version check);
 //! 3. wraps the host in a [`Timeouts`] layer (every operation gets a time limit);
-//! 4. lists the VMs (name, state, memory) and starts one that is Off.
+//! 4. lists the VMs (name, state, memory) and starts one that is Off (when every VM runs, it
+//!    turns the first one off first: fine on a simulator, not on a host you care about).
 //!
-//! Against a real host, replace the simulator with its endpoint
-//! (`http://hv01.corp.example:5985/wsman`) and credentials; nothing else changes. A server
+//! Against a real host, the code is the same with its endpoint
+//! (`http://hv01.corp.example:5985/wsman`) and credentials instead of the simulator's. A server
 //! would rather put a [`aetherv_hyperv::deploy::DeployGate`] layer in front, which deploys
 //! before the first operation.
 
