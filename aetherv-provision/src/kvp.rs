@@ -150,7 +150,8 @@ impl KvpItem {
         }
     }
 
-    /// The `(key, value)` pair, as [`aetherv_hyperv::ops::HyperVHost::kvp_write_host`] takes it.
+    /// The `(key, value)` pair, as
+    /// [`aetherv_hyperv::ops::HyperVHostExt::kvp_write_host`] takes it.
     pub fn into_pair(self) -> (String, String) {
         (self.key, self.value)
     }
