@@ -202,7 +202,11 @@ fn complete_operation(path: &str, method: &Method, op: &mut Value, protected: bo
         _ => None,
     };
     if let Some(events) = events {
-        op["responses"]["200"]["content"]["text/event-stream"]["x-events"] = events;
+        // OpenAPI 3.1 reads the stream's `schema` as the schema of one event (`event`, `data`,
+        // `id`); `x-events` repeats the data schemas by event name for the docs page.
+        let stream = &mut op["responses"]["200"]["content"]["text/event-stream"];
+        stream["schema"] = event_schema(&events);
+        stream["x-events"] = events;
     }
     let responses = &mut op["responses"];
     if path.contains('{') && responses.get("400").is_none() {
@@ -229,6 +233,32 @@ fn complete_operation(path: &str, method: &Method, op: &mut Value, protected: bo
         }
         None => responses["503"] = error_response(unavailable),
     }
+}
+
+/// The schema of one event of a stream whose events are `events` (name → data schema).
+fn event_schema(events: &Value) -> Value {
+    let variants: Vec<Value> = events
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, data)| {
+            json!({
+                "type": "object",
+                "properties": {
+                    "event": { "const": name },
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": data,
+                    },
+                    "id": { "type": "string" },
+                    "retry": { "type": "integer" },
+                },
+                "required": ["event", "data"],
+            })
+        })
+        .collect();
+    json!({ "oneOf": variants })
 }
 
 fn schema(name: &str) -> Value {
