@@ -1307,6 +1307,9 @@ async fn an_allowed_action_is_accepted_and_succeeds() {
     );
     let done = fx.wait_job(&job).await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    // One name for the action: the record says what the request said.
+    assert_eq!(done["action"], "stop", "{done}");
+    assert_eq!(done["parameters"]["action"], "stop", "{done}");
     assert_eq!(fx.hv02.calls(), [format!("power {} turn_off", id(BUILD))]);
 }
 
