@@ -8,7 +8,7 @@
 //! attributes cannot say: the security schemes, the role each `/api/v1` route needs with its
 //! 401/403/503 answers (the same rule [`crate::auth::required_role`] enforces), the event
 //! schemas of the two Server-Sent Event streams, and the provisioning bodies, which are
-//! lenient (JSON or YAML, aliases) and written by hand in [`provision`].
+//! lenient (JSON or YAML, aliases) and written by hand in `openapi/provision.rs`.
 //!
 //! The docs page is one self-contained HTML file (inline CSS and script, no external
 //! resources) that fetches `/openapi.json` and renders it.
