@@ -45,8 +45,8 @@ mod queue;
 mod record;
 
 pub use model::{
-    CancelError, CleanupView, HostMap, JobFilter, JobNotice, JobObserver, JobStatus, JobType,
-    JobView, JobWork, LeftBehind, LogLine, NewJob, NoObserver, QueueConfig, StepRecord,
+    CancelError, CleanupView, HostMap, JobAction, JobFilter, JobNotice, JobObserver, JobStatus,
+    JobType, JobView, JobWork, LeftBehind, LogLine, NewJob, NoObserver, QueueConfig, StepRecord,
     SubmitError,
 };
 pub use queue::{FollowItem, Follower, JobQueue};

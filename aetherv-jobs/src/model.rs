@@ -16,6 +16,7 @@ use crate::JobQueue;
 
 /// What kind of job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobType {
     /// Create and configure a VM.
@@ -49,6 +50,7 @@ impl JobType {
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting for a slot.
@@ -90,6 +92,86 @@ impl JobStatus {
     /// Whether the job has ended.
     pub fn is_final(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// A power action as the API names it, in requests and job records alike (`stop` is
+/// Hyper-V's turn-off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum JobAction {
+    /// Start the VM.
+    Start,
+    /// Shut the guest OS down cleanly.
+    Shutdown,
+    /// Turn the VM off (like pulling the plug).
+    Stop,
+    /// Hard restart.
+    Restart,
+    /// Save the VM's state to disk.
+    Save,
+    /// Pause the VM in memory.
+    Pause,
+    /// Resume a paused VM.
+    Resume,
+}
+
+impl JobAction {
+    /// Every action, in the order the API lists them.
+    pub const ALL: [Self; 7] = [
+        Self::Start,
+        Self::Shutdown,
+        Self::Stop,
+        Self::Restart,
+        Self::Save,
+        Self::Pause,
+        Self::Resume,
+    ];
+
+    /// The API name (`start`, `stop`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Shutdown => "shutdown",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Save => "save",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+        }
+    }
+
+    /// Parses the API name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// The Hyper-V operation.
+    pub fn power_action(self) -> PowerAction {
+        match self {
+            Self::Start => PowerAction::Start,
+            Self::Shutdown => PowerAction::Shutdown,
+            Self::Stop => PowerAction::TurnOff,
+            Self::Restart => PowerAction::Restart,
+            Self::Save => PowerAction::Save,
+            Self::Pause => PowerAction::Pause,
+            Self::Resume => PowerAction::Resume,
+        }
+    }
+}
+
+impl From<PowerAction> for JobAction {
+    fn from(action: PowerAction) -> Self {
+        match action {
+            PowerAction::Start => Self::Start,
+            PowerAction::Shutdown => Self::Shutdown,
+            PowerAction::TurnOff => Self::Stop,
+            PowerAction::Restart => Self::Restart,
+            PowerAction::Save => Self::Save,
+            PowerAction::Pause => Self::Pause,
+            PowerAction::Resume => Self::Resume,
+        }
     }
 }
 
@@ -179,6 +261,7 @@ pub enum CancelError {
 
 /// One step of a job's timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepRecord {
     /// Step name, e.g. `Provisioning.CopyImage`.
     pub name: String,
@@ -192,6 +275,7 @@ pub struct StepRecord {
 
 /// One log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// Position in the job's log, from 0.
     pub seq: u64,
@@ -209,6 +293,7 @@ pub struct LogLine {
 
 /// What cleanup did after a failure or cancellation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CleanupView {
     /// What was removed.
     pub removed: Vec<String>,
@@ -218,6 +303,7 @@ pub struct CleanupView {
 
 /// An artifact compensation could not remove.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeftBehind {
     /// The artifact.
     pub artifact: String,
@@ -227,19 +313,21 @@ pub struct LeftBehind {
 
 /// A job's record as the API shows it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     /// The job id.
     pub id: String,
     /// The type.
     #[serde(rename = "type")]
     pub job_type: JobType,
-    /// The power action (power jobs).
-    pub action: Option<PowerAction>,
+    /// The power action (power jobs), as the API names it.
+    pub action: Option<JobAction>,
     /// The status.
     pub status: JobStatus,
     /// The host.
     pub target_host: String,
     /// The VM's id (known from the start, or once provisioning registered the VM).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub vm_id: Option<VmId>,
     /// The VM's name.
     pub vm_name: Option<String>,
@@ -271,6 +359,7 @@ pub struct JobView {
 
 /// A status change, as `/api/v1/events` streams it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobNotice {
     /// The job id.
     pub id: String,
@@ -284,6 +373,7 @@ pub struct JobNotice {
     /// The host.
     pub target_host: String,
     /// The VM id.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub vm_id: Option<VmId>,
     /// The VM name.
     pub vm_name: Option<String>,

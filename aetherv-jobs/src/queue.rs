@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::model::{
-    CancelError, HostMap, JobFilter, JobNotice, JobObserver, JobStatus, JobView, JobWork, LogLine,
-    NewJob, QueueConfig, SubmitError,
+    CancelError, HostMap, JobAction, JobFilter, JobNotice, JobObserver, JobStatus, JobView,
+    JobWork, LogLine, NewJob, QueueConfig, SubmitError,
 };
 use crate::record::{Outcome, Record, VmKey, error_chain, level_name};
 
@@ -290,7 +290,7 @@ impl JobQueue {
                     id: id.clone(),
                     job_type,
                     action: match &job.work {
-                        JobWork::Power { action, .. } => Some(*action),
+                        JobWork::Power { action, .. } => Some(JobAction::from(*action)),
                         _ => None,
                     },
                     status: JobStatus::Queued,

@@ -2,13 +2,13 @@
 
 use std::time::SystemTime;
 
-use aetherv_hyperv::ops::{PowerAction, VmId};
+use aetherv_hyperv::ops::VmId;
 use aetherv_provision::job::LogLevel;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
-    CleanupView, JobNotice, JobStatus, JobType, JobView, LeftBehind, LogLine, StepRecord,
+    CleanupView, JobAction, JobNotice, JobStatus, JobType, JobView, LeftBehind, LogLine, StepRecord,
 };
 
 /// What a running job locks: a VM id, or a host + VM name while provisioning.
@@ -21,7 +21,7 @@ pub(crate) enum VmKey {
 pub(crate) struct Record {
     pub(crate) id: String,
     pub(crate) job_type: JobType,
-    pub(crate) action: Option<PowerAction>,
+    pub(crate) action: Option<JobAction>,
     pub(crate) status: JobStatus,
     pub(crate) host: String,
     pub(crate) vm_id: Option<VmId>,

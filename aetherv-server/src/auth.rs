@@ -14,7 +14,10 @@ pub use login::{LoginConfig, LoginFlow, LoginSetupError};
 pub use middleware::{Authenticator, me, require_role, required_role};
 
 /// What a caller may do. Roles are ordered: admin implies writer, writer implies reader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// May read inventory, jobs and events.
     Reader,

@@ -5,9 +5,70 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every `code` the API answers with; the OpenAPI document lists exactly these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body cannot be read at all.
+    MalformedBody,
+    /// 400: a query parameter is unusable (`field` names it).
+    BadQuery,
+    /// 400: a request the framework refused before a handler ran.
+    BadRequest,
+    /// 400/401: the browser login's callback failed.
+    LoginFailed,
+    /// 401: no token, or a bad or expired one.
+    Unauthenticated,
+    /// 403: the caller's role is too low, or a cross-site browser request.
+    Forbidden,
+    /// 404: no such route, host, VM, job or action.
+    NotFound,
+    /// 405: the route does not accept the method.
+    MethodNotAllowed,
+    /// 409: a VM with this name is already on the host.
+    VmExists,
+    /// 409: another job works on the VM.
+    VmBusy,
+    /// 409: the VM's state does not allow the request.
+    InvalidState,
+    /// 409: the job has already finished.
+    JobFinished,
+    /// 409: the VM's host is disconnected and its inventory stale.
+    HostDisconnected,
+    /// 409: several VMs on the host have the name.
+    AmbiguousName,
+    /// 413: the body is over the limit.
+    PayloadTooLarge,
+    /// 415: the body's media type is not accepted.
+    UnsupportedMediaType,
+    /// 422: a field failed validation (`field`, `details`).
+    InvalidField,
+    /// 500: a server fault.
+    Internal,
+    /// 503: the server is still starting.
+    NotReady,
+    /// 503: too many jobs are waiting.
+    QueueFull,
+    /// 503: the issuer's signing keys or endpoints cannot be reached.
+    AuthUnavailable,
+    /// Any other client error status the framework produced.
+    Error,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The serde name is the one the API sends.
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => f.write_str(&name),
+            _ => write!(f, "{self:?}"),
+        }
+    }
+}
 
 /// One invalid field, as listed in `details` of a 422.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldProblem {
     /// The field's path as submitted, e.g. `values.gb_ram`.
     pub field: String,
@@ -20,8 +81,8 @@ pub struct FieldProblem {
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
-    /// A stable machine-readable code (`invalid_field`, `not_found`, ...).
-    pub code: &'static str,
+    /// A stable machine-readable code.
+    pub code: ErrorCode,
     /// A human-readable explanation.
     pub message: String,
     /// The input field at fault, when there is one.
@@ -30,24 +91,32 @@ pub struct ApiError {
     pub details: Vec<FieldProblem>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error answer: `{"error": {...}}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
+/// What went wrong.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The stable machine-readable code.
+    pub code: ErrorCode,
+    /// A human-readable explanation.
+    pub message: String,
+    /// The input field (or query parameter) at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[FieldProblem]>::is_empty")]
-    details: &'a [FieldProblem],
+    pub field: Option<String>,
+    /// Every invalid field (422 only); the first is repeated in `field`/`message`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldProblem>,
 }
 
 impl ApiError {
     /// An error with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -73,17 +142,22 @@ impl ApiError {
 
     /// 400 `malformed_body`: the body cannot be read at all.
     pub fn malformed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "malformed_body", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedBody, message)
     }
 
     /// 400 `bad_query`: a query parameter is unusable.
     pub fn bad_query(field: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_query", message).with_field(field)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, message).with_field(field)
     }
 
     /// 422 `invalid_field` for one field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).with_field(field)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidField,
+            message,
+        )
+        .with_field(field)
     }
 
     /// 422 `invalid_field` for several fields; the first is repeated in `field`/`message`.
@@ -94,7 +168,7 @@ impl ApiError {
         );
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "invalid_field",
+            code: ErrorCode::InvalidField,
             message,
             field,
             details: problems,
@@ -105,34 +179,46 @@ impl ApiError {
     pub fn not_found(kind: &str, what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("{kind} {what:?} not found"),
         )
     }
 
     /// 409 with `code` (`vm_exists`, `vm_busy`, `invalid_state`, `job_finished`).
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
     /// 401 `unauthenticated`.
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated,
+            message,
+        )
     }
 
     /// 403 `forbidden`.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     /// 503 `not_ready`.
     pub fn not_ready(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::NotReady,
+            message,
+        )
     }
 
     /// 500 `internal`.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            message,
+        )
     }
 }
 
@@ -152,12 +238,12 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
-                details: &self.details,
+                message: self.message,
+                field: self.field,
+                details: self.details,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();

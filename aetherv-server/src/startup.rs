@@ -23,6 +23,7 @@ use aetherv_provision::provision::ProvisionConfig;
 use aetherv_winrm::Client;
 use axum::Router;
 
+use crate::api::views::ServerMode;
 use crate::auth::Authenticator;
 use crate::auth::oidc::{OidcConfig, ReqwestFetcher, Validator};
 use crate::config::{AuthConfig, Config, HostTarget, Mode, Transport};
@@ -212,7 +213,11 @@ impl Server {
             metrics: Arc::clone(&metrics),
             readiness: Arc::clone(&readiness),
             info: Arc::new(ServerInfo {
-                mode: if demo { "demo" } else { "fleet" },
+                mode: if demo {
+                    ServerMode::Demo
+                } else {
+                    ServerMode::Fleet
+                },
                 version: env!("CARGO_PKG_VERSION"),
             }),
             vm_list_cache: Arc::default(),

@@ -7,6 +7,7 @@ use arc_swap::ArcSwapOption;
 use axum::extract::FromRef;
 use bytes::Bytes;
 
+use crate::api::views::ServerMode;
 use crate::auth::Authenticator;
 use crate::jobs::JobQueue;
 use crate::metrics::Metrics;
@@ -65,7 +66,7 @@ impl Readiness {
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
     /// `demo` (embedded simulated fleet) or `fleet`.
-    pub mode: &'static str,
+    pub mode: ServerMode,
     /// The server's version.
     pub version: &'static str,
 }

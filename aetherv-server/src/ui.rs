@@ -8,11 +8,12 @@
 //! Invariant: the page loads nothing but these embedded files (no inline script or style), which
 //! the `Content-Security-Policy` header enforces.
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 
@@ -55,12 +56,16 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
 /// The UI routes: `GET /` (the page) and `GET /ui/{file}` (its assets; unknown files answer a
 /// 404 [`ApiError`]). Every answer carries `Cache-Control: no-cache`, so a new binary's UI is
 /// picked up at once.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(index))
+pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
         .route("/ui/{file}", get(asset))
 }
 
+/// `GET /`: the page.
+#[utoipa::path(get, path = "/", tag = "probes", operation_id = "webUi", summary = "Web UI",
+    description = "The single-page web interface.",
+    responses((status = 200, description = "HTML page", body = String, content_type = "text/html")))]
 async fn index() -> Response {
     match find("index.html") {
         Some(page) => serve(page),
@@ -108,12 +113,13 @@ fn serve(asset: &'static Asset) -> Response {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use axum::Router;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt as _;
 
     async fn get_path(path: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-        let app: Router = routes();
+        let app: Router = routes().into();
         let response = app
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await

@@ -13,7 +13,8 @@ use aetherv_hyperv::ops::{
 };
 use aetherv_hyperv::psjson::Timestamp;
 use aetherv_inventory::{CancellationToken, RefreshConfig, Refresher};
-use aetherv_server::api::{API_ROUTES, openapi, router};
+use aetherv_server::api::views::ServerMode;
+use aetherv_server::api::{api_route_list, openapi, router};
 use aetherv_server::auth::Authenticator;
 use aetherv_server::auth::oidc::{OidcConfig, ReqwestFetcher, RoleNames, Validator};
 use aetherv_server::jobs::{FollowItem, HostMap, JobQueue, JobStatus, NoObserver, QueueConfig};
@@ -27,6 +28,9 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::timeout;
 use tower::ServiceExt;
+
+mod support;
+use support::contract::{self, sse_events};
 
 /// Upper bound of every wait.
 const WAIT: Duration = Duration::from_secs(10);
@@ -370,7 +374,7 @@ async fn fixture_with(config: QueueConfig, readiness: Readiness, auth: Authentic
         metrics: Arc::new(Metrics::new()),
         readiness: Arc::new(readiness),
         info: Arc::new(ServerInfo {
-            mode: "demo",
+            mode: ServerMode::Demo,
             version: "test",
         }),
         vm_list_cache: Arc::default(),
@@ -418,7 +422,11 @@ impl Answer {
 }
 
 impl Fixture {
+    /// Sends `request` and reads the whole answer, which is checked against the OpenAPI
+    /// document (status, content type, body schema) before the test sees it.
     async fn send(&self, request: Request<Body>) -> Answer {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
         let response = timeout(WAIT, self.app.clone().oneshot(request))
             .await
             .expect("the router answers in time")
@@ -429,11 +437,26 @@ impl Fixture {
             .await
             .expect("the body ends in time")
             .expect("a readable body");
+        contract::check(&method, &path, status, &headers, &body);
         Answer {
             status,
             headers,
             body,
         }
+    }
+
+    /// Sends `request` for an answer that does not end (an event stream): its status and
+    /// content type are checked against the OpenAPI document; the caller checks the events it
+    /// reads with [`contract::check_stream_events`].
+    async fn open(&self, request: Request<Body>) -> axum::response::Response {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let response = timeout(WAIT, self.app.clone().oneshot(request))
+            .await
+            .expect("the router answers in time")
+            .expect("infallible");
+        contract::check_head(&method, &path, response.status(), response.headers());
+        response
     }
 
     async fn get(&self, uri: &str) -> Answer {
@@ -601,29 +624,61 @@ async fn documents_and_metrics_answer() {
     assert_eq!(ui.status, StatusCode::OK);
 }
 
-#[test]
-fn every_api_route_is_documented_and_every_documented_api_route_exists() {
-    for route in API_ROUTES {
+#[tokio::test]
+async fn every_documented_route_is_served_and_every_api_route_is_documented() {
+    let fx = fixture().await;
+    let api = api_route_list();
+    assert!(api.len() >= 16, "{api:?}");
+    let documented = openapi::documented_routes();
+    for route in &api {
         assert!(
-            openapi::ROUTES.contains(route),
-            "{route:?} is served but not in openapi::ROUTES"
+            documented.contains(route),
+            "{route:?} is served but not documented"
         );
     }
-    for route in openapi::ROUTES
-        .iter()
-        .filter(|(_, p)| p.starts_with("/api/v1"))
-    {
-        assert!(
-            API_ROUTES.contains(route),
-            "{route:?} is documented but not served"
+    for (method, template) in documented {
+        // Fill the path parameters with values that name nothing: the route must still be the
+        // one that answers (its own 4xx, never the fallback's "route not found" or a 405).
+        let path: String = template
+            .split('/')
+            .map(|s| {
+                if s.starts_with('{') {
+                    "00000000-0000-0000-0000-000000000000"
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        if template == "/api/v1/events" {
+            let response = fx
+                .open(Request::get(&path).body(Body::empty()).unwrap())
+                .await;
+            assert_eq!(response.status(), StatusCode::OK);
+            continue;
+        }
+        let answer = fx
+            .send(
+                Request::builder()
+                    .method(method.clone())
+                    .uri(&path)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from("{}"))
+                    .unwrap(),
+            )
+            .await;
+        assert_ne!(
+            answer.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {template}"
         );
-    }
-    let doc = openapi::document();
-    for (method, path) in API_ROUTES {
-        assert!(
-            doc["paths"][path][method.to_ascii_lowercase()].is_object(),
-            "the OpenAPI document has no {method} {path}"
-        );
+        if answer.status == StatusCode::NOT_FOUND {
+            let message = answer.json()["error"]["message"].clone();
+            assert!(
+                !message.as_str().unwrap().starts_with("route "),
+                "{method} {template} is documented but not served: {message}"
+            );
+        }
     }
 }
 
@@ -1235,6 +1290,9 @@ async fn an_allowed_action_is_accepted_and_succeeds() {
     );
     let done = fx.wait_job(&job).await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    // One name for the action: the record says what the request said.
+    assert_eq!(done["action"], "stop", "{done}");
+    assert_eq!(done["parameters"]["action"], "stop", "{done}");
     assert_eq!(fx.hv02.calls(), [format!("power {} turn_off", id(BUILD))]);
 }
 
@@ -1426,25 +1484,6 @@ async fn the_job_list_filters_and_refuses_bad_queries() {
         .error(StatusCode::NOT_FOUND, "not_found");
 }
 
-/// Splits an SSE body into (event name, data) pairs.
-fn sse_events(text: &str) -> Vec<(String, String)> {
-    text.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .filter_map(|block| {
-            let mut event = None;
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(name) = line.strip_prefix("event: ") {
-                    event = Some(name.to_owned());
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data.push_str(d);
-                }
-            }
-            event.map(|e| (e, data))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn job_logs_as_json_and_as_an_event_stream() {
     let fx = fixture().await;
@@ -1575,15 +1614,9 @@ async fn cancel_a_queued_job_then_refuse_a_finished_or_unknown_one() {
 #[tokio::test]
 async fn the_event_stream_starts_with_hello() {
     let fx = fixture().await;
-    let response = timeout(
-        WAIT,
-        fx.app
-            .clone()
-            .oneshot(Request::get("/api/v1/events").body(Body::empty()).unwrap()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let response = fx
+        .open(Request::get("/api/v1/events").body(Body::empty()).unwrap())
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
         response
@@ -1602,6 +1635,7 @@ async fn the_event_stream_starts_with_hello() {
         .expect("readable");
     let text = String::from_utf8(first.to_vec()).unwrap();
     assert!(text.starts_with("event: hello\n"), "{text}");
+    contract::check_stream_events("/api/v1/events", &text);
     let events = sse_events(&text);
     let hello: Value = serde_json::from_str(&events[0].1).unwrap();
     let generation = fx.state.inventory.snapshot().generation();
@@ -1621,6 +1655,7 @@ async fn the_event_stream_starts_with_hello() {
     })
     .await
     .expect("a job event in time");
+    contract::check_stream_events("/api/v1/events", &seen);
     let job_event = sse_events(&seen)
         .into_iter()
         .find(|(e, _)| e == "job")

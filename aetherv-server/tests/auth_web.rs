@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -231,10 +233,12 @@ async fn call(
     uri: &str,
     headers: &[(header::HeaderName, String)],
 ) -> (StatusCode, HeaderMap, Value) {
+    let request_method = method.clone();
     let mut request = Request::builder().method(method).uri(uri);
     for (name, value) in headers {
         request = request.header(name, value);
     }
+    let path = uri.split('?').next().unwrap_or(uri).to_owned();
     let response = app
         .clone()
         .oneshot(request.body(Body::empty()).unwrap())
@@ -245,6 +249,9 @@ async fn call(
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
         .unwrap();
+    // Answers of documented routes are checked against the OpenAPI document (this test's
+    // router adds test-only routes without the application's error layers).
+    support::contract::check_documented(&request_method, &path, status, &headers, &body);
     let value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     (status, headers, value)

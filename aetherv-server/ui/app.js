@@ -751,7 +751,7 @@
   const ACTIONS = [
     ["start", "Start"],
     ["shutdown", "Shut down"],
-    ["stop", "Turn off"],
+    ["stop", "Stop"],
     ["restart", "Restart"],
     ["save", "Save"],
     ["pause", "Pause"],

@@ -202,7 +202,7 @@ async fn a_power_job_succeeds_and_records_its_outcome() {
         "the configured host name is used"
     );
     assert_eq!(submitted.job_type, JobType::Power);
-    assert_eq!(submitted.action, Some(PowerAction::Start));
+    assert_eq!(submitted.action, Some(JobAction::Start));
 
     let done = wait_end(&q, &submitted.id).await;
     assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");

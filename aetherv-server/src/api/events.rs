@@ -8,14 +8,30 @@ use aetherv_inventory::store::{Event as Change, Notification};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use serde_json::json;
+use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::views;
+use super::views::{
+    self, HelloEvent, HostDisconnectedEvent, HostEvent, ResyncEvent, VmEvent, VmRemovedEvent,
+};
 use crate::jobs::JobNotice;
 use crate::state::AppState;
 
+fn data(name: &str, value: &impl Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(value).unwrap_or_default())
+}
+
 /// `GET /api/v1/events`.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", operation_id = "events",
+    summary = "Live inventory events",
+    description = "Server-Sent Events. `hello` first, then `vm_added`, `vm_changed`, \
+        `vm_removed`, `host_connected`, `host_disconnected`, `host_removed`, `resync` (events \
+        were missed: reload everything) and `job` (a job's status changed). Keep-alive comments \
+        every 15 s.",
+    responses((status = 200, description = "An endless event stream", body = String,
+        content_type = "text/event-stream")))]
 pub async fn stream(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send> {
@@ -23,9 +39,7 @@ pub async fn stream(
     let inventory = state.inventory.subscribe();
     let jobs = state.jobs.subscribe();
     let generation = state.inventory.snapshot().generation();
-    let hello = Event::default()
-        .event("hello")
-        .data(json!({ "generation": generation }).to_string());
+    let hello = data("hello", &HelloEvent { generation });
     let start = (state, inventory, jobs, Some(hello));
     let events = futures::stream::unfold(
         start,
@@ -44,9 +58,9 @@ pub async fn stream(
                     },
                     notice = jobs.recv() => match notice {
                         Ok(notice) => Some(job_event(&notice)),
-                        Err(broadcast::error::RecvError::Lagged(missed)) => Some(
-                            Event::default().event("resync").data(json!({ "missed": missed }).to_string()),
-                        ),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            Some(data("resync", &ResyncEvent { missed }))
+                        }
                         Err(broadcast::error::RecvError::Closed) => return None,
                     },
                 };
@@ -60,49 +74,46 @@ pub async fn stream(
 }
 
 fn job_event(notice: &JobNotice) -> Event {
-    Event::default()
-        .event("job")
-        .data(serde_json::to_string(notice).unwrap_or_default())
+    data("job", notice)
 }
 
 fn inventory_event(state: &AppState, notification: Notification) -> Option<Event> {
     let change = match notification {
         Notification::Change(change) => change,
-        Notification::Lagged { missed } => {
-            return Some(
-                Event::default()
-                    .event("resync")
-                    .data(json!({ "missed": missed }).to_string()),
-            );
-        }
+        Notification::Lagged { missed } => return Some(data("resync", &ResyncEvent { missed })),
         _ => return None,
     };
     let generation = change.generation;
-    let (name, data) = match change.event {
-        Change::VmAdded { vm } => ("vm_added", vm_data(state, generation, &vm)),
-        Change::VmChanged { after, .. } => ("vm_changed", vm_data(state, generation, &after)),
-        Change::VmRemoved { vm } => (
-            "vm_removed",
-            json!({ "generation": generation, "id": vm.vm.id, "host": vm.host.as_ref() }),
-        ),
-        Change::HostConnected { host } => (
-            "host_connected",
-            json!({ "generation": generation, "host": host.as_ref() }),
-        ),
-        Change::HostDisconnected { host, error } => (
-            "host_disconnected",
-            json!({ "generation": generation, "host": host.as_ref(), "error": error }),
-        ),
-        Change::HostRemoved { host } => (
-            "host_removed",
-            json!({ "generation": generation, "host": host.as_ref() }),
-        ),
-        _ => return None,
+    let host_event = |host: &str| HostEvent {
+        generation,
+        host: host.to_owned(),
     };
-    Some(Event::default().event(name).data(data.to_string()))
+    Some(match change.event {
+        Change::VmAdded { vm } => data("vm_added", &vm_data(state, generation, &vm)),
+        Change::VmChanged { after, .. } => data("vm_changed", &vm_data(state, generation, &after)),
+        Change::VmRemoved { vm } => data(
+            "vm_removed",
+            &VmRemovedEvent {
+                generation,
+                id: vm.vm.id,
+                host: vm.host.to_string(),
+            },
+        ),
+        Change::HostConnected { host } => data("host_connected", &host_event(&host)),
+        Change::HostDisconnected { host, error } => data(
+            "host_disconnected",
+            &HostDisconnectedEvent {
+                generation,
+                host: host.to_string(),
+                error,
+            },
+        ),
+        Change::HostRemoved { host } => data("host_removed", &host_event(&host)),
+        _ => return None,
+    })
 }
 
-fn vm_data(state: &AppState, generation: u64, vm: &InventoryVm) -> serde_json::Value {
+fn vm_data(state: &AppState, generation: u64, vm: &InventoryVm) -> VmEvent {
     let snapshot = state.inventory.snapshot();
     let busy = state
         .jobs
@@ -110,5 +121,8 @@ fn vm_data(state: &AppState, generation: u64, vm: &InventoryVm) -> serde_json::V
         .map(|j| (vm.vm.id, j))
         .into_iter()
         .collect();
-    json!({ "generation": generation, "vm": views::vm_summary(&snapshot, vm, &busy) })
+    VmEvent {
+        generation,
+        vm: views::vm_summary(&snapshot, vm, &busy),
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use aetherv_hyperv::ops::{VmId, VmState};
+use aetherv_hyperv::ops::VmId;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use std::sync::Arc;
@@ -11,30 +11,51 @@ use aetherv_inventory::Snapshot;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
-use super::views::{self, VmFilter, VmSummary};
-use crate::error::{ApiError, ApiResult};
+use super::views::{
+    self, ClusterListView, HostDetail, HostListView, VmDetail, VmFilter, VmListView, VmStateName,
+    VmSummary,
+};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::{AppState, CachedList};
 
 /// `GET /api/v1/clusters`.
-pub async fn clusters(State(state): State<AppState>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "inventory", operation_id = "listClusters",
+    summary = "List clusters", description = "Clusters derived from the hosts' facts.",
+    responses((status = 200, description = "Clusters", body = ClusterListView)))]
+pub async fn clusters(State(state): State<AppState>) -> Json<ClusterListView> {
     let snapshot = state.inventory.snapshot();
-    Json(json!({ "clusters": views::clusters(&snapshot) }))
+    Json(ClusterListView {
+        clusters: views::clusters(&snapshot),
+    })
 }
 
 /// `GET /api/v1/hosts`.
-pub async fn hosts(State(state): State<AppState>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "inventory", operation_id = "listHosts",
+    summary = "List hosts",
+    description = "Every configured host with its connection status and capacity \
+        (facts fields are null before the first refresh).",
+    responses((status = 200, description = "Hosts", body = HostListView)))]
+pub async fn hosts(State(state): State<AppState>) -> Json<HostListView> {
     let snapshot = state.inventory.snapshot();
-    let hosts: Vec<_> = snapshot.hosts().map(|h| views::host_view(h)).collect();
-    Json(json!({ "hosts": hosts }))
+    Json(HostListView {
+        hosts: snapshot.hosts().map(|h| views::host_view(h)).collect(),
+    })
 }
 
 /// `GET /api/v1/hosts/{hostname}`.
+#[utoipa::path(get, path = "/api/v1/hosts/{hostname}", tag = "inventory", operation_id = "getHost",
+    summary = "One host", description = "The host, its full facts and its VMs.",
+    params(("hostname" = String, Path, description = "Host name as configured (case-insensitive)")),
+    responses(
+        (status = 200, description = "The host", body = HostDetail),
+        (status = 404, description = "`not_found`: unknown host", body = ErrorBody),
+    ))]
 pub async fn host(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<views::HostDetail>> {
+) -> ApiResult<Json<HostDetail>> {
     let snapshot = state.inventory.snapshot();
     let host = snapshot
         .host(&name)
@@ -48,32 +69,29 @@ pub async fn host(
     Ok(Json(views::host_detail(&snapshot, host, &busy)))
 }
 
-/// Query of `GET /api/v1/vms`.
-#[derive(Debug, Deserialize)]
+/// Query of `GET /api/v1/vms`: every parameter is optional, they combine with AND, and an
+/// empty (or blank) value is the same as leaving the parameter out. Unknown parameters are
+/// refused.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct VmQuery {
+    /// Only VMs on this host (case-insensitive); empty means any.
     host: Option<String>,
+    /// Only VMs on hosts of this cluster (case-insensitive); empty means any.
     cluster: Option<String>,
+    /// Only VMs in this Hyper-V state (case-insensitive); empty means any.
+    #[param(value_type = Option<VmStateName>)]
     state: Option<String>,
+    /// Case-insensitive substring of the name, id, notes or an IP address; empty means any.
     q: Option<String>,
-}
-
-/// Parses a Hyper-V state name (case-insensitive).
-pub fn parse_state(name: &str) -> Option<VmState> {
-    const CODES: [u32; 17] = [
-        1, 2, 3, 4, 6, 9, 10, 11, 32773, 32776, 32777, 32779, 32780, 32781, 32782, 32783, 32784,
-    ];
-    CODES
-        .into_iter()
-        .map(VmState::from_code)
-        .find(|s| s.name().eq_ignore_ascii_case(name))
 }
 
 fn filter_of(query: VmQuery) -> ApiResult<VmFilter> {
     let blank = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let state = match blank(query.state) {
         None => None,
-        Some(s) => Some(parse_state(&s).ok_or_else(|| {
+        Some(s) => Some(VmStateName::parse(&s).map(VmStateName::state).ok_or_else(|| {
             ApiError::bad_query(
                 "state",
                 format!("unknown VM state {s:?}; use a Hyper-V state name such as Running, Off, Saved or Paused"),
@@ -154,14 +172,30 @@ fn serialise(state: &AppState, snapshot: &Snapshot, filter: &VmFilter) -> ApiRes
         .filter(|vm| filter.matches(snapshot, vm))
         .map(|vm| views::vm_summary(snapshot, vm, &busy))
         .collect();
-    serde_json::to_vec(&json!({ "total": list.len(), "vms": list }))
-        .map(bytes::Bytes::from)
-        .map_err(|e| ApiError::internal(format!("cannot serialise the VM list: {e}")))
+    serde_json::to_vec(&VmListView {
+        total: list.len(),
+        vms: list,
+    })
+    .map(bytes::Bytes::from)
+    .map_err(|e| ApiError::internal(format!("cannot serialise the VM list: {e}")))
 }
 
 /// `GET /api/v1/vms`. The unfiltered answer is serialised and compressed once per inventory
 /// change (one request rebuilds it; concurrent ones wait for that result), carries an `ETag`,
 /// and is sent gzip-encoded to clients that accept it.
+#[utoipa::path(get, path = "/api/v1/vms", tag = "inventory", operation_id = "listVms",
+    summary = "List VMs",
+    description = "VMs of every host, filtered by the query parameters (all optional, combined \
+        with AND; an empty value is the same as leaving the parameter out). The unfiltered list \
+        carries an `ETag` (send `If-None-Match` for a 304) and is gzip-encoded for clients that \
+        accept it.",
+    params(VmQuery),
+    responses(
+        (status = 200, description = "Matching VMs", body = VmListView),
+        (status = 304, description = "The unfiltered list has not changed since the `ETag` sent"),
+        (status = 400, description = "`bad_query`: a query parameter is unusable or unknown \
+            (`field` names it)", body = ErrorBody),
+    ))]
 pub async fn vms(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -212,10 +246,19 @@ pub fn vm_id(id: &str) -> ApiResult<VmId> {
 }
 
 /// `GET /api/v1/vms/{id}`.
+#[utoipa::path(get, path = "/api/v1/vms/{id}", tag = "inventory", operation_id = "getVm",
+    summary = "One VM",
+    description = "The VM with disks, drives, adapters, integration services and the power \
+        actions its state allows.",
+    params(("id" = String, Path, format = Uuid, description = "Hyper-V VM id")),
+    responses(
+        (status = 200, description = "The VM", body = VmDetail),
+        (status = 404, description = "`not_found`: unknown VM", body = ErrorBody),
+    ))]
 pub async fn vm(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<views::VmDetail>> {
+) -> ApiResult<Json<VmDetail>> {
     let vm_id = vm_id(&id)?;
     let snapshot = state.inventory.snapshot();
     let vm = snapshot

@@ -10,29 +10,51 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
-use crate::error::{ApiError, ApiResult};
+use super::views::{AcceptedView, JobListView, JobLogsView, JobStatusEventView};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::jobs::{CancelError, FollowItem, JobFilter, JobStatus, JobType, JobView};
 use crate::state::AppState;
 
-/// Query of `GET /api/v1/jobs`.
-#[derive(Debug, Deserialize)]
+/// Query of `GET /api/v1/jobs`: every parameter is optional, they combine with AND, and an
+/// empty value is the same as leaving the parameter out. Unknown parameters are refused.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only jobs with this status; empty means any.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Only jobs of this type; empty means any.
     #[serde(rename = "type")]
+    #[param(rename = "type", value_type = Option<JobType>)]
     job_type: Option<String>,
+    /// Only jobs on this host (case-insensitive); empty means any.
     host: Option<String>,
+    /// Only jobs on this VM; empty means any.
+    #[param(value_type = Option<String>, format = Uuid)]
     vm_id: Option<String>,
+    /// At most this many jobs (newest first); empty means all.
+    #[param(value_type = Option<u32>, minimum = 1)]
     limit: Option<String>,
 }
 
 /// `GET /api/v1/jobs`.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", operation_id = "listJobs",
+    summary = "List jobs",
+    description = "Jobs in the history, newest first (an empty query value is the same as \
+        leaving the parameter out).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Jobs, newest first", body = JobListView),
+        (status = 400, description = "`bad_query`: a query parameter is unusable or unknown \
+            (`field` names it)", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<JobListView>> {
     let Query(query) = query.map_err(|e| ApiError::bad_query("query", e.body_text()))?;
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -74,10 +96,17 @@ pub async fn list(
         vm_id,
         limit,
     });
-    Ok(Json(json!({ "jobs": jobs })))
+    Ok(Json(JobListView { jobs }))
 }
 
 /// `GET /api/v1/jobs/{id}`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "getJob",
+    summary = "One job", description = "The job with its steps, error, cleanup and result.",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "`not_found`: unknown job", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -90,13 +119,32 @@ pub async fn get(
 }
 
 /// Query of the logs route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// `false` (or `0`) answers the lines so far as JSON instead of a stream; empty means true.
+    #[param(value_type = Option<bool>, default = true)]
     follow: Option<String>,
 }
 
 /// `GET /api/v1/jobs/{id}/logs`: SSE until the job ends, or JSON with `?follow=false`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "jobs", operation_id = "jobLogs",
+    summary = "Job log",
+    description = "Server-Sent Events: every line so far, then live ones, until the job ends. \
+        Events: `log` (a LogLine), `status` whenever the status changes (JobStatusEvent), `end` \
+        last (the final Job). With `follow=false` a JSON document of the lines so far instead.",
+    params(("id" = String, Path, description = "Job id"), LogsQuery),
+    responses(
+        (status = 200, description = "The log as a stream (default) or as JSON (`follow=false`)",
+            content(
+                (String = "text/event-stream"),
+                (JobLogsView = "application/json"),
+            )),
+        (status = 400, description = "`bad_query`: `follow` is not a boolean, or an unknown \
+            parameter", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown job", body = ErrorBody),
+    ))]
 pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -118,7 +166,7 @@ pub async fn logs(
             .jobs
             .lines(&id)
             .ok_or_else(|| ApiError::not_found("job", &id))?;
-        return Ok(Json(json!({ "lines": lines, "status": status })).into_response());
+        return Ok(Json(JobLogsView { lines, status }).into_response());
     }
     let follower = state
         .jobs
@@ -151,9 +199,16 @@ fn log_stream(
                     step,
                 }) => {
                     // Reversed, because `pending` is popped from the end.
-                    pending.push(Event::default().event("status").data(
-                        json!({ "status": status, "percent": percent, "step": step }).to_string(),
-                    ));
+                    let change = JobStatusEventView {
+                        status,
+                        percent,
+                        step,
+                    };
+                    pending.push(
+                        Event::default()
+                            .event("status")
+                            .data(serde_json::to_string(&change).unwrap_or_default()),
+                    );
                     for line in lines.iter().rev() {
                         pending.push(
                             Event::default()
@@ -181,16 +236,31 @@ fn log_stream(
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancelJob",
+    summary = "Cancel a job",
+    description = "Requests cancellation; queued jobs are cancelled at once, running ones at \
+        their next step boundary.",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 202, description = "Cancellation requested", body = AcceptedView),
+        (status = 404, description = "`not_found`: unknown job", body = ErrorBody),
+        (status = 409, description = "`job_finished`: the job has already finished",
+            body = ErrorBody),
+    ))]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     match state.jobs.cancel(&id) {
         Ok(view) => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({ "job_id": view.id, "status": view.status, "cancel_requested": true })),
+            Json(AcceptedView {
+                job_id: view.id,
+                status: view.status,
+                cancel_requested: Some(true),
+            }),
         )
             .into_response()),
         Err(CancelError::NotFound(_)) => Err(ApiError::not_found("job", &id)),
         Err(e @ CancelError::Finished { .. }) => Err(ApiError::conflict(
-            "job_finished",
+            ErrorCode::JobFinished,
             format!("{e}; nothing to cancel"),
         )),
     }

@@ -19,71 +19,73 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Router, middleware};
-use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use views::{HealthStatus, HealthView, ReadinessStatus, ReadinessView, StatusView};
 
-/// Every route [`router`] serves under `/api/v1`, as (method, path template).
-pub const API_ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/v1/me"),
-    ("GET", "/api/v1/status"),
-    ("GET", "/api/v1/clusters"),
-    ("GET", "/api/v1/hosts"),
-    ("GET", "/api/v1/hosts/{hostname}"),
-    ("GET", "/api/v1/vms"),
-    ("GET", "/api/v1/vms/{id}"),
-    ("POST", "/api/v1/vms/create"),
-    ("POST", "/api/v1/vms/delete"),
-    ("POST", "/api/v1/vms/{id}/actions/{action}"),
-    ("POST", "/api/v1/jobs/provision"),
-    ("GET", "/api/v1/jobs"),
-    ("GET", "/api/v1/jobs/{id}"),
-    ("GET", "/api/v1/jobs/{id}/logs"),
-    ("POST", "/api/v1/jobs/{id}/cancel"),
-    ("GET", "/api/v1/events"),
-];
+/// The one route table of the documented routes that need no authentication: probes,
+/// documents, metrics and the web UI's page. [`router`] serves it and [`openapi::document`]
+/// describes it, both from this definition.
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs_page))
+        .routes(routes!(metrics))
+        .merge(crate::ui::routes())
+}
+
+/// The one route table of `/api/v1`: every route here is behind
+/// [`crate::auth::require_role`] (reads need reader, everything else writer).
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(auth::middleware::me))
+        .routes(routes!(status))
+        .routes(routes!(inventory::clusters))
+        .routes(routes!(inventory::hosts))
+        .routes(routes!(inventory::host))
+        .routes(routes!(inventory::vms))
+        .routes(routes!(inventory::vm))
+        .routes(routes!(vms::create))
+        .routes(routes!(vms::delete))
+        .routes(routes!(vms::action))
+        .routes(routes!(vms::provision_job))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::logs))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(events::stream))
+}
+
+/// Every route under `/api/v1` as (method, path template), read from [`api_routes`].
+pub fn api_route_list() -> Vec<(Method, String)> {
+    openapi::routes_of(&api_routes().into_openapi())
+}
 
 /// The application.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/api/v1/me", get(auth::me))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/clusters", get(inventory::clusters))
-        .route("/api/v1/hosts", get(inventory::hosts))
-        .route("/api/v1/hosts/{hostname}", get(inventory::host))
-        .route("/api/v1/vms", get(inventory::vms))
-        .route("/api/v1/vms/{id}", get(inventory::vm))
-        .route("/api/v1/vms/create", post(vms::create))
-        .route("/api/v1/vms/delete", post(vms::delete))
-        .route("/api/v1/vms/{id}/actions/{action}", post(vms::action))
-        .route("/api/v1/jobs/provision", post(vms::provision_job))
-        .route("/api/v1/jobs", get(jobs::list))
-        .route("/api/v1/jobs/{id}", get(jobs::get))
-        .route("/api/v1/jobs/{id}/logs", get(jobs::logs))
-        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/v1/events", get(events::stream))
+    let (api, _) = api_routes().split_for_parts();
+    let api = api
         .route_layer(middleware::from_fn_with_state(
             state.auth.clone(),
             auth::require_role,
         ))
         .layer(DefaultBodyLimit::max(vms::MAX_BODY_BYTES));
+    let (public, _) = public_routes().split_for_parts();
     let login = match state.auth.login() {
         Some(_) => auth::login::routes().with_state(state.auth.clone()),
         None => Router::new(),
     };
     Router::new()
         .merge(api)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/docs", get(openapi::docs_page))
-        .route("/metrics", get(crate::metrics::handler))
-        .merge(crate::ui::routes())
+        .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -158,14 +160,14 @@ async fn json_errors(response: Response) -> Response {
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
     let code = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid_field",
-        s if s.is_server_error() => "internal",
-        _ => "error",
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidField,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::Error,
     };
     let message = if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
@@ -196,35 +198,75 @@ async fn count_requests(
     response
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /healthz`.
+#[utoipa::path(get, path = "/healthz", tag = "probes", operation_id = "healthz",
+    summary = "Liveness probe", description = "Answers 200 while the process runs.",
+    responses((status = 200, description = "The process runs", body = HealthView)))]
+async fn healthz() -> Json<HealthView> {
+    Json(HealthView {
+        status: HealthStatus::Ok,
+    })
 }
 
+/// `GET /readyz`.
+#[utoipa::path(get, path = "/readyz", tag = "probes", operation_id = "readyz",
+    summary = "Readiness probe",
+    description = "Ready once the artifacts are in place and the first inventory is loaded.",
+    responses(
+        (status = 200, description = "Ready (`status` is `ready`)", body = ReadinessView),
+        (status = 503, description = "Not ready yet (`status` is `not_ready`, `reason` says why)",
+            body = ReadinessView),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.readiness.check() {
-        Ok(()) => Json(json!({ "status": "ready", "mode": state.info.mode })).into_response(),
+        Ok(()) => Json(ReadinessView {
+            status: ReadinessStatus::Ready,
+            reason: None,
+            mode: state.info.mode,
+        })
+        .into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reason": reason, "mode": state.info.mode })),
+            Json(ReadinessView {
+                status: ReadinessStatus::NotReady,
+                reason: Some(reason),
+                mode: state.info.mode,
+            }),
         )
             .into_response(),
     }
 }
 
-async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "probes", operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Jobs, host operations, inventory refreshes and HTTP requests in the \
+        OpenMetrics text format.",
+    responses((status = 200, description = "OpenMetrics text", body = String,
+        content_type = "application/openmetrics-text")))]
+async fn metrics(state: State<Arc<Metrics>>) -> Response {
+    crate::metrics::handler(state).await
+}
+
+/// `GET /api/v1/status`.
+#[utoipa::path(get, path = "/api/v1/status", tag = "session", operation_id = "getStatus",
+    summary = "Server status",
+    description = "Mode, readiness, version and counts of hosts, VMs and jobs.",
+    responses((status = 200, description = "Server status", body = StatusView)))]
+async fn status(State(state): State<AppState>) -> Json<StatusView> {
     let snapshot = state.inventory.snapshot();
     let (queued, running) = state.jobs.active_counts();
     let ready = state.readiness.check();
-    Json(json!({
-        "mode": state.info.mode,
-        "version": state.info.version,
-        "ready": ready.is_ok(),
-        "reason": ready.err(),
-        "hosts": snapshot.hosts().count(),
-        "vms": snapshot.vm_count(),
-        "jobs_running": running,
-        "jobs_queued": queued,
-    }))
+    Json(StatusView {
+        mode: state.info.mode,
+        version: state.info.version.to_owned(),
+        ready: ready.is_ok(),
+        reason: ready.err(),
+        hosts: snapshot.hosts().count(),
+        vms: snapshot.vm_count(),
+        jobs_running: running,
+        jobs_queued: queued,
+    })
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -234,7 +276,7 @@ async fn not_found(uri: Uri) -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not accept that method",
     )
 }

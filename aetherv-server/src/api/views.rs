@@ -3,40 +3,194 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use aetherv_hyperv::ops::{
-    HostFacts, IntegrationService, PowerAction, VmDisk, VmDvdDrive, VmId, VmNic, VmState,
-};
+use aetherv_hyperv::ops::{PowerAction, VmId, VmState};
 use aetherv_inventory::{HostState, HostStatus, InventoryVm, Snapshot};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::jobs::rfc3339;
+use crate::jobs::{JobAction, rfc3339};
 
-/// The API's name of a power action (`stop` is Hyper-V's turn-off).
-pub fn action_name(action: PowerAction) -> &'static str {
-    match action {
-        PowerAction::TurnOff => "stop",
-        other => other.as_str(),
-    }
-}
-
-/// The power action of an API name.
-pub fn parse_action(name: &str) -> Option<PowerAction> {
-    PowerAction::ALL
-        .into_iter()
-        .find(|a| action_name(*a) == name)
-}
+mod answers;
+mod facts;
+pub use answers::*;
+pub use facts::*;
 
 /// The API names of the actions allowed from `state`.
-pub fn allowed_actions(state: VmState) -> Vec<&'static str> {
+pub fn allowed_actions(state: VmState) -> Vec<JobAction> {
     PowerAction::ALL
         .into_iter()
         .filter(|a| a.allowed_from(state))
-        .map(action_name)
+        .map(JobAction::from)
         .collect()
 }
 
-/// A cluster.
-#[derive(Debug, Serialize)]
+/// A Hyper-V VM state Hyper-V names (the `state` filter of the VM list and of VMs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum VmStateName {
+    /// 1: a state Hyper-V does not name.
+    Other,
+    /// 2.
+    Running,
+    /// 3.
+    Off,
+    /// 4.
+    Stopping,
+    /// 6.
+    Saved,
+    /// 9.
+    Paused,
+    /// 10.
+    Starting,
+    /// 11.
+    Reset,
+    /// 32773 (transitional).
+    Saving,
+    /// 32776 (transitional).
+    Pausing,
+    /// 32777 (transitional).
+    Resuming,
+    /// 32779.
+    FastSaved,
+    /// 32780 (transitional).
+    FastSaving,
+    /// 32781 (transitional).
+    ForceShutdown,
+    /// 32782 (transitional).
+    ForceReboot,
+    /// 32783.
+    Hibernated,
+    /// 32784 (transitional).
+    ComponentServicing,
+}
+
+impl VmStateName {
+    /// Every named state.
+    pub const ALL: [Self; 17] = [
+        Self::Other,
+        Self::Running,
+        Self::Off,
+        Self::Stopping,
+        Self::Saved,
+        Self::Paused,
+        Self::Starting,
+        Self::Reset,
+        Self::Saving,
+        Self::Pausing,
+        Self::Resuming,
+        Self::FastSaved,
+        Self::FastSaving,
+        Self::ForceShutdown,
+        Self::ForceReboot,
+        Self::Hibernated,
+        Self::ComponentServicing,
+    ];
+
+    /// The Hyper-V state.
+    pub fn state(self) -> VmState {
+        match self {
+            Self::Other => VmState::Other,
+            Self::Running => VmState::Running,
+            Self::Off => VmState::Off,
+            Self::Stopping => VmState::Stopping,
+            Self::Saved => VmState::Saved,
+            Self::Paused => VmState::Paused,
+            Self::Starting => VmState::Starting,
+            Self::Reset => VmState::Reset,
+            Self::Saving => VmState::Saving,
+            Self::Pausing => VmState::Pausing,
+            Self::Resuming => VmState::Resuming,
+            Self::FastSaved => VmState::FastSaved,
+            Self::FastSaving => VmState::FastSaving,
+            Self::ForceShutdown => VmState::ForceShutdown,
+            Self::ForceReboot => VmState::ForceReboot,
+            Self::Hibernated => VmState::Hibernated,
+            Self::ComponentServicing => VmState::ComponentServicing,
+        }
+    }
+
+    /// The name of `state`, when Hyper-V names it.
+    pub fn of(state: VmState) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.state() == state)
+    }
+
+    /// Parses a state name, ignoring case.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|n| n.state().name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// A VM's state: a name Hyper-V gives it, or the number of a state it does not name (e.g. the
+/// `*Critical` states 32785..=32796) as a string of digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum VmStateView {
+    /// A named state.
+    Named(VmStateName),
+    /// An unnamed state's number.
+    Code(String),
+}
+
+// Written out because the derive cannot put a pattern on the `Code` variant, without which
+// every name would also match it and the `oneOf` would be ambiguous.
+impl utoipa::PartialSchema for VmStateView {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        use utoipa::openapi::{Ref, RefOr};
+        RefOr::T(
+            OneOfBuilder::new()
+                .description(Some(
+                    "A state Hyper-V names, or the number of one it does not name (e.g. the \
+                     `*Critical` states 32785..=32796) as a string of digits",
+                ))
+                .item(Ref::from_schema_name(VmStateName::name()))
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[0-9]+$")),
+                )
+                .into(),
+        )
+    }
+}
+
+impl ToSchema for VmStateView {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            VmStateName::name().into_owned(),
+            <VmStateName as utoipa::PartialSchema>::schema(),
+        ));
+        <VmStateName as ToSchema>::schemas(schemas);
+    }
+}
+
+impl From<VmState> for VmStateView {
+    fn from(state: VmState) -> Self {
+        VmStateName::of(state).map_or_else(|| Self::Code(state.code().to_string()), Self::Named)
+    }
+}
+
+/// The connection status of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatusName {
+    /// The last refresh succeeded.
+    Connected,
+    /// The last refresh failed; its VMs are stale.
+    Disconnected,
+    /// Not refreshed yet.
+    Pending,
+}
+
+/// A failover cluster.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Cluster)]
 pub struct ClusterView {
     /// Name.
     pub name: String,
@@ -48,16 +202,18 @@ pub struct ClusterView {
     pub connected_hosts: usize,
 }
 
-/// A host without its VMs.
-#[derive(Debug, Serialize)]
+/// A configured Hyper-V host (facts fields are null before the first refresh).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Host)]
 pub struct HostView {
     /// Name.
     pub name: String,
     /// Cluster, from the facts.
     pub cluster: Option<String>,
-    /// `connected`, `disconnected` or `pending`.
-    pub status: &'static str,
+    /// Whether the last refresh succeeded.
+    pub status: HostStatusName,
     /// Last successful refresh.
+    #[schema(format = DateTime)]
     pub last_seen: Option<String>,
     /// Why the last refresh failed.
     pub last_error: Option<String>,
@@ -65,7 +221,7 @@ pub struct HostView {
     pub refresh_ms: Option<u64>,
     /// VMs on the host.
     pub vm_count: usize,
-    /// VMs per state name.
+    /// VM counts by Hyper-V state name.
     pub vms_by_state: BTreeMap<String, usize>,
     /// Logical processors.
     pub logical_processors: Option<u32>,
@@ -84,21 +240,22 @@ pub struct HostView {
 }
 
 /// A host with its facts and VMs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HostDetail {
     /// The summary.
     #[serde(flatten)]
     pub host: HostView,
     /// Everything the host reported about itself.
-    pub facts: Option<HostFacts>,
+    pub facts: Option<HostFactsView>,
     /// Its VMs.
     pub vms: Vec<VmSummary>,
 }
 
 /// A VM in lists.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VmSummary {
     /// Hyper-V VM id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: VmId,
     /// Name.
     pub name: String,
@@ -106,9 +263,9 @@ pub struct VmSummary {
     pub host: String,
     /// Cluster of the host.
     pub cluster: Option<String>,
-    /// State name (`Running`, `Off`, ...).
-    pub state: String,
-    /// Whether the host is disconnected and this is the last known state.
+    /// Hyper-V state.
+    pub state: VmStateView,
+    /// The host's last refresh failed; this is the last known state.
     pub stale: bool,
     /// Virtual processors.
     pub processor_count: u32,
@@ -122,12 +279,13 @@ pub struct VmSummary {
     pub ip_addresses: Vec<String>,
     /// Whether the VM is a cluster role.
     pub clustered: bool,
-    /// The job working on the VM.
+    /// The job working on the VM, if any.
+    #[schema(format = Uuid)]
     pub busy_job: Option<String>,
 }
 
 /// A VM with everything the host reported.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VmDetail {
     /// The summary.
     #[serde(flatten)]
@@ -145,26 +303,27 @@ pub struct VmDetail {
     /// Whether dynamic memory is on.
     pub dynamic_memory: bool,
     /// Creation time.
+    #[schema(format = DateTime)]
     pub creation_time: Option<String>,
     /// Notes.
     pub notes: String,
     /// Disks.
-    pub disks: Vec<VmDisk>,
+    pub disks: Vec<VmDiskView>,
     /// DVD drives.
-    pub dvd_drives: Vec<VmDvdDrive>,
+    pub dvd_drives: Vec<VmDvdDriveView>,
     /// Network adapters.
-    pub network_adapters: Vec<VmNic>,
+    pub network_adapters: Vec<VmNicView>,
     /// Integration services.
-    pub integration_services: Vec<IntegrationService>,
-    /// Power actions the state allows.
-    pub allowed_actions: Vec<&'static str>,
+    pub integration_services: Vec<IntegrationServiceView>,
+    /// Power actions the state allows (none while the host is disconnected).
+    pub allowed_actions: Vec<JobAction>,
 }
 
-fn status_name(status: HostStatus) -> &'static str {
+fn status_name(status: HostStatus) -> HostStatusName {
     match status {
-        HostStatus::Connected => "connected",
-        HostStatus::Disconnected => "disconnected",
-        _ => "pending",
+        HostStatus::Connected => HostStatusName::Connected,
+        HostStatus::Disconnected => HostStatusName::Disconnected,
+        _ => HostStatusName::Pending,
     }
 }
 
@@ -204,7 +363,7 @@ pub fn host_detail(
 ) -> HostDetail {
     HostDetail {
         host: host_view(host),
-        facts: host.facts.as_deref().cloned(),
+        facts: host.facts.as_deref().map(HostFactsView::from),
         vms: host
             .vms
             .values()
@@ -245,7 +404,7 @@ pub fn vm_summary(
             .host(&vm.host)
             .and_then(|h| h.cluster())
             .map(str::to_owned),
-        state: v.state.name(),
+        state: v.state.into(),
         stale: vm.stale,
         processor_count: v.processor_count,
         memory_startup_bytes: v.memory_startup_bytes,
@@ -274,10 +433,14 @@ pub fn vm_detail(snapshot: &Snapshot, vm: &InventoryVm, busy: &HashMap<VmId, Str
         dynamic_memory: v.dynamic_memory,
         creation_time: v.creation_time.map(|t| t.to_string()),
         notes: v.notes.clone(),
-        disks: v.disks.clone(),
-        dvd_drives: v.dvd_drives.clone(),
-        network_adapters: v.nics.clone(),
-        integration_services: v.integration_services.clone(),
+        disks: v.disks.iter().map(VmDiskView::from).collect(),
+        dvd_drives: v.dvd_drives.iter().map(VmDvdDriveView::from).collect(),
+        network_adapters: v.nics.iter().map(VmNicView::from).collect(),
+        integration_services: v
+            .integration_services
+            .iter()
+            .map(IntegrationServiceView::from)
+            .collect(),
         allowed_actions: if vm.stale {
             Vec::new()
         } else {

@@ -2,7 +2,7 @@
 //! checked before anything runs (the host is managed, the name is free, the VM exists and is
 //! in a state that allows the action, no other job holds it) and answers 202 with a job id.
 
-use aetherv_hyperv::ops::{PowerAction, VmState};
+use aetherv_hyperv::ops::VmState;
 use aetherv_provision::delete::DeleteRequest;
 use aetherv_provision::schema::{JobRequest, Validated};
 use axum::Json;
@@ -12,11 +12,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::inventory::vm_id;
-use super::views::{action_name, allowed_actions, parse_action};
-use crate::error::{ApiError, ApiResult, FieldProblem};
-use crate::jobs::{JobView, JobWork, NewJob, SubmitError};
+use super::views::{AcceptedView, allowed_actions};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode, FieldProblem};
+use crate::jobs::{JobAction, JobView, JobWork, NewJob, SubmitError};
 use crate::state::AppState;
 
 /// Largest accepted request body.
@@ -54,7 +55,7 @@ fn content_type(headers: &HeaderMap) -> ApiResult<Option<&str>> {
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!(
                 "Content-Type {media:?} is not supported; send application/json or application/yaml"
             ),
@@ -99,7 +100,11 @@ fn schema_error(error: &aetherv_provision::Error) -> ApiError {
 pub fn accepted(job: &JobView) -> Response {
     let mut response = (
         StatusCode::ACCEPTED,
-        Json(json!({ "job_id": job.id, "status": job.status })),
+        Json(AcceptedView {
+            job_id: job.id.clone(),
+            status: job.status,
+            cancel_requested: None,
+        }),
     )
         .into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id)) {
@@ -112,12 +117,14 @@ fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
     match error {
         SubmitError::UnknownHost(host) => ApiError::not_found("host", &host).with_field(host_field),
         SubmitError::Busy { vm, job } => ApiError::conflict(
-            "vm_busy",
+            ErrorCode::VmBusy,
             format!("VM {vm} is busy with job {job}; wait for it to finish or cancel it"),
         ),
-        e @ SubmitError::QueueFull(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
-        }
+        e @ SubmitError::QueueFull(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::QueueFull,
+            e.to_string(),
+        ),
         other => ApiError::not_ready(other.to_string()),
     }
 }
@@ -146,7 +153,7 @@ fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Re
             .find(|vm| vm.vm.name.eq_ignore_ascii_case(&values.vm_name))
         {
             return Err(ApiError::conflict(
-                "vm_exists",
+                ErrorCode::VmExists,
                 format!(
                     "a VM named {} already exists on host {host_name} (id {})",
                     existing.vm.name, existing.vm.id
@@ -191,7 +198,31 @@ fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Re
     Ok(accepted(&job))
 }
 
-/// `POST /api/v1/vms/create` (flat body, JSON or YAML).
+/// `POST /api/v1/vms/create` (flat body, JSON or YAML; the body's schema is written by hand in
+/// [`super::openapi`], as it accepts YAML and lenient scalars).
+#[utoipa::path(post, path = "/api/v1/vms/create", tag = "jobs", operation_id = "createVm",
+    summary = "Create a VM",
+    description = "Queues a provisioning job from the flat body (job schema v1 values at the top \
+        level, the host in `hyperv_host`), as JSON or YAML. A name already on the host answers \
+        409 before anything runs.",
+    responses(
+        (status = 202, description = "The job was queued", body = AcceptedView,
+            headers(("Location" = String, description = "The job's URL"))),
+        (status = 400, description = "`malformed_body`: the body is not JSON (or YAML where \
+            accepted)", body = ErrorBody),
+        (status = 404, description = "`not_found`: the host is not managed by this server \
+            (`field` names it)", body = ErrorBody),
+        (status = 409, description = "`vm_exists`: a VM with this name is already on the host; \
+            `vm_busy`: a job works on a VM of that name", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 256 KiB",
+            body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is neither JSON nor \
+            YAML", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: a field failed validation; `field` names \
+            it and `details` lists every invalid field", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the server is still starting; `queue_full`: \
+            too many jobs are waiting", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -206,6 +237,28 @@ pub async fn create(
 }
 
 /// `POST /api/v1/jobs/provision` (job schema v1, JSON or YAML).
+#[utoipa::path(post, path = "/api/v1/jobs/provision", tag = "jobs", operation_id = "provisionVm",
+    summary = "Submit a provisioning job",
+    description = "Queues a provisioning job in the job schema (v1), as JSON or YAML \
+        (`Content-Type: application/yaml`, or detected from the body).",
+    responses(
+        (status = 202, description = "The job was queued", body = AcceptedView,
+            headers(("Location" = String, description = "The job's URL"))),
+        (status = 400, description = "`malformed_body`: the body is not JSON (or YAML where \
+            accepted)", body = ErrorBody),
+        (status = 404, description = "`not_found`: the host is not managed by this server \
+            (`field` names it)", body = ErrorBody),
+        (status = 409, description = "`vm_exists`: a VM with this name is already on the host; \
+            `vm_busy`: a job works on a VM of that name", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 256 KiB",
+            body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is neither JSON nor \
+            YAML", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: a field failed validation; `field` names \
+            it and `details` lists every invalid field", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the server is still starting; `queue_full`: \
+            too many jobs are waiting", body = ErrorBody),
+    ))]
 pub async fn provision_job(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -219,15 +272,23 @@ pub async fn provision_job(
     provision(&state, validated, false)
 }
 
-/// Body of `POST /api/v1/vms/delete`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/v1/vms/delete`: the VM by `vm_id`, or by `vm_name` and `hyperv_host`.
+/// Unknown fields are refused (422 naming the field).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DeleteVmRequest)]
 pub struct DeleteBody {
+    /// The VM's id.
+    #[schema(format = Uuid)]
     vm_id: Option<String>,
+    /// The VM's name (with `hyperv_host`; case-insensitive).
     vm_name: Option<String>,
+    /// The VM's host (with `vm_name`).
     hyperv_host: Option<String>,
+    /// Turn the VM off first if it runs.
     #[serde(default)]
     force: bool,
+    /// Also delete the VM's disks.
     #[serde(default)]
     delete_disks: bool,
 }
@@ -255,6 +316,30 @@ fn parse_json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T>
 }
 
 /// `POST /api/v1/vms/delete`.
+#[utoipa::path(post, path = "/api/v1/vms/delete", tag = "jobs", operation_id = "deleteVm",
+    summary = "Delete a VM",
+    description = "Queues a delete job for the VM named by id, or by name and host. Unknown \
+        fields are refused.",
+    request_body(content = DeleteBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The job was queued", body = AcceptedView,
+            headers(("Location" = String, description = "The job's URL"))),
+        (status = 400, description = "`malformed_body`: the body is not JSON", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown VM", body = ErrorBody),
+        (status = 409, description = "`vm_busy`: another job works on the VM; `invalid_state`: \
+            the VM runs and `force` is not set; `host_disconnected`: the VM's host is \
+            disconnected; `ambiguous_name`: several VMs on the host have the name",
+            body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 256 KiB",
+            body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not JSON",
+            body = ErrorBody),
+        (status = 422, description = "`invalid_field`: an unknown field, a field of the wrong \
+            type, or neither `vm_id` nor `vm_name` with `hyperv_host`; `field` names it",
+            body = ErrorBody),
+        (status = 503, description = "`not_ready`: the server is still starting; `queue_full`: \
+            too many jobs are waiting", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -266,7 +351,7 @@ pub async fn delete(
     {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the delete request as application/json",
         ));
     }
@@ -293,7 +378,7 @@ pub async fn delete(
             })?;
             if matches.next().is_some() {
                 return Err(ApiError::conflict(
-                    "ambiguous_name",
+                    ErrorCode::AmbiguousName,
                     format!("host {host} has several VMs named {name}; delete by vm_id"),
                 ));
             }
@@ -314,13 +399,13 @@ pub async fn delete(
     };
     if vm.stale {
         return Err(ApiError::conflict(
-            "host_disconnected",
+            ErrorCode::HostDisconnected,
             format!("host {} is disconnected; its inventory is stale", vm.host),
         ));
     }
     if vm.vm.state != VmState::Off && !request.force {
         return Err(ApiError::conflict(
-            "invalid_state",
+            ErrorCode::InvalidState,
             format!(
                 "VM {} is {}; shut it down first or set force=true to turn it off before deleting",
                 vm.vm.name,
@@ -351,11 +436,29 @@ pub async fn delete(
 }
 
 /// `POST /api/v1/vms/{id}/actions/{action}`.
+#[utoipa::path(post, path = "/api/v1/vms/{id}/actions/{action}", tag = "jobs",
+    operation_id = "vmAction", summary = "Apply a power action",
+    description = "Queues a power job (`stop` turns the VM off); the job record names the action \
+        the same way.",
+    params(
+        ("id" = String, Path, format = Uuid, description = "Hyper-V VM id"),
+        ("action" = JobAction, Path, description = "The power action"),
+    ),
+    responses(
+        (status = 202, description = "The job was queued", body = AcceptedView,
+            headers(("Location" = String, description = "The job's URL"))),
+        (status = 404, description = "`not_found`: unknown VM or action", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: the action is not allowed in the VM's \
+            current state (named in the message); `vm_busy`: another job works on the VM; \
+            `host_disconnected`: the VM's host is disconnected", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the server is still starting; `queue_full`: \
+            too many jobs are waiting", body = ErrorBody),
+    ))]
 pub async fn action(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let parsed: PowerAction = parse_action(&action).ok_or_else(|| {
+    let parsed = JobAction::parse(&action).ok_or_else(|| {
         ApiError::not_found("action", &action).with_message_suffix(
             "; actions are start, shutdown, stop, restart, save, pause and resume",
         )
@@ -368,23 +471,27 @@ pub async fn action(
         .ok_or_else(|| ApiError::not_found("VM", &id))?;
     if vm.stale {
         return Err(ApiError::conflict(
-            "host_disconnected",
+            ErrorCode::HostDisconnected,
             format!("host {} is disconnected; its inventory is stale", vm.host),
         ));
     }
-    if !parsed.allowed_from(vm.vm.state) {
+    if !parsed.power_action().allowed_from(vm.vm.state) {
         let allowed = allowed_actions(vm.vm.state);
         return Err(ApiError::conflict(
-            "invalid_state",
+            ErrorCode::InvalidState,
             format!(
                 "cannot {} VM {}: it is {}; allowed now: {}",
-                parsed.verb(),
+                parsed.power_action().verb(),
                 vm.vm.name,
                 vm.vm.state.name(),
                 if allowed.is_empty() {
                     "none".to_owned()
                 } else {
-                    allowed.join(", ")
+                    allowed
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             ),
         ));
@@ -394,12 +501,12 @@ pub async fn action(
         .submit(NewJob {
             work: JobWork::Power {
                 vm: vm_id,
-                action: parsed,
+                action: parsed.power_action(),
             },
             host: vm.host.to_string(),
             vm_id: Some(vm_id),
             vm_name: Some(vm.vm.name.clone()),
-            parameters: json!({ "vm_id": vm_id, "action": action_name(parsed) }),
+            parameters: json!({ "vm_id": vm_id, "action": parsed }),
         })
         .map_err(|e| submit_error(e, "hyperv_host"))?;
     Ok(accepted(&job))

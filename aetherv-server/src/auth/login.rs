@@ -32,7 +32,7 @@ use super::session::{
     LOGIN_COOKIE, LOGIN_LIFETIME, Purpose, SESSION_COOKIE, SESSION_LIFETIME, SessionKey,
     ShortKeyError, clear_cookie, cookie, encode_session, set_cookie, unix_now,
 };
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Where the browser login starts.
 pub const LOGIN_PATH: &str = "/oidc/login";
@@ -417,7 +417,7 @@ fn flow(auth: &Authenticator) -> Result<(&LoginFlow, &Validator), ApiError> {
         (Some(login), Some(validator)) => Ok((login, validator)),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "browser login is not configured",
         )),
     }
@@ -505,17 +505,21 @@ fn redirect(location: &str) -> Result<Response, ApiError> {
 
 /// 400 `login_failed`: the callback itself is broken, forged or stale.
 fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "login_failed", message)
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::LoginFailed, message)
 }
 
 /// 401 `login_failed`: the issuer's answer is not acceptable.
 fn refused(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "login_failed", message)
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::LoginFailed, message)
 }
 
 /// 503 `auth_unavailable`: the issuer cannot be reached.
 fn unavailable(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", message)
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::AuthUnavailable,
+        message,
+    )
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@ use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use super::login::{LOGIN_PATH, LOGOUT_PATH, LoginFlow};
 use super::oidc::{ErrorKind, OidcError, Validator};
 use super::session::{SESSION_COOKIE, cookie, decode_session, unix_now};
 use super::{Principal, Role};
-use crate::error::ApiError;
+use crate::api::views::MeView;
+use crate::error::{ApiError, ErrorCode};
 
 /// Subject of every caller when authentication is disabled.
 pub const ANONYMOUS_SUBJECT: &str = "anonymous";
@@ -146,7 +146,7 @@ pub fn oidc_error(error: &OidcError) -> ApiError {
         ErrorKind::Forbidden => ApiError::forbidden(error.to_string()),
         ErrorKind::ServiceUnavailable => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "auth_unavailable",
+            ErrorCode::AuthUnavailable,
             error.to_string(),
         ),
     }
@@ -187,17 +187,22 @@ pub async fn require_role(
 }
 
 /// `GET /api/v1/me`: the caller as the server sees it. Mount it behind [`require_role`].
+#[utoipa::path(get, path = "/api/v1/me", tag = "session", operation_id = "getMe",
+    summary = "The caller",
+    description = "Whether authentication is enabled, who is calling and with which role, and \
+        where to log in or out.",
+    responses((status = 200, description = "The caller", body = MeView)))]
 pub async fn me(
     State(auth): State<Arc<Authenticator>>,
     Extension(principal): Extension<Principal>,
-) -> Json<Value> {
+) -> Json<MeView> {
     let browser_login = auth.login().is_some();
-    Json(json!({
-        "auth_enabled": auth.enabled(),
-        "subject": principal.subject,
-        "name": principal.name,
-        "role": principal.role.as_str(),
-        "login_url": browser_login.then_some(LOGIN_PATH),
-        "logout_url": browser_login.then_some(LOGOUT_PATH),
-    }))
+    Json(MeView {
+        auth_enabled: auth.enabled(),
+        subject: principal.subject,
+        name: principal.name,
+        role: principal.role,
+        login_url: browser_login.then_some(LOGIN_PATH),
+        logout_url: browser_login.then_some(LOGOUT_PATH),
+    })
 }
