@@ -29,7 +29,7 @@
 //! verified on the host.
 
 mod bundle;
-pub(crate) mod wire;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -320,7 +320,6 @@ impl CallError {
                     | E::ScriptFailed { .. }
                     | E::InvalidRequest { .. }
                     | E::SharedDisk { .. }
-                    | E::Invalid { .. }
             )
         )
     }

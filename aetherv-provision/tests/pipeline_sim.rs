@@ -14,15 +14,13 @@ use aetherv_hyperv::ops::{
     PowerOutcome, RegisterVmSpec, RemovedPath, Vm, VmId, WinRmHyperVHost,
 };
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
-use aetherv_hyperv::sim::{
-    Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger,
-};
 use aetherv_provision::Error;
 use aetherv_provision::delete::{DeleteRequest, delete};
 use aetherv_provision::job::{JobEvent, JobId, discard};
 use aetherv_provision::kvp::keys;
 use aetherv_provision::provision::{ProvisionConfig, Provisioned, provision, steps};
 use aetherv_provision::schema::{JobRequest, Validated};
+use aetherv_sim::{Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger};
 use aetherv_winrm::Client;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -576,7 +574,7 @@ async fn a_guest_that_reports_failure() {
 
 #[test]
 fn kvp_key_names_match_the_simulated_agent() {
-    use aetherv_hyperv::sim::kvp as agent;
+    use aetherv_sim::kvp as agent;
     assert_eq!(keys::HOST_STATE, agent::HOST_STATE);
     assert_eq!(keys::VERSION, agent::VERSION);
     assert_eq!(keys::SHARED_AES_KEY, agent::SHARED_AES_KEY);

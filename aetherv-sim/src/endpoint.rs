@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
-use crate::sim::faults::HttpDecision;
-use crate::sim::host::{CommandStreams, HostRuntime};
+use crate::faults::HttpDecision;
+use crate::host::{CommandStreams, HostRuntime};
 
 /// Adapts the server's [`CommandIo`] to [`CommandStreams`].
 struct ServerStreams {

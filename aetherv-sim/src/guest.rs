@@ -1,5 +1,5 @@
 //! The simulated guest agent: the guest side of the KVP provisioning handshake
-//! (see [`crate::sim::kvp`] for the protocol).
+//! (see [`crate::kvp`] for the protocol).
 //!
 //! The agent is a state machine driven by KVP changes. [`GuestAgent::step`] looks at the VM's
 //! host-to-guest pool, makes at most one protocol move (writing to the guest-to-host pool and,
@@ -25,8 +25,8 @@ use base64::engine::general_purpose::STANDARD;
 use rsa::{Pkcs1v15Encrypt, RsaPrivateKey};
 
 use crate::error::{Error, Result};
-use crate::sim::kvp::{self, KeyFormat};
-use crate::sim::model::{AppliedProvisioning, OsFamily, Vm};
+use crate::kvp::{self, KeyFormat};
+use crate::model::{AppliedProvisioning, OsFamily, SimVm};
 
 /// Where an agent gets its RSA key pair. `Debug` never prints key material.
 #[derive(Clone, Default)]
@@ -153,7 +153,7 @@ impl GuestAgent {
         self.key = None;
     }
 
-    fn report(&mut self, vm: &mut Vm, state: &str) {
+    fn report(&mut self, vm: &mut SimVm, state: &str) {
         vm.kvp
             .guest_to_host
             .insert(kvp::GUEST_STATE.to_owned(), state.to_owned());
@@ -161,7 +161,7 @@ impl GuestAgent {
     }
 
     /// Makes at most one protocol move; returns whether anything changed.
-    pub fn step(&mut self, vm: &mut Vm) -> bool {
+    pub fn step(&mut self, vm: &mut SimVm) -> bool {
         if !vm.kvp_reachable() {
             return false;
         }
@@ -224,7 +224,7 @@ impl GuestAgent {
     }
 
     /// Steps until nothing changes; returns the number of moves made.
-    pub fn drive(&mut self, vm: &mut Vm) -> usize {
+    pub fn drive(&mut self, vm: &mut SimVm) -> usize {
         let mut moves = 0;
         // Bounded: a full handshake is four moves.
         while moves < 16 && self.step(vm) {
@@ -233,7 +233,7 @@ impl GuestAgent {
         moves
     }
 
-    fn fail(&mut self, vm: &mut Vm, reason: String) {
+    fn fail(&mut self, vm: &mut SimVm, reason: String) {
         vm.kvp
             .guest_to_host
             .insert(kvp::GUEST_ERROR.to_owned(), reason.clone());
@@ -241,7 +241,7 @@ impl GuestAgent {
         self.phase = AgentPhase::Failed(reason);
     }
 
-    fn publish_key(&mut self, vm: &mut Vm) -> Result<()> {
+    fn publish_key(&mut self, vm: &mut SimVm) -> Result<()> {
         let key = match &self.keys {
             KeySource::Shared => shared_key()?,
             KeySource::Fixed(key) => Arc::clone(key),
@@ -257,7 +257,7 @@ impl GuestAgent {
 
     /// Unwraps the AES key, decrypts and reassembles the data, checks the checksum and applies
     /// the result to the VM. Reasons never contain data values.
-    fn apply(&self, vm: &mut Vm) -> std::result::Result<AppliedProvisioning, String> {
+    fn apply(&self, vm: &mut SimVm) -> std::result::Result<AppliedProvisioning, String> {
         let pool = &vm.kvp.host_to_guest;
         let key = self
             .key
@@ -383,7 +383,7 @@ fn valid_hostname(name: &str) -> bool {
 /// `guest_v4_ip_addr`/`_cidr_prefix`/`_default_gw`/`dns1`/`dns2`, `guest_net_dns_suffix`,
 /// `guest_la_uid`/`_pw`, `guest_domain_join_*` on Windows, `ansible_ssh_user`/`_key` on Linux).
 fn apply_values(
-    vm: &mut Vm,
+    vm: &mut SimVm,
     os: OsFamily,
     values: &BTreeMap<String, String>,
 ) -> std::result::Result<AppliedProvisioning, String> {
@@ -481,10 +481,10 @@ fn apply_values(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::sim::generate::{FleetSpec, SIM_AGENT_VERSION};
-    use crate::sim::host_role;
-    use crate::sim::model::{Fleet, NewVm, PowerAction};
-    use crate::sim::state::SimState;
+    use crate::generate::{FleetSpec, SIM_AGENT_VERSION};
+    use crate::host_role;
+    use crate::model::{Fleet, NewVm, PowerAction};
+    use crate::state::SimState;
 
     const HOST: &str = "hv01";
 

@@ -3,7 +3,6 @@
 //! loopback. The generated hosts report installed scripts, so `-File <install dir>\<Name>.ps1`
 //! reaches the emulations of `assets/powershell/`.
 
-#![cfg(feature = "sim")]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -14,10 +13,10 @@ use aetherv_hyperv::ops::{
     VmId, VmState, WinRmHyperVHost,
 };
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
-use aetherv_hyperv::sim::{
-    self, Credentials, FleetSpec, NewVm, SIM_AGENT_VERSION, SimFleet, SimOptions, host_role, kvp,
-};
 use aetherv_hyperv::{Error, WinRmExecutor};
+use aetherv_sim::{
+    Credentials, FleetSpec, NewVm, SIM_AGENT_VERSION, SimFleet, SimOptions, host_role, kvp,
+};
 use aetherv_winrm::Client;
 
 const USER: &str = "Administrator";
@@ -62,7 +61,7 @@ fn commands(host: &WinRmHyperVHost<WinRmExecutor>) -> u64 {
     host.executor().client().stats().commands
 }
 
-fn model_state(sim: &SimFleet, host: &str, id: VmId) -> sim::VmState {
+fn model_state(sim: &SimFleet, host: &str, id: VmId) -> VmState {
     sim.host(host).unwrap().vm(&id.to_string()).unwrap().state
 }
 
@@ -92,7 +91,7 @@ async fn inventory_of_many_vms_is_one_command() {
     for vm in &inventory.vms {
         let m = model.iter().find(|m| m.id == vm.id.0).expect("in model");
         assert_eq!(vm.name, m.name);
-        assert_eq!(vm.state.code(), u32::from(m.state.code()));
+        assert_eq!(vm.state, m.state);
         assert_eq!(vm.processor_count, m.processor_count);
         assert_eq!(vm.disks.len(), m.disks.len());
         assert_eq!(vm.nics.len(), m.nics.len());
@@ -119,7 +118,7 @@ async fn inventory_of_many_vms_is_one_command() {
     assert!(!facts.storage.is_empty());
     assert_eq!(
         facts.scripts_version.as_deref(),
-        Some(sim::SIM_SCRIPTS_VERSION)
+        Some(aetherv_sim::SIM_SCRIPTS_VERSION)
     );
     sim.shutdown().await;
 }
@@ -147,7 +146,7 @@ async fn power_actions_and_refusals() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(model_state(&sim, "hv01", id), sim::VmState::Off);
+    assert_eq!(model_state(&sim, "hv01", id), VmState::Off);
 
     for (action, expected) in [
         (PowerAction::Start, VmState::Running),
@@ -163,8 +162,8 @@ async fn power_actions_and_refusals() {
         let outcome = bounded(host.power(id, action)).await.unwrap();
         assert_eq!(outcome.state, expected, "{action:?}");
         assert_eq!(
-            u32::from(model_state(&sim, "hv01", id).code()),
-            expected.code(),
+            model_state(&sim, "hv01", id),
+            expected,
             "{action:?} in the model"
         );
     }
@@ -464,4 +463,12 @@ async fn failing_scripts_are_typed_errors_naming_host_and_operation() {
         "{text}"
     );
     sim.shutdown().await;
+}
+
+#[test]
+fn the_simulator_emulates_every_script() {
+    let registry = aetherv_sim::ScriptRegistry::builtin();
+    for name in aetherv_hyperv::ops::scripts::ALL {
+        assert!(registry.get(name).is_some(), "no emulation of {name}");
+    }
 }

@@ -1,4 +1,4 @@
-//! Emulations of the operation scripts in `assets/powershell/` (see [`crate::ops`] for the
+//! Emulations of the operation scripts in `assets/powershell/` (see [`aetherv_hyperv::ops`] for the
 //! request and result shapes; each function's doc names its script).
 //!
 //! Model notes: copied images and ISOs (and disks kept when a VM is deleted) are
@@ -13,16 +13,15 @@ use uuid::Uuid;
 
 use super::{ScriptContext, vm_json};
 use crate::error::Error;
-use crate::ops::{PowerAction as OpsPowerAction, VmState as OpsVmState};
-use crate::protocol::{ScriptFailure, ScriptResult};
-use crate::sim::model::{Host, NewVm, PowerAction, Vm, path_is_under};
-use crate::sim::state::{LooseFile, SimState};
+use crate::model::{Host, NewVm, PowerAction, SimVm, holds_memory, path_is_under};
+use crate::state::{LooseFile, SimState};
+use aetherv_hyperv::protocol::{ScriptFailure, ScriptResult};
 
 type Step<T> = std::result::Result<T, ScriptResult>;
 
 /// A failure with a `details` object. The real scripts write it as `error.details`;
 /// [`ScriptFailure`] has no such field, so the emulation carries it as the failed result's
-/// `data`, which [`crate::ops`] reads as well.
+/// `data`, which [`aetherv_hyperv::ops`] reads as well.
 fn fail(code: &str, message: impl Into<String>, details: Value) -> ScriptResult {
     ScriptResult {
         ok: false,
@@ -95,7 +94,7 @@ fn host_name(ctx: &ScriptContext<'_>) -> Step<String> {
 }
 
 /// The VM with the request's `id` (a GUID; names are not accepted).
-fn vm_by_id(ctx: &ScriptContext<'_>, request: &Value) -> Step<(String, Vm)> {
+fn vm_by_id(ctx: &ScriptContext<'_>, request: &Value) -> Step<(String, SimVm)> {
     let raw = str_field(request, "id")?;
     let id = Uuid::parse_str(raw.trim().trim_matches(['{', '}']))
         .map_err(|_| invalid("the VM id is not a GUID", "id"))?;
@@ -116,7 +115,7 @@ fn vm_by_id(ctx: &ScriptContext<'_>, request: &Value) -> Step<(String, Vm)> {
         })
 }
 
-fn state_details(vm: &Vm) -> Value {
+fn state_details(vm: &SimVm) -> Value {
     json!({
         "vm": vm.id.to_string(),
         "name": vm.name,
@@ -166,23 +165,23 @@ pub fn get_inventory(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResu
         }
         Ok(json!({
             "host": host.name,
-            "collected_at": crate::sim::model::rfc3339(now),
+            "collected_at": crate::model::rfc3339(now),
             "vms": vms,
         }))
     })
 }
 
 /// `Set-VmPowerState`: `{"id","action"}` with the allowed-state table of
-/// [`crate::ops::PowerAction`]; restart is turn off + start, shutdown needs the Shutdown
+/// [`aetherv_hyperv::ops::PowerAction`]; restart is turn off + start, shutdown needs the Shutdown
 /// integration service.
 pub fn set_vm_power_state(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
     run(|| {
-        let action: OpsPowerAction =
+        let action: PowerAction =
             serde_json::from_value(request.get("action").cloned().unwrap_or(Value::Null))
                 .map_err(|_| invalid("unknown power action", "action"))?;
         let (host, vm) = vm_by_id(ctx, request)?;
         let before = vm.state;
-        if !action.allowed_from(OpsVmState::from_code(u32::from(before.code()))) {
+        if !action.allowed_from(before) {
             return Err(fail(
                 "InvalidVmState",
                 format!(
@@ -197,33 +196,19 @@ pub fn set_vm_power_state(ctx: &mut ScriptContext<'_>, request: &Value) -> Scrip
         let id = vm.id.to_string();
         let now = ctx.now();
         let state = ctx.state_mut();
-        let apply = |state: &mut SimState, a: PowerAction| {
-            state.power(&host, &id, a, now).map_err(|e| from_error(&e))
-        };
-        match action {
-            OpsPowerAction::Start => apply(state, PowerAction::Start)?,
-            OpsPowerAction::Shutdown => {
-                if !vm.integration_service_enabled("Shutdown") {
-                    return Err(fail(
-                        "GuestShutdownUnavailable",
-                        format!(
-                            "the Shutdown integration service of {} is not enabled; turn the VM off instead",
-                            vm.name
-                        ),
-                        state_details(&vm),
-                    ));
-                }
-                apply(state, PowerAction::Stop)?;
-            }
-            OpsPowerAction::TurnOff => apply(state, PowerAction::Stop)?,
-            OpsPowerAction::Restart => {
-                apply(state, PowerAction::Stop)?;
-                apply(state, PowerAction::Start)?;
-            }
-            OpsPowerAction::Save => apply(state, PowerAction::Save)?,
-            OpsPowerAction::Pause => apply(state, PowerAction::Pause)?,
-            OpsPowerAction::Resume => apply(state, PowerAction::Resume)?,
+        if action == PowerAction::Shutdown && !vm.integration_service_enabled("Shutdown") {
+            return Err(fail(
+                "GuestShutdownUnavailable",
+                format!(
+                    "the Shutdown integration service of {} is not enabled; turn the VM off instead",
+                    vm.name
+                ),
+                state_details(&vm),
+            ));
         }
+        state
+            .power(&host, &id, action, now)
+            .map_err(|e| from_error(&e))?;
         let after = ctx
             .state()
             .fleet()
@@ -263,7 +248,7 @@ pub fn remove_managed_vm(ctx: &mut ScriptContext<'_>, request: &Value) -> Script
             .get("delete_disks")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        if vm.state != crate::sim::model::VmState::Off {
+        if vm.state != crate::model::VmState::Off {
             return Err(fail(
                 "InvalidVmState",
                 format!(
@@ -560,7 +545,7 @@ pub fn copy_provisioning_iso(ctx: &mut ScriptContext<'_>, request: &Value) -> Sc
     })
 }
 
-/// `Register-ManagedVm`: creates the VM over a copied VHDX (see [`crate::ops::RegisterVmSpec`]);
+/// `Register-ManagedVm`: creates the VM over a copied VHDX (see [`aetherv_hyperv::ops::RegisterVmSpec`]);
 /// a failed start removes the half-made VM again, as the script does.
 pub fn register_managed_vm(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
     run(|| {
@@ -745,7 +730,7 @@ pub fn remove_vm_cluster_role(ctx: &mut ScriptContext<'_>, request: &Value) -> S
 
 struct MoveRequest {
     host: String,
-    vm: Vm,
+    vm: SimVm,
     destination: String,
     with_storage: bool,
     destination_path: Option<String>,
@@ -784,7 +769,7 @@ fn incompatibilities(state: &SimState, m: &MoveRequest) -> Vec<String> {
                 .to_owned(),
         );
     }
-    if m.vm.state.holds_memory() && dest.memory_available_bytes() < m.vm.memory.assigned_bytes {
+    if holds_memory(m.vm.state) && dest.memory_available_bytes() < m.vm.memory.assigned_bytes {
         problems.push(format!(
             "The destination host does not have enough memory: {} bytes required, {} bytes available.",
             m.vm.memory.assigned_bytes,

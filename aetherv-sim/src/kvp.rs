@@ -36,7 +36,7 @@ use rsa::{BigUint, RsaPublicKey};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::sim::model::OsFamily;
+use crate::model::OsFamily;
 
 /// Host-to-guest: the host's protocol state.
 pub const HOST_STATE: &str = "hlvmm.meta.host_provisioning_system_state";
@@ -285,7 +285,7 @@ pub fn checksum(values: &BTreeMap<String, String>) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::sim::guest::shared_test_key;
+    use crate::guest::shared_test_key;
 
     #[test]
     fn capi_blob_layout() {

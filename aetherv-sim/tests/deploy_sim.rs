@@ -1,7 +1,6 @@
 //! Artifact deployment end to end: `Deployer` → `WinRmExecutor` → aetherv-winrm's client →
 //! real WS-Man on loopback → the simulated host's deployment helpers and file system.
 
-#![cfg(feature = "sim")]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -11,8 +10,8 @@ use aetherv_hyperv::deploy::{
     Artifact, Bundle, DeployOptions, DeployOutcome, Deployer, LOCK_FILE, VERSION_FILE,
 };
 use aetherv_hyperv::protocol::{DEFAULT_INSTALL_DIRECTORY, parse_result, script_arguments};
-use aetherv_hyperv::sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use aetherv_hyperv::{Error, WinRmExecutor};
+use aetherv_sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use aetherv_winrm::Client;
 use aetherv_winrm::client::CommandSpec;
 
@@ -309,7 +308,7 @@ async fn a_stale_host_lock_is_broken_and_a_live_one_waited_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_refusing_a_step_is_a_typed_error_and_releases_the_lock() {
-    use aetherv_hyperv::sim::{Fault, FaultPlan, Trigger};
+    use aetherv_sim::{Fault, FaultPlan, Trigger};
     let sim = fresh_fleet(1).await;
     let bundle = bundle("refused");
     let exec = executor(&sim, "hv01");

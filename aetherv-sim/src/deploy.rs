@@ -1,4 +1,4 @@
-//! Emulation of the deployment helper scripts (`assets/deploy/*.ps1`, see [`crate::deploy`]).
+//! Emulation of the deployment helper scripts (`assets/deploy/*.ps1`, see [`aetherv_hyperv::deploy`]).
 //!
 //! Each simulated host has a small virtual file system ([`HostFiles`]): files with their bytes
 //! and last-write time, addressed by full Windows path (case-insensitively). The helpers arrive
@@ -7,7 +7,7 @@
 //! breaking and refresh, temp files written at exact offsets, SHA-256 verification before a
 //! file is moved into place, and the version file written last. Writing `version.txt` in the
 //! host's install directory also sets the model's installed script version
-//! ([`crate::sim::Host::scripts_version`]), so `-File` host scripts run only after a
+//! ([`crate::Host::scripts_version`]), so `-File` host scripts run only after a
 //! deployment.
 //!
 //! [`HostFiles::corrupt_next_chunks`] flips a byte of the next pieces written, to exercise hash
@@ -16,11 +16,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use crate::deploy::wire::{self, LOCK_FILE, VERSION_FILE};
-use crate::deploy::{INLINE_SCRIPTS, inline_script_name, sha256_hex};
-use crate::protocol::ScriptResult;
-use crate::sim::shell::Outcome;
-use crate::sim::state::SimState;
+use crate::shell::Outcome;
+use crate::state::SimState;
+use aetherv_hyperv::deploy::wire::{self, LOCK_FILE, VERSION_FILE};
+use aetherv_hyperv::deploy::{INLINE_SCRIPTS, inline_script_name, sha256_hex};
+use aetherv_hyperv::protocol::ScriptResult;
 
 /// A file on a simulated host.
 #[derive(Debug, Clone, PartialEq, Eq)]

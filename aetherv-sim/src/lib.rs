@@ -1,4 +1,19 @@
-//! The simulated Hyper-V host (feature `sim`): a stateful fake fleet that serves real WS-Man.
+//! A simulated Hyper-V fleet: a stateful fake of clusters, hosts and VMs that serves real
+//! WS-Man, so that everything above it (aetherv-hyperv's typed API, provisioning, inventory,
+//! the server's demo, third-party WinRM clients) runs on loopback without a Windows host.
+//!
+//! It follows the rules of real Hyper-V (numeric VM states, the power-action table, memory and
+//! storage accounting, KVP size limits), answers the KVP provisioning handshake with a
+//! simulated guest agent, injects seeded faults, and emulates every host script of
+//! aetherv-hyperv by name. It uses aetherv-hyperv's own types where they are the same concept
+//! ([`VmState`](aetherv_hyperv::ops::VmState), [`PowerAction`](aetherv_hyperv::ops::PowerAction),
+//! [`OsFamily`](aetherv_hyperv::OsFamily)); [`SimVm`] is the model's own VM record.
+//!
+//! # Features
+//!
+//! - `cli` (default): the `aetherv-hostsim` binary, which serves a generated fleet from the
+//!   command line. It alone needs `clap` and `tracing-subscriber`; library users can depend
+//!   on this crate with `default-features = false` and carry neither.
 //!
 //! Layers, from the bottom (everything but [`fleet`] and the private endpoint glue is plain
 //! data and pure functions; time is passed in):
@@ -17,8 +32,8 @@
 //!   the deployment helper scripts (recognised by their `# aetherv-inline: <Name>` marker in
 //!   `-EncodedCommand` scripts); a deployment sets the host's installed script version.
 //! - [`scripts`]: emulations of the project's host scripts, recognised by file name in
-//!   `powershell.exe -File <dir>\<Name>.ps1` (see [`crate::protocol`]): one emulation per
-//!   script in `assets/powershell/` (see [`crate::ops::scripts`]), applying the script's
+//!   `powershell.exe -File <dir>\<Name>.ps1` (see [`aetherv_hyperv::protocol`]): one emulation per
+//!   script in `assets/powershell/` (see [`aetherv_hyperv::ops::scripts`]), applying the script's
 //!   documented effect to the model.
 //! - The command interpreter: a documented subset of `cmd.exe` (`echo`, `hostname`,
 //!   `exit [/b] N`) and of PowerShell (`Write-Output`, `Write-Host`, `Write-Error` as CLIXML,
@@ -29,7 +44,7 @@
 //!   message encryption, or HTTPS with Basic/NTLM) and gives tests access to the model and the
 //!   fault plans at run time.
 //!
-//! The `aetherv-hostsim` binary serves a generated fleet from the command line.
+//! The `aetherv-hostsim` binary (feature `cli`) serves a generated fleet from the command line.
 //!
 //! # Command set
 //!
@@ -79,7 +94,7 @@
 //!
 //! ```
 //! use aetherv_hyperv::protocol::{DEFAULT_INSTALL_DIRECTORY, parse_result, script_arguments};
-//! use aetherv_hyperv::sim::{Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger};
+//! use aetherv_sim::{Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger};
 //! use aetherv_winrm::{Client, client::CommandSpec};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -113,6 +128,7 @@
 
 mod clixml;
 mod endpoint;
+pub mod error;
 mod generate;
 mod host;
 mod rng;
@@ -128,10 +144,11 @@ pub mod model;
 pub mod scripts;
 pub mod state;
 
+pub use error::{Error, Result};
 pub use faults::{Fault, FaultPlan, FaultRule, Trigger};
 pub use fleet::{Credentials, SimFleet, SimHost, SimOptions};
 pub use generate::{FleetSpec, SIM_AGENT_VERSION, SIM_SCRIPTS_VERSION};
 pub use guest::{GuestAgent, KeySource};
-pub use model::{Fleet, Host, NewVm, OsFamily, PowerAction, Vm, VmState};
+pub use model::{Fleet, Host, NewVm, SimVm};
 pub use scripts::{ScriptContext, ScriptEmulator, ScriptRegistry};
 pub use state::SimState;

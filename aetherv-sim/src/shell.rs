@@ -3,11 +3,11 @@
 //! caller supplies stdin and gets stdout, stderr and the exit code back.
 //!
 //! The recognised command lines and the emulated command set are documented in the
-//! [`crate::sim`] module ("Command set"); keep both in step.
+//! [`crate`] module ("Command set"); keep both in step.
 
 use std::collections::BTreeMap;
 
-use crate::sim::clixml::{self, StreamRecord};
+use crate::clixml::{self, StreamRecord};
 
 /// Most bytes one simulated expression may produce (guards against `'x' * 1e12`).
 pub(crate) const MAX_VALUE_BYTES: usize = 256 << 20;

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::sim::model::{
+use crate::model::{
     Cluster, ControllerType, DiskType, DvdDrive, Fleet, GIB, GoldenImage, GuestInfo, Host,
-    KvpPools, NetworkAdapter, OsFamily, ProvisioningIso, StorageLocation, SwitchType, VirtualDisk,
-    VirtualSwitch, Vm, VmState, default_integration_services, intrinsic_items, mac_from,
-    static_or_dynamic,
+    KvpPools, NetworkAdapter, OsFamily, ProvisioningIso, SimVm, StorageLocation, SwitchType,
+    VirtualDisk, VirtualSwitch, VmState, default_integration_services, holds_memory,
+    intrinsic_items, mac_from, static_or_dynamic,
 };
-use crate::sim::rng::SimRng;
+use crate::rng::SimRng;
 
 /// Version string the simulator reports for installed host scripts by default.
 pub const SIM_SCRIPTS_VERSION: &str = "0.1.0-sim";
@@ -330,7 +330,7 @@ fn generate_vm(
     host_index: usize,
     vm_index: usize,
     role_counters: &mut BTreeMap<&'static str, u32>,
-) -> Vm {
+) -> SimVm {
     let Role {
         prefix: role,
         os,
@@ -370,10 +370,10 @@ fn generate_vm(
         .memory_total_bytes
         .saturating_sub(host.memory_reserved_bytes)
         .saturating_sub(assigned_so_far);
-    if state.holds_memory() && memory.startup_bytes > available {
+    if holds_memory(state) && memory.startup_bytes > available {
         state = VmState::Off;
     }
-    if state.holds_memory() {
+    if holds_memory(state) {
         memory.assigned_bytes = if memory.dynamic {
             // Dynamic memory settles between the minimum and the startup amount.
             let lo = memory.minimum_bytes / (1 << 20);
@@ -385,8 +385,7 @@ fn generate_vm(
     }
 
     let created = spec.epoch - Duration::from_secs(86_400 * rng.range(3, 900) + rng.below(86_400));
-    let started = state
-        .holds_memory()
+    let started = holds_memory(state)
         .then(|| spec.epoch - Duration::from_secs(60 * rng.range(5, 60 * 24 * 60)));
     let generation = if os == OsFamily::Windows && rng.below(10) == 0 {
         1
@@ -432,7 +431,7 @@ fn generate_vm(
     }
     let vlan_pick = rng.below(VLANS.len() as u64) as usize;
     let vlan_id = VLANS[vlan_pick];
-    let ip_addresses = if state.holds_memory() {
+    let ip_addresses = if holds_memory(state) {
         vec![format!(
             "10.{}.{}.{}",
             10 + vlan_pick,
@@ -465,7 +464,7 @@ fn generate_vm(
     if state == VmState::Running || state == VmState::Paused {
         kvp.guest_intrinsic = intrinsic_items(&guest, spec.domain.trim());
     }
-    Vm {
+    SimVm {
         id,
         name,
         state,
@@ -521,7 +520,7 @@ fn size_storage(fleet: &mut Fleet) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::sim::model::{NewVm, PowerAction};
+    use crate::model::{NewVm, PowerAction};
 
     fn spec(seed: u64) -> FleetSpec {
         FleetSpec {
@@ -553,7 +552,7 @@ mod tests {
     #[test]
     fn names_ids_and_macs_are_unique_and_realistic() {
         let fleet = Fleet::generate(spec(3)).unwrap();
-        let vms: Vec<&Vm> = fleet.hosts.iter().flat_map(|h| &h.vms).collect();
+        let vms: Vec<&SimVm> = fleet.hosts.iter().flat_map(|h| &h.vms).collect();
         assert_eq!(vms.len(), 72);
         let names: std::collections::BTreeSet<&str> = vms.iter().map(|v| v.name.as_str()).collect();
         let ids: std::collections::BTreeSet<_> = vms.iter().map(|v| v.id).collect();
@@ -567,11 +566,11 @@ mod tests {
             assert!(!role.is_empty() && number.len() >= 2, "{}", vm.name);
             assert_eq!(vm.id.get_version_num(), 4);
             assert!(vm.nics[0].mac_address.starts_with("00155D"));
-            assert_eq!(vm.nics[0].ip_addresses.is_empty(), !vm.state.holds_memory());
+            assert_eq!(vm.nics[0].ip_addresses.is_empty(), !holds_memory(vm.state));
             assert!(vm.disks[0].path.ends_with(&format!("{}.vhdx", vm.name)));
             assert!(vm.created < FleetSpec::default().epoch);
         }
-        let states: std::collections::BTreeSet<u16> = vms.iter().map(|v| v.state.code()).collect();
+        let states: std::collections::BTreeSet<u32> = vms.iter().map(|v| v.state.code()).collect();
         assert!(states.contains(&2) && states.contains(&3), "{states:?}");
     }
 
@@ -595,7 +594,7 @@ mod tests {
                     host.name
                 );
                 for vm in &host.vms {
-                    if vm.state.holds_memory() {
+                    if holds_memory(vm.state) {
                         assert!(vm.memory.assigned_bytes >= vm.memory.minimum_bytes);
                         assert!(vm.memory.assigned_bytes <= vm.memory.maximum_bytes);
                     } else {
@@ -682,7 +681,7 @@ mod tests {
             .power("hv02", "app-99", PowerAction::Start, now)
             .unwrap();
         fleet
-            .power("hv02", "app-99", PowerAction::Stop, now)
+            .power("hv02", "app-99", PowerAction::TurnOff, now)
             .unwrap();
         fleet.remove_vm("hv02", "app-99").unwrap();
         assert_eq!(fleet.storage_status("hv02").unwrap(), before);

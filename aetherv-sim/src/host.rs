@@ -10,13 +10,13 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::protocol::{self, ScriptResult};
-use crate::sim::clixml::{self, StreamRecord};
-use crate::sim::deploy;
-use crate::sim::faults::{CommandDecision, FaultEngine, FaultPlan};
-use crate::sim::scripts::{ScriptContext, ScriptRegistry};
-use crate::sim::shell::{self, Invocation, Outcome, ShellContext};
-use crate::sim::state::SimState;
+use crate::clixml::{self, StreamRecord};
+use crate::deploy;
+use crate::faults::{CommandDecision, FaultEngine, FaultPlan};
+use crate::scripts::{ScriptContext, ScriptRegistry};
+use crate::shell::{self, Invocation, Outcome, ShellContext};
+use crate::state::SimState;
+use aetherv_hyperv::protocol::{self, ScriptResult};
 
 /// Output is handed to the transport in pieces of this size.
 const OUTPUT_PIECE: usize = 64 * 1024;
@@ -256,11 +256,11 @@ async fn emit<S: CommandStreams>(io: &mut S, outcome: Outcome) -> i64 {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::protocol::{DEFAULT_INSTALL_DIRECTORY, parse_result, script_arguments};
-    use crate::sim::faults::{Fault, Trigger};
-    use crate::sim::generate::FleetSpec;
-    use crate::sim::guest::KeySource;
-    use crate::sim::model::Fleet;
+    use crate::faults::{Fault, Trigger};
+    use crate::generate::FleetSpec;
+    use crate::guest::KeySource;
+    use crate::model::Fleet;
+    use aetherv_hyperv::protocol::{DEFAULT_INSTALL_DIRECTORY, parse_result, script_arguments};
     use std::time::Duration;
 
     #[derive(Default)]

@@ -1,6 +1,6 @@
 //! The host's side of the KVP handshake, for tests and the simulator only.
 //!
-//! This plays the host role well enough to drive [`crate::sim::guest::GuestAgent`] end to end:
+//! This plays the host role well enough to drive [`crate::guest::GuestAgent`] end to end:
 //! it wraps a fresh AES-256 key for the guest's public key, encrypts and chunks the data and
 //! computes the checksum. It is deliberately not the production implementation, which belongs
 //! to `aetherv-provision` (with per-step timeouts, secrets kept in a redacting type, and the
@@ -14,7 +14,7 @@ use rand::RngCore as _;
 use rsa::Pkcs1v15Encrypt;
 
 use crate::error::{Error, Result};
-use crate::sim::kvp;
+use crate::kvp;
 
 /// The items the host writes to start the handshake: its state `waitingforpublickey` and the
 /// provisioning system `version`.

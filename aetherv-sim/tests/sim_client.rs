@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use aetherv_hyperv::ops::PowerAction;
 use aetherv_hyperv::protocol::{DEFAULT_INSTALL_DIRECTORY, parse_result, script_arguments};
-use aetherv_hyperv::sim::{
-    Credentials, Fault, FaultPlan, FleetSpec, NewVm, PowerAction, SIM_AGENT_VERSION, SimFleet,
-    SimOptions, Trigger, host_role, kvp,
+use aetherv_sim::{
+    Credentials, Fault, FaultPlan, FleetSpec, NewVm, SIM_AGENT_VERSION, SimFleet, SimOptions,
+    Trigger, host_role, kvp,
 };
 use aetherv_winrm::client::CommandSpec;
 use aetherv_winrm::{Client, CommandOutput, Error, WsmanFault};
@@ -175,10 +176,7 @@ async fn host_scripts_answer_with_result_documents() {
         facts["memory_available_bytes"],
         model.memory_available_bytes()
     );
-    assert_eq!(
-        facts["scripts_version"],
-        aetherv_hyperv::sim::SIM_SCRIPTS_VERSION
-    );
+    assert_eq!(facts["scripts_version"], aetherv_sim::SIM_SCRIPTS_VERSION);
     assert!(
         facts["images"]
             .as_array()

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aetherv_hyperv::sim::{Credentials, FleetSpec, SimFleet, SimOptions};
+use aetherv_sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use clap::Parser;
 
 /// Serve a simulated Hyper-V fleet over WS-Management.

@@ -9,16 +9,16 @@ use aetherv_winrm::Secret;
 use aetherv_winrm::server::ServerCounters;
 use uuid::Uuid;
 
+use crate::endpoint::{Endpoint, EndpointConfig};
 use crate::error::{Error, Result};
-use crate::protocol::DEFAULT_INSTALL_DIRECTORY;
-use crate::sim::endpoint::{Endpoint, EndpointConfig};
-use crate::sim::faults::{Fault, FaultPlan, FaultRule, Trigger};
-use crate::sim::generate::FleetSpec;
-use crate::sim::guest::KeySource;
-use crate::sim::host::HostRuntime;
-use crate::sim::model::{Fleet, Host, NewVm, PowerAction, Vm};
-use crate::sim::scripts::ScriptRegistry;
-use crate::sim::state::SimState;
+use crate::faults::{Fault, FaultPlan, FaultRule, Trigger};
+use crate::generate::FleetSpec;
+use crate::guest::KeySource;
+use crate::host::HostRuntime;
+use crate::model::{Fleet, Host, NewVm, PowerAction, SimVm};
+use crate::scripts::ScriptRegistry;
+use crate::state::SimState;
+use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
 
 /// The account every simulated host accepts.
 #[derive(Debug, Clone)]
@@ -193,12 +193,12 @@ impl SimHost {
     }
 
     /// Snapshots of this host's VMs.
-    pub fn vms(&self) -> Vec<Vm> {
+    pub fn vms(&self) -> Vec<SimVm> {
         self.host().map(|h| h.vms).unwrap_or_default()
     }
 
     /// A snapshot of one VM (by name or id).
-    pub fn vm(&self, vm: &str) -> Result<Vm> {
+    pub fn vm(&self, vm: &str) -> Result<SimVm> {
         self.with_state(|s| s.fleet().vm(&self.name, vm).cloned())
     }
 

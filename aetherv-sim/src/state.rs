@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use uuid::Uuid;
 
+use crate::deploy::HostFiles;
 use crate::error::Result;
-use crate::sim::deploy::HostFiles;
-use crate::sim::guest::{GuestAgent, KeySource};
-use crate::sim::model::{Fleet, NewVm, PowerAction, Vm, check_kvp_item};
+use crate::guest::{GuestAgent, KeySource};
+use crate::model::{Fleet, NewVm, PowerAction, SimVm, check_kvp_item};
 
 /// The fleet and its guest agents.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ impl SimState {
         &mut self.fleet
     }
 
-    /// The deployment file system of `host` (see [`crate::sim::deploy`]), if anything was
+    /// The deployment file system of `host` (see [`crate::deploy`]), if anything was
     /// ever written to it.
     pub fn host_files(&self, host: &str) -> Option<&HostFiles> {
         self.files.get(&host.to_ascii_lowercase())
@@ -151,7 +151,7 @@ impl SimState {
     }
 
     /// Removes an Off VM and its agent.
-    pub fn remove_vm(&mut self, host: &str, vm: &str) -> Result<Vm> {
+    pub fn remove_vm(&mut self, host: &str, vm: &str) -> Result<SimVm> {
         let removed = self.fleet.remove_vm(host, vm)?;
         self.agents.remove(&removed.id);
         Ok(removed)
@@ -175,8 +175,7 @@ impl SimState {
     pub fn loose_path_exists(&self, host: &str, path: &str) -> bool {
         let host = host.to_ascii_lowercase();
         self.loose_files.iter().any(|((h, p), _)| {
-            *h == host
-                && (p.eq_ignore_ascii_case(path) || crate::sim::model::path_is_under(p, path))
+            *h == host && (p.eq_ignore_ascii_case(path) || crate::model::path_is_under(p, path))
         })
     }
 
@@ -185,8 +184,7 @@ impl SimState {
         let host = host.to_ascii_lowercase();
         let before = self.loose_files.len();
         self.loose_files.retain(|(h, p), _| {
-            !(*h == host
-                && (p.eq_ignore_ascii_case(path) || crate::sim::model::path_is_under(p, path)))
+            !(*h == host && (p.eq_ignore_ascii_case(path) || crate::model::path_is_under(p, path)))
         });
         before - self.loose_files.len()
     }

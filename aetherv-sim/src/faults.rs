@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aetherv_winrm::WsmanFault;
 
-use crate::sim::rng::{SimRng, mix};
+use crate::rng::{SimRng, mix};
 
 /// What goes wrong.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 //!
 //! The real scripts (`aetherv-hyperv/assets/powershell/<Name>.ps1`) arrive later. The
 //! simulated host recognises a script by its file name in
-//! `powershell.exe ... -File <install directory>\<Name>.ps1` (see [`crate::protocol`]), reads
+//! `powershell.exe ... -File <install directory>\<Name>.ps1` (see [`aetherv_hyperv::protocol`]), reads
 //! the JSON request from stdin, runs the emulation registered under `<Name>` against the fleet
 //! model, and prints the result document between the marker lines; the exit code is 0 for
 //! `ok: true` and 1 otherwise. A name with no emulation behaves like a missing file.
@@ -13,11 +13,11 @@
 //!    reads the same request the script reads and returns the same `data` shape the script
 //!    prints (keep both in one place: the script's doc comment is the contract).
 //! 2. Register it in [`ScriptRegistry::builtin`] under the script's file name, or at run time
-//!    with [`ScriptRegistry::register`] / [`crate::sim::SimOptions::scripts`].
+//!    with [`ScriptRegistry::register`] / [`crate::SimOptions::scripts`].
 //! 3. Mutations go through [`ScriptContext::state_mut`] (KVP writes through
-//!    [`crate::sim::SimState::set_host_kvp`] so guest agents react).
+//!    [`crate::SimState::set_host_kvp`] so guest agents react).
 //!
-//! Built in: every operation script of [`crate::ops::scripts`] (emulations in [`ops`]), plus
+//! Built in: every operation script of [`aetherv_hyperv::ops::scripts`] (emulations in [`ops`]), plus
 //! [`INVENTORY`], the former name of `Get-Inventory`, kept as an alias for existing callers.
 
 use std::collections::BTreeMap;
@@ -27,14 +27,14 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::protocol::ScriptResult;
-use crate::sim::model::{Host, Vm, rfc3339};
-use crate::sim::state::SimState;
+use crate::model::{Host, SimVm, rfc3339};
+use crate::state::SimState;
+use aetherv_hyperv::protocol::ScriptResult;
 
 /// Script name of the host facts emulation.
 pub const GET_HOST_FACTS: &str = "Get-HostFacts";
 /// Former script name of the VM inventory emulation (an alias of
-/// [`crate::ops::scripts::GET_INVENTORY`]).
+/// [`aetherv_hyperv::ops::scripts::GET_INVENTORY`]).
 pub const INVENTORY: &str = "Inventory";
 
 pub mod ops;
@@ -121,10 +121,10 @@ impl ScriptRegistry {
         Self::default()
     }
 
-    /// The built-in emulations: every script of [`crate::ops::scripts::ALL`] and the
+    /// The built-in emulations: every script of [`aetherv_hyperv::ops::scripts::ALL`] and the
     /// [`INVENTORY`] alias.
     pub fn builtin() -> Self {
-        use crate::ops::scripts as s;
+        use aetherv_hyperv::ops::scripts as s;
         let mut registry = Self::new();
         registry.register(GET_HOST_FACTS, get_host_facts);
         registry.register(INVENTORY, inventory);
@@ -221,7 +221,7 @@ pub fn get_host_facts(ctx: &mut ScriptContext<'_>, _request: &Value) -> ScriptRe
 
 /// The inventory shape of one VM (flat, explicit; numeric state as Windows PowerShell 5.1
 /// writes it, with its name alongside; times in RFC 3339 UTC).
-pub fn vm_json(vm: &Vm, now: SystemTime) -> Value {
+pub fn vm_json(vm: &SimVm, now: SystemTime) -> Value {
     json!({
         "id": vm.id.to_string(),
         "name": vm.name,

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::sim::rng::SimRng;
+use crate::rng::SimRng;
 
 /// One gibibyte.
 pub const GIB: u64 = 1 << 30;
@@ -34,99 +34,29 @@ pub const INTEGRATION_SERVICES: [(&str, bool); 6] = [
     ("VSS", true),
 ];
 
-/// Guest operating system family (the crate's one definition, [`crate::os::OsFamily`]).
-pub use crate::os::OsFamily;
+/// Guest operating system family (aetherv-hyperv's one definition, [`aetherv_hyperv::os::OsFamily`]).
+pub use aetherv_hyperv::os::OsFamily;
 
-/// A VM's state, with Hyper-V's numeric values (`Microsoft.HyperV.PowerShell.VMState`, what
-/// Windows PowerShell 5.1 writes to JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VmState {
-    /// 2.
-    Running,
-    /// 3.
-    Off,
-    /// 4.
-    Stopping,
-    /// 6.
-    Saved,
-    /// 9.
-    Paused,
-    /// 10.
-    Starting,
-    /// 32773 (transitional).
-    Saving,
-    /// 32776 (transitional).
-    Pausing,
-    /// 32777 (transitional).
-    Resuming,
-    /// Any other code (e.g. the critical states).
-    Other(u16),
-}
+/// A VM's state: Hyper-V's numeric `VMState`, the same type the typed host API reads from
+/// the host scripts.
+pub use aetherv_hyperv::ops::VmState;
 
-impl VmState {
-    /// The numeric value Hyper-V reports.
-    pub fn code(self) -> u16 {
-        match self {
-            Self::Running => 2,
-            Self::Off => 3,
-            Self::Stopping => 4,
-            Self::Saved => 6,
-            Self::Paused => 9,
-            Self::Starting => 10,
-            Self::Saving => 32773,
-            Self::Pausing => 32776,
-            Self::Resuming => 32777,
-            Self::Other(code) => code,
-        }
-    }
+/// The power actions the model applies: the typed host API's actions (see
+/// [`Fleet::power`] for what each does to the model).
+pub use aetherv_hyperv::ops::PowerAction;
 
-    /// The state for a numeric value.
-    pub fn from_code(code: u16) -> Self {
-        match code {
-            2 => Self::Running,
-            3 => Self::Off,
-            4 => Self::Stopping,
-            6 => Self::Saved,
-            9 => Self::Paused,
-            10 => Self::Starting,
-            32773 => Self::Saving,
-            32776 => Self::Pausing,
-            32777 => Self::Resuming,
-            other => Self::Other(other),
-        }
-    }
-
-    /// The enum name Hyper-V uses (`Running`, `Off`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Running => "Running",
-            Self::Off => "Off",
-            Self::Stopping => "Stopping",
-            Self::Saved => "Saved",
-            Self::Paused => "Paused",
-            Self::Starting => "Starting",
-            Self::Saving => "Saving",
-            Self::Pausing => "Pausing",
-            Self::Resuming => "Resuming",
-            Self::Other(_) => "Other",
-        }
-    }
-
-    /// Whether the VM holds host memory in this state (everything but Off, Saved, Other).
-    pub fn holds_memory(self) -> bool {
-        !matches!(self, Self::Off | Self::Saved | Self::Other(_))
-    }
-
-    /// Whether this is a transitional state (code >= 32768, or Starting/Stopping).
-    pub fn is_transitional(self) -> bool {
-        self.code() >= 32768 || matches!(self, Self::Starting | Self::Stopping)
-    }
-}
-
-impl std::fmt::Display for VmState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
+/// Whether a VM holds host memory in `state` (every state but Off, Saved, FastSaved,
+/// Hibernated and the unnamed ones).
+pub fn holds_memory(state: VmState) -> bool {
+    !matches!(
+        state,
+        VmState::Off
+            | VmState::Saved
+            | VmState::FastSaved
+            | VmState::Hibernated
+            | VmState::Other
+            | VmState::Code(_)
+    )
 }
 
 /// A cluster of hosts sharing cluster shared volumes.
@@ -256,7 +186,7 @@ pub struct Host {
     /// Version of the deployed host scripts, `None` when none are installed.
     pub scripts_version: Option<String>,
     /// The VMs registered on this host.
-    pub vms: Vec<Vm>,
+    pub vms: Vec<SimVm>,
 }
 
 /// A VM's memory configuration and current assignment.
@@ -449,7 +379,7 @@ pub struct GuestInfo {
 
 /// A virtual machine.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Vm {
+pub struct SimVm {
     /// VM id.
     pub id: Uuid,
     /// VM name.
@@ -488,10 +418,10 @@ pub struct Vm {
     pub guest: GuestInfo,
 }
 
-impl Vm {
+impl SimVm {
     /// Time since the VM started, zero when it does not hold memory.
     pub fn uptime(&self, now: SystemTime) -> Duration {
-        match (self.state.holds_memory(), self.started) {
+        match (holds_memory(self.state), self.started) {
             (true, Some(started)) => now.duration_since(started).unwrap_or_default(),
             _ => Duration::ZERO,
         }
@@ -512,12 +442,12 @@ impl Vm {
 
 impl Host {
     /// The VM with this name (case-insensitive) or id.
-    pub fn vm(&self, name_or_id: &str) -> Option<&Vm> {
+    pub fn vm(&self, name_or_id: &str) -> Option<&SimVm> {
         self.vms.iter().find(|vm| vm_matches(vm, name_or_id))
     }
 
     /// Mutable access to the VM with this name or id.
-    pub fn vm_mut(&mut self, name_or_id: &str) -> Option<&mut Vm> {
+    pub fn vm_mut(&mut self, name_or_id: &str) -> Option<&mut SimVm> {
         self.vms.iter_mut().find(|vm| vm_matches(vm, name_or_id))
     }
 
@@ -547,7 +477,7 @@ impl Host {
     }
 }
 
-fn vm_matches(vm: &Vm, name_or_id: &str) -> bool {
+fn vm_matches(vm: &SimVm, name_or_id: &str) -> bool {
     let key = name_or_id.trim();
     vm.name.eq_ignore_ascii_case(key) || Uuid::parse_str(key).is_ok_and(|id| id == vm.id)
 }
@@ -558,33 +488,6 @@ pub fn path_is_under(path: &str, location: &str) -> bool {
     let base = location.trim_end_matches('\\').to_ascii_lowercase();
     let path = path.to_ascii_lowercase();
     path.len() > base.len() && path.starts_with(&base) && path.as_bytes()[base.len()] == b'\\'
-}
-
-/// A power operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerAction {
-    /// Start (from Off or Saved).
-    Start,
-    /// Turn off (from any state holding memory, or Saved: discards the saved state).
-    Stop,
-    /// Save (from Running or Paused).
-    Save,
-    /// Pause (from Running).
-    Pause,
-    /// Resume (from Paused).
-    Resume,
-}
-
-impl PowerAction {
-    fn verb(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::Stop => "stop",
-            Self::Save => "save",
-            Self::Pause => "pause",
-            Self::Resume => "resume",
-        }
-    }
 }
 
 /// Parameters of a new VM (what Provisioning.CopyImage + RegisterVM do in one step).
@@ -669,7 +572,7 @@ impl Fleet {
     }
 
     /// The VM `vm` (name or id) on `host`.
-    pub fn vm(&self, host: &str, vm: &str) -> Result<&Vm> {
+    pub fn vm(&self, host: &str, vm: &str) -> Result<&SimVm> {
         let h = self.host_or_err(host)?;
         h.vm(vm).ok_or_else(|| Error::UnknownVm {
             host: h.name.clone(),
@@ -678,7 +581,7 @@ impl Fleet {
     }
 
     /// Mutable access to VM `vm` on `host`.
-    pub fn vm_mut(&mut self, host: &str, vm: &str) -> Result<&mut Vm> {
+    pub fn vm_mut(&mut self, host: &str, vm: &str) -> Result<&mut SimVm> {
         let h = self.host_mut_or_err(host)?;
         let host_name = h.name.clone();
         h.vm_mut(vm).ok_or(Error::UnknownVm {
@@ -860,7 +763,7 @@ impl Fleet {
         }
         let (id, mac) = self.next_identity();
         let memory = static_or_dynamic(spec.memory_startup_bytes, spec.dynamic_memory);
-        let vm = Vm {
+        let vm = SimVm {
             id,
             name: name.to_owned(),
             state: VmState::Off,
@@ -909,8 +812,11 @@ impl Fleet {
         Ok(id)
     }
 
-    /// Applies a power operation to a VM. Starting checks that the host has the VM's startup
-    /// memory available.
+    /// Applies a power action to a VM, with the allowed states of [`PowerAction`]'s table.
+    /// Starting checks that the host has the VM's startup memory available; `Shutdown` and
+    /// `TurnOff` both end Off (the guest's own shutdown is not modelled; the script
+    /// emulation checks the Shutdown integration service first); `Restart` is a turn-off and
+    /// a start.
     pub fn power(
         &mut self,
         host: &str,
@@ -918,6 +824,41 @@ impl Fleet {
         action: PowerAction,
         now: SystemTime,
     ) -> Result<()> {
+        let state = self.vm(host, vm)?.state;
+        if !action.allowed_from(state) {
+            let v = self.vm(host, vm)?;
+            return Err(Error::InvalidVmState {
+                host: self.host_or_err(host)?.name.clone(),
+                vm: v.name.clone(),
+                state: state.name(),
+                operation: action.verb(),
+            });
+        }
+        match action {
+            PowerAction::Start => self.start(host, vm, now),
+            PowerAction::Shutdown | PowerAction::TurnOff => self.turn_off(host, vm),
+            PowerAction::Restart => {
+                self.turn_off(host, vm)?;
+                self.start(host, vm, now)
+            }
+            PowerAction::Save => {
+                let v = self.vm_mut(host, vm)?;
+                v.state = VmState::Saved;
+                v.memory.assigned_bytes = 0;
+                Ok(())
+            }
+            PowerAction::Pause => {
+                self.vm_mut(host, vm)?.state = VmState::Paused;
+                Ok(())
+            }
+            PowerAction::Resume => {
+                self.vm_mut(host, vm)?.state = VmState::Running;
+                Ok(())
+            }
+        }
+    }
+
+    fn start(&mut self, host: &str, vm: &str, now: SystemTime) -> Result<()> {
         let domain = self.domain.clone();
         let h = self.host_mut_or_err(host)?;
         let available = h.memory_available_bytes();
@@ -926,69 +867,37 @@ impl Fleet {
             host: host_name.clone(),
             vm: vm.to_owned(),
         })?;
-        let invalid = |v: &Vm| Error::InvalidVmState {
-            host: host_name.clone(),
-            vm: v.name.clone(),
-            state: v.state.name().to_owned(),
-            operation: action.verb(),
-        };
-        match action {
-            PowerAction::Start => {
-                if !matches!(v.state, VmState::Off | VmState::Saved) {
-                    return Err(invalid(v));
-                }
-                let required = v.memory.startup_bytes;
-                if required > available {
-                    return Err(Error::InsufficientMemory {
-                        host: host_name,
-                        vm: v.name.clone(),
-                        required,
-                        available,
-                    });
-                }
-                v.state = VmState::Running;
-                v.memory.assigned_bytes = required;
-                v.started = Some(now);
-                v.kvp.guest_intrinsic = intrinsic_items(&v.guest, &domain);
-            }
-            PowerAction::Stop => {
-                if !(v.state.holds_memory() || v.state == VmState::Saved) {
-                    return Err(invalid(v));
-                }
-                v.state = VmState::Off;
-                v.memory.assigned_bytes = 0;
-                v.started = None;
-                v.kvp.guest_intrinsic.clear();
-                for nic in &mut v.nics {
-                    nic.ip_addresses.clear();
-                }
-            }
-            PowerAction::Save => {
-                if !matches!(v.state, VmState::Running | VmState::Paused) {
-                    return Err(invalid(v));
-                }
-                v.state = VmState::Saved;
-                v.memory.assigned_bytes = 0;
-            }
-            PowerAction::Pause => {
-                if v.state != VmState::Running {
-                    return Err(invalid(v));
-                }
-                v.state = VmState::Paused;
-            }
-            PowerAction::Resume => {
-                if v.state != VmState::Paused {
-                    return Err(invalid(v));
-                }
-                v.state = VmState::Running;
-            }
+        let required = v.memory.startup_bytes;
+        if required > available {
+            return Err(Error::InsufficientMemory {
+                host: host_name,
+                vm: v.name.clone(),
+                required,
+                available,
+            });
+        }
+        v.state = VmState::Running;
+        v.memory.assigned_bytes = required;
+        v.started = Some(now);
+        v.kvp.guest_intrinsic = intrinsic_items(&v.guest, &domain);
+        Ok(())
+    }
+
+    fn turn_off(&mut self, host: &str, vm: &str) -> Result<()> {
+        let v = self.vm_mut(host, vm)?;
+        v.state = VmState::Off;
+        v.memory.assigned_bytes = 0;
+        v.started = None;
+        v.kvp.guest_intrinsic.clear();
+        for nic in &mut v.nics {
+            nic.ip_addresses.clear();
         }
         Ok(())
     }
 
     /// Removes a VM that is Off, deleting its disks (its files no longer count against
     /// storage). Returns the removed VM.
-    pub fn remove_vm(&mut self, host: &str, vm: &str) -> Result<Vm> {
+    pub fn remove_vm(&mut self, host: &str, vm: &str) -> Result<SimVm> {
         let h = self.host_mut_or_err(host)?;
         let host_name = h.name.clone();
         let index = h
@@ -1004,7 +913,7 @@ impl Fleet {
             return Err(Error::InvalidVmState {
                 host: host_name,
                 vm: h.vms[index].name.clone(),
-                state: state.name().to_owned(),
+                state: state.name(),
                 operation: "be removed",
             });
         }
@@ -1134,9 +1043,9 @@ mod tests {
         }
         assert!(VmState::Saving.is_transitional());
         assert!(!VmState::Running.is_transitional());
-        assert_eq!(VmState::from_code(32781), VmState::Other(32781));
-        assert!(!VmState::Saved.holds_memory());
-        assert!(VmState::Paused.holds_memory());
+        assert_eq!(VmState::from_code(32790), VmState::Code(32790));
+        assert!(!holds_memory(VmState::Saved));
+        assert!(holds_memory(VmState::Paused));
     }
 
     #[test]
