@@ -14,8 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use aetherv_provision::kvp::{DataValue, GuestPublicKey, KeyFormat, ProvisioningPayload};
-use aetherv_winrm::Secret;
+use aetherv_kvp::{DataValue, GuestPublicKey, KeyFormat, ProvisioningPayload};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -66,7 +65,7 @@ fn an_independent_guest_decrypts_our_payload_in_both_key_formats() {
     let values: Vec<(&str, DataValue)> = vec![
         ("guest_host_name", "web-01".into()),
         ("guest_la_uid", "Administrator".into()),
-        ("guest_la_pw", Secret::new("Pässwörd|€😀 'quoted'").into()),
+        ("guest_la_pw", DataValue::secret("Pässwörd|€😀 'quoted'")),
         ("ansible_ssh_key", long_key.as_str().into()),
         ("guest_v4_dns2", "".into()),
         ("guest_domain_join_ou", "é".repeat(150).into()),

@@ -1,5 +1,5 @@
 //! KVP guest protocol: public key formats, payload round trips in both key formats, the
-//! checksum known answer, chunking boundaries, tampering, states and the schema mapping.
+//! checksum known answer, chunking boundaries, tampering and states.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,13 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use aes::Aes256;
-use aetherv_provision::Error;
-use aetherv_provision::kvp::{
-    self, DataValue, GuestPublicKey, GuestState, HostState, KeyFormat, KvpItem,
-    ProvisioningPayload, keys,
+use aetherv_kvp::guest::GuestKey;
+use aetherv_kvp::{
+    self as kvp, DataValue, Error, GuestPublicKey, GuestState, HostState, KeyFormat, KvpItem,
+    ProvisioningPayload, SecretText, keys,
 };
-use aetherv_provision::schema::JobRequest;
-use aetherv_winrm::Secret;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use cbc::cipher::block_padding::Pkcs7;
@@ -29,6 +27,15 @@ fn guest_key() -> &'static RsaPrivateKey {
     KEY.get_or_init(|| {
         RsaPrivateKey::new(&mut StdRng::seed_from_u64(0x6b7670), 2048).expect("key generation")
     })
+}
+
+fn guest_key_pair() -> GuestKey {
+    GuestKey::from_rsa(guest_key().clone()).unwrap()
+}
+
+/// The guest half: unwrap, reassemble, decrypt, check.
+fn decrypt(items: &[KvpItem]) -> Result<BTreeMap<String, SecretText>, Error> {
+    ProvisioningPayload::decrypt(items, &guest_key_pair(), &mut rng())
 }
 
 fn guest_public(format: KeyFormat) -> GuestPublicKey {
@@ -47,7 +54,7 @@ fn data(pairs: &[(&str, &str)]) -> Vec<(String, DataValue)> {
         .collect()
 }
 
-fn plain(values: &BTreeMap<String, Secret>) -> BTreeMap<String, String> {
+fn plain(values: &BTreeMap<String, SecretText>) -> BTreeMap<String, String> {
     values
         .iter()
         .map(|(k, v)| (k.clone(), v.expose().to_owned()))
@@ -90,10 +97,7 @@ fn both_key_formats_round_trip() {
     let long_key = format!("ssh-ed25519 {} ansible@ctl", "A".repeat(250));
     let values = vec![
         ("guest_host_name".to_owned(), DataValue::from("web-01")),
-        (
-            "guest_la_pw".to_owned(),
-            DataValue::from(Secret::new("Pässwörd|€😀")),
-        ),
+        ("guest_la_pw".to_owned(), DataValue::secret("Pässwörd|€😀")),
         (
             "ansible_ssh_key".to_owned(),
             DataValue::from(long_key.as_str()),
@@ -111,7 +115,7 @@ fn both_key_formats_round_trip() {
         assert_eq!(public.rsa(), &guest_key().to_public_key());
 
         let items = ProvisioningPayload::build(&values, &public, &mut rng()).unwrap();
-        let decrypted = ProvisioningPayload::decrypt(&items, guest_key()).unwrap();
+        let decrypted = decrypt(&items).unwrap();
         assert_eq!(
             plain(&decrypted),
             BTreeMap::from([
@@ -368,7 +372,7 @@ fn publish_one(value: &str) -> Result<Vec<(String, String)>, Error> {
         .filter(|i| i.key.starts_with(keys::DATA_PREFIX))
         .map(|i| (i.key.clone(), decrypt_item(&aes, &i.value)))
         .collect();
-    let round_trip = ProvisioningPayload::decrypt(&items, guest_key()).unwrap();
+    let round_trip = decrypt(&items).unwrap();
     assert_eq!(round_trip["x"].expose(), value);
     Ok(pieces)
 }
@@ -478,7 +482,7 @@ fn sample_items() -> Vec<KvpItem> {
 }
 
 fn rejected(items: &[KvpItem]) -> String {
-    match ProvisioningPayload::decrypt(items, guest_key()) {
+    match decrypt(items) {
         Ok(values) => panic!("accepted tampered payload: {:?}", values.keys()),
         Err(e) => e.to_string(),
     }
@@ -497,7 +501,7 @@ fn flip_byte(value: &str, at: usize) -> String {
 #[test]
 fn tampering_is_detected() {
     let items = sample_items();
-    assert!(ProvisioningPayload::decrypt(&items, guest_key()).is_ok());
+    assert!(decrypt(&items).is_ok());
 
     // A flipped bit in the last ciphertext block breaks the padding or the checksum.
     let mut t = items.clone();
@@ -657,90 +661,4 @@ fn states_parse_and_display() {
         keys::GUEST_PUBLIC_KEY,
         "hlvmm.meta.guest_provisioning_public_key"
     );
-}
-
-// ---------------------------------------------------------------------------------------------
-// From a job to the guest
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn a_windows_job_reaches_the_guest_under_the_agents_names() {
-    let body = r#"{"schema_version": 1, "target_host": "hv01", "values": {
-        "vm_name": "web-01", "image_name": "Windows Server 2022", "gb_ram": 4, "cpu_cores": 2,
-        "guest_la_uid": "Administrator", "guest_la_pw": "La-pw-1",
-        "guest_v4_ipaddr": "10.0.0.10", "guest_v4_cidrprefix": 24,
-        "guest_v4_defaultgw": "10.0.0.1", "guest_v4_dns1": "10.0.0.2",
-        "guest_net_dnssuffix": "corp.example", "vlan_id": 12,
-        "guest_domain_jointarget": "corp.example", "guest_domain_joinuid": "join",
-        "guest_domain_joinpw": "Join-pw-2", "vm_clustered": true}}"#;
-    let job = JobRequest::from_json(body).unwrap().request;
-    let data = kvp::guest_data(&job.values);
-    let names: Vec<&str> = data.iter().map(|(n, _)| *n).collect();
-    assert_eq!(
-        names,
-        [
-            "guest_domain_join_pw",
-            "guest_domain_join_target",
-            "guest_domain_join_uid",
-            "guest_host_name",
-            "guest_la_pw",
-            "guest_la_uid",
-            "guest_net_dns_suffix",
-            "guest_v4_cidr_prefix",
-            "guest_v4_default_gw",
-            "guest_v4_dns1",
-            "guest_v4_ip_addr",
-        ]
-    );
-    // Secrets stay secrets until encrypted.
-    for (name, value) in &data {
-        let secret = matches!(value, DataValue::Secret(_));
-        assert_eq!(secret, name.ends_with("_pw"), "{name}");
-    }
-    assert!(!format!("{data:?}").contains("La-pw-1"));
-
-    let items = ProvisioningPayload::build(
-        &data,
-        &guest_public(KeyFormat::CapiPublicKeyBlob),
-        &mut rng(),
-    )
-    .unwrap();
-    let values = plain(&ProvisioningPayload::decrypt(&items, guest_key()).unwrap());
-    assert_eq!(values["guest_host_name"], "web-01");
-    assert_eq!(values["guest_la_pw"], "La-pw-1");
-    assert_eq!(values["guest_domain_join_pw"], "Join-pw-2");
-    assert_eq!(values["guest_v4_cidr_prefix"], "24");
-    assert_eq!(values["guest_v4_ip_addr"], "10.0.0.10");
-    assert_eq!(values.len(), 11);
-}
-
-#[test]
-fn a_linux_job_publishes_the_ssh_key_in_chunks() {
-    let key = format!("ssh-rsa {} ansible@ctl", "B".repeat(372));
-    let body = format!(
-        "schema_version: 1\ntarget_host: hv02\nvalues:\n  vm_name: db-1\n  image_name: Debian 12\n  \
-         gb_ram: 2\n  cpu_cores: 1\n  guest_la_uid: admin\n  guest_la_pw: pw\n  \
-         cnf_ansible_ssh_user: ansible\n  cnf_ansible_ssh_key: {key}\n"
-    );
-    let job = JobRequest::from_yaml(&body).unwrap().request;
-    let data = kvp::guest_data(&job.values);
-    let items =
-        ProvisioningPayload::build(&data, &guest_public(KeyFormat::Pkcs1Der), &mut rng()).unwrap();
-    let chunks: Vec<&str> = items
-        .iter()
-        .filter(|i| i.key.starts_with("hlvmm.data.ansible_ssh_key"))
-        .map(|i| i.key.as_str())
-        .collect();
-    assert_eq!(
-        chunks,
-        [
-            "hlvmm.data.ansible_ssh_key._0",
-            "hlvmm.data.ansible_ssh_key._1",
-            "hlvmm.data.ansible_ssh_key._2",
-            "hlvmm.data.ansible_ssh_key._3",
-        ]
-    );
-    let values = plain(&ProvisioningPayload::decrypt(&items, guest_key()).unwrap());
-    assert_eq!(values["ansible_ssh_key"], key);
-    assert_eq!(values["ansible_ssh_user"], "ansible");
 }
