@@ -571,16 +571,3 @@ async fn a_guest_that_reports_failure() {
     assert_nothing_left(&sim, "hv01", "bad-sum", "guest failure");
     sim.shutdown().await;
 }
-
-#[test]
-fn kvp_key_names_match_the_simulated_agent() {
-    use aetherv_sim::kvp as agent;
-    assert_eq!(keys::HOST_STATE, agent::HOST_STATE);
-    assert_eq!(keys::VERSION, agent::VERSION);
-    assert_eq!(keys::SHARED_AES_KEY, agent::SHARED_AES_KEY);
-    assert_eq!(keys::CHECKSUM, agent::CHECKSUM);
-    assert_eq!(keys::DATA_PREFIX, agent::DATA_PREFIX);
-    assert_eq!(keys::GUEST_PUBLIC_KEY, agent::GUEST_PUBLIC_KEY);
-    assert_eq!(keys::GUEST_STATE, agent::GUEST_STATE);
-    assert_eq!(keys::GUEST_ERROR, agent::GUEST_ERROR);
-}

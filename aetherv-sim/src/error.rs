@@ -101,9 +101,9 @@ pub enum Error {
     },
 
     /// A KVP guest-protocol value could not be built or understood by the simulated guest or
-    /// host role.
+    /// host role (see [`aetherv_kvp::Error`]).
     #[error("KVP provisioning protocol: {0}")]
-    Kvp(String),
+    Kvp(#[from] aetherv_kvp::Error),
 
     /// A simulated host endpoint could not be started or restarted.
     #[error("host {host}: WS-Man endpoint: {source}")]

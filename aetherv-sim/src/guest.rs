@@ -1,15 +1,17 @@
-//! The simulated guest agent: the guest side of the KVP provisioning handshake
-//! (see [`crate::kvp`] for the protocol).
+//! The simulated guest agent: a thin driver of [`aetherv_kvp::guest::Handshake`] (the one
+//! implementation of the guest half of the KVP provisioning protocol) over a simulated VM's
+//! KVP pools, plus what a guest OS does with the decrypted data.
 //!
-//! The agent is a state machine driven by KVP changes. [`GuestAgent::step`] looks at the VM's
-//! host-to-guest pool, makes at most one protocol move (writing to the guest-to-host pool and,
-//! when applying, to the VM's guest information and NIC addresses) and reports whether it did;
-//! [`GuestAgent::drive`] steps until nothing changes. It acts only while the VM is Running with
-//! the "Key-Value Pair Exchange" integration service enabled, as a real guest would.
+//! [`GuestAgent::step`] looks at the VM's host-to-guest pool, makes at most one protocol move
+//! (writing to the guest-to-host pool and, when applying, to the VM's guest information and
+//! NIC addresses) and reports whether it did; [`GuestAgent::drive`] steps until nothing
+//! changes. It acts only while the VM is Running with the "Key-Value Pair Exchange"
+//! integration service enabled, as a real guest would.
 //!
 //! Like the existing agents, it ignores the host until `hlvmm.meta.version` equals its own
 //! agent version (a mismatch leaves it silent, which the host sees as a timeout), and it runs
-//! the handshake once per lifetime ([`GuestAgent::rearm`] starts over).
+//! the handshake once per lifetime ([`GuestAgent::rearm`] starts over). Windows guests
+//! publish their key as a CAPI `PUBLICKEYBLOB`, Linux guests as PKCS#1 DER ([`key_format`]).
 //!
 //! Keys: generating RSA-2048 keys is slow in debug builds, so by default every agent in the
 //! process uses one key generated on first use ([`KeySource::Shared`], [`shared_key`]). A test
@@ -20,13 +22,19 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use rsa::{Pkcs1v15Encrypt, RsaPrivateKey};
+use aetherv_kvp::guest::{self as kvp_guest, GuestKey, GuestOutput, GuestStep, Handshake};
+use aetherv_kvp::keys::{self, data};
+use aetherv_kvp::{GuestState, HostState, KeyFormat, KvpItem, SecretText};
+use rsa::RsaPrivateKey;
 
 use crate::error::{Error, Result};
-use crate::kvp::{self, KeyFormat};
 use crate::model::{AppliedProvisioning, OsFamily, SimVm};
+
+/// The phase of a guest agent's handshake (the protocol crate's phases).
+pub use aetherv_kvp::guest::Phase as AgentPhase;
+
+/// Decrypted values by data name.
+type Values = BTreeMap<String, SecretText>;
 
 /// Where an agent gets its RSA key pair. `Debug` never prints key material.
 #[derive(Clone, Default)]
@@ -58,14 +66,13 @@ pub fn shared_key() -> Result<Arc<RsaPrivateKey>> {
     if let Some(key) = slot.as_ref() {
         return Ok(Arc::clone(key));
     }
-    let key = Arc::new(generate_key()?);
+    let key = Arc::new(generate_key()?.rsa().clone());
     *slot = Some(Arc::clone(&key));
     Ok(key)
 }
 
-fn generate_key() -> Result<RsaPrivateKey> {
-    RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
-        .map_err(|e| Error::Kvp(format!("RSA key generation failed: {e}")))
+fn generate_key() -> Result<GuestKey> {
+    GuestKey::generate(&mut rand::rngs::OsRng).map_err(Error::from)
 }
 
 #[cfg(test)]
@@ -74,49 +81,29 @@ pub(crate) fn shared_test_key() -> Arc<RsaPrivateKey> {
     shared_key().expect("RSA key generation")
 }
 
-/// Where the agent is in the handshake.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentPhase {
-    /// Waiting for the host to ask for the public key.
-    WaitingForHost,
-    /// Public key published; waiting for the host's data.
-    WaitingForData,
-    /// Reported `applying`; the next step decrypts and applies.
-    Applying,
-    /// Applied successfully.
-    Applied,
-    /// Failed with this reason (also published in `hlvmm.meta.guest_provisioning_error`).
-    Failed(String),
-    /// The host's version did not match; the agent stays silent (as real agents exit).
-    VersionMismatch {
-        /// The version the host published (`None` when missing).
-        host: Option<String>,
-    },
+/// The key format guests of `os` publish.
+pub fn key_format(os: OsFamily) -> KeyFormat {
+    match os {
+        OsFamily::Windows => KeyFormat::CapiPublicKeyBlob,
+        OsFamily::Linux => KeyFormat::Pkcs1Der,
+    }
 }
 
 /// A simulated guest agent for one VM. `Debug` never prints key material.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct GuestAgent {
     os: OsFamily,
     version: Option<String>,
     keys: KeySource,
-    phase: AgentPhase,
-    key: Option<Arc<RsaPrivateKey>>,
+    handshake: Option<Handshake>,
+    /// Decrypted values waiting to be applied (the move after `applying`).
+    pending: Option<Values>,
+    /// Set when no key could be had (the handshake never started).
+    key_failure: Option<AgentPhase>,
     reported: Vec<String>,
 }
 
-impl std::fmt::Debug for GuestAgent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestAgent")
-            .field("os", &self.os)
-            .field("version", &self.version)
-            .field("keys", &self.keys)
-            .field("phase", &self.phase)
-            .field("has_key", &self.key.is_some())
-            .field("reported", &self.reported)
-            .finish()
-    }
-}
+static WAITING_FOR_HOST: AgentPhase = AgentPhase::WaitingForHost;
 
 impl GuestAgent {
     /// An agent for a guest of `os` whose agent version is `version` (`None` accepts any
@@ -126,15 +113,20 @@ impl GuestAgent {
             os,
             version,
             keys,
-            phase: AgentPhase::WaitingForHost,
-            key: None,
+            handshake: None,
+            pending: None,
+            key_failure: None,
             reported: Vec::new(),
         }
     }
 
     /// The current phase.
     pub fn phase(&self) -> &AgentPhase {
-        &self.phase
+        match (&self.key_failure, &self.handshake) {
+            (Some(failure), _) => failure,
+            (None, Some(handshake)) => handshake.phase(),
+            (None, None) => &WAITING_FOR_HOST,
+        }
     }
 
     /// Every guest state this agent has reported, in order.
@@ -144,82 +136,100 @@ impl GuestAgent {
 
     /// The key format this agent publishes.
     pub fn key_format(&self) -> KeyFormat {
-        KeyFormat::for_os(self.os)
+        key_format(self.os)
     }
 
     /// Starts over (as after re-imaging the guest agent): forgets the key and the outcome.
     pub fn rearm(&mut self) {
-        self.phase = AgentPhase::WaitingForHost;
-        self.key = None;
+        self.handshake = None;
+        self.pending = None;
+        self.key_failure = None;
     }
 
-    fn report(&mut self, vm: &mut SimVm, state: &str) {
+    fn key(&self) -> Result<GuestKey> {
+        match &self.keys {
+            KeySource::Shared => Ok(GuestKey::from_rsa(shared_key()?)?),
+            KeySource::Fixed(key) => Ok(GuestKey::from_rsa(Arc::clone(key))?),
+            KeySource::Generate => generate_key(),
+        }
+    }
+
+    fn write(&mut self, vm: &mut SimVm, output: GuestOutput) {
+        self.reported.extend(output.states().map(str::to_owned));
+        for key in output.remove {
+            vm.kvp.guest_to_host.remove(key);
+        }
         vm.kvp
             .guest_to_host
-            .insert(kvp::GUEST_STATE.to_owned(), state.to_owned());
-        self.reported.push(state.to_owned());
+            .extend(output.write.into_iter().map(KvpItem::into_pair));
     }
 
     /// Makes at most one protocol move; returns whether anything changed.
     pub fn step(&mut self, vm: &mut SimVm) -> bool {
-        if !vm.kvp_reachable() {
+        if !vm.kvp_reachable() || self.key_failure.is_some() {
             return false;
         }
-        let host_state = vm
-            .kvp
-            .host_to_guest
-            .get(kvp::HOST_STATE)
-            .map(|s| s.trim().to_owned());
-        match self.phase.clone() {
-            AgentPhase::WaitingForHost => {
-                if host_state.as_deref() != Some(kvp::WAITING_FOR_PUBLIC_KEY) {
+        if let Some(values) = self.pending.take() {
+            let output = match apply_values(vm, self.os, &values) {
+                Ok(applied) => {
+                    vm.guest.applied = Some(applied);
+                    self.handshake.as_mut().map(Handshake::applied)
+                }
+                Err(reason) => self.handshake.as_mut().map(|h| h.failed(&reason)),
+            };
+            if let Some(output) = output {
+                self.write(vm, output);
+            }
+            return true;
+        }
+        let handshake = match &mut self.handshake {
+            Some(handshake) => handshake,
+            None => {
+                // The key is only needed once the host asks for it.
+                let asked = vm
+                    .kvp
+                    .host_to_guest
+                    .get(keys::HOST_STATE)
+                    .and_then(|s| s.parse::<HostState>().ok())
+                    == Some(HostState::WaitingForPublicKey);
+                if !asked {
                     return false;
                 }
-                let host_version = vm.kvp.host_to_guest.get(kvp::VERSION).map(|v| {
-                    v.trim_matches(|c: char| c.is_whitespace() || c == '\0')
-                        .to_owned()
-                });
-                let matches = match (&self.version, &host_version) {
-                    (None, Some(_)) => true,
-                    (Some(mine), Some(theirs)) => mine.trim() == theirs,
-                    (_, None) => false,
-                };
-                if !matches {
-                    self.phase = AgentPhase::VersionMismatch { host: host_version };
-                    return true;
-                }
-                match self.publish_key(vm) {
-                    Ok(()) => {
-                        vm.kvp.guest_to_host.remove(kvp::GUEST_ERROR);
-                        self.report(vm, kvp::WAITING_FOR_AES_KEY);
-                        self.phase = AgentPhase::WaitingForData;
+                match self.key() {
+                    Ok(key) => self.handshake.insert(Handshake::new(
+                        self.version.clone(),
+                        key,
+                        self.key_format(),
+                    )),
+                    Err(e) => {
+                        let reason = kvp_guest::error_text(&e.to_string());
+                        let output = GuestOutput {
+                            write: vec![
+                                KvpItem::new(keys::GUEST_ERROR, reason.as_str()),
+                                GuestState::ProvisioningFailed.item(),
+                            ],
+                            remove: Vec::new(),
+                        };
+                        self.write(vm, output);
+                        self.key_failure = Some(AgentPhase::Failed(reason));
+                        return true;
                     }
-                    Err(e) => self.fail(vm, e.to_string()),
                 }
+            }
+        };
+        match handshake.on_host_items(&vm.kvp.host_to_guest, &mut rand::rngs::OsRng) {
+            GuestStep::Wait => false,
+            GuestStep::VersionMismatch { .. } => true,
+            GuestStep::PublishKey(output) | GuestStep::Rejected { output, .. } => {
+                self.write(vm, output);
                 true
             }
-            AgentPhase::WaitingForData => {
-                if host_state.as_deref() != Some(kvp::PROVISIONING_DATA_PUBLISHED) {
-                    return false;
-                }
-                self.report(vm, kvp::APPLYING);
-                self.phase = AgentPhase::Applying;
+            GuestStep::Apply { output, values } => {
+                self.write(vm, output);
+                self.pending = Some(values);
                 true
             }
-            AgentPhase::Applying => {
-                match self.apply(vm) {
-                    Ok(applied) => {
-                        vm.guest.applied = Some(applied);
-                        self.report(vm, kvp::PROVISIONING_APPLIED);
-                        self.phase = AgentPhase::Applied;
-                    }
-                    Err(reason) => self.fail(vm, reason),
-                }
-                true
-            }
-            AgentPhase::Applied | AgentPhase::Failed(_) | AgentPhase::VersionMismatch { .. } => {
-                false
-            }
+            _ => false,
         }
     }
 
@@ -232,141 +242,20 @@ impl GuestAgent {
         }
         moves
     }
-
-    fn fail(&mut self, vm: &mut SimVm, reason: String) {
-        vm.kvp
-            .guest_to_host
-            .insert(kvp::GUEST_ERROR.to_owned(), reason.clone());
-        self.report(vm, kvp::PROVISIONING_FAILED);
-        self.phase = AgentPhase::Failed(reason);
-    }
-
-    fn publish_key(&mut self, vm: &mut SimVm) -> Result<()> {
-        let key = match &self.keys {
-            KeySource::Shared => shared_key()?,
-            KeySource::Fixed(key) => Arc::clone(key),
-            KeySource::Generate => Arc::new(generate_key()?),
-        };
-        let public = kvp::encode_public_key(&key.to_public_key(), self.key_format())?;
-        vm.kvp
-            .guest_to_host
-            .insert(kvp::GUEST_PUBLIC_KEY.to_owned(), public);
-        self.key = Some(key);
-        Ok(())
-    }
-
-    /// Unwraps the AES key, decrypts and reassembles the data, checks the checksum and applies
-    /// the result to the VM. Reasons never contain data values.
-    fn apply(&self, vm: &mut SimVm) -> std::result::Result<AppliedProvisioning, String> {
-        let pool = &vm.kvp.host_to_guest;
-        let key = self
-            .key
-            .as_ref()
-            .ok_or_else(|| "no private key (the public key was never published)".to_owned())?;
-        let wrapped = pool
-            .get(kvp::SHARED_AES_KEY)
-            .ok_or_else(|| format!("{} is missing", kvp::SHARED_AES_KEY))?;
-        let wrapped: String = wrapped.chars().filter(|c| !c.is_whitespace()).collect();
-        let wrapped = STANDARD
-            .decode(wrapped)
-            .map_err(|_| format!("{} is not base64", kvp::SHARED_AES_KEY))?;
-        let aes_key = key.decrypt(Pkcs1v15Encrypt, &wrapped).map_err(|_| {
-            format!(
-                "{} cannot be unwrapped with the guest key",
-                kvp::SHARED_AES_KEY
-            )
-        })?;
-        let aes_key: [u8; 32] = aes_key.as_slice().try_into().map_err(|_| {
-            format!(
-                "the shared AES key is {} bytes; expected 32 (AES-256)",
-                aes_key.len()
-            )
-        })?;
-
-        let values = decrypt_data(pool, &aes_key)?;
-        if values.is_empty() {
-            return Err("no hlvmm.data items were published".to_owned());
-        }
-        let expected = pool
-            .get(kvp::CHECKSUM)
-            .map(|c| c.trim().to_owned())
-            .ok_or_else(|| format!("{} is missing", kvp::CHECKSUM))?;
-        if kvp::checksum(&values) != expected {
-            return Err(format!(
-                "checksum mismatch: {} does not match the decrypted data",
-                kvp::CHECKSUM
-            ));
-        }
-        apply_values(vm, self.os, &values)
-    }
 }
 
-/// Decrypts every `hlvmm.data.*` item, reassembling chunked values. Keys in the result are the
-/// base names.
-fn decrypt_data(
-    pool: &BTreeMap<String, String>,
-    aes_key: &[u8; 32],
-) -> std::result::Result<BTreeMap<String, String>, String> {
-    let mut whole: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut chunked: BTreeMap<&str, BTreeMap<usize, &str>> = BTreeMap::new();
-    for (key, value) in pool.range(kvp::DATA_PREFIX.to_owned()..) {
-        if !key.starts_with(kvp::DATA_PREFIX) {
-            break;
-        }
-        match kvp::parse_chunk_key(key) {
-            (base, Some(index)) => {
-                chunked.entry(base).or_default().insert(index, value);
-            }
-            (base, None) => {
-                whole.insert(base, value);
-            }
-        }
-    }
-    let mut values = BTreeMap::new();
-    for (base, value) in &whole {
-        if chunked.contains_key(base) {
-            return Err(format!("{base} is published both whole and in chunks"));
-        }
-        let plain = kvp::decrypt_value(aes_key, value).map_err(|e| format!("{base}: {e}"))?;
-        values.insert((*base).to_owned(), plain);
-    }
-    for (base, chunks) in &chunked {
-        if chunks.len() > kvp::MAX_CHUNKS {
-            return Err(format!(
-                "{base} has {} chunks (at most {})",
-                chunks.len(),
-                kvp::MAX_CHUNKS
-            ));
-        }
-        let mut plain = String::new();
-        for (expected, (index, value)) in chunks.iter().enumerate() {
-            if *index != expected {
-                return Err(format!("missing chunk {expected} of {base}"));
-            }
-            let piece = kvp::decrypt_value(aes_key, value)
-                .map_err(|e| format!("chunk {index} of {base}: {e}"))?;
-            plain.push_str(&piece);
-        }
-        values.insert((*base).to_owned(), plain);
-    }
-    Ok(values)
-}
-
-fn field<'a>(values: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+fn field<'a>(values: &'a Values, name: &str) -> Option<&'a str> {
     values
-        .get(&format!("{}{name}", kvp::DATA_PREFIX))
-        .map(|v| v.trim())
+        .get(name)
+        .map(|v| v.expose().trim())
         .filter(|v| !v.is_empty())
 }
 
-fn parse_ipv4(
-    values: &BTreeMap<String, String>,
-    name: &str,
-) -> std::result::Result<Option<Ipv4Addr>, String> {
+fn parse_ipv4(values: &Values, name: &str) -> std::result::Result<Option<Ipv4Addr>, String> {
     field(values, name)
         .map(|v| {
             v.parse::<Ipv4Addr>()
-                .map_err(|_| format!("{}{name} is not an IPv4 address", kvp::DATA_PREFIX))
+                .map_err(|_| format!("{} is not an IPv4 address", keys::data_key(name)))
         })
         .transpose()
 }
@@ -385,34 +274,34 @@ fn valid_hostname(name: &str) -> bool {
 fn apply_values(
     vm: &mut SimVm,
     os: OsFamily,
-    values: &BTreeMap<String, String>,
+    values: &Values,
 ) -> std::result::Result<AppliedProvisioning, String> {
     let mut applied = AppliedProvisioning {
-        keys: values.keys().cloned().collect(),
+        keys: values.keys().map(|name| keys::data_key(name)).collect(),
         ..AppliedProvisioning::default()
     };
-    if let Some(name) = field(values, "guest_host_name") {
+    if let Some(name) = field(values, data::GUEST_HOST_NAME) {
         if !valid_hostname(name) {
             return Err(format!(
-                "{}guest_host_name is not a valid host name",
-                kvp::DATA_PREFIX
+                "{} is not a valid host name",
+                keys::data_key(data::GUEST_HOST_NAME)
             ));
         }
         applied.hostname = Some(name.to_owned());
     }
-    if let Some(ip) = parse_ipv4(values, "guest_v4_ip_addr")? {
-        let prefix = field(values, "guest_v4_cidr_prefix")
+    if let Some(ip) = parse_ipv4(values, data::GUEST_V4_IP_ADDR)? {
+        let prefix = field(values, data::GUEST_V4_CIDR_PREFIX)
             .and_then(|p| p.parse::<u8>().ok())
             .filter(|p| (1..=32).contains(p))
             .ok_or_else(|| {
                 format!(
-                    "{}guest_v4_cidr_prefix must be 1..32 when an address is given",
-                    kvp::DATA_PREFIX
+                    "{} must be 1..32 when an address is given",
+                    keys::data_key(data::GUEST_V4_CIDR_PREFIX)
                 )
             })?;
         applied.ipv4 = Some(format!("{ip}/{prefix}"));
-        applied.gateway = parse_ipv4(values, "guest_v4_default_gw")?.map(|g| g.to_string());
-        for dns in ["guest_v4_dns1", "guest_v4_dns2"] {
+        applied.gateway = parse_ipv4(values, data::GUEST_V4_DEFAULT_GW)?.map(|g| g.to_string());
+        for dns in [data::GUEST_V4_DNS1, data::GUEST_V4_DNS2] {
             if let Some(server) = parse_ipv4(values, dns)? {
                 applied.dns_servers.push(server.to_string());
             }
@@ -421,32 +310,32 @@ fn apply_values(
             return Err("a static address was given but the VM has no network adapter".to_owned());
         }
     }
-    applied.dns_suffix = field(values, "guest_net_dns_suffix").map(str::to_owned);
-    if let Some(user) = field(values, "guest_la_uid") {
-        if field(values, "guest_la_pw").is_none() {
+    applied.dns_suffix = field(values, data::GUEST_NET_DNS_SUFFIX).map(str::to_owned);
+    if let Some(user) = field(values, data::GUEST_LA_UID) {
+        if field(values, data::GUEST_LA_PW).is_none() {
             return Err(format!(
-                "{}guest_la_uid is set without {}guest_la_pw",
-                kvp::DATA_PREFIX,
-                kvp::DATA_PREFIX
+                "{} is set without {}",
+                keys::data_key(data::GUEST_LA_UID),
+                keys::data_key(data::GUEST_LA_PW)
             ));
         }
         applied.local_admin = Some(user.to_owned());
     }
     if os == OsFamily::Windows
-        && let Some(domain) = field(values, "guest_domain_join_target")
+        && let Some(domain) = field(values, data::GUEST_DOMAIN_JOIN_TARGET)
     {
-        for required in ["guest_domain_join_uid", "guest_domain_join_pw"] {
+        for required in [data::GUEST_DOMAIN_JOIN_UID, data::GUEST_DOMAIN_JOIN_PW] {
             if field(values, required).is_none() {
                 return Err(format!(
-                    "domain join requested without {}{required}",
-                    kvp::DATA_PREFIX
+                    "domain join requested without {}",
+                    keys::data_key(required)
                 ));
             }
         }
         applied.domain = Some(domain.to_owned());
     }
     if os == OsFamily::Linux {
-        applied.ssh_user = field(values, "ansible_ssh_user").map(str::to_owned);
+        applied.ssh_user = field(values, data::ANSIBLE_SSH_USER).map(str::to_owned);
     }
 
     // Everything validated: change the VM.
@@ -542,10 +431,10 @@ mod tests {
     fn start_handshake(state: &mut SimState) -> String {
         set_all(state, &host_role::begin_items(SIM_AGENT_VERSION));
         assert_eq!(
-            guest_item(state, kvp::GUEST_STATE).as_deref(),
-            Some(kvp::WAITING_FOR_AES_KEY)
+            guest_item(state, keys::GUEST_STATE).as_deref(),
+            Some(GuestState::WaitingForAesKey.as_str())
         );
-        guest_item(state, kvp::GUEST_PUBLIC_KEY).unwrap()
+        guest_item(state, keys::GUEST_PUBLIC_KEY).unwrap()
     }
 
     fn agent_states(state: &SimState) -> Vec<String> {
@@ -565,9 +454,9 @@ mod tests {
         ] {
             let mut state = state_with_vm(image);
             let public = start_handshake(&mut state);
-            let (key, detected) = kvp::decode_public_key(&public).unwrap();
-            assert_eq!(detected, format);
-            assert_eq!(key, shared_test_key().to_public_key());
+            let key = aetherv_kvp::GuestPublicKey::parse(&public).unwrap();
+            assert_eq!(key.format(), format);
+            assert_eq!(key.rsa(), &shared_test_key().to_public_key());
 
             let items = host_role::publish_items(&public, &data()).unwrap();
             assert!(
@@ -584,18 +473,18 @@ mod tests {
             set_all(&mut state, &items);
 
             assert_eq!(
-                guest_item(&state, kvp::GUEST_STATE).as_deref(),
-                Some(kvp::PROVISIONING_APPLIED)
+                guest_item(&state, keys::GUEST_STATE).as_deref(),
+                Some(GuestState::ProvisioningApplied.as_str())
             );
             assert_eq!(
                 agent_states(&state),
                 [
-                    kvp::WAITING_FOR_AES_KEY,
-                    kvp::APPLYING,
-                    kvp::PROVISIONING_APPLIED
+                    GuestState::WaitingForAesKey.as_str(),
+                    GuestState::Applying.as_str(),
+                    GuestState::ProvisioningApplied.as_str()
                 ]
             );
-            assert_eq!(guest_item(&state, kvp::GUEST_ERROR), None);
+            assert_eq!(guest_item(&state, keys::GUEST_ERROR), None);
             let vm = state.fleet().vm(HOST, "new-01").unwrap();
             assert_eq!(vm.guest.hostname, "web-77");
             assert_eq!(vm.nics[0].ip_addresses, ["10.20.30.40"]);
@@ -639,16 +528,16 @@ mod tests {
         let public = start_handshake(&mut state);
         let mut items = host_role::publish_items(&public, &data()).unwrap();
         for (k, v) in &mut items {
-            if k == kvp::CHECKSUM {
-                *v = kvp::checksum(&BTreeMap::from([("x".to_owned(), "y".to_owned())]));
+            if k == keys::CHECKSUM {
+                *v = aetherv_kvp::checksum([("x", "y")]);
             }
         }
         set_all(&mut state, &items);
         assert_eq!(
-            guest_item(&state, kvp::GUEST_STATE).as_deref(),
-            Some(kvp::PROVISIONING_FAILED)
+            guest_item(&state, keys::GUEST_STATE).as_deref(),
+            Some(GuestState::ProvisioningFailed.as_str())
         );
-        let error = guest_item(&state, kvp::GUEST_ERROR).unwrap();
+        let error = guest_item(&state, keys::GUEST_ERROR).unwrap();
         assert!(error.contains("checksum mismatch"), "{error}");
         let vm = state.fleet().vm(HOST, "new-01").unwrap();
         assert!(vm.guest.applied.is_none());
@@ -674,11 +563,14 @@ mod tests {
             .collect();
         set_all(&mut state, &items);
         assert_eq!(
-            guest_item(&state, kvp::GUEST_STATE).as_deref(),
-            Some(kvp::PROVISIONING_FAILED)
+            guest_item(&state, keys::GUEST_STATE).as_deref(),
+            Some(GuestState::ProvisioningFailed.as_str())
         );
-        let error = guest_item(&state, kvp::GUEST_ERROR).unwrap();
-        assert_eq!(error, "missing chunk 1 of hlvmm.data.ansible_ssh_key");
+        let error = guest_item(&state, keys::GUEST_ERROR).unwrap();
+        assert_eq!(
+            error,
+            "provisioning payload rejected: chunk 1 of hlvmm.data.ansible_ssh_key is missing"
+        );
     }
 
     #[test]
@@ -691,18 +583,18 @@ mod tests {
             .unwrap();
         // Written while the VM is off: nothing happens until it starts.
         set_all(&mut state, &host_role::begin_items(SIM_AGENT_VERSION));
-        assert_eq!(guest_item(&state, kvp::GUEST_STATE), None);
+        assert_eq!(guest_item(&state, keys::GUEST_STATE), None);
         state
             .power(HOST, "new-01", PowerAction::Start, now)
             .unwrap();
         assert_eq!(
-            guest_item(&state, kvp::GUEST_STATE).as_deref(),
-            Some(kvp::WAITING_FOR_AES_KEY)
+            guest_item(&state, keys::GUEST_STATE).as_deref(),
+            Some(GuestState::WaitingForAesKey.as_str())
         );
 
         let mut other = state_with_vm("Ubuntu 24.04 LTS");
         set_all(&mut other, &host_role::begin_items("9.9.9"));
-        assert_eq!(guest_item(&other, kvp::GUEST_STATE), None);
+        assert_eq!(guest_item(&other, keys::GUEST_STATE), None);
         let id = other.fleet().vm(HOST, "new-01").unwrap().id;
         assert_eq!(
             other.agent(id).unwrap().phase(),
@@ -725,7 +617,7 @@ mod tests {
             &mut state,
             &host_role::publish_items(&public, &bad).unwrap(),
         );
-        let error = guest_item(&state, kvp::GUEST_ERROR).unwrap();
+        let error = guest_item(&state, keys::GUEST_ERROR).unwrap();
         assert_eq!(error, "hlvmm.data.guest_v4_ip_addr is not an IPv4 address");
         assert!(!error.contains("secretish"));
     }

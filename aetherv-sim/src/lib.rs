@@ -21,9 +21,10 @@
 //! - [`model`]: clusters, hosts, VMs, disks, NICs, switches, golden images, provisioning ISOs
 //!   and KVP pools, with memory and storage accounting; [`FleetSpec`] + [`Fleet::generate`]
 //!   build a realistic fleet deterministically from a seed.
-//! - [`kvp`] and [`guest`]: the KVP provisioning protocol and a simulated guest agent that
-//!   answers it (RSA key in PKCS#1 DER or CAPI PUBLICKEYBLOB form, AES-256-CBC data, chunks,
-//!   checksum); [`host_role`] plays the host side in tests.
+//! - [`guest`]: a simulated guest agent that answers the KVP provisioning handshake: a thin
+//!   driver of `aetherv-kvp`'s guest half (RSA key in PKCS#1 DER form on Linux guests, CAPI
+//!   PUBLICKEYBLOB on Windows guests, AES-256-CBC pieces, checksum) that applies the
+//!   decrypted data to the VM; [`host_role`] wraps `aetherv-kvp`'s host half for tests.
 //! - [`state`]: the fleet plus its guest agents; every KVP write or power change wakes the
 //!   agent of the VM concerned.
 //! - [`faults`]: per-host seeded fault plans (latency, outages, dropped connections, HTTP
@@ -139,7 +140,6 @@ pub mod faults;
 pub mod fleet;
 pub mod guest;
 pub mod host_role;
-pub mod kvp;
 pub mod model;
 pub mod scripts;
 pub mod state;

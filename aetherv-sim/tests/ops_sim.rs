@@ -14,8 +14,9 @@ use aetherv_hyperv::ops::{
 };
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
 use aetherv_hyperv::{Error, WinRmExecutor};
+use aetherv_kvp::{GuestState, keys};
 use aetherv_sim::{
-    Credentials, FleetSpec, NewVm, SIM_AGENT_VERSION, SimFleet, SimOptions, host_role, kvp,
+    Credentials, FleetSpec, NewVm, SIM_AGENT_VERSION, SimFleet, SimOptions, host_role,
 };
 use aetherv_winrm::Client;
 
@@ -307,19 +308,25 @@ async fn provisioning_steps_kvp_cluster_role_and_compensation() {
     let items: Vec<(String, String)> = host_role::begin_items(SIM_AGENT_VERSION);
     bounded(host.kvp_write_host(vm.id, items)).await.unwrap();
     let guest = bounded(host.kvp_read_guest(vm.id)).await.unwrap();
-    assert!(guest.items.contains_key(kvp::GUEST_PUBLIC_KEY), "{guest:?}");
-    assert_eq!(guest.items[kvp::GUEST_STATE], kvp::WAITING_FOR_AES_KEY);
+    assert!(
+        guest.items.contains_key(keys::GUEST_PUBLIC_KEY),
+        "{guest:?}"
+    );
+    assert_eq!(
+        guest.items[keys::GUEST_STATE],
+        GuestState::WaitingForAesKey.as_str()
+    );
     assert!(!guest.intrinsic.is_empty());
     let removed = bounded(host.kvp_remove_host(
         vm.id,
         vec![
-            kvp::VERSION.to_owned(),
+            keys::VERSION.to_owned(),
             "hlvmm.meta.never-written".to_owned(),
         ],
     ))
     .await
     .unwrap();
-    assert_eq!(removed, [kvp::VERSION]);
+    assert_eq!(removed, [keys::VERSION]);
 
     // Cluster role.
     let role = bounded(host.add_cluster_role(vm.id)).await.unwrap();

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use aetherv_hyperv::ops::PowerAction;
 use aetherv_hyperv::protocol::{DEFAULT_INSTALL_DIRECTORY, parse_result, script_arguments};
+use aetherv_kvp::{GuestState, keys};
 use aetherv_sim::{
     Credentials, Fault, FaultPlan, FleetSpec, NewVm, SIM_AGENT_VERSION, SimFleet, SimOptions,
-    Trigger, host_role, kvp,
+    Trigger, host_role,
 };
 use aetherv_winrm::client::CommandSpec;
 use aetherv_winrm::{Client, CommandOutput, Error, WsmanFault};
@@ -218,18 +219,21 @@ async fn guest_agent_behind_a_running_host() {
         host.set_host_kvp("web-42", &k, &v).unwrap();
     }
     let guest = host.guest_kvp("web-42").unwrap();
-    assert_eq!(guest[kvp::GUEST_STATE], kvp::WAITING_FOR_AES_KEY);
+    assert_eq!(
+        guest[keys::GUEST_STATE],
+        GuestState::WaitingForAesKey.as_str()
+    );
     let data = BTreeMap::from([
         ("guest_host_name".to_owned(), "web-42".to_owned()),
         ("guest_v4_ip_addr".to_owned(), "192.0.2.42".to_owned()),
         ("guest_v4_cidr_prefix".to_owned(), "24".to_owned()),
     ]);
-    for (k, v) in host_role::publish_items(&guest[kvp::GUEST_PUBLIC_KEY], &data).unwrap() {
+    for (k, v) in host_role::publish_items(&guest[keys::GUEST_PUBLIC_KEY], &data).unwrap() {
         host.set_host_kvp("web-42", &k, &v).unwrap();
     }
     assert_eq!(
-        host.guest_kvp("web-42").unwrap()[kvp::GUEST_STATE],
-        kvp::PROVISIONING_APPLIED
+        host.guest_kvp("web-42").unwrap()[keys::GUEST_STATE],
+        GuestState::ProvisioningApplied.as_str()
     );
 
     // The applied address shows in the inventory a client reads.
