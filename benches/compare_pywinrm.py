@@ -25,7 +25,7 @@ EXAMPLE = os.path.join(ROOT, "target/release/examples/winrm")
 
 def build():
     subprocess.run(
-        ["cargo", "build", "--release", "--quiet", "-p", "aetherv-hyperv", "--features", "sim",
+        ["cargo", "build", "--release", "--quiet", "-p", "aetherv-sim",
          "--bin", "aetherv-hostsim"], cwd=ROOT, check=True)
     subprocess.run(
         ["cargo", "build", "--release", "--quiet", "-p", "aetherv-examples", "--example", "winrm"],

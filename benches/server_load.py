@@ -54,7 +54,7 @@ def build():
         ["cargo", "build", "--release", "--quiet", "-p", "aetherv-server", "-p", "aetherv-benches",
          "--bin", "aetherv-server", "--bin", "loadgen"], cwd=ROOT, check=True)
     subprocess.run(
-        ["cargo", "build", "--release", "--quiet", "-p", "aetherv-hyperv", "--features", "sim",
+        ["cargo", "build", "--release", "--quiet", "-p", "aetherv-sim",
          "--bin", "aetherv-hostsim"], cwd=ROOT, check=True)
 
 

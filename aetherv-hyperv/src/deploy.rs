@@ -30,7 +30,7 @@
 
 mod bundle;
 mod gate;
-pub(crate) mod wire;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

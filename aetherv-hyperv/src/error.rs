@@ -18,13 +18,6 @@ pub enum Error {
         detail: String,
     },
 
-    /// A host with this name is not part of the fleet.
-    #[error("unknown host {host:?}; check the host name against the fleet")]
-    UnknownHost {
-        /// The name that was asked for.
-        host: String,
-    },
-
     /// No VM with this name or id exists on the host.
     #[error("host {host}: no VM named {vm:?}")]
     UnknownVm {
@@ -95,15 +88,6 @@ pub enum Error {
         required: u64,
         /// Bytes free.
         available: u64,
-    },
-
-    /// A parameter of a simulated operation is out of range or malformed.
-    #[error("invalid {what}: {detail}")]
-    Invalid {
-        /// What was invalid, e.g. `fleet spec` or `KVP key`.
-        what: &'static str,
-        /// Why.
-        detail: String,
     },
 
     /// Talking to the host over WinRM failed (connection, credentials, TLS, protocol fault).
@@ -188,22 +172,6 @@ pub enum Error {
         destination: String,
         /// The incompatibilities, joined.
         detail: String,
-    },
-
-    /// A KVP guest-protocol value could not be built or understood (key formats, wrapping,
-    /// encryption, chunking).
-    #[error("KVP provisioning protocol: {0}")]
-    Kvp(String),
-
-    /// A simulated host endpoint could not be started or restarted.
-    #[cfg(feature = "sim")]
-    #[error("host {host}: WS-Man endpoint: {source}")]
-    Server {
-        /// Host whose endpoint failed.
-        host: String,
-        /// What the server reported.
-        #[source]
-        source: aetherv_winrm::server::ServerError,
     },
 
     /// An artifact to deploy is not acceptable (bad name, duplicate, malformed hash).

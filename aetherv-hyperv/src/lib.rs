@@ -1,5 +1,5 @@
-//! Typed Hyper-V operations over WinRM, the host-side PowerShell scripts, artifact deployment
-//! and (behind the `sim` feature) a simulated Hyper-V host.
+//! Typed Hyper-V operations over WinRM, the host-side PowerShell scripts and artifact
+//! deployment.
 //!
 //! - [`ops`]: the typed host API. [`ops::HyperVHost`] (with a mockall mock) covers host facts,
 //!   the whole VM inventory in one round trip, one VM, power actions with the allowed-state
@@ -16,10 +16,11 @@
 //! - [`deploy`]: the host scripts (`assets/powershell/`, embedded at build time) and any extra
 //!   artifacts pushed to the host's install directory when its version file differs, in
 //!   chunks verified by SHA-256, under a host-side lock.
-//! - `sim` (feature `sim`): a stateful simulated Hyper-V fleet (clusters, hosts, VMs, disks,
-//!   NICs, switches, golden images, KVP pools), a simulated KVP guest agent, seeded fault
-//!   injection and emulations of every host script, served over real WS-Man by
-//!   aetherv-winrm's server (`SimFleet::start`), plus the `aetherv-hostsim` binary.
+//!
+//! The simulated Hyper-V fleet that emulates these scripts lives in the `aetherv-sim` crate; it
+//! uses only this crate's public API ([`protocol`] for the script invocation and result
+//! documents, [`ops::scripts`] for the script names, [`deploy`] and [`deploy::wire`] for the
+//! deployment helpers and their stdin/stdout documents).
 
 pub mod deploy;
 pub mod error;
@@ -28,8 +29,6 @@ pub mod ops;
 pub mod os;
 pub mod protocol;
 pub mod psjson;
-#[cfg(feature = "sim")]
-pub mod sim;
 
 pub use error::{Error, Result};
 pub use executor::{PowerShellExecutor, ScriptOutput, WinRmExecutor};

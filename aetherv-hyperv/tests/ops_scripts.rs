@@ -112,12 +112,3 @@ fn cmdlets_are_module_qualified_and_nothing_is_evaluated() {
         }
     }
 }
-
-#[cfg(feature = "sim")]
-#[test]
-fn the_simulator_emulates_every_script() {
-    let registry = aetherv_hyperv::sim::ScriptRegistry::builtin();
-    for name in scripts::ALL {
-        assert!(registry.get(name).is_some(), "no emulation of {name}");
-    }
-}

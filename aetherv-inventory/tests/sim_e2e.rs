@@ -12,8 +12,8 @@ use std::time::Duration;
 use aetherv_hyperv::WinRmExecutor;
 use aetherv_hyperv::ops::{HyperVHost, VmId, WinRmHyperVHost};
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
-use aetherv_hyperv::sim::{Credentials, FleetSpec, NewVm, SimFleet, SimOptions};
 use aetherv_inventory::{Event, HostStatus, Notification, RefreshConfig, Refresher};
+use aetherv_sim::{Credentials, FleetSpec, NewVm, SimFleet, SimOptions};
 use aetherv_winrm::Client;
 use tokio_util::sync::CancellationToken;
 

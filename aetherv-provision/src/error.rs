@@ -60,81 +60,11 @@ pub enum Error {
         errors: Vec<FieldError>,
     },
 
-    /// The public key a guest published in `hlvmm.meta.guest_provisioning_public_key` cannot
-    /// be used (not base64, neither PKCS#1 DER nor a CAPI PUBLICKEYBLOB, malformed, or too
-    /// small). The guest agent must publish a fresh RSA key of at least 2048 bits.
-    #[error("guest public key is unusable: {detail}")]
-    PublicKey {
-        /// What is wrong with the key.
-        detail: String,
-    },
+    /// A KVP guest-protocol value could not be built or read (the guest's public key, a data
+    /// name or value, the key wrap, a state value); see [`aetherv_kvp::Error`].
+    #[error(transparent)]
+    Kvp(#[from] aetherv_kvp::Error),
 
-    /// A provisioning data name is not usable as a KVP key (`hlvmm.data.<name>`).
-    #[error("invalid provisioning data name {name:?}: {reason}")]
-    DataName {
-        /// The offending name.
-        name: String,
-        /// Why it is refused.
-        reason: String,
-    },
-
-    /// A provisioning value is too long for the KVP chunking scheme (at most 30 pieces of 100
-    /// characters).
-    #[error(
-        "value of {key} is too long for kvp: {chars} characters would need {pieces} pieces, \
-         at most {max_pieces} of {chunk_chars} characters are allowed"
-    )]
-    ValueTooLong {
-        /// The KVP key of the value (`hlvmm.data.<name>`).
-        key: String,
-        /// Length of the plaintext in characters.
-        chars: usize,
-        /// Number of pieces it would need.
-        pieces: usize,
-        /// The most pieces the guest agents read.
-        max_pieces: usize,
-        /// Characters per piece.
-        chunk_chars: usize,
-    },
-
-    /// A KVP item would exceed what Hyper-V KVP can carry.
-    #[error("kvp item {key} would be {bytes} bytes, more than the {max} bytes kvp allows")]
-    KvpItemTooLarge {
-        /// The KVP key.
-        key: String,
-        /// Size of the value in bytes.
-        bytes: usize,
-        /// The limit.
-        max: usize,
-    },
-
-    /// An RSA operation failed (wrapping the AES key for the guest, or unwrapping it in the
-    /// guest role).
-    #[error("rsa {operation} failed: {source}")]
-    Rsa {
-        /// What was attempted, e.g. `key wrap`.
-        operation: &'static str,
-        /// The RSA library's error.
-        #[source]
-        source: rsa::Error,
-    },
-
-    /// A published provisioning payload cannot be read back (guest role): a missing or
-    /// malformed item, a missing chunk, a decryption failure or a checksum mismatch.
-    #[error("provisioning payload rejected: {detail}")]
-    Payload {
-        /// What is wrong.
-        detail: String,
-    },
-
-    /// A KVP state value is not one the protocol defines.
-    #[error("unknown value {value:?} for {key}")]
-    UnknownState {
-        /// The KVP key that carried the value.
-        key: &'static str,
-        /// The value found (state values are never secret).
-        value: String,
-    },
     /// A host operation failed in a pipeline step.
     #[error("{step}: {source}")]
     Host {

@@ -184,7 +184,6 @@ impl CallError {
                     | E::ScriptFailed { .. }
                     | E::InvalidRequest { .. }
                     | E::SharedDisk { .. }
-                    | E::Invalid { .. }
             )
         )
     }

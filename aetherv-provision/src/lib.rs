@@ -11,14 +11,13 @@
 //!   apply to one family (dropped with a warning). Validation reports every problem at once,
 //!   each a [`FieldError`] naming the field (`values.gb_ram`) and saying why.
 //!   [`redacted`](schema::JobRequest::redacted) is the view for job records and API responses.
-//! - [`kvp`]: the host side of the Hyper-V KVP guest protocol that existing Aether-V guest
-//!   agents speak: `hlvmm.*` key names and typed host/guest states, the guest's public key in
-//!   both formats (PKCS#1 DER from Linux, CAPI `PUBLICKEYBLOB` from Windows), and
-//!   [`ProvisioningPayload::build`](kvp::ProvisioningPayload::build), which wraps a fresh
-//!   AES-256 key with RSA PKCS#1 v1.5 and encrypts, chunks and checksums the values, so that
-//!   plaintext secrets never exist on the Hyper-V host: host scripts only move the resulting
-//!   KVP items. The guest half ([`decrypt`](kvp::ProvisioningPayload::decrypt)) is there for
-//!   tests and simulators.
+//! - [`kvp`]: the Hyper-V KVP guest protocol that existing Aether-V guest agents speak, as
+//!   the pipeline uses it: a re-export of the `aetherv-kvp` crate (key names, typed states,
+//!   both public key formats, [`ProvisioningPayload::build`](kvp::ProvisioningPayload::build),
+//!   which wraps a fresh AES-256 key with RSA PKCS#1 v1.5 and encrypts, chunks and checksums
+//!   the values, so that plaintext secrets never exist on the Hyper-V host) plus
+//!   [`guest_data`](kvp::guest_data), the mapping from a validated job to the data names the
+//!   agents read.
 //! - [`job`]: the job engine, independent of what a job does: a [`Workflow`](job::Workflow) is a
 //!   sans-IO state machine fed [`Event`](job::Event)s (host replies, timer expiry,
 //!   cancellation) with the elapsed time, answering with the next [`Action`](job::Action)

@@ -1,18 +1,10 @@
 //! Property tests: parsing and validation never panic on arbitrary JSON-ish or textual input and
-//! never echo a secret; key parsing and payload decryption never panic on arbitrary input; and
-//! every payload built from arbitrary values decrypts back to them.
+//! never echo a secret. (The KVP protocol's property tests live in aetherv-kvp.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
-
-use aetherv_provision::kvp::{DataValue, GuestPublicKey, KeyFormat, KvpItem, ProvisioningPayload};
 use aetherv_provision::schema::JobRequest;
 use proptest::prelude::*;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rsa::RsaPrivateKey;
 use serde_json::{Map, Value, json};
 
 const FIELDS: &[&str] = &[
@@ -209,93 +201,5 @@ proptest! {
     fn arbitrary_text_never_panics(body in ".{0,200}", hint in prop::option::of(prop::sample::select(vec!["application/json", "application/yaml", "text/plain", ""]))) {
         check_outcome(JobRequest::parse(&body, hint));
         check_outcome(JobRequest::parse_flat(&body, hint));
-    }
-
-    #[test]
-    fn arbitrary_public_keys_never_panic(text in ".{0,64}", bytes in prop::collection::vec(any::<u8>(), 0..600)) {
-        let _ = GuestPublicKey::parse(&text);
-        let _ = GuestPublicKey::from_bytes(&bytes);
-        let _ = GuestPublicKey::parse(&base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes));
-    }
-
-    #[test]
-    fn capi_headers_with_arbitrary_bodies_never_panic(
-        version in prop_oneof![Just(2u8), any::<u8>()],
-        algorithm in prop_oneof![Just(0xa400u32), Just(0x2400), any::<u32>()],
-        bitlen in prop_oneof![Just(2048u32), Just(0), Just(u32::MAX), any::<u32>()],
-        exponent in prop_oneof![Just(65537u32), any::<u32>()],
-        body in prop::collection::vec(any::<u8>(), 0..600),
-    ) {
-        let mut blob = vec![0x06, version, 0, 0];
-        blob.extend_from_slice(&algorithm.to_le_bytes());
-        blob.extend_from_slice(b"RSA1");
-        blob.extend_from_slice(&bitlen.to_le_bytes());
-        blob.extend_from_slice(&exponent.to_le_bytes());
-        blob.extend_from_slice(&body);
-        let _ = GuestPublicKey::from_bytes(&blob);
-    }
-}
-
-fn guest_key() -> &'static RsaPrivateKey {
-    static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| RsaPrivateKey::new(&mut StdRng::seed_from_u64(0x70_72_6f_70), 2048).unwrap())
-}
-
-fn data_name() -> impl Strategy<Value = String> {
-    "[a-z][a-z0-9_]{0,15}"
-}
-
-proptest! {
-    #![proptest_config(config(48))]
-
-    #[test]
-    fn payloads_round_trip(
-        values in prop::collection::btree_map(data_name(), ".{0,450}", 0..6),
-        windows in any::<bool>(),
-        seed in any::<u64>(),
-    ) {
-        let format = if windows { KeyFormat::CapiPublicKeyBlob } else { KeyFormat::Pkcs1Der };
-        let public = GuestPublicKey::parse(
-            &GuestPublicKey::encode(&guest_key().to_public_key(), format).unwrap(),
-        )
-        .unwrap();
-        let data: Vec<(String, DataValue)> = values
-            .iter()
-            .map(|(k, v)| (k.clone(), DataValue::from(v.as_str())))
-            .collect();
-        let items = ProvisioningPayload::build(&data, &public, &mut StdRng::seed_from_u64(seed)).unwrap();
-        let back: BTreeMap<String, String> = ProvisioningPayload::decrypt(&items, guest_key())
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k, v.expose().to_owned()))
-            .collect();
-        let expected: BTreeMap<String, String> = values
-            .into_iter()
-            .filter(|(_, v)| !v.trim().is_empty())
-            .collect();
-        prop_assert_eq!(back, expected);
-        prop_assert!(items.iter().all(|i| i.value.len() <= 2048));
-    }
-
-    #[test]
-    fn decrypting_arbitrary_items_never_panics(
-        items in prop::collection::vec(
-            (
-                prop_oneof![
-                    Just("hlvmm.meta.shared_aes_key".to_owned()),
-                    Just("hlvmm.meta.provisioning_system_checksum".to_owned()),
-                    "hlvmm\\.data\\.[a-z]{1,3}(\\._[0-9]{1,2})?",
-                    ".{0,12}",
-                ],
-                prop_oneof![
-                    "[A-Za-z0-9+/]{0,64}={0,2}",
-                    ".{0,40}",
-                ],
-            ),
-            0..8,
-        ),
-    ) {
-        let items: Vec<KvpItem> = items.into_iter().map(|(k, v)| KvpItem::new(k, v)).collect();
-        let _ = ProvisioningPayload::decrypt(&items, guest_key());
     }
 }

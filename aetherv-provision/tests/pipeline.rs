@@ -269,7 +269,9 @@ fn a_windows_job_step_by_step() {
     assert!(!text.contains(LA_PW) && !text.contains(JOIN_PW));
     // The guest's half decrypts what was published.
     let kvp: Vec<KvpItem> = items.iter().map(|(k, v)| KvpItem::new(k, v)).collect();
-    let plain = ProvisioningPayload::decrypt(&kvp, private_key()).unwrap();
+    let guest_key =
+        aetherv_provision::kvp::guest::GuestKey::from_rsa(private_key().clone()).unwrap();
+    let plain = ProvisioningPayload::decrypt(&kvp, &guest_key, &mut rand::rngs::OsRng).unwrap();
     assert_eq!(plain["guest_la_pw"].expose(), LA_PW);
     assert_eq!(plain["guest_domain_join_pw"].expose(), JOIN_PW);
     assert_eq!(plain["guest_v4_ip_addr"].expose(), "10.20.30.40");

@@ -11,15 +11,13 @@ use aetherv_hyperv::WinRmExecutor;
 use aetherv_hyperv::ops::layer::{Layered, Middleware};
 use aetherv_hyperv::ops::{HostCall, HostReply, HyperVHost, WinRmHyperVHost};
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
-use aetherv_hyperv::sim::{
-    Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger,
-};
 use aetherv_provision::Error;
 use aetherv_provision::delete::{DeleteRequest, delete};
 use aetherv_provision::job::{JobEvent, JobId, discard};
 use aetherv_provision::kvp::keys;
 use aetherv_provision::provision::{ProvisionConfig, Provisioned, provision, steps};
 use aetherv_provision::schema::{JobRequest, Validated};
+use aetherv_sim::{Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger};
 use aetherv_winrm::Client;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -515,17 +513,4 @@ async fn a_guest_that_reports_failure() {
     assert!(events.text().contains("provisioningfailed"));
     assert_nothing_left(&sim, "hv01", "bad-sum", "guest failure");
     sim.shutdown().await;
-}
-
-#[test]
-fn kvp_key_names_match_the_simulated_agent() {
-    use aetherv_hyperv::sim::kvp as agent;
-    assert_eq!(keys::HOST_STATE, agent::HOST_STATE);
-    assert_eq!(keys::VERSION, agent::VERSION);
-    assert_eq!(keys::SHARED_AES_KEY, agent::SHARED_AES_KEY);
-    assert_eq!(keys::CHECKSUM, agent::CHECKSUM);
-    assert_eq!(keys::DATA_PREFIX, agent::DATA_PREFIX);
-    assert_eq!(keys::GUEST_PUBLIC_KEY, agent::GUEST_PUBLIC_KEY);
-    assert_eq!(keys::GUEST_STATE, agent::GUEST_STATE);
-    assert_eq!(keys::GUEST_ERROR, agent::GUEST_ERROR);
 }

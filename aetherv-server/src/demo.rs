@@ -4,7 +4,7 @@
 //! This is the only module that uses the simulator; without the `demo` feature it is not
 //! compiled and a server with no hosts configured refuses to start.
 
-use aetherv_hyperv::sim::{Credentials, FleetSpec, SimFleet, SimOptions};
+use aetherv_sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use aetherv_winrm::Secret;
 
 use crate::config::{DemoConfig, HostTarget, Transport, random_secret};

@@ -30,7 +30,7 @@ use aetherv_hyperv::ops::{
     HyperVHost, HyperVHostExt, OperationKind, PowerAction, VmState, WinRmHyperVHost,
 };
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
-use aetherv_hyperv::sim::{Credentials, FleetSpec, SimFleet, SimOptions};
+use aetherv_sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use aetherv_winrm::Client;
 
 const USER: &str = "Administrator";

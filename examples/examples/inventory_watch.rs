@@ -23,8 +23,8 @@ use std::time::Duration;
 use aetherv_hyperv::WinRmExecutor;
 use aetherv_hyperv::ops::{HyperVHost, HyperVHostExt, PowerAction, VmState, WinRmHyperVHost};
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
-use aetherv_hyperv::sim::{Credentials, FleetSpec, NewVm, SimFleet, SimOptions};
 use aetherv_inventory::{CancellationToken, Event, Notification, RefreshConfig, Refresher};
+use aetherv_sim::{Credentials, FleetSpec, NewVm, SimFleet, SimOptions};
 use aetherv_winrm::Client;
 
 const USER: &str = "Administrator";

@@ -18,10 +18,10 @@ use std::time::Duration;
 use aetherv_hyperv::WinRmExecutor;
 use aetherv_hyperv::ops::{HyperVHost, HyperVHostExt, WinRmHyperVHost};
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
-use aetherv_hyperv::sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use aetherv_provision::job::{JobEvent, JobId};
 use aetherv_provision::provision::{ProvisionConfig, provision};
 use aetherv_provision::schema::JobRequest;
+use aetherv_sim::{Credentials, FleetSpec, SimFleet, SimOptions};
 use aetherv_winrm::Client;
 use tokio_util::sync::CancellationToken;
 

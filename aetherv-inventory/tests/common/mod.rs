@@ -85,8 +85,9 @@ impl FakeHost {
         tokio::time::sleep(b.delay).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
         match &b.fail {
-            Some(msg) => Err(Error::Invalid {
-                what: "fake host",
+            Some(msg) => Err(Error::InvalidRequest {
+                host: "fake".to_owned(),
+                operation: "fake host",
                 detail: msg.clone(),
             }),
             None => Ok(b),

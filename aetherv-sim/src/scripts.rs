@@ -1,0 +1,301 @@
+//! Emulations of the project's host scripts.
+//!
+//! The real scripts (`aetherv-hyperv/assets/powershell/<Name>.ps1`) arrive later. The
+//! simulated host recognises a script by its file name in
+//! `powershell.exe ... -File <install directory>\<Name>.ps1` (see [`aetherv_hyperv::protocol`]), reads
+//! the JSON request from stdin, runs the emulation registered under `<Name>` against the fleet
+//! model, and prints the result document between the marker lines; the exit code is 0 for
+//! `ok: true` and 1 otherwise. A name with no emulation behaves like a missing file.
+//!
+//! # Adding an emulation when a script lands
+//!
+//! 1. Write a function `fn(&mut ScriptContext<'_>, &serde_json::Value) -> ScriptResult` that
+//!    reads the same request the script reads and returns the same `data` shape the script
+//!    prints (keep both in one place: the script's doc comment is the contract).
+//! 2. Register it in [`ScriptRegistry::builtin`] under the script's file name, or at run time
+//!    with [`ScriptRegistry::register`] / [`crate::SimOptions::scripts`].
+//! 3. Mutations go through [`ScriptContext::state_mut`] (KVP writes through
+//!    [`crate::SimState::set_host_kvp`] so guest agents react).
+//!
+//! Built in: every operation script of [`aetherv_hyperv::ops::scripts`] (emulations in [`ops`]), plus
+//! [`INVENTORY`], the former name of `Get-Inventory`, kept as an alias for existing callers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::model::{Host, SimVm, rfc3339};
+use crate::state::SimState;
+use aetherv_hyperv::protocol::ScriptResult;
+
+/// Script name of the host facts emulation.
+pub const GET_HOST_FACTS: &str = "Get-HostFacts";
+/// Former script name of the VM inventory emulation (an alias of
+/// [`aetherv_hyperv::ops::scripts::GET_INVENTORY`]).
+pub const INVENTORY: &str = "Inventory";
+
+pub mod ops;
+
+/// What an emulation can see and change.
+#[derive(Debug)]
+pub struct ScriptContext<'a> {
+    state: &'a mut SimState,
+    host: String,
+    now: SystemTime,
+}
+
+impl<'a> ScriptContext<'a> {
+    /// A context for a script running on `host` at `now`.
+    pub fn new(state: &'a mut SimState, host: &str, now: SystemTime) -> Self {
+        Self {
+            state,
+            host: host.to_owned(),
+            now,
+        }
+    }
+
+    /// Name of the host the script runs on.
+    pub fn host_name(&self) -> &str {
+        &self.host
+    }
+
+    /// The time the script runs at.
+    pub fn now(&self) -> SystemTime {
+        self.now
+    }
+
+    /// The simulator state.
+    pub fn state(&self) -> &SimState {
+        self.state
+    }
+
+    /// Mutable simulator state.
+    pub fn state_mut(&mut self) -> &mut SimState {
+        self.state
+    }
+
+    /// The host the script runs on.
+    pub fn host(&self) -> Result<&Host> {
+        self.state
+            .fleet()
+            .host(&self.host)
+            .ok_or_else(|| Error::UnknownHost {
+                host: self.host.clone(),
+            })
+    }
+}
+
+/// An emulated host script.
+pub trait ScriptEmulator: Send + Sync {
+    /// Runs the script for one request (the parsed stdin document).
+    fn run(&self, ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult;
+}
+
+impl<F> ScriptEmulator for F
+where
+    F: Fn(&mut ScriptContext<'_>, &Value) -> ScriptResult + Send + Sync,
+{
+    fn run(&self, ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
+        self(ctx, request)
+    }
+}
+
+/// Script emulations by name (case-insensitive).
+#[derive(Clone, Default)]
+pub struct ScriptRegistry {
+    scripts: BTreeMap<String, (String, Arc<dyn ScriptEmulator>)>,
+}
+
+impl std::fmt::Debug for ScriptRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl ScriptRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The built-in emulations: every script of [`aetherv_hyperv::ops::scripts::ALL`] and the
+    /// [`INVENTORY`] alias.
+    pub fn builtin() -> Self {
+        use aetherv_hyperv::ops::scripts as s;
+        let mut registry = Self::new();
+        registry.register(GET_HOST_FACTS, get_host_facts);
+        registry.register(INVENTORY, inventory);
+        registry.register(s::GET_INVENTORY, ops::get_inventory);
+        registry.register(s::SET_VM_POWER_STATE, ops::set_vm_power_state);
+        registry.register(s::REMOVE_MANAGED_VM, ops::remove_managed_vm);
+        registry.register(s::GET_VM_KVP, ops::get_vm_kvp);
+        registry.register(s::SET_VM_KVP, ops::set_vm_kvp);
+        registry.register(s::REMOVE_VM_KVP, ops::remove_vm_kvp);
+        registry.register(s::COPY_GOLDEN_IMAGE, ops::copy_golden_image);
+        registry.register(s::COPY_PROVISIONING_ISO, ops::copy_provisioning_iso);
+        registry.register(s::REGISTER_MANAGED_VM, ops::register_managed_vm);
+        registry.register(s::ADD_VM_CLUSTER_ROLE, ops::add_vm_cluster_role);
+        registry.register(s::REMOVE_VM_CLUSTER_ROLE, ops::remove_vm_cluster_role);
+        registry.register(s::TEST_VM_MIGRATION, ops::test_vm_migration);
+        registry.register(s::MOVE_MANAGED_VM, ops::move_managed_vm);
+        registry.register(s::REMOVE_VM_PATH, ops::remove_vm_path);
+        registry
+    }
+
+    /// Registers (or replaces) the emulation of script `name`.
+    pub fn register(&mut self, name: &str, emulator: impl ScriptEmulator + 'static) {
+        self.scripts.insert(
+            name.to_ascii_lowercase(),
+            (name.to_owned(), Arc::new(emulator)),
+        );
+    }
+
+    /// The emulation of script `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn ScriptEmulator>> {
+        self.scripts
+            .get(&name.to_ascii_lowercase())
+            .map(|(_, e)| Arc::clone(e))
+    }
+
+    /// Registered script names.
+    pub fn names(&self) -> Vec<String> {
+        self.scripts.values().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+fn host_or_failure<'a>(ctx: &'a ScriptContext<'_>) -> std::result::Result<&'a Host, ScriptResult> {
+    ctx.host()
+        .map_err(|e| ScriptResult::failure("HostNotFound", e.to_string()))
+}
+
+/// `Get-HostFacts`: the host's identity, capacity, storage, switches, images, ISOs and
+/// installed script version. Request: `{}` (ignored).
+pub fn get_host_facts(ctx: &mut ScriptContext<'_>, _request: &Value) -> ScriptResult {
+    let host = match host_or_failure(ctx) {
+        Ok(h) => h,
+        Err(failure) => return failure,
+    };
+    let storage = match ctx.state().fleet().storage_status(&host.name) {
+        Ok(s) => s,
+        Err(e) => return ScriptResult::failure("StorageUnavailable", e.to_string()),
+    };
+    ScriptResult::success(json!({
+        "name": host.name,
+        "fqdn": host.fqdn,
+        "cluster": host.cluster,
+        "os_version": host.os_version,
+        "logical_processors": host.logical_processors,
+        "memory_total_bytes": host.memory_total_bytes,
+        "memory_available_bytes": host.memory_available_bytes(),
+        "vm_path": host.vm_path,
+        "vm_count": host.vms.len(),
+        "storage": storage.iter().map(|s| json!({
+            "path": s.path,
+            "capacity_bytes": s.capacity_bytes,
+            "free_bytes": s.free_bytes,
+            "shared": s.shared,
+        })).collect::<Vec<_>>(),
+        "switches": host.switches.iter().map(|s| json!({
+            "name": s.name,
+            "switch_type": s.switch_type.name(),
+        })).collect::<Vec<_>>(),
+        "images": host.images.iter().map(|i| json!({
+            "name": i.name,
+            "os_family": i.os_family.as_str(),
+            "path": i.path,
+            "size_bytes": i.size_bytes,
+            "max_size_bytes": i.max_size_bytes,
+        })).collect::<Vec<_>>(),
+        "provisioning_isos": host.isos.iter().map(|i| json!({
+            "os_family": i.os_family.as_str(),
+            "path": i.path,
+            "size_bytes": i.size_bytes,
+            "version": i.version,
+        })).collect::<Vec<_>>(),
+        "scripts_version": host.scripts_version,
+    }))
+}
+
+/// The inventory shape of one VM (flat, explicit; numeric state as Windows PowerShell 5.1
+/// writes it, with its name alongside; times in RFC 3339 UTC).
+pub fn vm_json(vm: &SimVm, now: SystemTime) -> Value {
+    json!({
+        "id": vm.id.to_string(),
+        "name": vm.name,
+        "state": vm.state.code(),
+        "state_name": vm.state.name(),
+        "generation": vm.generation,
+        "version": vm.version,
+        "path": vm.path,
+        "processor_count": vm.processor_count,
+        "memory_startup_bytes": vm.memory.startup_bytes,
+        "memory_assigned_bytes": vm.memory.assigned_bytes,
+        "memory_minimum_bytes": vm.memory.minimum_bytes,
+        "memory_maximum_bytes": vm.memory.maximum_bytes,
+        "dynamic_memory": vm.memory.dynamic,
+        "uptime_seconds": vm.uptime(now).as_secs(),
+        "creation_time": rfc3339(vm.created),
+        "notes": vm.notes,
+        "clustered": vm.clustered,
+        "os_family": vm.guest.os_family.as_str(),
+        "image": vm.guest.image,
+        "guest_hostname": vm.guest.hostname,
+        "guest_fqdn": vm.kvp.guest_intrinsic.get("FullyQualifiedDomainName"),
+        "disks": vm.disks.iter().map(|d| json!({
+            "path": d.path,
+            "controller_type": d.controller_type.name(),
+            "controller_number": d.controller_number,
+            "controller_location": d.controller_location,
+            "disk_type": d.disk_type.name(),
+            "max_size_bytes": d.max_size_bytes,
+            "file_size_bytes": d.file_size_bytes,
+        })).collect::<Vec<_>>(),
+        "dvd_drives": vm.dvd_drives.iter().map(|d| json!({
+            "path": d.path,
+            "controller_type": d.controller_type.name(),
+            "controller_number": d.controller_number,
+            "controller_location": d.controller_location,
+        })).collect::<Vec<_>>(),
+        "network_adapters": vm.nics.iter().map(|n| json!({
+            "name": n.name,
+            "switch_name": n.switch_name,
+            "vlan_id": n.vlan_id,
+            "mac_address": n.mac_address,
+            "ip_addresses": n.ip_addresses,
+        })).collect::<Vec<_>>(),
+        "integration_services": vm.integration_services.iter().map(|s| json!({
+            "name": s.name,
+            "enabled": s.enabled,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `Inventory`: every VM on the host. Request: `{}` or `{"vm": "<name or id>"}` for one VM
+/// (failing with `VmNotFound` when it does not exist).
+pub fn inventory(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
+    let now = ctx.now();
+    let host = match host_or_failure(ctx) {
+        Ok(h) => h,
+        Err(failure) => return failure,
+    };
+    let vms: Vec<Value> = match request.get("vm").and_then(Value::as_str) {
+        Some(wanted) => match host.vm(wanted) {
+            Some(vm) => vec![vm_json(vm, now)],
+            None => {
+                return ScriptResult::failure(
+                    "VmNotFound",
+                    format!("no VM named {wanted:?} on host {}", host.name),
+                );
+            }
+        },
+        None => host.vms.iter().map(|vm| vm_json(vm, now)).collect(),
+    };
+    ScriptResult::success(json!({
+        "host": host.name,
+        "collected_at": rfc3339(now),
+        "vms": vms,
+    }))
+}
