@@ -110,3 +110,25 @@ fn provision_workflow_runs_every_step_and_prints_no_secret() {
     assert_contains(&out, "app-01 is Running, 2 vCPUs, 2048 MiB");
     assert!(!out.contains("Never-Printed-1"), "secret printed:\n{out}");
 }
+
+#[test]
+fn kvp_handshake_completes_in_both_key_formats_without_printing_the_secret() {
+    for args in [&[][..], &["windows"][..]] {
+        let mut child = Command::new(example("kvp_handshake"));
+        child.args(args);
+        let out = child.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_contains(&stdout, "host→guest hlvmm.meta.shared_aes_key");
+        assert_contains(&stdout, "2048 bits");
+        assert_contains(&stdout, "provisioningapplied");
+        assert!(
+            !stdout.contains("never printed"),
+            "secret printed:\n{stdout}"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! The KVP protocol's host half and guest half talking to each other over two in-memory KVP
 //! pools, as Hyper-V keeps them for one VM (host-to-guest and guest-to-host).
 //!
-//! `cargo run -p aetherv-kvp --example handshake [-- windows]`
+//! `cargo run -p aetherv-examples --example kvp_handshake [-- windows]`
 
 use std::collections::BTreeMap;
 
