@@ -1,0 +1,86 @@
+//! The JSON and YAML body readers: one parser error becomes one [`FieldError`] naming the
+//! field where the parser knows it.
+
+use serde::Deserialize;
+
+use crate::error::{Error, FieldError, Result};
+
+/// Field name used for problems with the document as a whole.
+pub(super) const BODY: &str = "body";
+
+pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(body: &str, shape: Shape) -> Result<T> {
+    let mut deserializer = serde_json::Deserializer::from_str(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| parse_error(shape, path_of(e.path()), &e.inner().to_string()))?;
+    deserializer
+        .end()
+        .map_err(|e| parse_error(shape, None, &e.to_string()))?;
+    Ok(value)
+}
+
+pub(super) fn parse_yaml<T: for<'de> Deserialize<'de>>(body: &str, shape: Shape) -> Result<T> {
+    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(body))
+        .map_err(|e| parse_error(shape, path_of(e.path()), &e.inner().to_string()))
+}
+
+/// Which document shape is being parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// `{schema_version, target_host, values}`.
+    Job,
+    /// The flat create body.
+    Flat,
+}
+
+/// The parser's path as text without unknown (`?`) segments, `None` at the document root.
+pub(super) fn path_of(path: &serde_path_to_error::Path) -> Option<String> {
+    let mut text = path.to_string();
+    while let Some(rest) = text.strip_suffix(".?") {
+        text.truncate(rest.len());
+    }
+    (!text.is_empty() && text != "." && text != "?").then_some(text)
+}
+
+/// Turns a parser error into a single [`FieldError`]: unknown and duplicate fields are named
+/// by their own path, everything else by the path the parser had reached (or `body`).
+pub(super) fn parse_error(shape: Shape, parent: Option<String>, message: &str) -> Error {
+    // serde_yaml puts its own path in front of the message ("values: unknown field ...").
+    let message = match (&parent, message.split_once(": ")) {
+        (Some(parent), Some((head, rest)))
+            if parent == head || parent.starts_with(&format!("{head}.")) =>
+        {
+            rest
+        }
+        _ => message,
+    };
+    // The path may or may not already end with the offending field's name.
+    let join = |name: &str| match &parent {
+        _ if name.is_empty() => match &parent {
+            Some(parent) => format!("{parent}.\"\""),
+            None => "\"\"".to_owned(),
+        },
+        Some(parent) if parent == name || parent.ends_with(&format!(".{name}")) => parent.clone(),
+        Some(parent) => format!("{parent}.{name}"),
+        None => name.to_owned(),
+    };
+    let error = if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let detail = if name == "hyperv_host" && shape == Shape::Job {
+            "; the job schema takes the host as target_host".to_owned()
+        } else if shape == Shape::Job {
+            // `hyperv_host` is only a field of the flat body.
+            tail.replacen("`hyperv_host`, ", "", 1)
+        } else {
+            tail.to_owned()
+        };
+        FieldError::new(join(name), format!("unknown field{detail}"))
+    } else if let Some(rest) = message.strip_prefix("duplicate field `") {
+        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        FieldError::new(join(name), format!("given more than once{tail}"))
+    } else {
+        FieldError::new(parent.unwrap_or_else(|| BODY.to_owned()), message)
+    };
+    Error::InvalidRequest {
+        errors: vec![error],
+    }
+}
