@@ -155,12 +155,13 @@ impl<T: HyperVHost + ?Sized> HyperVHost for Arc<T> {
     }
 }
 
-/// The error for a reply that does not answer the call.
-fn mismatched(host: &str, kind: OperationKind, reply: &HostReply) -> Error {
+/// The error for a reply that does not answer the call (a `HyperVHost` implementation that
+/// broke its contract; the reply itself is not shown, it may be large).
+fn mismatched(host: &str, kind: OperationKind, _reply: &HostReply) -> Error {
     Error::OperationOutput {
         host: host.to_owned(),
         operation: kind.describe(),
-        detail: format!("the host answered a {} call", reply.kind()),
+        detail: format!("the host's reply is not an answer to a {kind} call"),
     }
 }
 

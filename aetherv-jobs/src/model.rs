@@ -250,13 +250,62 @@ pub enum CancelError {
     #[error("job {0:?} not found")]
     NotFound(String),
     /// The job has already ended.
-    #[error("job {id} already {status}")]
+    #[error("job {id} already {}", status.as_str())]
     Finished {
         /// The job.
         id: String,
         /// Its final status.
-        status: &'static str,
+        status: JobStatus,
     },
+}
+
+/// Where one step of a job's timeline is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// The job is in this step.
+    Running,
+    /// The step finished and the job went on.
+    Succeeded,
+    /// The job failed in this step.
+    Failed,
+    /// The job was cancelled in this step.
+    Cancelled,
+}
+
+/// How important a job log line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum LineLevel {
+    /// Progress and outcomes.
+    Info,
+    /// Something the operator should notice (a cancellation, a retry).
+    Warn,
+    /// A failure.
+    Error,
+}
+
+impl LineLevel {
+    /// The name in the API (`info`, `warn`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl From<aetherv_provision::job::LogLevel> for LineLevel {
+    fn from(level: aetherv_provision::job::LogLevel) -> Self {
+        match level {
+            aetherv_provision::job::LogLevel::Info => Self::Info,
+            aetherv_provision::job::LogLevel::Warn => Self::Warn,
+            aetherv_provision::job::LogLevel::Error => Self::Error,
+        }
+    }
 }
 
 /// One step of a job's timeline.
@@ -265,8 +314,8 @@ pub enum CancelError {
 pub struct StepRecord {
     /// Step name, e.g. `Provisioning.CopyImage`.
     pub name: String,
-    /// `running`, `succeeded`, `failed` or `cancelled`.
-    pub status: &'static str,
+    /// Where the step is.
+    pub status: StepStatus,
     /// When it started (RFC 3339).
     pub started_at: String,
     /// When it ended.
@@ -281,8 +330,8 @@ pub struct LogLine {
     pub seq: u64,
     /// Wall-clock time (RFC 3339).
     pub at: String,
-    /// `info`, `warn` or `error`.
-    pub level: &'static str,
+    /// How important the line is.
+    pub level: LineLevel,
     /// The line.
     pub message: String,
     /// The step the job was in.

@@ -27,9 +27,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::model::{
     CancelError, HostMap, JobAction, JobFilter, JobNotice, JobObserver, JobStatus, JobView,
-    JobWork, LogLine, NewJob, QueueConfig, SubmitError,
+    JobWork, LineLevel, LogLine, NewJob, QueueConfig, SubmitError,
 };
-use crate::record::{Outcome, Record, VmKey, error_chain, level_name};
+use crate::record::{Outcome, Record, VmKey, error_chain};
 
 struct Inner {
     records: HashMap<String, Record>,
@@ -315,7 +315,7 @@ impl JobQueue {
                     changed,
                 };
                 record.push_line(
-                    "info",
+                    LineLevel::Info,
                     format!("{} job queued for host {host_name}", job_type.as_str()),
                 );
                 let view = record.view();
@@ -435,12 +435,12 @@ impl JobQueue {
             if record.status.is_final() {
                 return Err(CancelError::Finished {
                     id: id.to_owned(),
-                    status: record.status.as_str(),
+                    status: record.status,
                 });
             }
             if !record.cancel.is_cancelled() {
                 record.cancel.cancel();
-                record.push_line("warn", "cancellation requested".to_owned());
+                record.push_line(LineLevel::Warn, "cancellation requested".to_owned());
                 record.bump();
             }
             if record.status != JobStatus::Queued {
@@ -535,7 +535,7 @@ impl JobQueue {
             r.started_at = Some(SystemTime::now());
             r.started = Some(tokio::time::Instant::now());
             r.message = Some("running".to_owned());
-            r.push_line("info", "job started".to_owned());
+            r.push_line(LineLevel::Info, "job started".to_owned());
         });
         if !started {
             return;
@@ -552,7 +552,7 @@ impl JobQueue {
                 r.progress(progress.step, progress.percent, progress.message);
             }),
             JobEvent::Log { level, message, .. } => queue.update(&id, |r| {
-                r.push_line(level_name(level), message);
+                r.push_line(LineLevel::from(level), message);
             }),
         }
     }
@@ -667,11 +667,18 @@ impl JobQueue {
 
     /// Marks job `id` ended (unless it already is), frees its VMs and trims the history.
     fn complete(&self, id: &str, status: JobStatus, outcome: &Outcome) {
-        let mut summary = None;
-        self.update(id, |r| {
+        // One critical section: the record becomes final and the VM is released together, so
+        // whoever is woken by the end of the job (a follower, a status subscriber) already
+        // sees the VM free.
+        let finished = {
+            let mut inner = self.lock();
+            let Some(r) = inner.records.get_mut(id) else {
+                return;
+            };
             if r.status.is_final() {
                 return;
             }
+            let before = r.status;
             r.status = status;
             r.finished_at = Some(SystemTime::now());
             if status == JobStatus::Succeeded {
@@ -682,35 +689,40 @@ impl JobQueue {
             r.cleanup = outcome.cleanup.clone();
             r.result = outcome.result.clone();
             let line = match (&outcome.error, status) {
-                (_, JobStatus::Succeeded) => ("info", "job succeeded".to_owned()),
-                (Some(e), JobStatus::Cancelled) => ("warn", format!("job cancelled: {e}")),
-                (None, JobStatus::Cancelled) => ("warn", "job cancelled".to_owned()),
-                (Some(e), _) => ("error", format!("job failed: {e}")),
-                (None, _) => ("error", "job failed".to_owned()),
+                (_, JobStatus::Succeeded) => (LineLevel::Info, "job succeeded".to_owned()),
+                (Some(e), JobStatus::Cancelled) => (LineLevel::Warn, format!("job cancelled: {e}")),
+                (None, JobStatus::Cancelled) => (LineLevel::Warn, "job cancelled".to_owned()),
+                (Some(e), _) => (LineLevel::Error, format!("job failed: {e}")),
+                (None, _) => (LineLevel::Error, "job failed".to_owned()),
             };
             r.message = Some(line.1.clone());
             r.push_line(line.0, line.1);
             let ran = r.started.map_or(Duration::ZERO, |s| s.elapsed());
-            summary = Some((r.job_type, ran, r.keys.clone()));
-        });
-        if let Some((job_type, ran, keys)) = summary {
-            {
-                let mut inner = self.lock();
-                for key in keys {
-                    if inner.busy.get(&key).is_some_and(|holder| holder == id) {
-                        inner.busy.remove(&key);
-                    }
+            let (job_type, keys) = (r.job_type, r.keys.clone());
+            let notice = r.notice();
+            for key in keys {
+                if inner.busy.get(&key).is_some_and(|holder| holder == id) {
+                    inner.busy.remove(&key);
                 }
-                self.shared.busy_epoch.fetch_add(1, Ordering::Relaxed);
-                Self::trim_history(
-                    &mut inner,
-                    self.shared.config.history,
-                    &*self.shared.observer,
-                );
             }
-            self.shared.observer.finished(job_type, status, ran);
-            tracing::info!(job = %id, status = status.as_str(), seconds = ran.as_secs_f64(), "job finished");
-        }
+            self.shared.busy_epoch.fetch_add(1, Ordering::Relaxed);
+            if let Some(r) = inner.records.get_mut(id) {
+                r.bump();
+            }
+            Self::trim_history(
+                &mut inner,
+                self.shared.config.history,
+                &*self.shared.observer,
+            );
+            (before, notice, job_type, ran)
+        };
+        let (before, notice, job_type, ran) = finished;
+        self.shared
+            .observer
+            .status(notice.job_type, Some(before), notice.status);
+        let _ = self.shared.notices.send(notice);
+        self.shared.observer.finished(job_type, status, ran);
+        tracing::info!(job = %id, status = status.as_str(), seconds = ran.as_secs_f64(), "job finished");
     }
 }
 

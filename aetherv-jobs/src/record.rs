@@ -3,12 +3,12 @@
 use std::time::SystemTime;
 
 use aetherv_hyperv::ops::VmId;
-use aetherv_provision::job::LogLevel;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
-    CleanupView, JobAction, JobNotice, JobStatus, JobType, JobView, LeftBehind, LogLine, StepRecord,
+    CleanupView, JobAction, JobNotice, JobStatus, JobType, JobView, LeftBehind, LineLevel, LogLine,
+    StepRecord, StepStatus,
 };
 
 /// What a running job locks: a VM id, or a host + VM name while provisioning.
@@ -85,7 +85,7 @@ impl Record {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    pub(crate) fn push_line(&mut self, level: &'static str, message: String) {
+    pub(crate) fn push_line(&mut self, level: LineLevel, message: String) {
         let seq = self.lines.len() as u64;
         self.lines.push(LogLine {
             seq,
@@ -104,12 +104,12 @@ impl Record {
             if let Some(last) = self.steps.last_mut()
                 && last.finished_at.is_none()
             {
-                last.status = "succeeded";
+                last.status = StepStatus::Succeeded;
                 last.finished_at = Some(now.clone());
             }
             self.steps.push(StepRecord {
                 name: step.to_owned(),
-                status: "running",
+                status: StepStatus::Running,
                 started_at: now,
                 finished_at: None,
             });
@@ -117,15 +117,15 @@ impl Record {
         }
         self.percent = self.percent.max(percent.min(100));
         self.message = Some(message.clone());
-        self.push_line("info", message);
+        self.push_line(LineLevel::Info, message);
     }
 
     pub(crate) fn close_steps(&mut self, status: JobStatus) {
         let now = rfc3339(SystemTime::now());
         let last_status = match status {
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Cancelled => "cancelled",
-            _ => "failed",
+            JobStatus::Succeeded => StepStatus::Succeeded,
+            JobStatus::Cancelled => StepStatus::Cancelled,
+            _ => StepStatus::Failed,
         };
         let count = self.steps.len();
         for (i, step) in self.steps.iter_mut().enumerate() {
@@ -133,7 +133,7 @@ impl Record {
                 step.status = if i + 1 == count {
                     last_status
                 } else {
-                    "succeeded"
+                    StepStatus::Succeeded
                 };
                 step.finished_at = Some(now.clone());
             }
@@ -144,14 +144,6 @@ impl Record {
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-pub(crate) fn level_name(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error => "error",
-    }
 }
 
 /// An error and its sources, joined by `: ` (skipping sources already in the text).

@@ -45,6 +45,12 @@ fn main() -> ExitCode {
     };
     if command == Command::CheckConfig {
         print!("{}", cli::summary(&config));
+        if config.mode.is_demo() {
+            // Valid, but a pipeline that checks a production environment should notice.
+            eprintln!(
+                "warning: HYPERV_HOSTS, HOSTS_FILE: no hosts configured; this would start the DEMO fleet with authentication off"
+            );
+        }
         return ExitCode::SUCCESS;
     }
     aetherv_server::logging::init(config.log_format, &config.log_level);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use aetherv_hyperv::WinRmExecutor;
 use aetherv_hyperv::deploy::{Bundle, DeployGate, DeployOptions, Deployer};
-use aetherv_hyperv::ops::layer::{Layered, Timeouts};
+use aetherv_hyperv::ops::layer::{Layered, RetryReads, Timeouts};
 use aetherv_hyperv::ops::{HyperVHost, WinRmHyperVHost};
 use aetherv_inventory::{CancellationToken, HostStatus, RefreshConfig, Refresher};
 use aetherv_provision::provision::ProvisionConfig;
@@ -158,13 +158,16 @@ impl Server {
                 target.name.clone(),
                 &config.install_directory,
             );
-            // Innermost first: the operation with its time limit, behind the deployment gate
-            // (scripts deployed before the first operation), behind the metrics (which count
-            // a refused call as a failed one).
-            let api: Arc<dyn HyperVHost> = Arc::new(Layered::new(
+            // Innermost first: the operation with its time limit, one retry of a failed read,
+            // the deployment gate (scripts deployed before the first operation), and the
+            // metrics (which count a refused call as a failed one).
+            let timed: Arc<dyn HyperVHost> = Arc::new(Layered::new(
                 Arc::new(WinRmHyperVHost::new(executor.clone())),
                 Timeouts::default(),
             ));
+            // A read that failed on the transport (or timed out) is tried once more; a change
+            // is never retried (it may have taken effect).
+            let api: Arc<dyn HyperVHost> = Arc::new(Layered::new(timed, RetryReads::default()));
             let gate = DeployGate::new(
                 Arc::new(executor),
                 Arc::clone(&deployer),

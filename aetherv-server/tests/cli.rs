@@ -145,6 +145,11 @@ fn check_config_with_no_hosts_describes_the_demo() {
         stdout.contains("authentication: off (demo mode)"),
         "{stdout}"
     );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: HYPERV_HOSTS, HOSTS_FILE: no hosts configured"),
+        "{stderr}"
+    );
 }
 
 #[cfg(not(feature = "demo"))]

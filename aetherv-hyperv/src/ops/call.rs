@@ -531,30 +531,6 @@ fn parse_data<T: DeserializeOwned>(host: &str, kind: OperationKind, data: Value)
     })
 }
 
-impl HostReply {
-    /// The operation this reply answers ([`HostReply::ClusterRole`] answers both cluster-role
-    /// operations and reports [`OperationKind::AddClusterRole`]).
-    pub fn kind(&self) -> OperationKind {
-        match self {
-            Self::Facts(_) => OperationKind::Facts,
-            Self::Inventory(_) => OperationKind::Inventory,
-            Self::Vm(_) => OperationKind::Vm,
-            Self::Power(_) => OperationKind::Power,
-            Self::Deleted(_) => OperationKind::DeleteVm,
-            Self::GuestKvp(_) => OperationKind::KvpReadGuest,
-            Self::Written => OperationKind::KvpWriteHost,
-            Self::KvpRemoved(_) => OperationKind::KvpRemoveHost,
-            Self::CopiedImage(_) => OperationKind::CopyImage,
-            Self::CopiedIso(_) => OperationKind::CopyIso,
-            Self::Registered(_) => OperationKind::RegisterVm,
-            Self::ClusterRole(_) => OperationKind::AddClusterRole,
-            Self::MigrationCheck(_) => OperationKind::CompareVm,
-            Self::Migrated(_) => OperationKind::MoveVm,
-            Self::RemovedPath(_) => OperationKind::RemovePath,
-        }
-    }
-}
-
 impl fmt::Debug for HostCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

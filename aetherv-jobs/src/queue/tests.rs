@@ -216,7 +216,7 @@ async fn a_power_job_succeeds_and_records_its_outcome() {
     );
     assert_eq!(done.steps.len(), 1);
     assert_eq!(done.steps[0].name, "Power.Apply");
-    assert_eq!(done.steps[0].status, "succeeded");
+    assert_eq!(done.steps[0].status, StepStatus::Succeeded);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(q.busy_job(vm), None, "the VM is free again");
     let (lines, status) = q.lines(&submitted.id).unwrap();
@@ -245,11 +245,11 @@ async fn a_failing_power_job_is_failed_with_the_host_error() {
     let error = done.error.clone().expect("an error text");
     assert!(error.contains("the hypervisor refused"), "{error}");
     assert!(error.contains("hv01"), "{error}");
-    assert_eq!(done.steps.last().unwrap().status, "failed");
+    assert_eq!(done.steps.last().unwrap().status, StepStatus::Failed);
     assert_eq!(done.result, None);
     let (lines, _) = q.lines(&job.id).unwrap();
     let last = lines.last().unwrap();
-    assert_eq!(last.level, "error");
+    assert_eq!(last.level, LineLevel::Error);
     assert!(last.message.contains("the hypervisor refused"), "{last:?}");
     assert_eq!(q.busy_job(vm), None);
 }
@@ -510,7 +510,7 @@ async fn cancelling_a_finished_or_unknown_job_is_refused() {
         q.cancel(&job.id).unwrap_err(),
         CancelError::Finished {
             id: job.id.clone(),
-            status: "succeeded"
+            status: JobStatus::Succeeded
         }
     );
     assert!(!q.get(&job.id).unwrap().cancel_requested);
