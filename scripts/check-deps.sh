@@ -41,7 +41,7 @@ for m in $members; do
     tree_lacks "$m does not depend on aetherv-server" '^aetherv-server ' -e normal -p "$m" --all-features
 done
 tree_lacks "aetherv-kvp needs no async runtime and no other aetherv crate" \
-    '^(tokio|hyper|aetherv-[a-z]+) ' -e normal -p aetherv-kvp --all-features
+    '^(tokio|hyper|aetherv-(winrm|hyperv|sim|provision|inventory|jobs|server)) ' -e normal -p aetherv-kvp --all-features
 # Only tests, benches, examples and the server's demo feature may use the simulator.
 for m in aetherv-winrm aetherv-kvp aetherv-hyperv aetherv-provision aetherv-inventory aetherv-jobs; do
     tree_lacks "$m does not depend on aetherv-sim" '^aetherv-sim ' -e normal -p "$m" --all-features

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod support;
+use support::contract;
+
 const GUEST_PW: &str = "Gu3st-pw-never-shown";
 const BOUND: Duration = Duration::from_secs(90);
 
@@ -98,11 +101,20 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
     }
 }
 
-/// Reads a Server-Sent Events response until `stop` says so; returns (event, data) pairs.
+/// Reads a Server-Sent Events response until `stop` says so; returns (event, data) pairs. The
+/// head and every event read are checked against the OpenAPI document.
 async fn read_sse(
     mut response: reqwest::Response,
     mut stop: impl FnMut(&str, &Value) -> bool,
 ) -> Vec<(String, Value)> {
+    let path = response.url().path().to_owned();
+    contract::check_head(
+        &reqwest::Method::GET,
+        &path,
+        response.status(),
+        response.headers(),
+    );
+    let mut seen = String::new();
     let mut buffer = String::new();
     let mut events = Vec::new();
     let deadline = Instant::now() + BOUND;
@@ -111,10 +123,14 @@ async fn read_sse(
             .await
             .expect("the stream ended in time")
             .unwrap();
-        let Some(chunk) = chunk else { return events };
+        let Some(chunk) = chunk else {
+            contract::check_stream_events(&path, &seen);
+            return events;
+        };
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let frame: String = buffer.drain(..end + 2).collect();
+            seen.push_str(&frame);
             let mut name = "message".to_owned();
             let mut data = String::new();
             for line in frame.lines() {
@@ -131,20 +147,35 @@ async fn read_sse(
             let done = stop(&name, &value);
             events.push((name, value));
             if done {
+                contract::check_stream_events(&path, &seen);
                 return events;
             }
         }
     }
 }
 
+/// Reads a whole answer, checks it against the served OpenAPI document (status, content type,
+/// body schema) and returns its status and body.
+async fn checked(method: reqwest::Method, response: reqwest::Response) -> (u16, Vec<u8>) {
+    let status = response.status();
+    let path = response.url().path().to_owned();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap().to_vec();
+    contract::check(&method, &path, status, &headers, &body);
+    (status.as_u16(), body)
+}
+
+/// A checked answer's status and JSON body.
+async fn checked_json(method: reqwest::Method, response: reqwest::Response) -> (u16, Value) {
+    let (status, body) = checked(method, response).await;
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
 async fn get_json(client: &reqwest::Client, url: String) -> Value {
     let response = client.get(&url).send().await.unwrap();
-    assert!(
-        response.status().is_success(),
-        "GET {url}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
+    let (status, body) = checked_json(reqwest::Method::GET, response).await;
+    assert!((200..300).contains(&status), "GET {url}: {status}");
+    body
 }
 
 async fn job_until_done(client: &reqwest::Client, base: &str, id: &str) -> Value {
@@ -220,9 +251,9 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
         .send()
         .await
         .unwrap();
-    assert_eq!(created.status(), 202);
     assert!(created.headers().contains_key("location"));
-    let created: Value = created.json().await.unwrap();
+    let (status, created) = checked_json(reqwest::Method::POST, created).await;
+    assert_eq!(status, 202);
     assert_eq!(created["status"], "queued");
     let job_id = created["job_id"].as_str().unwrap().to_owned();
 
@@ -268,7 +299,7 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
         .send()
         .await
         .unwrap();
-    assert_eq!(again.status(), 409);
+    assert_eq!(checked(reqwest::Method::POST, again).await.0, 409);
 
     // The VM is in the inventory, and the event stream announced it.
     let vm: Value = get_json(&client, format!("{base}/api/v1/vms/{vm_id}")).await;
@@ -285,22 +316,21 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), 409);
-    let refused: Value = refused.json().await.unwrap();
+    let (status, refused) = checked_json(reqwest::Method::POST, refused).await;
+    assert_eq!(status, 409);
     assert!(
         refused["error"]["message"]
             .as_str()
             .unwrap()
             .contains("Running")
     );
-    let stop: Value = client
+    let stop = client
         .post(format!("{base}/api/v1/vms/{vm_id}/actions/stop"))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    let (status, stop) = checked_json(reqwest::Method::POST, stop).await;
+    assert_eq!(status, 202);
     let stopped = job_until_done(&client, &base, stop["job_id"].as_str().unwrap()).await;
     assert_eq!(stopped["status"], "succeeded", "{stopped}");
     let vm: Value = get_json(&client, format!("{base}/api/v1/vms/{vm_id}")).await;
@@ -313,8 +343,8 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
         .send()
         .await
         .unwrap();
-    assert_eq!(deleted.status(), 202);
-    let deleted: Value = deleted.json().await.unwrap();
+    let (status, deleted) = checked_json(reqwest::Method::POST, deleted).await;
+    assert_eq!(status, 202);
     let done = job_until_done(&client, &base, deleted["job_id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let gone = client
@@ -322,16 +352,11 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
         .send()
         .await
         .unwrap();
-    assert_eq!(gone.status(), 404);
+    assert_eq!(checked(reqwest::Method::GET, gone).await.0, 404);
 
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap();
+    let (_, metrics) = checked(reqwest::Method::GET, metrics).await;
+    let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains("aetherv_jobs_finished_total"));
 
     // SIGTERM stops it cleanly, even with an event stream open (as a browser tab keeps one);
