@@ -43,13 +43,28 @@ setup fails. Output is one ``file:line:column: message`` line per problem and a 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
-SKIP_DIRS = {".git", ".venv", "target", "node_modules", "__pycache__"}
+
+def _syntax_checker():
+    """scripts/check-powershell.py, whose parser set-up and script discovery this check shares."""
+    path = Path(__file__).resolve().parent / "check-powershell.py"
+    spec = importlib.util.spec_from_file_location("check_powershell", path)
+    if spec is None or spec.loader is None:
+        print(f"error: cannot load {path}", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_SYNTAX = _syntax_checker()
+make_parser = _SYNTAX.make_parser
+find_scripts = _SYNTAX.find_scripts
 REFERENCE = Path("scripts") / "reference" / "powershell-cmdlets.json"
 COMMON_SCRIPT = Path("aetherv-hyperv") / "assets" / "powershell" / "AethervCommon.ps1"
 
@@ -82,21 +97,6 @@ ALLOWED_EXTRA: dict[str, str] = {}
 VERB_NOUN = re.compile(r"^[A-Za-z]+-[A-Za-z0-9]+$")
 MODULE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9.-]*$")
 PLAIN_WORD = re.compile(r"^[A-Za-z0-9_.+-]+$")
-
-
-def make_parser():
-    """A parser for PowerShell, or exits with status 2 and a hint when the packages are missing."""
-    try:
-        import tree_sitter
-        import tree_sitter_powershell
-    except ImportError as e:
-        print(
-            f"error: {e}; install the pinned packages: pip install -r scripts/requirements-test.txt",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    language = tree_sitter.Language(tree_sitter_powershell.language())
-    return tree_sitter.Parser(language)
 
 
 class Cmdlet:
@@ -481,16 +481,6 @@ def self_test(parser, reference: Reference) -> bool:
         print(f"self-test failed: a correct snippet was rejected: {found}", file=sys.stderr)
         ok = False
     return ok
-
-
-def find_scripts(root: Path) -> list[Path]:
-    scripts = []
-    for directory, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-        for name in sorted(files):
-            if name.lower().endswith(".ps1"):
-                scripts.append(Path(directory) / name)
-    return scripts
 
 
 def main() -> int:

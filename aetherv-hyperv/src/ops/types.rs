@@ -107,6 +107,11 @@ const STATE_TABLE: [(VmState, u32, &str); 17] = [
 ];
 
 impl VmState {
+    /// Every state Hyper-V names (all but [`VmState::Code`]), in the order of its numbers.
+    pub fn named() -> impl Iterator<Item = Self> {
+        STATE_TABLE.iter().map(|(state, _, _)| *state)
+    }
+
     /// The numeric value Hyper-V reports.
     pub fn code(self) -> u32 {
         match self {

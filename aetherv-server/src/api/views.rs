@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aetherv_hyperv::ops::{PowerAction, VmId, VmState};
 use aetherv_inventory::{HostState, HostStatus, InventoryVm, Snapshot};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::jobs::{JobAction, rfc3339};
@@ -24,102 +24,49 @@ pub fn allowed_actions(state: VmState) -> Vec<JobAction> {
         .collect()
 }
 
-/// A Hyper-V VM state Hyper-V names (the `state` filter of the VM list and of VMs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-pub enum VmStateName {
-    /// 1: a state Hyper-V does not name.
-    Other,
-    /// 2.
-    Running,
-    /// 3.
-    Off,
-    /// 4.
-    Stopping,
-    /// 6.
-    Saved,
-    /// 9.
-    Paused,
-    /// 10.
-    Starting,
-    /// 11.
-    Reset,
-    /// 32773 (transitional).
-    Saving,
-    /// 32776 (transitional).
-    Pausing,
-    /// 32777 (transitional).
-    Resuming,
-    /// 32779.
-    FastSaved,
-    /// 32780 (transitional).
-    FastSaving,
-    /// 32781 (transitional).
-    ForceShutdown,
-    /// 32782 (transitional).
-    ForceReboot,
-    /// 32783.
-    Hibernated,
-    /// 32784 (transitional).
-    ComponentServicing,
-}
+/// A VM state Hyper-V names (the `state` filter of the VM list and of VMs). It serialises as
+/// the name, and its schema lists the names of aetherv-hyperv's one state table
+/// ([`VmState::named`]), so the two cannot drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VmStateName(VmState);
 
 impl VmStateName {
-    /// Every named state.
-    pub const ALL: [Self; 17] = [
-        Self::Other,
-        Self::Running,
-        Self::Off,
-        Self::Stopping,
-        Self::Saved,
-        Self::Paused,
-        Self::Starting,
-        Self::Reset,
-        Self::Saving,
-        Self::Pausing,
-        Self::Resuming,
-        Self::FastSaved,
-        Self::FastSaving,
-        Self::ForceShutdown,
-        Self::ForceReboot,
-        Self::Hibernated,
-        Self::ComponentServicing,
-    ];
-
     /// The Hyper-V state.
     pub fn state(self) -> VmState {
-        match self {
-            Self::Other => VmState::Other,
-            Self::Running => VmState::Running,
-            Self::Off => VmState::Off,
-            Self::Stopping => VmState::Stopping,
-            Self::Saved => VmState::Saved,
-            Self::Paused => VmState::Paused,
-            Self::Starting => VmState::Starting,
-            Self::Reset => VmState::Reset,
-            Self::Saving => VmState::Saving,
-            Self::Pausing => VmState::Pausing,
-            Self::Resuming => VmState::Resuming,
-            Self::FastSaved => VmState::FastSaved,
-            Self::FastSaving => VmState::FastSaving,
-            Self::ForceShutdown => VmState::ForceShutdown,
-            Self::ForceReboot => VmState::ForceReboot,
-            Self::Hibernated => VmState::Hibernated,
-            Self::ComponentServicing => VmState::ComponentServicing,
-        }
+        self.0
     }
 
     /// The name of `state`, when Hyper-V names it.
     pub fn of(state: VmState) -> Option<Self> {
-        Self::ALL.into_iter().find(|n| n.state() == state)
+        VmState::named().any(|s| s == state).then_some(Self(state))
     }
 
     /// Parses a state name, ignoring case.
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|n| n.state().name().eq_ignore_ascii_case(name))
+        VmState::named()
+            .find(|s| s.name().eq_ignore_ascii_case(name))
+            .map(Self)
     }
 }
+
+impl Serialize for VmStateName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.name())
+    }
+}
+
+impl utoipa::PartialSchema for VmStateName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A VM state Hyper-V names"))
+            .enum_values(Some(VmState::named().map(VmState::name)))
+            .into()
+    }
+}
+
+impl ToSchema for VmStateName {}
 
 /// A VM's state: a name Hyper-V gives it, or the number of a state it does not name (e.g. the
 /// `*Critical` states 32785..=32796) as a string of digits.
