@@ -31,6 +31,8 @@
 //! | [`HyperVHostExt::compare_vm`] | `Test-VmMigration` | `{"id"}` + [`MigrationTarget`] | [`MigrationCheck`] |
 //! | [`HyperVHostExt::move_vm`] | `Move-ManagedVm` | `{"id"}` + [`MigrationTarget`] | [`Migrated`] |
 //! | [`HyperVHostExt::remove_path`] (compensation) | `Remove-VmPath` | `{"path"}` | [`RemovedPath`] |
+//! | `HostCall::KvpRemoveHostPrefix` (cleanup after provisioning) | `Remove-VmKvp` | `{"id","prefix"}` | `{"id","removed":[...]}` |
+//! | [`HyperVHostExt::remove_dvd_drive`] (cleanup after provisioning) | `Remove-VmDvdDrive` | `{"id","path"}` | [`DvdDriveRemoved`] |
 //!
 //! Provisioning.WaitForProvisioningKey and Provisioning.PublishProvisioningData are the
 //! pipeline's loops over [`HyperVHostExt::kvp_read_guest`] and [`HyperVHostExt::kvp_write_host`].
@@ -103,12 +105,14 @@ pub mod scripts {
     pub const MOVE_MANAGED_VM: &str = "Move-ManagedVm";
     /// Compensation: remove a file or folder under the VM root.
     pub const REMOVE_VM_PATH: &str = "Remove-VmPath";
+    /// Eject and remove the DVD drive holding the provisioning ISO.
+    pub const REMOVE_VM_DVD_DRIVE: &str = "Remove-VmDvdDrive";
     /// Shared helpers every script dot-sources (not an operation).
     pub const COMMON: &str = "AethervCommon";
 
     /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
     /// checks both directions).
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
         SET_VM_POWER_STATE,
@@ -124,6 +128,7 @@ pub mod scripts {
         TEST_VM_MIGRATION,
         MOVE_MANAGED_VM,
         REMOVE_VM_PATH,
+        REMOVE_VM_DVD_DRIVE,
     ];
 }
 
@@ -258,6 +263,11 @@ pub trait HyperVHostExt: HyperVHost {
     /// [`HostCall::RemovePath`].
     async fn remove_path(&self, path: String) -> Result<RemovedPath> {
         expect_reply!(self, HostCall::RemovePath(path), HostReply::RemovedPath(r) => r)
+    }
+
+    /// [`HostCall::RemoveDvdDrive`].
+    async fn remove_dvd_drive(&self, vm: VmId, path: String) -> Result<DvdDriveRemoved> {
+        expect_reply!(self, HostCall::RemoveDvdDrive { vm, path }, HostReply::DvdDriveRemoved(r) => r)
     }
 }
 

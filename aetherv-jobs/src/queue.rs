@@ -20,14 +20,14 @@ use std::time::{Duration, SystemTime};
 
 use aetherv_hyperv::ops::{HyperVHost, HyperVHostExt, VmId};
 use aetherv_inventory::InventoryHandle;
-use aetherv_provision::job::{JobEvent, JobId};
+use aetherv_provision::job::{JobEvent, JobId, StepEnd};
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::model::{
     CancelError, HostMap, JobAction, JobFilter, JobNotice, JobObserver, JobStatus, JobView,
-    JobWork, LineLevel, LogLine, NewJob, QueueConfig, SubmitError,
+    JobWork, LineLevel, LogLine, NewJob, QueueConfig, StepStatus, SubmitError,
 };
 use crate::record::{Outcome, Record, VmKey, error_chain};
 
@@ -554,6 +554,16 @@ impl JobQueue {
             JobEvent::Log { level, message, .. } => queue.update(&id, |r| {
                 r.push_line(LineLevel::from(level), message);
             }),
+            JobEvent::StepEnded { step, end, .. } => queue.update(&id, |r| {
+                r.end_step(
+                    step,
+                    match end {
+                        StepEnd::Failed => StepStatus::Failed,
+                        StepEnd::Cancelled => StepStatus::Cancelled,
+                    },
+                );
+            }),
+            _ => {}
         }
     }
 
@@ -603,7 +613,12 @@ impl JobQueue {
                     r.progress(
                         "Power.Apply",
                         10,
-                        format!("{} VM on host {}", action.verb(), host.host_name()),
+                        format!(
+                            "{}: {} VM on host {}",
+                            JobAction::from(action).as_str(),
+                            action.verb(),
+                            host.host_name()
+                        ),
                     );
                 });
                 // A power call is one short host operation: once sent it is not interrupted
@@ -684,7 +699,11 @@ impl JobQueue {
             if status == JobStatus::Succeeded {
                 r.percent = 100;
             }
-            r.close_steps(status);
+            let clean = outcome
+                .cleanup
+                .as_ref()
+                .is_none_or(|c| c.left_behind.is_empty());
+            r.close_steps(status, clean);
             r.error = outcome.error.clone();
             r.cleanup = outcome.cleanup.clone();
             r.result = outcome.result.clone();

@@ -120,11 +120,39 @@ impl Record {
         self.push_line(LineLevel::Info, message);
     }
 
-    pub(crate) fn close_steps(&mut self, status: JobStatus) {
+    /// Records that `step` ended without succeeding (the workflow said so): its record says
+    /// failed or cancelled, whatever runs after it (the compensation) cannot overwrite that.
+    pub(crate) fn end_step(&mut self, step: &str, status: StepStatus) {
         let now = rfc3339(SystemTime::now());
+        match self.steps.iter_mut().rev().find(|s| s.name == step) {
+            Some(record) => {
+                record.status = status;
+                record.finished_at = Some(now);
+            }
+            None => self.steps.push(StepRecord {
+                name: step.to_owned(),
+                status,
+                started_at: now.clone(),
+                finished_at: Some(now),
+            }),
+        }
+    }
+
+    /// Closes the steps still open when the job ends with `status`. When the workflow named
+    /// the step that failed or was cancelled ([`Self::end_step`]), the steps open after it are
+    /// its compensation: succeeded when `clean` (nothing left behind), failed otherwise.
+    /// Without such a step, the last open step takes the job's status. Steps a failed job
+    /// never reached are not listed.
+    pub(crate) fn close_steps(&mut self, status: JobStatus, clean: bool) {
+        let now = rfc3339(SystemTime::now());
+        let ended = self
+            .steps
+            .iter()
+            .any(|s| matches!(s.status, StepStatus::Failed | StepStatus::Cancelled));
         let last_status = match status {
             JobStatus::Succeeded => StepStatus::Succeeded,
-            JobStatus::Cancelled => StepStatus::Cancelled,
+            _ if ended && clean => StepStatus::Succeeded,
+            JobStatus::Cancelled if !ended => StepStatus::Cancelled,
             _ => StepStatus::Failed,
         };
         let count = self.steps.len();

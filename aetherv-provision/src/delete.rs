@@ -4,21 +4,32 @@
 //! that is not Off unless the request is forced; turn it off; remove its cluster role when it
 //! is clustered; delete it, with its disks when asked (the host refuses disks another VM uses
 //! or shared VHDX/VHD Set disks with [`aetherv_hyperv::Error::SharedDisk`], surfaced as is);
-//! verify it is gone from the inventory.
+//! verify it is gone from the inventory; then remove the files provisioning made
+//! ([`steps::REMOVE_FILES`]).
+//!
+//! Files are removed only when this project created them, judged twice: the VM's notes carry
+//! the provisioning marker (`aetherv-job:<id>`, [`crate::provision::marker`]) **and** its
+//! folder has the layout provisioning uses, `<root>\<vm name>` holding every disk of the VM.
+//! Then the whole folder goes (with the ISO copy in it) when the disks were deleted, or only
+//! the ISO copies in it when the disks were kept. Anything else (an unmarked VM's folder, a
+//! folder of another shape, an ISO outside the folder) is kept and listed in
+//! [`Deleted::kept_paths`]; the log says why. A file that cannot be removed is logged at
+//! error level and kept; the VM itself is gone by then, so the deletion still succeeds.
 //!
 //! Nothing is compensated: deletion only removes things. A failure says in which step it
 //! stopped.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aetherv_hyperv::ops::{HyperVHost, PowerAction, VmId, VmState};
+use aetherv_hyperv::ops::{HyperVHost, PowerAction, Vm, VmId, VmState};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::job::{
     self, Action, CallError, Event, EventLog, HostCall, HostReply, JobEvent, LogLevel, StepCall,
-    Workflow,
+    StepEnd, Workflow,
 };
 
 /// Step names.
@@ -33,6 +44,8 @@ pub mod steps {
     pub const DELETE: &str = "Deletion.DeleteVm";
     /// Check the inventory.
     pub const VERIFY: &str = "Deletion.Verify";
+    /// Remove the VM folder (or the ISO copies in it) that provisioning created.
+    pub const REMOVE_FILES: &str = "Deletion.RemoveFiles";
 }
 
 /// What to delete and how.
@@ -73,7 +86,8 @@ pub struct Deleted {
     pub cluster_role_removed: bool,
     /// Files deleted.
     pub removed_paths: Vec<String>,
-    /// Disk files left in place.
+    /// Files and folders left in place: kept disks, and folders or ISOs this project did
+    /// not create (or could not remove; the log says why).
     pub kept_paths: Vec<String>,
 }
 
@@ -85,7 +99,84 @@ enum Phase {
     RemoveRole,
     Delete,
     Verify,
+    RemoveFiles,
     Done,
+}
+
+/// What deletion may remove besides the VM and its disks, decided from the VM as it was
+/// looked up (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Owned {
+    /// The VM folder, when marked and laid out as provisioning lays it out.
+    folder: Option<String>,
+    /// ISO copies inside that folder.
+    isos: Vec<String>,
+    /// Paths kept, each with the reason.
+    kept: Vec<(String, String)>,
+}
+
+fn under(path: &str, folder: &str) -> bool {
+    let folder = folder.trim_end_matches('\\');
+    path.len() > folder.len() + 1
+        && path.is_char_boundary(folder.len())
+        && path[..folder.len()].eq_ignore_ascii_case(folder)
+        && path[folder.len()..].starts_with('\\')
+}
+
+fn owned(vm: &Vm) -> Owned {
+    let marked = vm
+        .notes
+        .trim()
+        .starts_with(crate::provision::MARKER_PREFIX);
+    let isos: Vec<String> = vm
+        .dvd_drives
+        .iter()
+        .filter_map(|d| d.path.clone())
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    let Some(folder) = vm.path.clone().filter(|p| !p.trim().is_empty()) else {
+        return Owned {
+            kept: isos
+                .into_iter()
+                .map(|p| (p, "the VM has no folder".to_owned()))
+                .collect(),
+            ..Owned::default()
+        };
+    };
+    let folder = folder.trim_end_matches('\\').to_owned();
+    let leaf = folder.rsplit('\\').next().unwrap_or_default();
+    let layout = leaf.eq_ignore_ascii_case(&vm.name)
+        && folder.matches('\\').count() >= 2
+        && vm.disks.iter().all(|d| d.path.is_empty() || under(&d.path, &folder));
+    let why = match (marked, layout) {
+        (true, true) => None,
+        (false, _) => Some("the VM carries no aetherv marker in its notes; not created by aetherv"),
+        (true, false) => Some(
+            "the folder is not laid out as provisioning lays it out (<root>\\<vm name> holding the VM's disks)",
+        ),
+    };
+    match why {
+        None => {
+            let (inside, outside): (Vec<String>, Vec<String>) =
+                isos.into_iter().partition(|p| under(p, &folder));
+            Owned {
+                folder: Some(folder),
+                isos: inside,
+                kept: outside
+                    .into_iter()
+                    .map(|p| (p, "the ISO is outside the VM folder".to_owned()))
+                    .collect(),
+            }
+        }
+        Some(why) => Owned {
+            folder: None,
+            isos: Vec::new(),
+            kept: std::iter::once(folder)
+                .chain(isos)
+                .map(|p| (p, why.to_owned()))
+                .collect(),
+        },
+    }
 }
 
 impl Phase {
@@ -96,6 +187,7 @@ impl Phase {
             Self::RemoveRole => steps::REMOVE_CLUSTER_ROLE,
             Self::Delete => steps::DELETE,
             Self::Verify | Self::Done => steps::VERIFY,
+            Self::RemoveFiles => steps::REMOVE_FILES,
         }
     }
 
@@ -105,7 +197,8 @@ impl Phase {
             Self::Stop => 20,
             Self::RemoveRole => 40,
             Self::Delete => 60,
-            Self::Verify => 90,
+            Self::Verify => 80,
+            Self::RemoveFiles => 90,
             Self::Done => 100,
         }
     }
@@ -120,6 +213,9 @@ pub struct DeleteMachine {
     log: EventLog,
     result: Deleted,
     clustered: bool,
+    owned: Owned,
+    removals: VecDeque<String>,
+    current_removal: Option<String>,
     error: Option<(&'static str, Error)>,
 }
 
@@ -140,6 +236,9 @@ impl DeleteMachine {
             phase: Phase::NotStarted,
             log: EventLog::default(),
             clustered: false,
+            owned: Owned::default(),
+            removals: VecDeque::new(),
+            current_removal: None,
             error: None,
         }
     }
@@ -158,6 +257,7 @@ impl DeleteMachine {
         let step = self.phase.step();
         self.log
             .log(LogLevel::Error, format!("{step} failed: {error}"));
+        self.log.step_ended(step, StepEnd::Failed);
         self.error = Some((step, error));
         self.phase = Phase::Done;
         Action::Done
@@ -199,6 +299,7 @@ impl DeleteMachine {
             (Phase::Lookup, HostReply::Vm(vm)) => {
                 self.result.name = vm.name.clone();
                 self.clustered = vm.clustered;
+                self.owned = owned(&vm);
                 self.log.log(
                     LogLevel::Info,
                     format!(
@@ -259,10 +360,20 @@ impl DeleteMachine {
                         vm: self.result.name.clone(),
                     });
                 }
-                self.phase = Phase::Done;
-                self.log
-                    .progress(steps::VERIFY, 100, "the VM is gone".to_owned());
-                Action::Done
+                self.log.log(LogLevel::Info, "the VM is gone");
+                self.plan_removals();
+                self.next_removal()
+            }
+            (Phase::RemoveFiles, HostReply::RemovedPath(removed)) => {
+                if removed.removed {
+                    self.log
+                        .log(LogLevel::Info, format!("removed {}", removed.path));
+                    self.result.removed_paths.push(removed.path);
+                } else {
+                    self.log
+                        .log(LogLevel::Info, format!("{} was already gone", removed.path));
+                }
+                self.next_removal()
             }
             (_, other) => {
                 return Err(Error::Unexpected {
@@ -271,6 +382,58 @@ impl DeleteMachine {
                 });
             }
         })
+    }
+}
+
+impl DeleteMachine {
+    /// What to remove once the VM is gone (see the module docs); logs what is kept and why.
+    fn plan_removals(&mut self) {
+        for (path, why) in std::mem::take(&mut self.owned.kept) {
+            self.log.log(LogLevel::Info, format!("kept {path}: {why}"));
+            self.result.kept_paths.push(path);
+        }
+        let Some(folder) = self.owned.folder.clone() else {
+            return;
+        };
+        if self.request.delete_disks {
+            self.removals.push_back(folder);
+        } else {
+            self.removals.extend(self.owned.isos.iter().cloned());
+            self.log.log(
+                LogLevel::Info,
+                format!("kept {folder}: it holds the VM's kept disks"),
+            );
+            self.result.kept_paths.push(folder);
+        }
+    }
+
+    fn next_removal(&mut self) -> Action {
+        self.current_removal = self.removals.pop_front();
+        match self.current_removal.clone() {
+            Some(path) => self.enter(
+                Phase::RemoveFiles,
+                HostCall::RemovePath(path.clone()),
+                format!("removing {path}, created by provisioning"),
+            ),
+            None => {
+                let step = self.phase.step();
+                self.phase = Phase::Done;
+                self.log.progress(step, 100, "the VM is gone".to_owned());
+                Action::Done
+            }
+        }
+    }
+
+    /// A removal that failed: logged loudly and kept; the VM is gone, so deletion goes on.
+    fn removal_failed(&mut self, error: &CallError) -> Action {
+        if let Some(path) = self.current_removal.take() {
+            self.log.log(
+                LogLevel::Error,
+                format!("COULD NOT REMOVE {path}: {error}; remove it by hand"),
+            );
+            self.result.kept_paths.push(path);
+        }
+        self.next_removal()
     }
 }
 
@@ -292,6 +455,9 @@ impl Workflow for DeleteMachine {
                 Ok(action) => action,
                 Err(error) => self.fail(error),
             },
+            Event::Reply(Err(error)) if self.phase == Phase::RemoveFiles => {
+                self.removal_failed(&error)
+            }
             Event::Reply(Err(error)) => {
                 let step = self.phase.step();
                 let error = match error {
@@ -311,6 +477,7 @@ impl Workflow for DeleteMachine {
                 let step = self.phase.step();
                 self.log
                     .log(LogLevel::Warn, format!("cancelled during {step}"));
+                self.log.step_ended(step, StepEnd::Cancelled);
                 self.error = Some((
                     step,
                     Error::Cancelled {

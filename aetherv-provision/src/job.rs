@@ -84,9 +84,21 @@ pub enum LogLevel {
     Error,
 }
 
+/// How a step ended when it did not succeed (a step that succeeded simply gives way to the
+/// next one's progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepEnd {
+    /// The step failed; the job fails (after compensation).
+    Failed,
+    /// The job was cancelled during the step.
+    Cancelled,
+}
+
 /// Something a job reports while it runs. Never contains secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum JobEvent {
     /// Progress moved.
     Progress {
@@ -105,6 +117,17 @@ pub enum JobEvent {
         level: LogLevel,
         /// The line.
         message: String,
+    },
+    /// A step ended without succeeding. Progress events after it belong to the compensation.
+    #[serde(rename = "step_ended")]
+    StepEnded {
+        /// Time since the job started.
+        #[serde(with = "millis")]
+        at: Duration,
+        /// The step, e.g. `Provisioning.PreChecks`.
+        step: &'static str,
+        /// How it ended.
+        end: StepEnd,
     },
 }
 
@@ -138,6 +161,15 @@ impl EventLog {
                 percent: percent.min(100),
                 message: message.into(),
             },
+        });
+    }
+
+    /// Records that `step` ended without succeeding.
+    pub fn step_ended(&mut self, step: &'static str, end: StepEnd) {
+        self.pending.push(JobEvent::StepEnded {
+            at: self.now,
+            step,
+            end,
         });
     }
 
@@ -262,6 +294,20 @@ pub enum Artifact {
         /// Its path.
         path: String,
     },
+    /// The host-to-guest KVP items of a VM whose keys start with a prefix (`hlvmm.`).
+    KvpItems {
+        /// The VM.
+        vm: VmId,
+        /// The key prefix.
+        prefix: String,
+    },
+    /// The DVD drive of a VM holding an ISO (ejected, then removed).
+    DvdDrive {
+        /// The VM.
+        vm: VmId,
+        /// The ISO it held.
+        path: String,
+    },
 }
 
 impl fmt::Display for Artifact {
@@ -273,6 +319,8 @@ impl fmt::Display for Artifact {
             Self::Iso { path } => write!(f, "ISO copy {path}"),
             Self::Vhdx { path } => write!(f, "VHDX copy {path}"),
             Self::VmFolder { path } => write!(f, "VM folder {path}"),
+            Self::KvpItems { vm, prefix } => write!(f, "host KVP items {prefix}* of VM {vm}"),
+            Self::DvdDrive { vm, path } => write!(f, "DVD drive of VM {vm} holding {path}"),
         }
     }
 }

@@ -16,10 +16,19 @@
 //!    [`guest_data`]) and then `provisioningdatapublished`, in one ordered write.
 //! 6. **Wait for the guest** to report `provisioningapplied` (or `provisioningfailed` with its
 //!    reason).
-//! 7. **Cluster role**, when `vm_clustered` is set.
+//! 7. **Clean up after the guest**, once it reported `provisioningapplied` (the seed's rule:
+//!    keys deleted after the guest retrieved them, nothing left on the host): remove every
+//!    host-written `hlvmm.*` KVP item ([`steps::REMOVE_KEYS`]), eject the provisioning ISO and
+//!    remove the DVD drive that held it ([`steps::REMOVE_DVD`]; a generation 1 IDE drive of a
+//!    running VM is only ejected, as Hyper-V cannot remove it then), and delete the ISO copy in
+//!    the VM folder ([`steps::REMOVE_ISO`]) — in that order, as a file in a DVD drive cannot
+//!    be deleted. What could not be removed does not fail the job (the VM is provisioned); it
+//!    is logged at error level and listed in [`Provisioned::cleanup`].
+//! 8. **Cluster role**, when `vm_clustered` is set.
 //!
 //! On a failure or a cancellation, every artifact created so far is removed in reverse order
-//! (cluster role; VM, turned off, then deleted with its disks; ISO copy; VHDX copy; VM folder).
+//! (cluster role; VM, turned off, then deleted with its disks, which takes its KVP items and
+//! DVD drive with it; then the ISO copy, now free; VHDX copy; VM folder).
 //! When a creating call's outcome is unknown (timeout, transport failure, cancellation while it
 //! was in flight) the artifact it may have made is removed too: the VM is looked up by its
 //! notes marker, the folder by the path the host would have used. The job's error lists what
@@ -38,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::job::{
     self, Action, Artifact, CallError, CleanupEntry, CleanupOutcome, CleanupReport, Compensation,
-    Event, EventLog, HostCall, HostReply, JobEvent, JobId, LogLevel, StepCall, Workflow,
+    Event, EventLog, HostCall, HostReply, JobEvent, JobId, LogLevel, StepCall, StepEnd, Workflow,
 };
 use crate::kvp::{
     GuestPublicKey, GuestState, HostState, ProvisioningPayload, guest_data, keys, version_item,
@@ -61,6 +70,12 @@ pub mod steps {
     pub const PUBLISH: &str = "Provisioning.PublishProvisioningData";
     /// Wait for the guest to apply the data.
     pub const WAIT_FOR_GUEST: &str = "Provisioning.WaitForGuest";
+    /// Removal of the host-written `hlvmm.*` KVP items once the guest applied the data.
+    pub const REMOVE_KEYS: &str = "Provisioning.RemoveProvisioningKeys";
+    /// Ejection and removal of the DVD drive holding the provisioning ISO.
+    pub const REMOVE_DVD: &str = "Provisioning.RemoveDvdDrive";
+    /// Deletion of the ISO copy in the VM folder.
+    pub const REMOVE_ISO: &str = "Provisioning.RemoveProvisioningISO";
     /// Cluster role.
     pub const CLUSTER_ROLE: &str = "Provisioning.AddClusterRole";
     /// Compensation after a failure or cancellation.
@@ -68,6 +83,9 @@ pub mod steps {
     /// The job finished.
     pub const DONE: &str = "Provisioning.Done";
 }
+
+/// Prefix of every KVP item this project writes to a guest (`hlvmm.`).
+pub const KVP_PREFIX: &str = keys::PREFIX;
 
 /// Prefix of the VM notes marker.
 pub const MARKER_PREFIX: &str = "aetherv-job:";
@@ -131,6 +149,9 @@ pub struct Provisioned {
     pub vm_folder: String,
     /// Whether the VM is a cluster role.
     pub clustered: bool,
+    /// What the cleanup after the guest applied its configuration removed (KVP items, DVD
+    /// drive, ISO copy) and, loudly, what it could not.
+    pub cleanup: CleanupReport,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +168,9 @@ enum Phase {
     Publish,
     PollGuest,
     GuestWait,
+    RemoveKeys,
+    RemoveDvd,
+    RemoveIso,
     ClusterRole,
     Compensating,
     Done,
@@ -162,6 +186,9 @@ impl Phase {
             Self::BeginHandshake | Self::PollKey | Self::KeyWait => steps::WAIT_FOR_KEY,
             Self::Publish => steps::PUBLISH,
             Self::PollGuest | Self::GuestWait => steps::WAIT_FOR_GUEST,
+            Self::RemoveKeys => steps::REMOVE_KEYS,
+            Self::RemoveDvd => steps::REMOVE_DVD,
+            Self::RemoveIso => steps::REMOVE_ISO,
             Self::ClusterRole => steps::CLUSTER_ROLE,
             Self::Compensating => steps::COMPENSATE,
             Self::Done => steps::DONE,
@@ -178,8 +205,13 @@ impl Phase {
             Self::BeginHandshake | Self::PollKey | Self::KeyWait => 50,
             Self::Publish => 65,
             Self::PollGuest | Self::GuestWait => 75,
+            Self::RemoveKeys => 85,
+            Self::RemoveDvd => 88,
+            Self::RemoveIso => 90,
             Self::ClusterRole => 92,
-            Self::Compensating | Self::Done => 100,
+            Self::Done => 100,
+            // Compensation never moves the bar: a failed job stays where it stopped.
+            Self::Compensating => 0,
         }
     }
 }
@@ -192,6 +224,8 @@ enum Undo {
     DeleteVm(VmId, String),
     FindMarked(String),
     RemovePath(Artifact, String),
+    RemoveKeys(VmId, String),
+    RemoveDvd(VmId, String),
 }
 
 impl Undo {
@@ -206,6 +240,14 @@ impl Undo {
                 marker: marker.clone(),
             },
             Self::RemovePath(artifact, _) => artifact.clone(),
+            Self::RemoveKeys(vm, prefix) => Artifact::KvpItems {
+                vm: *vm,
+                prefix: prefix.clone(),
+            },
+            Self::RemoveDvd(vm, path) => Artifact::DvdDrive {
+                vm: *vm,
+                path: path.clone(),
+            },
         }
     }
 
@@ -219,6 +261,11 @@ impl Undo {
             },
             Self::FindMarked(_) => HostCall::Inventory,
             Self::RemovePath(_, path) => HostCall::RemovePath(path.clone()),
+            Self::RemoveKeys(vm, prefix) => HostCall::KvpRemoveHostPrefix(*vm, prefix.clone()),
+            Self::RemoveDvd(vm, path) => HostCall::RemoveDvdDrive {
+                vm: *vm,
+                path: path.clone(),
+            },
         }
     }
 
@@ -235,6 +282,8 @@ impl Undo {
             Artifact::Iso { path } | Artifact::Vhdx { path } | Artifact::VmFolder { path } => {
                 vec![Self::RemovePath(artifact.clone(), path.clone())]
             }
+            Artifact::KvpItems { vm, prefix } => vec![Self::RemoveKeys(*vm, prefix.clone())],
+            Artifact::DvdDrive { vm, path } => vec![Self::RemoveDvd(*vm, path.clone())],
         }
     }
 }
@@ -267,8 +316,10 @@ pub struct ProvisionMachine {
     undo: VecDeque<Undo>,
     current_undo: Option<Undo>,
     cleanup: CleanupReport,
+    after_guest: CleanupReport,
     ending: Option<Ending>,
     clustered: bool,
+    percent: u8,
 }
 
 impl std::fmt::Debug for ProvisionMachine {
@@ -308,8 +359,10 @@ impl ProvisionMachine {
             undo: VecDeque::new(),
             current_undo: None,
             cleanup: CleanupReport::default(),
+            after_guest: CleanupReport::default(),
             ending: None,
             clustered: false,
+            percent: 0,
         }
     }
 
@@ -330,7 +383,8 @@ impl ProvisionMachine {
 
     fn enter(&mut self, phase: Phase, message: impl Into<String>) {
         self.phase = phase;
-        self.log.progress(phase.step(), phase.percent(), message);
+        self.percent = self.percent.max(phase.percent());
+        self.log.progress(phase.step(), self.percent, message);
     }
 
     fn call(&self, call: HostCall) -> Action {
@@ -679,16 +733,154 @@ impl ProvisionMachine {
             Some(GuestState::ProvisioningApplied) => {
                 self.log
                     .log(LogLevel::Info, "the guest applied the configuration");
-                if self.values.vm_clustered {
-                    self.enter(Phase::ClusterRole, "adding the cluster role");
-                    let id = self.vm_id()?;
-                    Ok(self.call(HostCall::AddClusterRole(id)))
-                } else {
-                    Ok(self.succeed())
-                }
+                self.enter(
+                    Phase::RemoveKeys,
+                    format!("removing the host's {KVP_PREFIX}* KVP items"),
+                );
+                let id = self.vm_id()?;
+                Ok(self.call(HostCall::KvpRemoveHostPrefix(id, KVP_PREFIX.to_owned())))
             }
             Some(GuestState::ProvisioningFailed) => Err(self.guest_failed(kvp)),
             _ => self.wait_or_time_out(Phase::GuestWait, "provisioningapplied", now),
+        }
+    }
+
+    fn after_cleanup(&mut self) -> Result<Action> {
+        let level = if self.after_guest.is_clean() {
+            LogLevel::Info
+        } else {
+            LogLevel::Error
+        };
+        self.log.log(
+            level,
+            format!("cleanup after the guest: {}", self.after_guest),
+        );
+        if self.values.vm_clustered {
+            self.enter(Phase::ClusterRole, "adding the cluster role");
+            let id = self.vm_id()?;
+            Ok(self.call(HostCall::AddClusterRole(id)))
+        } else {
+            Ok(self.succeed())
+        }
+    }
+
+    fn record_after_guest(&mut self, artifact: Artifact, outcome: CleanupOutcome) {
+        match &outcome {
+            CleanupOutcome::Removed => self.log.log(LogLevel::Info, format!("removed {artifact}")),
+            CleanupOutcome::AlreadyGone => self
+                .log
+                .log(LogLevel::Info, format!("{artifact} was already gone")),
+            CleanupOutcome::Failed(why) => self.log.log(
+                LogLevel::Error,
+                format!("COULD NOT REMOVE {artifact}: {why}; remove it by hand"),
+            ),
+        }
+        self.after_guest
+            .entries
+            .push(CleanupEntry { artifact, outcome });
+    }
+
+    /// One reply (or failure) of the cleanup after the guest; failures are recorded, never
+    /// fatal, and the next removal follows.
+    fn on_after_guest(&mut self, result: std::result::Result<HostReply, CallError>) -> Result<Action> {
+        let id = self.vm_id()?;
+        match (self.phase, result) {
+            (Phase::RemoveKeys, result) => {
+                let artifact = Artifact::KvpItems {
+                    vm: id,
+                    prefix: KVP_PREFIX.to_owned(),
+                };
+                match result {
+                    Ok(HostReply::KvpRemoved(keys)) => {
+                        for key in &keys {
+                            self.log
+                                .log(LogLevel::Info, format!("removed host KVP item {key}"));
+                        }
+                        let outcome = if keys.is_empty() {
+                            CleanupOutcome::AlreadyGone
+                        } else {
+                            CleanupOutcome::Removed
+                        };
+                        self.record_after_guest(artifact, outcome);
+                    }
+                    Ok(other) => self.record_after_guest(
+                        artifact,
+                        CleanupOutcome::Failed(format!("unexpected reply {other:?}")),
+                    ),
+                    Err(e) => {
+                        self.record_after_guest(artifact, CleanupOutcome::Failed(e.to_string()));
+                    }
+                }
+                match self.iso_copy.clone() {
+                    Some(path) => {
+                        self.enter(
+                            Phase::RemoveDvd,
+                            format!("ejecting {path} and removing its DVD drive"),
+                        );
+                        Ok(self.call(HostCall::RemoveDvdDrive { vm: id, path }))
+                    }
+                    None => self.after_cleanup(),
+                }
+            }
+            (Phase::RemoveDvd, result) => {
+                let path = self.iso_copy.clone().unwrap_or_default();
+                let artifact = Artifact::DvdDrive {
+                    vm: id,
+                    path: path.clone(),
+                };
+                match result {
+                    Ok(HostReply::DvdDriveRemoved(dvd)) => {
+                        for reason in &dvd.kept {
+                            self.log.log(LogLevel::Warn, format!("DVD drive kept: {reason}"));
+                        }
+                        // An ejected drive that Hyper-V cannot remove yet holds nothing: the
+                        // ISO is free, which is what matters.
+                        let outcome = if dvd.ejected == 0 {
+                            CleanupOutcome::AlreadyGone
+                        } else {
+                            CleanupOutcome::Removed
+                        };
+                        self.record_after_guest(artifact, outcome);
+                    }
+                    Ok(other) => self.record_after_guest(
+                        artifact,
+                        CleanupOutcome::Failed(format!("unexpected reply {other:?}")),
+                    ),
+                    Err(e) => {
+                        self.record_after_guest(artifact, CleanupOutcome::Failed(e.to_string()));
+                    }
+                }
+                self.enter(Phase::RemoveIso, format!("deleting the ISO copy {path}"));
+                Ok(self.call(HostCall::RemovePath(path)))
+            }
+            (Phase::RemoveIso, result) => {
+                let path = self.iso_copy.clone().unwrap_or_default();
+                let artifact = Artifact::Iso { path };
+                match result {
+                    Ok(HostReply::RemovedPath(removed)) => {
+                        let outcome = if removed.removed {
+                            CleanupOutcome::Removed
+                        } else {
+                            CleanupOutcome::AlreadyGone
+                        };
+                        // Compensation of a later failure need not remove it again.
+                        self.created.retain(|a| a != &artifact);
+                        self.record_after_guest(artifact, outcome);
+                    }
+                    Ok(other) => self.record_after_guest(
+                        artifact,
+                        CleanupOutcome::Failed(format!("unexpected reply {other:?}")),
+                    ),
+                    Err(e) => {
+                        self.record_after_guest(artifact, CleanupOutcome::Failed(e.to_string()));
+                    }
+                }
+                self.after_cleanup()
+            }
+            (phase, _) => Err(Error::Unexpected {
+                step: phase.step(),
+                detail: "a cleanup reply outside the cleanup".to_owned(),
+            }),
         }
     }
 
@@ -728,6 +920,7 @@ impl ProvisionMachine {
     fn fail(&mut self, step: &'static str, error: Error) -> Action {
         self.log
             .log(LogLevel::Error, format!("{step} failed: {error}"));
+        self.log.step_ended(step, StepEnd::Failed);
         self.ending = Some(Ending::Failed(step, error));
         self.begin_compensation()
     }
@@ -763,6 +956,7 @@ impl ProvisionMachine {
                 }
                 self.log
                     .log(LogLevel::Warn, format!("job cancelled during {step}"));
+                self.log.step_ended(step, StepEnd::Cancelled);
                 self.ending = Some(Ending::Cancelled(step));
                 self.begin_compensation()
             }
@@ -771,6 +965,9 @@ impl ProvisionMachine {
 
     fn begin_compensation(&mut self) -> Action {
         self.phase = Phase::Compensating;
+        // Reverse creation order: the VM (created after the ISO copy) goes first, taking its
+        // KVP items and the DVD drive holding the ISO with it; only then is the ISO copy free
+        // to delete (a file in a DVD drive cannot be deleted), then the VHDX and the folder.
         self.undo = self
             .created
             .iter()
@@ -782,7 +979,7 @@ impl ProvisionMachine {
         } else {
             format!("removing {} created artifacts", self.created.len())
         };
-        self.log.progress(steps::COMPENSATE, 100, message);
+        self.log.progress(steps::COMPENSATE, self.percent, message);
         self.next_undo()
     }
 
@@ -883,9 +1080,16 @@ impl ProvisionMachine {
                 };
                 self.record(artifact, outcome);
             }
+            (Undo::DeleteVm(..), Ok(_)) => {
+                self.log.log(
+                    LogLevel::Info,
+                    format!("the host KVP items ({KVP_PREFIX}*) and DVD drive of {artifact} went with it"),
+                );
+                self.record(artifact, CleanupOutcome::Removed);
+            }
             (_, Ok(_)) => self.record(artifact, CleanupOutcome::Removed),
             (
-                Undo::RemoveRole(_) | Undo::DeleteVm(..),
+                Undo::RemoveRole(_) | Undo::DeleteVm(..) | Undo::RemoveKeys(..) | Undo::RemoveDvd(..),
                 Err(CallError::Host(E::UnknownVm { .. })),
             ) => {
                 self.record(artifact, CleanupOutcome::AlreadyGone);
@@ -905,6 +1109,16 @@ impl Workflow for ProvisionMachine {
             Event::Start if self.phase == Phase::NotStarted => self.start(),
             Event::Cancel => self.on_cancel(),
             Event::Reply(result) if self.phase == Phase::Compensating => self.on_undo_reply(result),
+            Event::Reply(result)
+                if matches!(
+                    self.phase,
+                    Phase::RemoveKeys | Phase::RemoveDvd | Phase::RemoveIso
+                ) =>
+            {
+                let step = self.phase.step();
+                self.on_after_guest(result)
+                    .unwrap_or_else(|error| self.fail(step, error))
+            }
             Event::Reply(Ok(reply)) => {
                 let step = self.phase.step();
                 match self.on_reply(reply, now) {
@@ -963,6 +1177,7 @@ impl Workflow for ProvisionMachine {
                     os_family: self.values.os_family,
                     vm_folder: copied.vm_folder,
                     clustered: self.clustered,
+                    cleanup: self.after_guest,
                 }),
                 (phase, ..) => Err(Error::Unexpected {
                     step: phase.step(),

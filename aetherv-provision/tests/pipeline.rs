@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aetherv_hyperv::ops::{
-    ClusterRole, CopiedImage, CopiedIso, DeletedVm, GuestKvp, HostFacts, Inventory, MockHyperVHost,
+    ClusterRole, CopiedImage, CopiedIso, DeletedVm, DvdDriveRemoved, GuestKvp, HostFacts, Inventory, MockHyperVHost,
     PowerAction, PowerOutcome, RemovedPath, Vm, VmId, VmState,
 };
 use aetherv_provision::Error;
@@ -296,7 +296,48 @@ fn a_windows_job_step_by_step() {
         t,
     );
     assert_eq!(call(&a), &HostCall::KvpReadGuest(vm_id()));
-    assert_eq!(call(&a2), &HostCall::AddClusterRole(vm_id()));
+    // Once applied: every host-written hlvmm.* item, then the DVD drive, then the ISO copy.
+    assert_eq!(
+        call(&a2),
+        &HostCall::KvpRemoveHostPrefix(vm_id(), "hlvmm.".to_owned())
+    );
+    assert_eq!(step_of(&a2), steps::REMOVE_KEYS);
+    let a = m.handle(
+        ok(HostReply::KvpRemoved(vec![
+            keys::VERSION.to_owned(),
+            keys::HOST_STATE.to_owned(),
+            keys::SHARED_AES_KEY.to_owned(),
+        ])),
+        t,
+    );
+    assert_eq!(
+        call(&a),
+        &HostCall::RemoveDvdDrive {
+            vm: vm_id(),
+            path: iso().iso_path
+        }
+    );
+    assert_eq!(step_of(&a), steps::REMOVE_DVD);
+    let a = m.handle(
+        ok(HostReply::DvdDriveRemoved(DvdDriveRemoved {
+            id: vm_id(),
+            path: iso().iso_path,
+            ejected: 1,
+            removed: 1,
+            kept: vec![],
+        })),
+        t,
+    );
+    assert_eq!(call(&a), &HostCall::RemovePath(iso().iso_path));
+    assert_eq!(step_of(&a), steps::REMOVE_ISO);
+    let a = m.handle(
+        ok(HostReply::RemovedPath(RemovedPath {
+            path: iso().iso_path,
+            removed: true,
+        })),
+        t,
+    );
+    assert_eq!(call(&a), &HostCall::AddClusterRole(vm_id()));
     let done = m.handle(
         ok(HostReply::ClusterRole(ClusterRole {
             id: vm_id(),
@@ -312,15 +353,21 @@ fn a_windows_job_step_by_step() {
         .iter()
         .filter_map(|e| match e {
             JobEvent::Progress { progress, .. } => Some(progress.percent),
-            JobEvent::Log { .. } => None,
+            _ => None,
         })
         .collect();
     assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
     assert_eq!(percents.last(), Some(&100));
+    let text = format!("{events:?}");
+    assert!(text.contains("removed host KVP item hlvmm.meta.version"), "{text}");
+    assert!(text.contains("removed DVD drive of VM"), "{text}");
+    assert!(text.contains("removed ISO copy C:"), "{text}");
     let done = m.finish().unwrap();
     assert_eq!(done.vm_id, vm_id());
     assert!(done.clustered);
     assert_eq!(done.vm_folder, "C:\\VMs\\web-01");
+    assert!(done.cleanup.is_clean(), "{}", done.cleanup);
+    assert_eq!(done.cleanup.removed().count(), 3, "{}", done.cleanup);
 }
 
 /// Feeds compensation replies; returns the calls made in order.
@@ -630,6 +677,32 @@ fn mock_success() -> MockHyperVHost {
             _ => guest(&[(keys::GUEST_STATE, "provisioningapplied")]),
         }))
     });
+    on!(host, HostCall::KvpRemoveHostPrefix(..))
+        .times(1)
+        .returning(|_| Ok(HostReply::KvpRemoved(vec![keys::HOST_STATE.to_owned()])));
+    on!(host, HostCall::RemoveDvdDrive { .. })
+        .times(1)
+        .returning(|call| match call {
+            HostCall::RemoveDvdDrive { vm, path } => {
+                Ok(HostReply::DvdDriveRemoved(DvdDriveRemoved {
+                    id: vm,
+                    path,
+                    ejected: 1,
+                    removed: 1,
+                    kept: vec![],
+                }))
+            }
+            other => panic!("{other:?}"),
+        });
+    on!(host, HostCall::RemovePath(_))
+        .times(1)
+        .returning(|call| match call {
+            HostCall::RemovePath(path) => Ok(HostReply::RemovedPath(RemovedPath {
+                removed: path == iso().iso_path,
+                path,
+            })),
+            other => panic!("{other:?}"),
+        });
     on!(host, HostCall::AddClusterRole(_))
         .times(1)
         .returning(|call| {

@@ -201,6 +201,24 @@ fn assert_nothing_left(sim: &SimFleet, host: &str, name: &str, context: &str) {
     assert!(!loose, "{context}: files under {folder} left behind");
 }
 
+/// After a successful provision the VM keeps nothing of its provisioning: no host-written
+/// `hlvmm.*` KVP item, no DVD drive, and no ISO copy (nor any other loose file) in its folder.
+fn assert_clean_after_success(sim: &SimFleet, host: &str, done: &Provisioned) {
+    let vm = sim.host(host).unwrap().vm(&done.vm_id.to_string()).unwrap();
+    let left: Vec<&String> = vm
+        .kvp
+        .host_to_guest
+        .keys()
+        .filter(|k| k.starts_with("hlvmm."))
+        .collect();
+    assert!(left.is_empty(), "host KVP items left: {left:?}");
+    assert!(vm.dvd_drives.is_empty(), "DVD drives left: {:?}", vm.dvd_drives);
+    let loose = sim.with_state(|s| s.loose_path_exists(host, &done.vm_folder));
+    assert!(!loose, "the ISO copy is still in {}", done.vm_folder);
+    assert!(done.cleanup.is_clean(), "{}", done.cleanup);
+    assert_eq!(done.cleanup.removed().count(), 3, "{}", done.cleanup);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_windows_vm_with_static_ip_and_domain_join_reaches_applied() {
     let sim = fleet(2, 1).await;
@@ -238,7 +256,10 @@ async fn a_windows_vm_with_static_ip_and_domain_join_reaches_applied() {
     // No plaintext secret ever reached the host's KVP pool.
     let pool = format!("{:?}", vm.kvp.host_to_guest);
     assert!(!pool.contains(LA_PW) && !pool.contains(JOIN_PW));
+    assert_clean_after_success(&sim, "hv01", &done);
     let text = events.text();
+    assert!(text.contains("removed host KVP item hlvmm.meta.shared_aes_key"), "{text}");
+    assert!(text.contains("removed ISO copy"), "{text}");
     for step in [
         steps::PRE_CHECKS,
         steps::COPY_IMAGE,
@@ -247,6 +268,9 @@ async fn a_windows_vm_with_static_ip_and_domain_join_reaches_applied() {
         steps::WAIT_FOR_KEY,
         steps::PUBLISH,
         steps::WAIT_FOR_GUEST,
+        steps::REMOVE_KEYS,
+        steps::REMOVE_DVD,
+        steps::REMOVE_ISO,
         steps::CLUSTER_ROLE,
     ] {
         assert!(text.contains(step), "no progress for {step}");
@@ -277,6 +301,7 @@ async fn a_linux_vm_with_an_ssh_key_reaches_applied_and_is_deleted() {
     assert_eq!(applied.ssh_user.as_deref(), Some("ansible"));
     assert_eq!(applied.hostname.as_deref(), Some("db-primary-0001"));
     assert!(applied.domain.is_none());
+    assert_clean_after_success(&sim, "hv01", &done);
 
     // Deletion: refused while running, then forced.
     let err = bounded(delete(
@@ -311,16 +336,17 @@ async fn a_linux_vm_with_an_ssh_key_reaches_applied_and_is_deleted() {
     .await
     .unwrap();
     assert!(deleted.stopped);
-    assert_eq!(deleted.removed_paths.len(), 1);
-    // The ISO copy stays in the VM folder until the folder is removed: deletion removes
-    // the VM and its disks only.
-    assert!(
-        !sim.host("hv01")
-            .unwrap()
-            .vms()
-            .iter()
-            .any(|v| v.id == done.vm_id.0)
+    // The disk, then the VM folder provisioning made (marked VM, `<root>\<name>` layout).
+    assert_eq!(
+        deleted.removed_paths,
+        [
+            format!("{}\\Virtual Hard Disks\\db-primary-0001.vhdx", done.vm_folder),
+            done.vm_folder.clone()
+        ],
+        "{deleted:?}"
     );
+    assert!(deleted.kept_paths.is_empty(), "{deleted:?}");
+    assert_nothing_left(&sim, "hv01", "db-primary-0001", "deleted");
     sim.shutdown().await;
 }
 
@@ -512,5 +538,132 @@ async fn a_guest_that_reports_failure() {
     }
     assert!(events.text().contains("provisioningfailed"));
     assert_nothing_left(&sim, "hv01", "bad-sum", "guest failure");
+    sim.shutdown().await;
+}
+
+/// Provisions `name` on hv01 and returns it, checked clean.
+async fn provisioned(sim: &SimFleet, host: &Arc<dyn HyperVHost>, job: &str, name: &str) -> Provisioned {
+    let (result, _) = run(
+        Arc::clone(host),
+        job,
+        &linux_job("hv01", name),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    let done = result.unwrap();
+    assert_clean_after_success(sim, "hv01", &done);
+    done
+}
+
+/// Puts an ISO copy back into the VM's folder and a DVD drive holding it, as an older version
+/// of this project (or an admin) would have left it.
+fn reinsert_iso(sim: &SimFleet, done: &Provisioned) -> String {
+    let iso = format!("{}\\aetherv-provisioning-linux.iso", done.vm_folder);
+    let id = done.vm_id.to_string();
+    let path = iso.clone();
+    sim.with_state(move |s| {
+        s.add_loose_file(
+            "hv01",
+            aetherv_sim::LooseFile {
+                path: path.clone(),
+                size_bytes: 10,
+                image: None,
+            },
+        );
+        let vm = s.fleet_mut().vm_mut("hv01", &id).unwrap();
+        vm.dvd_drives.push(aetherv_sim::DvdDrive {
+            path: Some(path),
+            controller_type: aetherv_sim::ControllerType::Scsi,
+            controller_number: 0,
+            controller_location: 1,
+        });
+    });
+    iso
+}
+
+async fn force_delete(host: &Arc<dyn HyperVHost>, vm: aetherv_hyperv::ops::VmId, disks: bool) -> aetherv_provision::delete::Deleted {
+    bounded(delete(
+        Arc::clone(host),
+        DeleteRequest {
+            force: true,
+            delete_disks: disks,
+            ..DeleteRequest::new(vm)
+        },
+        CancellationToken::new(),
+        &discard,
+    ))
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_removes_the_folder_and_iso_copy_of_a_marked_vm_only() {
+    let sim = fleet(1, 0).await;
+    let host = ops(&sim, "hv01");
+
+    // Marked and laid out by provisioning: folder and ISO copy go.
+    let marked = provisioned(&sim, &host, "job-del-1", "del-marked").await;
+    let iso = reinsert_iso(&sim, &marked);
+    let deleted = force_delete(&host, marked.vm_id, true).await;
+    assert!(deleted.removed_paths.contains(&marked.vm_folder), "{deleted:?}");
+    assert!(deleted.kept_paths.is_empty(), "{deleted:?}");
+    assert!(sim.with_state(|s| s.loose_file("hv01", &iso).is_none()));
+    assert_nothing_left(&sim, "hv01", "del-marked", "marked VM deleted");
+
+    // Disks kept: the ISO copy goes, the folder (holding the disk) stays.
+    let keep = provisioned(&sim, &host, "job-del-2", "del-keep-disks").await;
+    let iso = reinsert_iso(&sim, &keep);
+    let deleted = force_delete(&host, keep.vm_id, false).await;
+    assert!(deleted.removed_paths.contains(&iso), "{deleted:?}");
+    assert!(deleted.kept_paths.contains(&keep.vm_folder), "{deleted:?}");
+    assert!(sim.with_state(|s| s.loose_file("hv01", &iso).is_none()));
+    assert!(sim.with_state(|s| s.loose_path_exists("hv01", &keep.vm_folder)));
+
+    // Unmarked (notes changed by an admin): everything in the folder is kept.
+    let unmarked = provisioned(&sim, &host, "job-del-3", "del-unmarked").await;
+    let iso = reinsert_iso(&sim, &unmarked);
+    let id = unmarked.vm_id.to_string();
+    sim.with_state(|s| s.fleet_mut().vm_mut("hv01", &id).unwrap().notes = "hand-made".to_owned());
+    let deleted = force_delete(&host, unmarked.vm_id, true).await;
+    assert!(deleted.kept_paths.contains(&unmarked.vm_folder), "{deleted:?}");
+    assert!(deleted.kept_paths.contains(&iso), "{deleted:?}");
+    assert!(sim.with_state(|s| s.loose_file("hv01", &iso).is_some()));
+
+    // Marked, but its folder is not `<root>\<vm name>` (renamed VM): kept.
+    let renamed = provisioned(&sim, &host, "job-del-4", "del-renamed").await;
+    let iso = reinsert_iso(&sim, &renamed);
+    let id = renamed.vm_id.to_string();
+    sim.with_state(|s| s.fleet_mut().vm_mut("hv01", &id).unwrap().name = "renamed-by-admin".to_owned());
+    let deleted = force_delete(&host, renamed.vm_id, true).await;
+    assert!(deleted.kept_paths.contains(&renamed.vm_folder), "{deleted:?}");
+    assert!(sim.with_state(|s| s.loose_file("hv01", &iso).is_some()));
+    sim.shutdown().await;
+}
+
+/// The simulator enforces Hyper-V's order: a file in a DVD drive cannot be deleted, so a
+/// product that deletes the ISO copy before ejecting it fails to clean up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_iso_before_ejecting_it_is_refused() {
+    let sim = fleet(1, 0).await;
+    let host = ops(&sim, "hv01");
+    let done = provisioned(&sim, &host, "job-order", "order-vm").await;
+    let iso = reinsert_iso(&sim, &done);
+    let err = bounded(host.call(HostCall::RemovePath(iso.clone())))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("DVD drive"), "{err}");
+    assert!(sim.with_state(|s| s.loose_file("hv01", &iso).is_some()));
+    let reply = bounded(host.call(HostCall::RemoveDvdDrive {
+        vm: done.vm_id,
+        path: iso.clone(),
+    }))
+    .await
+    .unwrap();
+    assert!(matches!(reply, HostReply::DvdDriveRemoved(ref r) if r.removed == 1), "{reply:?}");
+    let reply = bounded(host.call(HostCall::RemovePath(iso.clone())))
+        .await
+        .unwrap();
+    assert!(matches!(reply, HostReply::RemovedPath(ref r) if r.removed), "{reply:?}");
     sim.shutdown().await;
 }

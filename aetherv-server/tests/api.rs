@@ -1015,6 +1015,55 @@ async fn create_queues_a_job_with_redacted_parameters() {
 }
 
 #[tokio::test]
+async fn a_failed_provision_shows_its_failed_step_and_no_full_bar() {
+    let fx = fixture().await;
+    // The copy fails on the mock host: pre-checks succeeded, the copy failed, compensation ran.
+    let job = accepted(
+        &fx.post_json("/api/v1/vms/create", &create_body("steps-01"))
+            .await,
+    );
+    let done = fx.wait_job(&job).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let steps: Vec<(String, String)> = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("Provisioning.PreChecks", "succeeded"),
+        ("Provisioning.CopyImage", "failed"),
+        ("Provisioning.Compensate", "succeeded"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(steps, expected, "{done}");
+    assert!(done["percent"].as_u64().unwrap() < 100, "{done}");
+
+    // A Windows image with no Windows provisioning ISO on the host fails in the pre-checks.
+    let mut body = create_body("steps-02");
+    body["image_name"] = json!("Windows Server 2022 Datacenter");
+    let job = accepted(&fx.post_json("/api/v1/vms/create", &body).await);
+    let done = fx.wait_job(&job).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["steps"][0]["name"], "Provisioning.PreChecks", "{done}");
+    assert_eq!(done["steps"][0]["status"], "failed", "{done}");
+    assert_eq!(done["steps"].as_array().unwrap().len(), 2, "{done}");
+    assert!(done["percent"].as_u64().unwrap() < 100, "{done}");
+    assert!(
+        !fx.hv01.calls().contains(&"copy_image steps-02".to_owned()),
+        "{:?}",
+        fx.hv01.calls()
+    );
+}
+
+#[tokio::test]
 async fn create_refuses_bodies_it_cannot_read() {
     let fx = fixture().await;
     fx.post(

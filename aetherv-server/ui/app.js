@@ -1476,8 +1476,14 @@
   // ---------------------------------------------------------------------------------------------
   // Jobs
 
+  /** The label of a power action, derived from its API name (the one in the request and the job). */
+  function actionLabel(name) {
+    const found = ACTIONS.find(([action]) => action === name);
+    return found ? found[1] : String(name);
+  }
+
   function jobLabel(job) {
-    return job.type === "power" && job.action ? "power: " + job.action : job.type;
+    return job.type === "power" && job.action ? "power: " + actionLabel(job.action) : job.type;
   }
 
   function jobsView() {

@@ -920,6 +920,53 @@ impl Fleet {
         Ok(h.vms.remove(index))
     }
 
+    /// Ejects the media of DVD drive `index` of a VM (Set-VMDvdDrive -Path $null); allowed in
+    /// every state, as in Hyper-V.
+    pub fn eject_dvd(&mut self, host: &str, vm: &str, index: usize) -> Result<()> {
+        let v = self.vm_mut(host, vm)?;
+        let name = v.name.clone();
+        let drive = v.dvd_drives.get_mut(index).ok_or_else(|| Error::Invalid {
+            what: "dvd drive",
+            detail: format!("VM {name} has no DVD drive {index}"),
+        })?;
+        drive.path = None;
+        Ok(())
+    }
+
+    /// Removes DVD drive `index` of a VM (Remove-VMDvdDrive). Hyper-V's rule: a drive on an
+    /// IDE controller (generation 1) cannot be removed while the VM is not Off; a SCSI drive
+    /// (generation 2) can be hot-removed.
+    pub fn remove_dvd_drive(&mut self, host: &str, vm: &str, index: usize) -> Result<DvdDrive> {
+        let v = self.vm_mut(host, vm)?;
+        let name = v.name.clone();
+        let drive = v.dvd_drives.get(index).ok_or_else(|| Error::Invalid {
+            what: "dvd drive",
+            detail: format!("VM {name} has no DVD drive {index}"),
+        })?;
+        if drive.controller_type == ControllerType::Ide && v.state != VmState::Off {
+            return Err(Error::InvalidVmState {
+                host: host.to_owned(),
+                vm: name,
+                state: v.state.name(),
+                operation: "have an IDE DVD drive removed",
+            });
+        }
+        Ok(v.dvd_drives.remove(index))
+    }
+
+    /// The VM of `host` (name, id) whose DVD drive holds a file at or below `path`: Windows
+    /// refuses to delete such a file (Remove-Item fails), as the VM's worker process holds it.
+    pub fn dvd_holding(&self, host: &str, path: &str) -> Option<(String, Uuid, String)> {
+        let h = self.host(host)?;
+        h.vms.iter().find_map(|v| {
+            v.dvd_drives
+                .iter()
+                .filter_map(|d| d.path.as_deref())
+                .find(|p| p.eq_ignore_ascii_case(path) || path_is_under(p, path))
+                .map(|p| (v.name.clone(), v.id, p.to_owned()))
+        })
+    }
+
     /// Names of every VM in the fleet, as `(host, vm)` pairs.
     pub fn vm_names(&self) -> BTreeSet<(String, String)> {
         self.hosts

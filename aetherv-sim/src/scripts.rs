@@ -142,6 +142,7 @@ impl ScriptRegistry {
         registry.register(s::TEST_VM_MIGRATION, ops::test_vm_migration);
         registry.register(s::MOVE_MANAGED_VM, ops::move_managed_vm);
         registry.register(s::REMOVE_VM_PATH, ops::remove_vm_path);
+        registry.register(s::REMOVE_VM_DVD_DRIVE, ops::remove_vm_dvd_drive);
         registry
     }
 

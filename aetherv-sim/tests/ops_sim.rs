@@ -479,3 +479,106 @@ fn the_simulator_emulates_every_script() {
         assert!(registry.get(name).is_some(), "no emulation of {name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dvd_drives_follow_hyper_v_rules_and_host_kvp_goes_by_prefix() {
+    let sim = fleet(1, 0, 0).await;
+    let host = ops(&sim, "hv01");
+    let h = sim.host("hv01").unwrap();
+    let root = h.host().unwrap().vm_path;
+    let gen2 = create_vm(&sim, "hv01", "dvd-gen2");
+    let gen1 = create_vm(&sim, "hv01", "dvd-gen1");
+    let iso2 = format!("{root}\\dvd-gen2\\provisioning.iso");
+    let iso1 = format!("{root}\\dvd-gen1\\provisioning.iso");
+    let (id2, id1, p2, p1) = (gen2.to_string(), gen1.to_string(), iso2.clone(), iso1.clone());
+    sim.with_state(move |s| {
+        for (id, path, gen1) in [(id2, p2, false), (id1, p1, true)] {
+            s.add_loose_file(
+                "hv01",
+                aetherv_sim::LooseFile {
+                    path: path.clone(),
+                    size_bytes: 10,
+                    image: None,
+                },
+            );
+            let vm = s.fleet_mut().vm_mut("hv01", &id).unwrap();
+            if gen1 {
+                vm.generation = 1;
+            }
+            vm.dvd_drives = vec![aetherv_sim::DvdDrive {
+                path: Some(path),
+                controller_type: if gen1 {
+                    aetherv_sim::ControllerType::Ide
+                } else {
+                    aetherv_sim::ControllerType::Scsi
+                },
+                controller_number: if gen1 { 1 } else { 0 },
+                controller_location: if gen1 { 0 } else { 1 },
+            }];
+        }
+    });
+    for id in [gen2, gen1] {
+        bounded(host.power(id, PowerAction::Start)).await.unwrap();
+    }
+
+    // A file in a DVD drive cannot be deleted.
+    let err = bounded(host.remove_path(iso2.clone())).await.unwrap_err();
+    assert!(err.to_string().contains("DVD drive"), "{err}");
+
+    // Generation 2 (SCSI): ejected and removed while running.
+    let removed = bounded(host.remove_dvd_drive(gen2, iso2.clone()))
+        .await
+        .unwrap();
+    assert_eq!((removed.ejected, removed.removed), (1, 1), "{removed:?}");
+    assert!(h.vm(&gen2.to_string()).unwrap().dvd_drives.is_empty());
+    assert!(bounded(host.remove_path(iso2.clone())).await.unwrap().removed);
+
+    // Generation 1 (IDE) while running: only ejected; the model refuses the removal itself.
+    let removed = bounded(host.remove_dvd_drive(gen1, iso1.clone()))
+        .await
+        .unwrap();
+    assert_eq!((removed.ejected, removed.removed), (1, 0), "{removed:?}");
+    assert_eq!(removed.kept.len(), 1, "{removed:?}");
+    let vm = h.vm(&gen1.to_string()).unwrap();
+    assert_eq!(vm.dvd_drives.len(), 1);
+    assert_eq!(vm.dvd_drives[0].path, None);
+    let id1 = gen1.to_string();
+    let refused = sim.with_state(|s| s.fleet_mut().remove_dvd_drive("hv01", &id1, 0));
+    assert!(refused.is_err(), "an IDE drive of a running VM was removed");
+    assert!(bounded(host.remove_path(iso1.clone())).await.unwrap().removed);
+    // Off, the IDE drive goes.
+    bounded(host.power(gen1, PowerAction::TurnOff)).await.unwrap();
+    let id1 = gen1.to_string();
+    assert!(sim.with_state(|s| s.fleet_mut().remove_dvd_drive("hv01", &id1, 0)).is_ok());
+    // No drive holds it any more: nothing to do.
+    let removed = bounded(host.remove_dvd_drive(gen1, iso1.clone()))
+        .await
+        .unwrap();
+    assert_eq!(removed.ejected, 0);
+
+    // Host KVP items by prefix: every hlvmm.* item, nothing else.
+    bounded(host.kvp_write_host(
+        gen2,
+        vec![
+            ("hlvmm.meta.version".to_owned(), "1".to_owned()),
+            ("hlvmm.data.x".to_owned(), "y".to_owned()),
+            ("other.key".to_owned(), "z".to_owned()),
+        ],
+    ))
+    .await
+    .unwrap();
+    let reply = bounded(aetherv_hyperv::ops::HyperVHost::call(&host, aetherv_hyperv::ops::HostCall::KvpRemoveHostPrefix(
+        gen2,
+        "hlvmm.".to_owned(),
+    )))
+    .await
+    .unwrap();
+    let aetherv_hyperv::ops::HostReply::KvpRemoved(mut keys) = reply else {
+        panic!("{reply:?}")
+    };
+    keys.sort();
+    assert_eq!(keys, ["hlvmm.data.x", "hlvmm.meta.version"]);
+    let pool = h.vm(&gen2.to_string()).unwrap().kvp.host_to_guest;
+    assert_eq!(pool.keys().collect::<Vec<_>>(), ["other.key"]);
+    sim.shutdown().await;
+}

@@ -89,6 +89,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         JobEvent::Log { at, level, message } => {
             println!("{:>7.2}s {level:?}: {message}", at.as_secs_f64())
         }
+        JobEvent::StepEnded { at, step, end } => {
+            println!("{:>7.2}s {step} {end:?}", at.as_secs_f64())
+        }
+        _ => {}
     };
     let config = ProvisionConfig {
         poll_interval: Duration::from_millis(100),

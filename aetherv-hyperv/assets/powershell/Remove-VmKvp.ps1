@@ -1,6 +1,7 @@
 # Remove-VmKvp.ps1 - removes host-to-guest KVP items that exist (RemoveKvpItems).
 #
-# Request (stdin, JSON): {"id":"<guid>","keys":["name", ...]}
+# Request (stdin, JSON): {"id":"<guid>","keys":["name", ...]} or {"id":"<guid>","prefix":"hlvmm."}
+# (with 'prefix', every existing host item whose name starts with it, compared ordinally)
 # Result data: {id, removed:[names that existed]}
 # Windows PowerShell 5.1 compatible; request values are only used as parameter values.
 
@@ -21,6 +22,10 @@ Invoke-AethervScript -Body {
     if ($null -ne $settings) {
         $kvpSettings = @(Get-CimAssociatedInstance -InputObject $settings -ResultClassName 'Msvm_KvpExchangeComponentSettingData') | Select-Object -First 1
         if ($null -ne $kvpSettings) { $existing = ConvertFrom-AethervKvpXml -Items @($kvpSettings.HostExchangeItems) }
+    }
+    $prefix = [string](Get-AethervField -Request $Request -Name 'prefix' -Default '')
+    if ($prefix.Length -gt 0) {
+        $keys = @($existing.Keys | Where-Object { ([string]$_).StartsWith($prefix, [StringComparison]::Ordinal) })
     }
     $removed = @()
     foreach ($key in $keys) {

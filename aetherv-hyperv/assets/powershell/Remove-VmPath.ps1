@@ -1,4 +1,4 @@
-# Remove-VmPath.ps1 - compensation: removes a file or folder strictly below the host's VM folder root (VirtualMachinePath), never one a VM still uses.
+# Remove-VmPath.ps1 - compensation: removes a file or folder strictly below the host's VM folder root (VirtualMachinePath), never one a VM still uses (a disk, or an ISO in a DVD drive).
 #
 # Request (stdin, JSON): {"path":"<file or folder>"}
 # Result data: {path, removed}
@@ -22,6 +22,14 @@ Invoke-AethervScript -Body {
             $diskPath = [string]$disk.Path
             if ($diskPath.Length -gt 0 -and ($diskPath -eq $path -or (Test-AethervPathUnder -Path $diskPath -Root $path))) {
                 Stop-Aetherv -Code 'PathInUse' -Message ($path + ' holds disk ' + $diskPath + ' of VM ' + $disk.VMName) -Details @{ path = $path; vm = $disk.VMId.ToString() }
+            }
+        }
+    }
+    if ($vms.Count -gt 0) {
+        foreach ($dvd in @(Hyper-V\Get-VMDvdDrive -VM $vms)) {
+            $dvdPath = [string]$dvd.Path
+            if ($dvdPath.Length -gt 0 -and ($dvdPath -eq $path -or (Test-AethervPathUnder -Path $dvdPath -Root $path))) {
+                Stop-Aetherv -Code 'PathInUse' -Message ($path + ' holds ISO ' + $dvdPath + ' inserted in a DVD drive of VM ' + $dvd.VMName + '; eject it first') -Details @{ path = $path; vm = $dvd.VMId.ToString() }
             }
         }
     }

@@ -78,6 +78,17 @@ pub enum HostCall {
     MoveVm(VmId, MigrationTarget),
     /// Compensation: removes a file or folder, only below the host's VM folder root.
     RemovePath(String),
+    /// Removes every host-to-guest KVP item whose key starts with the prefix (e.g. `hlvmm.`);
+    /// the reply lists the keys that existed.
+    KvpRemoveHostPrefix(VmId, String),
+    /// Ejects the ISO at `path` from the VM's DVD drives and removes those drives (a
+    /// generation 1 IDE drive of a running VM is only ejected: Hyper-V cannot remove it then).
+    RemoveDvdDrive {
+        /// The VM.
+        vm: VmId,
+        /// The ISO the drives hold.
+        path: String,
+    },
 }
 
 /// The answer to a [`HostCall`], one variant per operation.
@@ -114,6 +125,8 @@ pub enum HostReply {
     Migrated(Migrated),
     /// [`HostCall::RemovePath`].
     RemovedPath(RemovedPath),
+    /// [`HostCall::RemoveDvdDrive`].
+    DvdDriveRemoved(DvdDriveRemoved),
 }
 
 /// Which operation a [`HostCall`] is, without its arguments: the label of metrics, timeouts
@@ -156,6 +169,10 @@ pub enum OperationKind {
     MoveVm,
     /// [`HostCall::RemovePath`].
     RemovePath,
+    /// [`HostCall::KvpRemoveHostPrefix`].
+    KvpRemoveHostPrefix,
+    /// [`HostCall::RemoveDvdDrive`].
+    RemoveDvdDrive,
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -190,6 +207,8 @@ impl OperationKind {
             Self::CompareVm => scripts::TEST_VM_MIGRATION,
             Self::MoveVm => scripts::MOVE_MANAGED_VM,
             Self::RemovePath => scripts::REMOVE_VM_PATH,
+            Self::KvpRemoveHostPrefix => scripts::REMOVE_VM_KVP,
+            Self::RemoveDvdDrive => scripts::REMOVE_VM_DVD_DRIVE,
         }
     }
 
@@ -212,6 +231,8 @@ impl OperationKind {
             Self::CompareVm => "compare VM",
             Self::MoveVm => "move VM",
             Self::RemovePath => "remove path",
+            Self::KvpRemoveHostPrefix => "remove host KVP by prefix",
+            Self::RemoveDvdDrive => "remove DVD drive",
         }
     }
 
@@ -228,7 +249,8 @@ impl OperationKind {
     pub fn default_timeout(self) -> Duration {
         match self {
             Self::Facts | Self::Vm | Self::KvpReadGuest | Self::KvpWriteHost => 60 * SECOND,
-            Self::KvpRemoveHost | Self::CompareVm => 2 * MINUTE,
+            Self::KvpRemoveHost | Self::KvpRemoveHostPrefix | Self::CompareVm => 2 * MINUTE,
+            Self::RemoveDvdDrive => 5 * MINUTE,
             Self::Inventory => 3 * MINUTE,
             Self::AddClusterRole | Self::RemoveClusterRole | Self::RemovePath => 5 * MINUTE,
             Self::RegisterVm | Self::DeleteVm | Self::Power => 10 * MINUTE,
@@ -281,6 +303,8 @@ impl HostCall {
             Self::CompareVm(..) => OperationKind::CompareVm,
             Self::MoveVm(..) => OperationKind::MoveVm,
             Self::RemovePath(_) => OperationKind::RemovePath,
+            Self::KvpRemoveHostPrefix(..) => OperationKind::KvpRemoveHostPrefix,
+            Self::RemoveDvdDrive { .. } => OperationKind::RemoveDvdDrive,
         }
     }
 
@@ -296,7 +320,9 @@ impl HostCall {
             | Self::AddClusterRole(id)
             | Self::RemoveClusterRole(id)
             | Self::CompareVm(id, _)
-            | Self::MoveVm(id, _) => Some(*id),
+            | Self::MoveVm(id, _)
+            | Self::KvpRemoveHostPrefix(id, _)
+            | Self::RemoveDvdDrive { vm: id, .. } => Some(*id),
             Self::Facts
             | Self::Inventory
             | Self::CopyImage(_)
@@ -363,6 +389,14 @@ impl HostCall {
             Self::CompareVm(_, target) | Self::MoveVm(_, target) => {
                 check_target(target).map_err(refuse)?;
             }
+            Self::KvpRemoveHostPrefix(_, prefix) => {
+                if prefix.is_empty() || prefix.len() > KVP_MAX_KEY_BYTES || prefix.contains('\0') {
+                    return Err(refuse(format!(
+                        "KVP key prefix {prefix:?} must be 1..={KVP_MAX_KEY_BYTES} bytes without NUL characters"
+                    )));
+                }
+            }
+            Self::RemoveDvdDrive { path, .. } => check_windows_path(path).map_err(refuse)?,
             Self::RemovePath(path) => {
                 check_windows_path(path).map_err(refuse)?;
                 if path.trim_end_matches('\\').matches('\\').count() < 2 {
@@ -436,6 +470,8 @@ impl HostCall {
                 "destination_path": target.destination_path,
             }),
             Self::RemovePath(path) => json!({ "path": path }),
+            Self::KvpRemoveHostPrefix(id, prefix) => json!({ "id": id, "prefix": prefix }),
+            Self::RemoveDvdDrive { vm, path } => json!({ "id": vm, "path": path }),
         })
     }
 
@@ -506,7 +542,7 @@ impl HostCall {
                 let _: KvpWritten = parse_data(host, kind, data)?;
                 HostReply::Written
             }
-            Self::KvpRemoveHost(..) => {
+            Self::KvpRemoveHost(..) | Self::KvpRemoveHostPrefix(..) => {
                 let removed: KvpRemoved = parse_data(host, kind, data)?;
                 HostReply::KvpRemoved(removed.removed)
             }
@@ -519,6 +555,16 @@ impl HostCall {
             Self::CompareVm(..) => HostReply::MigrationCheck(parse_data(host, kind, data)?),
             Self::MoveVm(..) => HostReply::Migrated(parse_data(host, kind, data)?),
             Self::RemovePath(_) => HostReply::RemovedPath(parse_data(host, kind, data)?),
+            Self::RemoveDvdDrive { vm, .. } => {
+                let removed: DvdDriveRemoved = parse_data(host, kind, data)?;
+                if removed.id != *vm {
+                    return Err(wrong(format!(
+                        "asked for VM {vm}, the script answered for {}",
+                        removed.id
+                    )));
+                }
+                HostReply::DvdDriveRemoved(removed)
+            }
         })
     }
 }
@@ -555,6 +601,10 @@ impl fmt::Debug for HostCall {
             Self::CompareVm(id, target) => write!(f, "CompareVm({id}, {target:?})"),
             Self::MoveVm(id, target) => write!(f, "MoveVm({id}, {target:?})"),
             Self::RemovePath(path) => write!(f, "RemovePath({path:?})"),
+            Self::KvpRemoveHostPrefix(id, prefix) => {
+                write!(f, "KvpRemoveHostPrefix({id}, {prefix:?})")
+            }
+            Self::RemoveDvdDrive { vm, path } => write!(f, "RemoveDvdDrive({vm}, {path:?})"),
         }
     }
 }

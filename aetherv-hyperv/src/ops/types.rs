@@ -737,3 +737,20 @@ pub struct RemovedPath {
     /// Whether something existed and was removed (false: nothing was there).
     pub removed: bool,
 }
+
+/// What `remove_dvd_drive` did with the DVD drives of a VM that held an ISO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DvdDriveRemoved {
+    /// VM id.
+    pub id: VmId,
+    /// The ISO path the drives held.
+    pub path: String,
+    /// Drives that held the ISO and were ejected (0: no drive held it).
+    pub ejected: u32,
+    /// Drives that were removed after ejecting.
+    pub removed: u32,
+    /// Drives left in place, empty, with the reason (a generation 1 IDE drive cannot be
+    /// removed while the VM runs).
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub kept: Vec<String>,
+}

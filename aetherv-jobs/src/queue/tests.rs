@@ -1036,3 +1036,178 @@ async fn a_job_on_a_vm_being_provisioned_is_busy_by_name() {
     release.send(()).unwrap();
     assert_eq!(wait_end(&q, &running.id).await.status, JobStatus::Succeeded);
 }
+
+fn provision_job(image: &str) -> NewJob {
+    let body = serde_json::json!({
+        "vm_name": "web-01", "hyperv_host": "hv01", "image_name": image,
+        "gb_ram": 4, "cpu_cores": 2, "guest_la_uid": "admin", "guest_la_pw": "pw-Secret-1"
+    });
+    let validated = JobRequest::from_flat_json(&body.to_string()).unwrap();
+    NewJob {
+        parameters: validated.redacted(),
+        work: JobWork::Provision(Box::new(validated)),
+        host: "hv01".to_owned(),
+        vm_id: None,
+        vm_name: Some("web-01".to_owned()),
+    }
+}
+
+fn step_statuses(view: &JobView) -> Vec<(String, StepStatus)> {
+    view.steps
+        .iter()
+        .map(|s| (s.name.clone(), s.status))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_provision_failed_in_pre_checks_says_so_and_is_not_at_100() {
+    let mut host = mock("hv01");
+    on!(host, HostCall::Facts).returning(|_| Ok(HostReply::Facts(Box::new(facts("hv01")))));
+    let q = queue(config(4, 2, 100), vec![("hv01", host)]);
+    let job = q.submit(provision_job("No Such Image")).unwrap();
+    let done = wait_end(&q, &job.id).await;
+    assert_eq!(done.status, JobStatus::Failed, "{done:?}");
+    // The failed step says failed; the compensation after it (nothing to remove) succeeded;
+    // steps never reached are not listed.
+    assert_eq!(
+        step_statuses(&done),
+        [
+            ("Provisioning.PreChecks".to_owned(), StepStatus::Failed),
+            ("Provisioning.Compensate".to_owned(), StepStatus::Succeeded),
+        ],
+        "{done:?}"
+    );
+    assert!(done.percent < 100, "{done:?}");
+    assert!(done.steps.iter().all(|s| s.finished_at.is_some()));
+}
+
+#[tokio::test]
+async fn a_provision_failed_in_a_later_step_keeps_the_earlier_ones_succeeded() {
+    let mut host = mock("hv01");
+    on!(host, HostCall::Facts).returning(|_| Ok(HostReply::Facts(Box::new(facts("hv01")))));
+    on!(host, HostCall::Inventory)
+        .returning(|_| Ok(HostReply::Inventory(inventory("hv01", Vec::new()))));
+    on!(host, HostCall::CopyImage(_)).returning(|_| {
+        Err(aetherv_hyperv::Error::ScriptFailed {
+            host: "hv01".to_owned(),
+            operation: "copy_image",
+            code: "DiskFull".to_owned(),
+            message: "no room".to_owned(),
+        })
+    });
+    let q = queue(config(4, 2, 100), vec![("hv01", host)]);
+    let job = q.submit(provision_job("Ubuntu 24.04")).unwrap();
+    let done = wait_end(&q, &job.id).await;
+    assert_eq!(done.status, JobStatus::Failed, "{done:?}");
+    assert_eq!(
+        step_statuses(&done),
+        [
+            ("Provisioning.PreChecks".to_owned(), StepStatus::Succeeded),
+            ("Provisioning.CopyImage".to_owned(), StepStatus::Failed),
+            ("Provisioning.Compensate".to_owned(), StepStatus::Succeeded),
+        ],
+        "{done:?}"
+    );
+    assert!(done.percent < 100, "{done:?}");
+}
+
+#[tokio::test]
+async fn a_cancelled_provision_says_which_step_was_cancelled_and_is_not_at_100() {
+    use aetherv_hyperv::ops::{CopiedImage, CopiedIso, DeletedVm, GuestKvp};
+    let vm = vm_id(7);
+    let mut host = mock("hv01");
+    on!(host, HostCall::Facts).returning(|_| Ok(HostReply::Facts(Box::new(facts("hv01")))));
+    on!(host, HostCall::Inventory)
+        .returning(|_| Ok(HostReply::Inventory(inventory("hv01", Vec::new()))));
+    on!(host, HostCall::CopyImage(_)).returning(|_| {
+        Ok(HostReply::CopiedImage(CopiedImage {
+            vm_folder: "C:\\VMs\\web-01".to_owned(),
+            vhdx_path: "C:\\VMs\\web-01\\web-01.vhdx".to_owned(),
+            size_bytes: 1000,
+        }))
+    });
+    on!(host, HostCall::CopyIso(_)).returning(|_| {
+        Ok(HostReply::CopiedIso(CopiedIso {
+            iso_path: "C:\\VMs\\web-01\\linux.iso".to_owned(),
+            size_bytes: 10,
+        }))
+    });
+    on!(host, HostCall::RegisterVm(_)).returning(move |_| {
+        let mut registered: Vm = serde_json::from_value(serde_json::json!({
+            "id": vm, "name": "web-01", "state": 2, "processor_count": 2,
+            "memory_startup_bytes": 4u64 << 30
+        }))
+        .unwrap();
+        registered.notes = "aetherv-job:x".to_owned();
+        Ok(HostReply::Registered(Box::new(registered)))
+    });
+    on!(host, HostCall::KvpWriteHost(..)).returning(|_| Ok(HostReply::Written));
+    on!(host, HostCall::KvpReadGuest(_)).returning(|_| Ok(HostReply::GuestKvp(GuestKvp::default())));
+    on!(host, HostCall::Power(..)).returning(|call| match call {
+        HostCall::Power(id, action) => Ok(HostReply::Power(outcome(id, action))),
+        other => panic!("{other:?}"),
+    });
+    on!(host, HostCall::DeleteVm { .. }).returning(move |_| {
+        Ok(HostReply::Deleted(DeletedVm {
+            id: vm,
+            name: "web-01".to_owned(),
+            removed_paths: vec![],
+            kept_paths: vec![],
+        }))
+    });
+    on!(host, HostCall::RemovePath(_)).returning(removed_nothing);
+    let mut config = config(4, 2, 100);
+    config.provision.poll_interval = Duration::from_secs(3600);
+    let q = queue(config, vec![("hv01", host)]);
+    let job = q.submit(provision_job("Ubuntu 24.04")).unwrap();
+    wait_until(&q, &job.id, "waiting for the key", |v| {
+        v.step.as_deref() == Some("Provisioning.WaitForProvisioningKey")
+            && v.message.as_deref().is_some_and(|m| m.contains("guest agent"))
+    })
+    .await;
+    // Whether the handshake write, the poll or the wait is under way, the step is the same.
+    q.cancel(&job.id).unwrap();
+    let done = wait_end(&q, &job.id).await;
+    assert_eq!(done.status, JobStatus::Cancelled, "{done:?}");
+    let steps = step_statuses(&done);
+    assert_eq!(
+        steps.last(),
+        Some(&("Provisioning.Compensate".to_owned(), StepStatus::Succeeded)),
+        "{done:?}"
+    );
+    assert_eq!(
+        steps[steps.len() - 2],
+        (
+            "Provisioning.WaitForProvisioningKey".to_owned(),
+            StepStatus::Cancelled
+        ),
+        "{done:?}"
+    );
+    assert!(
+        steps[..steps.len() - 2]
+            .iter()
+            .all(|(_, s)| *s == StepStatus::Succeeded),
+        "{done:?}"
+    );
+    assert!(done.percent < 100, "{done:?}");
+}
+
+#[tokio::test]
+async fn a_stop_job_uses_the_api_name_of_its_action_everywhere() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let q = queue(
+        config(4, 2, 100),
+        vec![("hv01", power_host("hv01", None, Arc::clone(&calls), || {}))],
+    );
+    let mut job = power_job("hv01", vm_id(3), PowerAction::TurnOff);
+    job.parameters = serde_json::json!({ "vm_id": vm_id(3), "action": JobAction::Stop });
+    let submitted = q.submit(job).unwrap();
+    assert_eq!(submitted.action, Some(JobAction::Stop));
+    let done = wait_end(&q, &submitted.id).await;
+    let record = serde_json::to_value(&done).unwrap();
+    assert_eq!(record["action"], "stop", "{record}");
+    assert_eq!(record["parameters"]["action"], "stop", "{record}");
+    let (lines, _) = q.lines(&submitted.id).unwrap();
+    assert!(lines[0].message.starts_with("stop: "), "{lines:?}");
+    assert!(!serde_json::to_string(&lines).unwrap().contains("turn_off"));
+}

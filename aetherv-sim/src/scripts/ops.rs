@@ -357,11 +357,12 @@ pub fn set_vm_kvp(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult 
     })
 }
 
-/// `Remove-VmKvp`: `{"id","keys":[...]}`; returns the keys that existed.
+/// `Remove-VmKvp`: `{"id","keys":[...]}` or `{"id","prefix"}` (every existing host item
+/// whose name starts with it); returns the keys that existed.
 pub fn remove_vm_kvp(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
     run(|| {
         let (host, vm) = vm_by_id(ctx, request)?;
-        let keys: Vec<String> = match request.get("keys") {
+        let mut keys: Vec<String> = match request.get("keys") {
             Some(Value::Array(keys)) => keys
                 .iter()
                 .filter_map(|k| k.as_str().map(str::to_owned))
@@ -369,6 +370,15 @@ pub fn remove_vm_kvp(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResu
             Some(Value::String(k)) => vec![k.clone()],
             _ => Vec::new(),
         };
+        if let Some(prefix) = opt_str(request, "prefix").filter(|p| !p.is_empty()) {
+            keys = vm
+                .kvp
+                .host_to_guest
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect();
+        }
         let id = vm.id.to_string();
         let mut removed = Vec::new();
         for key in keys {
@@ -884,6 +894,13 @@ pub fn remove_vm_path(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRes
                 json!({ "path": path, "root": host.vm_path }),
             ));
         }
+        if let Some((vm, id, iso)) = ctx.state().fleet().dvd_holding(&host.name, &path) {
+            return Err(fail(
+                "PathInUse",
+                format!("{path} holds ISO {iso} inserted in a DVD drive of VM {vm}; eject it first"),
+                json!({ "path": path, "vm": id.to_string() }),
+            ));
+        }
         if let Some((vm, disk)) = host.vms.iter().find_map(|v| {
             v.disks
                 .iter()
@@ -898,5 +915,54 @@ pub fn remove_vm_path(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRes
         }
         let removed = ctx.state_mut().remove_loose_files(&host.name, &path) > 0;
         Ok(json!({ "path": path, "removed": removed }))
+    })
+}
+
+/// `Remove-VmDvdDrive`: `{"id","path"}`; ejects the ISO from every DVD drive of the VM that
+/// holds it, then removes the drive, except an IDE drive (generation 1) of a VM that is not
+/// Off, which Hyper-V cannot remove: it stays, empty, and is reported in `kept`.
+pub fn remove_vm_dvd_drive(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
+    run(|| {
+        let (host, vm) = vm_by_id(ctx, request)?;
+        let path = str_field(request, "path")?.to_owned();
+        let id = vm.id.to_string();
+        let mut ejected = 0u32;
+        let mut removed = 0u32;
+        let mut kept = Vec::new();
+        // Walk from the end so removals do not shift the drives still to visit.
+        for index in (0..vm.dvd_drives.len()).rev() {
+            let drive = &vm.dvd_drives[index];
+            if !drive
+                .path
+                .as_deref()
+                .is_some_and(|p| p.eq_ignore_ascii_case(&path))
+            {
+                continue;
+            }
+            let fleet = ctx.state_mut().fleet_mut();
+            fleet
+                .eject_dvd(&host, &id, index)
+                .map_err(|e| from_error(&e))?;
+            ejected += 1;
+            let ide = drive.controller_type == crate::model::ControllerType::Ide;
+            if ide && vm.state != crate::model::VmState::Off {
+                kept.push(format!(
+                    "IDE drive {}:{} of a generation 1 VM cannot be removed while the VM runs; it was ejected and left empty",
+                    drive.controller_number, drive.controller_location
+                ));
+                continue;
+            }
+            fleet
+                .remove_dvd_drive(&host, &id, index)
+                .map_err(|e| from_error(&e))?;
+            removed += 1;
+        }
+        Ok(json!({
+            "id": id,
+            "path": path,
+            "ejected": ejected,
+            "removed": removed,
+            "kept": kept,
+        }))
     })
 }
