@@ -124,10 +124,7 @@ fn under(path: &str, folder: &str) -> bool {
 }
 
 fn owned(vm: &Vm) -> Owned {
-    let marked = vm
-        .notes
-        .trim()
-        .starts_with(crate::provision::MARKER_PREFIX);
+    let marked = vm.notes.trim().starts_with(crate::provision::MARKER_PREFIX);
     let isos: Vec<String> = vm
         .dvd_drives
         .iter()
@@ -147,7 +144,10 @@ fn owned(vm: &Vm) -> Owned {
     let leaf = folder.rsplit('\\').next().unwrap_or_default();
     let layout = leaf.eq_ignore_ascii_case(&vm.name)
         && folder.matches('\\').count() >= 2
-        && vm.disks.iter().all(|d| d.path.is_empty() || under(&d.path, &folder));
+        && vm
+            .disks
+            .iter()
+            .all(|d| d.path.is_empty() || under(&d.path, &folder));
     let why = match (marked, layout) {
         (true, true) => None,
         (false, _) => Some("the VM carries no aetherv marker in its notes; not created by aetherv"),

@@ -782,7 +782,10 @@ impl ProvisionMachine {
 
     /// One reply (or failure) of the cleanup after the guest; failures are recorded, never
     /// fatal, and the next removal follows.
-    fn on_after_guest(&mut self, result: std::result::Result<HostReply, CallError>) -> Result<Action> {
+    fn on_after_guest(
+        &mut self,
+        result: std::result::Result<HostReply, CallError>,
+    ) -> Result<Action> {
         let id = self.vm_id()?;
         match (self.phase, result) {
             (Phase::RemoveKeys, result) => {
@@ -831,7 +834,8 @@ impl ProvisionMachine {
                 match result {
                     Ok(HostReply::DvdDriveRemoved(dvd)) => {
                         for reason in &dvd.kept {
-                            self.log.log(LogLevel::Warn, format!("DVD drive kept: {reason}"));
+                            self.log
+                                .log(LogLevel::Warn, format!("DVD drive kept: {reason}"));
                         }
                         // An ejected drive that Hyper-V cannot remove yet holds nothing: the
                         // ISO is free, which is what matters.
@@ -1089,7 +1093,10 @@ impl ProvisionMachine {
             }
             (_, Ok(_)) => self.record(artifact, CleanupOutcome::Removed),
             (
-                Undo::RemoveRole(_) | Undo::DeleteVm(..) | Undo::RemoveKeys(..) | Undo::RemoveDvd(..),
+                Undo::RemoveRole(_)
+                | Undo::DeleteVm(..)
+                | Undo::RemoveKeys(..)
+                | Undo::RemoveDvd(..),
                 Err(CallError::Host(E::UnknownVm { .. })),
             ) => {
                 self.record(artifact, CleanupOutcome::AlreadyGone);

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aetherv_hyperv::ops::{
-    ClusterRole, CopiedImage, CopiedIso, DeletedVm, DvdDriveRemoved, GuestKvp, HostFacts, Inventory, MockHyperVHost,
-    PowerAction, PowerOutcome, RemovedPath, Vm, VmId, VmState,
+    ClusterRole, CopiedImage, CopiedIso, DeletedVm, DvdDriveRemoved, GuestKvp, HostFacts,
+    Inventory, MockHyperVHost, PowerAction, PowerOutcome, RemovedPath, Vm, VmId, VmState,
 };
 use aetherv_provision::Error;
 use aetherv_provision::delete::{DeleteMachine, DeleteRequest, delete};
@@ -359,7 +359,10 @@ fn a_windows_job_step_by_step() {
     assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
     assert_eq!(percents.last(), Some(&100));
     let text = format!("{events:?}");
-    assert!(text.contains("removed host KVP item hlvmm.meta.version"), "{text}");
+    assert!(
+        text.contains("removed host KVP item hlvmm.meta.version"),
+        "{text}"
+    );
     assert!(text.contains("removed DVD drive of VM"), "{text}");
     assert!(text.contains("removed ISO copy C:"), "{text}");
     let done = m.finish().unwrap();

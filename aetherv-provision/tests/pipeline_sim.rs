@@ -212,7 +212,11 @@ fn assert_clean_after_success(sim: &SimFleet, host: &str, done: &Provisioned) {
         .filter(|k| k.starts_with("hlvmm."))
         .collect();
     assert!(left.is_empty(), "host KVP items left: {left:?}");
-    assert!(vm.dvd_drives.is_empty(), "DVD drives left: {:?}", vm.dvd_drives);
+    assert!(
+        vm.dvd_drives.is_empty(),
+        "DVD drives left: {:?}",
+        vm.dvd_drives
+    );
     let loose = sim.with_state(|s| s.loose_path_exists(host, &done.vm_folder));
     assert!(!loose, "the ISO copy is still in {}", done.vm_folder);
     assert!(done.cleanup.is_clean(), "{}", done.cleanup);
@@ -258,7 +262,10 @@ async fn a_windows_vm_with_static_ip_and_domain_join_reaches_applied() {
     assert!(!pool.contains(LA_PW) && !pool.contains(JOIN_PW));
     assert_clean_after_success(&sim, "hv01", &done);
     let text = events.text();
-    assert!(text.contains("removed host KVP item hlvmm.meta.shared_aes_key"), "{text}");
+    assert!(
+        text.contains("removed host KVP item hlvmm.meta.shared_aes_key"),
+        "{text}"
+    );
     assert!(text.contains("removed ISO copy"), "{text}");
     for step in [
         steps::PRE_CHECKS,
@@ -340,7 +347,10 @@ async fn a_linux_vm_with_an_ssh_key_reaches_applied_and_is_deleted() {
     // the simulator models files, not empty folders, so the emptied folder counts as gone.
     assert_eq!(
         deleted.removed_paths[0],
-        format!("{}\\Virtual Hard Disks\\db-primary-0001.vhdx", done.vm_folder),
+        format!(
+            "{}\\Virtual Hard Disks\\db-primary-0001.vhdx",
+            done.vm_folder
+        ),
         "{deleted:?}"
     );
     assert!(deleted.kept_paths.is_empty(), "{deleted:?}");
@@ -540,7 +550,12 @@ async fn a_guest_that_reports_failure() {
 }
 
 /// Provisions `name` on hv01 and returns it, checked clean.
-async fn provisioned(sim: &SimFleet, host: &Arc<dyn HyperVHost>, job: &str, name: &str) -> Provisioned {
+async fn provisioned(
+    sim: &SimFleet,
+    host: &Arc<dyn HyperVHost>,
+    job: &str,
+    name: &str,
+) -> Provisioned {
     let (result, _) = run(
         Arc::clone(host),
         job,
@@ -580,7 +595,11 @@ fn reinsert_iso(sim: &SimFleet, done: &Provisioned) -> String {
     iso
 }
 
-async fn force_delete(host: &Arc<dyn HyperVHost>, vm: aetherv_hyperv::ops::VmId, disks: bool) -> aetherv_provision::delete::Deleted {
+async fn force_delete(
+    host: &Arc<dyn HyperVHost>,
+    vm: aetherv_hyperv::ops::VmId,
+    disks: bool,
+) -> aetherv_provision::delete::Deleted {
     bounded(delete(
         Arc::clone(host),
         DeleteRequest {
@@ -604,7 +623,10 @@ async fn deletion_removes_the_folder_and_iso_copy_of_a_marked_vm_only() {
     let marked = provisioned(&sim, &host, "job-del-1", "del-marked").await;
     let iso = reinsert_iso(&sim, &marked);
     let deleted = force_delete(&host, marked.vm_id, true).await;
-    assert!(deleted.removed_paths.contains(&marked.vm_folder), "{deleted:?}");
+    assert!(
+        deleted.removed_paths.contains(&marked.vm_folder),
+        "{deleted:?}"
+    );
     assert!(deleted.kept_paths.is_empty(), "{deleted:?}");
     assert!(sim.with_state(|s| s.loose_file("hv01", &iso).is_none()));
     assert_nothing_left(&sim, "hv01", "del-marked", "marked VM deleted");
@@ -624,7 +646,10 @@ async fn deletion_removes_the_folder_and_iso_copy_of_a_marked_vm_only() {
     let id = unmarked.vm_id.to_string();
     sim.with_state(|s| s.fleet_mut().vm_mut("hv01", &id).unwrap().notes = "hand-made".to_owned());
     let deleted = force_delete(&host, unmarked.vm_id, true).await;
-    assert!(deleted.kept_paths.contains(&unmarked.vm_folder), "{deleted:?}");
+    assert!(
+        deleted.kept_paths.contains(&unmarked.vm_folder),
+        "{deleted:?}"
+    );
     assert!(deleted.kept_paths.contains(&iso), "{deleted:?}");
     assert!(sim.with_state(|s| s.loose_file("hv01", &iso).is_some()));
 
@@ -632,9 +657,14 @@ async fn deletion_removes_the_folder_and_iso_copy_of_a_marked_vm_only() {
     let renamed = provisioned(&sim, &host, "job-del-4", "del-renamed").await;
     let iso = reinsert_iso(&sim, &renamed);
     let id = renamed.vm_id.to_string();
-    sim.with_state(|s| s.fleet_mut().vm_mut("hv01", &id).unwrap().name = "renamed-by-admin".to_owned());
+    sim.with_state(|s| {
+        s.fleet_mut().vm_mut("hv01", &id).unwrap().name = "renamed-by-admin".to_owned()
+    });
     let deleted = force_delete(&host, renamed.vm_id, true).await;
-    assert!(deleted.kept_paths.contains(&renamed.vm_folder), "{deleted:?}");
+    assert!(
+        deleted.kept_paths.contains(&renamed.vm_folder),
+        "{deleted:?}"
+    );
     assert!(sim.with_state(|s| s.loose_file("hv01", &iso).is_some()));
     sim.shutdown().await;
 }
@@ -658,10 +688,16 @@ async fn deleting_the_iso_before_ejecting_it_is_refused() {
     }))
     .await
     .unwrap();
-    assert!(matches!(reply, HostReply::DvdDriveRemoved(ref r) if r.removed == 1), "{reply:?}");
+    assert!(
+        matches!(reply, HostReply::DvdDriveRemoved(ref r) if r.removed == 1),
+        "{reply:?}"
+    );
     let reply = bounded(host.call(HostCall::RemovePath(iso.clone())))
         .await
         .unwrap();
-    assert!(matches!(reply, HostReply::RemovedPath(ref r) if r.removed), "{reply:?}");
+    assert!(
+        matches!(reply, HostReply::RemovedPath(ref r) if r.removed),
+        "{reply:?}"
+    );
     sim.shutdown().await;
 }

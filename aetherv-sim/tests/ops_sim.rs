@@ -490,7 +490,12 @@ async fn dvd_drives_follow_hyper_v_rules_and_host_kvp_goes_by_prefix() {
     let gen1 = create_vm(&sim, "hv01", "dvd-gen1");
     let iso2 = format!("{root}\\dvd-gen2\\provisioning.iso");
     let iso1 = format!("{root}\\dvd-gen1\\provisioning.iso");
-    let (id2, id1, p2, p1) = (gen2.to_string(), gen1.to_string(), iso2.clone(), iso1.clone());
+    let (id2, id1, p2, p1) = (
+        gen2.to_string(),
+        gen1.to_string(),
+        iso2.clone(),
+        iso1.clone(),
+    );
     sim.with_state(move |s| {
         for (id, path, gen1) in [(id2, p2, false), (id1, p1, true)] {
             s.add_loose_file(
@@ -531,7 +536,12 @@ async fn dvd_drives_follow_hyper_v_rules_and_host_kvp_goes_by_prefix() {
         .unwrap();
     assert_eq!((removed.ejected, removed.removed), (1, 1), "{removed:?}");
     assert!(h.vm(&gen2.to_string()).unwrap().dvd_drives.is_empty());
-    assert!(bounded(host.remove_path(iso2.clone())).await.unwrap().removed);
+    assert!(
+        bounded(host.remove_path(iso2.clone()))
+            .await
+            .unwrap()
+            .removed
+    );
 
     // Generation 1 (IDE) while running: only ejected; the model refuses the removal itself.
     let removed = bounded(host.remove_dvd_drive(gen1, iso1.clone()))
@@ -545,11 +555,21 @@ async fn dvd_drives_follow_hyper_v_rules_and_host_kvp_goes_by_prefix() {
     let id1 = gen1.to_string();
     let refused = sim.with_state(|s| s.fleet_mut().remove_dvd_drive("hv01", &id1, 0));
     assert!(refused.is_err(), "an IDE drive of a running VM was removed");
-    assert!(bounded(host.remove_path(iso1.clone())).await.unwrap().removed);
+    assert!(
+        bounded(host.remove_path(iso1.clone()))
+            .await
+            .unwrap()
+            .removed
+    );
     // Off, the IDE drive goes.
-    bounded(host.power(gen1, PowerAction::TurnOff)).await.unwrap();
+    bounded(host.power(gen1, PowerAction::TurnOff))
+        .await
+        .unwrap();
     let id1 = gen1.to_string();
-    assert!(sim.with_state(|s| s.fleet_mut().remove_dvd_drive("hv01", &id1, 0)).is_ok());
+    assert!(
+        sim.with_state(|s| s.fleet_mut().remove_dvd_drive("hv01", &id1, 0))
+            .is_ok()
+    );
     // No drive holds it any more: nothing to do.
     let removed = bounded(host.remove_dvd_drive(gen1, iso1.clone()))
         .await
@@ -567,10 +587,10 @@ async fn dvd_drives_follow_hyper_v_rules_and_host_kvp_goes_by_prefix() {
     ))
     .await
     .unwrap();
-    let reply = bounded(aetherv_hyperv::ops::HyperVHost::call(&host, aetherv_hyperv::ops::HostCall::KvpRemoveHostPrefix(
-        gen2,
-        "hlvmm.".to_owned(),
-    )))
+    let reply = bounded(aetherv_hyperv::ops::HyperVHost::call(
+        &host,
+        aetherv_hyperv::ops::HostCall::KvpRemoveHostPrefix(gen2, "hlvmm.".to_owned()),
+    ))
     .await
     .unwrap();
     let aetherv_hyperv::ops::HostReply::KvpRemoved(mut keys) = reply else {

@@ -1064,7 +1064,9 @@ async fn a_provision_failed_in_pre_checks_says_so_and_is_not_at_100() {
     let mut host = mock("hv01");
     on!(host, HostCall::Facts).returning(|_| Ok(HostReply::Facts(Box::new(facts("hv01")))));
     let q = queue(config(4, 2, 100), vec![("hv01", host)]);
-    let job = q.submit(provision_job("Ubuntu 99.04 (not on the host)")).unwrap();
+    let job = q
+        .submit(provision_job("Ubuntu 99.04 (not on the host)"))
+        .unwrap();
     let done = wait_end(&q, &job.id).await;
     assert_eq!(done.status, JobStatus::Failed, "{done:?}");
     // The failed step says failed; the compensation after it (nothing to remove) succeeded;
@@ -1142,7 +1144,8 @@ async fn a_cancelled_provision_says_which_step_was_cancelled_and_is_not_at_100()
         Ok(HostReply::Registered(Box::new(registered)))
     });
     on!(host, HostCall::KvpWriteHost(..)).returning(|_| Ok(HostReply::Written));
-    on!(host, HostCall::KvpReadGuest(_)).returning(|_| Ok(HostReply::GuestKvp(GuestKvp::default())));
+    on!(host, HostCall::KvpReadGuest(_))
+        .returning(|_| Ok(HostReply::GuestKvp(GuestKvp::default())));
     on!(host, HostCall::Power(..)).returning(|call| match call {
         HostCall::Power(id, action) => Ok(HostReply::Power(outcome(id, action))),
         other => panic!("{other:?}"),
@@ -1162,7 +1165,9 @@ async fn a_cancelled_provision_says_which_step_was_cancelled_and_is_not_at_100()
     let job = q.submit(provision_job("Ubuntu 24.04")).unwrap();
     wait_until(&q, &job.id, "waiting for the key", |v| {
         v.step.as_deref() == Some("Provisioning.WaitForProvisioningKey")
-            && v.message.as_deref().is_some_and(|m| m.contains("guest agent"))
+            && v.message
+                .as_deref()
+                .is_some_and(|m| m.contains("guest agent"))
     })
     .await;
     // Whether the handshake write, the poll or the wait is under way, the step is the same.

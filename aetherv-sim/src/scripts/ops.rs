@@ -897,7 +897,9 @@ pub fn remove_vm_path(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRes
         if let Some((vm, id, iso)) = ctx.state().fleet().dvd_holding(&host.name, &path) {
             return Err(fail(
                 "PathInUse",
-                format!("{path} holds ISO {iso} inserted in a DVD drive of VM {vm}; eject it first"),
+                format!(
+                    "{path} holds ISO {iso} inserted in a DVD drive of VM {vm}; eject it first"
+                ),
                 json!({ "path": path, "vm": id.to_string() }),
             ));
         }
