@@ -65,7 +65,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use self::call::{HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, OperationKind};
+pub use self::call::{
+    HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, OperationKind, VHDX_MAX_BYTES,
+};
 pub use self::types::*;
 pub use self::winrm::WinRmHyperVHost;
 use crate::error::{Error, Result};

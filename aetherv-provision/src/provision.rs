@@ -4,11 +4,14 @@
 //! Steps ([`steps`]), each a host call with its own timeout:
 //!
 //! 1. **Pre-checks**: host facts (the host is reachable; the golden image exists; a
-//!    provisioning ISO for the guest's OS family exists; enough memory is available), then the
-//!    inventory (the VM name is free on the host).
-//! 2. **Copy image** into a new VM folder, then **copy the provisioning ISO** into it.
-//! 3. **Register the VM** (memory, CPU, VHDX, ISO, optional VLAN, started), its notes set to
-//!    the job marker ([`marker`]) so that leftovers are findable after a crash.
+//!    `disk_size_gb` is not below its virtual size; a provisioning ISO for the guest's OS
+//!    family exists; enough memory is available), then the inventory (the VM name is free on
+//!    the host).
+//! 2. **Copy image** into a new VM folder (expanded to `disk_size_gb` before the VM exists),
+//!    then **copy the provisioning ISO** into it.
+//! 3. **Register the VM** (memory, CPU, VHDX, ISO, optional VLAN, the firmware of
+//!    [`ProvisionConfig::boot`] for its OS family and image, started), its notes set to the
+//!    job marker ([`marker`]) so that leftovers are findable after a crash.
 //! 4. **Wait for the guest's key**: set `hlvmm.meta.version` and the host state
 //!    `waitingforpublickey`, then poll the guest's KVP items until it publishes its public key
 //!    and `waitingforaeskey` (or the key timeout passes).
@@ -31,10 +34,11 @@ use std::time::Duration;
 
 use aetherv_hyperv::ops::{
     CopiedImage, CopyImageRequest, CopyIsoRequest, GuestKvp, HostFacts, HyperVHost, PowerAction,
-    RegisterVmSpec, VmId,
+    BootSettings, RegisterVmSpec, VmId,
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::boot::BootPolicy;
 use crate::error::{Error, Result};
 use crate::job::{
     self, Action, Artifact, CallError, CleanupEntry, CleanupOutcome, CleanupReport, Compensation,
@@ -97,6 +101,8 @@ pub struct ProvisionConfig {
     pub agent_version: Option<String>,
     /// Switch to connect the VM to; the host's default when `None`.
     pub switch_name: Option<String>,
+    /// Firmware settings per OS family and image name pattern (Secure Boot, template, vTPM).
+    pub boot: BootPolicy,
 }
 
 impl Default for ProvisionConfig {
@@ -110,6 +116,7 @@ impl Default for ProvisionConfig {
             compensation_timeout: Duration::from_secs(120),
             agent_version: None,
             switch_name: None,
+            boot: BootPolicy::default(),
         }
     }
 }
@@ -255,8 +262,10 @@ pub struct ProvisionMachine {
     phase: Phase,
     log: EventLog,
     image_path: String,
+    disk_size_bytes: Option<u64>,
     iso_source: String,
     agent_version: String,
+    boot: Option<BootSettings>,
     expected_root: String,
     copied: Option<CopiedImage>,
     iso_copy: Option<String>,
@@ -296,8 +305,10 @@ impl ProvisionMachine {
             phase: Phase::NotStarted,
             log: EventLog::default(),
             image_path: String::new(),
+            disk_size_bytes: None,
             iso_source: String::new(),
             agent_version: String::new(),
+            boot: None,
             expected_root: String::new(),
             copied: None,
             iso_copy: None,
@@ -420,6 +431,13 @@ impl ProvisionMachine {
                     ),
                 )
             })?;
+        let disk_size = crate::schema::check_disk_size(
+            "disk_size_gb",
+            self.values.disk_size_gb,
+            &image.name,
+            image.max_size_bytes,
+        )
+        .map_err(|problem| self.pre_check("disk size", problem.message))?;
         let needed = u64::from(self.values.gb_ram) << 30;
         if facts.memory_available_bytes < needed {
             return Err(self.pre_check(
@@ -433,6 +451,7 @@ impl ProvisionMachine {
             ));
         }
         self.image_path = image.path.clone();
+        self.disk_size_bytes = disk_size;
         self.iso_source = iso.path.clone();
         self.agent_version = version;
         self.log.log(
@@ -442,6 +461,32 @@ impl ProvisionMachine {
                 facts.name, image.path, iso.path, self.agent_version
             ),
         );
+        let boot = self
+            .config
+            .boot
+            .resolve(&self.host, &image.name, self.values.os_family);
+        self.log.log(
+            LogLevel::Info,
+            format!(
+                "firmware: {} ({})",
+                boot.settings,
+                boot.rule.as_deref().map_or_else(
+                    || format!("the {family} default"),
+                    |rule| format!("rule for images {rule:?}")
+                )
+            ),
+        );
+        if !boot.settings.boots(self.values.os_family) {
+            self.log.log(
+                LogLevel::Warn,
+                format!(
+                    "a {family} guest does not pass Secure Boot with the {} template; the guest \
+                     will not start and the job will time out waiting for its key",
+                    boot.settings.secure_boot_template
+                ),
+            );
+        }
+        self.boot = Some(boot.settings);
         // Remembered for compensation of a copy whose outcome is unknown.
         self.expected_root = facts.vm_path.clone();
         self.enter(Phase::Inventory, "checking that the VM name is free");
@@ -470,6 +515,7 @@ impl ProvisionMachine {
                     image_path: self.image_path.clone(),
                     vm_name: self.values.vm_name.clone(),
                     destination_root: None,
+                    disk_size_bytes: self.disk_size_bytes,
                 })))
             }
             (Phase::CopyImage, HostReply::CopiedImage(copied)) => {
@@ -486,6 +532,15 @@ impl ProvisionMachine {
                         copied.vhdx_path, copied.size_bytes
                     ),
                 );
+                if let (Some(_), Some(size)) = (self.disk_size_bytes, copied.max_size_bytes) {
+                    self.log.log(
+                        LogLevel::Info,
+                        format!(
+                            "the system disk's virtual size is {}",
+                            crate::schema::describe_bytes(size)
+                        ),
+                    );
+                }
                 let request = CopyIsoRequest {
                     iso_path: self.iso_source.clone(),
                     vm_folder: copied.vm_folder.clone(),
@@ -518,6 +573,7 @@ impl ProvisionMachine {
                     vlan_id: self.values.vlan_id,
                     notes: marker(&self.job),
                     start: true,
+                    boot: self.boot,
                 };
                 self.enter(Phase::Register, "registering and starting the VM");
                 Ok(self.call(HostCall::RegisterVm(Box::new(spec))))

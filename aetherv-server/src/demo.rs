@@ -65,6 +65,7 @@ impl DemoFleet {
                 transport: Transport::Ntlm,
                 ca_file: None,
                 insecure: false,
+                image_boot: Vec::new(),
             })
             .collect();
         Ok((Self { fleet }, targets))

@@ -194,10 +194,14 @@ impl Server {
                 provision: if demo {
                     ProvisionConfig {
                         poll_interval: Duration::from_millis(250),
+                        boot: config.boot_policy(),
                         ..ProvisionConfig::default()
                     }
                 } else {
-                    ProvisionConfig::default()
+                    ProvisionConfig {
+                        boot: config.boot_policy(),
+                        ..ProvisionConfig::default()
+                    }
                 },
                 ..QueueConfig::default()
             },

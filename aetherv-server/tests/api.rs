@@ -111,7 +111,7 @@ fn facts(name: &str, cluster: Option<&str>) -> HostFacts {
                 os_family: "linux".to_owned(),
                 path: "C:\\Images\\ubuntu.vhdx".to_owned(),
                 size_bytes: 1000,
-                max_size_bytes: None,
+                max_size_bytes: Some(64 << 30),
             },
             GoldenImage {
                 name: "Windows Server 2022 Datacenter".to_owned(),
@@ -1119,6 +1119,33 @@ async fn create_with_an_image_the_host_lacks_is_422() {
         "names what is available: {error}"
     );
     assert_eq!(fx.job_count(), 0);
+}
+
+#[tokio::test]
+async fn a_disk_size_below_the_image_is_422_naming_both_sizes() {
+    let fx = fixture().await;
+    let mut body = create_body("new-01");
+    body["disk_size_gb"] = json!(20);
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_eq!(error["field"], "disk_size_gb");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("20 GiB") && message.contains("64 GiB"),
+        "{error}"
+    );
+    body["disk_size_gb"] = json!(0);
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_eq!(error["field"], "disk_size_gb");
+    assert_eq!(fx.job_count(), 0);
+    body["disk_size_gb"] = json!("100");
+    let job = accepted(&fx.post_json("/api/v1/vms/create", &body).await);
+    fx.wait_job(&job).await;
 }
 
 #[tokio::test]

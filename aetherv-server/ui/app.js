@@ -1082,6 +1082,10 @@
       const e = intIn(v.vlan_id, 0, 4094);
       if (e) fail("vlan_id", e);
     }
+    if (given("disk_size_gb")) {
+      const e = intIn(v.disk_size_gb, 1, 65536);
+      if (e) fail("disk_size_gb", e);
+    }
 
     if (!given("guest_la_uid")) fail("guest_la_uid", "is required");
     else {
@@ -1181,6 +1185,7 @@
       ["vm_name", "VM name", "text", "1–64 letters, digits and hyphens (at most 15 for Windows)"],
       ["gb_ram", "Memory (GB)", "number", "1–512"],
       ["cpu_cores", "CPU cores", "number", "1–64"],
+      ["disk_size_gb", "Disk size (GB, optional)", "number", "1–65536; at least the image's size; the image's size when empty"],
       ["vlan_id", "VLAN (optional)", "number", "0–4094; 0 means untagged"],
     ],
     admin: [
@@ -1406,7 +1411,7 @@
       const body = {};
       for (const [k, v] of Object.entries(values)) {
         if (v === "") continue;
-        body[k] = ["gb_ram", "cpu_cores", "vlan_id", "guest_v4_cidrprefix"].includes(k) ? Number(v) : v;
+        body[k] = ["gb_ram", "cpu_cores", "disk_size_gb", "vlan_id", "guest_v4_cidrprefix"].includes(k) ? Number(v) : v;
       }
       body.vm_clustered = clustered.checked;
       if (fam && detectFamily(values.image_name) !== fam) body.os_family = fam;

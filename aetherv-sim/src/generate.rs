@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Cluster, ControllerType, DiskType, DvdDrive, Fleet, GIB, GoldenImage, GuestInfo, Host,
+    BootSettings, Cluster, ControllerType, DiskType, DvdDrive, Fleet, GIB, GoldenImage, GuestInfo, Host,
     KvpPools, NetworkAdapter, OsFamily, ProvisioningIso, SimVm, StorageLocation, SwitchType,
     VirtualDisk, VirtualSwitch, VmState, default_integration_services, holds_memory,
     intrinsic_items, mac_from, static_or_dynamic,
@@ -488,6 +488,8 @@ fn generate_vm(
         integration_services: default_integration_services(),
         kvp,
         guest,
+        // Running guests were set up right: the template their OS family boots with.
+        firmware: BootSettings::for_family(os),
     }
 }
 

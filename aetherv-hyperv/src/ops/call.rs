@@ -308,7 +308,7 @@ impl HostCall {
 
     /// Checks arguments that cannot be right before anything is sent
     /// ([`Error::InvalidRequest`] naming `host` and the operation): VM names with path
-    /// characters, relative or wildcard paths, KVP items over Hyper-V's 511/2047-byte limits,
+    /// characters, relative or wildcard paths, disk sizes that are not whole MiB up to 64 TiB, KVP items over Hyper-V's 511/2047-byte limits,
     /// memory not a multiple of 2 MiB, VLANs outside 1..=4094, `remove_path` on a volume or
     /// top-level folder, destination hosts that are not host names.
     ///
@@ -353,6 +353,9 @@ impl HostCall {
                 check_windows_path(&request.image_path).map_err(refuse)?;
                 if let Some(root) = &request.destination_root {
                     check_windows_path(root).map_err(refuse)?;
+                }
+                if let Some(size) = request.disk_size_bytes {
+                    check_disk_size(size).map_err(refuse)?;
                 }
             }
             Self::CopyIso(request) => {
@@ -654,6 +657,20 @@ fn check_register(spec: &RegisterVmSpec) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The largest VHDX Hyper-V creates: 64 TiB.
+pub const VHDX_MAX_BYTES: u64 = 64 << 40;
+
+/// A virtual disk size `Resize-VHD` accepts: a whole number of MiB up to 64 TiB.
+fn check_disk_size(size: u64) -> std::result::Result<(), String> {
+    const MIB: u64 = 1 << 20;
+    if size == 0 || !size.is_multiple_of(MIB) || size > VHDX_MAX_BYTES {
+        return Err(format!(
+            "disk size {size} bytes must be a positive multiple of 1 MiB, at most 64 TiB"
+        ));
+    }
+    Ok(())
+}
+
 fn check_target(target: &MigrationTarget) -> std::result::Result<(), String> {
     let name = target.destination_host.trim();
     let valid = !name.is_empty()
@@ -691,6 +708,23 @@ mod tests {
         assert!(check_vm_name("web01").is_ok());
         assert!(check_vm_name("a\\b").is_err());
         assert!(check_vm_name(" x").is_err());
+    }
+
+    #[test]
+    fn disk_sizes_are_whole_mib_up_to_64_tib() {
+        assert!(check_disk_size(40 << 30).is_ok());
+        assert!(check_disk_size(VHDX_MAX_BYTES).is_ok());
+        assert!(check_disk_size(0).is_err());
+        assert!(check_disk_size((40 << 30) + 512).is_err());
+        assert!(check_disk_size(VHDX_MAX_BYTES + (1 << 20)).is_err());
+        let call = HostCall::CopyImage(CopyImageRequest {
+            image_path: r"C:\Images\x.vhdx".to_owned(),
+            vm_name: "web-01".to_owned(),
+            destination_root: None,
+            disk_size_bytes: Some(1),
+        });
+        let err = call.validate("hv01").unwrap_err();
+        assert!(err.to_string().contains("disk size"), "{err}");
     }
 
     #[test]

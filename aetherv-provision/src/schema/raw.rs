@@ -28,6 +28,7 @@ pub(super) struct RawValues {
     pub(super) image_name: Option<Scalar>,
     pub(super) gb_ram: Option<Scalar>,
     pub(super) cpu_cores: Option<Scalar>,
+    pub(super) disk_size_gb: Option<Scalar>,
     pub(super) guest_la_uid: Option<Scalar>,
     pub(super) guest_la_pw: Option<SecretScalar>,
     pub(super) guest_v4_ipaddr: Option<Scalar>,

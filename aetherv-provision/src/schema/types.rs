@@ -42,6 +42,11 @@ pub struct ProvisionValues {
     pub gb_ram: u32,
     /// Virtual processors (1–64).
     pub cpu_cores: u32,
+    /// Size of the VM's system disk in GiB ([`MAX_DISK_SIZE_GB`](super::MAX_DISK_SIZE_GB) at
+    /// most); the copied image is expanded to it before the first boot. The image's own size
+    /// when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_size_gb: Option<u32>,
     /// Local administrator account name.
     pub guest_la_uid: String,
     /// Local administrator password.

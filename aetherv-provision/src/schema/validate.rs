@@ -111,6 +111,8 @@ pub(super) fn validate_values(check: &mut Check, raw: RawValues) -> Option<Provi
     let image_name = check.text("image_name", raw.image_name);
     let gb_ram = check.ranged::<u32>("gb_ram", raw.gb_ram, 1, 512);
     let cpu_cores = check.ranged::<u32>("cpu_cores", raw.cpu_cores, 1, 64);
+    let disk_size_gb =
+        check.ranged::<u32>("disk_size_gb", raw.disk_size_gb, 1, super::MAX_DISK_SIZE_GB);
     let guest_la_uid = check.text("guest_la_uid", raw.guest_la_uid);
     let guest_la_pw = check.secret("guest_la_pw", raw.guest_la_pw);
     let vlan_id = check.ranged::<u16>("vlan_id", raw.vlan_id, 0, 4094);
@@ -209,6 +211,7 @@ pub(super) fn validate_values(check: &mut Check, raw: RawValues) -> Option<Provi
         image_name: image_name?,
         gb_ram: gb_ram?,
         cpu_cores: cpu_cores?,
+        disk_size_gb: disk_size_gb.value(),
         guest_la_uid: guest_la_uid?,
         guest_la_pw: guest_la_pw?,
         static_ipv4,
@@ -232,6 +235,7 @@ pub(super) const FIELD_ORDER: &[&str] = &[
     "os_family",
     "gb_ram",
     "cpu_cores",
+    "disk_size_gb",
     "guest_la_uid",
     "guest_la_pw",
     "guest_v4_ipaddr",

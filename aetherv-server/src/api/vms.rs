@@ -4,7 +4,8 @@
 
 use aetherv_hyperv::ops::VmState;
 use aetherv_provision::delete::DeleteRequest;
-use aetherv_provision::schema::{JobRequest, Validated};
+use aetherv_hyperv::ops::HostFacts;
+use aetherv_provision::schema::{JobRequest, ProvisionValues, Validated, check_disk_size};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -129,6 +130,31 @@ fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
     }
 }
 
+/// Checks what depends on the chosen host's facts (once the host is known): a `disk_size_gb`
+/// below the image's virtual size is a 422 naming both sizes. The pipeline checks the same
+/// again in its pre-checks, against fresh facts.
+fn check_against_host(facts: &HostFacts, values: &ProvisionValues, flat: bool) -> ApiResult<()> {
+    let disk_field = if flat {
+        "disk_size_gb"
+    } else {
+        "values.disk_size_gb"
+    };
+    let image = facts
+        .images
+        .iter()
+        .find(|i| i.name.eq_ignore_ascii_case(&values.image_name));
+    if let Some(image) = image {
+        check_disk_size(
+            disk_field,
+            values.disk_size_gb,
+            &image.name,
+            image.max_size_bytes,
+        )
+        .map_err(|problem| ApiError::invalid(disk_field, problem.message))?;
+    }
+    Ok(())
+}
+
 /// Checks a validated provisioning request against the inventory and queues it.
 fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Response> {
     let (host_field, image_field) = if flat {
@@ -176,6 +202,9 @@ fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Re
                     names.join(", ")
                 ),
             ));
+        }
+        if let Some(facts) = &host.facts {
+            check_against_host(facts, values, flat)?;
         }
     }
     let mut parameters = validated.redacted();

@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use aetherv_provision::boot::BootRule;
+
 use super::hosts_file::{HostEntry, HostSpec, Overrides, read_hosts_file};
 use super::sources::Sources;
 use super::{HostTarget, Transport};
@@ -74,6 +76,8 @@ fn readable_file(path: &Path) -> Result<(), String> {
 struct Planned {
     origin: String,
     cluster: Option<String>,
+    /// The cluster's firmware rules (and where they were written).
+    cluster_boot: Vec<(String, BootRule)>,
     spec: HostSpec,
 }
 
@@ -100,6 +104,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                 planned.push(Planned {
                     origin: format!("HYPERV_HOSTS: entry {}", i + 1),
                     cluster: None,
+                    cluster_boot: Vec::new(),
                     spec: HostSpec {
                         name: name.to_owned(),
                         ..HostSpec::default()
@@ -138,10 +143,17 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                             format_args!("clusters[{c}].hosts: cluster {cname:?} has no hosts"),
                         );
                     }
+                    let cluster_boot: Vec<(String, BootRule)> = cluster
+                        .image_boot
+                        .into_iter()
+                        .enumerate()
+                        .map(|(r, rule)| (format!("clusters[{c}].image_boot[{r}]"), rule))
+                        .collect();
                     for (h, HostEntry(spec)) in cluster.hosts.into_iter().enumerate() {
                         planned.push(Planned {
                             origin: format!("HOSTS_FILE: clusters[{c}].hosts[{h}]"),
                             cluster: Some(cname.clone()),
+                            cluster_boot: cluster_boot.clone(),
                             spec,
                         });
                     }
@@ -150,6 +162,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                     planned.push(Planned {
                         origin: format!("HOSTS_FILE: hosts[{h}]"),
                         cluster: None,
+                        cluster_boot: Vec::new(),
                         spec,
                     });
                 }
@@ -174,12 +187,43 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
     let mut hosts = Vec::new();
     let mut basic_over_http_env = Vec::new();
     let mut without_user = Vec::new();
+    for (r, rule) in file_defaults.image_boot.iter().enumerate() {
+        if let Some(why) = rule.problem() {
+            s.problem(
+                "HOSTS_FILE",
+                format_args!("defaults.image_boot[{r}].{why}"),
+            );
+        }
+    }
+    let mut reported_cluster_rules = HashSet::new();
     for Planned {
         origin,
         cluster,
+        cluster_boot,
         spec,
     } in planned
     {
+        for (path, rule) in &cluster_boot {
+            if let Some(why) = rule.problem()
+                && reported_cluster_rules.insert(path.clone())
+            {
+                s.problems.push(format!("HOSTS_FILE: {path}.{why}"));
+            }
+        }
+        for (r, rule) in spec.image_boot.iter().enumerate() {
+            if let Some(why) = rule.problem() {
+                s.problems
+                    .push(format!("{origin}.image_boot[{r}].{why}"));
+            }
+        }
+        // The host's own rules, then its cluster's, then the file's defaults.
+        let image_boot: Vec<BootRule> = spec
+            .image_boot
+            .iter()
+            .cloned()
+            .chain(cluster_boot.into_iter().map(|(_, rule)| rule))
+            .chain(file_defaults.image_boot.iter().cloned())
+            .collect();
         let name = spec.name.trim().to_owned();
         if name.is_empty() || name.contains(|c: char| c.is_whitespace() || "/@:\\?#".contains(c)) {
             s.problems
@@ -260,6 +304,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                 .insecure
                 .or(file_defaults.insecure)
                 .unwrap_or(env.insecure),
+            image_boot,
         });
     }
     if !basic_over_http_env.is_empty() {

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use aetherv_provision::boot::BootRule;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 
@@ -20,6 +21,9 @@ pub(super) struct Overrides {
     pub(super) ca_file: Option<PathBuf>,
     pub(super) insecure: Option<bool>,
     pub(super) username: Option<String>,
+    /// Firmware overrides per image name pattern, tried after the cluster's and the host's.
+    #[serde(default)]
+    pub(super) image_boot: Vec<BootRule>,
 }
 
 /// One host in `HOSTS_FILE`: a name, or a mapping with a name and overrides.
@@ -33,6 +37,9 @@ pub(super) struct HostSpec {
     pub(super) ca_file: Option<PathBuf>,
     pub(super) insecure: Option<bool>,
     pub(super) username: Option<String>,
+    /// Firmware overrides per image name pattern for this host, tried first.
+    #[serde(default)]
+    pub(super) image_boot: Vec<BootRule>,
 }
 
 /// A `HostSpec` written either as a bare name or as a mapping.
@@ -66,6 +73,9 @@ impl<'de> Deserialize<'de> for HostEntry {
 pub(super) struct ClusterSpec {
     pub(super) name: String,
     pub(super) hosts: Vec<HostEntry>,
+    /// Firmware overrides per image name pattern for the cluster's hosts.
+    #[serde(default)]
+    pub(super) image_boot: Vec<BootRule>,
 }
 
 #[derive(Debug, Default, Deserialize)]

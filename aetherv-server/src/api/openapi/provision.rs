@@ -111,6 +111,18 @@ fn value_fields() -> Vec<(&'static str, Value)> {
         ("gb_ram", int_field(1, 512, "Memory in GiB (1–512)")),
         ("cpu_cores", int_field(1, 64, "Virtual processors (1–64)")),
         (
+            "disk_size_gb",
+            json!({
+                "type": ["integer", "string", "null"],
+                "minimum": 1,
+                "maximum": 65536,
+                "pattern": "^[0-9]*$",
+                "description": "System disk size in GiB (1–65536): the copied image is \
+                    expanded to it before the first boot; not smaller than the image's virtual \
+                    size (422 naming both). The image's own size when not given",
+            }),
+        ),
+        (
             "guest_la_uid",
             json!({
                 "type": "string",
