@@ -374,20 +374,25 @@ async fn provisioning_steps() {
         image_path: r"C:\CSV\Images\Ubuntu 24.04 LTS.vhdx".to_owned(),
         vm_name: "web-01".to_owned(),
         destination_root: None,
+        disk_size_bytes: Some(80 << 30),
     };
     let host = host_expecting(
         scripts::COPY_GOLDEN_IMAGE,
-        json!({"image_path": request.image_path, "vm_name": "web-01", "destination_root": null}),
+        json!({"image_path": request.image_path, "vm_name": "web-01", "destination_root": null,
+               "disk_size_bytes": 80u64 << 30}),
         ok(
-            json!({"vm_folder": r"C:\VMs\web-01", "vhdx_path": r"C:\VMs\web-01\Virtual Hard Disks\web-01.vhdx", "size_bytes": 5}),
+            json!({"vm_folder": r"C:\VMs\web-01", "vhdx_path": r"C:\VMs\web-01\Virtual Hard Disks\web-01.vhdx", "size_bytes": 5,
+                   "max_size_bytes": 80u64 << 30}),
         ),
     );
     let copied = host.copy_image(request.clone()).await.unwrap();
     assert_eq!(copied.vm_folder, r"C:\VMs\web-01");
+    assert_eq!(copied.max_size_bytes, Some(80 << 30));
 
     let host = host_expecting(
         scripts::COPY_GOLDEN_IMAGE,
-        json!({"image_path": request.image_path, "vm_name": "web-01", "destination_root": null}),
+        json!({"image_path": request.image_path, "vm_name": "web-01", "destination_root": null,
+               "disk_size_bytes": 80u64 << 30}),
         failure(
             "ImageNotFound",
             "no image",

@@ -34,6 +34,8 @@
 //! - [`delete`]: the deletion pipeline ([`DeleteMachine`](delete::DeleteMachine),
 //!   [`delete::delete`]): refuse a VM that is not Off unless forced, turn it off, remove its
 //!   cluster role, delete it (and its disks when asked), verify the inventory.
+//! - [`resources`]: named networks and storage classes (Aether-V's host resources) and the
+//!   pure decision of a VM's switch, VLAN and folder root ([`resolve`](resources::resolve)).
 //! - [`error`]: the crate's [`Error`] and [`Result`].
 //!
 //! # Secrets
@@ -54,6 +56,7 @@ pub mod error;
 pub mod job;
 pub mod kvp;
 pub mod provision;
+pub mod resources;
 pub mod schema;
 
 pub use error::{Error, FieldError, Result};

@@ -37,6 +37,8 @@
 //! | `vlan_id` | optional integer 0–4094 (0 means untagged) |
 //! | `vm_clustered` | optional boolean, default false |
 //! | `os_family` | optional `windows` or `linux`; overrides detection from `image_name` |
+//! | `network` | optional name (at most 64 characters) of a network defined for the target host; checked against the host ([`crate::resources`]) |
+//! | `storage_class` | optional name (at most 64 characters) of a storage class defined for the target host |
 //!
 //! Groups are all-or-none: giving any member requires the group's required members.
 //!

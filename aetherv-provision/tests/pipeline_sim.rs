@@ -14,6 +14,7 @@ use aetherv_hyperv::ops::{HostCall, HostReply, HyperVHost, WinRmHyperVHost};
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
 use aetherv_provision::Error;
 use aetherv_provision::boot::{BootPolicy, BootRule};
+use aetherv_provision::resources::{HostDefinitions, NetworkDef};
 use aetherv_provision::delete::{DeleteRequest, delete};
 use aetherv_provision::job::{JobEvent, JobId, discard};
 use aetherv_provision::kvp::keys;
@@ -463,6 +464,88 @@ async fn disk_size_expands_the_copy_and_a_smaller_size_fails_before_copying() {
         "{text}"
     );
     assert_nothing_left(&sim, "hv01", "small-disk", "disk too small");
+    sim.shutdown().await;
+}
+
+/// hv03 of a generated fleet has two External switches and a host resources file (networks
+/// `prod` and `lab`, storage class `fast`) without a default network: a request must choose,
+/// a named network and storage class place the VM, and HOSTS_FILE-style definitions win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_and_storage_classes_place_the_vm_and_several_switches_need_a_choice() {
+    let sim = fleet(3, 0).await;
+    let host = ops(&sim, "hv03");
+    let (result, _) = run(
+        Arc::clone(&host),
+        "job-guess",
+        &linux_job("hv03", "no-guess"),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    let text = result.unwrap_err().to_string();
+    assert!(
+        text.contains("network") && text.contains("prod") && text.contains("vSwitch-External-B"),
+        "{text}"
+    );
+    assert_nothing_left(&sim, "hv03", "no-guess", "no network chosen");
+
+    let (result, _) = run(
+        Arc::clone(&host),
+        "job-lab",
+        &linux_job_with(
+            "hv03",
+            "on-lab",
+            json!({"network": "lab", "storage_class": "fast"}),
+        ),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    let done = result.unwrap();
+    let vm = sim
+        .host("hv03")
+        .unwrap()
+        .vm(&done.vm_id.to_string())
+        .unwrap();
+    assert_eq!(vm.nics[0].switch_name.as_deref(), Some("vSwitch-External-B"));
+    assert_eq!(vm.nics[0].vlan_id, Some(20));
+    assert!(vm.path.ends_with(r"\Fast\on-lab"), "{}", vm.path);
+    assert!(done.vm_folder.ends_with(r"\Fast\on-lab"), "{}", done.vm_folder);
+
+    // The server's definitions win over the host's file; its default network decides, and
+    // the request's VLAN wins over the network's.
+    let mut resources = std::collections::BTreeMap::new();
+    resources.insert(
+        "hv03".to_owned(),
+        HostDefinitions {
+            networks: vec![NetworkDef {
+                name: "prod".to_owned(),
+                switch: "vSwitch-External-B".to_owned(),
+                vlan_id: Some(30),
+            }],
+            storage_classes: Vec::new(),
+            default_network: Some("prod".to_owned()),
+        },
+    );
+    let (result, _) = run(
+        host,
+        "job-default",
+        &linux_job_with("hv03", "on-default", json!({"vlan_id": 99})),
+        ProvisionConfig {
+            resources,
+            ..config()
+        },
+        CancellationToken::new(),
+    )
+    .await;
+    let done = result.unwrap();
+    let vm = sim
+        .host("hv03")
+        .unwrap()
+        .vm(&done.vm_id.to_string())
+        .unwrap();
+    assert_eq!(vm.nics[0].switch_name.as_deref(), Some("vSwitch-External-B"));
+    assert_eq!(vm.nics[0].vlan_id, Some(99));
     sim.shutdown().await;
 }
 

@@ -19,12 +19,14 @@
 //! Invalid configuration yields every problem at once, one message per problem, each starting
 //! with the variable it concerns (`WINRM_PORT: expected a port number, got "x"`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
 use aetherv_provision::boot::{BootPolicy, BootRule};
+use aetherv_provision::resources::HostDefinitions;
 use aetherv_winrm::Secret;
 use serde::Deserialize;
 
@@ -139,6 +141,14 @@ pub struct HostTarget {
     /// Firmware overrides per image name pattern from `HOSTS_FILE`: the host's own
     /// `image_boot`, then its cluster's, then the file's `defaults`.
     pub image_boot: Vec<BootRule>,
+    /// Named networks, storage classes and the default network from `HOSTS_FILE`: the host's
+    /// own, then its cluster's, then the file's `defaults` (the first definition of a name
+    /// wins). Joined with the host's own resources file at provisioning time.
+    pub resources: HostDefinitions,
+    /// Where the host's golden images are looked for, in order: `image_roots` of the host,
+    /// else its cluster's, else `defaults`', else `AETHERV_IMAGE_ROOTS`; empty for the host
+    /// script's default list (each CSV's `DiskImages` and `Images`, then `<VMPath>\Images`).
+    pub image_roots: Vec<String>,
 }
 
 /// How to authenticate to the hosts.
@@ -299,6 +309,19 @@ impl Config {
             auth,
             image_boot,
         })
+    }
+
+    /// The named networks and storage classes of every host with some, by lowercase host
+    /// name (the provisioning pipeline's [`ProvisionConfig::resources`]).
+    ///
+    /// [`ProvisionConfig::resources`]: aetherv_provision::provision::ProvisionConfig::resources
+    #[must_use]
+    pub fn host_resources(&self) -> BTreeMap<String, HostDefinitions> {
+        self.hosts()
+            .iter()
+            .filter(|h| h.resources != HostDefinitions::default())
+            .map(|h| (h.name.to_ascii_lowercase(), h.resources.clone()))
+            .collect()
     }
 
     /// The firmware rules of the provisioning pipeline: each host's `HOSTS_FILE` rules, then

@@ -66,6 +66,8 @@ impl DemoFleet {
                 ca_file: None,
                 insecure: false,
                 image_boot: Vec::new(),
+                resources: aetherv_provision::resources::HostDefinitions::default(),
+                image_roots: Vec::new(),
             })
             .collect();
         Ok((Self { fleet }, targets))

@@ -112,6 +112,7 @@ fn facts(name: &str, cluster: Option<&str>) -> HostFacts {
                 path: "C:\\Images\\ubuntu.vhdx".to_owned(),
                 size_bytes: 1000,
                 max_size_bytes: Some(64 << 30),
+                root: Some("C:\\Images".to_owned()),
             },
             GoldenImage {
                 name: "Windows Server 2022 Datacenter".to_owned(),
@@ -119,6 +120,7 @@ fn facts(name: &str, cluster: Option<&str>) -> HostFacts {
                 path: "C:\\Images\\ws2022.vhdx".to_owned(),
                 size_bytes: 1000,
                 max_size_bytes: None,
+                root: Some("C:\\Images".to_owned()),
             },
         ],
         provisioning_isos: vec![ProvisioningIso {
@@ -128,6 +130,7 @@ fn facts(name: &str, cluster: Option<&str>) -> HostFacts {
             version: Some("1.0.0".to_owned()),
         }],
         scripts_version: Some("abc123".to_owned()),
+        host_resources: None,
     }
 }
 
@@ -378,6 +381,7 @@ async fn fixture_with(config: QueueConfig, readiness: Readiness, auth: Authentic
             version: "test",
         }),
         vm_list_cache: Arc::default(),
+        host_resources: Arc::default(),
     };
     Fixture {
         app: router(state.clone()),
@@ -1146,6 +1150,21 @@ async fn a_disk_size_below_the_image_is_422_naming_both_sizes() {
     body["disk_size_gb"] = json!("100");
     let job = accepted(&fx.post_json("/api/v1/vms/create", &body).await);
     fx.wait_job(&job).await;
+}
+
+#[tokio::test]
+async fn unknown_networks_and_storage_classes_are_422_naming_the_field() {
+    let fx = fixture().await;
+    let mut body = create_body("new-01");
+    body["network"] = json!("prod");
+    body["storage_class"] = json!("fast");
+    let answer = fx.post_json("/api/v1/vms/create", &body).await;
+    let error = answer.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_eq!(error["field"], "network");
+    let text = error.to_string();
+    assert!(text.contains("storage_class"), "both fields are named: {text}");
+    assert!(text.contains("none are defined"), "{text}");
+    assert_eq!(fx.job_count(), 0);
 }
 
 #[tokio::test]

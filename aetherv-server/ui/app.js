@@ -1082,6 +1082,9 @@
       const e = intIn(v.vlan_id, 0, 4094);
       if (e) fail("vlan_id", e);
     }
+    for (const f of ["network", "storage_class"]) {
+      if (given(f) && v[f].length > 64) fail(f, "must be at most 64 characters");
+    }
     if (given("disk_size_gb")) {
       const e = intIn(v.disk_size_gb, 1, 65536);
       if (e) fail("disk_size_gb", e);
@@ -1186,7 +1189,9 @@
       ["gb_ram", "Memory (GB)", "number", "1–512"],
       ["cpu_cores", "CPU cores", "number", "1–64"],
       ["disk_size_gb", "Disk size (GB, optional)", "number", "1–65536; at least the image's size; the image's size when empty"],
-      ["vlan_id", "VLAN (optional)", "number", "0–4094; 0 means untagged"],
+      ["vlan_id", "VLAN (optional)", "number", "0–4094; 0 means untagged; overrides the network's VLAN"],
+      ["network", "Network (optional)", "text", "a named network of the host; its default network (or only External switch) when empty"],
+      ["storage_class", "Storage class (optional)", "text", "a named storage class of the host; its default VM path when empty"],
     ],
     admin: [
       ["guest_la_uid", "Local administrator user", "text", null],

@@ -191,7 +191,13 @@ pub struct Host {
     pub scripts_version: Option<String>,
     /// The VMs registered on this host.
     pub vms: Vec<SimVm>,
+    /// Text of Aether-V's `hostresources.json` (named networks and storage classes) at
+    /// [`HOST_RESOURCES_PATH`], when the host has one.
+    pub host_resources: Option<String>,
 }
+
+/// Where Aether-V keeps a host's resources file.
+pub const HOST_RESOURCES_PATH: &str = r"C:\ProgramData\Aether-V\hostresources.json";
 
 /// A VM's memory configuration and current assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -249,6 +249,7 @@ async fn provisioning_steps_kvp_cluster_role_and_compensation() {
         image_path: image.path.clone(),
         vm_name: "prov-1".to_owned(),
         destination_root: None,
+        disk_size_bytes: None,
     }))
     .await
     .unwrap();
@@ -262,6 +263,7 @@ async fn provisioning_steps_kvp_cluster_role_and_compensation() {
         image_path: image.path.clone(),
         vm_name: "prov-1".to_owned(),
         destination_root: None,
+        disk_size_bytes: None,
     }))
     .await
     .unwrap_err();
@@ -377,6 +379,7 @@ async fn register_started(
         image_path: image.path.clone(),
         vm_name: name.to_owned(),
         destination_root: None,
+        disk_size_bytes: None,
     }))
     .await
     .unwrap();

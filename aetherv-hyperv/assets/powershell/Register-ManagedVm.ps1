@@ -1,6 +1,7 @@
 # Register-ManagedVm.ps1 - Provisioning.RegisterVM: creates a generation 2 VM over a copied VHDX (memory, processors, ISO, switch, VLAN, firmware, notes), optionally starts it; removes the half-made VM on failure.
 #
 # Request (stdin, JSON): {"name","vm_folder","vhdx_path","iso_path"|null,"processor_count","memory_startup_bytes","dynamic_memory":{"minimum_bytes","maximum_bytes"}|null,"switch_name"|null,"vlan_id"|null,"notes","start","boot":{"secure_boot","secure_boot_template","tpm"}|null}
+# Network: "switch_name" null leaves the adapter unconnected (no guessing among switches).
 # Firmware: "boot" null keeps Hyper-V's defaults (Secure Boot on, MicrosoftWindows template), which a Linux guest does not boot with.
 # Result data: <VM shape of AethervCommon.ps1 Get-AethervVmShapes>
 # Windows PowerShell 5.1 compatible; request values are only used as parameter values.
@@ -41,7 +42,9 @@ Invoke-AethervScript -Body {
             Stop-Aetherv -Code 'SwitchNotFound' -Message ('no virtual switch named ' + [string]$switchName) -Details @{ switch = [string]$switchName }
         }
     } else {
-        $switch = @($switches | Where-Object { $_.SwitchType.ToString() -eq 'External' }) + $switches | Select-Object -First 1
+        # The caller resolves the network (named network or the host's only External switch);
+        # without a switch name the adapter stays unconnected instead of guessing.
+        $switch = $null
     }
 
     $parent = Split-Path -Path $folder -Parent

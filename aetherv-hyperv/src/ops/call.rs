@@ -38,8 +38,13 @@ pub const KVP_MAX_VALUE_BYTES: usize = 2047;
 #[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub enum HostCall {
-    /// Identity, capacity, storage, switches, images, ISOs and script version.
+    /// Identity, capacity, storage, switches, images, ISOs and script version; images from
+    /// the default roots ([`DEFAULT_IMAGE_ROOTS`]).
     Facts,
+    /// [`HostCall::Facts`] with the golden images looked for in these roots, in order
+    /// (an image name resolves to `<root>\<name>.vhdx`; a name in several roots counts once,
+    /// from the first). The same operation and reply as `Facts`.
+    FactsInRoots(Vec<String>),
     /// Every VM on the host, in one round trip.
     Inventory,
     /// One VM by id ([`Error::UnknownVm`] when the host has none).
@@ -265,7 +270,7 @@ impl HostCall {
     /// Which operation this is.
     pub fn kind(&self) -> OperationKind {
         match self {
-            Self::Facts => OperationKind::Facts,
+            Self::Facts | Self::FactsInRoots(_) => OperationKind::Facts,
             Self::Inventory => OperationKind::Inventory,
             Self::Vm(_) => OperationKind::Vm,
             Self::Power(..) => OperationKind::Power,
@@ -298,6 +303,7 @@ impl HostCall {
             | Self::CompareVm(id, _)
             | Self::MoveVm(id, _) => Some(*id),
             Self::Facts
+            | Self::FactsInRoots(_)
             | Self::Inventory
             | Self::CopyImage(_)
             | Self::CopyIso(_)
@@ -363,6 +369,14 @@ impl HostCall {
                 check_windows_path(&request.vm_folder).map_err(refuse)?;
             }
             Self::RegisterVm(spec) => check_register(spec).map_err(refuse)?,
+            Self::FactsInRoots(roots) => {
+                if roots.is_empty() {
+                    return Err(refuse("no image roots given".to_owned()));
+                }
+                for root in roots {
+                    check_windows_path(root).map_err(refuse)?;
+                }
+            }
             Self::CompareVm(_, target) | Self::MoveVm(_, target) => {
                 check_target(target).map_err(refuse)?;
             }
@@ -413,6 +427,7 @@ impl HostCall {
         };
         Ok(match self {
             Self::Facts | Self::Inventory => json!({}),
+            Self::FactsInRoots(roots) => json!({ "image_roots": roots }),
             Self::Vm(id) => json!({ "ids": [id] }),
             Self::Power(id, action) => json!({ "id": id, "action": action }),
             Self::DeleteVm { id, delete_disks } => {
@@ -479,7 +494,9 @@ impl HostCall {
             detail,
         };
         Ok(match self {
-            Self::Facts => HostReply::Facts(Box::new(parse_data(host, kind, data)?)),
+            Self::Facts | Self::FactsInRoots(_) => {
+                HostReply::Facts(Box::new(parse_data(host, kind, data)?))
+            }
             Self::Inventory => HostReply::Inventory(parse_data(host, kind, data)?),
             Self::Vm(id) => {
                 let inventory: Inventory = parse_data(host, kind, data)?;
@@ -538,6 +555,7 @@ impl fmt::Debug for HostCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Facts => f.write_str("Facts"),
+            Self::FactsInRoots(roots) => write!(f, "FactsInRoots({roots:?})"),
             Self::Inventory => f.write_str("Inventory"),
             Self::Vm(id) => write!(f, "Vm({id})"),
             Self::Power(id, action) => write!(f, "Power({id}, {action:?})"),
@@ -708,6 +726,23 @@ mod tests {
         assert!(check_vm_name("web01").is_ok());
         assert!(check_vm_name("a\\b").is_err());
         assert!(check_vm_name(" x").is_err());
+    }
+
+    #[test]
+    fn facts_in_roots_is_facts_with_the_roots_in_the_request() {
+        let call = HostCall::FactsInRoots(vec![r"C:\ClusterStorage\Volume1\DiskImages".to_owned()]);
+        assert_eq!(call.kind(), OperationKind::Facts);
+        assert_eq!(
+            call.request("hv01").unwrap(),
+            json!({ "image_roots": [r"C:\ClusterStorage\Volume1\DiskImages"] })
+        );
+        assert!(call.validate("hv01").is_ok());
+        assert!(HostCall::FactsInRoots(vec![]).validate("hv01").is_err());
+        assert!(
+            HostCall::FactsInRoots(vec!["relative".to_owned()])
+                .validate("hv01")
+                .is_err()
+        );
     }
 
     #[test]

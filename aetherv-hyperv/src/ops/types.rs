@@ -323,7 +323,15 @@ pub struct GoldenImage {
     /// Virtual (maximum) size in bytes, when known.
     #[serde(default)]
     pub max_size_bytes: Option<u64>,
+    /// The image root it was found in (`<root>\<name>.vhdx`), when the host says.
+    #[serde(default)]
+    pub root: Option<String>,
 }
+
+/// The image roots Get-HostFacts searches when it is given none: every cluster shared
+/// volume's `DiskImages` and `Images` folders (Aether-V's layout first), then the host's
+/// default VM path's `Images` folder.
+pub const DEFAULT_IMAGE_ROOTS: [&str; 3] = [r"<CSV>\DiskImages", r"<CSV>\Images", r"<VMPath>\Images"];
 
 /// A provisioning ISO (guest agent media).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,6 +383,21 @@ pub struct HostFacts {
     /// Installed host script version (`None`: unknown).
     #[serde(default)]
     pub scripts_version: Option<String>,
+    /// Aether-V's host resources file (named networks and storage classes), when the host
+    /// has one: its path and text, unparsed (the provisioning crate parses it, with a typed
+    /// error for a malformed file).
+    #[serde(default)]
+    pub host_resources: Option<HostResourcesFile>,
+}
+
+/// The text of a host resources file (`C:\ProgramData\Aether-V\hostresources.json` or
+/// `.yaml`), as the host read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResourcesFile {
+    /// Where it was read.
+    pub path: String,
+    /// Its text (JSON or YAML).
+    pub text: String,
 }
 
 /// A virtual hard disk attached to a VM.
@@ -668,7 +691,8 @@ pub struct RegisterVmSpec {
     /// Dynamic memory bounds; static memory when `None`.
     #[serde(default)]
     pub dynamic_memory: Option<DynamicMemory>,
-    /// Switch to connect; the host's first external switch when `None`.
+    /// Switch to connect; the adapter stays unconnected when `None` (the host never guesses
+    /// among its switches: the caller resolves the network).
     #[serde(default)]
     pub switch_name: Option<String>,
     /// Access VLAN.

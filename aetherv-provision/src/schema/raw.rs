@@ -46,6 +46,8 @@ pub(super) struct RawValues {
     pub(super) cnf_ansible_ssh_key: Option<Scalar>,
     pub(super) vm_clustered: Option<Scalar>,
     pub(super) os_family: Option<Scalar>,
+    pub(super) network: Option<Scalar>,
+    pub(super) storage_class: Option<Scalar>,
 }
 
 /// Any scalar a field can hold; type checking happens in validation so that a wrong type is

@@ -64,6 +64,13 @@ pub struct ProvisionValues {
     /// Account for Ansible to log in with (Linux guests only).
     #[serde(flatten)]
     pub ansible_ssh: Option<AnsibleSsh>,
+    /// Named network (switch and VLAN) of the target host; the host's default when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Named storage class (the folder the VM's files go to); the host's default VM path when
+    /// `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
     /// Whether to add the VM as a failover cluster role.
     pub vm_clustered: bool,
     /// The guest OS family: `os_family` if given, otherwise detected from `image_name`.

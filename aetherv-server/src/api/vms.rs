@@ -5,6 +5,7 @@
 use aetherv_hyperv::ops::VmState;
 use aetherv_provision::delete::DeleteRequest;
 use aetherv_hyperv::ops::HostFacts;
+use aetherv_provision::resources::{HostDefinitions, PlacementRequest, ResolveError, resolve};
 use aetherv_provision::schema::{JobRequest, ProvisionValues, Validated, check_disk_size};
 use axum::Json;
 use axum::body::Bytes;
@@ -130,15 +131,46 @@ fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
     }
 }
 
-/// Checks what depends on the chosen host's facts (once the host is known): a `disk_size_gb`
-/// below the image's virtual size is a 422 naming both sizes. The pipeline checks the same
-/// again in its pre-checks, against fresh facts.
-fn check_against_host(facts: &HostFacts, values: &ProvisionValues, flat: bool) -> ApiResult<()> {
-    let disk_field = if flat {
-        "disk_size_gb"
-    } else {
-        "values.disk_size_gb"
+/// Checks what depends on the chosen host (call it once the host is known): `network` and
+/// `storage_class` against the host's definitions (`configured` from `HOSTS_FILE`, joined
+/// with the host's resources file), the default network (several External switches and no
+/// default is a 422 listing them), and a `disk_size_gb` below the image's virtual size (a 422
+/// naming both sizes). The pipeline checks the same again in its pre-checks, against fresh
+/// facts.
+fn check_against_host(
+    facts: &HostFacts,
+    configured: &HostDefinitions,
+    values: &ProvisionValues,
+    flat: bool,
+) -> ApiResult<()> {
+    let prefix = if flat { "" } else { "values." };
+    let disk_field = format!("{prefix}disk_size_gb");
+    let disk_field = disk_field.as_str();
+    let request = PlacementRequest {
+        network: values.network.as_deref(),
+        storage_class: values.storage_class.as_deref(),
+        vlan_id: values.vlan_id,
     };
+    match resolve(configured, facts, request, prefix) {
+        Ok(_) => {}
+        Err(ResolveError::Fields(problems)) => {
+            return Err(ApiError::invalid_fields(
+                problems
+                    .into_iter()
+                    .map(|p| FieldProblem {
+                        field: p.field,
+                        message: p.message,
+                    })
+                    .collect(),
+            ));
+        }
+        Err(ResolveError::HostResources(e)) => {
+            return Err(ApiError::invalid(
+                &format!("{prefix}network"),
+                format!("{e}; fix the file on the host or define the networks in HOSTS_FILE"),
+            ));
+        }
+    }
     let image = facts
         .images
         .iter()
@@ -204,7 +236,12 @@ fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Re
             ));
         }
         if let Some(facts) = &host.facts {
-            check_against_host(facts, values, flat)?;
+            let configured = state
+                .host_resources
+                .get(&host_name.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_default();
+            check_against_host(facts, &configured, values, flat)?;
         }
     }
     let mut parameters = validated.redacted();

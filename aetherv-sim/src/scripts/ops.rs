@@ -716,6 +716,12 @@ pub fn register_managed_vm(ctx: &mut ScriptContext<'_>, request: &Value) -> Scri
                 vm.memory.minimum_bytes = min;
                 vm.memory.maximum_bytes = max;
             }
+            // Like the script: no switch name, no connection.
+            if spec.switch.is_none() {
+                for nic in &mut vm.nics {
+                    nic.switch_name = None;
+                }
+            }
         }
         state.remove_loose_files(&host, &disk.path);
         if start && let Err(e) = state.power(&host, &id_text, PowerAction::Start, now) {

@@ -157,6 +157,26 @@ fn value_fields() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "network",
+            json!({
+                "type": ["string", "null"],
+                "maxLength": 64,
+                "description": "Named network of the target host (switch and VLAN). Without \
+                    it: the host's default network, else its only External switch; several \
+                    External switches and no default is a 422 listing the candidates. \
+                    `vlan_id` overrides the network's VLAN",
+            }),
+        ),
+        (
+            "storage_class",
+            json!({
+                "type": ["string", "null"],
+                "maxLength": 64,
+                "description": "Named storage class of the target host: the VM's folder is \
+                    created below its folder. The host's default VM path without it",
+            }),
+        ),
+        (
             "os_family",
             json!({
                 "type": ["string", "null"],
