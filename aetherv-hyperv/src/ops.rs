@@ -60,6 +60,7 @@
 
 mod call;
 pub mod layer;
+mod roots;
 mod types;
 mod winrm;
 
@@ -67,7 +68,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use self::call::{HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, OperationKind};
+pub use self::call::{
+    HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, OperationKind, VHDX_MAX_BYTES,
+};
+pub use self::roots::ImageRoots;
 pub use self::types::*;
 pub use self::winrm::WinRmHyperVHost;
 use crate::error::{Error, Result};

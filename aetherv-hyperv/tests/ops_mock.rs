@@ -6,9 +6,11 @@
 use aetherv_hyperv::Error;
 use aetherv_hyperv::executor::{MockPowerShellExecutor, ScriptOutput};
 use aetherv_hyperv::ops::{
-    CopyImageRequest, CopyIsoRequest, DynamicMemory, HyperVHostExt, MigrationTarget, PowerAction,
-    RegisterVmSpec, VmId, VmState, WinRmHyperVHost, power_checked, scripts,
+    BootSettings, CopyImageRequest, CopyIsoRequest, DynamicMemory, HyperVHostExt, MigrationTarget,
+    PowerAction, RegisterVmSpec, SecureBootTemplate, VmId, VmState, WinRmHyperVHost, power_checked,
+    scripts,
 };
+use aetherv_hyperv::OsFamily;
 use aetherv_hyperv::protocol::{RESULT_BEGIN, RESULT_END, ScriptResult};
 use serde_json::{Value, json};
 
@@ -372,20 +374,25 @@ async fn provisioning_steps() {
         image_path: r"C:\CSV\Images\Ubuntu 24.04 LTS.vhdx".to_owned(),
         vm_name: "web-01".to_owned(),
         destination_root: None,
+        disk_size_bytes: Some(80 << 30),
     };
     let host = host_expecting(
         scripts::COPY_GOLDEN_IMAGE,
-        json!({"image_path": request.image_path, "vm_name": "web-01", "destination_root": null}),
+        json!({"image_path": request.image_path, "vm_name": "web-01", "destination_root": null,
+               "disk_size_bytes": 80u64 << 30}),
         ok(
-            json!({"vm_folder": r"C:\VMs\web-01", "vhdx_path": r"C:\VMs\web-01\Virtual Hard Disks\web-01.vhdx", "size_bytes": 5}),
+            json!({"vm_folder": r"C:\VMs\web-01", "vhdx_path": r"C:\VMs\web-01\Virtual Hard Disks\web-01.vhdx", "size_bytes": 5,
+                   "max_size_bytes": 80u64 << 30}),
         ),
     );
     let copied = host.copy_image(request.clone()).await.unwrap();
     assert_eq!(copied.vm_folder, r"C:\VMs\web-01");
+    assert_eq!(copied.max_size_bytes, Some(80 << 30));
 
     let host = host_expecting(
         scripts::COPY_GOLDEN_IMAGE,
-        json!({"image_path": request.image_path, "vm_name": "web-01", "destination_root": null}),
+        json!({"image_path": request.image_path, "vm_name": "web-01", "destination_root": null,
+               "disk_size_bytes": 80u64 << 30}),
         failure(
             "ImageNotFound",
             "no image",
@@ -426,14 +433,18 @@ async fn provisioning_steps() {
         vlan_id: Some(42),
         notes: "aetherv-job:1".to_owned(),
         start: true,
+        boot: Some(BootSettings::for_family(OsFamily::Linux)),
     };
+    // The firmware travels as Register-ManagedVm.ps1 reads it: Hyper-V's template names.
     let host = host_expecting(
         scripts::REGISTER_MANAGED_VM,
         json!({
             "name": "web-01", "vm_folder": spec.vm_folder, "vhdx_path": spec.vhdx_path,
             "iso_path": spec.iso_path, "processor_count": 2, "memory_startup_bytes": 4u64 << 30,
             "dynamic_memory": {"minimum_bytes": 1u64 << 30, "maximum_bytes": 8u64 << 30},
-            "switch_name": null, "vlan_id": 42, "notes": "aetherv-job:1", "start": true
+            "switch_name": null, "vlan_id": 42, "notes": "aetherv-job:1", "start": true,
+            "boot": {"secure_boot": true,
+                     "secure_boot_template": "MicrosoftUEFICertificateAuthority", "tpm": false}
         }),
         ok(vm_json(2)),
     );
@@ -473,6 +484,34 @@ async fn provisioning_steps() {
         let err = host.register_vm(broken).await.unwrap_err();
         assert!(matches!(err, Error::InvalidRequest { .. }), "{err}");
     }
+}
+
+#[test]
+fn secure_boot_templates_round_trip_by_their_hyperv_names() {
+    for template in SecureBootTemplate::ALL {
+        let text = serde_json::to_value(template).unwrap();
+        assert_eq!(text, json!(template.as_str()));
+        assert_eq!(
+            serde_json::from_value::<SecureBootTemplate>(text).unwrap(),
+            template
+        );
+        assert_eq!(
+            SecureBootTemplate::parse(&template.as_str().to_lowercase()),
+            Some(template)
+        );
+    }
+    assert!(serde_json::from_value::<SecureBootTemplate>(json!("Bogus")).is_err());
+    // Each family boots with its own default and not with the other's.
+    let windows = BootSettings::for_family(OsFamily::Windows);
+    let linux = BootSettings::for_family(OsFamily::Linux);
+    assert_eq!(windows, BootSettings::hyperv_default());
+    assert!(windows.boots(OsFamily::Windows) && !windows.boots(OsFamily::Linux));
+    assert!(linux.boots(OsFamily::Linux) && !linux.boots(OsFamily::Windows));
+    let off = BootSettings {
+        secure_boot: false,
+        ..windows
+    };
+    assert!(off.boots(OsFamily::Linux) && off.boots(OsFamily::Windows));
 }
 
 #[tokio::test]

@@ -29,9 +29,13 @@
 //!   marker in its notes, the KVP handshake and encrypted publication, the wait for the guest,
 //!   the optional cluster role; on failure or cancellation every created artifact is removed
 //!   in reverse and the error carries the [`CleanupReport`](job::CleanupReport).
+//! - [`boot`]: the generation 2 firmware (Secure Boot, template, vTPM) per OS family and
+//!   per image name pattern ([`BootPolicy`](boot::BootPolicy)).
 //! - [`delete`]: the deletion pipeline ([`DeleteMachine`](delete::DeleteMachine),
 //!   [`delete::delete`]): refuse a VM that is not Off unless forced, turn it off, remove its
 //!   cluster role, delete it (and its disks when asked), verify the inventory.
+//! - [`resources`]: named networks and storage classes (Aether-V's host resources) and the
+//!   pure decision of a VM's switch, VLAN and folder root ([`resolve`](resources::resolve)).
 //! - [`error`]: the crate's [`Error`] and [`Result`].
 //!
 //! # Secrets
@@ -46,11 +50,13 @@
 //! inside [`ProvisioningPayload::build`](kvp::ProvisioningPayload::build), and what reaches a
 //! host is ciphertext.
 
+pub mod boot;
 pub mod delete;
 pub mod error;
 pub mod job;
 pub mod kvp;
 pub mod provision;
+pub mod resources;
 pub mod schema;
 
 pub use error::{Error, FieldError, Result};

@@ -4,11 +4,17 @@
 //! Steps ([`steps`]), each a host call with its own timeout:
 //!
 //! 1. **Pre-checks**: host facts (the host is reachable; the golden image exists; a
-//!    provisioning ISO for the guest's OS family exists; enough memory is available), then the
-//!    inventory (the VM name is free on the host).
-//! 2. **Copy image** into a new VM folder, then **copy the provisioning ISO** into it.
-//! 3. **Register the VM** (memory, CPU, VHDX, ISO, optional VLAN, started), its notes set to
-//!    the job marker ([`marker`]) so that leftovers are findable after a crash.
+//!    `disk_size_gb` is not below its virtual size; a provisioning ISO for the guest's OS
+//!    family exists; enough memory is available), then the inventory (the VM name is free on
+//!    the host).
+//!    The network and storage are resolved against the host's definitions
+//!    ([`crate::resources::resolve`]).
+//! 2. **Copy image** into a new VM folder (under the storage class's folder, or the host's
+//!    default VM path; expanded to `disk_size_gb` before the VM exists), then **copy the
+//!    provisioning ISO** into it.
+//! 3. **Register the VM** (memory, CPU, VHDX, ISO, the resolved switch and VLAN, the firmware of
+//!    [`ProvisionConfig::boot`] for its OS family and image, started), its notes set to the
+//!    job marker ([`marker`]) so that leftovers are findable after a crash.
 //! 4. **Wait for the guest's key**: set `hlvmm.meta.version` and the host state
 //!    `waitingforpublickey`, then poll the guest's KVP items until it publishes its public key
 //!    and `waitingforaeskey` (or the key timeout passes).
@@ -34,21 +40,23 @@
 //! notes marker, the folder by the path the host would have used. The job's error lists what
 //! was removed and, loudly, what could not be.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aetherv_hyperv::ops::{
     CopiedImage, CopyImageRequest, CopyIsoRequest, GuestKvp, HostFacts, HyperVHost, PowerAction,
-    RegisterVmSpec, VmId,
+    BootSettings, RegisterVmSpec, VmId,
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::boot::BootPolicy;
 use crate::error::{Error, Result};
 use crate::job::{
     self, Action, Artifact, CallError, CleanupEntry, CleanupOutcome, CleanupReport, Compensation,
     Event, EventLog, HostCall, HostReply, JobEvent, JobId, LogLevel, StepCall, StepEnd, Workflow,
 };
+use crate::resources::{HostDefinitions, Placement, PlacementRequest, ResolveError, resolve};
 use crate::kvp::{
     GuestPublicKey, GuestState, HostState, ProvisioningPayload, guest_data, keys, version_item,
 };
@@ -113,8 +121,11 @@ pub struct ProvisionConfig {
     pub compensation_timeout: Duration,
     /// `hlvmm.meta.version` to publish; the provisioning ISO's version when `None`.
     pub agent_version: Option<String>,
-    /// Switch to connect the VM to; the host's default when `None`.
-    pub switch_name: Option<String>,
+    /// Named networks and storage classes by host name (lowercase) from the server's
+    /// configuration; joined with the host's own resources file ([`crate::resources`]).
+    pub resources: BTreeMap<String, HostDefinitions>,
+    /// Firmware settings per OS family and image name pattern (Secure Boot, template, vTPM).
+    pub boot: BootPolicy,
 }
 
 impl Default for ProvisionConfig {
@@ -127,7 +138,8 @@ impl Default for ProvisionConfig {
             poll_interval: Duration::from_secs(2),
             compensation_timeout: Duration::from_secs(120),
             agent_version: None,
-            switch_name: None,
+            resources: BTreeMap::new(),
+            boot: BootPolicy::default(),
         }
     }
 }
@@ -304,8 +316,11 @@ pub struct ProvisionMachine {
     phase: Phase,
     log: EventLog,
     image_path: String,
+    disk_size_bytes: Option<u64>,
     iso_source: String,
     agent_version: String,
+    boot: Option<BootSettings>,
+    placement: Placement,
     expected_root: String,
     copied: Option<CopiedImage>,
     iso_copy: Option<String>,
@@ -347,8 +362,11 @@ impl ProvisionMachine {
             phase: Phase::NotStarted,
             log: EventLog::default(),
             image_path: String::new(),
+            disk_size_bytes: None,
             iso_source: String::new(),
             agent_version: String::new(),
+            boot: None,
+            placement: Placement::default(),
             expected_root: String::new(),
             copied: None,
             iso_copy: None,
@@ -474,6 +492,13 @@ impl ProvisionMachine {
                     ),
                 )
             })?;
+        let disk_size = crate::schema::check_disk_size(
+            "disk_size_gb",
+            self.values.disk_size_gb,
+            &image.name,
+            image.max_size_bytes,
+        )
+        .map_err(|problem| self.pre_check("disk size", problem.message))?;
         let needed = u64::from(self.values.gb_ram) << 30;
         if facts.memory_available_bytes < needed {
             return Err(self.pre_check(
@@ -487,6 +512,7 @@ impl ProvisionMachine {
             ));
         }
         self.image_path = image.path.clone();
+        self.disk_size_bytes = disk_size;
         self.iso_source = iso.path.clone();
         self.agent_version = version;
         self.log.log(
@@ -496,8 +522,89 @@ impl ProvisionMachine {
                 facts.name, image.path, iso.path, self.agent_version
             ),
         );
+        let boot = self
+            .config
+            .boot
+            .resolve(&self.host, &image.name, self.values.os_family);
+        self.log.log(
+            LogLevel::Info,
+            format!(
+                "firmware: {} ({})",
+                boot.settings,
+                boot.rule.as_deref().map_or_else(
+                    || format!("the {family} default"),
+                    |rule| format!("rule for images {rule:?}")
+                )
+            ),
+        );
+        if !boot.settings.boots(self.values.os_family) {
+            self.log.log(
+                LogLevel::Warn,
+                format!(
+                    "a {family} guest does not pass Secure Boot with the {} template; the guest \
+                     will not start and the job will time out waiting for its key",
+                    boot.settings.secure_boot_template
+                ),
+            );
+        }
+        self.boot = Some(boot.settings);
+        let configured = self
+            .config
+            .resources
+            .get(&self.host.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default();
+        let request = PlacementRequest {
+            network: self.values.network.as_deref(),
+            storage_class: self.values.storage_class.as_deref(),
+            vlan_id: self.values.vlan_id,
+        };
+        self.placement = match resolve(&configured, facts, request, "") {
+            Ok(placement) => placement,
+            Err(ResolveError::Fields(problems)) => {
+                let check = if problems.iter().any(|p| p.field == "network") {
+                    "network"
+                } else {
+                    "storage class"
+                };
+                return Err(self.pre_check(
+                    check,
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ));
+            }
+            Err(ResolveError::HostResources(e)) => {
+                return Err(self.pre_check("host resources", e.to_string()));
+            }
+        };
+        let vlan = self
+            .placement
+            .vlan_id
+            .map(|v| format!(", VLAN {v}"))
+            .unwrap_or_default();
+        let network = match (&self.placement.network, &self.placement.switch_name) {
+            (Some(network), Some(switch)) => format!("{network} (switch {switch}{vlan})"),
+            (None, Some(switch)) => format!("switch {switch}{vlan}"),
+            _ => "none (the host has no External switch; the adapter stays unconnected)"
+                .to_owned(),
+        };
+        let root = match (&self.placement.storage_class, &self.placement.destination_root) {
+            (Some(class), Some(root)) => format!("{root} (storage class {class})"),
+            _ => format!("{} (the host's default)", facts.vm_path),
+        };
+        self.log.log(
+            LogLevel::Info,
+            format!("network: {network}; VM folder root: {root}"),
+        );
         // Remembered for compensation of a copy whose outcome is unknown.
-        self.expected_root = facts.vm_path.clone();
+        self.expected_root = self
+            .placement
+            .destination_root
+            .clone()
+            .unwrap_or_else(|| facts.vm_path.clone());
         self.enter(Phase::Inventory, "checking that the VM name is free");
         Ok(self.call(HostCall::Inventory))
     }
@@ -523,7 +630,8 @@ impl ProvisionMachine {
                 Ok(self.call(HostCall::CopyImage(CopyImageRequest {
                     image_path: self.image_path.clone(),
                     vm_name: self.values.vm_name.clone(),
-                    destination_root: None,
+                    destination_root: self.placement.destination_root.clone(),
+                    disk_size_bytes: self.disk_size_bytes,
                 })))
             }
             (Phase::CopyImage, HostReply::CopiedImage(copied)) => {
@@ -540,6 +648,15 @@ impl ProvisionMachine {
                         copied.vhdx_path, copied.size_bytes
                     ),
                 );
+                if let (Some(_), Some(size)) = (self.disk_size_bytes, copied.max_size_bytes) {
+                    self.log.log(
+                        LogLevel::Info,
+                        format!(
+                            "the system disk's virtual size is {}",
+                            crate::schema::describe_bytes(size)
+                        ),
+                    );
+                }
                 let request = CopyIsoRequest {
                     iso_path: self.iso_source.clone(),
                     vm_folder: copied.vm_folder.clone(),
@@ -568,10 +685,11 @@ impl ProvisionMachine {
                     processor_count: self.values.cpu_cores,
                     memory_startup_bytes: u64::from(self.values.gb_ram) << 30,
                     dynamic_memory: None,
-                    switch_name: self.config.switch_name.clone(),
-                    vlan_id: self.values.vlan_id,
+                    switch_name: self.placement.switch_name.clone(),
+                    vlan_id: self.placement.vlan_id,
                     notes: marker(&self.job),
                     start: true,
+                    boot: self.boot,
                 };
                 self.enter(Phase::Register, "registering and starting the VM");
                 Ok(self.call(HostCall::RegisterVm(Box::new(spec))))

@@ -31,11 +31,14 @@
 //! | `image_name` | required; at most 255 characters, no `/`, `\`, `..` or control characters (it names a file on cluster storage); decides the OS family |
 //! | `gb_ram` | required integer 1–512 |
 //! | `cpu_cores` | required integer 1–64 |
+//! | `disk_size_gb` | optional integer 1–65536 (GiB): the system disk is expanded to this size before the first boot; not smaller than the image's virtual size |
 //! | `guest_la_uid` | required; on Windows at most 20 characters and none of `" / \ [ ] : ; \| = , + * ? < > @`; on Linux at most 32 characters, no whitespace, `:` or `/` |
 //! | `guest_la_pw` | required secret |
 //! | `vlan_id` | optional integer 0–4094 (0 means untagged) |
 //! | `vm_clustered` | optional boolean, default false |
 //! | `os_family` | optional `windows` or `linux`; overrides detection from `image_name` |
+//! | `network` | optional name (at most 64 characters) of a network defined for the target host; checked against the host ([`crate::resources`]) |
+//! | `storage_class` | optional name (at most 64 characters) of a storage class defined for the target host |
 //!
 //! Groups are all-or-none: giving any member requires the group's required members.
 //!
@@ -76,9 +79,11 @@
 //! - `validate`: the two shapes, the required fields and the order of reported problems.
 //! - `os`: the OS family (explicit or detected) and the groups dropped for the other family.
 //! - `rules`: the VM name and local administrator rules that depend on the OS family.
+//! - `disk`: `disk_size_gb` against the image's virtual size ([`check_disk_size`]).
 //! - `groups`: the all-or-none groups (static IPv4, domain join, Ansible SSH).
 
 mod check;
+mod disk;
 mod groups;
 mod os;
 mod parse;
@@ -87,6 +92,7 @@ mod rules;
 mod types;
 mod validate;
 
+pub use disk::{check_disk_size, describe_bytes};
 pub use types::{
     AnsibleSsh, BodyFormat, DomainJoin, JobRequest, ProvisionValues, StaticIpv4, Validated,
 };
@@ -95,6 +101,9 @@ pub use types::{
 pub const SCHEMA_VERSION: u32 = 1;
 
 pub use aetherv_hyperv::os::{LINUX_IMAGE_PREFIXES, WINDOWS_IMAGE_PREFIXES};
+
+/// The largest `disk_size_gb`: a VHDX holds at most 64 TiB.
+pub const MAX_DISK_SIZE_GB: u32 = 65_536;
 
 const MAX_VM_NAME: usize = 64;
 const MAX_WINDOWS_COMPUTER_NAME: usize = 15;

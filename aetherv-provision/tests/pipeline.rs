@@ -112,6 +112,7 @@ fn copied() -> CopiedImage {
         vm_folder: "C:\\VMs\\web-01".to_owned(),
         vhdx_path: "C:\\VMs\\web-01\\Virtual Hard Disks\\web-01.vhdx".to_owned(),
         size_bytes: 1000,
+        max_size_bytes: None,
     }
 }
 
@@ -203,6 +204,13 @@ fn to_registered(m: &mut ProvisionMachine) {
             assert_eq!(spec.vlan_id, Some(120));
             assert_eq!(spec.iso_path.as_deref(), Some(iso().iso_path.as_str()));
             assert!(spec.start);
+            // A Windows guest: Secure Boot with the MicrosoftWindows template, set explicitly.
+            let boot = spec.boot.expect("firmware settings are always sent");
+            assert!(boot.secure_boot && !boot.tpm);
+            assert_eq!(
+                boot.secure_boot_template,
+                aetherv_hyperv::ops::SecureBootTemplate::MicrosoftWindows
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -7,11 +7,14 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aetherv_hyperv::WinRmExecutor;
+use aetherv_hyperv::ops::{BootSettings, SecureBootTemplate};
+use aetherv_hyperv::{OsFamily, WinRmExecutor};
 use aetherv_hyperv::ops::layer::{Layered, Middleware};
 use aetherv_hyperv::ops::{HostCall, HostReply, HyperVHost, WinRmHyperVHost};
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
 use aetherv_provision::Error;
+use aetherv_provision::boot::{BootPolicy, BootRule};
+use aetherv_provision::resources::{HostDefinitions, NetworkDef};
 use aetherv_provision::delete::{DeleteRequest, delete};
 use aetherv_provision::job::{JobEvent, JobId, discard};
 use aetherv_provision::kvp::keys;
@@ -101,20 +104,29 @@ const SSH_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx3c2VjcmV0bm90cmVhbGx5YWtleWF0YWxs ansible@ctl";
 
 fn linux_job(host: &str, name: &str) -> Validated {
+    linux_job_with(host, name, json!({}))
+}
+
+/// A Linux job with `extra` values added.
+fn linux_job_with(host: &str, name: &str, extra: serde_json::Value) -> Validated {
+    let mut values = json!({
+        "vm_name": name,
+        "image_name": "Ubuntu 24.04 LTS",
+        "gb_ram": 2,
+        "cpu_cores": 2,
+        "guest_la_uid": "admin",
+        "guest_la_pw": LA_PW,
+        "cnf_ansible_ssh_user": "ansible",
+        "cnf_ansible_ssh_key": SSH_KEY
+    });
+    if let (Some(values), Some(extra)) = (values.as_object_mut(), extra.as_object()) {
+        values.extend(extra.clone());
+    }
     JobRequest::from_json(
         &json!({
             "schema_version": 1,
             "target_host": host,
-            "values": {
-                "vm_name": name,
-                "image_name": "Ubuntu 24.04 LTS",
-                "gb_ram": 2,
-                "cpu_cores": 2,
-                "guest_la_uid": "admin",
-                "guest_la_pw": LA_PW,
-                "cnf_ansible_ssh_user": "ansible",
-                "cnf_ansible_ssh_key": SSH_KEY
-            }
+            "values": values
         })
         .to_string(),
     )
@@ -246,6 +258,7 @@ async fn a_windows_vm_with_static_ip_and_domain_join_reaches_applied() {
     assert!(vm.clustered);
     assert_eq!(vm.nics[0].vlan_id, Some(120));
     assert_eq!(vm.processor_count, 2);
+    assert_eq!(vm.firmware, BootSettings::for_family(OsFamily::Windows));
     assert_eq!(
         vm.kvp.guest_to_host[keys::GUEST_STATE],
         "provisioningapplied"
@@ -304,6 +317,11 @@ async fn a_linux_vm_with_an_ssh_key_reaches_applied_and_is_deleted() {
         .unwrap()
         .vm(&done.vm_id.to_string())
         .unwrap();
+    assert!(vm.firmware.secure_boot);
+    assert_eq!(
+        vm.firmware.secure_boot_template,
+        SecureBootTemplate::MicrosoftUefiCertificateAuthority
+    );
     let applied = vm.guest.applied.clone().expect("applied");
     assert_eq!(applied.ssh_user.as_deref(), Some("ansible"));
     assert_eq!(applied.hostname.as_deref(), Some("db-primary-0001"));
@@ -355,6 +373,213 @@ async fn a_linux_vm_with_an_ssh_key_reaches_applied_and_is_deleted() {
     );
     assert!(deleted.kept_paths.is_empty(), "{deleted:?}");
     assert_nothing_left(&sim, "hv01", "db-primary-0001", "deleted");
+    sim.shutdown().await;
+}
+
+/// The old behaviour (every generation 2 VM with Hyper-V's `MicrosoftWindows` template) is
+/// caught: the Linux guest never boots, the job fails waiting for its key and leaves nothing.
+/// An image rule turning Secure Boot off for the same image provisions it, with a vTPM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linux_image_with_the_windows_template_never_answers_and_rules_override_per_image() {
+    let sim = fleet(1, 0).await;
+    let host = ops(&sim, "hv01");
+    let old_template = ProvisionConfig {
+        boot: BootPolicy {
+            global: vec![BootRule {
+                image: "*".to_owned(),
+                secure_boot: Some(true),
+                secure_boot_template: Some(SecureBootTemplate::MicrosoftWindows),
+                tpm: None,
+            }],
+            ..BootPolicy::default()
+        },
+        key_timeout: Duration::from_millis(600),
+        ..config()
+    };
+    let (result, events) = run(
+        Arc::clone(&host),
+        "job-old-template",
+        &linux_job("hv01", "never-boots"),
+        old_template,
+        CancellationToken::new(),
+    )
+    .await;
+    let err = result.unwrap_err();
+    match &err {
+        Error::ProvisionFailed {
+            step,
+            cause,
+            cleanup,
+            ..
+        } => {
+            assert_eq!(*step, steps::WAIT_FOR_KEY, "{err}");
+            assert!(matches!(**cause, Error::GuestTimeout { .. }), "{err}");
+            assert!(cleanup.is_clean(), "{err}");
+        }
+        other => panic!("expected a failed provision, got {other}"),
+    }
+    assert!(
+        events.text().contains("does not pass Secure Boot"),
+        "{}",
+        events.text()
+    );
+    assert_nothing_left(&sim, "hv01", "never-boots", "old template");
+
+    let mut per_host = BootPolicy::default();
+    per_host.hosts.insert(
+        "hv01".to_owned(),
+        vec![BootRule {
+            image: "ubuntu*".to_owned(),
+            secure_boot: Some(false),
+            secure_boot_template: None,
+            tpm: Some(true),
+        }],
+    );
+    let (result, _) = run(
+        host,
+        "job-rule",
+        &linux_job("hv01", "boots-anyway"),
+        ProvisionConfig {
+            boot: per_host,
+            ..config()
+        },
+        CancellationToken::new(),
+    )
+    .await;
+    let done = result.unwrap();
+    let vm = sim
+        .host("hv01")
+        .unwrap()
+        .vm(&done.vm_id.to_string())
+        .unwrap();
+    assert!(!vm.firmware.secure_boot && vm.firmware.tpm);
+    sim.shutdown().await;
+}
+
+/// `disk_size_gb` expands the copied disk before the first boot; a size below the image's
+/// virtual size (64 GiB for the simulator's Ubuntu image) fails in the pre-checks, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_size_expands_the_copy_and_a_smaller_size_fails_before_copying() {
+    let sim = fleet(1, 0).await;
+    let host = ops(&sim, "hv01");
+    let (result, events) = run(
+        Arc::clone(&host),
+        "job-disk",
+        &linux_job_with("hv01", "big-disk", json!({"disk_size_gb": 100})),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    let done = result.unwrap();
+    let vm = sim
+        .host("hv01")
+        .unwrap()
+        .vm(&done.vm_id.to_string())
+        .unwrap();
+    assert_eq!(vm.disks[0].max_size_bytes, 100 << 30);
+    assert!(events.text().contains("virtual size is 100 GiB"));
+
+    let (result, _) = run(
+        host,
+        "job-small",
+        &linux_job_with("hv01", "small-disk", json!({"disk_size_gb": 20})),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    let err = result.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, Error::ProvisionFailed { step, .. } if *step == steps::PRE_CHECKS),
+        "{text}"
+    );
+    assert!(
+        text.contains("20 GiB") && text.contains("64 GiB"),
+        "{text}"
+    );
+    assert_nothing_left(&sim, "hv01", "small-disk", "disk too small");
+    sim.shutdown().await;
+}
+
+/// hv03 of a generated fleet has two External switches and a host resources file (networks
+/// `prod` and `lab`, storage class `fast`) without a default network: a request must choose,
+/// a named network and storage class place the VM, and HOSTS_FILE-style definitions win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_and_storage_classes_place_the_vm_and_several_switches_need_a_choice() {
+    let sim = fleet(3, 0).await;
+    let host = ops(&sim, "hv03");
+    let (result, _) = run(
+        Arc::clone(&host),
+        "job-guess",
+        &linux_job("hv03", "no-guess"),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    let text = result.unwrap_err().to_string();
+    assert!(
+        text.contains("network") && text.contains("prod") && text.contains("vSwitch-External-B"),
+        "{text}"
+    );
+    assert_nothing_left(&sim, "hv03", "no-guess", "no network chosen");
+
+    let (result, _) = run(
+        Arc::clone(&host),
+        "job-lab",
+        &linux_job_with(
+            "hv03",
+            "on-lab",
+            json!({"network": "lab", "storage_class": "fast"}),
+        ),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    let done = result.unwrap();
+    let vm = sim
+        .host("hv03")
+        .unwrap()
+        .vm(&done.vm_id.to_string())
+        .unwrap();
+    assert_eq!(vm.nics[0].switch_name.as_deref(), Some("vSwitch-External-B"));
+    assert_eq!(vm.nics[0].vlan_id, Some(20));
+    assert!(vm.path.ends_with(r"\Fast\on-lab"), "{}", vm.path);
+    assert!(done.vm_folder.ends_with(r"\Fast\on-lab"), "{}", done.vm_folder);
+
+    // The server's definitions win over the host's file; its default network decides, and
+    // the request's VLAN wins over the network's.
+    let mut resources = std::collections::BTreeMap::new();
+    resources.insert(
+        "hv03".to_owned(),
+        HostDefinitions {
+            networks: vec![NetworkDef {
+                name: "prod".to_owned(),
+                switch: "vSwitch-External-B".to_owned(),
+                vlan_id: Some(30),
+            }],
+            storage_classes: Vec::new(),
+            default_network: Some("prod".to_owned()),
+        },
+    );
+    let (result, _) = run(
+        host,
+        "job-default",
+        &linux_job_with("hv03", "on-default", json!({"vlan_id": 99})),
+        ProvisionConfig {
+            resources,
+            ..config()
+        },
+        CancellationToken::new(),
+    )
+    .await;
+    let done = result.unwrap();
+    let vm = sim
+        .host("hv03")
+        .unwrap()
+        .vm(&done.vm_id.to_string())
+        .unwrap();
+    assert_eq!(vm.nics[0].switch_name.as_deref(), Some("vSwitch-External-B"));
+    assert_eq!(vm.nics[0].vlan_id, Some(99));
     sim.shutdown().await;
 }
 

@@ -19,11 +19,14 @@
 //! Invalid configuration yields every problem at once, one message per problem, each starting
 //! with the variable it concerns (`WINRM_PORT: expected a port number, got "x"`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
+use aetherv_provision::boot::{BootPolicy, BootRule};
+use aetherv_provision::resources::HostDefinitions;
 use aetherv_winrm::Secret;
 use serde::Deserialize;
 
@@ -80,6 +83,9 @@ pub struct Config {
     pub job_history: usize,
     /// How callers are authenticated.
     pub auth: AuthConfig,
+    /// Firmware overrides per image name pattern for every host (`AETHERV_IMAGE_BOOT`), tried
+    /// after the hosts' own ([`HostTarget::image_boot`]).
+    pub image_boot: Vec<BootRule>,
 }
 
 /// What the server manages.
@@ -132,6 +138,17 @@ pub struct HostTarget {
     pub ca_file: Option<PathBuf>,
     /// Accept any certificate (testing only).
     pub insecure: bool,
+    /// Firmware overrides per image name pattern from `HOSTS_FILE`: the host's own
+    /// `image_boot`, then its cluster's, then the file's `defaults`.
+    pub image_boot: Vec<BootRule>,
+    /// Named networks, storage classes and the default network from `HOSTS_FILE`: the host's
+    /// own, then its cluster's, then the file's `defaults` (the first definition of a name
+    /// wins). Joined with the host's own resources file at provisioning time.
+    pub resources: HostDefinitions,
+    /// Where the host's golden images are looked for, in order: `image_roots` of the host,
+    /// else its cluster's, else `defaults`', else `AETHERV_IMAGE_ROOTS`; empty for the host
+    /// script's default list (each CSV's `DiskImages` and `Images`, then `<VMPath>\Images`).
+    pub image_roots: Vec<String>,
 }
 
 /// How to authenticate to the hosts.
@@ -257,6 +274,8 @@ impl Config {
         let job_concurrency_per_host = s.number("JOB_CONCURRENCY_PER_HOST", 2, 1, 64);
         let job_history = s.number("JOB_HISTORY", 1000, 10, 100_000);
 
+        let image_boot = image_boot(&mut s);
+
         let hosts_configured = s.get("HYPERV_HOSTS").is_some() || s.get("HOSTS_FILE").is_some();
         let mode = if hosts_configured {
             Mode::Fleet(fleet(&mut s))
@@ -288,7 +307,36 @@ impl Config {
             job_concurrency_per_host,
             job_history,
             auth,
+            image_boot,
         })
+    }
+
+    /// The named networks and storage classes of every host with some, by lowercase host
+    /// name (the provisioning pipeline's [`ProvisionConfig::resources`]).
+    ///
+    /// [`ProvisionConfig::resources`]: aetherv_provision::provision::ProvisionConfig::resources
+    #[must_use]
+    pub fn host_resources(&self) -> BTreeMap<String, HostDefinitions> {
+        self.hosts()
+            .iter()
+            .filter(|h| h.resources != HostDefinitions::default())
+            .map(|h| (h.name.to_ascii_lowercase(), h.resources.clone()))
+            .collect()
+    }
+
+    /// The firmware rules of the provisioning pipeline: each host's `HOSTS_FILE` rules, then
+    /// `AETHERV_IMAGE_BOOT`'s.
+    #[must_use]
+    pub fn boot_policy(&self) -> BootPolicy {
+        BootPolicy {
+            hosts: self
+                .hosts()
+                .iter()
+                .filter(|h| !h.image_boot.is_empty())
+                .map(|h| (h.name.to_ascii_lowercase(), h.image_boot.clone()))
+                .collect(),
+            global: self.image_boot.clone(),
+        }
     }
 
     /// The configured hosts; empty in demo mode.
@@ -322,6 +370,43 @@ fn install_directory(s: &mut Sources<'_>) -> String {
         );
     }
     dir
+}
+
+/// `AETHERV_IMAGE_BOOT`: a YAML (or JSON) list of firmware rules, the shape of `HOSTS_FILE`'s
+/// `image_boot`.
+fn image_boot(s: &mut Sources<'_>) -> Vec<BootRule> {
+    let Some(text) = s.get("AETHERV_IMAGE_BOOT") else {
+        return Vec::new();
+    };
+    let parsed: Result<Vec<BootRule>, _> =
+        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text));
+    match parsed {
+        Ok(rules) => {
+            for (r, rule) in rules.iter().enumerate() {
+                if let Some(why) = rule.problem() {
+                    s.problem("AETHERV_IMAGE_BOOT", format_args!("[{r}].{why}"));
+                }
+            }
+            rules
+        }
+        Err(e) => {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            s.problem(
+                "AETHERV_IMAGE_BOOT",
+                format_args!(
+                    "expected a list like [{{image: \"ubuntu-*\", secure_boot_template: \
+                     MicrosoftUEFICertificateAuthority}}]: {}{message}",
+                    if path.is_empty() || path == "." {
+                        String::new()
+                    } else {
+                        format!("{path}: ")
+                    }
+                ),
+            );
+            Vec::new()
+        }
+    }
 }
 
 fn demo(s: &mut Sources<'_>) -> DemoConfig {

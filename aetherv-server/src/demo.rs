@@ -65,6 +65,9 @@ impl DemoFleet {
                 transport: Transport::Ntlm,
                 ca_file: None,
                 insecure: false,
+                image_boot: Vec::new(),
+                resources: aetherv_provision::resources::HostDefinitions::default(),
+                image_roots: Vec::new(),
             })
             .collect();
         Ok((Self { fleet }, targets))

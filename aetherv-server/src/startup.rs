@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use aetherv_hyperv::WinRmExecutor;
 use aetherv_hyperv::deploy::{Bundle, DeployGate, DeployOptions, Deployer};
 use aetherv_hyperv::ops::layer::{Layered, RetryReads, Timeouts};
-use aetherv_hyperv::ops::{HyperVHost, WinRmHyperVHost};
+use aetherv_hyperv::ops::{HyperVHost, ImageRoots, WinRmHyperVHost};
 use aetherv_inventory::{CancellationToken, HostStatus, RefreshConfig, Refresher};
 use aetherv_provision::provision::ProvisionConfig;
 use aetherv_winrm::Client;
@@ -161,10 +161,12 @@ impl Server {
             // Innermost first: the operation with its time limit, one retry of a failed read,
             // the deployment gate (scripts deployed before the first operation), and the
             // metrics (which count a refused call as a failed one).
-            let timed: Arc<dyn HyperVHost> = Arc::new(Layered::new(
+            // Facts look for golden images in the host's configured roots.
+            let rooted: Arc<dyn HyperVHost> = Arc::new(Layered::new(
                 Arc::new(WinRmHyperVHost::new(executor.clone())),
-                Timeouts::default(),
+                ImageRoots::new(target.image_roots.clone()),
             ));
+            let timed: Arc<dyn HyperVHost> = Arc::new(Layered::new(rooted, Timeouts::default()));
             // A read that failed on the transport (or timed out) is tried once more; a change
             // is never retried (it may have taken effect).
             let api: Arc<dyn HyperVHost> = Arc::new(Layered::new(timed, RetryReads::default()));
@@ -194,10 +196,16 @@ impl Server {
                 provision: if demo {
                     ProvisionConfig {
                         poll_interval: Duration::from_millis(250),
+                        boot: config.boot_policy(),
+                        resources: config.host_resources(),
                         ..ProvisionConfig::default()
                     }
                 } else {
-                    ProvisionConfig::default()
+                    ProvisionConfig {
+                        boot: config.boot_policy(),
+                        resources: config.host_resources(),
+                        ..ProvisionConfig::default()
+                    }
                 },
                 ..QueueConfig::default()
             },
@@ -224,6 +232,7 @@ impl Server {
                 version: env!("CARGO_PKG_VERSION"),
             }),
             vm_list_cache: Arc::default(),
+            host_resources: Arc::new(config.host_resources()),
         };
         tokio::spawn(watch_readiness(
             state.clone(),

@@ -1,8 +1,10 @@
 //! The shared state every handler sees.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use aetherv_inventory::InventoryHandle;
+use aetherv_provision::resources::HostDefinitions;
 use arc_swap::ArcSwapOption;
 use axum::extract::FromRef;
 use bytes::Bytes;
@@ -114,6 +116,9 @@ pub struct AppState {
     pub info: Arc<ServerInfo>,
     /// The unfiltered VM list, serialised once per inventory change.
     pub vm_list_cache: Arc<VmListCache>,
+    /// Named networks and storage classes from the configuration, by lowercase host name
+    /// (checked at submission against the chosen host; see `api::vms`).
+    pub host_resources: Arc<BTreeMap<String, HostDefinitions>>,
 }
 
 impl std::fmt::Debug for AppState {

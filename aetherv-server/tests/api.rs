@@ -111,7 +111,8 @@ fn facts(name: &str, cluster: Option<&str>) -> HostFacts {
                 os_family: "linux".to_owned(),
                 path: "C:\\Images\\ubuntu.vhdx".to_owned(),
                 size_bytes: 1000,
-                max_size_bytes: None,
+                max_size_bytes: Some(64 << 30),
+                root: Some("C:\\Images".to_owned()),
             },
             GoldenImage {
                 name: "Windows Server 2022 Datacenter".to_owned(),
@@ -119,6 +120,7 @@ fn facts(name: &str, cluster: Option<&str>) -> HostFacts {
                 path: "C:\\Images\\ws2022.vhdx".to_owned(),
                 size_bytes: 1000,
                 max_size_bytes: None,
+                root: Some("C:\\Images".to_owned()),
             },
         ],
         provisioning_isos: vec![ProvisioningIso {
@@ -128,6 +130,7 @@ fn facts(name: &str, cluster: Option<&str>) -> HostFacts {
             version: Some("1.0.0".to_owned()),
         }],
         scripts_version: Some("abc123".to_owned()),
+        host_resources: None,
     }
 }
 
@@ -378,6 +381,7 @@ async fn fixture_with(config: QueueConfig, readiness: Readiness, auth: Authentic
             version: "test",
         }),
         vm_list_cache: Arc::default(),
+        host_resources: Arc::default(),
     };
     Fixture {
         app: router(state.clone()),
@@ -1167,6 +1171,48 @@ async fn create_with_an_image_the_host_lacks_is_422() {
         error["message"].as_str().unwrap().contains("Ubuntu 24.04"),
         "names what is available: {error}"
     );
+    assert_eq!(fx.job_count(), 0);
+}
+
+#[tokio::test]
+async fn a_disk_size_below_the_image_is_422_naming_both_sizes() {
+    let fx = fixture().await;
+    let mut body = create_body("new-01");
+    body["disk_size_gb"] = json!(20);
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_eq!(error["field"], "disk_size_gb");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("20 GiB") && message.contains("64 GiB"),
+        "{error}"
+    );
+    body["disk_size_gb"] = json!(0);
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_eq!(error["field"], "disk_size_gb");
+    assert_eq!(fx.job_count(), 0);
+    body["disk_size_gb"] = json!("100");
+    let job = accepted(&fx.post_json("/api/v1/vms/create", &body).await);
+    fx.wait_job(&job).await;
+}
+
+#[tokio::test]
+async fn unknown_networks_and_storage_classes_are_422_naming_the_field() {
+    let fx = fixture().await;
+    let mut body = create_body("new-01");
+    body["network"] = json!("prod");
+    body["storage_class"] = json!("fast");
+    let answer = fx.post_json("/api/v1/vms/create", &body).await;
+    let error = answer.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_eq!(error["field"], "network");
+    let text = error.to_string();
+    assert!(text.contains("storage_class"), "both fields are named: {text}");
+    assert!(text.contains("none are defined"), "{text}");
     assert_eq!(fx.job_count(), 0);
 }
 

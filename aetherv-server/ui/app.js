@@ -1082,6 +1082,13 @@
       const e = intIn(v.vlan_id, 0, 4094);
       if (e) fail("vlan_id", e);
     }
+    for (const f of ["network", "storage_class"]) {
+      if (given(f) && v[f].length > 64) fail(f, "must be at most 64 characters");
+    }
+    if (given("disk_size_gb")) {
+      const e = intIn(v.disk_size_gb, 1, 65536);
+      if (e) fail("disk_size_gb", e);
+    }
 
     if (!given("guest_la_uid")) fail("guest_la_uid", "is required");
     else {
@@ -1181,7 +1188,10 @@
       ["vm_name", "VM name", "text", "1–64 letters, digits and hyphens (at most 15 for Windows)"],
       ["gb_ram", "Memory (GB)", "number", "1–512"],
       ["cpu_cores", "CPU cores", "number", "1–64"],
-      ["vlan_id", "VLAN (optional)", "number", "0–4094; 0 means untagged"],
+      ["disk_size_gb", "Disk size (GB, optional)", "number", "1–65536; at least the image's size; the image's size when empty"],
+      ["vlan_id", "VLAN (optional)", "number", "0–4094; 0 means untagged; overrides the network's VLAN"],
+      ["network", "Network (optional)", "text", "a named network of the host; its default network (or only External switch) when empty"],
+      ["storage_class", "Storage class (optional)", "text", "a named storage class of the host; its default VM path when empty"],
     ],
     admin: [
       ["guest_la_uid", "Local administrator user", "text", null],
@@ -1406,7 +1416,7 @@
       const body = {};
       for (const [k, v] of Object.entries(values)) {
         if (v === "") continue;
-        body[k] = ["gb_ram", "cpu_cores", "vlan_id", "guest_v4_cidrprefix"].includes(k) ? Number(v) : v;
+        body[k] = ["gb_ram", "cpu_cores", "disk_size_gb", "vlan_id", "guest_v4_cidrprefix"].includes(k) ? Number(v) : v;
       }
       body.vm_clustered = clustered.checked;
       if (fam && detectFamily(values.image_name) !== fam) body.os_family = fam;

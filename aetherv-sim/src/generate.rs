@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Cluster, ControllerType, DiskType, DvdDrive, Fleet, GIB, GoldenImage, GuestInfo, Host,
+    BootSettings, Cluster, ControllerType, DiskType, DvdDrive, Fleet, GIB, GoldenImage, GuestInfo, Host,
     KvpPools, NetworkAdapter, OsFamily, ProvisioningIso, SimVm, StorageLocation, SwitchType,
     VirtualDisk, VirtualSwitch, VmState, default_integration_services, holds_memory,
     intrinsic_items, mac_from, static_or_dynamic,
@@ -172,6 +172,7 @@ const ROLES: [Role; 12] = [
 ];
 
 const EXTERNAL_SWITCH: &str = "vSwitch-External";
+const SECOND_EXTERNAL_SWITCH: &str = "vSwitch-External-B";
 const VLANS: [Option<u16>; 4] = [None, Some(10), Some(20), Some(30)];
 
 impl Fleet {
@@ -265,18 +266,22 @@ fn generate_host(
                 reserved_bytes: 10 * GIB,
                 shared: false,
             });
-            (
-                r"D:\Hyper-V\Virtual Machines".to_owned(),
-                r"D:\Hyper-V".to_owned(),
-            )
+            (r"D:\Hyper-V".to_owned(), r"D:\Hyper-V".to_owned())
         }
+    };
+    // The first cluster keeps its images in Aether-V's layout (`<CSV>\DiskImages`), the
+    // others in `<CSV>\Images`, standalone hosts in `<VMPath>\Images`: each one of the roots
+    // Get-HostFacts searches by default.
+    let image_root = match cluster {
+        Some(0) => format!(r"{library}\DiskImages"),
+        _ => format!(r"{library}\Images"),
     };
     let images: Vec<GoldenImage> = IMAGES
         .iter()
         .map(|t| GoldenImage {
             name: t.name.to_owned(),
             os_family: t.os,
-            path: format!(r"{library}\Images\{}", t.file),
+            path: format!(r"{image_root}\{}", t.file),
             size_bytes: t.size_gib * GIB,
             max_size_bytes: t.max_gib * GIB,
         })
@@ -300,6 +305,33 @@ fn generate_host(
             switch_type: SwitchType::Internal,
         },
     ];
+    // The third host looks like an Aether-V host with two uplinks: a second External switch
+    // and a resources file naming networks on both and a storage class, but no default
+    // network, so a request must choose (the 422 paths are reachable in the demo).
+    let (switches, host_resources) = if index == 2 {
+        let mut switches = switches;
+        switches.push(VirtualSwitch {
+            name: SECOND_EXTERNAL_SWITCH.to_owned(),
+            switch_type: SwitchType::External,
+        });
+        let resources = serde_json::json!({
+            "version": 1,
+            "schema_name": "hostresources",
+            "storage_classes": [
+                {"name": "fast", "path": format!(r"{library}\Fast")},
+            ],
+            "networks": [
+                {"name": "prod", "model": "vlan",
+                 "configuration": {"virtual_switch": EXTERNAL_SWITCH, "vlan_id": 10}},
+                {"name": "lab", "model": "vlan",
+                 "configuration": {"virtual_switch": SECOND_EXTERNAL_SWITCH, "vlan_id": 20}},
+            ],
+            "virtual_machines_path": vm_path,
+        });
+        (switches, Some(resources.to_string()))
+    } else {
+        (switches, None)
+    };
     let mut host = Host {
         name: name.to_owned(),
         fqdn: format!("{name}.{domain}"),
@@ -315,6 +347,7 @@ fn generate_host(
         isos,
         scripts_version: spec.scripts_version.clone(),
         vms: Vec::new(),
+        host_resources,
     };
     for j in 0..spec.vms_per_host {
         let vm = generate_vm(spec, rng, &host, index, j, role_counters);
@@ -488,6 +521,8 @@ fn generate_vm(
         integration_services: default_integration_services(),
         kvp,
         guest,
+        // Running guests were set up right: the template their OS family boots with.
+        firmware: BootSettings::for_family(os),
     }
 }
 

@@ -41,6 +41,10 @@ pub use aetherv_hyperv::os::OsFamily;
 /// the host scripts.
 pub use aetherv_hyperv::ops::VmState;
 
+/// The generation 2 firmware settings of a VM (Secure Boot, its template, vTPM): the typed
+/// host API's type; [`BootSettings::boots`] is the rule the simulated guests follow.
+pub use aetherv_hyperv::ops::{BootSettings, SecureBootTemplate};
+
 /// The power actions the model applies: the typed host API's actions (see
 /// [`Fleet::power`] for what each does to the model).
 pub use aetherv_hyperv::ops::PowerAction;
@@ -187,7 +191,13 @@ pub struct Host {
     pub scripts_version: Option<String>,
     /// The VMs registered on this host.
     pub vms: Vec<SimVm>,
+    /// Text of Aether-V's `hostresources.json` (named networks and storage classes) at
+    /// [`HOST_RESOURCES_PATH`], when the host has one.
+    pub host_resources: Option<String>,
 }
+
+/// Where Aether-V keeps a host's resources file.
+pub const HOST_RESOURCES_PATH: &str = r"C:\ProgramData\Aether-V\hostresources.json";
 
 /// A VM's memory configuration and current assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,9 +426,20 @@ pub struct SimVm {
     pub kvp: KvpPools,
     /// Guest OS information.
     pub guest: GuestInfo,
+    /// Firmware settings (generation 2): whether the guest OS gets past Secure Boot.
+    pub firmware: BootSettings,
 }
 
 impl SimVm {
+    /// Whether the guest OS boots with the VM's firmware, as on real Hyper-V: a generation 2
+    /// VM with Secure Boot on only starts an OS whose boot loader its template trusts (a Linux
+    /// shim is signed by the third-party UEFI CA, which `MicrosoftWindows` does not trust; the
+    /// Windows boot manager is not trusted by `MicrosoftUEFICertificateAuthority`). A guest
+    /// that does not boot stays in the firmware: no integration services, no KVP, no agent.
+    pub fn guest_os_boots(&self) -> bool {
+        self.generation != 2 || self.firmware.boots(self.guest.os_family)
+    }
+
     /// Time since the VM started, zero when it does not hold memory.
     pub fn uptime(&self, now: SystemTime) -> Duration {
         match (holds_memory(self.state), self.started) {
@@ -436,7 +457,9 @@ impl SimVm {
 
     /// Whether a guest agent inside can exchange KVP items right now.
     pub fn kvp_reachable(&self) -> bool {
-        self.state == VmState::Running && self.integration_service_enabled(KVP_SERVICE)
+        self.state == VmState::Running
+            && self.guest_os_boots()
+            && self.integration_service_enabled(KVP_SERVICE)
     }
 }
 
@@ -513,6 +536,11 @@ pub struct NewVm {
     pub notes: String,
     /// Storage folder; the host's default VM path when `None`.
     pub location: Option<String>,
+    /// Firmware; what the product sets for the image's OS family
+    /// ([`BootSettings::for_family`]) when `None`. (A VM registered through the host scripts
+    /// without firmware settings gets Hyper-V's default instead,
+    /// [`BootSettings::hyperv_default`].)
+    pub firmware: Option<BootSettings>,
 }
 
 impl NewVm {
@@ -529,6 +557,7 @@ impl NewVm {
             clustered: false,
             notes: String::new(),
             location: None,
+            firmware: None,
         }
     }
 }
@@ -807,6 +836,9 @@ impl Fleet {
                 agent_version: iso.map(|i| i.version),
                 applied: None,
             },
+            firmware: spec
+                .firmware
+                .unwrap_or_else(|| BootSettings::for_family(image.os_family)),
         };
         self.host_mut_or_err(&host_name)?.vms.push(vm);
         Ok(id)
@@ -879,7 +911,10 @@ impl Fleet {
         v.state = VmState::Running;
         v.memory.assigned_bytes = required;
         v.started = Some(now);
-        v.kvp.guest_intrinsic = intrinsic_items(&v.guest, &domain);
+        // The guest OS reports its intrinsic items only once it has booted.
+        if v.guest_os_boots() {
+            v.kvp.guest_intrinsic = intrinsic_items(&v.guest, &domain);
+        }
         Ok(())
     }
 

@@ -172,9 +172,46 @@ fn host_or_failure<'a>(ctx: &'a ScriptContext<'_>) -> std::result::Result<&'a Ho
         .map_err(|e| ScriptResult::failure("HostNotFound", e.to_string()))
 }
 
-/// `Get-HostFacts`: the host's identity, capacity, storage, switches, images, ISOs and
-/// installed script version. Request: `{}` (ignored).
-pub fn get_host_facts(ctx: &mut ScriptContext<'_>, _request: &Value) -> ScriptResult {
+/// The image roots of a `Get-HostFacts` request (`image_roots`, or its older name
+/// `image_directories`), or the script's default list: every shared volume's `DiskImages`
+/// and `Images`, then `<VMPath>\Images`.
+fn image_roots(host: &Host, request: &Value) -> Vec<String> {
+    let given: Vec<String> = ["image_roots", "image_directories"]
+        .iter()
+        .filter_map(|k| request.get(*k).and_then(Value::as_array))
+        .find(|a| !a.is_empty())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|r| r.trim_end_matches('\\').to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !given.is_empty() {
+        return given;
+    }
+    let shared: Vec<&str> = host
+        .storage
+        .iter()
+        .filter(|s| s.shared)
+        .map(|s| s.path.trim_end_matches('\\'))
+        .collect();
+    shared
+        .iter()
+        .map(|p| format!(r"{p}\DiskImages"))
+        .chain(shared.iter().map(|p| format!(r"{p}\Images")))
+        .chain(std::iter::once(format!(
+            r"{}\Images",
+            host.vm_path.trim_end_matches('\\')
+        )))
+        .collect()
+}
+
+/// `Get-HostFacts`: the host's identity, capacity, storage, switches, the golden images
+/// found in the image roots (each with its root; a name in several roots once, from the
+/// first), ISOs, installed script version and the host resources file. Request: `{}` or
+/// `{"image_roots": [...]}`.
+pub fn get_host_facts(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
     let host = match host_or_failure(ctx) {
         Ok(h) => h,
         Err(failure) => return failure,
@@ -183,6 +220,26 @@ pub fn get_host_facts(ctx: &mut ScriptContext<'_>, _request: &Value) -> ScriptRe
         Ok(s) => s,
         Err(e) => return ScriptResult::failure("StorageUnavailable", e.to_string()),
     };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut images = Vec::new();
+    for root in image_roots(host, request) {
+        for i in host.images.iter().filter(|i| {
+            i.path
+                .rsplit_once('\\')
+                .is_some_and(|(parent, _)| parent.eq_ignore_ascii_case(&root))
+        }) {
+            if seen.insert(i.name.to_ascii_lowercase()) {
+                images.push(json!({
+                    "name": i.name,
+                    "os_family": i.os_family.as_str(),
+                    "path": i.path,
+                    "size_bytes": i.size_bytes,
+                    "max_size_bytes": i.max_size_bytes,
+                    "root": root,
+                }));
+            }
+        }
+    }
     ScriptResult::success(json!({
         "name": host.name,
         "fqdn": host.fqdn,
@@ -203,13 +260,7 @@ pub fn get_host_facts(ctx: &mut ScriptContext<'_>, _request: &Value) -> ScriptRe
             "name": s.name,
             "switch_type": s.switch_type.name(),
         })).collect::<Vec<_>>(),
-        "images": host.images.iter().map(|i| json!({
-            "name": i.name,
-            "os_family": i.os_family.as_str(),
-            "path": i.path,
-            "size_bytes": i.size_bytes,
-            "max_size_bytes": i.max_size_bytes,
-        })).collect::<Vec<_>>(),
+        "images": images,
         "provisioning_isos": host.isos.iter().map(|i| json!({
             "os_family": i.os_family.as_str(),
             "path": i.path,
@@ -217,6 +268,10 @@ pub fn get_host_facts(ctx: &mut ScriptContext<'_>, _request: &Value) -> ScriptRe
             "version": i.version,
         })).collect::<Vec<_>>(),
         "scripts_version": host.scripts_version,
+        "host_resources": host.host_resources.as_ref().map(|text| json!({
+            "path": crate::model::HOST_RESOURCES_PATH,
+            "text": text,
+        })),
     }))
 }
 

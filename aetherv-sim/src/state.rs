@@ -8,9 +8,9 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 use crate::deploy::HostFiles;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::guest::{GuestAgent, KeySource};
-use crate::model::{Fleet, NewVm, PowerAction, SimVm, check_kvp_item};
+use crate::model::{ControllerType, Fleet, NewVm, PowerAction, SimVm, VmState, check_kvp_item};
 
 /// The fleet and its guest agents.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct LooseFile {
     pub size_bytes: u64,
     /// The golden image the file was copied from, for copied VHDXs.
     pub image: Option<String>,
+    /// Virtual (maximum) size of a VHDX, when the file is one and its size is known.
+    pub max_size_bytes: Option<u64>,
 }
 
 impl SimState {
@@ -179,6 +181,76 @@ impl SimState {
         })
     }
 
+    /// `Resize-VHD -Path <path> -SizeBytes <size>` on `host`, with Hyper-V's rules: the file
+    /// must exist (a loose VHDX or a VM's disk); a VHDX can be expanded, and shrunk only down to
+    /// its minimum size, which here is its current virtual size (the guest's partition fills
+    /// the disk); a disk attached to a running VM is resized online only on the SCSI controller
+    /// (never on IDE). Returns the new virtual size.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] (`what`: "virtual disk") saying which rule refused it.
+    pub fn resize_vhd(&mut self, host: &str, path: &str, size_bytes: u64) -> Result<u64> {
+        let refuse = |detail: String| Error::Invalid {
+            what: "virtual disk",
+            detail,
+        };
+        if !path.to_ascii_lowercase().ends_with(".vhdx") {
+            return Err(refuse(format!("{path} is not a VHDX")));
+        }
+        if size_bytes == 0 || !size_bytes.is_multiple_of(512) {
+            return Err(refuse(format!(
+                "{size_bytes} bytes is not a positive multiple of the 512-byte sector"
+            )));
+        }
+        let key = (host.to_ascii_lowercase(), path.to_ascii_lowercase());
+        if let Some(file) = self.loose_files.get_mut(&key) {
+            let current = file.max_size_bytes.unwrap_or(0);
+            if size_bytes < current {
+                return Err(refuse(format!(
+                    "{path} cannot shrink from {current} to {size_bytes} bytes: below its \
+                     minimum size"
+                )));
+            }
+            file.max_size_bytes = Some(size_bytes);
+            return Ok(size_bytes);
+        }
+        let host_name = self
+            .fleet
+            .host(host)
+            .map(|h| h.name.clone())
+            .ok_or_else(|| Error::UnknownHost {
+                host: host.to_owned(),
+            })?;
+        let attached = self.fleet.host_mut(&host_name).and_then(|h| {
+            h.vms.iter_mut().find_map(|vm| {
+                let running = vm.state != VmState::Off;
+                let name = vm.name.clone();
+                vm.disks
+                    .iter_mut()
+                    .find(|d| d.path.eq_ignore_ascii_case(path))
+                    .map(|d| (d, running, name))
+            })
+        });
+        let Some((disk, running, vm)) = attached else {
+            return Err(refuse(format!("no virtual disk at {path} on host {host_name}")));
+        };
+        if running && disk.controller_type == ControllerType::Ide {
+            return Err(refuse(format!(
+                "{path} is attached to the IDE controller of VM {vm}, which is not off; \
+                 only SCSI disks are resized online"
+            )));
+        }
+        if size_bytes < disk.max_size_bytes {
+            return Err(refuse(format!(
+                "{path} cannot shrink from {} to {size_bytes} bytes: below its minimum size",
+                disk.max_size_bytes
+            )));
+        }
+        disk.max_size_bytes = size_bytes;
+        Ok(size_bytes)
+    }
+
     /// Removes the loose files at or below `path` on `host`; returns how many were removed.
     pub fn remove_loose_files(&mut self, host: &str, path: &str) -> usize {
         let host = host.to_ascii_lowercase();
@@ -187,5 +259,72 @@ impl SimState {
             !(*h == host && (p.eq_ignore_ascii_case(path) || crate::model::path_is_under(p, path)))
         });
         before - self.loose_files.len()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::generate::FleetSpec;
+    use crate::guest::shared_test_key;
+    use crate::model::GIB;
+
+    const HOST: &str = "hv01";
+
+    fn state() -> SimState {
+        let fleet = Fleet::generate(FleetSpec::new(1, 0)).unwrap();
+        SimState::new(fleet, KeySource::Fixed(shared_test_key()))
+    }
+
+    #[test]
+    fn resize_vhd_follows_hyperv_rules() {
+        let mut state = state();
+        let now = FleetSpec::default().epoch;
+        // A file that does not exist.
+        let err = state
+            .resize_vhd(HOST, r"D:\nowhere\x.vhdx", 100 * GIB)
+            .unwrap_err();
+        assert!(err.to_string().contains("no virtual disk"), "{err}");
+        // A loose copy grows, never shrinks below its size.
+        let path = r"D:\Hyper-V\Virtual Machines\c\Virtual Hard Disks\c.vhdx";
+        state.add_loose_file(
+            HOST,
+            LooseFile {
+                path: path.to_owned(),
+                size_bytes: 4 * GIB,
+                image: Some("Ubuntu 24.04 LTS".to_owned()),
+                max_size_bytes: Some(64 * GIB),
+            },
+        );
+        assert_eq!(state.resize_vhd(HOST, path, 80 * GIB).unwrap(), 80 * GIB);
+        let err = state.resize_vhd(HOST, path, 70 * GIB).unwrap_err();
+        assert!(err.to_string().contains("cannot shrink"), "{err}");
+        assert_eq!(
+            state.loose_file(HOST, path).unwrap().max_size_bytes,
+            Some(80 * GIB)
+        );
+        assert!(state.resize_vhd(HOST, path, 80 * GIB + 1).is_err());
+        // An attached SCSI disk grows online; an IDE one only while the VM is off.
+        state
+            .create_vm(HOST, &NewVm::new("r-01", "Ubuntu 24.04 LTS"), now)
+            .unwrap();
+        state
+            .power(HOST, "r-01", PowerAction::Start, now)
+            .unwrap();
+        let disk = state.fleet().vm(HOST, "r-01").unwrap().disks[0].path.clone();
+        assert_eq!(state.resize_vhd(HOST, &disk, 96 * GIB).unwrap(), 96 * GIB);
+        assert_eq!(
+            state.fleet().vm(HOST, "r-01").unwrap().disks[0].max_size_bytes,
+            96 * GIB
+        );
+        state.fleet_mut().vm_mut(HOST, "r-01").unwrap().disks[0].controller_type =
+            ControllerType::Ide;
+        let err = state.resize_vhd(HOST, &disk, 128 * GIB).unwrap_err();
+        assert!(err.to_string().contains("IDE"), "{err}");
+        state
+            .power(HOST, "r-01", PowerAction::TurnOff, now)
+            .unwrap();
+        assert!(state.resize_vhd(HOST, &disk, 128 * GIB).is_ok());
     }
 }

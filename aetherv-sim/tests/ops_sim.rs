@@ -8,9 +8,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use aetherv_hyperv::OsFamily;
 use aetherv_hyperv::ops::{
-    CopyImageRequest, CopyIsoRequest, HyperVHostExt, MigrationTarget, PowerAction, RegisterVmSpec,
-    VmId, VmState, WinRmHyperVHost,
+    BootSettings, CopyImageRequest, CopyIsoRequest, HyperVHostExt, MigrationTarget, PowerAction,
+    RegisterVmSpec, SecureBootTemplate, VmId, VmState, WinRmHyperVHost,
 };
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
 use aetherv_hyperv::{Error, WinRmExecutor};
@@ -248,6 +249,7 @@ async fn provisioning_steps_kvp_cluster_role_and_compensation() {
         image_path: image.path.clone(),
         vm_name: "prov-1".to_owned(),
         destination_root: None,
+        disk_size_bytes: None,
     }))
     .await
     .unwrap();
@@ -261,6 +263,7 @@ async fn provisioning_steps_kvp_cluster_role_and_compensation() {
         image_path: image.path.clone(),
         vm_name: "prov-1".to_owned(),
         destination_root: None,
+        disk_size_bytes: None,
     }))
     .await
     .unwrap_err();
@@ -289,6 +292,7 @@ async fn provisioning_steps_kvp_cluster_role_and_compensation() {
         vlan_id: Some(42),
         notes: "aetherv-job:e2e-1".to_owned(),
         start: true,
+        boot: Some(BootSettings::for_family(OsFamily::Linux)),
     };
     let vm = bounded(host.register_vm(spec.clone())).await.unwrap();
     assert_eq!(vm.state, VmState::Running);
@@ -354,6 +358,111 @@ async fn provisioning_steps_kvp_cluster_role_and_compensation() {
         .await
         .unwrap();
     assert!(!again.removed);
+    sim.shutdown().await;
+}
+
+/// Copies the first image of `family` on `host` and registers a started VM `name` over it with
+/// the firmware `boot`; returns the VM's id.
+async fn register_started(
+    host: &WinRmHyperVHost<WinRmExecutor>,
+    family: &str,
+    name: &str,
+    boot: Option<BootSettings>,
+) -> VmId {
+    let facts = bounded(host.facts()).await.unwrap();
+    let image = facts
+        .images
+        .iter()
+        .find(|i| i.os_family == family)
+        .expect("an image of the family");
+    let copied = bounded(host.copy_image(CopyImageRequest {
+        image_path: image.path.clone(),
+        vm_name: name.to_owned(),
+        destination_root: None,
+        disk_size_bytes: None,
+    }))
+    .await
+    .unwrap();
+    let spec = RegisterVmSpec {
+        name: name.to_owned(),
+        vm_folder: copied.vm_folder,
+        vhdx_path: copied.vhdx_path,
+        iso_path: None,
+        processor_count: 2,
+        memory_startup_bytes: 1 << 30,
+        dynamic_memory: None,
+        switch_name: None,
+        vlan_id: None,
+        notes: String::new(),
+        start: true,
+        boot,
+    };
+    let vm = bounded(host.register_vm(spec)).await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    vm.id
+}
+
+/// Real Hyper-V's rule: a generation 2 VM without firmware settings gets Secure Boot with the
+/// `MicrosoftWindows` template, which a Linux shim does not pass: the VM runs, its guest never
+/// boots, its agent never answers. The right template (or Secure Boot off) boots it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linux_guests_boot_only_with_a_template_that_trusts_them() {
+    let sim = fleet(1, 0, 0).await;
+    let host = ops(&sim, "hv01");
+    let begin = host_role::begin_items(SIM_AGENT_VERSION);
+
+    let stuck = register_started(&host, "linux", "stuck-1", None).await;
+    let model = sim.host("hv01").unwrap().vm(&stuck.to_string()).unwrap();
+    assert_eq!(model.firmware, BootSettings::hyperv_default());
+    assert!(model.firmware.secure_boot);
+    assert!(!model.guest_os_boots());
+    bounded(host.kvp_write_host(stuck, begin.clone()))
+        .await
+        .unwrap();
+    let guest = bounded(host.kvp_read_guest(stuck)).await.unwrap();
+    assert!(guest.items.is_empty(), "{guest:?}");
+    assert!(guest.intrinsic.is_empty(), "{guest:?}");
+
+    let with_tpm = BootSettings {
+        tpm: true,
+        ..BootSettings::for_family(OsFamily::Linux)
+    };
+    let booted = register_started(&host, "linux", "boots-1", Some(with_tpm)).await;
+    let model = sim.host("hv01").unwrap().vm(&booted.to_string()).unwrap();
+    assert_eq!(
+        model.firmware.secure_boot_template,
+        SecureBootTemplate::MicrosoftUefiCertificateAuthority
+    );
+    assert!(model.firmware.tpm && model.guest_os_boots());
+    bounded(host.kvp_write_host(booted, begin.clone()))
+        .await
+        .unwrap();
+    let guest = bounded(host.kvp_read_guest(booted)).await.unwrap();
+    assert!(guest.items.contains_key(keys::GUEST_PUBLIC_KEY), "{guest:?}");
+    assert!(!guest.intrinsic.is_empty());
+
+    let off = BootSettings {
+        secure_boot: false,
+        ..BootSettings::hyperv_default()
+    };
+    let unchecked = register_started(&host, "linux", "nosb-1", Some(off)).await;
+    bounded(host.kvp_write_host(unchecked, begin.clone()))
+        .await
+        .unwrap();
+    let guest = bounded(host.kvp_read_guest(unchecked)).await.unwrap();
+    assert!(guest.items.contains_key(keys::GUEST_PUBLIC_KEY), "{guest:?}");
+
+    // Windows is the mirror image: the third-party CA template does not boot it.
+    let windows = register_started(
+        &host,
+        "windows",
+        "win-stuck",
+        Some(BootSettings::for_family(OsFamily::Linux)),
+    )
+    .await;
+    bounded(host.kvp_write_host(windows, begin)).await.unwrap();
+    let guest = bounded(host.kvp_read_guest(windows)).await.unwrap();
+    assert!(guest.items.is_empty(), "{guest:?}");
     sim.shutdown().await;
 }
 

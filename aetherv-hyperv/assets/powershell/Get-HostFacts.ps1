@@ -1,7 +1,9 @@
 # Get-HostFacts.ps1 - the host's identity, capacity, storage, switches, golden images, provisioning ISOs and installed script version.
 #
-# Request (stdin, JSON): {} or {"image_directories":[...],"iso_directories":[...]} (defaults: <CSV or VirtualMachinePath>\Images, the install directory and its ISO folder)
-# Result data: {name, fqdn, cluster, os_version, logical_processors, memory_total_bytes, memory_available_bytes, vm_path, vm_count, storage[], switches[], images[], provisioning_isos[], scripts_version}
+# Request (stdin, JSON): {} or {"image_roots":[...],"iso_directories":[...]} (defaults: <each CSV>\DiskImages, <each CSV>\Images, <VirtualMachinePath>\Images; the install directory and its ISO folder). "image_directories" is accepted as an older name of "image_roots".
+# images[]: {name, os_family, path, size_bytes, max_size_bytes, root}: an image named N is <root>\N.vhdx; a name found in several roots is listed once, from the first root.
+# Result data: {name, fqdn, cluster, os_version, logical_processors, memory_total_bytes, memory_available_bytes, vm_path, vm_count, storage[], switches[], images[], provisioning_isos[], scripts_version, host_resources: {path, text}|null}
+# host_resources: Aether-V's hostresources.json (or .yaml/.yml) under %ProgramData%\Aether-V, read as text and parsed by the server.
 # Windows PowerShell 5.1 compatible; request values are only used as parameter values.
 
 Set-StrictMode -Version Latest
@@ -39,14 +41,27 @@ Invoke-AethervScript -Body {
         [ordered]@{ name = [string]$_.Name; switch_type = $_.SwitchType.ToString() }
     })
 
-    $imageDirectories = @(Get-AethervField -Request $Request -Name 'image_directories' -Default @())
+    $imageDirectories = @(Get-AethervField -Request $Request -Name 'image_roots' -Default @())
     if ($imageDirectories.Count -eq 0) {
-        $imageDirectories = @($storage | Where-Object { $_.shared } | ForEach-Object { Join-Path -Path $_.path -ChildPath 'Images' })
+        $imageDirectories = @(Get-AethervField -Request $Request -Name 'image_directories' -Default @())
+    }
+    if ($imageDirectories.Count -eq 0) {
+        $sharedVolumes = @($storage | Where-Object { $_.shared })
+        $imageDirectories = @($sharedVolumes | ForEach-Object { Join-Path -Path $_.path -ChildPath 'DiskImages' })
+        $imageDirectories += @($sharedVolumes | ForEach-Object { Join-Path -Path $_.path -ChildPath 'Images' })
         $imageDirectories += (Join-Path -Path ([string]$vmHost.VirtualMachinePath) -ChildPath 'Images')
     }
+    $imageRoots = @{}
+    $seenNames = @{}
     $imageFiles = @(foreach ($directory in $imageDirectories) {
         if (Test-Path -LiteralPath ([string]$directory) -PathType Container) {
-            Get-ChildItem -LiteralPath ([string]$directory) -File | Where-Object { $_.Extension -eq '.vhdx' }
+            foreach ($file in @(Get-ChildItem -LiteralPath ([string]$directory) -File | Where-Object { $_.Extension -eq '.vhdx' })) {
+                $nameKey = $file.BaseName.ToLowerInvariant()
+                if ($seenNames.ContainsKey($nameKey)) { continue }
+                $seenNames[$nameKey] = $true
+                $imageRoots[$file.FullName.ToLowerInvariant()] = ([string]$directory).TrimEnd('\')
+                $file
+            }
         }
     })
     $virtualSizes = @{}
@@ -63,6 +78,7 @@ Invoke-AethervScript -Body {
             path           = $file.FullName
             size_bytes     = [int64]$file.Length
             max_size_bytes = $(if ($virtualSizes.ContainsKey($key)) { $virtualSizes[$key] } else { $null })
+            root           = $imageRoots[$key]
         }
     })
 
@@ -91,6 +107,16 @@ Invoke-AethervScript -Body {
         }
     }
 
+    $hostResources = $null
+    $resourcesDirectory = Join-Path -Path ([string]$env:ProgramData) -ChildPath 'Aether-V'
+    foreach ($candidate in @('hostresources.json', 'hostresources.yaml', 'hostresources.yml')) {
+        $resourcesPath = Join-Path -Path $resourcesDirectory -ChildPath $candidate
+        if (Test-Path -LiteralPath $resourcesPath -PathType Leaf) {
+            $hostResources = [ordered]@{ path = $resourcesPath; text = [System.IO.File]::ReadAllText($resourcesPath) }
+            break
+        }
+    }
+
     [ordered]@{
         name                   = [string]$env:COMPUTERNAME
         fqdn                   = $fqdn
@@ -106,5 +132,6 @@ Invoke-AethervScript -Body {
         images                 = $images
         provisioning_isos      = $isos
         scripts_version        = $scriptsVersion
+        host_resources         = $hostResources
     }
 }

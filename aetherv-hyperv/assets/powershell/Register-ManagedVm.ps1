@@ -1,6 +1,8 @@
-# Register-ManagedVm.ps1 - Provisioning.RegisterVM: creates a generation 2 VM over a copied VHDX (memory, processors, ISO, switch, VLAN, notes), optionally starts it; removes the half-made VM on failure.
+# Register-ManagedVm.ps1 - Provisioning.RegisterVM: creates a generation 2 VM over a copied VHDX (memory, processors, ISO, switch, VLAN, firmware, notes), optionally starts it; removes the half-made VM on failure.
 #
-# Request (stdin, JSON): {"name","vm_folder","vhdx_path","iso_path"|null,"processor_count","memory_startup_bytes","dynamic_memory":{"minimum_bytes","maximum_bytes"}|null,"switch_name"|null,"vlan_id"|null,"notes","start"}
+# Request (stdin, JSON): {"name","vm_folder","vhdx_path","iso_path"|null,"processor_count","memory_startup_bytes","dynamic_memory":{"minimum_bytes","maximum_bytes"}|null,"switch_name"|null,"vlan_id"|null,"notes","start","boot":{"secure_boot","secure_boot_template","tpm"}|null}
+# Network: "switch_name" null leaves the adapter unconnected (no guessing among switches).
+# Firmware: "boot" null keeps Hyper-V's defaults (Secure Boot on, MicrosoftWindows template), which a Linux guest does not boot with.
 # Result data: <VM shape of AethervCommon.ps1 Get-AethervVmShapes>
 # Windows PowerShell 5.1 compatible; request values are only used as parameter values.
 
@@ -22,6 +24,7 @@ Invoke-AethervScript -Body {
     $vlan = Get-AethervField -Request $Request -Name 'vlan_id'
     $notes = [string](Get-AethervField -Request $Request -Name 'notes' -Default '')
     $start = [bool](Get-AethervField -Request $Request -Name 'start' -Default $false)
+    $boot = Get-AethervField -Request $Request -Name 'boot'
 
     if ($null -ne (Get-AethervVmByName -Name $name)) {
         Stop-Aetherv -Code 'VmExists' -Message ('a VM named ' + $name + ' already exists') -Details @{ name = $name }
@@ -39,7 +42,9 @@ Invoke-AethervScript -Body {
             Stop-Aetherv -Code 'SwitchNotFound' -Message ('no virtual switch named ' + [string]$switchName) -Details @{ switch = [string]$switchName }
         }
     } else {
-        $switch = @($switches | Where-Object { $_.SwitchType.ToString() -eq 'External' }) + $switches | Select-Object -First 1
+        # The caller resolves the network (named network or the host's only External switch);
+        # without a switch name the adapter stays unconnected instead of guessing.
+        $switch = $null
     }
 
     $parent = Split-Path -Path $folder -Parent
@@ -60,6 +65,18 @@ Invoke-AethervScript -Body {
         if ($null -ne $bootDisk) { Hyper-V\Set-VMFirmware -VM $vm -FirstBootDevice $bootDisk }
         if ($null -ne $vlan) {
             Hyper-V\Set-VMNetworkAdapterVlan -VM $vm -Access -VlanId ([int]$vlan)
+        }
+        if ($null -ne $boot) {
+            if ([bool]$boot.secure_boot) {
+                Hyper-V\Set-VMFirmware -VM $vm -EnableSecureBoot On -SecureBootTemplate ([string]$boot.secure_boot_template)
+            } else {
+                Hyper-V\Set-VMFirmware -VM $vm -EnableSecureBoot Off
+            }
+            if ([bool]$boot.tpm) {
+                # A vTPM needs a key protector first; a local one (no Host Guardian Service).
+                Hyper-V\Set-VMKeyProtector -VM $vm -NewLocalKeyProtector
+                Hyper-V\Enable-VMTPM -VM $vm
+            }
         }
         Hyper-V\Set-VM -VM $vm -Notes $notes
         if ($start) {

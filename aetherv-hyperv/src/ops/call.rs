@@ -38,8 +38,13 @@ pub const KVP_MAX_VALUE_BYTES: usize = 2047;
 #[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub enum HostCall {
-    /// Identity, capacity, storage, switches, images, ISOs and script version.
+    /// Identity, capacity, storage, switches, images, ISOs and script version; images from
+    /// the default roots ([`DEFAULT_IMAGE_ROOTS`]).
     Facts,
+    /// [`HostCall::Facts`] with the golden images looked for in these roots, in order
+    /// (an image name resolves to `<root>\<name>.vhdx`; a name in several roots counts once,
+    /// from the first). The same operation and reply as `Facts`.
+    FactsInRoots(Vec<String>),
     /// Every VM on the host, in one round trip.
     Inventory,
     /// One VM by id ([`Error::UnknownVm`] when the host has none).
@@ -287,7 +292,7 @@ impl HostCall {
     /// Which operation this is.
     pub fn kind(&self) -> OperationKind {
         match self {
-            Self::Facts => OperationKind::Facts,
+            Self::Facts | Self::FactsInRoots(_) => OperationKind::Facts,
             Self::Inventory => OperationKind::Inventory,
             Self::Vm(_) => OperationKind::Vm,
             Self::Power(..) => OperationKind::Power,
@@ -324,6 +329,7 @@ impl HostCall {
             | Self::KvpRemoveHostPrefix(id, _)
             | Self::RemoveDvdDrive { vm: id, .. } => Some(*id),
             Self::Facts
+            | Self::FactsInRoots(_)
             | Self::Inventory
             | Self::CopyImage(_)
             | Self::CopyIso(_)
@@ -334,7 +340,7 @@ impl HostCall {
 
     /// Checks arguments that cannot be right before anything is sent
     /// ([`Error::InvalidRequest`] naming `host` and the operation): VM names with path
-    /// characters, relative or wildcard paths, KVP items over Hyper-V's 511/2047-byte limits,
+    /// characters, relative or wildcard paths, disk sizes that are not whole MiB up to 64 TiB, KVP items over Hyper-V's 511/2047-byte limits,
     /// memory not a multiple of 2 MiB, VLANs outside 1..=4094, `remove_path` on a volume or
     /// top-level folder, destination hosts that are not host names.
     ///
@@ -380,12 +386,23 @@ impl HostCall {
                 if let Some(root) = &request.destination_root {
                     check_windows_path(root).map_err(refuse)?;
                 }
+                if let Some(size) = request.disk_size_bytes {
+                    check_disk_size(size).map_err(refuse)?;
+                }
             }
             Self::CopyIso(request) => {
                 check_windows_path(&request.iso_path).map_err(refuse)?;
                 check_windows_path(&request.vm_folder).map_err(refuse)?;
             }
             Self::RegisterVm(spec) => check_register(spec).map_err(refuse)?,
+            Self::FactsInRoots(roots) => {
+                if roots.is_empty() {
+                    return Err(refuse("no image roots given".to_owned()));
+                }
+                for root in roots {
+                    check_windows_path(root).map_err(refuse)?;
+                }
+            }
             Self::CompareVm(_, target) | Self::MoveVm(_, target) => {
                 check_target(target).map_err(refuse)?;
             }
@@ -444,6 +461,7 @@ impl HostCall {
         };
         Ok(match self {
             Self::Facts | Self::Inventory => json!({}),
+            Self::FactsInRoots(roots) => json!({ "image_roots": roots }),
             Self::Vm(id) => json!({ "ids": [id] }),
             Self::Power(id, action) => json!({ "id": id, "action": action }),
             Self::DeleteVm { id, delete_disks } => {
@@ -512,7 +530,9 @@ impl HostCall {
             detail,
         };
         Ok(match self {
-            Self::Facts => HostReply::Facts(Box::new(parse_data(host, kind, data)?)),
+            Self::Facts | Self::FactsInRoots(_) => {
+                HostReply::Facts(Box::new(parse_data(host, kind, data)?))
+            }
             Self::Inventory => HostReply::Inventory(parse_data(host, kind, data)?),
             Self::Vm(id) => {
                 let inventory: Inventory = parse_data(host, kind, data)?;
@@ -581,6 +601,7 @@ impl fmt::Debug for HostCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Facts => f.write_str("Facts"),
+            Self::FactsInRoots(roots) => write!(f, "FactsInRoots({roots:?})"),
             Self::Inventory => f.write_str("Inventory"),
             Self::Vm(id) => write!(f, "Vm({id})"),
             Self::Power(id, action) => write!(f, "Power({id}, {action:?})"),
@@ -704,6 +725,20 @@ fn check_register(spec: &RegisterVmSpec) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The largest VHDX Hyper-V creates: 64 TiB.
+pub const VHDX_MAX_BYTES: u64 = 64 << 40;
+
+/// A virtual disk size `Resize-VHD` accepts: a whole number of MiB up to 64 TiB.
+fn check_disk_size(size: u64) -> std::result::Result<(), String> {
+    const MIB: u64 = 1 << 20;
+    if size == 0 || !size.is_multiple_of(MIB) || size > VHDX_MAX_BYTES {
+        return Err(format!(
+            "disk size {size} bytes must be a positive multiple of 1 MiB, at most 64 TiB"
+        ));
+    }
+    Ok(())
+}
+
 fn check_target(target: &MigrationTarget) -> std::result::Result<(), String> {
     let name = target.destination_host.trim();
     let valid = !name.is_empty()
@@ -741,6 +776,40 @@ mod tests {
         assert!(check_vm_name("web01").is_ok());
         assert!(check_vm_name("a\\b").is_err());
         assert!(check_vm_name(" x").is_err());
+    }
+
+    #[test]
+    fn facts_in_roots_is_facts_with_the_roots_in_the_request() {
+        let call = HostCall::FactsInRoots(vec![r"C:\ClusterStorage\Volume1\DiskImages".to_owned()]);
+        assert_eq!(call.kind(), OperationKind::Facts);
+        assert_eq!(
+            call.request("hv01").unwrap(),
+            json!({ "image_roots": [r"C:\ClusterStorage\Volume1\DiskImages"] })
+        );
+        assert!(call.validate("hv01").is_ok());
+        assert!(HostCall::FactsInRoots(vec![]).validate("hv01").is_err());
+        assert!(
+            HostCall::FactsInRoots(vec!["relative".to_owned()])
+                .validate("hv01")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn disk_sizes_are_whole_mib_up_to_64_tib() {
+        assert!(check_disk_size(40 << 30).is_ok());
+        assert!(check_disk_size(VHDX_MAX_BYTES).is_ok());
+        assert!(check_disk_size(0).is_err());
+        assert!(check_disk_size((40 << 30) + 512).is_err());
+        assert!(check_disk_size(VHDX_MAX_BYTES + (1 << 20)).is_err());
+        let call = HostCall::CopyImage(CopyImageRequest {
+            image_path: r"C:\Images\x.vhdx".to_owned(),
+            vm_name: "web-01".to_owned(),
+            destination_root: None,
+            disk_size_bytes: Some(1),
+        });
+        let err = call.validate("hv01").unwrap_err();
+        assert!(err.to_string().contains("disk size"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::os::OsFamily;
 use crate::psjson::{self, PsEnum, Timestamp};
 
 /// A VM's identity: its Hyper-V GUID (`VMId`). Names are not unique across hosts.
@@ -322,7 +323,15 @@ pub struct GoldenImage {
     /// Virtual (maximum) size in bytes, when known.
     #[serde(default)]
     pub max_size_bytes: Option<u64>,
+    /// The image root it was found in (`<root>\<name>.vhdx`), when the host says.
+    #[serde(default)]
+    pub root: Option<String>,
 }
+
+/// The image roots Get-HostFacts searches when it is given none: every cluster shared
+/// volume's `DiskImages` and `Images` folders (Aether-V's layout first), then the host's
+/// default VM path's `Images` folder.
+pub const DEFAULT_IMAGE_ROOTS: [&str; 3] = [r"<CSV>\DiskImages", r"<CSV>\Images", r"<VMPath>\Images"];
 
 /// A provisioning ISO (guest agent media).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +383,21 @@ pub struct HostFacts {
     /// Installed host script version (`None`: unknown).
     #[serde(default)]
     pub scripts_version: Option<String>,
+    /// Aether-V's host resources file (named networks and storage classes), when the host
+    /// has one: its path and text, unparsed (the provisioning crate parses it, with a typed
+    /// error for a malformed file).
+    #[serde(default)]
+    pub host_resources: Option<HostResourcesFile>,
+}
+
+/// The text of a host resources file (`C:\ProgramData\Aether-V\hostresources.json` or
+/// `.yaml`), as the host read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResourcesFile {
+    /// Where it was read.
+    pub path: String,
+    /// Its text (JSON or YAML).
+    pub text: String,
 }
 
 /// A virtual hard disk attached to a VM.
@@ -600,6 +624,11 @@ pub struct CopyImageRequest {
     /// Root folder; the host's `VirtualMachinePath` when `None`.
     #[serde(default)]
     pub destination_root: Option<String>,
+    /// Virtual size to expand the copy to (`Resize-VHD`, before the VM first boots); the
+    /// image's own size when `None`. Smaller than the image's virtual size fails with
+    /// `DiskTooSmall` before anything is copied.
+    #[serde(default)]
+    pub disk_size_bytes: Option<u64>,
 }
 
 /// The copied image.
@@ -611,6 +640,9 @@ pub struct CopiedImage {
     pub vhdx_path: String,
     /// Its size in bytes.
     pub size_bytes: u64,
+    /// Its virtual size in bytes after any expansion, when the host reports it.
+    #[serde(default)]
+    pub max_size_bytes: Option<u64>,
 }
 
 /// Provisioning.CopyProvisioningISO: copy the guest agent ISO into the VM folder.
@@ -659,7 +691,8 @@ pub struct RegisterVmSpec {
     /// Dynamic memory bounds; static memory when `None`.
     #[serde(default)]
     pub dynamic_memory: Option<DynamicMemory>,
-    /// Switch to connect; the host's first external switch when `None`.
+    /// Switch to connect; the adapter stays unconnected when `None` (the host never guesses
+    /// among its switches: the caller resolves the network).
     #[serde(default)]
     pub switch_name: Option<String>,
     /// Access VLAN.
@@ -671,6 +704,120 @@ pub struct RegisterVmSpec {
     /// Start the VM once registered.
     #[serde(default)]
     pub start: bool,
+    /// Firmware settings applied before the first start; Hyper-V's defaults (Secure Boot on
+    /// with the `MicrosoftWindows` template, no vTPM) when `None`, which only Windows boots.
+    #[serde(default)]
+    pub boot: Option<BootSettings>,
+}
+
+/// A Secure Boot template of Hyper-V (`Set-VMFirmware -SecureBootTemplate`): which signers
+/// the VM's UEFI firmware trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SecureBootTemplate {
+    /// `MicrosoftWindows`: trusts the Windows production CA only (Hyper-V's default); Windows
+    /// boots, Linux shims signed by the third-party UEFI CA do not.
+    MicrosoftWindows,
+    /// `MicrosoftUEFICertificateAuthority`: trusts the Microsoft third-party UEFI CA, which
+    /// signs the shims of the common Linux distributions.
+    #[serde(rename = "MicrosoftUEFICertificateAuthority")]
+    MicrosoftUefiCertificateAuthority,
+    /// `OpenSourceShieldedVM`: the template for shielded Linux VMs (trusts the third-party
+    /// UEFI CA as well).
+    #[serde(rename = "OpenSourceShieldedVM")]
+    OpenSourceShieldedVm,
+}
+
+impl SecureBootTemplate {
+    /// Every template.
+    pub const ALL: [Self; 3] = [
+        Self::MicrosoftWindows,
+        Self::MicrosoftUefiCertificateAuthority,
+        Self::OpenSourceShieldedVm,
+    ];
+
+    /// Hyper-V's name of the template.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MicrosoftWindows => "MicrosoftWindows",
+            Self::MicrosoftUefiCertificateAuthority => "MicrosoftUEFICertificateAuthority",
+            Self::OpenSourceShieldedVm => "OpenSourceShieldedVM",
+        }
+    }
+
+    /// The template named `name` (case-insensitive).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Whether a guest of `family` passes Secure Boot with it: Windows boots through the
+    /// Windows boot manager (signed by the Windows production CA), Linux through a shim
+    /// signed by the third-party UEFI CA.
+    pub fn trusts(self, family: OsFamily) -> bool {
+        match self {
+            Self::MicrosoftWindows => family == OsFamily::Windows,
+            Self::MicrosoftUefiCertificateAuthority | Self::OpenSourceShieldedVm => {
+                family == OsFamily::Linux
+            }
+        }
+    }
+}
+
+impl fmt::Display for SecureBootTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The generation 2 firmware settings of a new VM (`Set-VMFirmware`, and `Enable-VMTPM` with a
+/// local key protector for a vTPM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BootSettings {
+    /// Whether Secure Boot is on.
+    pub secure_boot: bool,
+    /// The Secure Boot template (used only when `secure_boot` is on).
+    pub secure_boot_template: SecureBootTemplate,
+    /// Whether the VM gets a virtual TPM (with a new local key protector).
+    #[serde(default)]
+    pub tpm: bool,
+}
+
+impl BootSettings {
+    /// Secure Boot on with the template a guest of this family needs
+    /// (`MicrosoftWindows` for Windows, `MicrosoftUEFICertificateAuthority` for Linux), no vTPM.
+    pub fn for_family(family: OsFamily) -> Self {
+        Self {
+            secure_boot: true,
+            secure_boot_template: match family {
+                OsFamily::Windows => SecureBootTemplate::MicrosoftWindows,
+                OsFamily::Linux => SecureBootTemplate::MicrosoftUefiCertificateAuthority,
+            },
+            tpm: false,
+        }
+    }
+
+    /// What `New-VM` gives a generation 2 VM: Secure Boot on with `MicrosoftWindows`, no vTPM.
+    pub fn hyperv_default() -> Self {
+        Self::for_family(OsFamily::Windows)
+    }
+
+    /// Whether a guest of `family` gets past the firmware with these settings.
+    pub fn boots(&self, family: OsFamily) -> bool {
+        !self.secure_boot || self.secure_boot_template.trusts(family)
+    }
+}
+
+impl fmt::Display for BootSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.secure_boot {
+            write!(f, "Secure Boot on ({})", self.secure_boot_template)?;
+        } else {
+            f.write_str("Secure Boot off")?;
+        }
+        f.write_str(if self.tpm { ", vTPM" } else { ", no vTPM" })
+    }
 }
 
 /// The cluster role state of a VM.

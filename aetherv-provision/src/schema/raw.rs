@@ -28,6 +28,7 @@ pub(super) struct RawValues {
     pub(super) image_name: Option<Scalar>,
     pub(super) gb_ram: Option<Scalar>,
     pub(super) cpu_cores: Option<Scalar>,
+    pub(super) disk_size_gb: Option<Scalar>,
     pub(super) guest_la_uid: Option<Scalar>,
     pub(super) guest_la_pw: Option<SecretScalar>,
     pub(super) guest_v4_ipaddr: Option<Scalar>,
@@ -45,6 +46,8 @@ pub(super) struct RawValues {
     pub(super) cnf_ansible_ssh_key: Option<Scalar>,
     pub(super) vm_clustered: Option<Scalar>,
     pub(super) os_family: Option<Scalar>,
+    pub(super) network: Option<Scalar>,
+    pub(super) storage_class: Option<Scalar>,
 }
 
 /// Any scalar a field can hold; type checking happens in validation so that a wrong type is

@@ -42,6 +42,11 @@ pub struct ProvisionValues {
     pub gb_ram: u32,
     /// Virtual processors (1–64).
     pub cpu_cores: u32,
+    /// Size of the VM's system disk in GiB ([`MAX_DISK_SIZE_GB`](super::MAX_DISK_SIZE_GB) at
+    /// most); the copied image is expanded to it before the first boot. The image's own size
+    /// when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_size_gb: Option<u32>,
     /// Local administrator account name.
     pub guest_la_uid: String,
     /// Local administrator password.
@@ -59,6 +64,13 @@ pub struct ProvisionValues {
     /// Account for Ansible to log in with (Linux guests only).
     #[serde(flatten)]
     pub ansible_ssh: Option<AnsibleSsh>,
+    /// Named network (switch and VLAN) of the target host; the host's default when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Named storage class (the folder the VM's files go to); the host's default VM path when
+    /// `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
     /// Whether to add the VM as a failover cluster role.
     pub vm_clustered: bool,
     /// The guest OS family: `os_family` if given, otherwise detected from `image_name`.

@@ -111,10 +111,19 @@ pub(super) fn validate_values(check: &mut Check, raw: RawValues) -> Option<Provi
     let image_name = check.text("image_name", raw.image_name);
     let gb_ram = check.ranged::<u32>("gb_ram", raw.gb_ram, 1, 512);
     let cpu_cores = check.ranged::<u32>("cpu_cores", raw.cpu_cores, 1, 64);
+    let disk_size_gb =
+        check.ranged::<u32>(
+        "disk_size_gb",
+        raw.disk_size_gb,
+        1,
+        i128::from(super::MAX_DISK_SIZE_GB),
+    );
     let guest_la_uid = check.text("guest_la_uid", raw.guest_la_uid);
     let guest_la_pw = check.secret("guest_la_pw", raw.guest_la_pw);
     let vlan_id = check.ranged::<u16>("vlan_id", raw.vlan_id, 0, 4094);
     let vm_clustered = check.boolean("vm_clustered", raw.vm_clustered);
+    let network = resource_name(check, "network", raw.network);
+    let storage_class = resource_name(check, "storage_class", raw.storage_class);
     let os_override = read_override(check, raw.os_family);
 
     let image_name = match image_name {
@@ -209,16 +218,41 @@ pub(super) fn validate_values(check: &mut Check, raw: RawValues) -> Option<Provi
         image_name: image_name?,
         gb_ram: gb_ram?,
         cpu_cores: cpu_cores?,
+        disk_size_gb: disk_size_gb.value(),
         guest_la_uid: guest_la_uid?,
         guest_la_pw: guest_la_pw?,
         static_ipv4,
         vlan_id,
         domain_join,
         ansible_ssh,
+        network,
+        storage_class,
         vm_clustered,
         os_family: os_family?,
     })
 }
+
+/// A `network` or `storage_class` name: at most [`MAX_RESOURCE_NAME`] characters, no control
+/// characters. Whether the host defines it is checked against the host
+/// ([`crate::resources::resolve`]).
+fn resource_name(check: &mut Check, name: &str, value: Option<Scalar>) -> Option<String> {
+    match check.text(name, value) {
+        Got::Value(s) if s.chars().count() > MAX_RESOURCE_NAME => {
+            check.fail(
+                name,
+                format!("must be at most {MAX_RESOURCE_NAME} characters"),
+            );
+            None
+        }
+        Got::Value(s) if s.chars().any(char::is_control) => {
+            check.fail(name, "must not contain control characters");
+            None
+        }
+        other => other.value(),
+    }
+}
+
+const MAX_RESOURCE_NAME: usize = 64;
 
 /// Field order for sorting problems (last path segment); unknown names sort last.
 pub(super) const FIELD_ORDER: &[&str] = &[
@@ -232,6 +266,7 @@ pub(super) const FIELD_ORDER: &[&str] = &[
     "os_family",
     "gb_ram",
     "cpu_cores",
+    "disk_size_gb",
     "guest_la_uid",
     "guest_la_pw",
     "guest_v4_ipaddr",
@@ -248,6 +283,8 @@ pub(super) const FIELD_ORDER: &[&str] = &[
     "cnf_ansible_ssh_user",
     "cnf_ansible_ssh_key",
     "vm_clustered",
+    "network",
+    "storage_class",
 ];
 
 pub(super) fn field_rank(field: &str) -> usize {

@@ -4,7 +4,9 @@
 
 use aetherv_hyperv::ops::VmState;
 use aetherv_provision::delete::DeleteRequest;
-use aetherv_provision::schema::{JobRequest, Validated};
+use aetherv_hyperv::ops::HostFacts;
+use aetherv_provision::resources::{HostDefinitions, PlacementRequest, ResolveError, resolve};
+use aetherv_provision::schema::{JobRequest, ProvisionValues, Validated, check_disk_size};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -129,6 +131,62 @@ fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
     }
 }
 
+/// Checks what depends on the chosen host (call it once the host is known): `network` and
+/// `storage_class` against the host's definitions (`configured` from `HOSTS_FILE`, joined
+/// with the host's resources file), the default network (several External switches and no
+/// default is a 422 listing them), and a `disk_size_gb` below the image's virtual size (a 422
+/// naming both sizes). The pipeline checks the same again in its pre-checks, against fresh
+/// facts.
+fn check_against_host(
+    facts: &HostFacts,
+    configured: &HostDefinitions,
+    values: &ProvisionValues,
+    flat: bool,
+) -> ApiResult<()> {
+    let prefix = if flat { "" } else { "values." };
+    let disk_field = format!("{prefix}disk_size_gb");
+    let disk_field = disk_field.as_str();
+    let request = PlacementRequest {
+        network: values.network.as_deref(),
+        storage_class: values.storage_class.as_deref(),
+        vlan_id: values.vlan_id,
+    };
+    match resolve(configured, facts, request, prefix) {
+        Ok(_) => {}
+        Err(ResolveError::Fields(problems)) => {
+            return Err(ApiError::invalid_fields(
+                problems
+                    .into_iter()
+                    .map(|p| FieldProblem {
+                        field: p.field,
+                        message: p.message,
+                    })
+                    .collect(),
+            ));
+        }
+        Err(ResolveError::HostResources(e)) => {
+            return Err(ApiError::invalid(
+                &format!("{prefix}network"),
+                format!("{e}; fix the file on the host or define the networks in HOSTS_FILE"),
+            ));
+        }
+    }
+    let image = facts
+        .images
+        .iter()
+        .find(|i| i.name.eq_ignore_ascii_case(&values.image_name));
+    if let Some(image) = image {
+        check_disk_size(
+            disk_field,
+            values.disk_size_gb,
+            &image.name,
+            image.max_size_bytes,
+        )
+        .map_err(|problem| ApiError::invalid(disk_field, problem.message))?;
+    }
+    Ok(())
+}
+
 /// Checks a validated provisioning request against the inventory and queues it.
 fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Response> {
     let (host_field, image_field) = if flat {
@@ -176,6 +234,14 @@ fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Re
                     names.join(", ")
                 ),
             ));
+        }
+        if let Some(facts) = &host.facts {
+            let configured = state
+                .host_resources
+                .get(&host_name.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_default();
+            check_against_host(facts, &configured, values, flat)?;
         }
     }
     let mut parameters = validated.redacted();

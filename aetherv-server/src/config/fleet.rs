@@ -4,7 +4,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::hosts_file::{HostEntry, HostSpec, Overrides, read_hosts_file};
+use aetherv_provision::boot::BootRule;
+use aetherv_provision::resources::HostDefinitions;
+
+use super::hosts_file::{HostEntry, HostSpec, Overrides, definitions, read_hosts_file};
 use super::sources::Sources;
 use super::{HostTarget, Transport};
 
@@ -74,11 +77,49 @@ fn readable_file(path: &Path) -> Result<(), String> {
 struct Planned {
     origin: String,
     cluster: Option<String>,
+    /// The cluster's firmware rules (and where they were written).
+    cluster_boot: Vec<(String, BootRule)>,
+    /// The cluster's networks and storage classes (and where they were written).
+    cluster_resources: (String, HostDefinitions),
+    /// The cluster's image roots.
+    cluster_roots: Option<Vec<String>>,
     spec: HostSpec,
+}
+
+/// `AETHERV_IMAGE_ROOTS`: `;`-separated absolute Windows folders.
+fn env_image_roots(s: &mut Sources<'_>) -> Option<Vec<String>> {
+    let value = s.get("AETHERV_IMAGE_ROOTS")?;
+    let roots: Vec<String> = value
+        .split(';')
+        .map(|r| r.trim().trim_end_matches('\\').to_owned())
+        .filter(|r| !r.is_empty())
+        .collect();
+    for root in &roots {
+        if !is_image_root(root) {
+            s.problem(
+                "AETHERV_IMAGE_ROOTS",
+                format_args!("{root:?} is not an absolute Windows folder like C:\\ClusterStorage\\Volume1\\DiskImages"),
+            );
+        }
+    }
+    Some(roots)
+}
+
+/// An absolute Windows folder (`X:\...` or `\\server\share\...`) without wildcards or `..`.
+fn is_image_root(root: &str) -> bool {
+    let b = root.as_bytes();
+    let drive = b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\';
+    let unc = root.starts_with(r"\\") && root.len() > 2;
+    (drive || unc)
+        && !root.get(2..).is_some_and(|p| p.contains(':'))
+        && !root.contains(['*', '?', '"', '<', '>', '|', '/'])
+        && !root.split('\\').any(|seg| seg == "..")
+        && !root.chars().any(char::is_control)
 }
 
 pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
     let env = env_defaults(s);
+    let env_roots = env_image_roots(s);
     let password = s.secret("WINRM_PASSWORD");
     let mut planned = Vec::new();
     let mut file_defaults = Overrides::default();
@@ -100,6 +141,9 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                 planned.push(Planned {
                     origin: format!("HYPERV_HOSTS: entry {}", i + 1),
                     cluster: None,
+                    cluster_boot: Vec::new(),
+                    cluster_resources: (String::new(), HostDefinitions::default()),
+                    cluster_roots: None,
                     spec: HostSpec {
                         name: name.to_owned(),
                         ..HostSpec::default()
@@ -138,10 +182,27 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                             format_args!("clusters[{c}].hosts: cluster {cname:?} has no hosts"),
                         );
                     }
+                    let cluster_boot: Vec<(String, BootRule)> = cluster
+                        .image_boot
+                        .into_iter()
+                        .enumerate()
+                        .map(|(r, rule)| (format!("clusters[{c}].image_boot[{r}]"), rule))
+                        .collect();
+                    let cluster_resources = (
+                        format!("HOSTS_FILE: clusters[{c}]."),
+                        definitions(
+                            &cluster.networks,
+                            &cluster.storage_classes,
+                            cluster.default_network.as_ref(),
+                        ),
+                    );
                     for (h, HostEntry(spec)) in cluster.hosts.into_iter().enumerate() {
                         planned.push(Planned {
                             origin: format!("HOSTS_FILE: clusters[{c}].hosts[{h}]"),
                             cluster: Some(cname.clone()),
+                            cluster_boot: cluster_boot.clone(),
+                            cluster_resources: cluster_resources.clone(),
+                            cluster_roots: cluster.image_roots.clone(),
                             spec,
                         });
                     }
@@ -150,6 +211,9 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                     planned.push(Planned {
                         origin: format!("HOSTS_FILE: hosts[{h}]"),
                         cluster: None,
+                        cluster_boot: Vec::new(),
+                        cluster_resources: (String::new(), HostDefinitions::default()),
+                        cluster_roots: None,
                         spec,
                     });
                 }
@@ -174,12 +238,92 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
     let mut hosts = Vec::new();
     let mut basic_over_http_env = Vec::new();
     let mut without_user = Vec::new();
+    for (r, rule) in file_defaults.image_boot.iter().enumerate() {
+        if let Some(why) = rule.problem() {
+            s.problem(
+                "HOSTS_FILE",
+                format_args!("defaults.image_boot[{r}].{why}"),
+            );
+        }
+    }
+    let file_resources = definitions(
+        &file_defaults.networks,
+        &file_defaults.storage_classes,
+        file_defaults.default_network.as_ref(),
+    );
+    s.problems
+        .extend(file_resources.problems("HOSTS_FILE: defaults."));
+    let mut reported_cluster_rules = HashSet::new();
     for Planned {
         origin,
         cluster,
+        cluster_boot,
+        cluster_resources: (cluster_origin, cluster_resources),
+        cluster_roots,
         spec,
     } in planned
     {
+        // The first level that sets image_roots decides: host, cluster, defaults, variable.
+        let image_roots: Vec<String> = spec
+            .image_roots
+            .clone()
+            .or(cluster_roots)
+            .or_else(|| file_defaults.image_roots.clone())
+            .or_else(|| env_roots.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.trim().trim_end_matches('\\').to_owned())
+            .collect();
+        for root in &image_roots {
+            if !is_image_root(root) {
+                s.problems.push(format!(
+                    "{origin}: image root {root:?} is not an absolute Windows folder"
+                ));
+            }
+        }
+        if reported_cluster_rules.insert(cluster_origin.clone()) {
+            s.problems
+                .extend(cluster_resources.problems(&cluster_origin));
+        }
+        let own = definitions(
+            &spec.networks,
+            &spec.storage_classes,
+            spec.default_network.as_ref(),
+        );
+        s.problems.extend(own.problems(&format!("{origin}.")));
+        // The host's own definitions win over its cluster's, which win over the defaults'.
+        let resources = own
+            .merged_with(&cluster_resources)
+            .merged_with(&file_resources);
+        if let Some(default) = &resources.default_network
+            && resources.network(default).is_none()
+        {
+            s.problems.push(format!(
+                "{origin}: default_network {default:?} is not a network defined for host {}",
+                spec.name.trim()
+            ));
+        }
+        for (path, rule) in &cluster_boot {
+            if let Some(why) = rule.problem()
+                && reported_cluster_rules.insert(path.clone())
+            {
+                s.problems.push(format!("HOSTS_FILE: {path}.{why}"));
+            }
+        }
+        for (r, rule) in spec.image_boot.iter().enumerate() {
+            if let Some(why) = rule.problem() {
+                s.problems
+                    .push(format!("{origin}.image_boot[{r}].{why}"));
+            }
+        }
+        // The host's own rules, then its cluster's, then the file's defaults.
+        let image_boot: Vec<BootRule> = spec
+            .image_boot
+            .iter()
+            .cloned()
+            .chain(cluster_boot.into_iter().map(|(_, rule)| rule))
+            .chain(file_defaults.image_boot.iter().cloned())
+            .collect();
         let name = spec.name.trim().to_owned();
         if name.is_empty() || name.contains(|c: char| c.is_whitespace() || "/@:\\?#".contains(c)) {
             s.problems
@@ -260,6 +404,9 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                 .insecure
                 .or(file_defaults.insecure)
                 .unwrap_or(env.insecure),
+            image_boot,
+            resources,
+            image_roots,
         });
     }
     if !basic_over_http_env.is_empty() {

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use aetherv_provision::boot::BootRule;
+use aetherv_provision::resources::{HostDefinitions, NetworkDef, StorageClassDef};
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 
@@ -20,6 +22,21 @@ pub(super) struct Overrides {
     pub(super) ca_file: Option<PathBuf>,
     pub(super) insecure: Option<bool>,
     pub(super) username: Option<String>,
+    /// Firmware overrides per image name pattern, tried after the cluster's and the host's.
+    #[serde(default)]
+    pub(super) image_boot: Vec<BootRule>,    /// Named networks (`{name, switch, vlan_id}`).
+    #[serde(default)]
+    pub(super) networks: Vec<NetworkDef>,
+    /// Named storage classes (`{name, path}`).
+    #[serde(default)]
+    pub(super) storage_classes: Vec<StorageClassDef>,
+    /// The network a request without `network` gets.
+    #[serde(default)]
+    pub(super) default_network: Option<String>,
+    /// Where golden images are looked for, in order (replaces, not extends, the next
+    /// level's list).
+    #[serde(default)]
+    pub(super) image_roots: Option<Vec<String>>,
 }
 
 /// One host in `HOSTS_FILE`: a name, or a mapping with a name and overrides.
@@ -33,6 +50,21 @@ pub(super) struct HostSpec {
     pub(super) ca_file: Option<PathBuf>,
     pub(super) insecure: Option<bool>,
     pub(super) username: Option<String>,
+    /// Firmware overrides per image name pattern for this host, tried first.
+    #[serde(default)]
+    pub(super) image_boot: Vec<BootRule>,    /// Named networks (`{name, switch, vlan_id}`).
+    #[serde(default)]
+    pub(super) networks: Vec<NetworkDef>,
+    /// Named storage classes (`{name, path}`).
+    #[serde(default)]
+    pub(super) storage_classes: Vec<StorageClassDef>,
+    /// The network a request without `network` gets.
+    #[serde(default)]
+    pub(super) default_network: Option<String>,
+    /// Where golden images are looked for, in order (replaces, not extends, the next
+    /// level's list).
+    #[serde(default)]
+    pub(super) image_roots: Option<Vec<String>>,
 }
 
 /// A `HostSpec` written either as a bare name or as a mapping.
@@ -66,6 +98,21 @@ impl<'de> Deserialize<'de> for HostEntry {
 pub(super) struct ClusterSpec {
     pub(super) name: String,
     pub(super) hosts: Vec<HostEntry>,
+    /// Firmware overrides per image name pattern for the cluster's hosts.
+    #[serde(default)]
+    pub(super) image_boot: Vec<BootRule>,    /// Named networks (`{name, switch, vlan_id}`).
+    #[serde(default)]
+    pub(super) networks: Vec<NetworkDef>,
+    /// Named storage classes (`{name, path}`).
+    #[serde(default)]
+    pub(super) storage_classes: Vec<StorageClassDef>,
+    /// The network a request without `network` gets.
+    #[serde(default)]
+    pub(super) default_network: Option<String>,
+    /// Where golden images are looked for, in order (replaces, not extends, the next
+    /// level's list).
+    #[serde(default)]
+    pub(super) image_roots: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,5 +160,18 @@ pub(super) fn read_hosts_file(s: &mut Sources<'_>, file: &Path) -> Option<HostsF
             }
             None
         }
+    }
+}
+
+/// The networks, storage classes and default network written at one level of the file.
+pub(super) fn definitions(
+    networks: &[NetworkDef],
+    storage_classes: &[StorageClassDef],
+    default_network: Option<&String>,
+) -> HostDefinitions {
+    HostDefinitions {
+        networks: networks.to_vec(),
+        storage_classes: storage_classes.to_vec(),
+        default_network: default_network.cloned(),
     }
 }

@@ -772,3 +772,84 @@ fn debug_never_shows_secrets() {
     }
     assert!(debug.contains("hv01.lab.example"));
 }
+
+#[test]
+fn image_boot_rules_from_hosts_file_levels_and_the_environment() {
+    use aetherv_hyperv::OsFamily;
+    use aetherv_hyperv::ops::SecureBootTemplate;
+    let (_dir, mut map) = hosts_file(
+        r#"
+defaults:
+  image_boot: [{image: "*", tpm: true}]
+clusters:
+  - name: prod-a
+    image_boot: [{image: "ubuntu*", secure_boot: false}]
+    hosts:
+      - hv01
+      - {name: hv02, image_boot: [{image: "ubuntu-22*", secure_boot_template: OpenSourceShieldedVM}]}
+hosts: [hv10]
+"#,
+    );
+    map.insert(
+        "AETHERV_IMAGE_BOOT".to_owned(),
+        r#"[{"image": "rocky*", "secure_boot": false}]"#.to_owned(),
+    );
+    let empty = TempDir::new();
+    let c = load_in(&map, &empty.0).unwrap();
+    let hosts = fleet_hosts(&c);
+    let patterns = |i: usize| -> Vec<&str> {
+        hosts[i]
+            .image_boot
+            .iter()
+            .map(|r| r.image.as_str())
+            .collect()
+    };
+    assert_eq!(patterns(0), ["ubuntu*", "*"]);
+    assert_eq!(patterns(1), ["ubuntu-22*", "ubuntu*", "*"]);
+    assert_eq!(patterns(2), ["*"]);
+    let policy = c.boot_policy();
+    assert_eq!(c.image_boot.len(), 1);
+    // hv02: its own rule wins and the family default fills the rest.
+    let hv02 = policy.resolve("HV02", "ubuntu-22.04", OsFamily::Linux);
+    assert_eq!(
+        hv02.settings.secure_boot_template,
+        SecureBootTemplate::OpenSourceShieldedVm
+    );
+    assert!(hv02.settings.secure_boot && !hv02.settings.tpm);
+    // hv01: the cluster's rule.
+    assert!(
+        !policy
+            .resolve("hv01", "ubuntu-22.04", OsFamily::Linux)
+            .settings
+            .secure_boot
+    );
+    // The file's defaults match everything before the environment's rules.
+    assert!(
+        policy
+            .resolve("hv10", "rocky-9", OsFamily::Linux)
+            .settings
+            .tpm
+    );
+    // A host outside HOSTS_FILE's rules gets the environment's.
+    let other = policy.resolve("elsewhere", "rocky-9", OsFamily::Linux);
+    assert!(!other.settings.secure_boot);
+}
+
+#[test]
+fn bad_image_boot_rules_name_their_path() {
+    let empty = TempDir::new();
+    let (_dir, map) =
+        hosts_file("hosts:\n  - {name: hv01, image_boot: [{image: x, secure_boot_template: Bogus}]}\n");
+    let p = one_problem(load_in(&map, &empty.0), "HOSTS_FILE");
+    assert!(
+        p.starts_with("HOSTS_FILE: hosts[0].image_boot[0].secure_boot_template: "),
+        "{p}"
+    );
+    let (_dir, map) = hosts_file("defaults: {image_boot: [{image: ' '}]}\nhosts: [hv01]\n");
+    let p = one_problem(load_in(&map, &empty.0), "HOSTS_FILE");
+    assert!(p.contains("defaults.image_boot[0].image"), "{p}");
+    let p = one_problem(config(&[("AETHERV_IMAGE_BOOT", "[{image: x, tmp: true}]")]), "AETHERV_IMAGE_BOOT");
+    assert!(p.contains("unknown field"), "{p}");
+    let p = one_problem(config(&[("AETHERV_IMAGE_BOOT", "not a list")]), "AETHERV_IMAGE_BOOT");
+    assert!(p.contains("expected a list"), "{p}");
+}

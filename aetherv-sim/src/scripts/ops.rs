@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use super::{ScriptContext, vm_json};
 use crate::error::Error;
-use crate::model::{Host, NewVm, PowerAction, SimVm, holds_memory, path_is_under};
+use crate::model::{
+    BootSettings, Host, NewVm, PowerAction, SimVm, holds_memory, path_is_under,
+};
 use crate::state::{LooseFile, SimState};
 use aetherv_hyperv::protocol::{ScriptFailure, ScriptResult};
 
@@ -292,6 +294,7 @@ pub fn remove_managed_vm(ctx: &mut ScriptContext<'_>, request: &Value) -> Script
                         path: disk.path.clone(),
                         size_bytes: disk.file_size_bytes,
                         image: Some(removed_vm.guest.image.clone()),
+                        max_size_bytes: Some(disk.max_size_bytes),
                     },
                 );
             }
@@ -443,8 +446,10 @@ fn vm_name_exists(host: &Host, name: &str) -> bool {
     host.vms.iter().any(|v| v.name.eq_ignore_ascii_case(name))
 }
 
-/// `Copy-GoldenImage`: `{"image_path","vm_name","destination_root"}`; the image may also be
-/// named by its display name.
+/// `Copy-GoldenImage`: `{"image_path","vm_name","destination_root","disk_size_bytes"}`; the
+/// image may also be named by its display name. A `disk_size_bytes` below the image's virtual
+/// size fails with `DiskTooSmall` before anything is copied; above it, the copy is expanded
+/// ([`SimState::resize_vhd`]).
 pub fn copy_golden_image(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
     run(|| {
         let image_ref = str_field(request, "image_path")?;
@@ -494,20 +499,56 @@ pub fn copy_golden_image(ctx: &mut ScriptContext<'_>, request: &Value) -> Script
                 json!({ "path": folder }),
             ));
         }
+        let disk_size = request.get("disk_size_bytes").and_then(Value::as_u64);
+        if let Some(wanted) = disk_size
+            && wanted < image.max_size_bytes
+        {
+            return Err(fail(
+                "DiskTooSmall",
+                format!(
+                    "the requested disk size of {wanted} bytes is smaller than the virtual size \
+                     of image {} ({} bytes); disks are only expanded",
+                    image.name, image.max_size_bytes
+                ),
+                json!({
+                    "image": image.path,
+                    "requested_bytes": wanted,
+                    "image_bytes": image.max_size_bytes,
+                }),
+            ));
+        }
         check_space(ctx.state(), &host.name, &folder, image.size_bytes)?;
         let vhdx = join(
             &join(&folder, "Virtual Hard Disks"),
             &format!("{vm_name}.vhdx"),
         );
-        ctx.state_mut().add_loose_file(
+        let state = ctx.state_mut();
+        state.add_loose_file(
             &host.name,
             LooseFile {
                 path: vhdx.clone(),
                 size_bytes: image.size_bytes,
                 image: Some(image.name.clone()),
+                max_size_bytes: Some(image.max_size_bytes),
             },
         );
-        Ok(json!({ "vm_folder": folder, "vhdx_path": vhdx, "size_bytes": image.size_bytes }))
+        let mut virtual_size = image.max_size_bytes;
+        if let Some(wanted) = disk_size.filter(|w| *w > image.max_size_bytes) {
+            // Like the script: Resize-VHD, and on failure the new folder goes again.
+            match state.resize_vhd(&host.name, &vhdx, wanted) {
+                Ok(size) => virtual_size = size,
+                Err(e) => {
+                    state.remove_loose_files(&host.name, &folder);
+                    return Err(from_error(&e));
+                }
+            }
+        }
+        Ok(json!({
+            "vm_folder": folder,
+            "vhdx_path": vhdx,
+            "size_bytes": image.size_bytes,
+            "max_size_bytes": virtual_size,
+        }))
     })
 }
 
@@ -549,6 +590,7 @@ pub fn copy_provisioning_iso(ctx: &mut ScriptContext<'_>, request: &Value) -> Sc
                 path: target.clone(),
                 size_bytes: iso.size_bytes,
                 image: None,
+                max_size_bytes: None,
             },
         );
         Ok(json!({ "iso_path": target, "size_bytes": iso.size_bytes }))
@@ -599,6 +641,16 @@ pub fn register_managed_vm(ctx: &mut ScriptContext<'_>, request: &Value) -> Scri
             .get("start")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        // No firmware settings: New-VM's defaults (Secure Boot on, MicrosoftWindows).
+        let firmware = match request.get("boot").filter(|b| !b.is_null()) {
+            None => BootSettings::hyperv_default(),
+            Some(boot) => serde_json::from_value::<BootSettings>(boot.clone()).map_err(|e| {
+                invalid(
+                    format!("Set-VMFirmware refused the firmware settings: {e}"),
+                    "boot",
+                )
+            })?,
+        };
         let host = host_name(ctx)?;
         if ctx.host().is_ok_and(|h| vm_name_exists(h, &name)) {
             return Err(fail(
@@ -645,6 +697,7 @@ pub fn register_managed_vm(ctx: &mut ScriptContext<'_>, request: &Value) -> Scri
             clustered: false,
             notes,
             location: Some(parent(&folder).to_owned()),
+            firmware: Some(firmware),
         };
         let now = ctx.now();
         let state = ctx.state_mut();
@@ -662,6 +715,9 @@ pub fn register_managed_vm(ctx: &mut ScriptContext<'_>, request: &Value) -> Scri
             if let Some(d) = vm.disks.first_mut() {
                 d.path = disk.path.clone();
                 d.file_size_bytes = disk.size_bytes;
+                if let Some(size) = disk.max_size_bytes {
+                    d.max_size_bytes = size;
+                }
             }
             if let Some(dvd) = vm.dvd_drives.first_mut() {
                 dvd.path = iso.clone();
@@ -669,6 +725,12 @@ pub fn register_managed_vm(ctx: &mut ScriptContext<'_>, request: &Value) -> Scri
             if let Some((min, max)) = dynamic {
                 vm.memory.minimum_bytes = min;
                 vm.memory.maximum_bytes = max;
+            }
+            // Like the script: no switch name, no connection.
+            if spec.switch.is_none() {
+                for nic in &mut vm.nics {
+                    nic.switch_name = None;
+                }
             }
         }
         state.remove_loose_files(&host, &disk.path);
@@ -682,6 +744,7 @@ pub fn register_managed_vm(ctx: &mut ScriptContext<'_>, request: &Value) -> Scri
                             path: d.path,
                             size_bytes: d.file_size_bytes,
                             image: Some(removed.guest.image.clone()),
+                            max_size_bytes: Some(d.max_size_bytes),
                         },
                     );
                 }

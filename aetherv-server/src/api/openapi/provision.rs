@@ -111,6 +111,18 @@ fn value_fields() -> Vec<(&'static str, Value)> {
         ("gb_ram", int_field(1, 512, "Memory in GiB (1–512)")),
         ("cpu_cores", int_field(1, 64, "Virtual processors (1–64)")),
         (
+            "disk_size_gb",
+            json!({
+                "type": ["integer", "string", "null"],
+                "minimum": 1,
+                "maximum": 65536,
+                "pattern": "^[0-9]*$",
+                "description": "System disk size in GiB (1–65536): the copied image is \
+                    expanded to it before the first boot; not smaller than the image's virtual \
+                    size (422 naming both). The image's own size when not given",
+            }),
+        ),
+        (
             "guest_la_uid",
             json!({
                 "type": "string",
@@ -142,6 +154,26 @@ fn value_fields() -> Vec<(&'static str, Value)> {
                 "enum": [true, false, "true", "false", "", null],
                 "default": false,
                 "description": "Make the VM a highly available cluster role",
+            }),
+        ),
+        (
+            "network",
+            json!({
+                "type": ["string", "null"],
+                "maxLength": 64,
+                "description": "Named network of the target host (switch and VLAN). Without \
+                    it: the host's default network, else its only External switch; several \
+                    External switches and no default is a 422 listing the candidates. \
+                    `vlan_id` overrides the network's VLAN",
+            }),
+        ),
+        (
+            "storage_class",
+            json!({
+                "type": ["string", "null"],
+                "maxLength": 64,
+                "description": "Named storage class of the target host: the VM's folder is \
+                    created below its folder. The host's default VM path without it",
             }),
         ),
         (

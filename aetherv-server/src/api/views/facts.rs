@@ -123,6 +123,8 @@ pub struct GoldenImageView {
     pub size_bytes: u64,
     /// Virtual size.
     pub max_size_bytes: Option<u64>,
+    /// The image root it was found in (the image is `<root>\<name>.vhdx`).
+    pub root: Option<String>,
 }
 
 impl From<&GoldenImage> for GoldenImageView {
@@ -133,6 +135,7 @@ impl From<&GoldenImage> for GoldenImageView {
             path: i.path.clone(),
             size_bytes: i.size_bytes,
             max_size_bytes: i.max_size_bytes,
+            root: i.root.clone(),
         }
     }
 }
