@@ -80,6 +80,8 @@ pub struct Config {
     pub job_history: usize,
     /// How callers are authenticated.
     pub auth: AuthConfig,
+    /// `/readyz` needs at least one connected host (`READYZ_STRICT`, default off).
+    pub readyz_strict: bool,
 }
 
 /// What the server manages.
@@ -256,6 +258,7 @@ impl Config {
         let job_concurrency = s.number("JOB_CONCURRENCY", 4, 1, 256);
         let job_concurrency_per_host = s.number("JOB_CONCURRENCY_PER_HOST", 2, 1, 64);
         let job_history = s.number("JOB_HISTORY", 1000, 10, 100_000);
+        let readyz_strict = s.flag("READYZ_STRICT", false);
 
         let hosts_configured = s.get("HYPERV_HOSTS").is_some() || s.get("HOSTS_FILE").is_some();
         let mode = if hosts_configured {
@@ -288,6 +291,7 @@ impl Config {
             job_concurrency_per_host,
             job_history,
             auth,
+            readyz_strict,
         })
     }
 

@@ -16,6 +16,8 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct Readiness {
     reason: RwLock<Option<String>>,
+    /// Strict mode (`READYZ_STRICT`): `/readyz` also needs at least one connected host.
+    strict: std::sync::atomic::AtomicBool,
 }
 
 impl Readiness {
@@ -23,6 +25,7 @@ impl Readiness {
     pub fn not_ready(reason: impl Into<String>) -> Self {
         Self {
             reason: RwLock::new(Some(reason.into())),
+            strict: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -30,7 +33,19 @@ impl Readiness {
     pub fn ready() -> Self {
         Self {
             reason: RwLock::new(None),
+            strict: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Turns strict mode on or off: `/readyz` then also needs a connected host.
+    pub fn set_strict(&self, strict: bool) {
+        self.strict
+            .store(strict, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether strict mode is on.
+    pub fn is_strict(&self) -> bool {
+        self.strict.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Marks the server ready.
@@ -114,6 +129,8 @@ pub struct AppState {
     pub info: Arc<ServerInfo>,
     /// The unfiltered VM list, serialised once per inventory change.
     pub vm_list_cache: Arc<VmListCache>,
+    /// Hosts' responsiveness and the cleanup retry list.
+    pub recovery: Arc<crate::recovery::Recovery>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -378,6 +378,7 @@ async fn fixture_with(config: QueueConfig, readiness: Readiness, auth: Authentic
             version: "test",
         }),
         vm_list_cache: Arc::default(),
+        recovery: Arc::default(),
     };
     Fixture {
         app: router(state.clone()),
