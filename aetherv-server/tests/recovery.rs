@@ -134,7 +134,13 @@ async fn a_host_frozen_during_register_vm_fails_the_job_promptly_and_cleanup_wai
     assert_eq!(view["status"], "failed", "{view}");
     let left = view["cleanup"]["left_behind"].as_array().unwrap();
     assert!(!left.is_empty(), "{view}");
-    let (_, logs) = call(&app, Method::GET, &format!("{job_path}/logs?follow=false"), None).await;
+    let (_, logs) = call(
+        &app,
+        Method::GET,
+        &format!("{job_path}/logs?follow=false"),
+        None,
+    )
+    .await;
     let lines: Vec<&str> = logs["lines"]
         .as_array()
         .unwrap()
