@@ -112,6 +112,21 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// The host stopped answering (a probe with a short deadline got no answer), so the
+    /// operation was not sent (`sent: false`) or was abandoned (`sent: true`, it may still
+    /// take effect). See `ops::layer::health`.
+    #[error("host {host} does not answer ({reason}): {operation} {}", if *.sent { "was abandoned and may still take effect" } else { "was not sent" })]
+    HostUnresponsive {
+        /// The host.
+        host: String,
+        /// The operation, e.g. `register VM`.
+        operation: &'static str,
+        /// What the probe saw.
+        reason: String,
+        /// Whether the operation had been sent.
+        sent: bool,
+    },
+
     /// A host script ran and reported a failure that has no more specific variant.
     #[error("host {host}: {operation} failed: {code}: {message}")]
     ScriptFailed {

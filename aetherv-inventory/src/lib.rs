@@ -35,7 +35,7 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub use model::{Cluster, HostState, HostStatus, InventoryVm, Snapshot};
-pub use refresher::{HostSource, InventoryHandle, RefreshConfig, Refresher, backoff};
+pub use refresher::{HostSource, InventoryHandle, RefreshConfig, Refresher, backoff, error_text};
 pub use store::{
     Change, Event, Notification, StoreReader, StoreWriter, Subscription, Update, store,
 };

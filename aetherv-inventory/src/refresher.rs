@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::model::{InventoryVm, Snapshot};
+use crate::model::{HostStatus, InventoryVm, Snapshot};
 use crate::store::{StoreReader, StoreWriter, Subscription, Update, store};
 
 /// Where the hosts come from. The inventory only reads, so it sees each host through the
@@ -86,7 +86,9 @@ pub struct RefreshConfig {
     pub max_concurrent: usize,
     /// Delay before retrying a host after its first failure; doubles per further failure.
     pub backoff_initial: Duration,
-    /// The longest retry delay.
+    /// The longest retry delay (30 s by default: a host back from an outage is seen again
+    /// within half a minute; a retry of a host that is still down costs one failed
+    /// connection, or one probe when the host is frozen).
     pub backoff_max: Duration,
     /// Facts are fetched on every `facts_every`-th successful refresh, and always while a host
     /// is not connected (0 and 1 both mean every refresh).
@@ -102,7 +104,7 @@ impl Default for RefreshConfig {
             host_timeout: Duration::from_secs(15),
             max_concurrent: 64,
             backoff_initial: Duration::from_secs(5),
-            backoff_max: Duration::from_secs(300),
+            backoff_max: Duration::from_secs(30),
             facts_every: 10,
             event_capacity: 4096,
         }
@@ -119,13 +121,18 @@ pub fn backoff(config: &RefreshConfig, failures: u32) -> Duration {
         .map_or(config.backoff_max, |d| d.min(config.backoff_max))
 }
 
-/// The text of an error and its sources, joined by `: `.
-pub(crate) fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+/// The text of an error and its sources as one line, joined by `: `. Many errors already
+/// print their source's text in their own message (`host hv01: <winrm error>`); a source whose
+/// text the line already ends with is not repeated, so each cause appears once.
+pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let part = s.to_string();
+        if !part.is_empty() && !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = s.source();
     }
     text
@@ -377,6 +384,24 @@ async fn run(
     // Dropping the state drops every pending reply (ShutDown) and the writer (subscriptions end).
 }
 
+/// Logs a host's change between answering and not answering, once per change: a host
+/// that stops answering, or answers again, at WARN; the first answer of a host at INFO.
+fn log_transition(name: &str, before: Option<HostStatus>, result: &HostResult) {
+    match (before, result) {
+        (Some(HostStatus::Disconnected), Ok(_)) => {
+            tracing::warn!(host = %name, "host is connected again");
+        }
+        (Some(HostStatus::Pending) | None, Ok(_)) => {
+            tracing::info!(host = %name, "host connected");
+        }
+        (Some(HostStatus::Disconnected), Err(_)) => {}
+        (_, Err(error)) => {
+            tracing::warn!(host = %name, error = %error_text(error), "host disconnected");
+        }
+        (Some(_), Ok(_)) => {}
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     if let Some(deadline) = deadline {
         tokio::time::sleep_until(deadline).await;
@@ -545,6 +570,8 @@ impl Loop {
                     };
                     slot.in_flight = false;
                     let now = Instant::now();
+                    let before = self.writer.snapshot().host(&name).map(|h| h.status);
+                    log_transition(&name, before, &result);
                     let outcome = match result {
                         Ok((facts, inventory)) => {
                             slot.refreshes_until_facts = if facts.is_some() {

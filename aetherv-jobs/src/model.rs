@@ -451,6 +451,18 @@ pub trait JobObserver: Send + Sync {
     fn finished(&self, job_type: JobType, status: JobStatus, duration: Duration);
     /// A finished job left the history.
     fn forgotten(&self, job_type: JobType, status: JobStatus);
+    /// A provisioning job's cleanup could not remove everything it made on `host` (see
+    /// `report.left_behind()`); called once, just before the job ends. A returned line is
+    /// added to the job's log (e.g. that the removal is retried later). Does nothing by
+    /// default.
+    fn left_behind(
+        &self,
+        _job: &str,
+        _host: &str,
+        _report: &aetherv_provision::job::CleanupReport,
+    ) -> Option<String> {
+        None
+    }
 }
 
 /// An observer that ignores everything.

@@ -595,7 +595,10 @@ impl JobQueue {
                             Outcome::success(serde_json::to_value(&done).ok()),
                         )
                     }
-                    Err(e) => Outcome::from_error(&e),
+                    Err(e) => {
+                        self.report_left_behind(id, &e);
+                        Outcome::from_error(&e)
+                    }
                 }
             }
             JobWork::Delete(mut request) => {
@@ -654,6 +657,24 @@ impl JobQueue {
                     ),
                 }
             }
+        }
+    }
+
+    /// Hands what a failed provisioning's cleanup left behind to the observer, and adds its
+    /// note to the job's log.
+    fn report_left_behind(&self, id: &str, error: &aetherv_provision::Error) {
+        use aetherv_provision::Error as E;
+        let (host, cleanup) = match error {
+            E::ProvisionFailed { host, cleanup, .. } | E::Cancelled { host, cleanup, .. } => {
+                (host, cleanup)
+            }
+            _ => return,
+        };
+        if cleanup.is_clean() {
+            return;
+        }
+        if let Some(note) = self.shared.observer.left_behind(id, host, cleanup) {
+            self.update(id, |r| r.push_line(LineLevel::Warn, note));
         }
     }
 

@@ -86,6 +86,8 @@ pub struct Config {
     /// Firmware overrides per image name pattern for every host (`AETHERV_IMAGE_BOOT`), tried
     /// after the hosts' own ([`HostTarget::image_boot`]).
     pub image_boot: Vec<BootRule>,
+    /// `/readyz` needs at least one connected host (`READYZ_STRICT`, default off).
+    pub readyz_strict: bool,
 }
 
 /// What the server manages.
@@ -273,6 +275,7 @@ impl Config {
         let job_concurrency = s.number("JOB_CONCURRENCY", 4, 1, 256);
         let job_concurrency_per_host = s.number("JOB_CONCURRENCY_PER_HOST", 2, 1, 64);
         let job_history = s.number("JOB_HISTORY", 1000, 10, 100_000);
+        let readyz_strict = s.flag("READYZ_STRICT", false);
 
         let image_boot = image_boot(&mut s);
 
@@ -308,6 +311,7 @@ impl Config {
             job_history,
             auth,
             image_boot,
+            readyz_strict,
         })
     }
 

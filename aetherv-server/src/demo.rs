@@ -83,6 +83,12 @@ impl DemoFleet {
             .collect()
     }
 
+    /// The simulated fleet itself (tests inject faults through it: outages, freezes).
+    #[must_use]
+    pub fn sim(&self) -> &SimFleet {
+        &self.fleet
+    }
+
     /// Stops every simulated host.
     pub async fn shutdown(self) {
         self.fleet.shutdown().await;

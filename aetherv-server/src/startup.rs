@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use aetherv_hyperv::WinRmExecutor;
 use aetherv_hyperv::deploy::{Bundle, DeployGate, DeployOptions, Deployer};
-use aetherv_hyperv::ops::layer::{Layered, RetryReads, Timeouts};
+use aetherv_hyperv::ops::layer::{
+    FailFast, HealthConfig, HostHealth, Layered, RetryReads, Timeouts,
+};
 use aetherv_hyperv::ops::{HyperVHost, ImageRoots, WinRmHyperVHost};
 use aetherv_inventory::{CancellationToken, HostStatus, RefreshConfig, Refresher};
 use aetherv_provision::provision::ProvisionConfig;
@@ -31,10 +33,12 @@ use crate::config::{AuthConfig, Config, HostTarget, Mode, Transport};
 use crate::demo::DemoFleet;
 use crate::jobs::{HostMap, JobObserver, JobQueue, JobStatus, JobType, QueueConfig};
 use crate::metrics::{Metrics, metered};
+use crate::recovery::Recovery;
 use crate::state::{AppState, Readiness, ServerInfo};
 
-/// Job metrics go to the Prometheus registry.
-struct MetricsObserver(Arc<Metrics>);
+/// Job metrics go to the Prometheus registry; what a failed job left behind goes to the
+/// cleanup retry list.
+struct MetricsObserver(Arc<Metrics>, Arc<Recovery>);
 
 impl JobObserver for MetricsObserver {
     fn status(&self, job_type: JobType, from: Option<JobStatus>, to: JobStatus) {
@@ -47,6 +51,14 @@ impl JobObserver for MetricsObserver {
     }
     fn forgotten(&self, job_type: JobType, status: JobStatus) {
         self.0.job_forgotten(job_type.as_str(), status.as_str());
+    }
+    fn left_behind(
+        &self,
+        job: &str,
+        host: &str,
+        report: &aetherv_provision::job::CleanupReport,
+    ) -> Option<String> {
+        self.1.left_behind(job, host, report)
     }
 }
 
@@ -69,7 +81,10 @@ impl std::fmt::Debug for Server {
 
 fn client_for(target: &HostTarget) -> Result<Client, String> {
     let mut builder = Client::builder(&target.endpoint)
-        .operation_timeout(Duration::from_secs(60))
+        // A Receive waits at most 20 s for output (then it is simply sent again), so one HTTP
+        // exchange is bounded by 30 s; a host that stops answering is noticed sooner by the
+        // FailFast layer's probe.
+        .operation_timeout(Duration::from_secs(20))
         .connect_timeout(Duration::from_secs(10))
         .accept_invalid_certs(target.insecure);
     builder = match target.transport {
@@ -152,12 +167,16 @@ impl Server {
         let deployer = Arc::new(Deployer::new(DeployOptions::default()));
         let bundle = Arc::new(Bundle::embedded());
         let mut hosts: HostMap = BTreeMap::new();
+        let mut health = BTreeMap::new();
         for target in &targets {
-            let executor = WinRmExecutor::new(
-                client_for(target)?,
+            let client = client_for(target)?;
+            let host_health = HostHealth::new(
                 target.name.clone(),
-                &config.install_directory,
+                Arc::new(client.clone()),
+                HealthConfig::default(),
             );
+            let executor =
+                WinRmExecutor::new(client, target.name.clone(), &config.install_directory);
             // Innermost first: the operation with its time limit, one retry of a failed read,
             // the deployment gate (scripts deployed before the first operation), and the
             // metrics (which count a refused call as a failed one).
@@ -176,8 +195,15 @@ impl Server {
                 Arc::clone(&bundle),
             );
             let gated: Arc<dyn HyperVHost> = Arc::new(Layered::new(api, gate));
-            hosts.insert(target.name.clone(), metered(gated, Arc::clone(&metrics)));
+            // A host that stops answering is noticed within seconds (a probe with a short
+            // deadline once a call runs long); calls to it then fail fast instead of waiting
+            // for their time limits (deployment included).
+            let guarded: Arc<dyn HyperVHost> =
+                Arc::new(Layered::new(gated, FailFast::new(host_health.clone())));
+            hosts.insert(target.name.clone(), metered(guarded, Arc::clone(&metrics)));
+            health.insert(target.name.clone(), host_health);
         }
+        let recovery = Arc::new(Recovery::new(health, hosts.clone()));
         let cancel = CancellationToken::new();
         let refresh = RefreshConfig {
             interval: config.refresh_interval,
@@ -187,6 +213,7 @@ impl Server {
         };
         let refresher = Refresher::start(&hosts, refresh, cancel.child_token());
         let inventory = refresher.handle();
+        recovery.spawn(&inventory, &cancel);
         let demo = config.mode.is_demo();
         let queue = JobQueue::new(
             QueueConfig {
@@ -207,16 +234,20 @@ impl Server {
                         ..ProvisionConfig::default()
                     }
                 },
+                // The refresh that ends a job fails fast for a silent host; a slow one is
+                // not worth holding the job's slot for longer.
+                refresh_timeout: Duration::from_secs(15),
                 ..QueueConfig::default()
             },
             Arc::new(hosts),
             Some(inventory.clone()),
-            Arc::new(MetricsObserver(Arc::clone(&metrics))),
+            Arc::new(MetricsObserver(Arc::clone(&metrics), Arc::clone(&recovery))),
         );
         let auth = Arc::new(authenticator(&config.auth)?);
         let readiness = Arc::new(Readiness::not_ready(
             "deploying host scripts and loading the first inventory",
         ));
+        readiness.set_strict(config.readyz_strict);
         let state = AppState {
             inventory: inventory.clone(),
             jobs: queue,
@@ -233,6 +264,7 @@ impl Server {
             }),
             vm_list_cache: Arc::default(),
             host_resources: Arc::new(config.host_resources()),
+            recovery,
         };
         tokio::spawn(watch_readiness(
             state.clone(),
@@ -265,6 +297,12 @@ impl Server {
             .as_ref()
             .map(DemoFleet::hosts)
             .unwrap_or_default()
+    }
+
+    /// The simulated fleet in demo mode (tests inject faults through it).
+    #[cfg(feature = "demo")]
+    pub fn demo_fleet(&self) -> Option<&aetherv_sim::SimFleet> {
+        self.fleet.as_ref().map(DemoFleet::sim)
     }
 
     /// Cancels jobs and waits (at most 45 s) for them to clean up, then stops the refresher

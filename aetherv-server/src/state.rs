@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct Readiness {
     reason: RwLock<Option<String>>,
+    /// Strict mode (`READYZ_STRICT`): `/readyz` also needs at least one connected host.
+    strict: std::sync::atomic::AtomicBool,
 }
 
 impl Readiness {
@@ -25,6 +27,7 @@ impl Readiness {
     pub fn not_ready(reason: impl Into<String>) -> Self {
         Self {
             reason: RwLock::new(Some(reason.into())),
+            strict: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -32,7 +35,19 @@ impl Readiness {
     pub fn ready() -> Self {
         Self {
             reason: RwLock::new(None),
+            strict: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Turns strict mode on or off: `/readyz` then also needs a connected host.
+    pub fn set_strict(&self, strict: bool) {
+        self.strict
+            .store(strict, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether strict mode is on.
+    pub fn is_strict(&self) -> bool {
+        self.strict.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Marks the server ready.
@@ -119,6 +134,8 @@ pub struct AppState {
     /// Named networks and storage classes from the configuration, by lowercase host name
     /// (checked at submission against the chosen host; see `api::vms`).
     pub host_resources: Arc<BTreeMap<String, HostDefinitions>>,
+    /// Hosts' responsiveness and the cleanup retry list.
+    pub recovery: Arc<crate::recovery::Recovery>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -382,6 +382,7 @@ async fn fixture_with(config: QueueConfig, readiness: Readiness, auth: Authentic
         }),
         vm_list_cache: Arc::default(),
         host_resources: Arc::default(),
+        recovery: Arc::default(),
     };
     Fixture {
         app: router(state.clone()),

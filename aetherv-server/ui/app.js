@@ -502,7 +502,20 @@
           "div",
           { class: "head-row" },
           h("a", { class: "host-name", href: "#/vms?host=" + encodeURIComponent(host.name) }, host.name),
-          hostStatusBadge(host.status)
+          hostStatusBadge(host.status),
+          state.canWrite
+            ? h(
+                "button",
+                {
+                  type: "button",
+                  class: "btn btn-small refresh-host",
+                  "data-refresh-host": host.name,
+                  title: "Read this host's facts and VMs now (brings a host back after an outage without waiting for the retry)",
+                  onclick: (ev) => refreshHost(host.name, ev.currentTarget),
+                },
+                "Refresh"
+              )
+            : null
         ),
         host.last_error ? h("p", { class: "error-text" }, "Last error: " + host.last_error) : null,
         h(
@@ -516,6 +529,20 @@
         capacity("Storage", stUsed, host.storage_total_bytes, fmtBytes(host.storage_free_bytes) + " free of " + fmtBytes(host.storage_total_bytes)),
         h("div", { class: "chips" }, Object.entries(host.vms_by_state || {}).sort().map(([s, n]) => stateChip(s, n)))
       );
+    }
+
+    async function refreshHost(name, button) {
+      button.disabled = true;
+      button.textContent = "Refreshing…";
+      const result = await guarded(() => api("POST", "/api/v1/hosts/" + encodeURIComponent(name) + "/refresh"));
+      if (result) {
+        const ok = result.status === "connected";
+        toast("Host " + name + (ok ? " refreshed" : " did not answer: " + (result.last_error || result.status)), ok ? "" : "error");
+        if (alive) load();
+      } else {
+        button.disabled = false;
+        button.textContent = "Refresh";
+      }
     }
 
     const reload = debounce(load, 1000);

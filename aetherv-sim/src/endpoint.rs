@@ -90,6 +90,9 @@ pub(crate) struct FaultInterceptor {
 impl Interceptor for FaultInterceptor {
     async fn intercept(&self, info: &RequestInfo) -> Intercept {
         tracing::trace!(host = %self.runtime.name, connection = info.connection, action = ?info.action, "request");
+        // A frozen host accepts the request (the kernel still queues connections and bytes)
+        // but answers nothing until it thaws.
+        self.runtime.wait_thawed().await;
         let decision = self
             .runtime
             .lock_faults()

@@ -163,6 +163,18 @@ impl SimHost {
         self.endpoint.handle().go_down().await;
     }
 
+    /// Freezes the host, as `SIGSTOP` freezes a process or a hung host kernel would: it keeps
+    /// accepting connections but answers no request (authentication legs included) until
+    /// [`SimHost::thaw`]. Requests already waiting stay open and are answered after the thaw.
+    pub fn freeze(&self) {
+        self.runtime.set_frozen(true);
+    }
+
+    /// Ends a [`SimHost::freeze`]: waiting and new requests are answered again.
+    pub fn thaw(&self) {
+        self.runtime.set_frozen(false);
+    }
+
     /// Brings the host back after [`SimHost::go_down`].
     pub async fn come_up(&self) -> Result<()> {
         self.endpoint

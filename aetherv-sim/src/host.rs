@@ -41,6 +41,9 @@ pub(crate) struct HostRuntime {
     pub(crate) faults: Mutex<FaultEngine>,
     pub(crate) scripts: Arc<ScriptRegistry>,
     pub(crate) install_directory: String,
+    /// `true` while the host is frozen (like a SIGSTOPped process): connections are accepted
+    /// but no request is answered until it thaws.
+    pub(crate) frozen: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for HostRuntime {
@@ -71,7 +74,20 @@ impl HostRuntime {
             faults: Mutex::new(FaultEngine::new(plan)),
             scripts,
             install_directory: install_directory.to_owned(),
+            frozen: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Freezes (`true`) or thaws (`false`) the host.
+    pub(crate) fn set_frozen(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+
+    /// Waits while the host is frozen (returns at once when it is not).
+    pub(crate) async fn wait_thawed(&self) {
+        let mut rx = self.frozen.subscribe();
+        // An error means the sender is gone, which cannot happen while `self` lives.
+        let _ = rx.wait_for(|frozen| !*frozen).await;
     }
 
     pub(crate) fn lock_state(&self) -> std::sync::MutexGuard<'_, SimState> {

@@ -476,3 +476,43 @@ async fn fixed_ports_are_consecutive() {
         Err(e) => assert!(e.to_string().contains("hv0"), "{e}"),
     }
 }
+
+#[tokio::test]
+async fn a_frozen_host_accepts_connections_but_answers_nothing_until_it_thaws() {
+    let fleet = fleet(1, SimOptions::default()).await;
+    let host = &fleet.hosts()[0];
+    let c = client(&host.endpoint());
+    cmd(&c, "echo", &["up"]).await.unwrap();
+    bounded(c.probe(Duration::from_secs(2))).await.unwrap();
+
+    host.freeze();
+    // The TCP connection is accepted (unlike an outage), but no request gets an answer.
+    tokio::net::TcpStream::connect(host.local_addr())
+        .await
+        .expect("a frozen host still accepts connections");
+    let err = bounded(c.probe(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Transport {
+                source: aetherv_winrm::http::TransportError::Timeout(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let waiting = tokio::spawn({
+        let c = c.clone();
+        async move { c.run(CommandSpec::new("echo").arg("after")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a command on a frozen host waits");
+
+    host.thaw();
+    let out = bounded(waiting).await.unwrap().unwrap();
+    assert_eq!(out.stdout_text(), "after\r\n");
+    bounded(c.probe(Duration::from_secs(2))).await.unwrap();
+    fleet.shutdown().await;
+}

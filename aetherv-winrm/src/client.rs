@@ -21,6 +21,7 @@ mod pool;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tracing::debug;
@@ -204,6 +205,36 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Checks that the endpoint answers at all, within `deadline`: one unauthenticated POST
+    /// on a fresh connection (so it never waits for a busy shell or pooled connection). Any
+    /// HTTP answer, `401` included, proves the WinRM service is alive; no answer in time
+    /// (a frozen or hung host still accepts the TCP connection) or a failed connection is
+    /// an error. Sends no credentials and runs nothing on the host.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] when the connection fails or no answer arrives within `deadline`.
+    pub async fn probe(&self, deadline: Duration) -> Result<()> {
+        let inner = &self.inner;
+        let transport_error = |source| Error::Transport {
+            endpoint: inner.endpoint.clone(),
+            source,
+        };
+        let transport = inner.connector.connect().map_err(transport_error)?;
+        let request = crate::transport::HttpRequest {
+            authorization: None,
+            content_type: Some("application/soap+xml;charset=UTF-8".to_owned()),
+            body: Bytes::new(),
+        };
+        match tokio::time::timeout(deadline, transport.post(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(source)) => Err(transport_error(source)),
+            Err(_) => Err(transport_error(crate::transport::TransportError::Timeout(
+                deadline,
+            ))),
         }
     }
 

@@ -249,16 +249,19 @@ impl OperationKind {
         )
     }
 
-    /// How long a healthy host may take, used by [`super::layer::Timeouts`]: reads are quick,
-    /// copies and migrations move gigabytes, a guest shutdown waits for the guest.
+    /// How long a healthy host may take, used by [`super::layer::Timeouts`]: reads and KVP
+    /// items take seconds (PowerShell start-up included), registering a VM under a minute,
+    /// copies and migrations move gigabytes, a guest shutdown waits for the guest. A host that
+    /// stops answering is noticed long before these by [`super::layer::health`]; the limits
+    /// only end calls to a host that answers probes but not the call.
     pub fn default_timeout(self) -> Duration {
         match self {
-            Self::Facts | Self::Vm | Self::KvpReadGuest | Self::KvpWriteHost => 60 * SECOND,
-            Self::KvpRemoveHost | Self::KvpRemoveHostPrefix | Self::CompareVm => 2 * MINUTE,
-            Self::RemoveDvdDrive => 5 * MINUTE,
-            Self::Inventory => 3 * MINUTE,
-            Self::AddClusterRole | Self::RemoveClusterRole | Self::RemovePath => 5 * MINUTE,
-            Self::RegisterVm | Self::DeleteVm | Self::Power => 10 * MINUTE,
+            Self::Facts | Self::Vm | Self::KvpReadGuest | Self::KvpWriteHost => 30 * SECOND,
+            Self::KvpRemoveHost | Self::KvpRemoveHostPrefix => 30 * SECOND,
+            Self::CompareVm | Self::RemovePath | Self::RemoveDvdDrive => 2 * MINUTE,
+            Self::Inventory | Self::RegisterVm => 3 * MINUTE,
+            Self::AddClusterRole | Self::RemoveClusterRole => 5 * MINUTE,
+            Self::DeleteVm | Self::Power => 10 * MINUTE,
             Self::CopyImage | Self::CopyIso => 60 * MINUTE,
             Self::MoveVm => 240 * MINUTE,
         }

@@ -24,6 +24,10 @@ use async_trait::async_trait;
 use super::{HostCall, HostReply, HyperVHost, OperationKind};
 use crate::error::{Error, Result};
 
+pub mod health;
+
+pub use health::{FailFast, HealthConfig, HostHealth, Probe, Responsiveness};
+
 /// One concern wrapped around every call: it receives the call and the next host in the
 /// stack and decides what to do (forward, refuse, time, retry).
 #[async_trait]

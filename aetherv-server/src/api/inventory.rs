@@ -272,3 +272,76 @@ pub async fn vm(
         .collect();
     Ok(Json(views::vm_detail(&snapshot, vm, &busy)))
 }
+
+/// How long `POST /api/v1/hosts/{hostname}/refresh` waits for the refresh before answering
+/// 202 (the refresh goes on; the host's record shows its result once done).
+pub const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `POST /api/v1/hosts/{hostname}/refresh`.
+#[utoipa::path(post, path = "/api/v1/hosts/{hostname}/refresh", tag = "inventory",
+    operation_id = "refreshHost",
+    summary = "Refresh one host now",
+    description = "Reads the host's facts and VMs now instead of waiting for the next scheduled \
+        refresh (or the retry of a disconnected host), and answers with the host's record \
+        afterwards: `status` and `last_error` say whether it answered. A host marked \
+        unresponsive is probed first, so this is the quickest way to bring a host back after \
+        an outage. Needs the writer role.",
+    params(("hostname" = String, Path, description = "Host name as configured (case-insensitive)")),
+    responses(
+        (status = 200, description = "Refreshed (successfully or not; see `status`)", body = HostDetail),
+        (status = 202, description = "Still refreshing after 20 s; the record is the one before",
+            body = HostDetail),
+        (status = 404, description = "`not_found`: unknown host", body = ErrorBody),
+        (status = 503, description = "`not_ready`: the inventory is shutting down", body = ErrorBody),
+    ))]
+pub async fn refresh_host(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let name = {
+        let snapshot = state.inventory.snapshot();
+        snapshot
+            .host(&name)
+            .or_else(|| {
+                snapshot
+                    .hosts()
+                    .find(|h| h.name.eq_ignore_ascii_case(&name))
+            })
+            .ok_or_else(|| ApiError::not_found("host", &name))?
+            .name
+            .to_string()
+    };
+    let status = match tokio::time::timeout(REFRESH_WAIT, state.inventory.refresh_host(&name)).await
+    {
+        Err(_) => StatusCode::ACCEPTED,
+        Ok(Ok(())) => StatusCode::OK,
+        Ok(Err(aetherv_inventory::Error::ShutDown)) => {
+            return Err(ApiError::not_ready("the inventory is shutting down"));
+        }
+        // The failure is in the host's record (`status`, `last_error`).
+        Ok(Err(_)) => StatusCode::OK,
+    };
+    let snapshot = state.inventory.snapshot();
+    let host = snapshot
+        .host(&name)
+        .ok_or_else(|| ApiError::not_found("host", &name))?;
+    let busy = state.jobs.busy_vms();
+    Ok((status, Json(views::host_detail(&snapshot, host, &busy))).into_response())
+}
+
+/// `GET /api/v1/cleanup`.
+#[utoipa::path(get, path = "/api/v1/cleanup", tag = "inventory", operation_id = "listPendingCleanup",
+    summary = "Pending cleanups",
+    description = "Artifacts (VMs, copied disks and ISOs, folders, cluster roles) that a failed \
+        job could not remove, typically because its host stopped answering. The server removes \
+        each when its host answers again (and retries every minute while the host is \
+        connected); removed ones leave this list.",
+    responses((status = 200, description = "Pending cleanups, oldest first",
+        body = crate::recovery::PendingCleanupListView)))]
+pub async fn pending_cleanup(
+    State(state): State<AppState>,
+) -> Json<crate::recovery::PendingCleanupListView> {
+    Json(crate::recovery::PendingCleanupListView {
+        pending: state.recovery.pending(),
+    })
+}

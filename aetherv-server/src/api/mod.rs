@@ -51,6 +51,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(inventory::clusters))
         .routes(routes!(inventory::hosts))
         .routes(routes!(inventory::host))
+        .routes(routes!(inventory::refresh_host))
+        .routes(routes!(inventory::pending_cleanup))
         .routes(routes!(inventory::vms))
         .routes(routes!(inventory::vm))
         .routes(routes!(vms::create))
@@ -211,14 +213,30 @@ async fn healthz() -> Json<HealthView> {
 /// `GET /readyz`.
 #[utoipa::path(get, path = "/readyz", tag = "probes", operation_id = "readyz",
     summary = "Readiness probe",
-    description = "Ready once the artifacts are in place and the first inventory is loaded.",
+    description = "Ready once the artifacts are in place and the first inventory is loaded \
+        (every host answered or failed once). By default it stays ready when hosts disconnect \
+        later: the API still serves the last known inventory and jobs, and restarting the pod \
+        would not bring a host back. With `READYZ_STRICT=true` it also needs at least one \
+        connected host.",
     responses(
         (status = 200, description = "Ready (`status` is `ready`)", body = ReadinessView),
         (status = 503, description = "Not ready yet (`status` is `not_ready`, `reason` says why)",
             body = ReadinessView),
     ))]
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.readiness.check() {
+    let check = state.readiness.check().and_then(|()| {
+        // Strict mode: serving without any host to act on counts as not ready.
+        let snapshot = state.inventory.snapshot();
+        let total = snapshot.hosts().count();
+        if state.readiness.is_strict() && !snapshot.hosts().any(|h| h.is_connected()) {
+            Err(format!(
+                "no host is connected ({total} configured); READYZ_STRICT is on"
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    match check {
         Ok(()) => Json(ReadinessView {
             status: ReadinessStatus::Ready,
             reason: None,
