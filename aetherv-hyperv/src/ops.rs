@@ -31,6 +31,7 @@
 //! | [`HyperVHostExt::compare_vm`] | `Test-VmMigration` | `{"id"}` + [`MigrationTarget`] | [`MigrationCheck`] |
 //! | [`HyperVHostExt::move_vm`] | `Move-ManagedVm` | `{"id"}` + [`MigrationTarget`] | [`Migrated`] |
 //! | [`HyperVHostExt::remove_path`] (compensation) | `Remove-VmPath` | `{"path"}` | [`RemovedPath`] |
+//! | [`HyperVHostExt::set_vm_notes`] (adopting an orphan) | `Set-VmNotes` | `{"id","notes"}` | [`VmNotes`] |
 //!
 //! Provisioning.WaitForProvisioningKey and Provisioning.PublishProvisioningData are the
 //! pipeline's loops over [`HyperVHostExt::kvp_read_guest`] and [`HyperVHostExt::kvp_write_host`].
@@ -65,7 +66,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use self::call::{HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, OperationKind};
+pub use self::call::{
+    HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, MAX_VM_NOTES_CHARS, OperationKind,
+};
 pub use self::types::*;
 pub use self::winrm::WinRmHyperVHost;
 use crate::error::{Error, Result};
@@ -103,12 +106,14 @@ pub mod scripts {
     pub const MOVE_MANAGED_VM: &str = "Move-ManagedVm";
     /// Compensation: remove a file or folder under the VM root.
     pub const REMOVE_VM_PATH: &str = "Remove-VmPath";
+    /// Set a VM's notes (e.g. clear the provisioning marker when an orphan is adopted).
+    pub const SET_VM_NOTES: &str = "Set-VmNotes";
     /// Shared helpers every script dot-sources (not an operation).
     pub const COMMON: &str = "AethervCommon";
 
     /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
     /// checks both directions).
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
         SET_VM_POWER_STATE,
@@ -124,6 +129,7 @@ pub mod scripts {
         TEST_VM_MIGRATION,
         MOVE_MANAGED_VM,
         REMOVE_VM_PATH,
+        SET_VM_NOTES,
     ];
 }
 
@@ -258,6 +264,11 @@ pub trait HyperVHostExt: HyperVHost {
     /// [`HostCall::RemovePath`].
     async fn remove_path(&self, path: String) -> Result<RemovedPath> {
         expect_reply!(self, HostCall::RemovePath(path), HostReply::RemovedPath(r) => r)
+    }
+
+    /// [`HostCall::SetVmNotes`].
+    async fn set_vm_notes(&self, id: VmId, notes: String) -> Result<VmNotes> {
+        expect_reply!(self, HostCall::SetVmNotes(id, notes), HostReply::NotesSet(n) => n)
     }
 }
 

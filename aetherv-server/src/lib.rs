@@ -19,6 +19,7 @@ pub mod error;
 pub use aetherv_jobs as jobs;
 pub mod logging;
 pub mod metrics;
+pub mod orphan;
 pub mod startup;
 pub mod state;
 pub mod ui;

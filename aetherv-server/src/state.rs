@@ -97,6 +97,10 @@ pub struct VmListCache {
     pub rebuild: tokio::sync::Mutex<()>,
 }
 
+/// Clusters named in the configuration (`HOSTS_FILE`): name → member host names. Placement
+/// (`target_cluster`) also counts hosts whose facts name the cluster.
+pub type ClusterMap = std::collections::BTreeMap<String, Vec<String>>;
+
 /// Everything the handlers share; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -114,6 +118,8 @@ pub struct AppState {
     pub info: Arc<ServerInfo>,
     /// The unfiltered VM list, serialised once per inventory change.
     pub vm_list_cache: Arc<VmListCache>,
+    /// Clusters named in the configuration.
+    pub clusters: Arc<ClusterMap>,
 }
 
 impl std::fmt::Debug for AppState {

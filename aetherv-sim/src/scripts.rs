@@ -142,6 +142,7 @@ impl ScriptRegistry {
         registry.register(s::TEST_VM_MIGRATION, ops::test_vm_migration);
         registry.register(s::MOVE_MANAGED_VM, ops::move_managed_vm);
         registry.register(s::REMOVE_VM_PATH, ops::remove_vm_path);
+        registry.register(s::SET_VM_NOTES, ops::set_vm_notes);
         registry
     }
 

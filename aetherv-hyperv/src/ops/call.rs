@@ -29,6 +29,8 @@ use crate::error::{Error, Result};
 pub const KVP_MAX_KEY_BYTES: usize = 511;
 /// Hyper-V's KVP value limit in bytes.
 pub const KVP_MAX_VALUE_BYTES: usize = 2047;
+/// The longest VM notes this project writes (characters).
+pub const MAX_VM_NOTES_CHARS: usize = 4096;
 
 /// One host operation with its arguments: the single list of what this project does to a
 /// Hyper-V host. [`super::HyperVHost::call`] takes one and answers with the matching
@@ -78,6 +80,9 @@ pub enum HostCall {
     MoveVm(VmId, MigrationTarget),
     /// Compensation: removes a file or folder, only below the host's VM folder root.
     RemovePath(String),
+    /// Replaces a VM's notes (`Set-VM -Notes`; allowed in any VM state), e.g. to clear the
+    /// provisioning marker of an adopted orphan.
+    SetVmNotes(VmId, String),
 }
 
 /// The answer to a [`HostCall`], one variant per operation.
@@ -114,6 +119,8 @@ pub enum HostReply {
     Migrated(Migrated),
     /// [`HostCall::RemovePath`].
     RemovedPath(RemovedPath),
+    /// [`HostCall::SetVmNotes`]: the VM's notes as the host now has them.
+    NotesSet(VmNotes),
 }
 
 /// Which operation a [`HostCall`] is, without its arguments: the label of metrics, timeouts
@@ -156,6 +163,8 @@ pub enum OperationKind {
     MoveVm,
     /// [`HostCall::RemovePath`].
     RemovePath,
+    /// [`HostCall::SetVmNotes`].
+    SetVmNotes,
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -190,6 +199,7 @@ impl OperationKind {
             Self::CompareVm => scripts::TEST_VM_MIGRATION,
             Self::MoveVm => scripts::MOVE_MANAGED_VM,
             Self::RemovePath => scripts::REMOVE_VM_PATH,
+            Self::SetVmNotes => scripts::SET_VM_NOTES,
         }
     }
 
@@ -212,6 +222,7 @@ impl OperationKind {
             Self::CompareVm => "compare VM",
             Self::MoveVm => "move VM",
             Self::RemovePath => "remove path",
+            Self::SetVmNotes => "set VM notes",
         }
     }
 
@@ -227,7 +238,9 @@ impl OperationKind {
     /// copies and migrations move gigabytes, a guest shutdown waits for the guest.
     pub fn default_timeout(self) -> Duration {
         match self {
-            Self::Facts | Self::Vm | Self::KvpReadGuest | Self::KvpWriteHost => 60 * SECOND,
+            Self::Facts | Self::Vm | Self::KvpReadGuest | Self::KvpWriteHost | Self::SetVmNotes => {
+                60 * SECOND
+            }
             Self::KvpRemoveHost | Self::CompareVm => 2 * MINUTE,
             Self::Inventory => 3 * MINUTE,
             Self::AddClusterRole | Self::RemoveClusterRole | Self::RemovePath => 5 * MINUTE,
@@ -281,6 +294,7 @@ impl HostCall {
             Self::CompareVm(..) => OperationKind::CompareVm,
             Self::MoveVm(..) => OperationKind::MoveVm,
             Self::RemovePath(_) => OperationKind::RemovePath,
+            Self::SetVmNotes(..) => OperationKind::SetVmNotes,
         }
     }
 
@@ -296,7 +310,8 @@ impl HostCall {
             | Self::AddClusterRole(id)
             | Self::RemoveClusterRole(id)
             | Self::CompareVm(id, _)
-            | Self::MoveVm(id, _) => Some(*id),
+            | Self::MoveVm(id, _)
+            | Self::SetVmNotes(id, _) => Some(*id),
             Self::Facts
             | Self::Inventory
             | Self::CopyImage(_)
@@ -362,6 +377,15 @@ impl HostCall {
             Self::RegisterVm(spec) => check_register(spec).map_err(refuse)?,
             Self::CompareVm(_, target) | Self::MoveVm(_, target) => {
                 check_target(target).map_err(refuse)?;
+            }
+            Self::SetVmNotes(_, notes) => {
+                if notes.chars().count() > MAX_VM_NOTES_CHARS || notes.contains('\0') {
+                    return Err(refuse(format!(
+                        "VM notes must be at most {MAX_VM_NOTES_CHARS} characters without NUL \
+                         characters, got {}",
+                        notes.chars().count()
+                    )));
+                }
             }
             Self::RemovePath(path) => {
                 check_windows_path(path).map_err(refuse)?;
@@ -436,6 +460,7 @@ impl HostCall {
                 "destination_path": target.destination_path,
             }),
             Self::RemovePath(path) => json!({ "path": path }),
+            Self::SetVmNotes(id, notes) => json!({ "id": id, "notes": notes }),
         })
     }
 
@@ -519,6 +544,16 @@ impl HostCall {
             Self::CompareVm(..) => HostReply::MigrationCheck(parse_data(host, kind, data)?),
             Self::MoveVm(..) => HostReply::Migrated(parse_data(host, kind, data)?),
             Self::RemovePath(_) => HostReply::RemovedPath(parse_data(host, kind, data)?),
+            Self::SetVmNotes(id, _) => {
+                let set: VmNotes = parse_data(host, kind, data)?;
+                if set.id != *id {
+                    return Err(wrong(format!(
+                        "asked for VM {id}, the script answered for {}",
+                        set.id
+                    )));
+                }
+                HostReply::NotesSet(set)
+            }
         })
     }
 }
@@ -555,6 +590,9 @@ impl fmt::Debug for HostCall {
             Self::CompareVm(id, target) => write!(f, "CompareVm({id}, {target:?})"),
             Self::MoveVm(id, target) => write!(f, "MoveVm({id}, {target:?})"),
             Self::RemovePath(path) => write!(f, "RemovePath({path:?})"),
+            Self::SetVmNotes(id, notes) => {
+                write!(f, "SetVmNotes({id}, {} characters)", notes.chars().count())
+            }
         }
     }
 }
@@ -746,5 +784,49 @@ mod tests {
             .parse_reply("hv01", data)
             .unwrap_err();
         assert!(err.to_string().contains("answered for"), "{err}");
+    }
+
+    #[test]
+    fn set_vm_notes_is_checked_sent_and_parsed() {
+        let id = VmId(uuid::Uuid::from_u128(7));
+        let call = HostCall::SetVmNotes(id, "aetherv-job:abc".to_owned());
+        assert_eq!(call.kind(), OperationKind::SetVmNotes);
+        assert_eq!(call.kind().script(), "Set-VmNotes");
+        assert!(!call.kind().read_only());
+        assert_eq!(call.vm_id(), Some(id));
+        assert_eq!(
+            call.request("hv01").unwrap(),
+            json!({"id": id, "notes": "aetherv-job:abc"})
+        );
+        assert!(call.validate("hv01").is_ok());
+        assert!(
+            HostCall::SetVmNotes(id, String::new())
+                .validate("hv01")
+                .is_ok()
+        );
+        let too_long = HostCall::SetVmNotes(id, "x".repeat(MAX_VM_NOTES_CHARS + 1));
+        assert!(matches!(
+            too_long.validate("hv01"),
+            Err(Error::InvalidRequest { .. })
+        ));
+        assert!(
+            HostCall::SetVmNotes(id, "a\0b".to_owned())
+                .validate("hv01")
+                .is_err()
+        );
+        assert_eq!(
+            call.parse_reply("hv01", json!({"id": id, "notes": null}))
+                .unwrap(),
+            HostReply::NotesSet(VmNotes {
+                id,
+                notes: String::new()
+            })
+        );
+        let other = json!({"id": uuid::Uuid::from_u128(8), "notes": ""});
+        assert!(call.parse_reply("hv01", other).is_err());
+        assert_eq!(
+            format!("{call:?}"),
+            format!("SetVmNotes({id}, 15 characters)")
+        );
     }
 }

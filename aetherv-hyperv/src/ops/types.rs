@@ -737,3 +737,13 @@ pub struct RemovedPath {
     /// Whether something existed and was removed (false: nothing was there).
     pub removed: bool,
 }
+
+/// What `set_vm_notes` did: the VM's notes as the host now has them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmNotes {
+    /// The VM.
+    pub id: VmId,
+    /// Its notes.
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub notes: String,
+}

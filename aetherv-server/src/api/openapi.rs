@@ -6,7 +6,7 @@
 //! ([`super::public_routes`], [`super::api_routes`]) register, and the schemas from the view
 //! types those handlers serialise (`views`, `jobs`, `error`). [`document`] then adds what the
 //! attributes cannot say: the security schemes, the role each `/api/v1` route needs with its
-//! 401/403/503 answers (the same rule [`crate::auth::required_role`] enforces), the event
+//! 401/403/503 answers (the same rule [`crate::auth::required_role_at`] enforces), the event
 //! schemas of the two Server-Sent Event streams, and the provisioning bodies, which are
 //! lenient (JSON or YAML, aliases) and written by hand in `openapi/provision.rs`.
 //!
@@ -27,7 +27,7 @@ use super::views::{
     HelloEvent, HostDisconnectedEvent, HostEvent, JobStatusEventView, ResyncEvent, VmEvent,
     VmRemovedEvent,
 };
-use crate::auth::required_role;
+use crate::auth::required_role_at;
 use crate::auth::session::SESSION_COOKIE;
 use crate::error::ErrorBody;
 use crate::jobs::{JobNotice, JobView, LogLine};
@@ -217,7 +217,7 @@ fn complete_operation(path: &str, method: &Method, op: &mut Value, protected: bo
         op["security"] = json!([]);
         return;
     }
-    let role = required_role(method).as_str();
+    let role = required_role_at(method, path).as_str();
     op["x-required-role"] = json!(role);
     let responses = &mut op["responses"];
     responses["401"] = error_response("`unauthenticated`: no token, or a bad or expired token");
