@@ -175,7 +175,7 @@ impl Check {
                 self.fail(
                     name,
                     format!(
-                        "must be true or false (or \"Yes\"/\"No\"), got {}",
+                        "must be true or false, got {}; \"Yes\" and \"No\" are accepted too",
                         Scalar::Str(s).describe()
                     ),
                 );
@@ -185,7 +185,7 @@ impl Check {
                 self.fail(
                     name,
                     format!(
-                        "must be true or false (or \"Yes\"/\"No\"), got {}",
+                        "must be true or false, got {}; \"Yes\" and \"No\" are accepted too",
                         other.describe()
                     ),
                 );
