@@ -367,15 +367,14 @@ mod tests {
         assert!(listed.contains(&("POST".to_owned(), "/api/v1/vms/delete".to_owned())));
         for (method, path) in crate::api::api_route_list() {
             let op = &doc["paths"][&path][method.as_str().to_ascii_lowercase()];
-            assert_eq!(
-                op["x-required-role"],
-                if method == Method::GET {
-                    "reader"
-                } else {
-                    "writer"
-                },
-                "{method} {path}"
-            );
+            let expected = if method == Method::GET {
+                "reader"
+            } else if path.contains("/orphan/") {
+                "admin"
+            } else {
+                "writer"
+            };
+            assert_eq!(op["x-required-role"], expected, "{method} {path}");
         }
     }
 
@@ -444,8 +443,15 @@ mod tests {
         let doc = document();
         let schemas = &doc["components"]["schemas"];
         let create = &schemas["CreateVmRequest"];
+        // The host or the cluster: exactly one of them.
+        assert_eq!(
+            create["oneOf"],
+            json!([{"required": ["hyperv_host"]}, {"required": ["target_cluster"]}])
+        );
+        for target in ["hyperv_host", "target_cluster"] {
+            assert!(create["properties"].get(target).is_some(), "{target}");
+        }
         for field in [
-            "hyperv_host",
             "vm_name",
             "image_name",
             "gb_ram",
