@@ -33,6 +33,7 @@
 //! | [`HyperVHostExt::remove_path`] (compensation) | `Remove-VmPath` | `{"path"}` | [`RemovedPath`] |
 //! | `HostCall::KvpRemoveHostPrefix` (cleanup after provisioning) | `Remove-VmKvp` | `{"id","prefix"}` | `{"id","removed":[...]}` |
 //! | [`HyperVHostExt::remove_dvd_drive`] (cleanup after provisioning) | `Remove-VmDvdDrive` | `{"id","path"}` | [`DvdDriveRemoved`] |
+//! | [`HyperVHostExt::set_vm_notes`] (adopting an orphan) | `Set-VmNotes` | `{"id","notes"}` | [`VmNotes`] |
 //!
 //! Provisioning.WaitForProvisioningKey and Provisioning.PublishProvisioningData are the
 //! pipeline's loops over [`HyperVHostExt::kvp_read_guest`] and [`HyperVHostExt::kvp_write_host`].
@@ -72,6 +73,8 @@ pub use self::call::{
     HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, OperationKind, VHDX_MAX_BYTES,
 };
 pub use self::roots::ImageRoots;
+    HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, MAX_VM_NOTES_CHARS, OperationKind,
+};
 pub use self::types::*;
 pub use self::winrm::WinRmHyperVHost;
 use crate::error::{Error, Result};
@@ -111,6 +114,8 @@ pub mod scripts {
     pub const REMOVE_VM_PATH: &str = "Remove-VmPath";
     /// Eject and remove the DVD drive holding the provisioning ISO.
     pub const REMOVE_VM_DVD_DRIVE: &str = "Remove-VmDvdDrive";
+    /// Set a VM's notes (e.g. clear the provisioning marker when an orphan is adopted).
+    pub const SET_VM_NOTES: &str = "Set-VmNotes";
     /// Shared helpers every script dot-sources (not an operation).
     pub const COMMON: &str = "AethervCommon";
 
@@ -133,6 +138,7 @@ pub mod scripts {
         MOVE_MANAGED_VM,
         REMOVE_VM_PATH,
         REMOVE_VM_DVD_DRIVE,
+        SET_VM_NOTES,
     ];
 }
 
@@ -272,6 +278,11 @@ pub trait HyperVHostExt: HyperVHost {
     /// [`HostCall::RemoveDvdDrive`].
     async fn remove_dvd_drive(&self, vm: VmId, path: String) -> Result<DvdDriveRemoved> {
         expect_reply!(self, HostCall::RemoveDvdDrive { vm, path }, HostReply::DvdDriveRemoved(r) => r)
+    }
+
+    /// [`HostCall::SetVmNotes`].
+    async fn set_vm_notes(&self, id: VmId, notes: String) -> Result<VmNotes> {
+        expect_reply!(self, HostCall::SetVmNotes(id, notes), HostReply::NotesSet(n) => n)
     }
 }
 

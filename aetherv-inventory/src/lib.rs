@@ -5,6 +5,7 @@
 //! - [`store`](mod@store): the pure update function [`store::apply`] and diff [`store::diff_vms`], the
 //!   single [`StoreWriter`], lock-free [`StoreReader`] snapshots and [`Subscription`]s to
 //!   change [`Event`]s (lagging subscribers get [`Notification::Lagged`] and resync).
+//! - [`placement`]: the pure choice of a cluster member for a new VM ([`placement::choose`]).
 //! - [`refresher`]: the refresh loop over a [`HostSource`]: bounded concurrency, per-host
 //!   timeout, interval, exponential backoff, targeted host/VM refreshes, cancellation.
 //!
@@ -30,6 +31,7 @@
 
 pub mod error;
 pub mod model;
+pub mod placement;
 pub mod refresher;
 pub mod store;
 

@@ -372,6 +372,11 @@ impl JobQueue {
         }
     }
 
+    /// The status of job `id`, while it is in the history (a cheaper [`JobQueue::get`]).
+    pub fn status(&self, id: &str) -> Option<JobStatus> {
+        self.lock().records.get(id).map(|r| r.status)
+    }
+
     /// The job `id`.
     pub fn get(&self, id: &str) -> Option<JobView> {
         self.lock().records.get(id).map(Record::view)

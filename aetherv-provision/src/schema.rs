@@ -26,7 +26,8 @@
 //! | field | rule |
 //! | --- | --- |
 //! | `schema_version` | required, must be 1 (job schema only) |
-//! | `target_host` / `hyperv_host` | required; host name or address, no whitespace, at most 253 characters |
+//! | `target_host` / `hyperv_host` | host name or address, no whitespace, at most 253 characters; exactly one of it and `target_cluster` is required |
+//! | `target_cluster` | a cluster name (same rules); the server picks the member host ([`JobRequest::place_on`]); top level in the job schema; implies `vm_clustered` (an explicit false is an error) |
 //! | `vm_name` | required; 1–64 ASCII letters, digits and hyphens, no leading or trailing hyphen; for Windows guests at most 15 characters and not only digits (it becomes the computer name) |
 //! | `image_name` | required; at most 255 characters, no `/`, `\`, `..` or control characters (it names a file on cluster storage); decides the OS family |
 //! | `gb_ram` | required integer 1–512 |
@@ -35,7 +36,7 @@
 //! | `guest_la_uid` | required; on Windows at most 20 characters and none of `" / \ [ ] : ; \| = , + * ? < > @`; on Linux at most 32 characters, no whitespace, `:` or `/` |
 //! | `guest_la_pw` | required secret |
 //! | `vlan_id` | optional integer 0–4094 (0 means untagged) |
-//! | `vm_clustered` | optional boolean, default false |
+//! | `vm_clustered` | optional boolean (also the strings `"Yes"`/`"No"`, case-insensitive), default false (true with `target_cluster`) |
 //! | `os_family` | optional `windows` or `linux`; overrides detection from `image_name` |
 //! | `network` | optional name (at most 64 characters) of a network defined for the target host; checked against the host ([`crate::resources`]) |
 //! | `storage_class` | optional name (at most 64 characters) of a storage class defined for the target host |

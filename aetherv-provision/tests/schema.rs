@@ -105,6 +105,11 @@ fn rows() -> Vec<Row> {
         Row { name: "values required", base: w, mutate: |j| { j["values"] = Value::Null; }, field: "values", fragment: "is required" },
         Row { name: "target_host required", base: w, mutate: |j| { j.as_object_mut().unwrap().remove("target_host"); }, field: "target_host", fragment: "is required" },
         Row { name: "target_host without spaces", base: w, mutate: |j| { j["target_host"] = json!("hv 01"); }, field: "target_host", fragment: "without whitespace" },
+        Row { name: "target_host or target_cluster", base: w, mutate: |j| { j.as_object_mut().unwrap().remove("target_host"); }, field: "target_host", fragment: "or target_cluster" },
+        Row { name: "not both targets", base: w, mutate: |j| { j["target_cluster"] = json!("clu01"); }, field: "target_cluster", fragment: "not both" },
+        Row { name: "target_cluster without spaces", base: w, mutate: |j| { j.as_object_mut().unwrap().remove("target_host"); j["target_cluster"] = json!("clu 01"); }, field: "target_cluster", fragment: "without whitespace" },
+        Row { name: "target_cluster not in values", base: w, mutate: |j| set(j, "target_cluster", json!("clu01")), field: "values.target_cluster", fragment: "at the top level" },
+        Row { name: "target_cluster with vm_clustered false", base: w, mutate: |j| { j.as_object_mut().unwrap().remove("target_host"); j["target_cluster"] = json!("clu01"); set(j, "vm_clustered", json!("No")); }, field: "values.vm_clustered", fragment: "must not be false with target_cluster" },
         // Schema version.
         Row { name: "schema_version required", base: w, mutate: |j| { j.as_object_mut().unwrap().remove("schema_version"); }, field: "schema_version", fragment: "is required" },
         Row { name: "schema_version 2", base: w, mutate: |j| { j["schema_version"] = json!(2); }, field: "schema_version", fragment: "unsupported schema version 2" },
@@ -533,7 +538,11 @@ fn flat_body_errors_have_no_values_prefix() {
     assert_eq!(
         errors,
         [
-            FieldError::new("hyperv_host", "is required"),
+            FieldError::new(
+                "hyperv_host",
+                "is required: give hyperv_host (a host) or target_cluster (a cluster whose best \
+                 host the server picks)"
+            ),
             FieldError::new("gb_ram", "must be between 1 and 512, got 999"),
         ]
     );
@@ -630,4 +639,63 @@ fn the_redacted_view_hides_secrets_and_keeps_the_schema_shape() {
     assert_eq!(redacted["values"]["vm_clustered"], false);
     assert!(redacted["values"].get("guest_v4_ipaddr").is_none());
     assert!(redacted["values"].get("vlan_id").is_none());
+}
+
+#[test]
+fn target_cluster_replaces_the_host_and_makes_a_cluster_role() {
+    let mut job = windows_job();
+    job.as_object_mut().unwrap().remove("target_host");
+    job["target_cluster"] = json!("clu01");
+    remove(&mut job, &["vm_clustered"]);
+    let v = JobRequest::from_json(&job.to_string()).unwrap();
+    assert_eq!(v.request.target_cluster.as_deref(), Some("clu01"));
+    assert!(v.request.needs_placement());
+    assert!(v.request.values.vm_clustered, "a cluster target implies a cluster role");
+    let mut placed = v.request.clone();
+    placed.place_on("hv02");
+    assert!(!placed.needs_placement());
+    let redacted = placed.redacted();
+    assert_eq!(redacted["target_host"], "hv02");
+    assert_eq!(redacted["target_cluster"], "clu01");
+    // A request naming a host has no cluster in its record.
+    let host = JobRequest::from_json(&windows_job().to_string()).unwrap();
+    assert_eq!(host.request.target_cluster, None);
+    assert!(host.request.redacted().get("target_cluster").is_none());
+
+    // The flat body takes it at the top level too.
+    let mut flat = flat_windows();
+    flat.as_object_mut().unwrap().remove("hyperv_host");
+    flat["target_cluster"] = json!("clu01");
+    let v = JobRequest::from_flat_json(&flat.to_string()).unwrap();
+    assert_eq!(v.request.target_cluster.as_deref(), Some("clu01"));
+    flat["hyperv_host"] = json!("hv01");
+    let errors = errors_of(JobRequest::from_flat_json(&flat.to_string()));
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["hyperv_host", "target_cluster"]);
+}
+
+#[test]
+fn vm_clustered_takes_the_seed_yes_and_no() {
+    for (given, expected) in [
+        (json!("Yes"), true),
+        (json!("yes"), true),
+        (json!(" YES "), true),
+        (json!("No"), false),
+        (json!("no"), false),
+        (json!("True"), true),
+        (json!(false), false),
+        (json!(""), false),
+    ] {
+        let mut job = windows_job();
+        set(&mut job, "vm_clustered", given.clone());
+        let v = JobRequest::from_json(&job.to_string()).unwrap();
+        assert_eq!(v.request.values.vm_clustered, expected, "{given}");
+    }
+    for bad in [json!("y"), json!("oui"), json!(1)] {
+        let mut job = windows_job();
+        set(&mut job, "vm_clustered", bad.clone());
+        let errors = errors_of(JobRequest::from_json(&job.to_string()));
+        assert_eq!(errors[0].field, "values.vm_clustered", "{bad}");
+        assert!(errors[0].message.contains("\"Yes\" and \"No\""), "{errors:?}");
+    }
 }

@@ -11,7 +11,7 @@ pub mod oidc;
 pub mod session;
 
 pub use login::{LoginConfig, LoginFlow, LoginSetupError};
-pub use middleware::{Authenticator, me, require_role, required_role};
+pub use middleware::{Authenticator, me, require_role, required_role, required_role_at};
 
 /// What a caller may do. Roles are ordered: admin implies writer, writer implies reader.
 #[derive(

@@ -39,6 +39,11 @@ pub enum ErrorCode {
     HostDisconnected,
     /// 409: several VMs on the host have the name.
     AmbiguousName,
+    /// 409: the VM is not orphaned (an orphan action needs an orphaned VM).
+    NotOrphaned,
+    /// 409: no host of the target cluster can take the VM (the message states the best
+    /// figure found).
+    NoEligibleHost,
     /// 413: the body is over the limit.
     PayloadTooLarge,
     /// 415: the body's media type is not accepted.

@@ -20,6 +20,7 @@ pub use aetherv_jobs as jobs;
 pub mod logging;
 pub mod metrics;
 pub mod recovery;
+pub mod orphan;
 pub mod startup;
 pub mod state;
 pub mod ui;

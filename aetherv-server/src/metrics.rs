@@ -18,6 +18,7 @@
 //! | `aetherv_inventory_refresh_failures_total` | counter | `host` |
 //! | `aetherv_hosts_connected`, `aetherv_hosts`, `aetherv_vms` | gauges | — |
 //! | `aetherv_http_requests_total` | counter | `route`, `status` |
+//! | `aetherv_orphaned_vms` | gauge: VMs marked by a provisioning job this server is not running | `host` |
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -104,6 +105,7 @@ pub struct Metrics {
     hosts_total: Gauge<i64, AtomicI64>,
     vms: Gauge<i64, AtomicI64>,
     http_requests: Family<HttpLabels, Counter>,
+    orphaned_vms: Family<HostLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -189,6 +191,12 @@ impl Metrics {
             "HTTP requests answered, by route template and status code",
             http_requests.clone(),
         );
+        let orphaned_vms = Family::<HostLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "aetherv_orphaned_vms",
+            "VMs whose notes mark a provisioning job this server is not running",
+            orphaned_vms.clone(),
+        );
         Self {
             registry,
             jobs,
@@ -203,6 +211,7 @@ impl Metrics {
             hosts_total,
             vms,
             http_requests,
+            orphaned_vms,
         }
     }
 
@@ -285,6 +294,15 @@ impl Metrics {
         self.hosts_connected.set(gauge_value(hosts_connected));
         self.hosts_total.set(gauge_value(hosts_total));
         self.vms.set(gauge_value(vms));
+    }
+
+    /// `count` VMs on `host` are orphaned (see [`crate::orphan`]).
+    pub fn set_orphaned_vms(&self, host: &str, count: u64) {
+        self.orphaned_vms
+            .get_or_create(&HostLabels {
+                host: host.to_owned(),
+            })
+            .set(gauge_value(count));
     }
 
     /// One HTTP request to the route template `route` was answered with `status`.
@@ -420,6 +438,7 @@ mod tests {
             "aetherv_hosts gauge",
             "aetherv_vms gauge",
             "aetherv_http_requests counter",
+            "aetherv_orphaned_vms gauge",
         ] {
             assert!(
                 text.lines().any(|l| l == format!("# TYPE {family}")),
@@ -501,6 +520,23 @@ mod tests {
                 &[("status", "succeeded"), ("type", "provision")]
             ),
             Some(1.0)
+        );
+    }
+
+    #[test]
+    fn orphaned_vms_are_a_gauge_per_host() {
+        let m = Metrics::new();
+        m.set_orphaned_vms("hv01", 2);
+        m.set_orphaned_vms("hv02", 0);
+        m.set_orphaned_vms("hv01", 1);
+        let s = samples(&m.render());
+        assert_eq!(
+            value(&s, "aetherv_orphaned_vms", &[("host", "hv01")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "aetherv_orphaned_vms", &[("host", "hv02")]),
+            Some(0.0)
         );
     }
 

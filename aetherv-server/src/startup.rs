@@ -265,7 +265,14 @@ impl Server {
             vm_list_cache: Arc::default(),
             host_resources: Arc::new(config.host_resources()),
             recovery,
+            clusters: Arc::new(configured_clusters(&targets)),
         };
+        tokio::spawn(crate::orphan::watch(
+            inventory.clone(),
+            state.jobs.clone(),
+            Arc::clone(&metrics),
+            cancel.child_token(),
+        ));
         tokio::spawn(watch_readiness(
             state.clone(),
             started,
@@ -323,6 +330,20 @@ impl Server {
             fleet.shutdown().await;
         }
     }
+}
+
+/// The clusters `targets` name, with their members.
+fn configured_clusters(targets: &[crate::config::HostTarget]) -> crate::state::ClusterMap {
+    let mut clusters = crate::state::ClusterMap::new();
+    for target in targets {
+        if let Some(cluster) = &target.cluster {
+            clusters
+                .entry(cluster.clone())
+                .or_default()
+                .push(target.name.clone());
+        }
+    }
+    clusters
 }
 
 /// Marks the server ready once every host has answered or failed once, and keeps the

@@ -114,6 +114,10 @@ pub struct VmListCache {
     pub rebuild: tokio::sync::Mutex<()>,
 }
 
+/// Clusters named in the configuration (`HOSTS_FILE`): name → member host names. Placement
+/// (`target_cluster`) also counts hosts whose facts name the cluster.
+pub type ClusterMap = std::collections::BTreeMap<String, Vec<String>>;
+
 /// Everything the handlers share; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -136,6 +140,8 @@ pub struct AppState {
     pub host_resources: Arc<BTreeMap<String, HostDefinitions>>,
     /// Hosts' responsiveness and the cleanup retry list.
     pub recovery: Arc<crate::recovery::Recovery>,
+    /// Clusters named in the configuration.
+    pub clusters: Arc<ClusterMap>,
 }
 
 impl std::fmt::Debug for AppState {

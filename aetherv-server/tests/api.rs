@@ -383,6 +383,7 @@ async fn fixture_with(config: QueueConfig, readiness: Readiness, auth: Authentic
         vm_list_cache: Arc::default(),
         host_resources: Arc::default(),
         recovery: Arc::default(),
+        clusters: Arc::default(),
     };
     Fixture {
         app: router(state.clone()),
@@ -1950,4 +1951,258 @@ async fn framework_rejections_answer_in_the_error_shape() {
     let answer = fx.post("/api/v1/vms/%FF/actions/start", None, "").await;
     assert!(answer.status.is_client_error(), "{}", answer.status);
     assert!(answer.json()["error"]["message"].is_string());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orphans (VMs marked by a provisioning job this server is not running) and placement
+
+const ORPHAN: u128 = 0x203; // hv02, Running, marked by a job this server never ran
+
+/// Adds a VM to hv02 whose notes mark job `job`, and refreshes hv02.
+async fn add_marked_vm(fx: &Fixture, job: &str) {
+    fx.hv02.vms.lock().unwrap().push(vm(
+        ORPHAN,
+        "half-made-01",
+        VmState::Running,
+        &format!("aetherv-job:{job}"),
+        &[],
+    ));
+    timeout(WAIT, fx.state.inventory.refresh_host("hv02"))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_marked_by_an_unknown_job_is_orphaned_and_an_admin_removes_it() {
+    let fx = fixture().await;
+    add_marked_vm(&fx, "7d3c2d4e-0f8e-4a59-9a43-1c7bb1c6a001").await;
+    let orphan = id(ORPHAN).to_string();
+
+    // The list, the VM and the metric say so; other VMs are not orphans.
+    let list = fx.get("/api/v1/vms").await.json();
+    for vm in list["vms"].as_array().unwrap() {
+        assert_eq!(vm["orphaned"], vm["id"] == orphan.as_str(), "{vm}");
+    }
+    let detail = fx.get(&format!("/api/v1/vms/{orphan}")).await.json();
+    assert_eq!(detail["orphaned"], true);
+    let host = fx.get("/api/v1/hosts/hv02").await.json();
+    assert!(
+        host["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|vm| vm["id"] == orphan.as_str() && vm["orphaned"] == true),
+        "{host}"
+    );
+    let mut counts =
+        aetherv_server::orphan::count_by_host(&fx.state.inventory.snapshot(), &fx.state.jobs);
+    assert_eq!(counts.remove("hv02"), Some(1));
+    assert_eq!(counts.remove("hv01"), Some(0));
+
+    // A VM that is not orphaned is refused; unknown VMs are 404.
+    fx.post_json(
+        &format!("/api/v1/vms/{}/orphan/remove", id(WEB)),
+        &json!({}),
+    )
+    .await
+    .error(StatusCode::CONFLICT, "not_orphaned");
+    fx.post_json(
+        &format!("/api/v1/vms/{}/orphan/remove", id(0x999)),
+        &json!({}),
+    )
+    .await
+    .error(StatusCode::NOT_FOUND, "not_found");
+
+    // Removal is a delete job, forced and with disks; afterwards the VM is gone.
+    let answer = fx
+        .post_json(&format!("/api/v1/vms/{orphan}/orphan/remove"), &json!({}))
+        .await;
+    let job = accepted(&answer);
+    let done = fx.wait_job(&job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["type"], "delete");
+    assert_eq!(done["parameters"]["delete_disks"], true);
+    assert_eq!(
+        done["parameters"]["orphan_of_job"],
+        "7d3c2d4e-0f8e-4a59-9a43-1c7bb1c6a001"
+    );
+    let calls = fx.hv02.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with(&format!("power {orphan} "))),
+        "the running orphan is turned off first: {calls:?}"
+    );
+    assert!(calls.contains(&format!("delete_vm {orphan}")), "{calls:?}");
+    fx.get(&format!("/api/v1/vms/{orphan}"))
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn a_vm_left_by_a_failed_job_of_this_server_is_orphaned() {
+    let fx = fixture().await;
+    // A job that fails at once (the mock host's copy fails) is known to the queue. (A VM
+    // marked by a job that still runs is not orphaned: tests/orphan_restart.rs.)
+    let job = accepted(
+        &fx.post_json("/api/v1/vms/create", &create_body("new-01"))
+            .await,
+    );
+    let done = fx.wait_job(&job).await;
+    assert_eq!(done["status"], "failed");
+    // A failed job's marked VM was left behind: orphaned.
+    add_marked_vm(&fx, &job).await;
+    let detail = fx.get(&format!("/api/v1/vms/{}", id(ORPHAN))).await.json();
+    assert_eq!(detail["orphaned"], true, "{detail}");
+}
+
+#[tokio::test]
+async fn target_cluster_places_the_vm_on_the_member_with_most_memory() {
+    let fx = fixture().await;
+    let mut body = create_body("placed-01");
+    body.as_object_mut().unwrap().remove("hyperv_host");
+    body["target_cluster"] = json!("CLU01");
+    let job = accepted(&fx.post_json("/api/v1/vms/create", &body).await);
+    let record = fx.get(&format!("/api/v1/jobs/{job}")).await.json();
+    assert_eq!(record["target_host"], "hv01", "{record}");
+    assert_eq!(record["parameters"]["target_host"], "hv01");
+    assert_eq!(record["parameters"]["target_cluster"], "CLU01");
+    assert_eq!(record["parameters"]["placement"]["host"], "hv01");
+    assert_eq!(
+        record["parameters"]["placement"]["memory_available_bytes"],
+        48_u64 << 30
+    );
+    // A VM placed in a cluster is a cluster role.
+    assert_eq!(record["parameters"]["values"]["vm_clustered"], true);
+    let done = fx.wait_job(&job).await;
+    assert!(
+        fx.hv01.calls().contains(&"copy_image placed-01".to_owned()),
+        "{done}"
+    );
+
+    // The job schema takes target_cluster at the top level.
+    let doc = json!({
+        "schema_version": 1,
+        "target_cluster": "clu01",
+        "values": {
+            "vm_name": "placed-02", "image_name": "Ubuntu 24.04", "gb_ram": 2,
+            "cpu_cores": 1, "guest_la_uid": "admin", "guest_la_pw": SECRET,
+            "vm_clustered": "Yes",
+        },
+    });
+    let job = accepted(&fx.post_json("/api/v1/jobs/provision", &doc).await);
+    assert_eq!(
+        fx.get(&format!("/api/v1/jobs/{job}")).await.json()["target_host"],
+        "hv01"
+    );
+}
+
+#[tokio::test]
+async fn placement_refuses_unknown_clusters_and_clusters_without_room() {
+    let fx = fixture().await;
+    let mut body = create_body("placed-01");
+    body.as_object_mut().unwrap().remove("hyperv_host");
+    body["target_cluster"] = json!("nowhere");
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(error["field"], "target_cluster");
+    assert!(
+        error["message"].as_str().unwrap().contains("clu01"),
+        "{error}"
+    );
+
+    body["target_cluster"] = json!("clu01");
+    body["gb_ram"] = json!(100);
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::CONFLICT, "no_eligible_host");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("100 GiB"), "{message}");
+    assert!(
+        message.contains("the most memory available on a connected host is 48.0 GiB on hv01"),
+        "{message}"
+    );
+
+    // An image no member has.
+    body["gb_ram"] = json!(2);
+    body["image_name"] = json!("Ubuntu 99.04");
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::CONFLICT, "no_eligible_host");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("hv01: golden image missing"),
+        "{error}"
+    );
+    assert_eq!(fx.job_count(), 0);
+}
+
+#[tokio::test]
+async fn the_target_fields_are_exclusive_and_vm_clustered_takes_yes_and_no() {
+    let fx = fixture().await;
+    // Neither host nor cluster.
+    let mut body = create_body("new-01");
+    body.as_object_mut().unwrap().remove("hyperv_host");
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_eq!(error["field"], "hyperv_host");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("target_cluster"),
+        "{error}"
+    );
+    // Both.
+    let mut body = create_body("new-01");
+    body["target_cluster"] = json!("clu01");
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    let fields: Vec<&str> = error["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["hyperv_host", "target_cluster"]);
+    // A cluster with vm_clustered false.
+    let mut body = create_body("new-01");
+    body.as_object_mut().unwrap().remove("hyperv_host");
+    body["target_cluster"] = json!("clu01");
+    body["vm_clustered"] = json!("no");
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_eq!(error["field"], "vm_clustered");
+    // "Yes"/"No" in any case, with a host.
+    for (given, expected) in [("Yes", true), ("NO", false), ("true", true)] {
+        let mut body = create_body(&format!("yn-{}", given.to_ascii_lowercase()));
+        body["vm_clustered"] = json!(given);
+        let job = accepted(&fx.post_json("/api/v1/vms/create", &body).await);
+        let record = fx.get(&format!("/api/v1/jobs/{job}")).await.json();
+        assert_eq!(
+            record["parameters"]["values"]["vm_clustered"], expected,
+            "{given}"
+        );
+        fx.wait_job(&job).await;
+    }
+    let mut body = create_body("new-01");
+    body["vm_clustered"] = json!("maybe");
+    let error = fx
+        .post_json("/api/v1/vms/create", &body)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert_eq!(error["field"], "vm_clustered");
 }

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aetherv_server::auth::oidc::{OidcConfig, ReqwestFetcher, RoleNames, Validator};
 use aetherv_server::auth::{
     Authenticator, LoginConfig, LoginFlow, Principal, Role, login, me, require_role, required_role,
+    required_role_at,
 };
 use aetherv_winrm::Secret;
 use axum::body::{Body, Bytes};
@@ -346,6 +347,54 @@ async fn role_matrix() {
     // The login routes answer 404 without a login flow.
     let (status, _, _) = call(&app, Method::GET, "/oidc/login", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn orphan_actions_need_the_admin_role() {
+    for (method, path, role) in [
+        (Method::POST, "/api/v1/vms/{id}/orphan/remove", Role::Admin),
+        (
+            Method::POST,
+            "/api/v1/vms/6f1c1a52-7d9e-4c4e-9a53-2b0f3c9d8e71/orphan/adopt",
+            Role::Admin,
+        ),
+        (Method::GET, "/api/v1/vms/{id}/orphan/remove", Role::Reader),
+        (
+            Method::POST,
+            "/api/v1/vms/{id}/actions/{action}",
+            Role::Writer,
+        ),
+        (Method::POST, "/api/v1/vms/delete", Role::Writer),
+        (Method::GET, "/api/v1/vms/{id}", Role::Reader),
+    ] {
+        assert_eq!(required_role_at(&method, path), role, "{method} {path}");
+    }
+    let issuer = Issuer::start().await;
+    let auth = Arc::new(Authenticator::oidc(issuer.validator(), None));
+    let accepted = || async {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"job_id": "6f1c1a52-7d9e-4c4e-9a53-2b0f3c9d8e71", "status": "queued"})),
+        )
+    };
+    let app = Router::new()
+        .route("/api/v1/vms/{id}/orphan/remove", post(accepted))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&auth),
+            require_role,
+        ))
+        .with_state(auth);
+    let uri = "/api/v1/vms/6f1c1a52-7d9e-4c4e-9a53-2b0f3c9d8e71/orphan/remove";
+    let writer = issuer.token(&["aetherv-writer"]);
+    let (status, _, body) = call(&app, Method::POST, uri, &bearer(&writer)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "this action needs the admin role; you have writer"
+    );
+    let admin = issuer.token(&["aetherv-admin"]);
+    let (status, _, body) = call(&app, Method::POST, uri, &bearer(&admin)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
 
 #[tokio::test]

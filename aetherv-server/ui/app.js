@@ -280,6 +280,7 @@
   function setUser(me) {
     state.me = me;
     state.canWrite = !me || !me.auth_enabled || me.role === "writer" || me.role === "admin";
+    state.isAdmin = !me || !me.auth_enabled || me.role === "admin";
     document.body.classList.toggle("role-reader", !state.canWrite);
     for (const link of document.querySelectorAll(".needs-writer")) link.hidden = !state.canWrite;
     const box = $("user");
@@ -740,6 +741,9 @@
               vm.stale ? [" ", badge("stale", "warn", { title: "The host is disconnected: this state may be out of date", class: "badge warn stale" })] : null,
               vm.busy_job
                 ? [" ", h("a", { href: "#/jobs/" + encodeURIComponent(vm.busy_job), class: "badge info busy", title: "A job is running on this VM" }, "busy")]
+                : null,
+              vm.orphaned
+                ? [" ", badge("orphaned", "warn", { title: "Left behind by a provisioning job this server is not running; an admin can remove or adopt it", class: "badge warn orphaned" })]
                 : null
             ),
             h("td", {}, vm.host),
@@ -828,6 +832,18 @@
       }
     }
 
+    async function removeOrphan(button) {
+      if (!window.confirm("Remove the orphaned VM " + vm.name + " with its disks? This cannot be undone.")) return;
+      button.disabled = true;
+      const result = await guarded(() => api("POST", "/api/v1/vms/" + encodeURIComponent(vm.id) + "/orphan/remove"));
+      if (result && result.job_id) {
+        toast("Removal of " + vm.name + " queued");
+        location.hash = "#/jobs/" + encodeURIComponent(result.job_id);
+      } else {
+        button.disabled = false;
+      }
+    }
+
     function render() {
       const focusedAction = document.activeElement && document.activeElement.getAttribute("data-action");
       clear(body);
@@ -842,9 +858,36 @@
           vmStateBadge(vm.state),
           vm.stale ? badge("stale: host disconnected", "warn", { class: "badge warn stale" }) : null,
           vm.busy_job ? h("a", { class: "badge info busy", href: "#/jobs/" + encodeURIComponent(vm.busy_job) }, "busy: job " + shortId(vm.busy_job)) : null,
+          vm.orphaned ? badge("orphaned", "warn", { class: "badge warn orphaned", title: "Left behind by a provisioning job this server is not running" }) : null,
           vm.clustered ? badge("clustered", "info") : null
         )
       );
+      if (vm.orphaned) {
+        body.appendChild(
+          h(
+            "div",
+            { class: "panel orphan-panel", id: "orphan-panel", role: "group", "aria-label": "Orphaned VM" },
+            h(
+              "p",
+              {},
+              "This VM was left behind by a provisioning job this server is not running (its notes name the job). ",
+              state.isAdmin ? "Remove it to undo what provisioning made (the VM, its disks and its files)." : "An admin can remove it."
+            ),
+            h(
+              "button",
+              {
+                type: "button",
+                class: "btn btn-danger",
+                id: "remove-orphan",
+                disabled: !state.isAdmin || !!vm.busy_job,
+                title: state.isAdmin ? null : "Only an admin can remove orphaned VMs",
+                onclick: (e) => removeOrphan(e.currentTarget),
+              },
+              "Remove orphan"
+            )
+          )
+        );
+      }
       const actionBar = h(
         "div",
         { class: "actions", role: "group", "aria-label": "Power actions" },
@@ -1082,7 +1125,8 @@
     const given = (field) => v[field] !== undefined && String(v[field]).trim() !== "";
     const control = /[\u0000-\u001f\u007f]/;
 
-    if (!given("hyperv_host")) fail("hyperv_host", "is required: pick a connected host");
+    if (!given("hyperv_host") && !given("target_cluster")) fail("hyperv_host", "is required: pick a connected host, or a cluster below");
+    if (given("hyperv_host") && given("target_cluster")) fail("target_cluster", "give either a host or a cluster, not both");
     if (!given("image_name")) fail("image_name", "is required: pick an image");
 
     if (!given("vm_name")) fail("vm_name", "is required");
@@ -1299,6 +1343,8 @@
     }
 
     const hostBlock = selectBlock("hyperv_host", "Host", "connected hosts only");
+    const clusterBlock = selectBlock("target_cluster", "Or a cluster", "the server picks the connected member with the most memory available that fits the VM");
+    const clusterMembers = {};
     const imageBlock = selectBlock("image_name", "Image", null);
     const familyNote = h("p", { class: "hint", id: "os-family", "aria-live": "polite" });
     imageBlock.appendChild(familyNote);
@@ -1328,7 +1374,7 @@
         "fieldset",
         {},
         h("legend", {}, "Placement and size"),
-        h("div", { class: "form-grid" }, hostBlock, imageBlock, CREATE_FIELDS.main.map((f) => fieldBlock(...f))),
+        h("div", { class: "form-grid" }, hostBlock, clusterBlock, imageBlock, CREATE_FIELDS.main.map((f) => fieldBlock(...f))),
         h("div", { class: "field check" }, clustered, h("label", { for: "f-vm_clustered" }, "Clustered (highly available)"))
       ),
       h(
@@ -1387,6 +1433,23 @@
         select.value = wanted;
         loadImages();
       }
+      const clusterSelect = inputs.target_cluster;
+      clear(clusterSelect);
+      const names = Array.from(new Set(connected.map((x) => x.cluster).filter(Boolean))).sort();
+      for (const name of names) clusterMembers[name] = connected.filter((x) => x.cluster === name).map((x) => x.name);
+      clusterSelect.appendChild(h("option", { value: "" }, names.length ? "None: place on the host above" : "No cluster with a connected host"));
+      for (const name of names) {
+        clusterSelect.appendChild(h("option", { value: name }, name + " — " + clusterMembers[name].length + " connected host" + (clusterMembers[name].length === 1 ? "" : "s")));
+      }
+      clusterSelect.disabled = !names.length;
+    }
+
+    /** The host whose images the form offers: the chosen host, or a connected member of the
+     * chosen cluster (placement also needs the image on the host it picks). */
+    function imageHost() {
+      const cluster = inputs.target_cluster.value;
+      if (cluster) return (clusterMembers[cluster] || [])[0] || "";
+      return inputs.hyperv_host.value;
     }
 
     let imageSeq = 0;
@@ -1395,9 +1458,9 @@
       const select = inputs.image_name;
       clear(select);
       images = [];
-      const host = inputs.hyperv_host.value;
+      const host = imageHost();
       if (!host) {
-        select.appendChild(h("option", { value: "" }, "Choose a host first"));
+        select.appendChild(h("option", { value: "" }, "Choose a host or a cluster first"));
         updateFamily();
         return;
       }
@@ -1420,6 +1483,17 @@
       setFieldError("hyperv_host", null);
       loadImages();
     });
+    inputs.target_cluster.addEventListener("change", () => {
+      const cluster = inputs.target_cluster.value;
+      setFieldError("target_cluster", null);
+      setFieldError("hyperv_host", null);
+      // A VM placed in a cluster is a cluster role, on the host the server picks.
+      inputs.hyperv_host.disabled = !!cluster;
+      if (cluster) inputs.hyperv_host.value = "";
+      clustered.checked = clustered.checked || !!cluster;
+      clustered.disabled = !!cluster;
+      loadImages();
+    });
     inputs.image_name.addEventListener("change", () => {
       setFieldError("image_name", null);
       updateFamily();
@@ -1428,7 +1502,7 @@
     function collect() {
       const f = family();
       const values = {};
-      const names = ["hyperv_host", "image_name"]
+      const names = ["hyperv_host", "target_cluster", "image_name"]
         .concat(CREATE_FIELDS.main.map((x) => x[0]), CREATE_FIELDS.admin.map((x) => x[0]), CREATE_FIELDS.ipv4.map((x) => x[0]))
         .concat(f === "windows" ? CREATE_FIELDS.domain.map((x) => x[0]) : [])
         .concat(f === "linux" ? CREATE_FIELDS.ssh.map((x) => x[0]) : []);

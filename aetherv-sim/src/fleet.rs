@@ -1,6 +1,6 @@
 //! Running simulated fleets: one WS-Man endpoint per host over a shared model.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -61,6 +61,9 @@ pub struct SimOptions {
     pub install_directory: String,
     /// Upper bound on how long a Receive waits for output (the server's default otherwise).
     pub max_receive_wait: Option<Duration>,
+    /// Names of VMs (case-insensitive) whose guest never runs a provisioning agent once
+    /// created, like a golden image without one: the host's KVP items go unanswered.
+    pub silent_guests: BTreeSet<String>,
 }
 
 impl Default for SimOptions {
@@ -75,6 +78,7 @@ impl Default for SimOptions {
             scripts: ScriptRegistry::builtin(),
             install_directory: DEFAULT_INSTALL_DIRECTORY.to_owned(),
             max_receive_wait: None,
+            silent_guests: BTreeSet::new(),
         }
     }
 }
@@ -273,7 +277,9 @@ impl SimFleet {
             .iter()
             .map(|h| (h.name.clone(), h.fqdn.clone()))
             .collect();
-        let state = Arc::new(Mutex::new(SimState::new(fleet, options.keys.clone())));
+        let mut state = SimState::new(fleet, options.keys.clone());
+        state.set_silent_guests(options.silent_guests.iter().cloned());
+        let state = Arc::new(Mutex::new(state));
         let scripts = Arc::new(options.scripts.clone());
         let mut running: Vec<SimHost> = Vec::with_capacity(hosts.len());
         for (index, (name, fqdn)) in hosts.into_iter().enumerate() {

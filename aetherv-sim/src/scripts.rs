@@ -143,6 +143,7 @@ impl ScriptRegistry {
         registry.register(s::MOVE_MANAGED_VM, ops::move_managed_vm);
         registry.register(s::REMOVE_VM_PATH, ops::remove_vm_path);
         registry.register(s::REMOVE_VM_DVD_DRIVE, ops::remove_vm_dvd_drive);
+        registry.register(s::SET_VM_NOTES, ops::set_vm_notes);
         registry
     }
 

@@ -2,7 +2,7 @@
 //! provisioning agent running. Every change that a guest could notice (KVP writes, power
 //! changes) goes through here so the agent reacts at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use uuid::Uuid;
@@ -20,6 +20,8 @@ pub struct SimState {
     keys: KeySource,
     files: BTreeMap<String, HostFiles>,
     loose_files: BTreeMap<(String, String), LooseFile>,
+    /// Lowercase names of VMs whose guest runs no provisioning agent.
+    silent: BTreeSet<String>,
 }
 
 /// A file a host script created that no VM uses (yet): a copied golden image before its VM is
@@ -48,7 +50,14 @@ impl SimState {
             keys,
             files: BTreeMap::new(),
             loose_files: BTreeMap::new(),
+            silent: BTreeSet::new(),
         }
+    }
+
+    /// VMs created later with one of these names (case-insensitive) get no guest agent: the
+    /// guest never answers the host's KVP items, as a golden image without the agent.
+    pub fn set_silent_guests(&mut self, names: impl IntoIterator<Item = String>) {
+        self.silent = names.into_iter().map(|n| n.to_ascii_lowercase()).collect();
     }
 
     /// The fleet.
@@ -126,10 +135,14 @@ impl SimState {
     }
 
     /// Creates a VM from a golden image (see [`Fleet::create_vm`]) with a fresh guest agent of
-    /// the image's OS family and the provisioning ISO's version.
+    /// the image's OS family and the provisioning ISO's version (none for a silent guest, see
+    /// [`SimState::set_silent_guests`]).
     pub fn create_vm(&mut self, host: &str, spec: &NewVm, now: SystemTime) -> Result<Uuid> {
         let id = self.fleet.create_vm(host, spec, now)?;
         let vm = self.fleet.vm(host, &id.to_string())?;
+        if self.silent.contains(&vm.name.to_ascii_lowercase()) {
+            return Ok(id);
+        }
         let agent = GuestAgent::new(
             vm.guest.os_family,
             vm.guest.agent_version.clone(),

@@ -228,6 +228,44 @@ async fn delete_with_and_without_disks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_are_set_in_any_state_and_cleared() {
+    let sim = fleet(1, 0, 0).await;
+    let host = ops(&sim, "hv01");
+    let a = create_vm(&sim, "hv01", "notes-a");
+    let marker = "aetherv-job:6f1c1a52-7d9e-4c4e-9a53-2b0f3c9d8e71";
+    let set = bounded(host.set_vm_notes(a, marker.to_owned()))
+        .await
+        .unwrap();
+    assert_eq!((set.id, set.notes.as_str()), (a, marker));
+    // Hyper-V changes notes of a running VM too.
+    bounded(host.power(a, PowerAction::Start)).await.unwrap();
+    let cleared = bounded(host.set_vm_notes(a, String::new())).await.unwrap();
+    assert_eq!(cleared.notes, "");
+    let vm = bounded(host.vm(a)).await.unwrap();
+    assert_eq!((vm.notes.as_str(), vm.state), ("", VmState::Running));
+    assert!(matches!(
+        bounded(host.set_vm_notes(VmId(uuid_of(0xdead)), String::new()))
+            .await
+            .unwrap_err(),
+        Error::UnknownVm { .. }
+    ));
+    // Notes that cannot be right are refused before anything is sent.
+    let before = commands(&host);
+    assert!(matches!(
+        bounded(host.set_vm_notes(a, "x\0y".to_owned()))
+            .await
+            .unwrap_err(),
+        Error::InvalidRequest { .. }
+    ));
+    assert_eq!(commands(&host), before);
+    sim.shutdown().await;
+}
+
+fn uuid_of(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_steps_kvp_cluster_role_and_compensation() {
     let sim = fleet(2, 0, 1).await;
     let host = ops(&sim, "hv01");

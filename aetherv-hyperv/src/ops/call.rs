@@ -29,6 +29,8 @@ use crate::error::{Error, Result};
 pub const KVP_MAX_KEY_BYTES: usize = 511;
 /// Hyper-V's KVP value limit in bytes.
 pub const KVP_MAX_VALUE_BYTES: usize = 2047;
+/// The longest VM notes this project writes (characters).
+pub const MAX_VM_NOTES_CHARS: usize = 4096;
 
 /// One host operation with its arguments: the single list of what this project does to a
 /// Hyper-V host. [`super::HyperVHost::call`] takes one and answers with the matching
@@ -94,6 +96,9 @@ pub enum HostCall {
         /// The ISO the drives hold.
         path: String,
     },
+    /// Replaces a VM's notes (`Set-VM -Notes`; allowed in any VM state), e.g. to clear the
+    /// provisioning marker of an adopted orphan.
+    SetVmNotes(VmId, String),
 }
 
 /// The answer to a [`HostCall`], one variant per operation.
@@ -132,6 +137,8 @@ pub enum HostReply {
     RemovedPath(RemovedPath),
     /// [`HostCall::RemoveDvdDrive`].
     DvdDriveRemoved(DvdDriveRemoved),
+    /// [`HostCall::SetVmNotes`]: the VM's notes as the host now has them.
+    NotesSet(VmNotes),
 }
 
 /// Which operation a [`HostCall`] is, without its arguments: the label of metrics, timeouts
@@ -178,6 +185,8 @@ pub enum OperationKind {
     KvpRemoveHostPrefix,
     /// [`HostCall::RemoveDvdDrive`].
     RemoveDvdDrive,
+    /// [`HostCall::SetVmNotes`].
+    SetVmNotes,
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -214,6 +223,7 @@ impl OperationKind {
             Self::RemovePath => scripts::REMOVE_VM_PATH,
             Self::KvpRemoveHostPrefix => scripts::REMOVE_VM_KVP,
             Self::RemoveDvdDrive => scripts::REMOVE_VM_DVD_DRIVE,
+            Self::SetVmNotes => scripts::SET_VM_NOTES,
         }
     }
 
@@ -238,6 +248,7 @@ impl OperationKind {
             Self::RemovePath => "remove path",
             Self::KvpRemoveHostPrefix => "remove host KVP by prefix",
             Self::RemoveDvdDrive => "remove DVD drive",
+            Self::SetVmNotes => "set VM notes",
         }
     }
 
@@ -256,7 +267,9 @@ impl OperationKind {
     /// only end calls to a host that answers probes but not the call.
     pub fn default_timeout(self) -> Duration {
         match self {
-            Self::Facts | Self::Vm | Self::KvpReadGuest | Self::KvpWriteHost => 30 * SECOND,
+            Self::Facts | Self::Vm | Self::KvpReadGuest | Self::KvpWriteHost | Self::SetVmNotes => {
+                30 * SECOND
+            }
             Self::KvpRemoveHost | Self::KvpRemoveHostPrefix => 30 * SECOND,
             Self::CompareVm | Self::RemovePath | Self::RemoveDvdDrive => 2 * MINUTE,
             Self::Inventory | Self::RegisterVm => 3 * MINUTE,
@@ -313,6 +326,7 @@ impl HostCall {
             Self::RemovePath(_) => OperationKind::RemovePath,
             Self::KvpRemoveHostPrefix(..) => OperationKind::KvpRemoveHostPrefix,
             Self::RemoveDvdDrive { .. } => OperationKind::RemoveDvdDrive,
+            Self::SetVmNotes(..) => OperationKind::SetVmNotes,
         }
     }
 
@@ -330,7 +344,9 @@ impl HostCall {
             | Self::CompareVm(id, _)
             | Self::MoveVm(id, _)
             | Self::KvpRemoveHostPrefix(id, _)
-            | Self::RemoveDvdDrive { vm: id, .. } => Some(*id),
+            | Self::RemoveDvdDrive { vm: id, .. }
+
+            | Self::SetVmNotes(id, _) => Some(*id),
             Self::Facts
             | Self::FactsInRoots(_)
             | Self::Inventory
@@ -417,6 +433,15 @@ impl HostCall {
                 }
             }
             Self::RemoveDvdDrive { path, .. } => check_windows_path(path).map_err(refuse)?,
+            Self::SetVmNotes(_, notes) => {
+                if notes.chars().count() > MAX_VM_NOTES_CHARS || notes.contains('\0') {
+                    return Err(refuse(format!(
+                        "VM notes must be at most {MAX_VM_NOTES_CHARS} characters without NUL \
+                         characters, got {}",
+                        notes.chars().count()
+                    )));
+                }
+            }
             Self::RemovePath(path) => {
                 check_windows_path(path).map_err(refuse)?;
                 if path.trim_end_matches('\\').matches('\\').count() < 2 {
@@ -493,6 +518,7 @@ impl HostCall {
             Self::RemovePath(path) => json!({ "path": path }),
             Self::KvpRemoveHostPrefix(id, prefix) => json!({ "id": id, "prefix": prefix }),
             Self::RemoveDvdDrive { vm, path } => json!({ "id": vm, "path": path }),
+            Self::SetVmNotes(id, notes) => json!({ "id": id, "notes": notes }),
         })
     }
 
@@ -588,6 +614,16 @@ impl HostCall {
                 }
                 HostReply::DvdDriveRemoved(removed)
             }
+            Self::SetVmNotes(id, _) => {
+                let set: VmNotes = parse_data(host, kind, data)?;
+                if set.id != *id {
+                    return Err(wrong(format!(
+                        "asked for VM {id}, the script answered for {}",
+                        set.id
+                    )));
+                }
+                HostReply::NotesSet(set)
+            }
         })
     }
 }
@@ -629,6 +665,9 @@ impl fmt::Debug for HostCall {
                 write!(f, "KvpRemoveHostPrefix({id}, {prefix:?})")
             }
             Self::RemoveDvdDrive { vm, path } => write!(f, "RemoveDvdDrive({vm}, {path:?})"),
+            Self::SetVmNotes(id, notes) => {
+                write!(f, "SetVmNotes({id}, {} characters)", notes.chars().count())
+            }
         }
     }
 }
@@ -868,5 +907,49 @@ mod tests {
             .parse_reply("hv01", data)
             .unwrap_err();
         assert!(err.to_string().contains("answered for"), "{err}");
+    }
+
+    #[test]
+    fn set_vm_notes_is_checked_sent_and_parsed() {
+        let id = VmId(uuid::Uuid::from_u128(7));
+        let call = HostCall::SetVmNotes(id, "aetherv-job:abc".to_owned());
+        assert_eq!(call.kind(), OperationKind::SetVmNotes);
+        assert_eq!(call.kind().script(), "Set-VmNotes");
+        assert!(!call.kind().read_only());
+        assert_eq!(call.vm_id(), Some(id));
+        assert_eq!(
+            call.request("hv01").unwrap(),
+            json!({"id": id, "notes": "aetherv-job:abc"})
+        );
+        assert!(call.validate("hv01").is_ok());
+        assert!(
+            HostCall::SetVmNotes(id, String::new())
+                .validate("hv01")
+                .is_ok()
+        );
+        let too_long = HostCall::SetVmNotes(id, "x".repeat(MAX_VM_NOTES_CHARS + 1));
+        assert!(matches!(
+            too_long.validate("hv01"),
+            Err(Error::InvalidRequest { .. })
+        ));
+        assert!(
+            HostCall::SetVmNotes(id, "a\0b".to_owned())
+                .validate("hv01")
+                .is_err()
+        );
+        assert_eq!(
+            call.parse_reply("hv01", json!({"id": id, "notes": null}))
+                .unwrap(),
+            HostReply::NotesSet(VmNotes {
+                id,
+                notes: String::new()
+            })
+        );
+        let other = json!({"id": uuid::Uuid::from_u128(8), "notes": ""});
+        assert!(call.parse_reply("hv01", other).is_err());
+        assert_eq!(
+            format!("{call:?}"),
+            format!("SetVmNotes({id}, 15 characters)")
+        );
     }
 }

@@ -901,3 +901,13 @@ pub struct DvdDriveRemoved {
     #[serde(default, deserialize_with = "psjson::one_or_many")]
     pub kept: Vec<String>,
 }
+
+/// What `set_vm_notes` did: the VM's notes as the host now has them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmNotes {
+    /// The VM.
+    pub id: VmId,
+    /// Its notes.
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub notes: String,
+}

@@ -162,6 +162,39 @@ impl Check {
         }
     }
 
+    /// A boolean that also accepts the seed's `"Yes"`/`"No"` strings (case-insensitive).
+    pub(super) fn yes_no(&mut self, name: &str, value: Option<Scalar>) -> Got<bool> {
+        match value {
+            Some(Scalar::Str(s)) if s.trim().eq_ignore_ascii_case("yes") => Got::Value(true),
+            Some(Scalar::Str(s)) if s.trim().eq_ignore_ascii_case("no") => Got::Value(false),
+            Some(Scalar::Str(s))
+                if !s.trim().is_empty()
+                    && !s.trim().eq_ignore_ascii_case("true")
+                    && !s.trim().eq_ignore_ascii_case("false") =>
+            {
+                self.fail(
+                    name,
+                    format!(
+                        "must be true or false, got {}; \"Yes\" and \"No\" are accepted too",
+                        Scalar::Str(s).describe()
+                    ),
+                );
+                Got::Invalid
+            }
+            Some(other @ (Scalar::Int(_) | Scalar::Float(_) | Scalar::Other(_))) => {
+                self.fail(
+                    name,
+                    format!(
+                        "must be true or false, got {}; \"Yes\" and \"No\" are accepted too",
+                        other.describe()
+                    ),
+                );
+                Got::Invalid
+            }
+            other => self.boolean(name, other),
+        }
+    }
+
     pub(super) fn ipv4(&mut self, name: &str, value: Option<Scalar>) -> Got<Ipv4Addr> {
         match self.text(name, value) {
             Got::Value(s) => match s.parse::<Ipv4Addr>() {

@@ -68,8 +68,10 @@ pub(super) fn parse_error(shape: Shape, parent: Option<String>, message: &str) -
         let detail = if name == "hyperv_host" && shape == Shape::Job {
             "; the job schema takes the host as target_host".to_owned()
         } else if shape == Shape::Job {
-            // `hyperv_host` is only a field of the flat body.
+            // `hyperv_host` is only a field of the flat body, and `target_cluster` sits at the
+            // top level of the job schema, not in `values`.
             tail.replacen("`hyperv_host`, ", "", 1)
+                .replacen("`target_cluster`, ", "", 1)
         } else {
             tail.to_owned()
         };

@@ -17,6 +17,7 @@ pub(super) struct RawJob {
     pub(super) schema_version: Option<Scalar>,
     pub(super) target_host: Option<Scalar>,
     pub(super) values: Option<RawValues>,
+    pub(super) target_cluster: Option<Scalar>,
 }
 
 /// `values` as submitted (also the flat create body, which adds `hyperv_host`).
@@ -24,6 +25,7 @@ pub(super) struct RawJob {
 #[serde(deny_unknown_fields, expecting = "a mapping of provisioning values")]
 pub(super) struct RawValues {
     pub(super) hyperv_host: Option<Scalar>,
+    pub(super) target_cluster: Option<Scalar>,
     pub(super) vm_name: Option<Scalar>,
     pub(super) image_name: Option<Scalar>,
     pub(super) gb_ram: Option<Scalar>,

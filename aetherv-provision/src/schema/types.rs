@@ -24,8 +24,14 @@ use crate::error::Result;
 pub struct JobRequest {
     /// Always [`SCHEMA_VERSION`].
     pub schema_version: u32,
-    /// The Hyper-V host (or cluster node) to create the VM on.
+    /// The Hyper-V host (or cluster node) to create the VM on. Empty while a request that
+    /// names [`target_cluster`](Self::target_cluster) is not placed yet
+    /// ([`JobRequest::place_on`]).
     pub target_host: String,
+    /// The cluster to place the VM in, when the request named one instead of a host; the
+    /// server picks the member ([`JobRequest::place_on`]). Such a VM is always a cluster role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_cluster: Option<String>,
     /// What to create and how to configure the guest.
     pub values: ProvisionValues,
 }
@@ -238,6 +244,17 @@ impl JobRequest {
             BodyFormat::Json => Self::from_flat_json(body),
             BodyFormat::Yaml => Self::from_flat_yaml(body),
         }
+    }
+
+    /// Whether the request still waits for placement: it names a cluster and no host yet.
+    pub fn needs_placement(&self) -> bool {
+        self.target_cluster.is_some() && self.target_host.is_empty()
+    }
+
+    /// Places the VM on `host` (the member of [`target_cluster`](Self::target_cluster) the
+    /// server picked); the cluster stays on record.
+    pub fn place_on(&mut self, host: impl Into<String>) {
+        self.target_host = host.into();
     }
 
     /// The request in job-schema shape as JSON, every secret replaced by `"***"`: safe for job

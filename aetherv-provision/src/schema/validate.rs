@@ -29,7 +29,12 @@ pub(super) fn validate_job(raw: RawJob) -> Result<Validated> {
         ),
         Got::Value(_) | Got::Invalid => {}
     }
-    let host = host_name(&mut check, "target_host", raw.target_host);
+    let target = target(
+        &mut check,
+        "target_host",
+        raw.target_host,
+        raw.target_cluster,
+    );
     check.prefix = "values.";
     let values = match raw.values {
         Some(mut values) => {
@@ -39,7 +44,15 @@ pub(super) fn validate_job(raw: RawJob) -> Result<Validated> {
                     "unknown field; the job schema takes the host as target_host",
                 );
             }
-            validate_values(&mut check, values)
+            if values.target_cluster.take().is_some() {
+                check.fail(
+                    "target_cluster",
+                    "unknown field here; the job schema takes target_cluster at the top level, \
+                     next to schema_version",
+                );
+            }
+            let clustered = explicit_clustered(&values.vm_clustered);
+            validate_values(&mut check, values).map(|v| (v, clustered))
         }
         None => {
             check.prefix = "";
@@ -47,7 +60,8 @@ pub(super) fn validate_job(raw: RawJob) -> Result<Validated> {
             None
         }
     };
-    finish(check, host, values)
+    check.prefix = "values.";
+    finish_target(check, target, values)
 }
 
 pub(super) fn validate_flat(mut raw: RawValues) -> Result<Validated> {
@@ -56,9 +70,105 @@ pub(super) fn validate_flat(mut raw: RawValues) -> Result<Validated> {
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let host = host_name(&mut check, "hyperv_host", raw.hyperv_host.take());
-    let values = validate_values(&mut check, raw);
-    finish(check, host, values)
+    let target = target(
+        &mut check,
+        "hyperv_host",
+        raw.hyperv_host.take(),
+        raw.target_cluster.take(),
+    );
+    let clustered = explicit_clustered(&raw.vm_clustered);
+    let values = validate_values(&mut check, raw).map(|v| (v, clustered));
+    finish_target(check, target, values)
+}
+
+/// Where the VM goes, as requested: a host, or a cluster whose member the server picks.
+#[derive(Debug)]
+pub(super) enum Target {
+    /// `target_host` / `hyperv_host`.
+    Host(String),
+    /// `target_cluster`.
+    Cluster(String),
+}
+
+/// Reads the host field and `target_cluster`: exactly one of them is required.
+pub(super) fn target(
+    check: &mut Check,
+    host_field: &str,
+    host: Option<Scalar>,
+    cluster: Option<Scalar>,
+) -> Option<Target> {
+    let host = name_value(check, host_field, host);
+    let cluster = name_value(check, "target_cluster", cluster);
+    match (host, cluster) {
+        (Got::Value(host), Got::Absent) => Some(Target::Host(host)),
+        (Got::Absent, Got::Value(cluster)) => Some(Target::Cluster(cluster)),
+        (Got::Value(_), Got::Value(_)) => {
+            let message = format!("give either {host_field} or target_cluster, not both");
+            check.fail(host_field, message.clone());
+            check.fail("target_cluster", message);
+            None
+        }
+        (Got::Absent, Got::Absent) => {
+            check.fail(
+                host_field,
+                format!(
+                    "is required: give {host_field} (a host) or target_cluster (a cluster whose \
+                     best host the server picks)"
+                ),
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+/// `vm_clustered` as given (`None` when absent or unreadable), before validation reads it.
+fn explicit_clustered(value: &Option<Scalar>) -> Option<bool> {
+    match value {
+        Some(Scalar::Bool(b)) => Some(*b),
+        Some(Scalar::Str(s)) => {
+            let s = s.trim();
+            if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("yes") {
+                Some(true)
+            } else if s.eq_ignore_ascii_case("false") || s.eq_ignore_ascii_case("no") {
+                Some(false)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// [`finish`] for a [`Target`]: a cluster target makes the VM a cluster role (`vm_clustered`
+/// defaults to true; an explicit false is a problem) and leaves `target_host` empty until the
+/// server places the VM ([`JobRequest::place_on`](super::JobRequest::place_on)).
+pub(super) fn finish_target(
+    mut check: Check,
+    target: Option<Target>,
+    values: Option<(ProvisionValues, Option<bool>)>,
+) -> Result<Validated> {
+    let (host, cluster) = match target {
+        Some(Target::Host(host)) => (Some(host), None),
+        Some(Target::Cluster(cluster)) => (Some(String::new()), Some(cluster)),
+        None => (None, None),
+    };
+    let values = values.map(|(mut values, clustered)| {
+        if cluster.is_some() {
+            if clustered == Some(false) {
+                check.fail(
+                    "vm_clustered",
+                    "must not be false with target_cluster: a VM placed in a cluster is a \
+                     cluster role; name a host with the host field instead to keep it local",
+                );
+            }
+            values.vm_clustered = true;
+        }
+        values
+    });
+    let mut validated = finish(check, host, values)?;
+    validated.request.target_cluster = cluster;
+    Ok(validated)
 }
 
 pub(super) fn finish(
@@ -71,6 +181,7 @@ pub(super) fn finish(
             request: JobRequest {
                 schema_version: SCHEMA_VERSION,
                 target_host,
+                target_cluster: None,
                 values,
             },
             warnings: check.warnings,
@@ -83,7 +194,8 @@ pub(super) fn finish(
     }
 }
 
-pub(super) fn host_name(check: &mut Check, name: &str, value: Option<Scalar>) -> Option<String> {
+/// A host or cluster name: text without whitespace, at most [`MAX_HOST_NAME`] characters.
+pub(super) fn name_value(check: &mut Check, name: &str, value: Option<Scalar>) -> Got<String> {
     let value = check.text(name, value);
     let value = match value {
         Got::Value(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
@@ -102,7 +214,7 @@ pub(super) fn host_name(check: &mut Check, name: &str, value: Option<Scalar>) ->
         }
         other => other,
     };
-    check.require(name, value)
+    value
 }
 
 pub(super) fn validate_values(check: &mut Check, raw: RawValues) -> Option<ProvisionValues> {
@@ -121,7 +233,7 @@ pub(super) fn validate_values(check: &mut Check, raw: RawValues) -> Option<Provi
     let guest_la_uid = check.text("guest_la_uid", raw.guest_la_uid);
     let guest_la_pw = check.secret("guest_la_pw", raw.guest_la_pw);
     let vlan_id = check.ranged::<u16>("vlan_id", raw.vlan_id, 0, 4094);
-    let vm_clustered = check.boolean("vm_clustered", raw.vm_clustered);
+    let vm_clustered = check.yes_no("vm_clustered", raw.vm_clustered);
     let network = resource_name(check, "network", raw.network);
     let storage_class = resource_name(check, "storage_class", raw.storage_class);
     let os_override = read_override(check, raw.os_family);
@@ -261,6 +373,7 @@ pub(super) const FIELD_ORDER: &[&str] = &[
     "target_host",
     "values",
     "hyperv_host",
+    "target_cluster",
     "vm_name",
     "image_name",
     "os_family",

@@ -123,6 +123,6 @@ fn vm_data(state: &AppState, generation: u64, vm: &InventoryVm) -> VmEvent {
         .collect();
     VmEvent {
         generation,
-        vm: views::vm_summary(&snapshot, vm, &busy),
+        vm: views::vm_summary(&snapshot, vm, &busy, &state.jobs),
     }
 }

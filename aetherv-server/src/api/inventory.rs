@@ -66,7 +66,12 @@ pub async fn host(
         })
         .ok_or_else(|| ApiError::not_found("host", &name))?;
     let busy = state.jobs.busy_vms();
-    Ok(Json(views::host_detail(&snapshot, host, &busy)))
+    Ok(Json(views::host_detail(
+        &snapshot,
+        host,
+        &busy,
+        &state.jobs,
+    )))
 }
 
 /// Query of `GET /api/v1/vms`: every parameter is optional, they combine with AND, and an
@@ -170,7 +175,7 @@ fn serialise(state: &AppState, snapshot: &Snapshot, filter: &VmFilter) -> ApiRes
     let list: Vec<VmSummary> = snapshot
         .vms()
         .filter(|vm| filter.matches(snapshot, vm))
-        .map(|vm| views::vm_summary(snapshot, vm, &busy))
+        .map(|vm| views::vm_summary(snapshot, vm, &busy, &state.jobs))
         .collect();
     serde_json::to_vec(&VmListView {
         total: list.len(),
@@ -270,7 +275,7 @@ pub async fn vm(
         .map(|j| (vm_id, j))
         .into_iter()
         .collect();
-    Ok(Json(views::vm_detail(&snapshot, vm, &busy)))
+    Ok(Json(views::vm_detail(&snapshot, vm, &busy, &state.jobs)))
 }
 
 /// How long `POST /api/v1/hosts/{hostname}/refresh` waits for the refresh before answering

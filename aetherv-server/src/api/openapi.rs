@@ -6,7 +6,7 @@
 //! ([`super::public_routes`], [`super::api_routes`]) register, and the schemas from the view
 //! types those handlers serialise (`views`, `jobs`, `error`). [`document`] then adds what the
 //! attributes cannot say: the security schemes, the role each `/api/v1` route needs with its
-//! 401/403/503 answers (the same rule [`crate::auth::required_role`] enforces), the event
+//! 401/403/503 answers (the same rule [`crate::auth::required_role_at`] enforces), the event
 //! schemas of the two Server-Sent Event streams, and the provisioning bodies, which are
 //! lenient (JSON or YAML, aliases) and written by hand in `openapi/provision.rs`.
 //!
@@ -27,7 +27,7 @@ use super::views::{
     HelloEvent, HostDisconnectedEvent, HostEvent, JobStatusEventView, ResyncEvent, VmEvent,
     VmRemovedEvent,
 };
-use crate::auth::required_role;
+use crate::auth::required_role_at;
 use crate::auth::session::SESSION_COOKIE;
 use crate::error::ErrorBody;
 use crate::jobs::{JobNotice, JobView, LogLine};
@@ -217,7 +217,7 @@ fn complete_operation(path: &str, method: &Method, op: &mut Value, protected: bo
         op["security"] = json!([]);
         return;
     }
-    let role = required_role(method).as_str();
+    let role = required_role_at(method, path).as_str();
     op["x-required-role"] = json!(role);
     let responses = &mut op["responses"];
     responses["401"] = error_response("`unauthenticated`: no token, or a bad or expired token");
@@ -367,15 +367,14 @@ mod tests {
         assert!(listed.contains(&("POST".to_owned(), "/api/v1/vms/delete".to_owned())));
         for (method, path) in crate::api::api_route_list() {
             let op = &doc["paths"][&path][method.as_str().to_ascii_lowercase()];
-            assert_eq!(
-                op["x-required-role"],
-                if method == Method::GET {
-                    "reader"
-                } else {
-                    "writer"
-                },
-                "{method} {path}"
-            );
+            let expected = if method == Method::GET {
+                "reader"
+            } else if path.contains("/orphan/") {
+                "admin"
+            } else {
+                "writer"
+            };
+            assert_eq!(op["x-required-role"], expected, "{method} {path}");
         }
     }
 
@@ -444,8 +443,15 @@ mod tests {
         let doc = document();
         let schemas = &doc["components"]["schemas"];
         let create = &schemas["CreateVmRequest"];
+        // The host or the cluster: exactly one of them.
+        assert_eq!(
+            create["oneOf"],
+            json!([{"required": ["hyperv_host"]}, {"required": ["target_cluster"]}])
+        );
+        for target in ["hyperv_host", "target_cluster"] {
+            assert!(create["properties"].get(target).is_some(), "{target}");
+        }
         for field in [
-            "hyperv_host",
             "vm_name",
             "image_name",
             "gb_ram",

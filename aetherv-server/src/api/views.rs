@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::jobs::{JobAction, rfc3339};
+use crate::orphan::JobLedger;
 
 mod answers;
 mod facts;
@@ -229,6 +230,9 @@ pub struct VmSummary {
     /// The job working on the VM, if any.
     #[schema(format = Uuid)]
     pub busy_job: Option<String>,
+    /// The VM's notes mark a provisioning job this server is not running (it was left
+    /// behind, e.g. by a server that stopped mid-provision); an admin can remove or adopt it.
+    pub orphaned: bool,
 }
 
 /// A VM with everything the host reported.
@@ -307,6 +311,7 @@ pub fn host_detail(
     snapshot: &Snapshot,
     host: &HostState,
     busy: &HashMap<VmId, String>,
+    jobs: &dyn JobLedger,
 ) -> HostDetail {
     HostDetail {
         host: host_view(host),
@@ -314,7 +319,7 @@ pub fn host_detail(
         vms: host
             .vms
             .values()
-            .map(|vm| vm_summary(snapshot, vm, busy))
+            .map(|vm| vm_summary(snapshot, vm, busy, jobs))
             .collect(),
     }
 }
@@ -341,6 +346,7 @@ pub fn vm_summary(
     snapshot: &Snapshot,
     vm: &InventoryVm,
     busy: &HashMap<VmId, String>,
+    jobs: &dyn JobLedger,
 ) -> VmSummary {
     let v = &vm.vm;
     VmSummary {
@@ -364,14 +370,20 @@ pub fn vm_summary(
             .collect(),
         clustered: v.clustered,
         busy_job: busy.get(&v.id).cloned(),
+        orphaned: crate::orphan::is_orphaned(v, jobs),
     }
 }
 
 /// Everything about `vm`.
-pub fn vm_detail(snapshot: &Snapshot, vm: &InventoryVm, busy: &HashMap<VmId, String>) -> VmDetail {
+pub fn vm_detail(
+    snapshot: &Snapshot,
+    vm: &InventoryVm,
+    busy: &HashMap<VmId, String>,
+    jobs: &dyn JobLedger,
+) -> VmDetail {
     let v = &vm.vm;
     VmDetail {
-        summary: vm_summary(snapshot, vm, busy),
+        summary: vm_summary(snapshot, vm, busy, jobs),
         generation: v.generation,
         version: v.version.clone(),
         path: v.path.clone(),

@@ -7,6 +7,7 @@ use aetherv_provision::delete::DeleteRequest;
 use aetherv_hyperv::ops::HostFacts;
 use aetherv_provision::resources::{HostDefinitions, PlacementRequest, ResolveError, resolve};
 use aetherv_provision::schema::{JobRequest, ProvisionValues, Validated, check_disk_size};
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -18,6 +19,7 @@ use utoipa::ToSchema;
 
 use super::inventory::vm_id;
 use super::views::{AcceptedView, allowed_actions};
+use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode, FieldProblem};
 use crate::jobs::{JobAction, JobView, JobWork, NewJob, SubmitError};
 use crate::state::AppState;
@@ -187,12 +189,120 @@ fn check_against_host(
     Ok(())
 }
 
+/// Places a request that names a cluster: the connected member with the most memory
+/// available that fits the VM ([`aetherv_inventory::placement::choose`]). Returns the chosen
+/// host and the placement record for the job's parameters.
+///
+/// Members are the hosts the configuration lists under the cluster and the hosts whose facts
+/// name it. An unknown cluster is a 404 naming `target_cluster`; no eligible member is a 409
+/// `no_eligible_host` stating the best figure found.
+fn place(
+    state: &AppState,
+    cluster: &str,
+    values: &aetherv_provision::schema::ProvisionValues,
+) -> ApiResult<(String, serde_json::Value)> {
+    use aetherv_inventory::placement::{Demand, candidates, choose};
+    let snapshot = state.inventory.snapshot();
+    let mut members: Vec<String> = state
+        .clusters
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(cluster))
+        .flat_map(|(_, hosts)| hosts.iter().cloned())
+        .collect();
+    for host in snapshot.hosts() {
+        if host
+            .cluster()
+            .is_some_and(|c| c.eq_ignore_ascii_case(cluster))
+            && !members.iter().any(|m| m.eq_ignore_ascii_case(&host.name))
+        {
+            members.push(host.name.to_string());
+        }
+    }
+    if members.is_empty() {
+        let mut known: Vec<String> = state.clusters.keys().cloned().collect();
+        for c in snapshot.clusters() {
+            if !known.iter().any(|k| k.eq_ignore_ascii_case(&c.name)) {
+                known.push(c.name.clone());
+            }
+        }
+        known.sort();
+        return Err(ApiError::not_found("cluster", cluster)
+            .with_field("target_cluster")
+            .with_message_suffix(&format!(
+                "; known clusters: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+    }
+    // The copy of the golden image is what the disk takes on the host's storage.
+    // (With a requested disk size, the larger of the two.)
+    let disk_bytes = members
+        .iter()
+        .filter_map(|m| snapshot.host(m))
+        .filter_map(|h| h.facts.as_deref())
+        .flat_map(|f| f.images.iter())
+        .filter(|i| i.name.eq_ignore_ascii_case(&values.image_name))
+        .map(|i| i.size_bytes)
+        .max();
+    let demand = Demand {
+        memory_bytes: u64::from(values.gb_ram) << 30,
+        disk_bytes,
+        image: Some(values.image_name.clone()),
+    };
+    let found = candidates(&snapshot, members.iter().map(String::as_str), &demand);
+    match choose(&found, &demand) {
+        Ok(chosen) => {
+            tracing::info!(
+                cluster,
+                host = %chosen.host,
+                memory_available_bytes = chosen.memory_available_bytes,
+                "placed the VM on the cluster member with the most memory available"
+            );
+            let record = json!({
+                "cluster": cluster,
+                "host": chosen.host,
+                "memory_available_bytes": chosen.memory_available_bytes,
+                "candidates": found.len(),
+            });
+            Ok((chosen.host, record))
+        }
+        Err(no_fit) => Err(ApiError::conflict(
+            ErrorCode::NoEligibleHost,
+            format!(
+                "no host of cluster {cluster} can take the VM (it needs {} GiB of memory{}): {no_fit}",
+                values.gb_ram,
+                disk_bytes.map_or_else(String::new, |d| format!(
+                    " and {:.1} GiB of storage",
+                    d as f64 / f64::from(1u32 << 30)
+                )),
+            ),
+        )
+        .with_field("target_cluster")),
+    }
+}
+
 /// Checks a validated provisioning request against the inventory and queues it.
-fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Response> {
+fn provision(state: &AppState, mut validated: Validated, flat: bool) -> ApiResult<Response> {
     let (host_field, image_field) = if flat {
         ("hyperv_host", "image_name")
     } else {
         ("target_host", "values.image_name")
+    };
+    let placement = match validated.request.target_cluster.clone() {
+        Some(cluster) if validated.request.needs_placement() => {
+            let (host, record) = place(state, &cluster, &validated.request.values)?;
+            validated.request.place_on(host);
+            Some(record)
+        }
+        _ => None,
+    };
+    let host_field = if placement.is_some() {
+        "target_cluster"
+    } else {
+        host_field
     };
     let requested = validated.request.target_host.clone();
     let Some((host_name, _)) = state.jobs.host(&requested) else {
@@ -250,6 +360,11 @@ fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Re
     {
         map.insert("warnings".to_owned(), json!(validated.warnings));
     }
+    if let Some(record) = placement
+        && let Some(map) = parameters.as_object_mut()
+    {
+        map.insert("placement".to_owned(), record);
+    }
     let vm_name = values.vm_name.clone();
     let job = state
         .jobs
@@ -269,17 +384,21 @@ fn provision(state: &AppState, validated: Validated, flat: bool) -> ApiResult<Re
 #[utoipa::path(post, path = "/api/v1/vms/create", tag = "jobs", operation_id = "createVm",
     summary = "Create a VM",
     description = "Queues a provisioning job from the flat body (job schema v1 values at the top \
-        level, the host in `hyperv_host`), as JSON or YAML. A name already on the host answers \
-        409 before anything runs.",
+        level, the host in `hyperv_host` or a cluster in `target_cluster`), as JSON or YAML. \
+        With `target_cluster` the server picks the connected member with the most memory \
+        available that fits the VM; the job's `target_host` and `parameters.placement` name \
+        it. A name already on the host answers 409 before anything runs.",
     responses(
         (status = 202, description = "The job was queued", body = AcceptedView,
             headers(("Location" = String, description = "The job's URL"))),
         (status = 400, description = "`malformed_body`: the body is not JSON (or YAML where \
             accepted)", body = ErrorBody),
-        (status = 404, description = "`not_found`: the host is not managed by this server \
-            (`field` names it)", body = ErrorBody),
+        (status = 404, description = "`not_found`: the host is not managed by this server, or \
+            the cluster of `target_cluster` is unknown (`field` names it)", body = ErrorBody),
         (status = 409, description = "`vm_exists`: a VM with this name is already on the host; \
-            `vm_busy`: a job works on a VM of that name", body = ErrorBody),
+            `vm_busy`: a job works on a VM of that name; `no_eligible_host`: no connected host \
+            of `target_cluster` has the memory, storage and image for the VM (the message \
+            states the best figure found)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is over 256 KiB",
             body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is neither JSON nor \
@@ -312,10 +431,12 @@ pub async fn create(
             headers(("Location" = String, description = "The job's URL"))),
         (status = 400, description = "`malformed_body`: the body is not JSON (or YAML where \
             accepted)", body = ErrorBody),
-        (status = 404, description = "`not_found`: the host is not managed by this server \
-            (`field` names it)", body = ErrorBody),
+        (status = 404, description = "`not_found`: the host is not managed by this server, or \
+            the cluster of `target_cluster` is unknown (`field` names it)", body = ErrorBody),
         (status = 409, description = "`vm_exists`: a VM with this name is already on the host; \
-            `vm_busy`: a job works on a VM of that name", body = ErrorBody),
+            `vm_busy`: a job works on a VM of that name; `no_eligible_host`: no connected host \
+            of `target_cluster` has the memory, storage and image for the VM (the message \
+            states the best figure found)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is over 256 KiB",
             body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is neither JSON nor \
@@ -575,5 +696,102 @@ pub async fn action(
             parameters: json!({ "vm_id": vm_id, "action": parsed }),
         })
         .map_err(|e| submit_error(e, "hyperv_host"))?;
+    Ok(accepted(&job))
+}
+
+/// The checks every orphan action makes: the caller is an admin, the server is ready, the VM
+/// exists, its host answers, and it is orphaned.
+fn orphan_target(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<std::sync::Arc<aetherv_inventory::InventoryVm>> {
+    if !principal.role.allows(Role::Admin) {
+        return Err(ApiError::forbidden(format!(
+            "orphan actions need the admin role; you have {}",
+            principal.role
+        )));
+    }
+    let vm_id = vm_id(id)?;
+    ensure_ready(state)?;
+    let snapshot = state.inventory.snapshot();
+    let vm = snapshot
+        .vm(vm_id)
+        .ok_or_else(|| ApiError::not_found("VM", id))?;
+    if vm.stale {
+        return Err(ApiError::conflict(
+            ErrorCode::HostDisconnected,
+            format!("host {} is disconnected; its inventory is stale", vm.host),
+        ));
+    }
+    if !crate::orphan::is_orphaned(&vm.vm, &state.jobs) {
+        return Err(ApiError::conflict(
+            ErrorCode::NotOrphaned,
+            format!(
+                "VM {} on host {} is not orphaned: its notes carry no marker of a provisioning job this server is not running",
+                vm.vm.name, vm.host
+            ),
+        ));
+    }
+    Ok(std::sync::Arc::clone(vm))
+}
+
+/// `POST /api/v1/vms/{id}/orphan/remove` (admin).
+#[utoipa::path(post, path = "/api/v1/vms/{id}/orphan/remove", tag = "jobs",
+    operation_id = "removeOrphan", summary = "Remove an orphaned VM",
+    description = "Admin only. Queues a delete job for an orphaned VM (its notes mark a \
+        provisioning job this server is not running) that undoes what provisioning made: the VM \
+        is turned off, its cluster role removed, and the VM deleted with its disks (and, where \
+        deletion removes them, its folder and ISO copy). The job is listed, followed and \
+        cancelled like any other.",
+    params(("id" = String, Path, format = Uuid, description = "Hyper-V VM id")),
+    responses(
+        (status = 202, description = "The job was queued", body = AcceptedView,
+            headers(("Location" = String, description = "The job's URL"))),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown VM", body = ErrorBody),
+        (status = 409, description = "`not_orphaned`: the VM is not orphaned; `vm_busy`: a job \
+            works on the VM; `host_disconnected`: the VM's host is disconnected",
+            body = ErrorBody),
+        (status = 503, description = "`not_ready`: the server is still starting; `queue_full`: \
+            too many jobs are waiting", body = ErrorBody),
+    ))]
+pub async fn remove_orphan(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let vm = orphan_target(&state, &principal, &id)?;
+    let marker_job = crate::orphan::marker_job(&vm.vm.notes).unwrap_or_default();
+    let mut work = DeleteRequest::new(vm.vm.id);
+    work.force = true;
+    work.delete_disks = true;
+    let job = state
+        .jobs
+        .submit(NewJob {
+            work: JobWork::Delete(work),
+            host: vm.host.to_string(),
+            vm_id: Some(vm.vm.id),
+            vm_name: Some(vm.vm.name.clone()),
+            parameters: json!({
+                "vm_id": vm.vm.id,
+                "vm_name": vm.vm.name,
+                "hyperv_host": vm.host.as_ref(),
+                "force": true,
+                "delete_disks": true,
+                "orphan_of_job": marker_job,
+                "requested_by": principal.subject.clone(),
+            }),
+        })
+        .map_err(|e| submit_error(e, "id"))?;
+    tracing::warn!(
+        job = %job.id,
+        host = %vm.host,
+        vm = %vm.vm.name,
+        vm_id = %vm.vm.id,
+        orphan_of_job = marker_job,
+        by = %principal.subject,
+        "removing orphaned VM"
+    );
     Ok(accepted(&job))
 }

@@ -162,8 +162,22 @@ pub fn required_role(method: &Method) -> Role {
     }
 }
 
+/// The role a request needs, by method and path: [`required_role`], except that the orphan
+/// actions (`/api/v1/vms/{id}/orphan/...`, which delete or adopt VMs no job owns) need admin.
+/// `path` is a request path or a route template; both have the same segments.
+#[must_use]
+pub fn required_role_at(method: &Method, path: &str) -> Role {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let orphan_action = matches!(segments.as_slice(), ["api", "v1", "vms", _, "orphan", _]);
+    if orphan_action && method != Method::GET && method != Method::HEAD {
+        Role::Admin
+    } else {
+        required_role(method)
+    }
+}
+
 /// Middleware (for `axum::middleware::from_fn_with_state`) that authenticates the request,
-/// checks its role against [`required_role`] and puts the [`Principal`] into the request's
+/// checks its role against [`required_role_at`] and puts the [`Principal`] into the request's
 /// extensions for the handlers.
 pub async fn require_role(
     State(auth): State<Arc<Authenticator>>,
@@ -174,7 +188,7 @@ pub async fn require_role(
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
-    let needed = required_role(request.method());
+    let needed = required_role_at(request.method(), request.uri().path());
     if !principal.role.allows(needed) {
         return ApiError::forbidden(format!(
             "this action needs the {needed} role; you have {}",

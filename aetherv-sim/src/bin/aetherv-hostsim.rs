@@ -55,6 +55,10 @@ struct Args {
     /// DNS domain of the hosts.
     #[arg(long, default_value = "lab.example")]
     domain: String,
+    /// Name of a VM whose guest will never answer provisioning (repeatable): a VM created
+    /// with this name gets no guest agent, so a provisioning job waits for its key.
+    #[arg(long = "silent-guest", value_name = "VM_NAME")]
+    silent_guests: Vec<String>,
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -118,6 +122,7 @@ async fn main() -> ExitCode {
         tls: args.tls,
         allow_unencrypted: args.allow_unencrypted,
         latency: args.latency_ms.map(Duration::from_millis),
+        silent_guests: args.silent_guests.iter().cloned().collect(),
         ..SimOptions::default()
     };
     let fleet = match SimFleet::start(spec, Credentials::new(args.user, password), options).await {

@@ -1031,3 +1031,23 @@ pub fn remove_vm_dvd_drive(ctx: &mut ScriptContext<'_>, request: &Value) -> Scri
         }))
     })
 }
+
+/// `Set-VmNotes`: `{"id", "notes"}` (missing or null notes clear them). Hyper-V changes a VM's
+/// notes in any state, so the state is not checked.
+pub fn set_vm_notes(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
+    run(|| {
+        let (host, vm) = vm_by_id(ctx, request)?;
+        let notes = match request.get("notes") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(invalid("'notes' must be a string", "notes")),
+        };
+        let id = vm.id.to_string();
+        ctx.state_mut()
+            .fleet_mut()
+            .vm_mut(&host, &id)
+            .map_err(|e| from_error(&e))?
+            .notes = notes.clone();
+        Ok(json!({ "id": id, "notes": notes }))
+    })
+}

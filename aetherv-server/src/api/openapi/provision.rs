@@ -11,10 +11,17 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
     vec![
         (
             "CreateVmRequest",
-            values_schema(
-                "The flat create body: schema v1 values at the top level, the host in \
-                 `hyperv_host`.",
-                &[("hyperv_host", host_field())],
+            one_target(
+                values_schema(
+                    "The flat create body: schema v1 values at the top level, the host in \
+                     `hyperv_host`, or the cluster to place the VM in as `target_cluster` \
+                     (exactly one of the two).",
+                    &[
+                        ("hyperv_host", host_field()),
+                        ("target_cluster", cluster_field()),
+                    ],
+                ),
+                "hyperv_host",
             ),
         ),
         (
@@ -29,9 +36,14 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
                 "properties": {
                     "schema_version": { "type": "integer", "const": 1 },
                     "target_host": host_field(),
+                    "target_cluster": cluster_field(),
                     "values": { "$ref": "#/components/schemas/ProvisionValues" },
                 },
-                "required": ["schema_version", "target_host", "values"],
+                "required": ["schema_version", "values"],
+                "oneOf": [
+                    { "required": ["target_host"] },
+                    { "required": ["target_cluster"] },
+                ],
                 "additionalProperties": false,
             }),
         ),
@@ -150,10 +162,17 @@ fn value_fields() -> Vec<(&'static str, Value)> {
         (
             "vm_clustered",
             json!({
-                "type": ["boolean", "string", "null"],
-                "enum": [true, false, "true", "false", "", null],
+                "anyOf": [
+                    { "type": ["boolean", "null"] },
+                    {
+                        "type": "string",
+                        "pattern": "^\\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo])?\\s*$",
+                    },
+                ],
                 "default": false,
-                "description": "Make the VM a highly available cluster role",
+                "description": "Make the VM a highly available cluster role: true/false, or the \
+                    strings \"Yes\"/\"No\" (case-insensitive). Defaults to true with \
+                    `target_cluster`, where false is refused.",
             }),
         ),
         (
@@ -313,6 +332,30 @@ fn values_schema(description: &str, extra: &[(&str, Value)]) -> Value {
         "required": required,
         "dependentRequired": dependent,
         "additionalProperties": false,
+    })
+}
+
+/// `schema` with `host` and `target_cluster` not required each, but exactly one of them.
+fn one_target(mut schema: Value, host: &str) -> Value {
+    if let Some(required) = schema["required"].as_array_mut() {
+        required.retain(|r| r != host && r != "target_cluster");
+    }
+    schema["oneOf"] = json!([
+        { "required": [host] },
+        { "required": ["target_cluster"] },
+    ]);
+    schema
+}
+
+fn cluster_field() -> Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 253,
+        "pattern": "^\\S+$",
+        "description": "A failover cluster (from the hosts' facts or `HOSTS_FILE`): the server \
+            places the VM on its connected member with the most memory available that fits \
+            the VM and its disk. Instead of the host field; implies `vm_clustered`.",
     })
 }
 
