@@ -438,7 +438,10 @@ async fn linux_guests_boot_only_with_a_template_that_trusts_them() {
         .await
         .unwrap();
     let guest = bounded(host.kvp_read_guest(booted)).await.unwrap();
-    assert!(guest.items.contains_key(keys::GUEST_PUBLIC_KEY), "{guest:?}");
+    assert!(
+        guest.items.contains_key(keys::GUEST_PUBLIC_KEY),
+        "{guest:?}"
+    );
     assert!(!guest.intrinsic.is_empty());
 
     let off = BootSettings {
@@ -450,7 +453,10 @@ async fn linux_guests_boot_only_with_a_template_that_trusts_them() {
         .await
         .unwrap();
     let guest = bounded(host.kvp_read_guest(unchecked)).await.unwrap();
-    assert!(guest.items.contains_key(keys::GUEST_PUBLIC_KEY), "{guest:?}");
+    assert!(
+        guest.items.contains_key(keys::GUEST_PUBLIC_KEY),
+        "{guest:?}"
+    );
 
     // Windows is the mirror image: the third-party CA template does not boot it.
     let windows = register_started(

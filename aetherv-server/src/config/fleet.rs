@@ -240,10 +240,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
     let mut without_user = Vec::new();
     for (r, rule) in file_defaults.image_boot.iter().enumerate() {
         if let Some(why) = rule.problem() {
-            s.problem(
-                "HOSTS_FILE",
-                format_args!("defaults.image_boot[{r}].{why}"),
-            );
+            s.problem("HOSTS_FILE", format_args!("defaults.image_boot[{r}].{why}"));
         }
     }
     let file_resources = definitions(
@@ -312,8 +309,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
         }
         for (r, rule) in spec.image_boot.iter().enumerate() {
             if let Some(why) = rule.problem() {
-                s.problems
-                    .push(format!("{origin}.image_boot[{r}].{why}"));
+                s.problems.push(format!("{origin}.image_boot[{r}].{why}"));
             }
         }
         // The host's own rules, then its cluster's, then the file's defaults.

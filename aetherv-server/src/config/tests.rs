@@ -838,8 +838,9 @@ hosts: [hv10]
 #[test]
 fn bad_image_boot_rules_name_their_path() {
     let empty = TempDir::new();
-    let (_dir, map) =
-        hosts_file("hosts:\n  - {name: hv01, image_boot: [{image: x, secure_boot_template: Bogus}]}\n");
+    let (_dir, map) = hosts_file(
+        "hosts:\n  - {name: hv01, image_boot: [{image: x, secure_boot_template: Bogus}]}\n",
+    );
     let p = one_problem(load_in(&map, &empty.0), "HOSTS_FILE");
     assert!(
         p.starts_with("HOSTS_FILE: hosts[0].image_boot[0].secure_boot_template: "),
@@ -848,8 +849,14 @@ fn bad_image_boot_rules_name_their_path() {
     let (_dir, map) = hosts_file("defaults: {image_boot: [{image: ' '}]}\nhosts: [hv01]\n");
     let p = one_problem(load_in(&map, &empty.0), "HOSTS_FILE");
     assert!(p.contains("defaults.image_boot[0].image"), "{p}");
-    let p = one_problem(config(&[("AETHERV_IMAGE_BOOT", "[{image: x, tmp: true}]")]), "AETHERV_IMAGE_BOOT");
+    let p = one_problem(
+        config(&[("AETHERV_IMAGE_BOOT", "[{image: x, tmp: true}]")]),
+        "AETHERV_IMAGE_BOOT",
+    );
     assert!(p.contains("unknown field"), "{p}");
-    let p = one_problem(config(&[("AETHERV_IMAGE_BOOT", "not a list")]), "AETHERV_IMAGE_BOOT");
+    let p = one_problem(
+        config(&[("AETHERV_IMAGE_BOOT", "not a list")]),
+        "AETHERV_IMAGE_BOOT",
+    );
     assert!(p.contains("expected a list"), "{p}");
 }
