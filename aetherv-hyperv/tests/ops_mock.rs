@@ -4,13 +4,13 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use aetherv_hyperv::Error;
+use aetherv_hyperv::OsFamily;
 use aetherv_hyperv::executor::{MockPowerShellExecutor, ScriptOutput};
 use aetherv_hyperv::ops::{
     BootSettings, CopyImageRequest, CopyIsoRequest, DynamicMemory, HyperVHostExt, MigrationTarget,
     PowerAction, RegisterVmSpec, SecureBootTemplate, VmId, VmState, WinRmHyperVHost, power_checked,
     scripts,
 };
-use aetherv_hyperv::OsFamily;
 use aetherv_hyperv::protocol::{RESULT_BEGIN, RESULT_END, ScriptResult};
 use serde_json::{Value, json};
 

@@ -45,8 +45,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aetherv_hyperv::ops::{
-    CopiedImage, CopyImageRequest, CopyIsoRequest, GuestKvp, HostFacts, HyperVHost, PowerAction,
-    BootSettings, RegisterVmSpec, VmId,
+    BootSettings, CopiedImage, CopyImageRequest, CopyIsoRequest, GuestKvp, HostFacts, HyperVHost,
+    PowerAction, RegisterVmSpec, VmId,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -56,10 +56,10 @@ use crate::job::{
     self, Action, Artifact, CallError, CleanupEntry, CleanupOutcome, CleanupReport, Compensation,
     Event, EventLog, HostCall, HostReply, JobEvent, JobId, LogLevel, StepCall, StepEnd, Workflow,
 };
-use crate::resources::{HostDefinitions, Placement, PlacementRequest, ResolveError, resolve};
 use crate::kvp::{
     GuestPublicKey, GuestState, HostState, ProvisioningPayload, guest_data, keys, version_item,
 };
+use crate::resources::{HostDefinitions, Placement, PlacementRequest, ResolveError, resolve};
 use crate::schema::{OsFamily, ProvisionValues, Validated};
 
 /// Step names, as progress events and errors report them.
@@ -588,10 +588,12 @@ impl ProvisionMachine {
         let network = match (&self.placement.network, &self.placement.switch_name) {
             (Some(network), Some(switch)) => format!("{network} (switch {switch}{vlan})"),
             (None, Some(switch)) => format!("switch {switch}{vlan}"),
-            _ => "none (the host has no External switch; the adapter stays unconnected)"
-                .to_owned(),
+            _ => "none (the host has no External switch; the adapter stays unconnected)".to_owned(),
         };
-        let root = match (&self.placement.storage_class, &self.placement.destination_root) {
+        let root = match (
+            &self.placement.storage_class,
+            &self.placement.destination_root,
+        ) {
             (Some(class), Some(root)) => format!("{root} (storage class {class})"),
             _ => format!("{} (the host's default)", facts.vm_path),
         };

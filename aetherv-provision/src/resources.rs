@@ -102,7 +102,9 @@ impl HostDefinitions {
         let mut seen = std::collections::HashSet::new();
         for (i, n) in self.networks.iter().enumerate() {
             if n.name.trim().is_empty() || n.switch.trim().is_empty() {
-                problems.push(format!("{origin}networks[{i}]: name and switch are required"));
+                problems.push(format!(
+                    "{origin}networks[{i}]: name and switch are required"
+                ));
             }
             if let Some(vlan) = n.vlan_id
                 && !(1..=4094).contains(&vlan)
@@ -203,7 +205,9 @@ struct FileNetworkConfiguration {
 /// # Errors
 ///
 /// [`HostResourcesError`] for a malformed document, naming the place inside it.
-pub fn parse_host_resources(facts: &HostFacts) -> Result<Option<HostDefinitions>, HostResourcesError> {
+pub fn parse_host_resources(
+    facts: &HostFacts,
+) -> Result<Option<HostDefinitions>, HostResourcesError> {
     let Some(file) = &facts.host_resources else {
         return Ok(None);
     };
@@ -214,19 +218,21 @@ pub fn parse_host_resources(facts: &HostFacts) -> Result<Option<HostDefinitions>
     };
     // A UTF-8 byte order mark is what Windows editors write first.
     let text = file.text.trim_start_matches('\u{feff}');
-    let doc: FileDoc =
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
-            let path = e.path().to_string();
-            if path.is_empty() || path == "." {
-                error(e.inner().to_string())
-            } else {
-                error(format!("{path}: {}", e.inner()))
-            }
-        })?;
+    let doc: FileDoc = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+        .map_err(|e| {
+        let path = e.path().to_string();
+        if path.is_empty() || path == "." {
+            error(e.inner().to_string())
+        } else {
+            error(format!("{path}: {}", e.inner()))
+        }
+    })?;
     if let Some(version) = doc.version
         && version != 1
     {
-        return Err(error(format!("version {version} is not supported (expected 1)")));
+        return Err(error(format!(
+            "version {version} is not supported (expected 1)"
+        )));
     }
     if let Some(name) = &doc.schema_name
         && !name.eq_ignore_ascii_case("hostresources")
@@ -324,14 +330,23 @@ pub fn resolve(
             )
         }
     };
-    let has_switch = |name: &str| facts.switches.iter().any(|s| s.name.eq_ignore_ascii_case(name));
+    let has_switch = |name: &str| {
+        facts
+            .switches
+            .iter()
+            .any(|s| s.name.eq_ignore_ascii_case(name))
+    };
     let chosen = match request.network.map(str::trim).filter(|n| !n.is_empty()) {
         Some(name) => match defs.network(name) {
             Some(n) => Some(n.clone()),
             None => {
                 problems.push(FieldError::new(
                     &network_field,
-                    format!("host {} has no network {name:?}; {}", facts.name, network_names()),
+                    format!(
+                        "host {} has no network {name:?}; {}",
+                        facts.name,
+                        network_names()
+                    ),
                 ));
                 None
             }
@@ -416,7 +431,11 @@ pub fn resolve(
     if let Some(vlan) = request.vlan_id {
         placement.vlan_id = (vlan != 0).then_some(vlan);
     }
-    if let Some(name) = request.storage_class.map(str::trim).filter(|n| !n.is_empty()) {
+    if let Some(name) = request
+        .storage_class
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
         match defs.storage_class(name) {
             Some(class) => {
                 placement.storage_class = Some(class.name.clone());
@@ -504,16 +523,33 @@ mod tests {
     #[test]
     fn one_external_switch_is_the_default_and_several_need_a_choice() {
         let one = facts(&[("ext", "External"), ("int", "Internal")], None);
-        let p = resolve(&HostDefinitions::default(), &one, PlacementRequest::default(), "").unwrap();
+        let p = resolve(
+            &HostDefinitions::default(),
+            &one,
+            PlacementRequest::default(),
+            "",
+        )
+        .unwrap();
         assert_eq!(p.switch_name.as_deref(), Some("ext"));
         assert_eq!(p.destination_root, None);
         let none = facts(&[("int", "Internal")], None);
-        let p = resolve(&HostDefinitions::default(), &none, PlacementRequest::default(), "").unwrap();
+        let p = resolve(
+            &HostDefinitions::default(),
+            &none,
+            PlacementRequest::default(),
+            "",
+        )
+        .unwrap();
         assert_eq!(p.switch_name, None);
         let two = facts(&[("ext-a", "External"), ("ext-b", "External")], Some(FILE));
         let err = fields(
-            resolve(&HostDefinitions::default(), &two, PlacementRequest::default(), "values.")
-                .unwrap_err(),
+            resolve(
+                &HostDefinitions::default(),
+                &two,
+                PlacementRequest::default(),
+                "values.",
+            )
+            .unwrap_err(),
         );
         assert_eq!(err[0].field, "values.network");
         assert!(
@@ -615,10 +651,19 @@ mod tests {
         for (text, needle) in [
             ("{not json", ""),
             (r#"{"networks": [{"name": "x"}]}"#, "networks[0]"),
-            (r#"{"networks": [{"name": "x", "model": "vxlan", "configuration": {"virtual_switch": "s"}}]}"#, "vxlan"),
+            (
+                r#"{"networks": [{"name": "x", "model": "vxlan", "configuration": {"virtual_switch": "s"}}]}"#,
+                "vxlan",
+            ),
             (r#"{"version": 2}"#, "version 2"),
-            (r#"{"storage_classes": [{"name": "a", "path": "relative"}]}"#, "not an absolute"),
-            (r#"{"networks": [{"name": "x", "configuration": {"virtual_switch": "s", "vlan_id": 99999}}]}"#, "networks[0]"),
+            (
+                r#"{"storage_classes": [{"name": "a", "path": "relative"}]}"#,
+                "not an absolute",
+            ),
+            (
+                r#"{"networks": [{"name": "x", "configuration": {"virtual_switch": "s", "vlan_id": 99999}}]}"#,
+                "networks[0]",
+            ),
         ] {
             let f = facts(&[], Some(text));
             let err = parse_host_resources(&f).unwrap_err();
@@ -626,7 +671,9 @@ mod tests {
             assert!(err.to_string().contains("hv01"), "{err}");
         }
         let yaml = "version: 1\nnetworks:\n  - name: a\n    model: vlan\n    configuration: {virtual_switch: s}\n";
-        let defs = parse_host_resources(&facts(&[], Some(yaml))).unwrap().unwrap();
+        let defs = parse_host_resources(&facts(&[], Some(yaml)))
+            .unwrap()
+            .unwrap();
         assert_eq!(defs.networks[0].switch, "s");
         assert_eq!(parse_host_resources(&facts(&[], None)).unwrap(), None);
     }

@@ -7,18 +7,18 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aetherv_hyperv::ops::{BootSettings, SecureBootTemplate};
-use aetherv_hyperv::{OsFamily, WinRmExecutor};
 use aetherv_hyperv::ops::layer::{Layered, Middleware};
+use aetherv_hyperv::ops::{BootSettings, SecureBootTemplate};
 use aetherv_hyperv::ops::{HostCall, HostReply, HyperVHost, WinRmHyperVHost};
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
+use aetherv_hyperv::{OsFamily, WinRmExecutor};
 use aetherv_provision::Error;
 use aetherv_provision::boot::{BootPolicy, BootRule};
-use aetherv_provision::resources::{HostDefinitions, NetworkDef};
 use aetherv_provision::delete::{DeleteRequest, delete};
 use aetherv_provision::job::{JobEvent, JobId, discard};
 use aetherv_provision::kvp::keys;
 use aetherv_provision::provision::{ProvisionConfig, Provisioned, provision, steps};
+use aetherv_provision::resources::{HostDefinitions, NetworkDef};
 use aetherv_provision::schema::{JobRequest, Validated};
 use aetherv_sim::{Credentials, Fault, FaultPlan, FleetSpec, SimFleet, SimOptions, Trigger};
 use aetherv_winrm::Client;
@@ -493,10 +493,7 @@ async fn disk_size_expands_the_copy_and_a_smaller_size_fails_before_copying() {
         matches!(&err, Error::ProvisionFailed { step, .. } if *step == steps::PRE_CHECKS),
         "{text}"
     );
-    assert!(
-        text.contains("20 GiB") && text.contains("64 GiB"),
-        "{text}"
-    );
+    assert!(text.contains("20 GiB") && text.contains("64 GiB"), "{text}");
     assert_nothing_left(&sim, "hv01", "small-disk", "disk too small");
     sim.shutdown().await;
 }
@@ -541,10 +538,17 @@ async fn networks_and_storage_classes_place_the_vm_and_several_switches_need_a_c
         .unwrap()
         .vm(&done.vm_id.to_string())
         .unwrap();
-    assert_eq!(vm.nics[0].switch_name.as_deref(), Some("vSwitch-External-B"));
+    assert_eq!(
+        vm.nics[0].switch_name.as_deref(),
+        Some("vSwitch-External-B")
+    );
     assert_eq!(vm.nics[0].vlan_id, Some(20));
     assert!(vm.path.ends_with(r"\Fast\on-lab"), "{}", vm.path);
-    assert!(done.vm_folder.ends_with(r"\Fast\on-lab"), "{}", done.vm_folder);
+    assert!(
+        done.vm_folder.ends_with(r"\Fast\on-lab"),
+        "{}",
+        done.vm_folder
+    );
 
     // The server's definitions win over the host's file; its default network decides, and
     // the request's VLAN wins over the network's.
@@ -578,7 +582,10 @@ async fn networks_and_storage_classes_place_the_vm_and_several_switches_need_a_c
         .unwrap()
         .vm(&done.vm_id.to_string())
         .unwrap();
-    assert_eq!(vm.nics[0].switch_name.as_deref(), Some("vSwitch-External-B"));
+    assert_eq!(
+        vm.nics[0].switch_name.as_deref(),
+        Some("vSwitch-External-B")
+    );
     assert_eq!(vm.nics[0].vlan_id, Some(99));
     sim.shutdown().await;
 }

@@ -1213,7 +1213,10 @@ async fn unknown_networks_and_storage_classes_are_422_naming_the_field() {
     let error = answer.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
     assert_eq!(error["field"], "network");
     let text = error.to_string();
-    assert!(text.contains("storage_class"), "both fields are named: {text}");
+    assert!(
+        text.contains("storage_class"),
+        "both fields are named: {text}"
+    );
     assert!(text.contains("none are defined"), "{text}");
     assert_eq!(fx.job_count(), 0);
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    BootSettings, Cluster, ControllerType, DiskType, DvdDrive, Fleet, GIB, GoldenImage, GuestInfo, Host,
-    KvpPools, NetworkAdapter, OsFamily, ProvisioningIso, SimVm, StorageLocation, SwitchType,
+    BootSettings, Cluster, ControllerType, DiskType, DvdDrive, Fleet, GIB, GoldenImage, GuestInfo,
+    Host, KvpPools, NetworkAdapter, OsFamily, ProvisioningIso, SimVm, StorageLocation, SwitchType,
     VirtualDisk, VirtualSwitch, VmState, default_integration_services, holds_memory,
     intrinsic_items, mac_from, static_or_dynamic,
 };

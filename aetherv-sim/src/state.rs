@@ -246,7 +246,9 @@ impl SimState {
             })
         });
         let Some((disk, running, vm)) = attached else {
-            return Err(refuse(format!("no virtual disk at {path} on host {host_name}")));
+            return Err(refuse(format!(
+                "no virtual disk at {path} on host {host_name}"
+            )));
         };
         if running && disk.controller_type == ControllerType::Ide {
             return Err(refuse(format!(
@@ -322,10 +324,10 @@ mod tests {
         state
             .create_vm(HOST, &NewVm::new("r-01", "Ubuntu 24.04 LTS"), now)
             .unwrap();
-        state
-            .power(HOST, "r-01", PowerAction::Start, now)
-            .unwrap();
-        let disk = state.fleet().vm(HOST, "r-01").unwrap().disks[0].path.clone();
+        state.power(HOST, "r-01", PowerAction::Start, now).unwrap();
+        let disk = state.fleet().vm(HOST, "r-01").unwrap().disks[0]
+            .path
+            .clone();
         assert_eq!(state.resize_vhd(HOST, &disk, 96 * GIB).unwrap(), 96 * GIB);
         assert_eq!(
             state.fleet().vm(HOST, "r-01").unwrap().disks[0].max_size_bytes,

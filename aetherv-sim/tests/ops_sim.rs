@@ -9,9 +9,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use aetherv_hyperv::OsFamily;
+use std::sync::Arc;
+
+use aetherv_hyperv::ops::layer::Layered;
 use aetherv_hyperv::ops::{
-    BootSettings, CopyImageRequest, CopyIsoRequest, HyperVHostExt, MigrationTarget, PowerAction,
-    RegisterVmSpec, SecureBootTemplate, VmId, VmState, WinRmHyperVHost,
+    BootSettings, CopyImageRequest, CopyIsoRequest, HyperVHost, HyperVHostExt, ImageRoots,
+    MigrationTarget, PowerAction, RegisterVmSpec, SecureBootTemplate, VmId, VmState,
+    WinRmHyperVHost,
 };
 use aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY;
 use aetherv_hyperv::{Error, WinRmExecutor};
@@ -476,7 +480,10 @@ async fn linux_guests_boot_only_with_a_template_that_trusts_them() {
         .await
         .unwrap();
     let guest = bounded(host.kvp_read_guest(booted)).await.unwrap();
-    assert!(guest.items.contains_key(keys::GUEST_PUBLIC_KEY), "{guest:?}");
+    assert!(
+        guest.items.contains_key(keys::GUEST_PUBLIC_KEY),
+        "{guest:?}"
+    );
     assert!(!guest.intrinsic.is_empty());
 
     let off = BootSettings {
@@ -488,7 +495,10 @@ async fn linux_guests_boot_only_with_a_template_that_trusts_them() {
         .await
         .unwrap();
     let guest = bounded(host.kvp_read_guest(unchecked)).await.unwrap();
-    assert!(guest.items.contains_key(keys::GUEST_PUBLIC_KEY), "{guest:?}");
+    assert!(
+        guest.items.contains_key(keys::GUEST_PUBLIC_KEY),
+        "{guest:?}"
+    );
 
     // Windows is the mirror image: the third-party CA template does not boot it.
     let windows = register_started(
@@ -501,6 +511,44 @@ async fn linux_guests_boot_only_with_a_template_that_trusts_them() {
     bounded(host.kvp_write_host(windows, begin)).await.unwrap();
     let guest = bounded(host.kvp_read_guest(windows)).await.unwrap();
     assert!(guest.items.is_empty(), "{guest:?}");
+    sim.shutdown().await;
+}
+
+/// The image roots: a host of the first cluster keeps its images in Aether-V's layout
+/// (`<CSV>\DiskImages`), which the default list finds, with each image's root; configured
+/// roots (through the `ImageRoots` layer) replace the default list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_images_are_found_in_the_default_and_configured_roots() {
+    let sim = fleet(3, 0, 1).await;
+    let host: Arc<dyn HyperVHost> = Arc::new(ops(&sim, "hv01"));
+    let facts = bounded(host.facts()).await.unwrap();
+    assert!(!facts.images.is_empty());
+    for image in &facts.images {
+        let root = image.root.as_deref().expect("every image names its root");
+        assert!(root.ends_with(r"\DiskImages"), "{root}");
+        assert_eq!(
+            image.path,
+            format!(r"{root}\{}", image.path.rsplit('\\').next().unwrap())
+        );
+    }
+    let disk_images = facts.images[0].root.clone().unwrap();
+    let elsewhere = Layered::new(
+        Arc::clone(&host),
+        ImageRoots::new(vec![r"C:\ClusterStorage\Volume1\Images".to_owned()]),
+    );
+    assert!(bounded(elsewhere.facts()).await.unwrap().images.is_empty());
+    let configured = Layered::new(
+        Arc::clone(&host),
+        ImageRoots::new(vec![r"D:\Nothing".to_owned(), disk_images.clone()]),
+    );
+    let again = bounded(configured.facts()).await.unwrap();
+    assert_eq!(again.images.len(), facts.images.len());
+    assert!(
+        again
+            .images
+            .iter()
+            .all(|i| i.root.as_deref() == Some(disk_images.as_str()))
+    );
     sim.shutdown().await;
 }
 

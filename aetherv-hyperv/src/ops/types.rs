@@ -331,7 +331,8 @@ pub struct GoldenImage {
 /// The image roots Get-HostFacts searches when it is given none: every cluster shared
 /// volume's `DiskImages` and `Images` folders (Aether-V's layout first), then the host's
 /// default VM path's `Images` folder.
-pub const DEFAULT_IMAGE_ROOTS: [&str; 3] = [r"<CSV>\DiskImages", r"<CSV>\Images", r"<VMPath>\Images"];
+pub const DEFAULT_IMAGE_ROOTS: [&str; 3] =
+    [r"<CSV>\DiskImages", r"<CSV>\Images", r"<VMPath>\Images"];
 
 /// A provisioning ISO (guest agent media).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,7 +53,10 @@ mod tests {
 
     #[test]
     fn sizes_below_the_image_name_both_sizes() {
-        assert_eq!(check_disk_size("disk_size_gb", None, "x", Some(GIB)), Ok(None));
+        assert_eq!(
+            check_disk_size("disk_size_gb", None, "x", Some(GIB)),
+            Ok(None)
+        );
         assert_eq!(
             check_disk_size("disk_size_gb", Some(127), "x", Some(127 * GIB)),
             Ok(Some(127 * GIB))

@@ -223,8 +223,7 @@ pub(super) fn validate_values(check: &mut Check, raw: RawValues) -> Option<Provi
     let image_name = check.text("image_name", raw.image_name);
     let gb_ram = check.ranged::<u32>("gb_ram", raw.gb_ram, 1, 512);
     let cpu_cores = check.ranged::<u32>("cpu_cores", raw.cpu_cores, 1, 64);
-    let disk_size_gb =
-        check.ranged::<u32>(
+    let disk_size_gb = check.ranged::<u32>(
         "disk_size_gb",
         raw.disk_size_gb,
         1,

@@ -2,9 +2,9 @@
 //! checked before anything runs (the host is managed, the name is free, the VM exists and is
 //! in a state that allows the action, no other job holds it) and answers 202 with a job id.
 
+use aetherv_hyperv::ops::HostFacts;
 use aetherv_hyperv::ops::VmState;
 use aetherv_provision::delete::DeleteRequest;
-use aetherv_hyperv::ops::HostFacts;
 use aetherv_provision::resources::{HostDefinitions, PlacementRequest, ResolveError, resolve};
 use aetherv_provision::schema::{JobRequest, ProvisionValues, Validated, check_disk_size};
 use axum::Extension;
@@ -168,7 +168,7 @@ fn check_against_host(
         }
         Err(ResolveError::HostResources(e)) => {
             return Err(ApiError::invalid(
-                &format!("{prefix}network"),
+                format!("{prefix}network"),
                 format!("{e}; fix the file on the host or define the networks in HOSTS_FILE"),
             ));
         }

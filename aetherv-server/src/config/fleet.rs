@@ -240,10 +240,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
     let mut without_user = Vec::new();
     for (r, rule) in file_defaults.image_boot.iter().enumerate() {
         if let Some(why) = rule.problem() {
-            s.problem(
-                "HOSTS_FILE",
-                format_args!("defaults.image_boot[{r}].{why}"),
-            );
+            s.problem("HOSTS_FILE", format_args!("defaults.image_boot[{r}].{why}"));
         }
     }
     let file_resources = definitions(
@@ -264,23 +261,26 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
     } in planned
     {
         // The first level that sets image_roots decides: host, cluster, defaults, variable.
-        let image_roots: Vec<String> = spec
+        // (The variable's roots were checked when it was read.)
+        let from_file: Option<Vec<String>> = spec
             .image_roots
             .clone()
             .or(cluster_roots)
             .or_else(|| file_defaults.image_roots.clone())
-            .or_else(|| env_roots.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| r.trim().trim_end_matches('\\').to_owned())
-            .collect();
-        for root in &image_roots {
+            .map(|roots| {
+                roots
+                    .into_iter()
+                    .map(|r| r.trim().trim_end_matches('\\').to_owned())
+                    .collect()
+            });
+        for root in from_file.iter().flatten() {
             if !is_image_root(root) {
                 s.problems.push(format!(
                     "{origin}: image root {root:?} is not an absolute Windows folder"
                 ));
             }
         }
+        let image_roots = from_file.or_else(|| env_roots.clone()).unwrap_or_default();
         if reported_cluster_rules.insert(cluster_origin.clone()) {
             s.problems
                 .extend(cluster_resources.problems(&cluster_origin));
@@ -312,8 +312,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
         }
         for (r, rule) in spec.image_boot.iter().enumerate() {
             if let Some(why) = rule.problem() {
-                s.problems
-                    .push(format!("{origin}.image_boot[{r}].{why}"));
+                s.problems.push(format!("{origin}.image_boot[{r}].{why}"));
             }
         }
         // The host's own rules, then its cluster's, then the file's defaults.

@@ -24,7 +24,8 @@ pub(super) struct Overrides {
     pub(super) username: Option<String>,
     /// Firmware overrides per image name pattern, tried after the cluster's and the host's.
     #[serde(default)]
-    pub(super) image_boot: Vec<BootRule>,    /// Named networks (`{name, switch, vlan_id}`).
+    pub(super) image_boot: Vec<BootRule>,
+    /// Named networks (`{name, switch, vlan_id}`).
     #[serde(default)]
     pub(super) networks: Vec<NetworkDef>,
     /// Named storage classes (`{name, path}`).
@@ -52,7 +53,8 @@ pub(super) struct HostSpec {
     pub(super) username: Option<String>,
     /// Firmware overrides per image name pattern for this host, tried first.
     #[serde(default)]
-    pub(super) image_boot: Vec<BootRule>,    /// Named networks (`{name, switch, vlan_id}`).
+    pub(super) image_boot: Vec<BootRule>,
+    /// Named networks (`{name, switch, vlan_id}`).
     #[serde(default)]
     pub(super) networks: Vec<NetworkDef>,
     /// Named storage classes (`{name, path}`).
@@ -100,7 +102,8 @@ pub(super) struct ClusterSpec {
     pub(super) hosts: Vec<HostEntry>,
     /// Firmware overrides per image name pattern for the cluster's hosts.
     #[serde(default)]
-    pub(super) image_boot: Vec<BootRule>,    /// Named networks (`{name, switch, vlan_id}`).
+    pub(super) image_boot: Vec<BootRule>,
+    /// Named networks (`{name, switch, vlan_id}`).
     #[serde(default)]
     pub(super) networks: Vec<NetworkDef>,
     /// Named storage classes (`{name, path}`).

@@ -838,8 +838,9 @@ hosts: [hv10]
 #[test]
 fn bad_image_boot_rules_name_their_path() {
     let empty = TempDir::new();
-    let (_dir, map) =
-        hosts_file("hosts:\n  - {name: hv01, image_boot: [{image: x, secure_boot_template: Bogus}]}\n");
+    let (_dir, map) = hosts_file(
+        "hosts:\n  - {name: hv01, image_boot: [{image: x, secure_boot_template: Bogus}]}\n",
+    );
     let p = one_problem(load_in(&map, &empty.0), "HOSTS_FILE");
     assert!(
         p.starts_with("HOSTS_FILE: hosts[0].image_boot[0].secure_boot_template: "),
@@ -848,8 +849,104 @@ fn bad_image_boot_rules_name_their_path() {
     let (_dir, map) = hosts_file("defaults: {image_boot: [{image: ' '}]}\nhosts: [hv01]\n");
     let p = one_problem(load_in(&map, &empty.0), "HOSTS_FILE");
     assert!(p.contains("defaults.image_boot[0].image"), "{p}");
-    let p = one_problem(config(&[("AETHERV_IMAGE_BOOT", "[{image: x, tmp: true}]")]), "AETHERV_IMAGE_BOOT");
+    let p = one_problem(
+        config(&[("AETHERV_IMAGE_BOOT", "[{image: x, tmp: true}]")]),
+        "AETHERV_IMAGE_BOOT",
+    );
     assert!(p.contains("unknown field"), "{p}");
-    let p = one_problem(config(&[("AETHERV_IMAGE_BOOT", "not a list")]), "AETHERV_IMAGE_BOOT");
+    let p = one_problem(
+        config(&[("AETHERV_IMAGE_BOOT", "not a list")]),
+        "AETHERV_IMAGE_BOOT",
+    );
     assert!(p.contains("expected a list"), "{p}");
+}
+
+#[test]
+fn image_roots_come_from_the_first_level_that_sets_them() {
+    let (_dir, mut map) = hosts_file(
+        r#"
+defaults:
+  image_roots: ['D:\Images\']
+clusters:
+  - name: prod-a
+    image_roots: ['C:\ClusterStorage\Volume1\DiskImages', 'C:\ClusterStorage\Volume1\Images']
+    hosts: [hv01, {name: hv02, image_roots: ['E:\Gold']}]
+hosts: [hv10]
+"#,
+    );
+    map.insert(
+        "AETHERV_IMAGE_ROOTS".to_owned(),
+        r"F:\Env;G:\Env2".to_owned(),
+    );
+    let empty = TempDir::new();
+    let c = load_in(&map, &empty.0).unwrap();
+    let hosts = fleet_hosts(&c);
+    assert_eq!(
+        hosts[0].image_roots,
+        [
+            r"C:\ClusterStorage\Volume1\DiskImages",
+            r"C:\ClusterStorage\Volume1\Images"
+        ]
+    );
+    assert_eq!(hosts[1].image_roots, [r"E:\Gold"]);
+    assert_eq!(hosts[2].image_roots, [r"D:\Images"]);
+
+    // Without HOSTS_FILE roots the variable applies; without either, the script's default.
+    let (_dir, mut map) = hosts_file("hosts: [hv01]\n");
+    map.insert(
+        "AETHERV_IMAGE_ROOTS".to_owned(),
+        r"F:\Env; G:\Env2\".to_owned(),
+    );
+    let c = load_in(&map, &empty.0).unwrap();
+    assert_eq!(fleet_hosts(&c)[0].image_roots, [r"F:\Env", r"G:\Env2"]);
+    let (_dir, map) = hosts_file("hosts: [hv01]\n");
+    let c = load_in(&map, &empty.0).unwrap();
+    assert!(fleet_hosts(&c)[0].image_roots.is_empty());
+
+    let (_dir, mut map) = hosts_file("hosts: [hv01]\n");
+    map.insert("AETHERV_IMAGE_ROOTS".to_owned(), "relative/path".to_owned());
+    let p = one_problem(load_in(&map, &empty.0), "AETHERV_IMAGE_ROOTS");
+    assert!(p.contains("relative/path"), "{p}");
+}
+
+#[test]
+fn networks_and_storage_classes_merge_by_level_and_are_checked() {
+    let (_dir, map) = hosts_file(
+        r#"
+defaults:
+  networks: [{name: prod, switch: sw-default, vlan_id: 5}]
+  storage_classes: [{name: bulk, path: 'D:\Bulk'}]
+clusters:
+  - name: prod-a
+    networks: [{name: prod, switch: sw-cluster}]
+    default_network: prod
+    hosts:
+      - {name: hv01, storage_classes: [{name: fast, path: 'C:\ClusterStorage\Volume1\Fast'}]}
+"#,
+    );
+    let empty = TempDir::new();
+    let c = load_in(&map, &empty.0).unwrap();
+    let hv01 = &fleet_hosts(&c)[0].resources;
+    assert_eq!(hv01.network("PROD").unwrap().switch, "sw-cluster");
+    assert_eq!(hv01.default_network.as_deref(), Some("prod"));
+    let classes: Vec<&str> = hv01
+        .storage_classes
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(classes, ["fast", "bulk"]);
+    assert!(c.host_resources().contains_key("hv01"));
+
+    let (_dir, map) = hosts_file(
+        "hosts:\n  - {name: hv01, networks: [{name: a, switch: s, vlan_id: 5000}], default_network: b}\n",
+    );
+    let problems = load_in(&map, &empty.0).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.contains("networks[0].vlan_id")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("default_network \"b\"")),
+        "{problems:?}"
+    );
 }

@@ -13,9 +13,7 @@ use uuid::Uuid;
 
 use super::{ScriptContext, vm_json};
 use crate::error::Error;
-use crate::model::{
-    BootSettings, Host, NewVm, PowerAction, SimVm, holds_memory, path_is_under,
-};
+use crate::model::{BootSettings, Host, NewVm, PowerAction, SimVm, holds_memory, path_is_under};
 use crate::state::{LooseFile, SimState};
 use aetherv_hyperv::protocol::{ScriptFailure, ScriptResult};
 
