@@ -817,6 +817,7 @@ fn facts(name: &str) -> HostFacts {
             path: "C:\\Images\\ubuntu.vhdx".to_owned(),
             size_bytes: 1000,
             max_size_bytes: None,
+            root: None,
         }],
         provisioning_isos: vec![ProvisioningIso {
             os_family: "linux".to_owned(),
@@ -825,6 +826,7 @@ fn facts(name: &str) -> HostFacts {
             version: Some("1.0.0".to_owned()),
         }],
         scripts_version: None,
+        host_resources: None,
     }
 }
 
