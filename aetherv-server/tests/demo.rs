@@ -315,7 +315,11 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
         "Provisioning.RemoveProvisioningISO",
     ] {
         assert!(
-            end["steps"].as_array().unwrap().iter().any(|s| s["name"] == step),
+            end["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == step),
             "no step {step}: {end}"
         );
     }
