@@ -933,3 +933,58 @@ async fn deleting_the_iso_before_ejecting_it_is_refused() {
     );
     sim.shutdown().await;
 }
+
+/// A cleanup step that fails after the guest applied its configuration does not fail (and so
+/// does not delete) a working VM: it is reported loudly, and the ISO copy still in the drive is
+/// left alone rather than deleted out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dvd_removal_is_reported_and_the_vm_kept() {
+    let sim = fleet(1, 0).await;
+    let host = ops(&sim, "hv01");
+    sim.host("hv01")
+        .unwrap()
+        .set_fault_plan(FaultPlan::new(1).rule(
+            Fault::FailCommand {
+                pattern: "Remove-VmDvdDrive".to_owned(),
+                exit_code: 1,
+                message: "injected".to_owned(),
+            },
+            Trigger::Always,
+        ));
+    let (result, events) = run(
+        Arc::clone(&host),
+        "job-dvd-fails",
+        &linux_job("hv01", "dvd-fails"),
+        config(),
+        CancellationToken::new(),
+    )
+    .await;
+    let done = result.unwrap();
+    let vm = sim
+        .host("hv01")
+        .unwrap()
+        .vm(&done.vm_id.to_string())
+        .unwrap();
+    assert!(
+        !vm.kvp.host_to_guest.keys().any(|k| k.starts_with("hlvmm.")),
+        "the keys go even when the drive cannot"
+    );
+    assert_eq!(vm.dvd_drives.len(), 1);
+    let iso = vm.dvd_drives[0]
+        .path
+        .clone()
+        .expect("the ISO is still inserted");
+    assert!(sim.with_state(|s| s.loose_file("hv01", &iso).is_some()));
+    let left: Vec<String> = done
+        .cleanup
+        .left_behind()
+        .map(|(a, _)| a.to_string())
+        .collect();
+    assert_eq!(left.len(), 2, "{}", done.cleanup);
+    assert!(left[0].starts_with("DVD drive"), "{left:?}");
+    assert!(left[1].starts_with("ISO copy"), "{left:?}");
+    let text = events.text();
+    assert!(text.contains("COULD NOT REMOVE DVD drive"), "{text}");
+    assert!(text.contains("LEFT BEHIND"), "{text}");
+    sim.shutdown().await;
+}

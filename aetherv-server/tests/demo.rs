@@ -306,6 +306,23 @@ async fn demo_server_provisions_powers_and_deletes_over_http() {
     assert_eq!(vm["name"], "e2e-web-01");
     assert_eq!(vm["host"], "hv02");
     assert_eq!(vm["state"], "Running");
+    // Nothing of the provisioning stays: the DVD drive with the ISO is gone, and the job
+    // removed the hlvmm.* host items, the drive and the ISO copy in named steps.
+    assert_eq!(vm["dvd_drives"], json!([]), "{vm}");
+    for step in [
+        "Provisioning.RemoveProvisioningKeys",
+        "Provisioning.RemoveDvdDrive",
+        "Provisioning.RemoveProvisioningISO",
+    ] {
+        assert!(
+            end["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == step),
+            "no step {step}: {end}"
+        );
+    }
     let seen = tokio::time::timeout(BOUND, watcher).await.unwrap().unwrap();
     assert_eq!(seen.first().unwrap().0, "hello");
     assert!(seen.iter().any(|(n, _)| n == "job"));

@@ -899,6 +899,52 @@ mod tests {
     }
 
     #[test]
+    fn cleanup_calls_are_checked_and_parsed() {
+        let id = VmId(uuid::Uuid::from_u128(1));
+        assert!(
+            HostCall::KvpRemoveHostPrefix(id, String::new())
+                .validate("hv01")
+                .is_err()
+        );
+        assert!(
+            HostCall::KvpRemoveHostPrefix(id, "hlvmm.".to_owned())
+                .validate("hv01")
+                .is_ok()
+        );
+        let relative = HostCall::RemoveDvdDrive {
+            vm: id,
+            path: r"web-01\provisioning.iso".to_owned(),
+        };
+        assert!(relative.validate("hv01").is_err());
+        let call = HostCall::RemoveDvdDrive {
+            vm: id,
+            path: r"C:\VMs\web-01\provisioning.iso".to_owned(),
+        };
+        assert!(call.validate("hv01").is_ok());
+        assert_eq!(call.kind().script(), scripts::REMOVE_VM_DVD_DRIVE);
+        assert_eq!(
+            call.request("hv01").unwrap(),
+            json!({"id": id, "path": r"C:\VMs\web-01\provisioning.iso"})
+        );
+        // One drive kept (PowerShell writes a one-element array as a bare string).
+        let reply = call
+            .parse_reply(
+                "hv01",
+                json!({"id": id, "path": r"C:\VMs\web-01\provisioning.iso",
+                    "ejected": 1, "removed": 0, "kept": "IDE drive 1:0 ..."}),
+            )
+            .unwrap();
+        let HostReply::DvdDriveRemoved(removed) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!((removed.ejected, removed.removed), (1, 0));
+        assert_eq!(removed.kept.len(), 1);
+        let other = json!({"id": uuid::Uuid::from_u128(2), "path": "x", "ejected": 0,
+            "removed": 0, "kept": []});
+        assert!(call.parse_reply("hv01", other).is_err());
+    }
+
+    #[test]
     fn a_power_reply_about_another_vm_is_refused() {
         let asked = VmId(uuid::Uuid::from_u128(1));
         let data = json!({"id": uuid::Uuid::from_u128(2), "name": "web-01",
