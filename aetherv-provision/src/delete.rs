@@ -8,8 +8,9 @@
 //! ([`steps::REMOVE_FILES`]).
 //!
 //! Files are removed only when this project created them, judged twice: the VM's notes carry
-//! the provisioning marker (`aetherv-job:<id>`, [`crate::provision::marker`]) **and** its
-//! folder has the layout provisioning uses, `<root>\<vm name>` holding every disk of the VM.
+//! one of the project's markers (`aetherv-job:<id>` while provisioning, `aetherv-provisioned:<id>`
+//! after; [`crate::provision::is_project_marker`]) **and** its folder has the layout provisioning
+//! uses, `<root>\<vm name>` holding every disk of the VM.
 //! Then the whole folder goes (with the ISO copy in it) when the disks were deleted, or only
 //! the ISO copies in it when the disks were kept. Anything else (an unmarked VM's folder, a
 //! folder of another shape, an ISO outside the folder) is kept and listed in
@@ -124,7 +125,7 @@ fn under(path: &str, folder: &str) -> bool {
 }
 
 fn owned(vm: &Vm) -> Owned {
-    let marked = vm.notes.trim().starts_with(crate::provision::MARKER_PREFIX);
+    let marked = crate::provision::is_project_marker(&vm.notes);
     let isos: Vec<String> = vm
         .dvd_drives
         .iter()

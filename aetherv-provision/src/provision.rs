@@ -31,6 +31,10 @@
 //!    be deleted. What could not be removed does not fail the job (the VM is provisioned); it
 //!    is logged at error level and listed in [`Provisioned::cleanup`].
 //! 8. **Cluster role**, when `vm_clustered` is set.
+//! 9. **Mark provisioned** ([`steps::MARK_PROVISIONED`]): the notes marker becomes
+//!    [`provisioned_marker`], so that a restarted server tells a finished VM from a half-made
+//!    one (an orphan still carries [`marker`]). A failure here is logged at error level and
+//!    does not undo the VM.
 //!
 //! On a failure or a cancellation, every artifact created so far is removed in reverse order
 //! (cluster role; VM, turned off, then deleted with its disks, which takes its KVP items and
@@ -86,6 +90,9 @@ pub mod steps {
     pub const REMOVE_ISO: &str = "Provisioning.RemoveProvisioningISO";
     /// Cluster role.
     pub const CLUSTER_ROLE: &str = "Provisioning.AddClusterRole";
+    /// The VM's notes marker becomes the provisioned marker ([`super::provisioned_marker`]),
+    /// so that a restarted server does not take the finished VM for an orphan.
+    pub const MARK_PROVISIONED: &str = "Provisioning.MarkProvisioned";
     /// Compensation after a failure or cancellation.
     pub const COMPENSATE: &str = "Provisioning.Compensate";
     /// The job finished.
@@ -101,6 +108,28 @@ pub const MARKER_PREFIX: &str = "aetherv-job:";
 /// The VM notes marker of the VM a job creates: `aetherv-job:<job id>`.
 pub fn marker(job: &JobId) -> String {
     format!("{MARKER_PREFIX}{job}")
+}
+
+/// Prefix of the notes marker of a VM whose provisioning finished.
+pub const PROVISIONED_PREFIX: &str = "aetherv-provisioned:";
+
+/// The notes marker a provisioned VM keeps: `aetherv-provisioned:<job id>`. It replaces
+/// [`marker`] as the job's last step: a VM still carrying [`marker`] after its job is gone is
+/// half made (an orphan), one carrying this one is finished, and both tell deletion that this
+/// project created the VM's folder.
+pub fn provisioned_marker(job: &JobId) -> String {
+    format!("{PROVISIONED_PREFIX}{job}")
+}
+
+/// Whether VM notes are one of this project's markers ([`marker`] or
+/// [`provisioned_marker`]).
+pub fn is_project_marker(notes: &str) -> bool {
+    let notes = notes.trim();
+    [MARKER_PREFIX, PROVISIONED_PREFIX].iter().any(|prefix| {
+        notes
+            .strip_prefix(prefix)
+            .is_some_and(|id| !id.is_empty() && !id.contains(char::is_whitespace))
+    })
 }
 
 /// Timeouts and knobs of the provisioning pipeline.
@@ -184,6 +213,7 @@ enum Phase {
     RemoveDvd,
     RemoveIso,
     ClusterRole,
+    MarkProvisioned,
     Compensating,
     Done,
 }
@@ -202,6 +232,7 @@ impl Phase {
             Self::RemoveDvd => steps::REMOVE_DVD,
             Self::RemoveIso => steps::REMOVE_ISO,
             Self::ClusterRole => steps::CLUSTER_ROLE,
+            Self::MarkProvisioned => steps::MARK_PROVISIONED,
             Self::Compensating => steps::COMPENSATE,
             Self::Done => steps::DONE,
         }
@@ -221,6 +252,7 @@ impl Phase {
             Self::RemoveDvd => 88,
             Self::RemoveIso => 90,
             Self::ClusterRole => 92,
+            Self::MarkProvisioned => 96,
             Self::Done => 100,
             // Compensation never moves the bar: a failed job stays where it stopped.
             Self::Compensating => 0,
@@ -743,7 +775,7 @@ impl ProvisionMachine {
                             .unwrap_or_default()
                     ),
                 );
-                Ok(self.succeed())
+                self.mark_provisioned()
             }
             (_, other) => Err(self.unexpected(&format!("{other:?}"))),
         }
@@ -880,8 +912,44 @@ impl ProvisionMachine {
             let id = self.vm_id()?;
             Ok(self.call(HostCall::AddClusterRole(id)))
         } else {
-            Ok(self.succeed())
+            self.mark_provisioned()
         }
+    }
+
+    /// The last step: the notes marker says the VM is finished.
+    fn mark_provisioned(&mut self) -> Result<Action> {
+        self.enter(
+            Phase::MarkProvisioned,
+            "marking the VM as provisioned in its notes",
+        );
+        let id = self.vm_id()?;
+        Ok(self.call(HostCall::SetVmNotes(id, provisioned_marker(&self.job))))
+    }
+
+    /// The marker's answer. A failure does not undo a working VM: it is logged, and the VM
+    /// keeps the job marker (a restarted server lists it as orphaned, and an admin adopts it).
+    fn on_marked(&mut self, result: std::result::Result<HostReply, CallError>) -> Action {
+        match result {
+            Ok(HostReply::NotesSet(notes)) => self.log.log(
+                LogLevel::Info,
+                format!("the VM's notes now read {:?}", notes.notes),
+            ),
+            Ok(other) => self.log.log(
+                LogLevel::Error,
+                format!(
+                    "could not mark the VM as provisioned: unexpected reply {other:?}; it keeps \
+                     its job marker, so a restarted server will list it as orphaned (adopt it)"
+                ),
+            ),
+            Err(e) => self.log.log(
+                LogLevel::Error,
+                format!(
+                    "could not mark the VM as provisioned: {e}; it keeps its job marker, so a \
+                     restarted server will list it as orphaned (adopt it)"
+                ),
+            ),
+        }
+        self.succeed()
     }
 
     fn record_after_guest(&mut self, artifact: Artifact, outcome: CleanupOutcome) {
@@ -1236,6 +1304,7 @@ impl Workflow for ProvisionMachine {
             Event::Start if self.phase == Phase::NotStarted => self.start(),
             Event::Cancel => self.on_cancel(),
             Event::Reply(result) if self.phase == Phase::Compensating => self.on_undo_reply(result),
+            Event::Reply(result) if self.phase == Phase::MarkProvisioned => self.on_marked(result),
             Event::Reply(result)
                 if matches!(
                     self.phase,
