@@ -650,7 +650,10 @@ fn target_cluster_replaces_the_host_and_makes_a_cluster_role() {
     let v = JobRequest::from_json(&job.to_string()).unwrap();
     assert_eq!(v.request.target_cluster.as_deref(), Some("clu01"));
     assert!(v.request.needs_placement());
-    assert!(v.request.values.vm_clustered, "a cluster target implies a cluster role");
+    assert!(
+        v.request.values.vm_clustered,
+        "a cluster target implies a cluster role"
+    );
     let mut placed = v.request.clone();
     placed.place_on("hv02");
     assert!(!placed.needs_placement());
@@ -696,6 +699,9 @@ fn vm_clustered_takes_the_seed_yes_and_no() {
         set(&mut job, "vm_clustered", bad.clone());
         let errors = errors_of(JobRequest::from_json(&job.to_string()));
         assert_eq!(errors[0].field, "values.vm_clustered", "{bad}");
-        assert!(errors[0].message.contains("\"Yes\" and \"No\""), "{errors:?}");
+        assert!(
+            errors[0].message.contains("\"Yes\" and \"No\""),
+            "{errors:?}"
+        );
     }
 }

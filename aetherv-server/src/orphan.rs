@@ -159,7 +159,7 @@ mod tests {
         let mut ledger = MockJobLedger::new();
         ledger
             .expect_job_status()
-            .withf(|id| id.to_string() == "job-1")
+            .withf(|id| id == "job-1")
             .times(2)
             .returning({
                 let mut answers = vec![Some(JobStatus::Running), None].into_iter();

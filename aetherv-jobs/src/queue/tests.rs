@@ -224,6 +224,9 @@ async fn a_power_job_succeeds_and_records_its_outcome() {
     assert_eq!(lines.last().unwrap().message, "job succeeded");
     assert!(lines.iter().enumerate().all(|(i, l)| l.seq == i as u64));
     assert_eq!(q.active_counts(), (0, 0));
+    // The status query answers for jobs in the history only.
+    assert_eq!(q.status(&submitted.id), Some(JobStatus::Succeeded));
+    assert_eq!(q.status("no-such-job"), None);
 }
 
 #[tokio::test]

@@ -197,7 +197,7 @@ pub(super) fn finish(
 /// A host or cluster name: text without whitespace, at most [`MAX_HOST_NAME`] characters.
 pub(super) fn name_value(check: &mut Check, name: &str, value: Option<Scalar>) -> Got<String> {
     let value = check.text(name, value);
-    let value = match value {
+    match value {
         Got::Value(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
             check.fail(name, "must be a host name or address without whitespace");
             Got::Invalid
@@ -213,8 +213,7 @@ pub(super) fn name_value(check: &mut Check, name: &str, value: Option<Scalar>) -
             Got::Invalid
         }
         other => other,
-    };
-    value
+    }
 }
 
 pub(super) fn validate_values(check: &mut Check, raw: RawValues) -> Option<ProvisionValues> {
