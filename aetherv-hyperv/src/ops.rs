@@ -70,11 +70,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use self::call::{
-    HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, OperationKind, VHDX_MAX_BYTES,
+    HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, MAX_VM_NOTES_CHARS, OperationKind,
+    VHDX_MAX_BYTES,
 };
 pub use self::roots::ImageRoots;
-    HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, MAX_VM_NOTES_CHARS, OperationKind,
-};
 pub use self::types::*;
 pub use self::winrm::WinRmHyperVHost;
 use crate::error::{Error, Result};
@@ -121,7 +120,7 @@ pub mod scripts {
 
     /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
     /// checks both directions).
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
         SET_VM_POWER_STATE,

@@ -40,6 +40,10 @@ pub struct Candidate {
     pub storage_free_bytes: Option<u64>,
     /// Whether the host has the demanded golden image.
     pub has_image: bool,
+    /// Why the caller found this host unfit for the VM although it has the memory and
+    /// storage (e.g. the requested network or storage class is not defined on it); `None`
+    /// when it found nothing against it. [`candidates`] leaves it `None`.
+    pub unfit: Option<String>,
 }
 
 /// Why a member host was not chosen.
@@ -64,6 +68,8 @@ pub enum Refusal {
         /// Free bytes of the roomiest location.
         free: u64,
     },
+    /// The caller's reason ([`Candidate::unfit`]).
+    Unfit(String),
 }
 
 impl fmt::Display for Refusal {
@@ -75,6 +81,7 @@ impl fmt::Display for Refusal {
             Self::NoImage => f.write_str("golden image missing"),
             Self::Memory { available } => write!(f, "{} available", gib(*available)),
             Self::Storage { free } => write!(f, "{} free storage", gib(*free)),
+            Self::Unfit(reason) => f.write_str(reason),
         }
     }
 }
@@ -153,7 +160,7 @@ fn refusal(c: &Candidate, demand: &Demand) -> Option<Refusal> {
             return Some(Refusal::Storage { free });
         }
     }
-    None
+    c.unfit.clone().map(Refusal::Unfit)
 }
 
 /// The eligible candidate with the most memory available (ties: the first host name), or why
@@ -224,6 +231,7 @@ pub fn candidates<'a>(
                     memory_available_bytes: None,
                     storage_free_bytes: None,
                     has_image: false,
+                    unfit: None,
                 };
             };
             let facts = host.facts.as_deref();
@@ -242,6 +250,7 @@ pub fn candidates<'a>(
                     (None, _) => true,
                     (Some(_), None) => false,
                 },
+                unfit: None,
             }
         })
         .collect()
@@ -263,7 +272,25 @@ mod tests {
             memory_available_bytes: Some(memory_gib * GIB),
             storage_free_bytes: Some(storage_gib * GIB),
             has_image: true,
+            unfit: None,
         }
+    }
+
+    #[test]
+    fn a_host_the_caller_found_unfit_is_refused_with_its_reason() {
+        let mut roomy = host("hv01", 64, 500);
+        roomy.unfit = Some("no network named prod".to_owned());
+        let small = host("hv02", 8, 500);
+        let chosen = choose(&[roomy.clone(), small], &demand(4, None)).unwrap();
+        assert_eq!(chosen.host, "hv02");
+        let err = choose(&[roomy], &demand(4, None)).unwrap_err();
+        assert_eq!(
+            err.refused,
+            vec![(
+                "hv01".to_owned(),
+                Refusal::Unfit("no network named prod".to_owned())
+            )]
+        );
     }
 
     fn demand(memory_gib: u64, disk_gib: Option<u64>) -> Demand {
@@ -356,6 +383,7 @@ mod tests {
                     memory_available_bytes: memory.map(|m| m * GIB),
                     storage_free_bytes: storage.map(|s| s * GIB),
                     has_image: image,
+                    unfit: None,
                 },
             )
     }

@@ -25,15 +25,18 @@ pub enum JobType {
     Delete,
     /// A power action.
     Power,
+    /// Adopt an orphaned VM (its job marker becomes the provisioned marker).
+    Adopt,
 }
 
 impl JobType {
-    /// The lowercase name (`provision`, `delete`, `power`).
+    /// The lowercase name (`provision`, `delete`, `power`, `adopt`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Provision => "provision",
             Self::Delete => "delete",
             Self::Power => "power",
+            Self::Adopt => "adopt",
         }
     }
 
@@ -43,6 +46,7 @@ impl JobType {
             "provision" => Some(Self::Provision),
             "delete" => Some(Self::Delete),
             "power" => Some(Self::Power),
+            "adopt" => Some(Self::Adopt),
             _ => None,
         }
     }
@@ -189,6 +193,15 @@ pub enum JobWork {
         /// The action.
         action: PowerAction,
     },
+    /// Adopt an orphaned VM: replace the job marker in its notes (`aetherv-job:<job>`) with
+    /// the provisioned marker of the same job (`aetherv-provisioned:<job>`), so it is no
+    /// longer orphaned and deletion still knows this project created its folder.
+    Adopt {
+        /// The VM.
+        vm: VmId,
+        /// The provisioning job its marker names.
+        job: String,
+    },
 }
 
 impl JobWork {
@@ -198,6 +211,7 @@ impl JobWork {
             Self::Provision(_) => JobType::Provision,
             Self::Delete(_) => JobType::Delete,
             Self::Power { .. } => JobType::Power,
+            Self::Adopt { .. } => JobType::Adopt,
         }
     }
 }
@@ -272,6 +286,8 @@ pub enum StepStatus {
     Failed,
     /// The job was cancelled in this step.
     Cancelled,
+    /// The job ended (failed or cancelled) before it reached this step, which it had planned.
+    Skipped,
 }
 
 /// How important a job log line is.
@@ -316,8 +332,8 @@ pub struct StepRecord {
     pub name: String,
     /// Where the step is.
     pub status: StepStatus,
-    /// When it started (RFC 3339).
-    pub started_at: String,
+    /// When it started (RFC 3339); `None` for a skipped step.
+    pub started_at: Option<String>,
     /// When it ended.
     pub finished_at: Option<String>,
 }

@@ -306,6 +306,7 @@ impl JobQueue {
                     step: None,
                     message: Some("queued".to_owned()),
                     steps: Vec::new(),
+                    planned: Vec::new(),
                     error: None,
                     cleanup: None,
                     result: None,
@@ -559,6 +560,7 @@ impl JobQueue {
             JobEvent::Log { level, message, .. } => queue.update(&id, |r| {
                 r.push_line(LineLevel::from(level), message);
             }),
+            JobEvent::Plan { steps, .. } => queue.update(&id, |r| r.plan(&steps)),
             JobEvent::StepEnded { step, end, .. } => queue.update(&id, |r| {
                 r.end_step(
                     step,
@@ -662,6 +664,62 @@ impl JobQueue {
                     ),
                 }
             }
+            JobWork::Adopt { vm, job } => self.adopt(id, host, vm, &job, &cancel).await,
+        }
+    }
+
+    /// Adopts an orphaned VM: its notes become the provisioned marker of the job that made
+    /// it. One short host call, like a power action.
+    async fn adopt(
+        &self,
+        id: &str,
+        host: Arc<dyn HyperVHost>,
+        vm: VmId,
+        job: &str,
+        cancel: &CancellationToken,
+    ) -> (JobStatus, Outcome) {
+        let notes = aetherv_provision::provision::provisioned_marker(&JobId(job.to_owned()));
+        self.update(id, |r| {
+            r.progress(
+                "Adopt.MarkProvisioned",
+                10,
+                format!(
+                    "adopt: the notes of VM {vm} on host {} become {notes:?} (were the marker of job {job})",
+                    host.host_name()
+                ),
+            );
+        });
+        if cancel.is_cancelled() {
+            return (JobStatus::Cancelled, Outcome::cancelled_before_start());
+        }
+        let call = tokio::time::timeout(
+            self.shared.config.step_timeout,
+            host.set_vm_notes(vm, notes),
+        )
+        .await;
+        match call {
+            Ok(Ok(set)) => {
+                self.update(id, |r| {
+                    r.progress(
+                        "Adopt.MarkProvisioned",
+                        100,
+                        format!("VM {vm} is adopted; its notes read {:?}", set.notes),
+                    );
+                });
+                (
+                    JobStatus::Succeeded,
+                    Outcome::success(serde_json::to_value(&set).ok()),
+                )
+            }
+            Ok(Err(e)) => (JobStatus::Failed, Outcome::failure(error_chain(&e))),
+            Err(_) => (
+                JobStatus::Failed,
+                Outcome::failure(format!(
+                    "host {} did not answer within {} s; the notes may still change",
+                    host.host_name(),
+                    self.shared.config.step_timeout.as_secs()
+                )),
+            ),
         }
     }
 

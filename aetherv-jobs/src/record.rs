@@ -35,6 +35,8 @@ pub(crate) struct Record {
     pub(crate) step: Option<String>,
     pub(crate) message: Option<String>,
     pub(crate) steps: Vec<StepRecord>,
+    /// The steps the workflow announced ([`JobEvent::Plan`](aetherv_provision::job::JobEvent)).
+    pub(crate) planned: Vec<String>,
     pub(crate) error: Option<String>,
     pub(crate) cleanup: Option<CleanupView>,
     pub(crate) result: Option<serde_json::Value>,
@@ -110,7 +112,7 @@ impl Record {
             self.steps.push(StepRecord {
                 name: step.to_owned(),
                 status: StepStatus::Running,
-                started_at: now,
+                started_at: Some(now),
                 finished_at: None,
             });
             self.step = Some(step.to_owned());
@@ -118,6 +120,33 @@ impl Record {
         self.percent = self.percent.max(percent.min(100));
         self.message = Some(message.clone());
         self.push_line(LineLevel::Info, message);
+    }
+
+    /// Records the steps the workflow means to run, in order.
+    pub(crate) fn plan(&mut self, steps: &[&str]) {
+        self.planned = steps.iter().map(|s| (*s).to_owned()).collect();
+    }
+
+    /// Lists the planned steps that never started as skipped, after the step that failed or
+    /// was cancelled (or at the end when no step says so).
+    fn skip_unreached(&mut self) {
+        let skipped: Vec<StepRecord> = self
+            .planned
+            .iter()
+            .filter(|name| !self.steps.iter().any(|s| &s.name == *name))
+            .map(|name| StepRecord {
+                name: name.clone(),
+                status: StepStatus::Skipped,
+                started_at: None,
+                finished_at: None,
+            })
+            .collect();
+        let at = self
+            .steps
+            .iter()
+            .rposition(|s| matches!(s.status, StepStatus::Failed | StepStatus::Cancelled))
+            .map_or(self.steps.len(), |i| i + 1);
+        self.steps.splice(at..at, skipped);
     }
 
     /// Records that `step` ended without succeeding (the workflow said so): its record says
@@ -132,7 +161,7 @@ impl Record {
             None => self.steps.push(StepRecord {
                 name: step.to_owned(),
                 status,
-                started_at: now.clone(),
+                started_at: Some(now.clone()),
                 finished_at: Some(now),
             }),
         }
@@ -141,9 +170,13 @@ impl Record {
     /// Closes the steps still open when the job ends with `status`. When the workflow named
     /// the step that failed or was cancelled ([`Self::end_step`]), the steps open after it are
     /// its compensation: succeeded when `clean` (nothing left behind), failed otherwise.
-    /// Without such a step, the last open step takes the job's status. Steps a failed job
-    /// never reached are not listed.
+    /// Without such a step, the last open step takes the job's status. The planned steps
+    /// ([`Self::plan`]) a failed or cancelled job never reached are listed as skipped, right
+    /// after the step that ended it.
     pub(crate) fn close_steps(&mut self, status: JobStatus, clean: bool) {
+        if status != JobStatus::Succeeded {
+            self.skip_unreached();
+        }
         let now = rfc3339(SystemTime::now());
         let ended = self
             .steps

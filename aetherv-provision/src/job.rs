@@ -129,6 +129,15 @@ pub enum JobEvent {
         /// How it ended.
         end: StepEnd,
     },
+    /// The steps the workflow means to run, in order, announced when it starts, so that the
+    /// record of a job that ends early can list the steps it skipped.
+    Plan {
+        /// Time since the job started.
+        #[serde(with = "millis")]
+        at: Duration,
+        /// The step names.
+        steps: Vec<&'static str>,
+    },
 }
 
 mod millis {
@@ -161,6 +170,14 @@ impl EventLog {
                 percent: percent.min(100),
                 message: message.into(),
             },
+        });
+    }
+
+    /// Announces the steps the workflow means to run, in order.
+    pub fn plan(&mut self, steps: Vec<&'static str>) {
+        self.pending.push(JobEvent::Plan {
+            at: self.now,
+            steps,
         });
     }
 

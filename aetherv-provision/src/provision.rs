@@ -457,7 +457,30 @@ impl ProvisionMachine {
         )
     }
 
+    /// The steps this request runs, in order (the cluster role only when asked for).
+    fn plan(&self) -> Vec<&'static str> {
+        let mut plan = vec![
+            steps::PRE_CHECKS,
+            steps::COPY_IMAGE,
+            steps::COPY_ISO,
+            steps::REGISTER_VM,
+            steps::WAIT_FOR_KEY,
+            steps::PUBLISH,
+            steps::WAIT_FOR_GUEST,
+            steps::REMOVE_KEYS,
+            steps::REMOVE_DVD,
+            steps::REMOVE_ISO,
+        ];
+        if self.values.vm_clustered {
+            plan.push(steps::CLUSTER_ROLE);
+        }
+        plan.push(steps::MARK_PROVISIONED);
+        plan
+    }
+
     fn start(&mut self) -> Action {
+        let plan = self.plan();
+        self.log.plan(plan);
         self.log.log(
             LogLevel::Info,
             format!(

@@ -844,6 +844,18 @@
       }
     }
 
+    async function adoptOrphan(button) {
+      if (!window.confirm("Adopt " + vm.name + " as it is? Its notes will mark it as provisioned.")) return;
+      button.disabled = true;
+      const result = await guarded(() => api("POST", "/api/v1/vms/" + encodeURIComponent(vm.id) + "/orphan/adopt"));
+      if (result && result.job_id) {
+        toast("Adoption of " + vm.name + " queued");
+        location.hash = "#/jobs/" + encodeURIComponent(result.job_id);
+      } else {
+        button.disabled = false;
+      }
+    }
+
     function render() {
       const focusedAction = document.activeElement && document.activeElement.getAttribute("data-action");
       clear(body);
@@ -871,7 +883,9 @@
               "p",
               {},
               "This VM was left behind by a provisioning job this server is not running (its notes name the job). ",
-              state.isAdmin ? "Remove it to undo what provisioning made (the VM, its disks and its files)." : "An admin can remove it."
+              state.isAdmin
+                ? "Remove it to undo what provisioning made (the VM, its disks and its files), or adopt it to keep it as it is."
+                : "An admin can remove or adopt it."
             ),
             h(
               "button",
@@ -884,6 +898,19 @@
                 onclick: (e) => removeOrphan(e.currentTarget),
               },
               "Remove orphan"
+            ),
+            " ",
+            h(
+              "button",
+              {
+                type: "button",
+                class: "btn",
+                id: "adopt-orphan",
+                disabled: !state.isAdmin || !!vm.busy_job,
+                title: state.isAdmin ? null : "Only an admin can adopt orphaned VMs",
+                onclick: (e) => adoptOrphan(e.currentTarget),
+              },
+              "Adopt"
             )
           )
         );
@@ -1775,7 +1802,7 @@
             { class: step.status, "data-step": step.name },
             h("span", { class: "step-name" }, step.name),
             jobStatusBadge(step.status),
-            h("span", { class: "times" }, fmtTime(step.started_at) + (step.finished_at ? " → " + fmtTime(step.finished_at) : ""))
+            h("span", { class: "times" }, step.started_at ? fmtTime(step.started_at) + (step.finished_at ? " → " + fmtTime(step.finished_at) : "") : "not run")
           )
         );
       }

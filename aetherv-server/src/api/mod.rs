@@ -59,6 +59,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(vms::delete))
         .routes(routes!(vms::action))
         .routes(routes!(vms::remove_orphan))
+        .routes(routes!(vms::adopt_orphan))
         .routes(routes!(vms::provision_job))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))

@@ -238,7 +238,6 @@ fn place(
             )));
     }
     // The copy of the golden image is what the disk takes on the host's storage.
-    // (With a requested disk size, the larger of the two.)
     let disk_bytes = members
         .iter()
         .filter_map(|m| snapshot.host(m))
@@ -247,12 +246,44 @@ fn place(
         .filter(|i| i.name.eq_ignore_ascii_case(&values.image_name))
         .map(|i| i.size_bytes)
         .max();
+    // A disk expanded to `disk_size_gb` may grow to that size: room for it is asked for.
+    let disk_bytes = match values.disk_size_gb {
+        Some(gb) => Some(disk_bytes.unwrap_or(0).max(u64::from(gb) << 30)),
+        None => disk_bytes,
+    };
     let demand = Demand {
         memory_bytes: u64::from(values.gb_ram) << 30,
         disk_bytes,
         image: Some(values.image_name.clone()),
     };
-    let found = candidates(&snapshot, members.iter().map(String::as_str), &demand);
+    let mut found = candidates(&snapshot, members.iter().map(String::as_str), &demand);
+    // A member must also serve the request's network and storage class (and its disk size
+    // must not be below its copy of the image): the same checks as for a named host.
+    for candidate in &mut found {
+        let Some(facts) = snapshot
+            .host(&candidate.host)
+            .and_then(|h| h.facts.as_deref())
+        else {
+            continue;
+        };
+        let configured = state
+            .host_resources
+            .get(&candidate.host.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default();
+        if let Err(error) = check_against_host(facts, &configured, values, true) {
+            candidate.unfit = Some(if error.details.is_empty() {
+                error.message
+            } else {
+                error
+                    .details
+                    .iter()
+                    .map(|p| format!("{}: {}", p.field, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+        }
+    }
     match choose(&found, &demand) {
         Ok(chosen) => {
             tracing::info!(
@@ -792,6 +823,67 @@ pub async fn remove_orphan(
         orphan_of_job = marker_job,
         by = %principal.subject,
         "removing orphaned VM"
+    );
+    Ok(accepted(&job))
+}
+
+/// `POST /api/v1/vms/{id}/orphan/adopt` (admin).
+#[utoipa::path(post, path = "/api/v1/vms/{id}/orphan/adopt", tag = "jobs",
+    operation_id = "adoptOrphan", summary = "Adopt an orphaned VM",
+    description = "Admin only. Queues an adopt job for an orphaned VM: the job marker in its \
+        notes (`aetherv-job:<job>`) is replaced by the provisioned marker of the same job \
+        (`aetherv-provisioned:<job>`), so the VM is kept as it is and is no longer orphaned; \
+        deletion still knows that this project created its folder. Nothing else on the VM \
+        changes: what a half-finished provisioning left (a DVD drive, `hlvmm.*` items) is the \
+        adopter's to judge.",
+    params(("id" = String, Path, format = Uuid, description = "Hyper-V VM id")),
+    responses(
+        (status = 202, description = "The job was queued", body = AcceptedView,
+            headers(("Location" = String, description = "The job's URL"))),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown VM", body = ErrorBody),
+        (status = 409, description = "`not_orphaned`: the VM is not orphaned; `vm_busy`: a job \
+            works on the VM; `host_disconnected`: the VM's host is disconnected",
+            body = ErrorBody),
+        (status = 503, description = "`not_ready`: the server is still starting; `queue_full`: \
+            too many jobs are waiting", body = ErrorBody),
+    ))]
+pub async fn adopt_orphan(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let vm = orphan_target(&state, &principal, &id)?;
+    let marker_job = crate::orphan::marker_job(&vm.vm.notes)
+        .unwrap_or_default()
+        .to_owned();
+    let job = state
+        .jobs
+        .submit(NewJob {
+            work: JobWork::Adopt {
+                vm: vm.vm.id,
+                job: marker_job.clone(),
+            },
+            host: vm.host.to_string(),
+            vm_id: Some(vm.vm.id),
+            vm_name: Some(vm.vm.name.clone()),
+            parameters: json!({
+                "vm_id": vm.vm.id,
+                "vm_name": vm.vm.name,
+                "hyperv_host": vm.host.as_ref(),
+                "orphan_of_job": marker_job,
+                "requested_by": principal.subject.clone(),
+            }),
+        })
+        .map_err(|e| submit_error(e, "id"))?;
+    tracing::warn!(
+        job = %job.id,
+        host = %vm.host,
+        vm = %vm.vm.name,
+        vm_id = %vm.vm.id,
+        orphan_of_job = %marker_job,
+        by = %principal.subject,
+        "adopting orphaned VM"
     );
     Ok(accepted(&job))
 }
