@@ -129,3 +129,34 @@ async fn each_transition_is_logged_once_at_warn() {
     assert_eq!(first.len(), 1, "{first:?}");
     assert!(first[0].contains("INFO"), "{}", first[0]);
 }
+
+/// A host that is down for 100 s from a failed refresh on is connected again at most one
+/// capped retry delay (30 s) after it comes back (with the former 300 s cap: 55 s). Paused
+/// tokio time: the number is the schedule's, not the machine's.
+#[tokio::test(start_paused = true)]
+async fn a_host_back_from_a_100_s_outage_is_connected_within_the_retry_cap() {
+    let host = Arc::new(FakeHost::new("hv1", vec![vm(1, "web", 2)]));
+    let source: BTreeMap<String, Arc<dyn HostReader>> =
+        BTreeMap::from([("hv1".to_owned(), host.clone() as Arc<dyn HostReader>)]);
+    let config = RefreshConfig::default();
+    let cap = config.backoff_max;
+    let refresher = Refresher::start(&source, config, CancellationToken::new());
+    let inventory = refresher.handle();
+    inventory.refresh_host("hv1").await.unwrap();
+
+    host.set(|b| b.fail = Some("connection refused".to_owned()));
+    inventory.refresh_host("hv1").await.unwrap_err();
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    host.set(|b| b.fail = None);
+    let back = tokio::time::Instant::now();
+    while !inventory.snapshot().host("hv1").unwrap().is_connected() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = back.elapsed();
+    eprintln!(
+        "measured: connected {:.1} s after a 100 s outage ended",
+        took.as_secs_f64()
+    );
+    assert!(took <= cap, "{took:?}");
+    refresher.shutdown().await;
+}

@@ -374,3 +374,121 @@ async fn remove(host: &dyn HyperVHost, artifact: &Artifact) -> Result<(), String
         other => Err(format!("no removal is known for {other}")),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::io::Write;
+
+    use aetherv_hyperv::ops::MockHyperVHost;
+    use aetherv_provision::job::{CleanupEntry, CleanupOutcome};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    fn report() -> CleanupReport {
+        CleanupReport {
+            entries: vec![
+                CleanupEntry {
+                    artifact: Artifact::Iso {
+                        path: r"C:\VMs\web01\provision.iso".to_owned(),
+                    },
+                    outcome: CleanupOutcome::Removed,
+                },
+                CleanupEntry {
+                    artifact: Artifact::VmFolder {
+                        path: r"C:\VMs\web01".to_owned(),
+                    },
+                    outcome: CleanupOutcome::Failed(
+                        "host hv01 does not answer (no answer within 5 s): remove path was not sent"
+                            .to_owned(),
+                    ),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn every_left_behind_artifact_is_logged_at_error_by_name_and_listed() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_ansi(false)
+            .finish();
+        let recovery = Recovery::default();
+        let note = tracing::subscriber::with_default(subscriber, || {
+            recovery.left_behind("job-1", "hv01", &report())
+        });
+        let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "{log}");
+        assert!(errors[0].contains(r"VM folder C:\VMs\web01"), "{log}");
+        assert!(
+            errors[0].contains("job-1") && errors[0].contains("hv01"),
+            "{log}"
+        );
+        assert_eq!(
+            note.unwrap(),
+            r"cleanup pending: VM folder C:\VMs\web01 could not be removed yet; the server removes it when host hv01 answers again (see GET /api/v1/cleanup)"
+        );
+        let pending = recovery.pending();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].artifact, r"VM folder C:\VMs\web01");
+        assert_eq!(pending[0].retries, 0);
+    }
+
+    #[tokio::test]
+    async fn a_retry_removes_what_it_can_and_keeps_the_rest() {
+        let mut host = MockHyperVHost::new();
+        host.expect_host_name().return_const("hv01".to_owned());
+        let mut answers = vec![
+            Ok(HostReply::RemovedPath(
+                serde_json::from_value(
+                    serde_json::json!({"path": r"C:\VMs\web01", "removed": true}),
+                )
+                .unwrap(),
+            )),
+            Err(aetherv_hyperv::Error::HostUnresponsive {
+                host: "hv01".to_owned(),
+                operation: "remove path",
+                reason: "no answer within 5 s".to_owned(),
+                sent: false,
+            }),
+        ];
+        host.expect_call().times(2).returning(move |call| {
+            assert!(matches!(call, HostCall::RemovePath(_)), "{call:?}");
+            answers.pop().unwrap()
+        });
+        let hosts = BTreeMap::from([("hv01".to_owned(), Arc::new(host) as Arc<dyn HyperVHost>)]);
+        let recovery = Recovery::new(BTreeMap::new(), hosts);
+        recovery.left_behind("job-1", "hv01", &report());
+        // Still silent: kept, with the new reason.
+        recovery.retry("hv01").await;
+        let pending = recovery.pending();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].retries, 1);
+        assert!(pending[0].last_error.contains("does not answer"));
+        // Back: removed.
+        recovery.retry("hv01").await;
+        assert!(recovery.pending().is_empty());
+    }
+}

@@ -6,8 +6,9 @@
 //! say "not ready"). Every host is a stack of generic layers over its
 //! [`WinRmHyperVHost`]: per-operation [`Timeouts`], a [`DeployGate`] that makes sure the host
 //! scripts are deployed (version check, one command when current) before the first operation
-//! reaches the host (retrying on the next operation if deployment failed), and
-//! [`Metered`](crate::metrics::Metered) metrics. The refresher's first pass therefore deploys, then loads facts and inventory; the server becomes ready when
+//! reaches the host (retrying on the next operation if deployment failed),
+//! [`FailFast`] (a host that stops answering a probe is marked within seconds and its calls
+//! fail at once; see [`crate::recovery`]), and [`Metered`](crate::metrics::Metered) metrics. The refresher's first pass therefore deploys, then loads facts and inventory; the server becomes ready when
 //! every host has answered or failed once.
 
 use std::collections::BTreeMap;

@@ -112,15 +112,16 @@ async fn a_host_frozen_during_register_vm_fails_the_job_promptly_and_cleanup_wai
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let job = accepted["job_id"].as_str().unwrap().to_owned();
     let job_path = format!("/api/v1/jobs/{job}");
+    let mut view = Value::Null;
     wait_for("the RegisterVM step", async || {
-        let (_, view) = call(&app, Method::GET, &job_path, None).await;
-        view["step"] == "Provisioning.RegisterVM"
+        view = call(&app, Method::GET, &job_path, None).await.1;
+        view["step"] == "Provisioning.RegisterVM" || view["status"] == "failed"
     })
     .await;
+    assert_eq!(view["step"], "Provisioning.RegisterVM", "{view:#}");
     sim_host.freeze();
     let frozen_at = Instant::now();
 
-    let mut view = Value::Null;
     wait_for("the job to end", async || {
         view = call(&app, Method::GET, &job_path, None).await.1;
         view["status"] != "running" && view["status"] != "queued"
