@@ -814,6 +814,7 @@ fn reinsert_iso(sim: &SimFleet, done: &Provisioned) -> String {
                 path: path.clone(),
                 size_bytes: 10,
                 image: None,
+                max_size_bytes: None,
             },
         );
         let vm = s.fleet_mut().vm_mut("hv01", &id).unwrap();

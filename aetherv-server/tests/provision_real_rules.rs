@@ -101,7 +101,10 @@ async fn linux_and_windows_vms_with_cluster_network_storage_and_disk_size_leave_
     let app = server.router();
     let deadline = Instant::now() + BOUND;
     while server.state().readiness.check().is_err() {
-        assert!(Instant::now() < deadline, "the demo server never became ready");
+        assert!(
+            Instant::now() < deadline,
+            "the demo server never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sim = server.demo_fleet().unwrap();
@@ -116,13 +119,22 @@ async fn linux_and_windows_vms_with_cluster_network_storage_and_disk_size_leave_
         &app,
         Method::POST,
         "/api/v1/vms/create",
-        Some(request("nowhere-01", &cluster, "Ubuntu 24.04 LTS", "dmz", 64)),
+        Some(request(
+            "nowhere-01",
+            &cluster,
+            "Ubuntu 24.04 LTS",
+            "dmz",
+            64,
+        )),
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert_eq!(refused["error"]["code"], "no_eligible_host");
     assert!(
-        refused["error"]["message"].as_str().unwrap().contains("dmz"),
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dmz"),
         "{refused}"
     );
 

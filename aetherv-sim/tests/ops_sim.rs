@@ -699,6 +699,7 @@ async fn dvd_drives_follow_hyper_v_rules_and_host_kvp_goes_by_prefix() {
                     path: path.clone(),
                     size_bytes: 10,
                     image: None,
+                    max_size_bytes: None,
                 },
             );
             let vm = s.fleet_mut().vm_mut("hv01", &id).unwrap();

@@ -345,7 +345,6 @@ impl HostCall {
             | Self::MoveVm(id, _)
             | Self::KvpRemoveHostPrefix(id, _)
             | Self::RemoveDvdDrive { vm: id, .. }
-
             | Self::SetVmNotes(id, _) => Some(*id),
             Self::Facts
             | Self::FactsInRoots(_)

@@ -1131,6 +1131,7 @@ async fn a_cancelled_provision_says_which_step_was_cancelled_and_is_not_at_100()
             vm_folder: "C:\\VMs\\web-01".to_owned(),
             vhdx_path: "C:\\VMs\\web-01\\web-01.vhdx".to_owned(),
             size_bytes: 1000,
+            max_size_bytes: None,
         }))
     });
     on!(host, HostCall::CopyIso(_)).returning(|_| {

@@ -331,7 +331,11 @@ pub async fn refresh_host(
         .host(&name)
         .ok_or_else(|| ApiError::not_found("host", &name))?;
     let busy = state.jobs.busy_vms();
-    Ok((status, Json(views::host_detail(&snapshot, host, &busy))).into_response())
+    Ok((
+        status,
+        Json(views::host_detail(&snapshot, host, &busy, &state.jobs)),
+    )
+        .into_response())
 }
 
 /// `GET /api/v1/cleanup`.
