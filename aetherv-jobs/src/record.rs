@@ -188,10 +188,13 @@ impl Record {
             JobStatus::Cancelled if !ended => StepStatus::Cancelled,
             _ => StepStatus::Failed,
         };
-        let count = self.steps.len();
+        let last_open = self
+            .steps
+            .iter()
+            .rposition(|s| s.finished_at.is_none() && s.status != StepStatus::Skipped);
         for (i, step) in self.steps.iter_mut().enumerate() {
-            if step.finished_at.is_none() {
-                step.status = if i + 1 == count {
+            if step.finished_at.is_none() && step.status != StepStatus::Skipped {
+                step.status = if Some(i) == last_open {
                     last_status
                 } else {
                     StepStatus::Succeeded

@@ -346,11 +346,28 @@ fn a_windows_job_step_by_step() {
         t,
     );
     assert_eq!(call(&a), &HostCall::AddClusterRole(vm_id()));
-    let done = m.handle(
+    let a = m.handle(
         ok(HostReply::ClusterRole(ClusterRole {
             id: vm_id(),
             clustered: true,
             group: Some("web-01".to_owned()),
+        })),
+        t,
+    );
+    // The last step: the job marker becomes the provisioned marker.
+    let job = aetherv_provision::job::JobId("job-1".to_owned());
+    assert_eq!(
+        call(&a),
+        &HostCall::SetVmNotes(
+            vm_id(),
+            aetherv_provision::provision::provisioned_marker(&job)
+        )
+    );
+    assert_eq!(step_of(&a), steps::MARK_PROVISIONED);
+    let done = m.handle(
+        ok(HostReply::NotesSet(aetherv_hyperv::ops::VmNotes {
+            id: vm_id(),
+            notes: aetherv_provision::provision::provisioned_marker(&job),
         })),
         t,
     );
@@ -722,6 +739,18 @@ fn mock_success() -> MockHyperVHost {
                 clustered: true,
                 group: None,
             }))
+        });
+    on!(host, HostCall::SetVmNotes(..))
+        .times(1)
+        .returning(|call| match call {
+            HostCall::SetVmNotes(id, notes) => {
+                assert!(notes.starts_with("aetherv-provisioned:"), "{notes}");
+                Ok(HostReply::NotesSet(aetherv_hyperv::ops::VmNotes {
+                    id,
+                    notes,
+                }))
+            }
+            other => panic!("{other:?}"),
         });
     host
 }

@@ -254,7 +254,8 @@ async fn a_windows_vm_with_static_ip_and_domain_join_reaches_applied() {
         .unwrap()
         .vm(&done.vm_id.to_string())
         .unwrap();
-    assert_eq!(vm.notes, "aetherv-job:job-win");
+    // The job marker became the provisioned marker as the job's last step.
+    assert_eq!(vm.notes, "aetherv-provisioned:job-win");
     assert!(vm.clustered);
     assert_eq!(vm.nics[0].vlan_id, Some(120));
     assert_eq!(vm.processor_count, 2);

@@ -298,6 +298,19 @@ impl FakeHost {
                     clustered: false,
                     group: None,
                 })),
+                HostCall::SetVmNotes(id, notes) => {
+                    record(format!("set_vm_notes {id} {notes}"));
+                    let mut vms = vms.lock().unwrap();
+                    let vm = vms
+                        .iter_mut()
+                        .find(|v| v.id == id)
+                        .ok_or_else(|| unknown(id))?;
+                    vm.notes = notes.clone();
+                    Ok(HostReply::NotesSet(aetherv_hyperv::ops::VmNotes {
+                        id,
+                        notes,
+                    }))
+                }
                 other => panic!("the API tests never ask for {other:?}"),
             }
         });
@@ -1041,9 +1054,20 @@ async fn a_failed_provision_shows_its_failed_step_and_no_full_bar() {
             )
         })
         .collect();
+    // The steps the job planned but never reached are listed as skipped, before the
+    // compensation.
     let expected: Vec<(String, String)> = [
         ("Provisioning.PreChecks", "succeeded"),
         ("Provisioning.CopyImage", "failed"),
+        ("Provisioning.CopyProvisioningISO", "skipped"),
+        ("Provisioning.RegisterVM", "skipped"),
+        ("Provisioning.WaitForProvisioningKey", "skipped"),
+        ("Provisioning.PublishProvisioningData", "skipped"),
+        ("Provisioning.WaitForGuest", "skipped"),
+        ("Provisioning.RemoveProvisioningKeys", "skipped"),
+        ("Provisioning.RemoveDvdDrive", "skipped"),
+        ("Provisioning.RemoveProvisioningISO", "skipped"),
+        ("Provisioning.MarkProvisioned", "skipped"),
         ("Provisioning.Compensate", "succeeded"),
     ]
     .iter()
@@ -1060,7 +1084,9 @@ async fn a_failed_provision_shows_its_failed_step_and_no_full_bar() {
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["steps"][0]["name"], "Provisioning.PreChecks", "{done}");
     assert_eq!(done["steps"][0]["status"], "failed", "{done}");
-    assert_eq!(done["steps"].as_array().unwrap().len(), 2, "{done}");
+    assert_eq!(done["steps"][1]["name"], "Provisioning.CopyImage", "{done}");
+    assert_eq!(done["steps"][1]["status"], "skipped", "{done}");
+    assert_eq!(done["steps"][1]["started_at"], Value::Null, "{done}");
     assert!(done["percent"].as_u64().unwrap() < 100, "{done}");
     assert!(
         !fx.hv01.calls().contains(&"copy_image steps-02".to_owned()),
@@ -2041,6 +2067,46 @@ async fn a_vm_marked_by_an_unknown_job_is_orphaned_and_an_admin_removes_it() {
     fx.get(&format!("/api/v1/vms/{orphan}"))
         .await
         .error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adopts_an_orphan_which_keeps_the_provisioned_marker() {
+    let fx = fixture().await;
+    let marked = "7d3c2d4e-0f8e-4a59-9a43-1c7bb1c6a002";
+    add_marked_vm(&fx, marked).await;
+    let orphan = id(ORPHAN).to_string();
+    fx.post_json(&format!("/api/v1/vms/{}/orphan/adopt", id(WEB)), &json!({}))
+        .await
+        .error(StatusCode::CONFLICT, "not_orphaned");
+
+    let answer = fx
+        .post_json(&format!("/api/v1/vms/{orphan}/orphan/adopt"), &json!({}))
+        .await;
+    let job = accepted(&answer);
+    let done = fx.wait_job(&job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["type"], "adopt");
+    assert_eq!(done["parameters"]["orphan_of_job"], marked);
+    assert_eq!(done["percent"], 100);
+    // The VM stays, with the provisioned marker of the same job, and is no longer orphaned.
+    let calls = fx.hv02.calls();
+    assert!(
+        calls.contains(&format!(
+            "set_vm_notes {orphan} aetherv-provisioned:{marked}"
+        )),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("delete_vm")),
+        "{calls:?}"
+    );
+    let detail = fx.get(&format!("/api/v1/vms/{orphan}")).await.json();
+    assert_eq!(detail["orphaned"], false, "{detail}");
+    assert_eq!(detail["notes"], format!("aetherv-provisioned:{marked}"));
+    // Adopting again is refused: it is not an orphan any more.
+    fx.post_json(&format!("/api/v1/vms/{orphan}/orphan/adopt"), &json!({}))
+        .await
+        .error(StatusCode::CONFLICT, "not_orphaned");
 }
 
 #[tokio::test]

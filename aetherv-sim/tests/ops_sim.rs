@@ -654,6 +654,19 @@ async fn failing_scripts_are_typed_errors_naming_host_and_operation() {
         text.contains("hv01") && text.contains("remove path"),
         "{text}"
     );
+    // Storage classes put VM folders inside Cluster Shared Volumes: strictly inside a volume is
+    // removable (nothing there, so nothing removed), the volume itself never.
+    let inside = bounded(host.remove_path(r"C:\ClusterStorage\Volume1\Fast\vm-gone".to_owned()))
+        .await
+        .unwrap();
+    assert!(!inside.removed);
+    let err = bounded(host.remove_path(r"C:\ClusterStorage\Volume1".to_owned()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ScriptFailed { code, .. } if code == "PathOutsideRoot"),
+        "{err}"
+    );
 
     // A host without installed scripts: powershell.exe's -File error arrives as a typed error.
     sim.with_state(|s| s.fleet_mut().host_mut("hv01").unwrap().scripts_version = None);

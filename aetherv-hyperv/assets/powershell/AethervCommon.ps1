@@ -175,6 +175,19 @@ function Test-AethervPathUnder {
     return $full.StartsWith($base, [StringComparison]::OrdinalIgnoreCase) -and $full.Length -gt $base.Length
 }
 
+function Test-AethervRemovablePath {
+    # Whether compensation and deletion may remove $Path: strictly below the host's VM folder
+    # root, or strictly inside a Cluster Shared Volume (where storage classes put VM folders),
+    # never a volume itself.
+    param([string]$Path, [string]$VmRoot)
+    if (Test-AethervPathUnder -Path $Path -Root $VmRoot) { return $true }
+    $csvRoot = Join-Path -Path $env:SystemDrive -ChildPath 'ClusterStorage'
+    if (-not (Test-AethervPathUnder -Path $Path -Root $csvRoot)) { return $false }
+    $base = [System.IO.Path]::GetFullPath($csvRoot).TrimEnd('\')
+    $rest = [System.IO.Path]::GetFullPath($Path).TrimEnd('\').Substring($base.Length + 1)
+    return @($rest.Split('\') | Where-Object { $_.Length -gt 0 }).Count -ge 2
+}
+
 function Get-AethervVmShapes {
     # The flat inventory shape of each VM in $Vms, with batched device queries (one call per
     # device kind for all VMs, one Get-VHD for all disks).

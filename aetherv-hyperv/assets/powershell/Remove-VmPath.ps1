@@ -1,4 +1,4 @@
-# Remove-VmPath.ps1 - compensation: removes a file or folder strictly below the host's VM folder root (VirtualMachinePath), never one a VM still uses (a disk, or an ISO in a DVD drive).
+# Remove-VmPath.ps1 - compensation: removes a file or folder strictly below the host's VM folder root (VirtualMachinePath) or strictly inside a Cluster Shared Volume (storage class folders), never one a VM still uses (a disk, or an ISO in a DVD drive).
 #
 # Request (stdin, JSON): {"path":"<file or folder>"}
 # Result data: {path, removed}
@@ -13,8 +13,8 @@ Invoke-AethervScript -Body {
     param($Request)
     $path = [string](Get-AethervRequiredField -Request $Request -Name 'path')
     $root = [string](Hyper-V\Get-VMHost).VirtualMachinePath
-    if (-not (Test-AethervPathUnder -Path $path -Root $root)) {
-        Stop-Aetherv -Code 'PathOutsideRoot' -Message ($path + ' is not below the VM folder root ' + $root) -Details @{ path = $path; root = $root }
+    if (-not (Test-AethervRemovablePath -Path $path -VmRoot $root)) {
+        Stop-Aetherv -Code 'PathOutsideRoot' -Message ($path + ' is neither below the VM folder root ' + $root + ' nor inside a Cluster Shared Volume') -Details @{ path = $path; root = $root }
     }
     $vms = @(Hyper-V\Get-VM)
     if ($vms.Count -gt 0) {

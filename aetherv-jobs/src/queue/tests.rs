@@ -1064,6 +1064,20 @@ fn step_statuses(view: &JobView) -> Vec<(String, StepStatus)> {
         .collect()
 }
 
+/// The steps a provisioning (not clustered) plans after its pre-checks.
+const PLANNED_AFTER_PRE_CHECKS: [&str; 10] = [
+    "Provisioning.CopyImage",
+    "Provisioning.CopyProvisioningISO",
+    "Provisioning.RegisterVM",
+    "Provisioning.WaitForProvisioningKey",
+    "Provisioning.PublishProvisioningData",
+    "Provisioning.WaitForGuest",
+    "Provisioning.RemoveProvisioningKeys",
+    "Provisioning.RemoveDvdDrive",
+    "Provisioning.RemoveProvisioningISO",
+    "Provisioning.MarkProvisioned",
+];
+
 #[tokio::test]
 async fn a_provision_failed_in_pre_checks_says_so_and_is_not_at_100() {
     let mut host = mock("hv01");
@@ -1074,18 +1088,23 @@ async fn a_provision_failed_in_pre_checks_says_so_and_is_not_at_100() {
         .unwrap();
     let done = wait_end(&q, &job.id).await;
     assert_eq!(done.status, JobStatus::Failed, "{done:?}");
-    // The failed step says failed; the compensation after it (nothing to remove) succeeded;
-    // steps never reached are not listed.
-    assert_eq!(
-        step_statuses(&done),
-        [
-            ("Provisioning.PreChecks".to_owned(), StepStatus::Failed),
-            ("Provisioning.Compensate".to_owned(), StepStatus::Succeeded),
-        ],
-        "{done:?}"
+    // The failed step says failed; the planned steps never reached say skipped; the
+    // compensation after them (nothing to remove) succeeded.
+    let mut expected = vec![("Provisioning.PreChecks".to_owned(), StepStatus::Failed)];
+    expected.extend(
+        PLANNED_AFTER_PRE_CHECKS
+            .iter()
+            .map(|s| ((*s).to_owned(), StepStatus::Skipped)),
     );
+    expected.push(("Provisioning.Compensate".to_owned(), StepStatus::Succeeded));
+    assert_eq!(step_statuses(&done), expected, "{done:?}");
     assert!(done.percent < 100, "{done:?}");
-    assert!(done.steps.iter().all(|s| s.finished_at.is_some()));
+    // A step that ran has both times; a skipped one has neither.
+    for step in &done.steps {
+        let skipped = step.status == StepStatus::Skipped;
+        assert_eq!(step.started_at.is_none(), skipped, "{step:?}");
+        assert_eq!(step.finished_at.is_none(), skipped, "{step:?}");
+    }
 }
 
 #[tokio::test]
@@ -1111,8 +1130,15 @@ async fn a_provision_failed_in_a_later_step_keeps_the_earlier_ones_succeeded() {
         [
             ("Provisioning.PreChecks".to_owned(), StepStatus::Succeeded),
             ("Provisioning.CopyImage".to_owned(), StepStatus::Failed),
-            ("Provisioning.Compensate".to_owned(), StepStatus::Succeeded),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            PLANNED_AFTER_PRE_CHECKS[1..]
+                .iter()
+                .map(|s| ((*s).to_owned(), StepStatus::Skipped))
+        )
+        .chain([("Provisioning.Compensate".to_owned(), StepStatus::Succeeded)])
+        .collect::<Vec<_>>(),
         "{done:?}"
     );
     assert!(done.percent < 100, "{done:?}");
@@ -1186,18 +1212,24 @@ async fn a_cancelled_provision_says_which_step_was_cancelled_and_is_not_at_100()
         Some(&("Provisioning.Compensate".to_owned(), StepStatus::Succeeded)),
         "{done:?}"
     );
-    assert_eq!(
-        steps[steps.len() - 2],
-        (
-            "Provisioning.WaitForProvisioningKey".to_owned(),
-            StepStatus::Cancelled
-        ),
-        "{done:?}"
-    );
+    let cancelled = steps
+        .iter()
+        .position(|(name, _)| name == "Provisioning.WaitForProvisioningKey")
+        .unwrap();
+    assert_eq!(steps[cancelled].1, StepStatus::Cancelled, "{done:?}");
     assert!(
-        steps[..steps.len() - 2]
+        steps[..cancelled]
             .iter()
             .all(|(_, s)| *s == StepStatus::Succeeded),
+        "{done:?}"
+    );
+    // The rest of the plan was skipped.
+    assert_eq!(
+        steps[cancelled + 1..steps.len() - 1],
+        PLANNED_AFTER_PRE_CHECKS[4..]
+            .iter()
+            .map(|s| ((*s).to_owned(), StepStatus::Skipped))
+            .collect::<Vec<_>>()[..],
         "{done:?}"
     );
     assert!(done.percent < 100, "{done:?}");

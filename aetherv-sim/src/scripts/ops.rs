@@ -948,10 +948,16 @@ pub fn remove_vm_path(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRes
             .host()
             .map_err(|e| fail("HostNotFound", e.to_string(), Value::Null))?
             .clone();
-        if !path_is_under(&path, &host.vm_path) || path.split('\\').any(|s| s == "..") {
+        if !(path_is_under(&path, &host.vm_path) || inside_csv_volume(&path))
+            || path.split('\\').any(|s| s == "..")
+        {
             return Err(fail(
                 "PathOutsideRoot",
-                format!("{path} is not below the VM folder root {}", host.vm_path),
+                format!(
+                    "{path} is neither below the VM folder root {} nor inside a Cluster Shared \
+                     Volume",
+                    host.vm_path
+                ),
                 json!({ "path": path, "root": host.vm_path }),
             ));
         }
@@ -978,6 +984,20 @@ pub fn remove_vm_path(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRes
         }
         let removed = ctx.state_mut().remove_loose_files(&host.name, &path) > 0;
         Ok(json!({ "path": path, "removed": removed }))
+    })
+}
+
+/// Whether `path` is strictly inside a Cluster Shared Volume (`C:\ClusterStorage\<volume>\…`),
+/// where storage classes put VM folders: the volume itself is never removable.
+fn inside_csv_volume(path: &str) -> bool {
+    const CSV_ROOT: &str = "c:\\clusterstorage\\";
+    let lower = path.to_ascii_lowercase();
+    lower.strip_prefix(CSV_ROOT).is_some_and(|rest| {
+        rest.trim_end_matches('\\')
+            .split('\\')
+            .filter(|s| !s.is_empty())
+            .count()
+            >= 2
     })
 }
 
