@@ -451,3 +451,75 @@ def test_phone_width(server, browser, screenshot):
         screenshot(browser, "vms-phone")
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_create_in_a_cluster_with_network_storage_class_and_disk_size(server, browser, screenshot):
+    """The create form's placement and host-resource fields reach the server, which places the
+    VM on the only member that defines the network and the storage class; the job page lists
+    the cleanup steps and the overview's Refresh button refreshes a host."""
+    cluster = server.get("/api/v1/hosts/hv03")["cluster"]
+    assert cluster, "the demo's hv03 is a cluster member"
+    image = next(i for i in server.get("/api/v1/hosts/hv03")["facts"]["images"]
+                 if i.get("os_family") == "linux")
+    disk_gb = image["max_size_bytes"] // (1 << 30) + 8
+    name = "ui-cl-" + secrets.token_hex(3)
+
+    go(browser, server, "#/create")
+    browser.refresh()
+    wait(browser, lambda d: any(o.get_attribute("value") == cluster
+                                for o in Select(d.find_element(By.ID, "f-target_cluster")).options),
+         message="cluster picker never filled")
+    Select(browser.find_element(By.ID, "f-target_cluster")).select_by_value(cluster)
+    # A cluster placement disables the host picker and makes the VM a cluster role.
+    assert not browser.find_element(By.ID, "f-hyperv_host").is_enabled()
+    assert browser.find_element(By.ID, "f-vm_clustered").is_selected()
+    wait(browser, lambda d: any(o.get_attribute("value") == image["name"]
+                                for o in Select(d.find_element(By.ID, "f-image_name")).options),
+         message="the cluster's images were never offered")
+    Select(browser.find_element(By.ID, "f-image_name")).select_by_value(image["name"])
+    fields = {"f-vm_name": name, "f-gb_ram": "2", "f-cpu_cores": "1",
+              "f-guest_la_uid": "uiadmin", "f-guest_la_pw": "S3cret-ui-pw!",
+              "f-network": "prod", "f-storage_class": "fast", "f-disk_size_gb": str(disk_gb)}
+    for field_id, value in fields.items():
+        box = browser.find_element(By.ID, field_id)
+        box.clear()
+        box.send_keys(value)
+    submit_create(browser)
+    job_id = follow_job(browser, screenshot)
+    job = server.get(f"/api/v1/jobs/{job_id}")
+    assert job["target_host"] == "hv03", job["target_host"]
+    assert job["parameters"]["placement"]["cluster"] == cluster
+    values = job["parameters"].get("values", job["parameters"])
+    assert values.get("network") == "prod" and values.get("storage_class") == "fast", values
+    # Live updates re-render the timeline; `wait` retries a read that raced a re-render.
+    steps = wait(browser, lambda d: [e.get_attribute("data-step")
+                                     for e in css(d, "#job-steps li[data-step]")])
+    for step in ("Provisioning.RemoveProvisioningKeys", "Provisioning.RemoveDvdDrive",
+                 "Provisioning.RemoveProvisioningISO", "Provisioning.MarkProvisioned"):
+        assert step in steps, f"{step} missing from the timeline {steps}"
+    vm = server.get(f"/api/v1/vms/{job['vm_id']}")
+    assert vm["dvd_drives"] == [] and vm["orphaned"] is False, vm
+
+    # An unknown network is refused by the server; the form shows it on the field.
+    fill_create_form(browser, server, "hv03", image["name"], "ui-bad-" + secrets.token_hex(3))
+    browser.find_element(By.ID, "f-network").send_keys("dmz")
+    submit_create(browser)
+    wait(browser, lambda d: "dmz" in " ".join(e.text for e in css(d, ".field-error, [role=alert]")),
+         message="the 422 on network is not shown")
+
+    # The overview's Refresh button refreshes one host.
+    go(browser, server, "")
+    browser.refresh()
+    before = server.get("/api/v1/hosts/hv03")["last_seen"]
+
+    def click_refresh(d):
+        found = css(d, 'button[data-refresh-host="hv03"]')
+        if not found or not found[0].is_enabled():
+            return False
+        found[0].click()
+        return True
+
+    wait(browser, click_refresh, message="no Refresh button for hv03")
+    wait(browser, lambda d: server.get("/api/v1/hosts/hv03")["last_seen"] != before, timeout=30,
+         message="the refresh did not reach the host")
+    assert js_errors(browser) == []
