@@ -43,6 +43,10 @@ struct Pending {
     since: SystemTime,
     attempts: u32,
     last_error: String,
+    /// Set when the host refused the removal in a way a retry cannot change (the path is
+    /// outside what the host script may remove, no removal is known for the artifact): the
+    /// item stays listed for a person, and is not retried.
+    gave_up: bool,
 }
 
 /// An artifact a failed job left behind, waiting for its host.
@@ -60,6 +64,9 @@ pub struct PendingCleanupView {
     pub retries: u32,
     /// Why the last attempt (or the job's own cleanup) did not remove it.
     pub last_error: String,
+    /// Whether it is still retried. `false` when the host refused the removal in a way a retry
+    /// cannot change: remove it by hand (the server logged it at ERROR).
+    pub retrying: bool,
 }
 
 /// `GET /api/v1/cleanup`.
@@ -138,6 +145,7 @@ impl Recovery {
                 since: now,
                 attempts: 0,
                 last_error: why.to_owned(),
+                gave_up: false,
             });
         }
         if added.is_empty() {
@@ -164,6 +172,7 @@ impl Recovery {
                 since: rfc3339(p.since),
                 retries: p.attempts,
                 last_error: p.last_error.clone(),
+                retrying: !p.gave_up,
             })
             .collect()
     }
@@ -185,6 +194,10 @@ impl Recovery {
         }
         let mut keep = Vec::new();
         for mut item in mine {
+            if item.gave_up {
+                keep.push(item);
+                continue;
+            }
             item.attempts = item.attempts.saturating_add(1);
             match remove(stack.as_ref(), &item.artifact).await {
                 Ok(()) => tracing::info!(
@@ -193,16 +206,32 @@ impl Recovery {
                     artifact = %item.artifact,
                     "left-behind artifact removed"
                 ),
-                Err(e) => {
+                Err(Failure {
+                    text,
+                    permanent: true,
+                }) => {
                     tracing::error!(
                         job = %item.job,
                         host,
                         artifact = %item.artifact,
-                        error = %e,
+                        error = %text,
+                        attempts = item.attempts,
+                        "left-behind artifact cannot be removed automatically; remove it by hand"
+                    );
+                    item.last_error = text;
+                    item.gave_up = true;
+                    keep.push(item);
+                }
+                Err(Failure { text, .. }) => {
+                    tracing::error!(
+                        job = %item.job,
+                        host,
+                        artifact = %item.artifact,
+                        error = %text,
                         attempts = item.attempts,
                         "left-behind artifact still there; retrying later"
                     );
-                    item.last_error = e;
+                    item.last_error = text;
                     keep.push(item);
                 }
             }
@@ -319,20 +348,52 @@ fn gone(error: &aetherv_hyperv::Error) -> bool {
     matches!(error, aetherv_hyperv::Error::UnknownVm { .. })
 }
 
-async fn call(host: &dyn HyperVHost, call: HostCall) -> Result<Option<HostReply>, String> {
-    match host.call(call).await {
-        Ok(reply) => Ok(Some(reply)),
-        Err(e) if gone(&e) => Ok(None),
-        Err(e) => Err(aetherv_inventory::error_text(&e)),
+/// Why a removal did not happen.
+#[derive(Debug)]
+struct Failure {
+    text: String,
+    /// A retry cannot change the answer.
+    permanent: bool,
+}
+
+impl Failure {
+    fn of(error: &aetherv_hyperv::Error) -> Self {
+        use aetherv_hyperv::Error as E;
+        let permanent = match error {
+            // Refused before anything was sent (the request itself is not acceptable).
+            E::InvalidRequest { .. } | E::SharedDisk { .. } => true,
+            // The script's root check: the path is not one it may ever remove.
+            E::ScriptFailed { code, .. } => code == "PathOutsideRoot",
+            _ => false,
+        };
+        Self {
+            text: aetherv_inventory::error_text(error),
+            permanent,
+        }
+    }
+
+    fn transient(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            permanent: false,
+        }
     }
 }
 
-async fn remove_vm(host: &dyn HyperVHost, id: VmId) -> Result<(), String> {
+async fn call(host: &dyn HyperVHost, call: HostCall) -> Result<Option<HostReply>, Failure> {
+    match host.call(call).await {
+        Ok(reply) => Ok(Some(reply)),
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(Failure::of(&e)),
+    }
+}
+
+async fn remove_vm(host: &dyn HyperVHost, id: VmId) -> Result<(), Failure> {
     // Off first (a running VM cannot be deleted); a VM that is already off answers as such.
     match host.call(HostCall::Power(id, PowerAction::TurnOff)).await {
         Err(e) if gone(&e) => return Ok(()),
         Err(aetherv_hyperv::Error::InvalidVmState { .. }) | Ok(_) => {}
-        Err(e) => return Err(aetherv_inventory::error_text(&e)),
+        Err(e) => return Err(Failure::of(&e)),
     }
     call(
         host,
@@ -346,7 +407,7 @@ async fn remove_vm(host: &dyn HyperVHost, id: VmId) -> Result<(), String> {
 }
 
 /// Removes one artifact with the host calls compensation uses.
-async fn remove(host: &dyn HyperVHost, artifact: &Artifact) -> Result<(), String> {
+async fn remove(host: &dyn HyperVHost, artifact: &Artifact) -> Result<(), Failure> {
     match artifact {
         Artifact::ClusterRole { vm } => {
             call(host, HostCall::RemoveClusterRole(*vm)).await.map(drop)
@@ -355,7 +416,9 @@ async fn remove(host: &dyn HyperVHost, artifact: &Artifact) -> Result<(), String
         Artifact::MarkedVm { marker } => {
             let Some(HostReply::Inventory(inventory)) = call(host, HostCall::Inventory).await?
             else {
-                return Err("the host's inventory answer was not an inventory".to_owned());
+                return Err(Failure::transient(
+                    "the host's inventory answer was not an inventory",
+                ));
             };
             for vm in inventory
                 .vms
@@ -371,7 +434,10 @@ async fn remove(host: &dyn HyperVHost, artifact: &Artifact) -> Result<(), String
                 .await
                 .map(drop)
         }
-        other => Err(format!("no removal is known for {other}")),
+        other => Err(Failure {
+            text: format!("no removal is known for {other}"),
+            permanent: true,
+        }),
     }
 }
 
@@ -490,5 +556,36 @@ mod tests {
         // Back: removed.
         recovery.retry("hv01").await;
         assert!(recovery.pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_removal_the_host_refuses_for_good_is_listed_once_and_not_retried() {
+        let mut host = MockHyperVHost::new();
+        host.expect_host_name().return_const("hv01".to_owned());
+        // One attempt only: the second retry must not call the host again.
+        host.expect_call().times(1).returning(|_| {
+            Err(aetherv_hyperv::Error::ScriptFailed {
+                host: "hv01".to_owned(),
+                operation: "remove path",
+                code: "PathOutsideRoot".to_owned(),
+                message: r"D:\Fast\web01 is neither below the VM folder root nor inside a CSV"
+                    .to_owned(),
+            })
+        });
+        let hosts = BTreeMap::from([("hv01".to_owned(), Arc::new(host) as Arc<dyn HyperVHost>)]);
+        let recovery = Recovery::new(BTreeMap::new(), hosts);
+        recovery.left_behind("job-1", "hv01", &report());
+        assert!(recovery.pending()[0].retrying);
+        recovery.retry("hv01").await;
+        recovery.retry("hv01").await;
+        let pending = recovery.pending();
+        assert_eq!(pending.len(), 1, "still listed for a person");
+        assert!(!pending[0].retrying);
+        assert_eq!(pending[0].retries, 1);
+        assert!(
+            pending[0].last_error.contains("PathOutsideRoot"),
+            "{}",
+            pending[0].last_error
+        );
     }
 }
