@@ -114,6 +114,8 @@ if ports.get("http") != 8000:
 env = {e["name"]: e.get("value") for e in c.get("env", [])}
 if env.get("LISTEN_ADDR") != "0.0.0.0:8000":
     p.append("LISTEN_ADDR must be 0.0.0.0:8000")
+if ports.get("metrics") != 9100 or env.get("METRICS_LISTEN_ADDR") != "0.0.0.0:9100":
+    p.append("METRICS_LISTEN_ADDR must be 0.0.0.0:9100 on container port metrics (9100)")
 if [r["configMapRef"]["name"] for r in c.get("envFrom", []) if "configMapRef" in r] != [cm["metadata"]["name"]]:
     p.append("envFrom does not reference the ConfigMap")
 secret_env = {"WINRM_PASSWORD", "OIDC_CLIENT_SECRET", "SESSION_KEY"}

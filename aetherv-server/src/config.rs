@@ -5,7 +5,7 @@
 //! directory, which is what the tests use.
 //!
 //! Secret-capable variables (`WINRM_PASSWORD`, `OIDC_CLIENT_SECRET`, `SESSION_KEY`,
-//! `AETHERV_DEMO_PASSWORD`, and `WINRM_USERNAME`) may also come from the file `<dir>/NAME`
+//! `AETHERV_DEMO_PASSWORD`, `METRICS_TOKEN`, and `WINRM_USERNAME`) may also come from the file `<dir>/NAME`
 //! (trailing whitespace trimmed). The variable wins over the file; both set to different values
 //! is an error naming the variable and the file, never the values.
 //!
@@ -69,6 +69,15 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// The URL browsers use to reach the server, without a trailing slash (`PUBLIC_URL`).
     pub public_url: Option<String>,
+    /// Extra host names requests may carry in `Host` (`ALLOWED_HOSTS`, comma-separated),
+    /// besides the `PUBLIC_URL` host, `localhost` and IP addresses (see
+    /// [`crate::api::host_check`]).
+    pub allowed_hosts: Vec<String>,
+    /// Bearer token `/metrics` requires (`METRICS_TOKEN`, secret-capable); `None`: public.
+    pub metrics_token: Option<Secret>,
+    /// A separate listener serving only `/metrics` (`METRICS_LISTEN_ADDR`); when set, the main
+    /// listener does not serve `/metrics`.
+    pub metrics_listen_addr: Option<SocketAddr>,
     /// Log line format (`LOG_FORMAT`).
     pub log_format: LogFormat,
     /// Log level of our crates, lowercase: error, warn, info, debug or trace (`LOG_LEVEL`).
@@ -251,6 +260,27 @@ impl Config {
                 }
                 !has_path
             });
+        let allowed_hosts = allowed_hosts(&mut s);
+        let metrics_token = s.secret("METRICS_TOKEN");
+        let metrics_listen_addr =
+            s.get("METRICS_LISTEN_ADDR")
+                .and_then(|v| match v.parse::<SocketAddr>() {
+                    Ok(addr) if addr == listen_addr && addr.port() != 0 => {
+                        s.problem(
+                            "METRICS_LISTEN_ADDR",
+                            format_args!("must differ from LISTEN_ADDR ({listen_addr})"),
+                        );
+                        None
+                    }
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        s.problem(
+                            "METRICS_LISTEN_ADDR",
+                            format_args!("expected an address like 0.0.0.0:9100, got {v:?}"),
+                        );
+                        None
+                    }
+                });
         let log_format = match s.get("LOG_FORMAT").map(|v| v.to_ascii_lowercase()) {
             None => LogFormat::Text,
             Some(v) if v == "text" => LogFormat::Text,
@@ -303,6 +333,9 @@ impl Config {
             install_directory,
             listen_addr,
             public_url,
+            allowed_hosts,
+            metrics_token,
+            metrics_listen_addr,
             log_format,
             log_level,
             refresh_interval: Duration::from_secs(refresh as u64),
@@ -351,6 +384,31 @@ impl Config {
             Mode::Demo(_) => &[],
         }
     }
+}
+
+/// `ALLOWED_HOSTS`: comma-separated host names (`name` or `name:port`), each a DNS name.
+fn allowed_hosts(s: &mut Sources<'_>) -> Vec<String> {
+    let Some(value) = s.get("ALLOWED_HOSTS") else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let name = item.rsplit_once(':').map_or(item, |(name, _)| name);
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if valid {
+            names.push(item.to_owned());
+        } else {
+            s.problem(
+                "ALLOWED_HOSTS",
+                format_args!("expected host names like aetherv.corp.example, got {item:?}"),
+            );
+        }
+    }
+    names
 }
 
 fn install_directory(s: &mut Sources<'_>) -> String {

@@ -48,6 +48,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: the body's media type is not accepted.
     UnsupportedMediaType,
+    /// 421: the `Host` header names none of this server's names (DNS rebinding guard).
+    HostNotAllowed,
     /// 422: a field failed validation (`field`, `details`).
     InvalidField,
     /// 500: a server fault.

@@ -76,6 +76,16 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     let address = listener.local_addr().unwrap_or(config.listen_addr);
+    let metrics_listener = match config.metrics_listen_addr {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("error: METRICS_LISTEN_ADDR: cannot listen on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let server = match Server::start(&config).await {
         Ok(s) => s,
         Err(e) => {
@@ -109,6 +119,16 @@ async fn run(config: Config) -> ExitCode {
     tracing::info!(%address, "listening");
     let app = server.router();
     let jobs = server.state().jobs.clone();
+    let metrics_task = metrics_listener.map(|listener| {
+        let address = listener.local_addr().ok();
+        tracing::info!(address = ?address, "serving /metrics on its own listener");
+        let app = server.metrics_router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        })
+    });
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         // Ends the event streams (and cancels running jobs, which clean up), so open browser
@@ -116,6 +136,9 @@ async fn run(config: Config) -> ExitCode {
         jobs.shutdown();
     });
     let result = serve.await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     tracing::info!("shutting down");
     server.shutdown().await;
     match result {

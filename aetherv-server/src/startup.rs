@@ -66,6 +66,9 @@ impl JobObserver for MetricsObserver {
 /// A running server: state, router, and what must be stopped at the end.
 pub struct Server {
     state: AppState,
+    hosts: crate::api::host_check::HostPolicy,
+    metrics_token: Option<crate::api::metrics_access::MetricsToken>,
+    metrics_separate: bool,
     refresher: Option<Refresher>,
     #[cfg(feature = "demo")]
     fleet: Option<DemoFleet>,
@@ -281,6 +284,15 @@ impl Server {
         ));
         Ok(Self {
             state,
+            hosts: crate::api::host_check::HostPolicy::new(
+                config.public_url.as_deref(),
+                &config.allowed_hosts,
+            ),
+            metrics_token: config
+                .metrics_token
+                .as_ref()
+                .map(crate::api::metrics_access::MetricsToken::new),
+            metrics_separate: config.metrics_listen_addr.is_some(),
             refresher: Some(refresher),
             #[cfg(feature = "demo")]
             fleet,
@@ -293,9 +305,30 @@ impl Server {
         &self.state
     }
 
-    /// The application router.
+    /// The router of the `METRICS_LISTEN_ADDR` listener: `GET /metrics` only (behind
+    /// `METRICS_TOKEN` when it is set, and behind the `Host` check).
+    pub fn metrics_router(&self) -> Router {
+        let app = crate::api::metrics_router(self.state.metrics.clone());
+        let app = match &self.metrics_token {
+            Some(token) => crate::api::with_metrics_token(app, token.clone()),
+            None => app,
+        };
+        crate::api::with_host_check(app, self.hosts.clone())
+    }
+
+    /// The application router, behind the `Host` check (`PUBLIC_URL`, `ALLOWED_HOSTS`), with
+    /// `/metrics` behind `METRICS_TOKEN` when it is set, and answering 404 for it when
+    /// `METRICS_LISTEN_ADDR` serves it instead.
     pub fn router(&self) -> Router {
-        crate::api::router(self.state.clone())
+        let mut app = crate::api::router(self.state.clone());
+        if self.metrics_separate {
+            app = crate::api::without_metrics(app);
+        }
+        let app = match &self.metrics_token {
+            Some(token) => crate::api::with_metrics_token(app, token.clone()),
+            None => app,
+        };
+        crate::api::with_host_check(app, self.hosts.clone())
     }
 
     /// The simulated hosts, in demo mode: `(name, WS-Man endpoint)`; empty otherwise.

@@ -6,8 +6,10 @@
 //! [`crate::auth::require_role`] (reads need reader, everything else writer).
 
 pub mod events;
+pub mod host_check;
 pub mod inventory;
 pub mod jobs;
+pub mod metrics_access;
 pub mod openapi;
 pub mod views;
 pub mod vms;
@@ -99,6 +101,48 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .merge(login)
         .layer(middleware::from_fn(refuse_cross_site))
+        .layer(middleware::map_response(json_errors))
+}
+
+/// `app` behind the `Host` check of [`host_check`]: requests naming none of the server's
+/// names are answered 421 before any route runs.
+pub fn with_host_check(app: Router, policy: host_check::HostPolicy) -> Router {
+    app.layer(middleware::from_fn_with_state(
+        Arc::new(policy),
+        host_check::refuse_unknown_host,
+    ))
+}
+
+/// `app` with `/metrics` behind the bearer `token` (`METRICS_TOKEN`; see [`metrics_access`]).
+pub fn with_metrics_token(app: Router, token: metrics_access::MetricsToken) -> Router {
+    app.layer(middleware::from_fn_with_state(
+        Arc::new(token),
+        metrics_access::require_metrics_token,
+    ))
+}
+
+/// `app` answering 404 for `/metrics` (served on `METRICS_LISTEN_ADDR` instead).
+pub fn without_metrics(app: Router) -> Router {
+    app.layer(middleware::from_fn(
+        async |request: Request, next: Next| -> Response {
+            if request.uri().path() == metrics_access::METRICS_PATH {
+                return not_found(request.uri().clone()).await.into_response();
+            }
+            next.run(request).await
+        },
+    ))
+}
+
+/// The router of the separate metrics listener: `GET /metrics` and JSON 404/405 otherwise.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(
+            metrics_access::METRICS_PATH,
+            axum::routing::get(crate::metrics::handler),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(metrics)
         .layer(middleware::map_response(json_errors))
 }
 
@@ -263,7 +307,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     description = "Jobs, host operations, inventory refreshes and HTTP requests in the \
         OpenMetrics text format.",
     responses((status = 200, description = "OpenMetrics text", body = String,
-        content_type = "application/openmetrics-text")))]
+        content_type = "application/openmetrics-text"),
+        (status = 401, description = "`unauthenticated`: `METRICS_TOKEN` is set and the \
+            request lacks `Authorization: Bearer` with it", body = crate::error::ErrorBody)))]
 async fn metrics(state: State<Arc<Metrics>>) -> Response {
     crate::metrics::handler(state).await
 }

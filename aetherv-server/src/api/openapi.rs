@@ -18,8 +18,8 @@ mod provision;
 use std::sync::OnceLock;
 
 use axum::Json;
-use axum::http::Method;
-use axum::response::{Html, IntoResponse};
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
@@ -90,8 +90,65 @@ pub async fn openapi_json() -> impl IntoResponse {
     summary = "API reference page",
     description = "A self-contained HTML page that renders `/openapi.json`.",
     responses((status = 200, description = "HTML page", body = String, content_type = "text/html")))]
-pub async fn docs_page() -> Html<&'static str> {
-    Html(DOCS_HTML)
+pub async fn docs_page() -> Response {
+    let mut response = Html(DOCS_HTML).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if let Ok(policy) = HeaderValue::from_str(docs_content_security_policy()) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    response
+}
+
+/// The `/docs` page's policy: it may contact only its own origin (for `/openapi.json`) and
+/// run only its own inline script and style, allowed by their SHA-256 hashes; it may not be
+/// framed.
+fn docs_content_security_policy() -> &'static str {
+    static POLICY: OnceLock<String> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+             img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+            inline_hashes(DOCS_HTML, "script"),
+            inline_hashes(DOCS_HTML, "style"),
+        )
+    })
+}
+
+/// The CSP sources (`'sha256-...'`) of every inline `<tag>...</tag>` of `page`, or `'none'`.
+fn inline_hashes(page: &str, tag: &str) -> String {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut sources = Vec::new();
+    let mut rest = page;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        let digest = Sha256::digest(after[..end].as_bytes());
+        sources.push(format!(
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        ));
+        rest = &after[end + close.len()..];
+    }
+    if sources.is_empty() {
+        "'none'".to_owned()
+    } else {
+        sources.join(" ")
+    }
 }
 
 /// Every (method, path template) an OpenAPI description has, in its order.
@@ -571,7 +628,29 @@ mod tests {
         let body = to_bytes(response.into_body(), 1 << 22).await.expect("body");
         let parsed: Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(&parsed, document());
-        let Html(page) = docs_page().await;
-        assert!(page.starts_with("<!doctype html>"));
+        let response = docs_page().await;
+        let headers = response.headers().clone();
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        let policy = headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ascii");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
+        // One hash for the page's one inline script and one for its style.
+        assert_eq!(policy.matches("'sha256-").count(), 2, "{policy}");
+        let body = to_bytes(response.into_body(), 1 << 22).await.expect("body");
+        assert!(body.starts_with(b"<!doctype html>"));
+    }
+
+    #[test]
+    fn inline_hashes_are_the_csp_hashes_of_the_element_text() {
+        // printf 'alert(1)' | openssl dgst -sha256 -binary | base64
+        assert_eq!(
+            inline_hashes("<p><script>alert(1)</script>", "script"),
+            "'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='"
+        );
+        assert_eq!(inline_hashes("<p>nothing</p>", "style"), "'none'");
     }
 }
