@@ -218,6 +218,8 @@ pub fn parse_host_resources(
     };
     // A UTF-8 byte order mark is what Windows editors write first.
     let text = file.text.trim_start_matches('\u{feff}');
+    // Bounded before the YAML parser, whose cost grows with nesting depth times length.
+    crate::schema::check_nesting(text).map_err(|e| error(e.to_string()))?;
     let doc: FileDoc = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
         .map_err(|e| {
         let path = e.path().to_string();

@@ -82,10 +82,13 @@
 //! - `rules`: the VM name and local administrator rules that depend on the OS family.
 //! - `disk`: `disk_size_gb` against the image's virtual size ([`check_disk_size`]).
 //! - `groups`: the all-or-none groups (static IPv4, domain join, Ansible SSH).
+//! - `nesting`: the linear pre-scan bounding `[...]`/`{...}` nesting before a parser runs
+//!   ([`check_nesting`]).
 
 mod check;
 mod disk;
 mod groups;
+mod nesting;
 mod os;
 mod parse;
 mod raw;
@@ -94,6 +97,7 @@ mod types;
 mod validate;
 
 pub use disk::{check_disk_size, describe_bytes};
+pub use nesting::{MAX_NESTING, NestingError, check_nesting};
 pub use types::{
     AnsibleSsh, BodyFormat, DomainJoin, JobRequest, ProvisionValues, StaticIpv4, Validated,
 };

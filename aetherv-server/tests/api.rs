@@ -1294,6 +1294,44 @@ async fn provision_jobs_are_accepted_as_json_and_yaml() {
     .error(StatusCode::BAD_REQUEST, "malformed_body");
 }
 
+#[tokio::test]
+async fn deeply_nested_bodies_are_refused_naming_the_nesting() {
+    let fx = fixture().await;
+    // 30,000 nested flow mappings (about 120 KB) cost libyaml seconds of CPU; refused before.
+    let mappings = "{a: ".repeat(30_000);
+    let lists = "[".repeat(100_000);
+    for (path, body) in [
+        ("/api/v1/jobs/provision", mappings.clone()),
+        ("/api/v1/vms/create", mappings),
+        ("/api/v1/jobs/provision", lists.clone()),
+        ("/api/v1/vms/create", lists),
+    ] {
+        let error = fx
+            .post(path, Some("application/yaml"), body)
+            .await
+            .error(StatusCode::BAD_REQUEST, "malformed_body");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("nesting deeper than 64 levels"),
+            "{path}: {message}"
+        );
+    }
+    // JSON: the same bound, the same words.
+    let error = fx
+        .post(
+            "/api/v1/jobs/provision",
+            Some("application/json"),
+            "[".repeat(100_000),
+        )
+        .await
+        .error(StatusCode::BAD_REQUEST, "malformed_body");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("nesting deeper than 64 levels"),
+        "{message}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Delete
 

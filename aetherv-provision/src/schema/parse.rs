@@ -9,6 +9,7 @@ use crate::error::{Error, FieldError, Result};
 pub(super) const BODY: &str = "body";
 
 pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(body: &str, shape: Shape) -> Result<T> {
+    check_depth(body)?;
     let mut deserializer = serde_json::Deserializer::from_str(body);
     let value = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|e| parse_error(shape, path_of(e.path()), &e.inner().to_string()))?;
@@ -19,8 +20,17 @@ pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(body: &str, shape: Shape)
 }
 
 pub(super) fn parse_yaml<T: for<'de> Deserialize<'de>>(body: &str, shape: Shape) -> Result<T> {
+    check_depth(body)?;
     serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(body))
         .map_err(|e| parse_error(shape, path_of(e.path()), &e.inner().to_string()))
+}
+
+/// Refuses a document nesting deeper than [`super::MAX_NESTING`] before a parser reads it (the
+/// YAML parser's cost grows with depth times length).
+fn check_depth(body: &str) -> Result<()> {
+    super::check_nesting(body).map_err(|e| Error::InvalidRequest {
+        errors: vec![FieldError::new(BODY, e.to_string())],
+    })
 }
 
 /// Which document shape is being parsed.

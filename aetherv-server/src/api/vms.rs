@@ -71,6 +71,9 @@ fn content_type(headers: &HeaderMap) -> ApiResult<Option<&str>> {
 /// fields (422).
 fn check_syntax(body: &str, hint: Option<&str>) -> ApiResult<()> {
     use aetherv_provision::schema::BodyFormat;
+    // Bounded first: the YAML parser's cost grows with nesting depth times length.
+    aetherv_provision::schema::check_nesting(body)
+        .map_err(|e| ApiError::malformed(format!("the body cannot be read: {e}")))?;
     match BodyFormat::detect(body, hint) {
         BodyFormat::Json => serde_json::from_str::<serde::de::IgnoredAny>(body)
             .map(|_| ())

@@ -144,6 +144,10 @@ pub(super) fn read_hosts_file(s: &mut Sources<'_>, file: &Path) -> Option<HostsF
         s.problem("HOSTS_FILE", format_args!("{} is empty", file.display()));
         return None;
     }
+    if let Err(e) = aetherv_provision::schema::check_nesting(&text) {
+        s.problem("HOSTS_FILE", format_args!("{}: {e}", file.display()));
+        return None;
+    }
     match serde_path_to_error::deserialize::<_, HostsFile>(serde_yaml::Deserializer::from_str(
         &text,
     )) {

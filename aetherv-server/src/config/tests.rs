@@ -950,3 +950,16 @@ clusters:
         "{problems:?}"
     );
 }
+
+#[test]
+fn hosts_file_nesting_too_deep_is_a_problem_not_a_stall() {
+    // 30,000 nested flow mappings: the bound refuses the file before the YAML parser runs.
+    let (_dir, map) = hosts_file(&format!(
+        "hosts: [hv01]\ndefaults: {}",
+        "{a: ".repeat(30_000)
+    ));
+    let empty = TempDir::new();
+    let p = one_problem(load_in(&map, &empty.0), "HOSTS_FILE");
+    assert!(p.contains("nesting deeper than 64 levels"), "{p}");
+    assert!(p.contains("line 2"), "{p}");
+}

@@ -1,0 +1,128 @@
+//! CPU cost of reading a provisioning body, hostile ones included.
+//!
+//! Each body goes through what the server does with it: the nesting bound
+//! ([`check_nesting`]), the syntax check (`serde_yaml` / `serde_json` into `IgnoredAny`) and the
+//! schema ([`JobRequest::parse`]). Bodies: 30,000 nested `{a: ` (120 KB), 100,000 `[` (100 KB),
+//! both again filled up to the server's 256 KB body limit, the deepest document the bound
+//! accepts filled with 256 KB of items, and a plain 256 KB list. Printed first: the worst time
+//! of one body over 30 runs; the work is single-threaded and never waits, so this wall time is
+//! an upper bound of its CPU time (`/proc/thread-self/schedstat` where the kernel fills it in);
+//! target: at most 50 ms. Then criterion's means.
+//!
+//! `BODY_BENCH_UNBOUNDED=1` also times `serde_yaml` alone (no bound) once on the two hostile
+//! bodies, for comparison (seconds each).
+//!
+//! Run: `cargo bench -p aetherv-benches --bench body_parsing`.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use aetherv_provision::schema::{BodyFormat, JobRequest, MAX_NESTING, check_nesting};
+use criterion::Criterion;
+
+const LIMIT: usize = 256 * 1024;
+
+/// CPU time this thread has used so far.
+fn thread_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = text.split_whitespace().next()?.parse::<u64>().ok()?;
+    // Some kernels (sandboxes) leave the counter at zero.
+    (ns > 0).then(|| Duration::from_nanos(ns))
+}
+
+/// What the server does with a body: bound, syntax check, schema.
+fn read_body(body: &str) -> bool {
+    if check_nesting(body).is_err() {
+        return false;
+    }
+    let syntax_ok = match BodyFormat::detect(body, Some("application/yaml")) {
+        BodyFormat::Json => serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok(),
+        BodyFormat::Yaml => serde_yaml::from_str::<serde::de::IgnoredAny>(body).is_ok(),
+    };
+    syntax_ok && JobRequest::parse(body, Some("application/yaml")).is_ok()
+}
+
+fn fill(head: &str, item: &str, tail: &str) -> String {
+    let mut body = head.to_owned();
+    while body.len() + item.len() + tail.len() <= LIMIT {
+        body.push_str(item);
+    }
+    body.push_str(tail);
+    body
+}
+
+fn bodies() -> Vec<(&'static str, String)> {
+    let deep_open = "[".repeat(MAX_NESTING);
+    let deep_close = "]".repeat(MAX_NESTING);
+    vec![
+        ("mappings_30k", "{a: ".repeat(30_000)),
+        ("lists_100k", "[".repeat(100_000)),
+        ("mappings_limit", "{a: ".repeat(LIMIT / 4)),
+        ("lists_limit", "[".repeat(LIMIT)),
+        (
+            "deepest_accepted_list",
+            fill(&deep_open, "1, ", &deep_close),
+        ),
+        (
+            "deepest_accepted_mapping",
+            fill(
+                &"{a: ".repeat(MAX_NESTING - 1),
+                "{b: 1}, ",
+                &"}".repeat(MAX_NESTING - 1),
+            ),
+        ),
+        (
+            "flat_list",
+            fill("values:\n", "  - {name: x, size: 10}\n", ""),
+        ),
+    ]
+}
+
+fn main() {
+    let bodies = bodies();
+    println!("worst CPU per body over 30 runs (target <= 50 ms):");
+    for (name, body) in &bodies {
+        let mut worst = Duration::ZERO;
+        for _ in 0..30 {
+            let (cpu, wall) = (thread_cpu(), Instant::now());
+            black_box(read_body(black_box(body)));
+            let spent = match (cpu, thread_cpu()) {
+                (Some(before), Some(after)) => after.saturating_sub(before),
+                _ => wall.elapsed(),
+            };
+            worst = worst.max(spent);
+        }
+        println!(
+            "  {name:<26} {:>7} bytes  worst {:>8.3} ms",
+            body.len(),
+            worst.as_secs_f64() * 1e3
+        );
+    }
+    if std::env::var_os("BODY_BENCH_UNBOUNDED").is_some() {
+        println!("serde_yaml alone, no bound, one run:");
+        for (name, body) in bodies.iter().take(2) {
+            let (cpu, wall) = (thread_cpu(), Instant::now());
+            let _ = black_box(serde_yaml::from_str::<serde::de::IgnoredAny>(black_box(
+                body,
+            )));
+            let spent = match (cpu, thread_cpu()) {
+                (Some(before), Some(after)) => after.saturating_sub(before),
+                _ => wall.elapsed(),
+            };
+            println!("  {name:<26} {:>8.3} ms", spent.as_secs_f64() * 1e3);
+        }
+    }
+
+    let mut criterion = Criterion::default()
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    let mut group = criterion.benchmark_group("body_parsing");
+    for (name, body) in &bodies {
+        group.bench_function(*name, |b| b.iter(|| read_body(black_box(body))));
+    }
+    group.finish();
+    criterion.final_summary();
+}
