@@ -17,10 +17,8 @@ use aetherv_server::config::Config;
 use aetherv_server::startup::Server;
 use aetherv_sim::{Fault, FaultPlan, Trigger};
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 mod support;
 use support::contract;
@@ -33,26 +31,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method.clone())
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let route = path.split('?').next().unwrap_or(path);
-    contract::check(&method, route, status, &headers, &bytes);
-    let value: Value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    (status, value)
+    contract::call_checked(app, method, path, body).await
 }
 
 async fn wait_for<F>(what: &str, mut f: F)

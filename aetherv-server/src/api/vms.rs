@@ -796,26 +796,48 @@ pub async fn remove_orphan(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let vm = orphan_target(&state, &principal, &id)?;
-    let marker_job = crate::orphan::marker_job(&vm.vm.notes).unwrap_or_default();
     let mut work = DeleteRequest::new(vm.vm.id);
     work.force = true;
     work.delete_disks = true;
+    submit_orphan_job(
+        &state,
+        &principal,
+        &vm,
+        JobWork::Delete(work),
+        json!({ "force": true, "delete_disks": true }),
+        "removing orphaned VM",
+    )
+}
+
+/// Queues `work` for the orphan `vm` with the parameters every orphan job records (the VM,
+/// its host, the marked job, who asked) plus `extra`, and logs `what` at WARN.
+fn submit_orphan_job(
+    state: &AppState,
+    principal: &Principal,
+    vm: &aetherv_inventory::InventoryVm,
+    work: JobWork,
+    extra: serde_json::Value,
+    what: &'static str,
+) -> ApiResult<Response> {
+    let marker_job = crate::orphan::marker_job(&vm.vm.notes).unwrap_or_default();
+    let mut parameters = json!({
+        "vm_id": vm.vm.id,
+        "vm_name": vm.vm.name,
+        "hyperv_host": vm.host.as_ref(),
+        "orphan_of_job": marker_job,
+        "requested_by": principal.subject.clone(),
+    });
+    if let (Some(map), serde_json::Value::Object(extra)) = (parameters.as_object_mut(), extra) {
+        map.extend(extra);
+    }
     let job = state
         .jobs
         .submit(NewJob {
-            work: JobWork::Delete(work),
+            work,
             host: vm.host.to_string(),
             vm_id: Some(vm.vm.id),
             vm_name: Some(vm.vm.name.clone()),
-            parameters: json!({
-                "vm_id": vm.vm.id,
-                "vm_name": vm.vm.name,
-                "hyperv_host": vm.host.as_ref(),
-                "force": true,
-                "delete_disks": true,
-                "orphan_of_job": marker_job,
-                "requested_by": principal.subject.clone(),
-            }),
+            parameters,
         })
         .map_err(|e| submit_error(e, "id"))?;
     tracing::warn!(
@@ -825,7 +847,7 @@ pub async fn remove_orphan(
         vm_id = %vm.vm.id,
         orphan_of_job = marker_job,
         by = %principal.subject,
-        "removing orphaned VM"
+        "{what}"
     );
     Ok(accepted(&job))
 }
@@ -857,36 +879,15 @@ pub async fn adopt_orphan(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let vm = orphan_target(&state, &principal, &id)?;
-    let marker_job = crate::orphan::marker_job(&vm.vm.notes)
+    let job = crate::orphan::marker_job(&vm.vm.notes)
         .unwrap_or_default()
         .to_owned();
-    let job = state
-        .jobs
-        .submit(NewJob {
-            work: JobWork::Adopt {
-                vm: vm.vm.id,
-                job: marker_job.clone(),
-            },
-            host: vm.host.to_string(),
-            vm_id: Some(vm.vm.id),
-            vm_name: Some(vm.vm.name.clone()),
-            parameters: json!({
-                "vm_id": vm.vm.id,
-                "vm_name": vm.vm.name,
-                "hyperv_host": vm.host.as_ref(),
-                "orphan_of_job": marker_job,
-                "requested_by": principal.subject.clone(),
-            }),
-        })
-        .map_err(|e| submit_error(e, "id"))?;
-    tracing::warn!(
-        job = %job.id,
-        host = %vm.host,
-        vm = %vm.vm.name,
-        vm_id = %vm.vm.id,
-        orphan_of_job = %marker_job,
-        by = %principal.subject,
-        "adopting orphaned VM"
-    );
-    Ok(accepted(&job))
+    submit_orphan_job(
+        &state,
+        &principal,
+        &vm,
+        JobWork::Adopt { vm: vm.vm.id, job },
+        json!({}),
+        "adopting orphaned VM",
+    )
 }

@@ -255,3 +255,36 @@ fn check_events(key: &str, documented: &Value, text: &str) {
         validate(&format!("{key} event {event}"), schema, &value);
     }
 }
+
+/// Sends one request to an in-process router (`app.oneshot`), checks the answer against the
+/// OpenAPI document ([`check`]) and returns its status and JSON body (`Null` when empty).
+pub async fn call_checked(
+    app: &axum::Router,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(axum::body::Body::empty, |b| {
+            axum::body::Body::from(b.to_string())
+        }))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let route = path.split('?').next().unwrap_or(path);
+    check(&method, route, status, &headers, &bytes);
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, value)
+}
