@@ -110,7 +110,16 @@ fn authenticator(config: &AuthConfig) -> Result<Authenticator, String> {
             _ => "AUTH_ENABLED=false with ALLOW_DEV_AUTH=true",
         })),
         AuthConfig::Oidc(settings) => {
-            let fetcher = ReqwestFetcher::new()
+            let policy = settings.http_policy();
+            if settings.insecure_issuer() {
+                tracing::warn!(
+                    issuer = %settings.issuer_url,
+                    "OIDC_ALLOW_INSECURE_HTTP=true: the identity provider is reached over plain \
+                     http; anyone on the network path can swap its keys and sign admin tokens. \
+                     Use this only in a lab"
+                );
+            }
+            let fetcher = ReqwestFetcher::with_policy(policy)
                 .map_err(|e| format!("OIDC_ISSUER_URL: cannot build the HTTP client: {e}"))?;
             let validator = Arc::new(Validator::new(
                 OidcConfig::new(
@@ -131,10 +140,12 @@ fn authenticator(config: &AuthConfig) -> Result<Authenticator, String> {
                             redirect_url: login.redirect_url.clone(),
                             scopes: login.scopes.clone(),
                             session_key: login.session_key.clone(),
+                            previous_session_key: login.previous_session_key.clone(),
+                            session_max_age: login.session_max_age,
+                            http_policy: policy,
                         },
-                        reqwest::Client::builder()
-                            .timeout(Duration::from_secs(15))
-                            .build()
+                        policy
+                            .client(Duration::from_secs(15))
                             .map_err(|e| format!("OIDC: cannot build the HTTP client: {e}"))?,
                     )
                     .map_err(|e| format!("OIDC: {e}"))?,

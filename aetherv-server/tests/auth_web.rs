@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aetherv_server::auth::oidc::{OidcConfig, ReqwestFetcher, RoleNames, Validator};
+use aetherv_server::auth::oidc::{HttpPolicy, OidcConfig, ReqwestFetcher, RoleNames, Validator};
 use aetherv_server::auth::{
     Authenticator, LoginConfig, LoginFlow, Principal, Role, login, me, require_role, required_role,
     required_role_at,
@@ -149,6 +149,7 @@ impl Issuer {
                         "jwks_uri": format!("{}/jwks", s.issuer),
                         "authorization_endpoint": format!("{}/authorize?tenant=t1", s.issuer),
                         "token_endpoint": format!("{}/token", s.issuer),
+                        "end_session_endpoint": format!("{}/logout?tenant=t1", s.issuer),
                     }))
                 }),
             )
@@ -189,14 +190,14 @@ impl Issuer {
     }
 
     fn login_flow(&self) -> Arc<LoginFlow> {
-        let config = LoginConfig {
-            issuer_url: self.url().to_owned(),
-            client_id: CLIENT_ID.to_owned(),
-            client_secret: Secret::new(CLIENT_SECRET),
-            redirect_url: REDIRECT.to_owned(),
-            scopes: vec!["openid".into(), "profile".into()],
-            session_key: Some(Secret::new("0123456789abcdef0123456789abcdef")),
-        };
+        let config = LoginConfig::new(
+            self.url().to_owned(),
+            CLIENT_ID.to_owned(),
+            Secret::new(CLIENT_SECRET),
+            REDIRECT.to_owned(),
+            vec!["openid".into(), "profile".into()],
+            Some(Secret::new("0123456789abcdef0123456789abcdef")),
+        );
         Arc::new(LoginFlow::new(config, reqwest::Client::new()).unwrap())
     }
 
@@ -547,7 +548,15 @@ async fn browser_login_round_trip() {
     assert_eq!(headers[header::LOCATION], "/vms?state=Running");
     let session = set_cookie(&headers, "aetherv_session").expect("session cookie");
     assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"));
-    assert!(session.contains("Path=/") && session.contains("Max-Age=28800"));
+    // The session lasts as long as the ID token (300 s here), not the 8 h maximum.
+    assert!(session.contains("Path=/"));
+    let max_age: u64 = session
+        .split("; ")
+        .find_map(|part| part.strip_prefix("Max-Age="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((295..=300).contains(&max_age), "{session}");
     assert!(
         set_cookie(&headers, "aetherv_login")
             .unwrap()
@@ -599,17 +608,103 @@ async fn browser_login_round_trip() {
     );
     assert!(!body.to_string().contains(CLIENT_SECRET));
 
-    // Logout clears the session cookie (GET and POST).
+    // Logout clears the session cookie (GET and POST) and sends the browser to the issuer's
+    // end_session_endpoint (RP-initiated logout), which then returns to our root.
     for method in [Method::GET, Method::POST] {
         let (status, headers, _) = call(&app, method, "/oidc/logout", &session_cookie).await;
         assert_eq!(status, StatusCode::FOUND);
-        assert_eq!(headers[header::LOCATION], "/");
+        let location = url::Url::parse(headers[header::LOCATION].to_str().unwrap()).unwrap();
+        assert!(
+            location
+                .as_str()
+                .starts_with(&format!("{}/logout?", issuer.url())),
+            "{location}"
+        );
+        let q: HashMap<String, String> = location.query_pairs().into_owned().collect();
+        assert_eq!(q["tenant"], "t1");
+        assert_eq!(q["client_id"], CLIENT_ID);
+        assert_eq!(q["post_logout_redirect_uri"], "http://aetherv.test/");
         assert!(
             set_cookie(&headers, "aetherv_session")
                 .unwrap()
                 .contains("Max-Age=0")
         );
     }
+    // A copy of the logged-out cookie no longer works.
+    let (status, _, _) = call(&app, Method::GET, "/api/v1/me", &session_cookie).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_issuer_on_plain_http_off_loopback_is_refused() {
+    // The issuer runs on loopback (allowed), but its discovery document sends the key set to a
+    // plain-http address elsewhere: an attacker on that path could swap the keys.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let doc = json!({
+        "issuer": issuer,
+        "jwks_uri": "http://keys.invalid/jwks",
+        "authorization_endpoint": "https://login.invalid/authorize",
+        "token_endpoint": "https://login.invalid/token",
+    });
+    let router = Router::new().route(
+        "/.well-known/openid-configuration",
+        get(move || {
+            let doc = doc.clone();
+            async move { Json(doc) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let validator = Validator::new(
+        OidcConfig::new(
+            &issuer,
+            CLIENT_ID,
+            RoleNames {
+                reader: Some("r".into()),
+                writer: None,
+                admin: None,
+                role_name: None,
+            },
+        ),
+        Arc::new(ReqwestFetcher::new().unwrap()),
+    );
+    let claims = json!({"iss": issuer, "aud": CLIENT_ID, "sub": "u", "exp": now() + 60,
+                        "roles": ["r"]});
+    let err = validator
+        .validate(&sign(&claims, &rsa_keys()[0]))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("jwks_uri") && text.contains("plain http"),
+        "{text}"
+    );
+    assert!(text.contains("http://keys.invalid"), "{text}");
+
+    // Configured to allow it (a lab), the fetch is attempted and fails differently.
+    let relaxed = Validator::new(
+        OidcConfig::new(
+            &issuer,
+            CLIENT_ID,
+            RoleNames {
+                reader: Some("r".into()),
+                writer: None,
+                admin: None,
+                role_name: None,
+            },
+        ),
+        Arc::new(
+            ReqwestFetcher::with_policy(HttpPolicy {
+                allow_insecure_http: true,
+            })
+            .unwrap(),
+        ),
+    );
+    let err = relaxed
+        .validate(&sign(&claims, &rsa_keys()[0]))
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("plain http"), "{err}");
 }
 
 #[tokio::test]

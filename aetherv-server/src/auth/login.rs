@@ -5,12 +5,15 @@
 //! `GET /oidc/callback` checks the state, exchanges the code at the token endpoint
 //! (`client_secret_post`), validates the ID token with the [`Validator`]
 //! (audience = client id) and its nonce, then sets the signed session cookie
-//! (`aetherv_session`, 8 hours) and returns to the saved path. `GET`/`POST /oidc/logout` clear it.
+//! (`aetherv_session`, until the ID token expires and at most `SESSION_MAX_AGE`) and returns
+//! to the saved path. `GET`/`POST /oidc/logout` end the session on this replica, clear the
+//! cookie and send the browser to the issuer's `end_session_endpoint` when it has one.
 //!
 //! Errors answer `login_failed` (400 for a broken or forged callback, 401 when the issuer's
 //! answer is not acceptable), never echoing the code, tokens or the client secret.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aetherv_winrm::Secret;
 use axum::Router;
@@ -27,10 +30,13 @@ use tokio::sync::Mutex;
 
 use super::Principal;
 use super::middleware::{Authenticator, oidc_error};
-use super::oidc::{ErrorKind, OidcError, ProviderMetadata, ReqwestFetcher, Validator};
+use super::oidc::{
+    ErrorKind, HttpPolicy, IdToken, OidcError, ProviderMetadata, ReqwestFetcher, Validator,
+};
 use super::session::{
-    LOGIN_COOKIE, LOGIN_LIFETIME, Purpose, SESSION_COOKIE, SESSION_LIFETIME, SessionKey,
-    ShortKeyError, clear_cookie, cookie, encode_session, set_cookie, unix_now,
+    EndedSessions, LOGIN_COOKIE, LOGIN_LIFETIME, Purpose, SESSION_COOKIE, SESSION_LIFETIME,
+    SessionClaims, SessionKey, ShortKeyError, clear_cookie, cookie, decode_session_claims,
+    encode_session, principal_of, set_cookie, unix_now,
 };
 use crate::error::{ApiError, ErrorCode};
 
@@ -61,6 +67,39 @@ pub struct LoginConfig {
     /// The key that signs cookies (at least 32 bytes); a random one when `None`, so sessions end
     /// when the process restarts.
     pub session_key: Option<Secret>,
+    /// The key that signed cookies before the last rotation (`SESSION_KEY_PREVIOUS`): its
+    /// sessions are still accepted until they expire. Rotating without it ends every session.
+    pub previous_session_key: Option<Secret>,
+    /// The longest a session lasts (`SESSION_MAX_AGE`); it never outlives the ID token.
+    pub session_max_age: Duration,
+    /// Which issuer URLs may be used (https, or http on loopback unless relaxed).
+    pub http_policy: HttpPolicy,
+}
+
+impl LoginConfig {
+    /// A configuration with the default session lifetime, no previous key and the strict
+    /// [`HttpPolicy`].
+    #[must_use]
+    pub fn new(
+        issuer_url: String,
+        client_id: String,
+        client_secret: Secret,
+        redirect_url: String,
+        scopes: Vec<String>,
+        session_key: Option<Secret>,
+    ) -> Self {
+        Self {
+            issuer_url,
+            client_id,
+            client_secret,
+            redirect_url,
+            scopes,
+            session_key,
+            previous_session_key: None,
+            session_max_age: SESSION_LIFETIME,
+            http_policy: HttpPolicy::default(),
+        }
+    }
 }
 
 /// Why a [`LoginFlow`] cannot be built.
@@ -83,6 +122,9 @@ pub struct LoginFlow {
     scope: String,
     secure_cookies: bool,
     key: SessionKey,
+    previous_key: Option<SessionKey>,
+    session_max_age: Duration,
+    ended: EndedSessions,
     http: reqwest::Client,
     fetcher: ReqwestFetcher,
     metadata: Mutex<Option<Arc<ProviderMetadata>>>,
@@ -144,11 +186,16 @@ struct TokenError {
 }
 
 impl LoginFlow {
-    /// A login flow that talks to the issuer with `http`.
+    /// A login flow that talks to the issuer with `http` (build it with
+    /// [`HttpPolicy::client`] so redirects cannot downgrade to plain http).
     pub fn new(config: LoginConfig, http: reqwest::Client) -> Result<Self, LoginSetupError> {
         let key = match &config.session_key {
             Some(secret) => SessionKey::new(secret.expose().as_bytes())?,
             None => SessionKey::random(),
+        };
+        let previous_key = match &config.previous_session_key {
+            Some(secret) => Some(SessionKey::new(secret.expose().as_bytes())?),
+            None => None,
         };
         let redirect =
             url::Url::parse(&config.redirect_url).map_err(|_| LoginSetupError::BadRedirectUrl)?;
@@ -175,7 +222,10 @@ impl LoginFlow {
             scope,
             secure_cookies,
             key,
-            fetcher: ReqwestFetcher::with_client(http.clone()),
+            previous_key,
+            session_max_age: config.session_max_age,
+            ended: EndedSessions::default(),
+            fetcher: ReqwestFetcher::with_client(http.clone(), config.http_policy),
             http,
             metadata: Mutex::new(None),
         })
@@ -185,6 +235,32 @@ impl LoginFlow {
     #[must_use]
     pub fn session_key(&self) -> &SessionKey {
         &self.key
+    }
+
+    /// The session a cookie value holds: signed by the current key or, until it expires, by
+    /// the previous one; not ended by logout on this replica.
+    fn session(&self, value: &str, now: u64) -> Option<SessionClaims> {
+        let claims = decode_session_claims(&self.key, value, now).or_else(|| {
+            self.previous_key
+                .as_ref()
+                .and_then(|key| decode_session_claims(key, value, now))
+        })?;
+        (!self.ended.is_ended(&claims.sid)).then_some(claims)
+    }
+
+    /// The caller a session cookie value names, if the session is valid at `now` (see
+    /// [`LoginFlow::session`] rules: genuine, current or previous key, not expired, not ended).
+    #[must_use]
+    pub fn session_principal(&self, value: &str, now: u64) -> Option<Principal> {
+        principal_of(self.session(value, now)?)
+    }
+
+    /// How long a session made at `now` from an ID token expiring at `token_expires_at` may
+    /// last: until the token expires, and never longer than `SESSION_MAX_AGE`.
+    #[must_use]
+    pub fn session_lifetime(&self, now: u64, token_expires_at: u64) -> Duration {
+        let token_left = Duration::from_secs(token_expires_at.saturating_sub(now));
+        token_left.min(self.session_max_age)
     }
 
     /// Whether cookies carry `Secure` (the redirect URL is https).
@@ -293,7 +369,12 @@ impl LoginFlow {
         {
             return Err(refused("the id token's nonce does not match the login"));
         }
-        let value = encode_session(&self.key, &login.principal, unix_now(), SESSION_LIFETIME)
+        let now = unix_now();
+        let lifetime = self.session_lifetime(now, login.expires_at);
+        if lifetime.is_zero() {
+            return Err(refused("the id token has already expired"));
+        }
+        let value = encode_session(&self.key, &login.principal, now, lifetime)
             .ok_or_else(|| ApiError::internal("cannot encode the session"))?;
         tracing::info!(
             subject = %login.principal.subject,
@@ -304,12 +385,7 @@ impl LoginFlow {
         let headers = response.headers_mut();
         headers.append(
             header::SET_COOKIE,
-            set_cookie(
-                SESSION_COOKIE,
-                &value,
-                SESSION_LIFETIME,
-                self.secure_cookies,
-            ),
+            set_cookie(SESSION_COOKIE, &value, lifetime, self.secure_cookies),
         );
         headers.append(
             header::SET_COOKIE,
@@ -373,32 +449,75 @@ impl LoginFlow {
         let id_token = tokens
             .id_token
             .ok_or_else(|| refused("the token endpoint returned no id token"))?;
-        let (principal, nonce) =
-            validator
-                .validate_id_token(&id_token)
-                .await
-                .map_err(|e| match e.kind() {
-                    ErrorKind::Unauthorized => refused(format!("the id token is not valid: {e}")),
-                    ErrorKind::Forbidden | ErrorKind::ServiceUnavailable => oidc_error(&e),
-                })?;
-        Ok(LoggedIn { principal, nonce })
+        let IdToken {
+            principal,
+            nonce,
+            expires_at,
+        } = validator
+            .validate_id_token(&id_token)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::Unauthorized => refused(format!("the id token is not valid: {e}")),
+                ErrorKind::Forbidden | ErrorKind::ServiceUnavailable => oidc_error(&e),
+            })?;
+        Ok(LoggedIn {
+            principal,
+            nonce,
+            expires_at,
+        })
     }
 
-    /// `GET`/`POST /oidc/logout`: clears the session and returns to `/`.
-    fn logout(&self) -> Result<Response, ApiError> {
-        let mut response = redirect("/")?;
+    /// `GET`/`POST /oidc/logout`: ends the session on this replica (a copied cookie stops
+    /// working), clears the cookie, and sends the browser to the issuer's
+    /// `end_session_endpoint` (RP-initiated logout) when it has one, else to `/`.
+    async fn logout(&self, headers: &HeaderMap) -> Result<Response, ApiError> {
+        let now = unix_now();
+        if let Some(claims) = cookie(headers, SESSION_COOKIE).and_then(|v| self.session(v, now)) {
+            self.ended.end(&claims.sid, claims.exp, now);
+            tracing::info!(subject = %claims.sub, "browser logout");
+        }
+        let target = match self.provider_metadata().await {
+            Ok(metadata) => metadata
+                .end_session_endpoint
+                .as_deref()
+                .and_then(|endpoint| self.end_session_url(endpoint)),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "logout: cannot read the issuer's discovery document; the session ends \
+                     here only"
+                );
+                None
+            }
+        };
+        let mut response = redirect(target.as_deref().unwrap_or("/"))?;
         response.headers_mut().append(
             header::SET_COOKIE,
             clear_cookie(SESSION_COOKIE, self.secure_cookies),
         );
         Ok(response)
     }
+
+    /// The RP-initiated logout URL: the issuer's endpoint with our client id and the address
+    /// to come back to (the root of the redirect URL's origin).
+    fn end_session_url(&self, endpoint: &str) -> Option<String> {
+        let mut target = url::Url::parse(endpoint).ok()?;
+        let mut back = url::Url::parse(&self.redirect_url).ok()?;
+        back.set_path("/");
+        back.set_query(None);
+        target
+            .query_pairs_mut()
+            .append_pair("client_id", &self.client_id)
+            .append_pair("post_logout_redirect_uri", back.as_str());
+        Some(target.into())
+    }
 }
 
-/// The outcome of a code exchange: the caller and the ID token's nonce.
+/// The outcome of a code exchange: the caller, the ID token's nonce and its expiry.
 struct LoggedIn {
     principal: Principal,
     nonce: Option<String>,
+    expires_at: u64,
 }
 
 /// The browser login routes (`/oidc/login`, `/oidc/callback`, `/oidc/logout`), with the
@@ -450,9 +569,12 @@ async fn callback_handler(
     }
 }
 
-async fn logout_handler(State(auth): State<Arc<Authenticator>>) -> Response {
+async fn logout_handler(State(auth): State<Arc<Authenticator>>, headers: HeaderMap) -> Response {
     match flow(&auth) {
-        Ok((login, _)) => login.logout().unwrap_or_else(IntoResponse::into_response),
+        Ok((login, _)) => login
+            .logout(&headers)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(e) => e.into_response(),
     }
 }
@@ -567,6 +689,9 @@ mod tests {
             redirect_url: "https://app.test/oidc/callback".into(),
             scopes: vec!["profile".into()],
             session_key: Some(Secret::new("too short")),
+            previous_session_key: None,
+            session_max_age: SESSION_LIFETIME,
+            http_policy: HttpPolicy::default(),
         };
         let err = LoginFlow::new(config.clone(), reqwest::Client::new()).unwrap_err();
         assert_eq!(err, LoginSetupError::ShortKey(ShortKeyError(9)));
@@ -594,5 +719,75 @@ mod tests {
             reqwest::Client::new(),
         );
         assert_eq!(bad.unwrap_err(), LoginSetupError::BadRedirectUrl);
+    }
+
+    #[test]
+    fn rotation_keeps_the_previous_keys_sessions_and_ends_all_without_it() {
+        let old = "o".repeat(32);
+        let new = "n".repeat(32);
+        let base = LoginConfig::new(
+            "https://issuer.test".into(),
+            "c".into(),
+            Secret::new("s"),
+            "https://app.test/oidc/callback".into(),
+            vec![],
+            Some(Secret::new(new.clone())),
+        );
+        let who = Principal {
+            subject: "u-1".into(),
+            name: None,
+            role: super::super::Role::Admin,
+        };
+        let now = unix_now();
+        let old_cookie = encode_session(
+            &SessionKey::new(old.as_bytes()).unwrap(),
+            &who,
+            now,
+            SESSION_LIFETIME,
+        )
+        .unwrap();
+        let rotated = LoginFlow::new(
+            LoginConfig {
+                previous_session_key: Some(Secret::new(old)),
+                ..base.clone()
+            },
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            rotated.session_principal(&old_cookie, now),
+            Some(who.clone())
+        );
+        let fresh = encode_session(rotated.session_key(), &who, now, SESSION_LIFETIME).unwrap();
+        assert_eq!(rotated.session_principal(&fresh, now), Some(who.clone()));
+        // Without the previous key, every older session has ended.
+        let cut = LoginFlow::new(base, reqwest::Client::new()).unwrap();
+        assert_eq!(cut.session_principal(&old_cookie, now), None);
+        assert_eq!(cut.session_principal(&fresh, now), Some(who));
+    }
+
+    #[test]
+    fn a_session_never_outlives_its_token_or_the_maximum() {
+        let flow = LoginFlow::new(
+            LoginConfig {
+                session_max_age: Duration::from_secs(3600),
+                ..LoginConfig::new(
+                    "https://issuer.test".into(),
+                    "c".into(),
+                    Secret::new("s"),
+                    "https://app.test/oidc/callback".into(),
+                    vec![],
+                    None,
+                )
+            },
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        assert_eq!(flow.session_lifetime(1000, 1300), Duration::from_secs(300));
+        assert_eq!(
+            flow.session_lifetime(1000, 100_000),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(flow.session_lifetime(1000, 900), Duration::ZERO);
     }
 }

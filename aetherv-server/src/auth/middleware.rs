@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::login::{LOGIN_PATH, LOGOUT_PATH, LoginFlow};
 use super::oidc::{ErrorKind, OidcError, Validator};
-use super::session::{SESSION_COOKIE, cookie, decode_session, unix_now};
+use super::session::{SESSION_COOKIE, cookie, unix_now};
 use super::{Principal, Role};
 use crate::api::views::MeView;
 use crate::error::{ApiError, ErrorCode};
@@ -130,7 +130,7 @@ impl Authenticator {
         }
         if let Some(login) = login
             && let Some(value) = cookie(headers, SESSION_COOKIE)
-            && let Some(principal) = decode_session(login.session_key(), value, unix_now())
+            && let Some(principal) = login.session_principal(value, unix_now())
         {
             return Ok(principal);
         }

@@ -26,7 +26,20 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-pub use fetch::{DISCOVERY_PATH, JwksFetcher, ProviderMetadata, ReqwestFetcher};
+pub use fetch::{
+    DISCOVERY_PATH, HttpPolicy, JwksFetcher, ProviderMetadata, ReqwestFetcher, is_loopback,
+};
+
+/// A validated ID token from the browser login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdToken {
+    /// Who logged in, with the role the token grants.
+    pub principal: Principal,
+    /// The `nonce` claim, to compare with the one the login sent.
+    pub nonce: Option<String>,
+    /// The `exp` claim, in seconds since the Unix epoch.
+    pub expires_at: u64,
+}
 
 #[cfg(test)]
 pub use fetch::MockJwksFetcher;
@@ -318,6 +331,9 @@ struct Claims {
     groups: Option<OneOrMany>,
     #[serde(default)]
     nonce: Option<String>,
+    /// Checked by the validation itself; kept so a browser session never outlives the token.
+    #[serde(default)]
+    exp: u64,
 }
 
 #[derive(Deserialize)]
@@ -417,15 +433,13 @@ impl Validator {
     pub async fn validate(&self, token: &str) -> Result<Principal, OidcError> {
         self.validate_id_token(token)
             .await
-            .map(|(principal, _nonce)| principal)
+            .map(|token| token.principal)
     }
 
     /// Validates an ID token received in the browser login exactly like [`Validator::validate`]
-    /// and also returns its `nonce` claim, which the caller must compare with the nonce it sent.
-    pub async fn validate_id_token(
-        &self,
-        token: &str,
-    ) -> Result<(Principal, Option<String>), OidcError> {
+    /// and also returns its `nonce` claim, which the caller must compare with the nonce it sent,
+    /// and its expiry.
+    pub async fn validate_id_token(&self, token: &str) -> Result<IdToken, OidcError> {
         if token.is_empty() {
             return Err(OidcError::MissingToken);
         }
@@ -463,7 +477,11 @@ impl Validator {
             name: claims.preferred_username.or(claims.email),
             role,
         };
-        Ok((principal, claims.nonce))
+        Ok(IdToken {
+            principal,
+            nonce: claims.nonce,
+            expires_at: claims.exp,
+        })
     }
 
     /// The key for `kid`, refetching the key set once (rate-limited) when it is not cached.

@@ -5,7 +5,7 @@
 //! purpose label is part of the MAC input, so a login cookie can never pass as a session cookie.
 //! Verification is constant-time; a tampered, expired or unreadable cookie is simply absent.
 //! Payloads carry no secrets (they are signed, not encrypted): the session holds the subject,
-//! name, role and expiry; the login cookie holds the state, nonce and PKCE verifier of one
+//! name, role, expiry, a random session id and the id of the key that signed it; the login cookie holds the state, nonce and PKCE verifier of one
 //! login attempt, which are only useful together with the browser that holds it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,7 +27,8 @@ pub const SESSION_COOKIE: &str = "aetherv_session";
 /// Name of the cookie that carries a login in progress.
 pub const LOGIN_COOKIE: &str = "aetherv_login";
 
-/// How long a browser session lasts.
+/// The longest a browser session lasts (`SESSION_MAX_AGE`'s default); a session never outlives
+/// the ID token it was made from.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
 
 /// How long a started login may take before its cookie expires.
@@ -66,6 +67,7 @@ pub struct ShortKeyError(pub usize);
 #[derive(Clone)]
 pub struct SessionKey {
     mac: Hmac<Sha256>,
+    id: String,
 }
 
 impl std::fmt::Debug for SessionKey {
@@ -81,7 +83,23 @@ impl SessionKey {
             return Err(ShortKeyError(key.len()));
         }
         let mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| ShortKeyError(key.len()))?;
-        Ok(Self { mac })
+        Ok(Self::from_mac(mac))
+    }
+
+    fn from_mac(mac: Hmac<Sha256>) -> Self {
+        // The key id is a MAC of a fixed label: it names the key without revealing it.
+        let mut id_mac = mac.clone();
+        id_mac.update(b"aetherv-session-key-id\0");
+        let digest = id_mac.finalize().into_bytes();
+        let id = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        Self { mac, id }
+    }
+
+    /// The key id written into every session this key signs (12 hex digits). Rotating
+    /// `SESSION_KEY` changes it, which is how an operator ends every session at once.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// A random 32-byte key: sessions then end when the process restarts.
@@ -92,7 +110,7 @@ impl SessionKey {
         let mac = Hmac::<Sha256>::new_from_slice(&bytes)
             .unwrap_or_else(|_| unreachable!("hmac accepts keys of any length"));
         bytes.fill(0);
-        Self { mac }
+        Self::from_mac(mac)
     }
 
     fn tag(&self, purpose: Purpose, payload: &[u8]) -> Hmac<Sha256> {
@@ -153,6 +171,12 @@ pub struct SessionClaims {
     pub role: String,
     /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
+    /// A random id of this session, so logout can end exactly this one.
+    #[serde(default)]
+    pub sid: String,
+    /// The id of the key that signed it ([`SessionKey::id`]).
+    #[serde(default)]
+    pub kid: String,
 }
 
 /// Seconds since the Unix epoch.
@@ -180,27 +204,103 @@ pub fn encode_session(
     now: u64,
     lifetime: Duration,
 ) -> Option<String> {
+    let mut sid = [0_u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut sid);
     let claims = SessionClaims {
         sub: principal.subject.clone(),
         name: principal.name.clone(),
         role: principal.role.as_str().to_owned(),
         exp: now.saturating_add(lifetime.as_secs()),
+        sid: URL_SAFE_NO_PAD.encode(sid),
+        kid: key.id().to_owned(),
     };
     key.sign_json(Purpose::Session, &claims)
+}
+
+/// The claims of a session cookie value, if it is genuine, signed by `key` (its key id
+/// matches) and not expired at `now`.
+#[must_use]
+pub fn decode_session_claims(key: &SessionKey, value: &str, now: u64) -> Option<SessionClaims> {
+    let claims: SessionClaims = key.verify_json(Purpose::Session, value)?;
+    if claims.exp <= now || claims.kid != key.id() || claims.sid.is_empty() {
+        return None;
+    }
+    Some(claims)
 }
 
 /// The principal of a session cookie value, if it is genuine and not expired at `now`.
 #[must_use]
 pub fn decode_session(key: &SessionKey, value: &str, now: u64) -> Option<Principal> {
-    let claims: SessionClaims = key.verify_json(Purpose::Session, value)?;
-    if claims.exp <= now {
-        return None;
-    }
+    principal_of(decode_session_claims(key, value, now)?)
+}
+
+/// The principal a session's claims name (`None` for an unknown role).
+#[must_use]
+pub fn principal_of(claims: SessionClaims) -> Option<Principal> {
     Some(Principal {
         subject: claims.sub,
         name: claims.name,
         role: parse_role(&claims.role)?,
     })
+}
+
+/// Sessions ended by logout on this replica, remembered until they would have expired anyway,
+/// so a copy of a logged-out cookie stops working at once. Bounded: when full, the entry that
+/// expires first is forgotten first. Each operation costs O(log n).
+#[derive(Debug, Default)]
+pub struct EndedSessions {
+    inner: std::sync::Mutex<Ended>,
+}
+
+#[derive(Debug, Default)]
+struct Ended {
+    by_sid: std::collections::HashMap<String, u64>,
+    by_expiry: std::collections::BTreeSet<(u64, String)>,
+}
+
+/// How many ended sessions one replica remembers.
+pub const MAX_ENDED_SESSIONS: usize = 100_000;
+
+impl EndedSessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ended> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers that session `sid`, valid until `exp`, has ended.
+    pub fn end(&self, sid: &str, exp: u64, now: u64) {
+        let mut ended = self.lock();
+        while let Some(first) = ended.by_expiry.first().cloned() {
+            if first.0 > now && ended.by_sid.len() < MAX_ENDED_SESSIONS {
+                break;
+            }
+            ended.by_expiry.remove(&first);
+            ended.by_sid.remove(&first.1);
+        }
+        if let Some(old) = ended.by_sid.insert(sid.to_owned(), exp) {
+            ended.by_expiry.remove(&(old, sid.to_owned()));
+        }
+        ended.by_expiry.insert((exp, sid.to_owned()));
+    }
+
+    /// Whether session `sid` was ended by logout.
+    #[must_use]
+    pub fn is_ended(&self, sid: &str) -> bool {
+        self.lock().by_sid.contains_key(sid)
+    }
+
+    /// How many ended sessions are remembered.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().by_sid.len()
+    }
+
+    /// Whether none is remembered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The value of the cookie `name` in the request's `Cookie` headers.
@@ -254,6 +354,51 @@ mod tests {
             name: Some("alice".into()),
             role: Role::Writer,
         }
+    }
+
+    #[test]
+    fn key_ids_name_keys_and_a_session_must_carry_its_keys_id() {
+        assert_eq!(key(7).id(), key(7).id());
+        assert_ne!(key(7).id(), key(8).id());
+        assert_eq!(key(7).id().len(), 12);
+        // Genuinely signed, but naming another key id (or none, as before key ids): refused.
+        let k = key(7);
+        for kid in ["", "000000000000"] {
+            let claims = SessionClaims {
+                sub: "u-1".into(),
+                name: None,
+                role: "admin".into(),
+                exp: 2000,
+                sid: "s".into(),
+                kid: kid.into(),
+            };
+            let value = k.sign_json(Purpose::Session, &claims).unwrap();
+            assert_eq!(decode_session(&k, &value, 1000), None, "kid {kid:?}");
+        }
+        // Each session gets its own id.
+        let a = encode_session(&k, &alice(), 1000, SESSION_LIFETIME).unwrap();
+        let b = encode_session(&k, &alice(), 1000, SESSION_LIFETIME).unwrap();
+        let sid = |v: &str| decode_session_claims(&k, v, 1000).unwrap().sid;
+        assert_ne!(sid(&a), sid(&b));
+    }
+
+    #[test]
+    fn ended_sessions_are_remembered_until_expiry_and_bounded() {
+        let ended = EndedSessions::default();
+        ended.end("a", 100, 10);
+        assert!(ended.is_ended("a"));
+        assert!(!ended.is_ended("b"));
+        // Expired entries are dropped on the next insert.
+        ended.end("b", 300, 200);
+        assert!(!ended.is_ended("a"));
+        assert_eq!(ended.len(), 1);
+        for i in 0..MAX_ENDED_SESSIONS + 5 {
+            ended.end(&format!("s{i}"), 1_000 + i as u64, 200);
+        }
+        assert_eq!(ended.len(), MAX_ENDED_SESSIONS);
+        // The newest survive; the first to expire went first.
+        assert!(ended.is_ended(&format!("s{}", MAX_ENDED_SESSIONS + 4)));
+        assert!(!ended.is_ended("b"));
     }
 
     #[test]
@@ -342,6 +487,8 @@ mod tests {
                     name: None,
                     role: "root".into(),
                     exp: 2000,
+                    sid: "s".into(),
+                    kid: k.id().to_owned(),
                 },
             )
             .unwrap();

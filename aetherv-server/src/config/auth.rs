@@ -2,15 +2,19 @@
 //! off (demo mode, or `AUTH_ENABLED=false` with `ALLOW_DEV_AUTH=true`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use aetherv_winrm::Secret;
 
 use super::random_secret;
 use super::sources::Sources;
-use crate::auth::oidc::RoleNames;
+use crate::auth::oidc::{HttpPolicy, RoleNames, is_loopback};
 
 /// The shortest accepted `SESSION_KEY`, in bytes.
 pub const MIN_SESSION_KEY_BYTES: usize = 32;
+
+/// `SESSION_MAX_AGE`'s default, in seconds (8 hours); at most three times this is accepted.
+pub const SESSION_LIFETIME_SECS: usize = 8 * 60 * 60;
 
 /// The path, relative to the public URL, of the OIDC redirect (callback) endpoint.
 pub const OIDC_CALLBACK_PATH: &str = "/oidc/callback";
@@ -47,6 +51,25 @@ pub struct OidcSettings {
     /// Browser login (authorization code flow); `None` when `OIDC_CLIENT_SECRET` is unset and
     /// only bearer tokens are accepted.
     pub login: Option<LoginSettings>,
+    /// `OIDC_ALLOW_INSECURE_HTTP`: plain http to a non-loopback issuer (labs only; logged loudly).
+    pub allow_insecure_http: bool,
+}
+
+impl OidcSettings {
+    /// Which issuer URLs the server may use.
+    #[must_use]
+    pub fn http_policy(&self) -> HttpPolicy {
+        HttpPolicy {
+            allow_insecure_http: self.allow_insecure_http,
+        }
+    }
+
+    /// Whether the issuer is reached over plain http on a non-loopback address (allowed only
+    /// with `OIDC_ALLOW_INSECURE_HTTP=true`; the server warns at start).
+    #[must_use]
+    pub fn insecure_issuer(&self) -> bool {
+        url::Url::parse(&self.issuer_url).is_ok_and(|u| u.scheme() == "http" && !is_loopback(&u))
+    }
 }
 
 /// Browser login settings.
@@ -61,6 +84,12 @@ pub struct LoginSettings {
     /// Key signing the session cookie (`SESSION_KEY`, at least 32 bytes); `None` means use
     /// [`LoginSettings::session_key_or_random`].
     pub session_key: Option<Secret>,
+    /// The key before the last rotation (`SESSION_KEY_PREVIOUS`): its sessions stay valid until
+    /// they expire. Rotating `SESSION_KEY` without it ends every session at once.
+    pub previous_session_key: Option<Secret>,
+    /// The longest a browser session lasts (`SESSION_MAX_AGE`, seconds, default 8 h); a session
+    /// also ends when the ID token it was made from expires.
+    pub session_max_age: Duration,
 }
 
 impl LoginSettings {
@@ -101,8 +130,27 @@ pub(super) fn auth(
     if !fleet && issuer.is_none() {
         return AuthConfig::Disabled(DisabledReason::Demo);
     }
+    let allow_insecure_http = s.flag("OIDC_ALLOW_INSECURE_HTTP", false);
     let issuer_url = match issuer {
-        Some(v) => s.http_url("OIDC_ISSUER_URL", &v, true).unwrap_or_default(),
+        Some(v) => {
+            let url = s.http_url("OIDC_ISSUER_URL", &v, true).unwrap_or_default();
+            let policy = HttpPolicy {
+                allow_insecure_http,
+            };
+            if let Ok(parsed) = url::Url::parse(&url)
+                && !policy.allows(&parsed)
+            {
+                s.problem(
+                    "OIDC_ISSUER_URL",
+                    format_args!(
+                        "must be https: {url} uses plain http, so anyone on the network path \
+                         could swap the issuer's keys and sign admin tokens (http is allowed \
+                         only on loopback, or with OIDC_ALLOW_INSECURE_HTTP=true for labs)"
+                    ),
+                );
+            }
+            url
+        }
         None => {
             s.problem(
                 "OIDC_ISSUER_URL",
@@ -139,6 +187,7 @@ pub(super) fn auth(
         client_id,
         roles,
         login,
+        allow_insecure_http,
     })
 }
 
@@ -211,10 +260,33 @@ fn login(
             ),
         );
     }
+    let previous_session_key = s.secret("SESSION_KEY_PREVIOUS");
+    if let Some(key) = &previous_session_key {
+        if key.expose().len() < MIN_SESSION_KEY_BYTES {
+            s.problem(
+                "SESSION_KEY_PREVIOUS",
+                format_args!("too short: at least {MIN_SESSION_KEY_BYTES} bytes are needed"),
+            );
+        }
+        if session_key.is_none() {
+            s.problem(
+                "SESSION_KEY_PREVIOUS",
+                "set SESSION_KEY too: the previous key only reads sessions, it never signs them",
+            );
+        }
+    }
+    let max_age = s.number(
+        "SESSION_MAX_AGE",
+        SESSION_LIFETIME_SECS,
+        60,
+        SESSION_LIFETIME_SECS * 3,
+    );
     LoginSettings {
         client_secret,
         redirect_url,
         scopes,
         session_key,
+        previous_session_key,
+        session_max_age: Duration::from_secs(max_age as u64),
     }
 }

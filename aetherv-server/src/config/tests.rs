@@ -963,3 +963,66 @@ fn hosts_file_nesting_too_deep_is_a_problem_not_a_stall() {
     assert!(p.contains("nesting deeper than 64 levels"), "{p}");
     assert!(p.contains("line 2"), "{p}");
 }
+
+#[test]
+fn the_issuer_must_be_https_unless_loopback_or_explicitly_relaxed() {
+    let problem = one_problem(
+        load(
+            FLEET,
+            &[("OIDC_ISSUER_URL", "http://login.corp.example/realms/x")],
+        ),
+        "OIDC_ISSUER_URL",
+    );
+    assert!(problem.contains("must be https"), "{problem}");
+    for ok in [
+        "https://login.corp.example/realms/x",
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+        "http://[::1]:8080",
+    ] {
+        let c = load(FLEET, &[("OIDC_ISSUER_URL", ok)]).unwrap_or_else(|p| panic!("{ok}: {p:?}"));
+        assert!(!oidc(&c).insecure_issuer(), "{ok}");
+    }
+    let c = load(
+        FLEET,
+        &[
+            ("OIDC_ISSUER_URL", "http://login.lab.example"),
+            ("OIDC_ALLOW_INSECURE_HTTP", "true"),
+        ],
+    )
+    .unwrap();
+    assert!(oidc(&c).insecure_issuer());
+    assert!(oidc(&c).http_policy().allow_insecure_http);
+}
+
+#[test]
+fn session_settings() {
+    let secret = [
+        ("OIDC_CLIENT_SECRET", "client-secret-1"),
+        ("PUBLIC_URL", "https://aetherv.corp.example"),
+        ("SESSION_KEY", "0123456789abcdef0123456789abcdef"),
+    ];
+    let c = load(FLEET, &secret).unwrap();
+    let login = oidc(&c).login.as_ref().unwrap();
+    assert_eq!(login.session_max_age.as_secs(), 8 * 3600);
+    assert!(login.previous_session_key.is_none());
+    let mut extra = secret.to_vec();
+    extra.push(("SESSION_MAX_AGE", "3600"));
+    extra.push(("SESSION_KEY_PREVIOUS", "fedcba9876543210fedcba9876543210"));
+    let c = load(FLEET, &extra).unwrap();
+    let login = oidc(&c).login.as_ref().unwrap();
+    assert_eq!(login.session_max_age.as_secs(), 3600);
+    assert!(login.previous_session_key.is_some());
+    let problem = one_problem(
+        load(
+            FLEET,
+            &[
+                ("OIDC_CLIENT_SECRET", "client-secret-1"),
+                ("PUBLIC_URL", "https://aetherv.corp.example"),
+                ("SESSION_KEY_PREVIOUS", "fedcba9876543210fedcba9876543210"),
+            ],
+        ),
+        "SESSION_KEY_PREVIOUS",
+    );
+    assert!(problem.contains("SESSION_KEY too"), "{problem}");
+}

@@ -26,28 +26,114 @@ pub trait JwksFetcher: Send + Sync {
     async fn fetch_jwks(&self, issuer_url: &str) -> Result<Vec<Jwk>, OidcError>;
 }
 
+/// Which URLs the server may use to talk to the identity provider.
+///
+/// Only `https` is allowed for the issuer, its discovery document, key set and endpoints: an
+/// attacker on the path of a plain `http` exchange could swap the keys and sign admin tokens.
+/// `http` is allowed for loopback addresses (`localhost`, `127.0.0.0/8`, `::1`), and everywhere
+/// only with `OIDC_ALLOW_INSECURE_HTTP=true`, meant for labs and logged loudly at start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpPolicy {
+    /// `OIDC_ALLOW_INSECURE_HTTP`: plain `http` to any address.
+    pub allow_insecure_http: bool,
+}
+
+/// The most redirects followed while fetching from the identity provider.
+const MAX_REDIRECTS: usize = 5;
+
+impl HttpPolicy {
+    /// Whether `url` may be used; `what` names it in the error.
+    pub fn check(&self, url: &str, what: &str) -> Result<(), OidcError> {
+        let parsed = url::Url::parse(url)
+            .map_err(|_| unavailable(format!("{what} is not an absolute URL")))?;
+        if self.allows(&parsed) {
+            Ok(())
+        } else if matches!(parsed.scheme(), "http" | "https") {
+            Err(unavailable(format!(
+                "{what} {} uses plain http; the identity provider must use https (http is \
+                 allowed only on loopback, or with OIDC_ALLOW_INSECURE_HTTP=true for labs)",
+                origin_of(&parsed)
+            )))
+        } else {
+            Err(unavailable(format!("{what} is not an http(s) URL")))
+        }
+    }
+
+    /// Whether `url` may be used.
+    #[must_use]
+    pub fn allows(&self, url: &url::Url) -> bool {
+        match url.scheme() {
+            "https" => true,
+            "http" => self.allow_insecure_http || is_loopback(url),
+            _ => false,
+        }
+    }
+
+    /// An HTTP client for the identity provider: `timeout` per request, and redirects followed
+    /// only to URLs this policy allows (at most five), so an https issuer cannot be downgraded.
+    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, OidcError> {
+        let policy = *self;
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else if policy.allows(attempt.url()) {
+                    attempt.follow()
+                } else {
+                    attempt.error("redirect to a plain http URL refused")
+                }
+            }))
+            .build()
+            .map_err(|e| unavailable(format!("cannot build http client: {e}")))
+    }
+}
+
+/// Whether `url`'s host is a loopback name or address.
+#[must_use]
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// `scheme://host[:port]` of `url`, for error messages (never a path or query).
+fn origin_of(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
 /// [`JwksFetcher`] over HTTP(S): reads `<issuer>/.well-known/openid-configuration`, checks that
-/// its `issuer` is the configured one, then reads its `jwks_uri`.
+/// its `issuer` is the configured one, then reads its `jwks_uri`. Every URL must pass its
+/// [`HttpPolicy`].
 #[derive(Debug, Clone)]
 pub struct ReqwestFetcher {
     client: reqwest::Client,
+    policy: HttpPolicy,
 }
 
 impl ReqwestFetcher {
-    /// A fetcher with its own client (10 s timeout, no redirects to other schemes).
+    /// A fetcher with its own client (10 s timeout) and the strict [`HttpPolicy`]: https, or
+    /// http on loopback only.
     pub fn new() -> Result<Self, OidcError> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| unavailable(format!("cannot build http client: {e}")))?;
-        Ok(Self { client })
+        Self::with_policy(HttpPolicy::default())
     }
 
-    /// A fetcher using the given client (for custom trust roots or proxies).
+    /// A fetcher with its own client (10 s timeout) and `policy`.
+    pub fn with_policy(policy: HttpPolicy) -> Result<Self, OidcError> {
+        Ok(Self {
+            client: policy.client(Duration::from_secs(10))?,
+            policy,
+        })
+    }
+
+    /// A fetcher using the given client (for custom trust roots or proxies) and `policy`.
     #[must_use]
-    pub fn with_client(client: reqwest::Client) -> Self {
-        Self { client }
+    pub fn with_client(client: reqwest::Client, policy: HttpPolicy) -> Self {
+        Self { client, policy }
     }
 
     async fn get_json<T: for<'de> Deserialize<'de>>(
@@ -55,6 +141,7 @@ impl ReqwestFetcher {
         url: &str,
         what: &str,
     ) -> Result<T, OidcError> {
+        self.policy.check(url, what)?;
         let response = self
             .client
             .get(url)
@@ -128,21 +215,23 @@ impl ReqwestFetcher {
             ));
         }
         for (name, url) in [
-            ("authorization_endpoint", &metadata.authorization_endpoint),
-            ("token_endpoint", &metadata.token_endpoint),
+            (
+                "authorization_endpoint",
+                Some(&metadata.authorization_endpoint),
+            ),
+            ("token_endpoint", Some(&metadata.token_endpoint)),
+            (
+                "end_session_endpoint",
+                metadata.end_session_endpoint.as_ref(),
+            ),
         ] {
-            if !is_http_url(url) {
-                return Err(unavailable(format!(
-                    "discovery document has no http(s) {name}"
-                )));
+            if let Some(url) = url {
+                self.policy
+                    .check(url, &format!("the discovery document's {name}"))?;
             }
         }
         Ok(metadata)
     }
-}
-
-fn is_http_url(url: &str) -> bool {
-    url.starts_with("https://") || url.starts_with("http://")
 }
 
 #[async_trait]
@@ -156,11 +245,8 @@ impl JwksFetcher for ReqwestFetcher {
                 "discovery document names a different issuer".to_owned(),
             ));
         }
-        if !is_http_url(&discovery.jwks_uri) {
-            return Err(unavailable(
-                "discovery document has no http(s) jwks_uri".to_owned(),
-            ));
-        }
+        self.policy
+            .check(&discovery.jwks_uri, "the discovery document's jwks_uri")?;
         let set: RawJwkSet = self.get_json(&discovery.jwks_uri, "key set").await?;
         // One key of a type we do not know must not hide the others.
         Ok(set
