@@ -145,8 +145,12 @@ pub struct HostTarget {
     pub password: Secret,
     /// Authentication method.
     pub transport: Transport,
-    /// Extra trusted CA file for HTTPS.
+    /// Extra trusted CA file for HTTPS (a certificate in it byte-identical to the host's is
+    /// trusted as a pin).
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints pinning the host's certificate (`WINRM_CERT_SHA256`, or the
+    /// host's or `defaults`' `cert_sha256` in `HOSTS_FILE`): only these are then accepted.
+    pub cert_sha256: Vec<aetherv_winrm::transport::CertFingerprint>,
     /// Accept any certificate (testing only).
     pub insecure: bool,
     /// Firmware overrides per image name pattern from `HOSTS_FILE`: the host's own

@@ -64,6 +64,7 @@ impl DemoFleet {
                 password: password.clone(),
                 transport: Transport::Ntlm,
                 ca_file: None,
+                cert_sha256: Vec::new(),
                 insecure: false,
                 image_boot: Vec::new(),
                 resources: aetherv_provision::resources::HostDefinitions::default(),

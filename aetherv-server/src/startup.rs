@@ -98,6 +98,9 @@ fn client_for(target: &HostTarget) -> Result<Client, String> {
     if let Some(ca) = &target.ca_file {
         builder = builder.ca_file(ca);
     }
+    for pin in &target.cert_sha256 {
+        builder = builder.pin_sha256(*pin);
+    }
     builder
         .build()
         .map_err(|e| format!("host {}: cannot build the WinRM client: {e}", target.name))

@@ -41,11 +41,20 @@ pub trait Connector: Send + Sync {
     fn connect(&self) -> Result<Arc<dyn Transport>, TransportError>;
 }
 
+mod tls;
+
+pub use tls::{BadFingerprint, CertFingerprint};
+
 /// TLS settings for HTTPS endpoints.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
-    /// Extra PEM file of trusted CA certificates, used in addition to the system's store.
+    /// Extra PEM file of trusted CA certificates, used in addition to the system's store. A
+    /// certificate in it that is byte-identical to the host's certificate is trusted as a
+    /// pinned certificate, whatever its constraints (self-signed `CA:TRUE` included).
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints of the host's certificate. When any is given, only a certificate
+    /// with one of these fingerprints (or byte-identical to one in the CA file) is accepted.
+    pub pin_sha256: Vec<CertFingerprint>,
     /// Accept any certificate (self-signed, expired, wrong name). Only for lab use.
     pub accept_invalid_certs: bool,
 }
@@ -168,11 +177,14 @@ fn tls_config(options: &TlsOptions) -> Result<rustls::ClientConfig, TransportErr
             .with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            // A malformed certificate in the system store is skipped, as browsers do.
-            let _ = roots.add(cert);
+        if options.pin_sha256.is_empty() {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                // A malformed certificate in the system store is skipped, as browsers do.
+                let _ = roots.add(cert);
+            }
         }
+        let mut exact = Vec::new();
         if let Some(path) = &options.ca_file {
             let pem = std::fs::read(path).map_err(|e| {
                 TransportError::Config(format!("cannot read CA file {}: {e}", path.display()))
@@ -192,15 +204,18 @@ fn tls_config(options: &TlsOptions) -> Result<rustls::ClientConfig, TransportErr
                 )));
             }
             for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    TransportError::Config(format!(
-                        "CA file {} holds an unusable certificate: {e}",
-                        path.display()
-                    ))
-                })?;
+                // A certificate webpki cannot use as an anchor may still be the host's own
+                // certificate, trusted by identity.
+                let _ = roots.add(cert.clone());
+                exact.push(cert);
             }
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let verifier = tls::HostVerifier::new(provider, roots, exact, options.pin_sha256.clone())
+            .map_err(TransportError::Config)?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)

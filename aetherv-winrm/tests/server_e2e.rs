@@ -22,7 +22,8 @@ use aetherv_winrm::server::{
     ServerHandle, TlsConfig, WsmanServer,
 };
 use aetherv_winrm::transport::{
-    Connector, HttpConnector, HttpOptions, HttpResponse, TlsOptions, Transport, TransportError,
+    CertFingerprint, Connector, HttpConnector, HttpOptions, HttpResponse, TlsOptions, Transport,
+    TransportError,
 };
 use aetherv_winrm::{Client, Error, Secret};
 use async_trait::async_trait;
@@ -605,6 +606,115 @@ async fn basic_and_ntlm_over_https() {
         let out = client.run_command("echo", &["both"]).await.unwrap();
         assert_eq!(out.stdout_text(), "both\r\n");
         let _ = std::fs::remove_file(&ca);
+    })
+    .await;
+}
+
+/// A certificate and key made exactly as `openssl req -x509 -newkey rsa:2048 -nodes` makes
+/// them (self-signed, `CA:TRUE`, no subject alternative name), and the SHA-256 fingerprint line
+/// `openssl x509 -noout -fingerprint -sha256` prints for it.
+fn openssl_self_signed(dir: &std::path::Path) -> (TlsConfig, std::path::PathBuf, String) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=winrm-host.lab.example"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command line tool");
+    assert!(made.status.success(), "{made:?}");
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"),
+        "openssl's default self-signed certificate is a CA certificate"
+    );
+    let fingerprint = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let tls = TlsConfig {
+        cert_pem: std::fs::read_to_string(&cert).unwrap(),
+        key_pem: std::fs::read_to_string(&key).unwrap(),
+    };
+    (
+        tls,
+        cert,
+        String::from_utf8(fingerprint.stdout)
+            .unwrap()
+            .trim()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn an_openssl_self_signed_certificate_is_trusted_from_the_ca_file_or_by_pin() {
+    bounded(async {
+        let dir = std::env::temp_dir().join(format!("aetherv-winrm-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (tls, ca, fingerprint) = openssl_self_signed(&dir);
+        let mut https = config();
+        https.tls = Some(tls);
+        let (server, _) = start(https).await;
+        let tls_error = |err: &Error| match err {
+            Error::Transport {
+                source: TransportError::Tls(text),
+                ..
+            } => text.clone(),
+            other => panic!("expected a TLS error, got {other:?}"),
+        };
+
+        // The very certificate in the CA file: trusted whatever its constraints (and the name
+        // it carries is not the address we connect to).
+        let client = ntlm_client(&server).ca_file(&ca).build().unwrap();
+        let out = client
+            .run_command("echo", &["pinned", "file"])
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_text(), "pinned file\r\n");
+
+        // Pinned by the fingerprint openssl prints, with no CA file at all.
+        let pin: CertFingerprint = fingerprint.parse().unwrap();
+        let client = ntlm_client(&server).pin_sha256(pin).build().unwrap();
+        let out = client
+            .run_command("echo", &["pinned", "hash"])
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_text(), "pinned hash\r\n");
+
+        // Another fingerprint: refused, naming the certificate's.
+        let other = CertFingerprint([7; 32]);
+        let client = ntlm_client(&server).pin_sha256(other).build().unwrap();
+        let err = client.run_command("echo", &["x"]).await.unwrap_err();
+        let text = tls_error(&err);
+        assert!(text.contains("matches no pinned fingerprint"), "{text}");
+        assert!(text.contains(&pin.to_string()), "{text}");
+
+        // A pin wins over a CA file that does not hold the certificate.
+        let unrelated = TlsConfig::self_signed(&["127.0.0.1"]).unwrap();
+        let unrelated_ca = write_ca(&unrelated, "unrelated");
+        let client = ntlm_client(&server)
+            .ca_file(&unrelated_ca)
+            .pin_sha256(other)
+            .build()
+            .unwrap();
+        let err = client.run_command("echo", &["x"]).await.unwrap_err();
+        assert!(tls_error(&err).contains("matches no pinned fingerprint"));
+        // Neither pinned nor in the CA file: the handshake fails.
+        let client = ntlm_client(&server).ca_file(&unrelated_ca).build().unwrap();
+        let err = client.run_command("echo", &["x"]).await.unwrap_err();
+        tls_error(&err);
+        let _ = std::fs::remove_file(&unrelated_ca);
+        let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p aetherv-examples --example winrm -- \
 //!     --endpoint http://host:5985/wsman --auth ntlm --user 'DOMAIN\admin' --password-env WINRM_PASSWORD \
-//!     [--encryption auto|always|never] [--ca-file PATH] [--insecure] \
+//!     [--encryption auto|always|never] [--ca-file PATH] [--pin-sha256 FINGERPRINT] [--insecure] \
 //!     [--powershell] [--stdin-file PATH] [--repeat N] -- COMMAND [ARGS...]
 //! ```
 //!
@@ -50,6 +50,10 @@ struct Args {
     /// PEM file with CA certificates to trust for HTTPS.
     #[arg(long)]
     ca_file: Option<std::path::PathBuf>,
+    /// Pin the host's certificate by its SHA-256 fingerprint, as `openssl x509 -noout
+    /// -fingerprint -sha256` prints it (repeatable); only a pinned certificate is then accepted.
+    #[arg(long = "pin-sha256")]
+    pin_sha256: Vec<aetherv_winrm::transport::CertFingerprint>,
     /// Accept any TLS certificate (lab use only).
     #[arg(long)]
     insecure: bool,
@@ -124,6 +128,9 @@ async fn run(args: Args) -> ExitCode {
     };
     if let Some(ca) = &args.ca_file {
         builder = builder.ca_file(ca);
+    }
+    for pin in &args.pin_sha256 {
+        builder = builder.pin_sha256(*pin);
     }
     let client = match builder.build() {
         Ok(c) => c,

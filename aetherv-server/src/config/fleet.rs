@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use aetherv_provision::boot::BootRule;
 use aetherv_provision::resources::HostDefinitions;
+use aetherv_winrm::transport::CertFingerprint;
 
 use super::hosts_file::{HostEntry, HostSpec, Overrides, definitions, read_hosts_file};
 use super::sources::Sources;
@@ -17,8 +18,22 @@ struct EnvDefaults {
     use_tls: bool,
     transport: Transport,
     ca_file: Option<PathBuf>,
+    cert_sha256: Vec<CertFingerprint>,
     insecure: bool,
     username: Option<String>,
+}
+
+/// Fingerprints from a comma-separated list, or why one is not a fingerprint.
+fn fingerprints(value: &str) -> Result<Vec<CertFingerprint>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<CertFingerprint>()
+                .map_err(|e| format!("{e}; got {:?}", v.chars().take(120).collect::<String>()))
+        })
+        .collect()
 }
 
 fn env_defaults(s: &mut Sources<'_>) -> EnvDefaults {
@@ -52,6 +67,14 @@ fn env_defaults(s: &mut Sources<'_>) -> EnvDefaults {
     {
         s.problem("WINRM_CA_FILE", why);
     }
+    let cert_sha256 = match s.get("WINRM_CERT_SHA256").map(|v| fingerprints(&v)) {
+        None => Vec::new(),
+        Some(Ok(pins)) => pins,
+        Some(Err(why)) => {
+            s.problem("WINRM_CERT_SHA256", why);
+            Vec::new()
+        }
+    };
     let username = s
         .secret("WINRM_USERNAME")
         .map(|u| u.expose().trim().to_owned());
@@ -60,6 +83,7 @@ fn env_defaults(s: &mut Sources<'_>) -> EnvDefaults {
         use_tls,
         transport,
         ca_file,
+        cert_sha256,
         insecure,
         username,
     }
@@ -348,6 +372,30 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                 .map(|ca| base_dir.join(ca))
                 .or_else(|| env.ca_file.clone()),
         };
+        let cert_sha256 = match spec
+            .cert_sha256
+            .as_deref()
+            .map(|v| (v, "cert_sha256"))
+            .or_else(|| {
+                file_defaults
+                    .cert_sha256
+                    .as_deref()
+                    .map(|v| (v, "defaults.cert_sha256"))
+            }) {
+            None => env.cert_sha256.clone(),
+            Some((value, field)) => match fingerprints(value) {
+                Ok(pins) => pins,
+                Err(why) => {
+                    let place = if field == "cert_sha256" {
+                        format!("{origin}.cert_sha256")
+                    } else {
+                        format!("HOSTS_FILE: {field}")
+                    };
+                    s.problems.push(format!("{place}: {why}"));
+                    Vec::new()
+                }
+            },
+        };
         let transport = spec
             .transport
             .or(file_defaults.transport)
@@ -399,6 +447,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
             password: password.clone().unwrap_or_default(),
             transport,
             ca_file,
+            cert_sha256,
             insecure: spec
                 .insecure
                 .or(file_defaults.insecure)

@@ -20,6 +20,8 @@ pub(super) struct Overrides {
     pub(super) use_tls: Option<bool>,
     pub(super) transport: Option<Transport>,
     pub(super) ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints pinning the host's certificate, comma-separated.
+    pub(super) cert_sha256: Option<String>,
     pub(super) insecure: Option<bool>,
     pub(super) username: Option<String>,
     /// Firmware overrides per image name pattern, tried after the cluster's and the host's.
@@ -49,6 +51,8 @@ pub(super) struct HostSpec {
     pub(super) use_tls: Option<bool>,
     pub(super) transport: Option<Transport>,
     pub(super) ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints pinning the host's certificate, comma-separated.
+    pub(super) cert_sha256: Option<String>,
     pub(super) insecure: Option<bool>,
     pub(super) username: Option<String>,
     /// Firmware overrides per image name pattern for this host, tried first.

@@ -1026,3 +1026,35 @@ fn session_settings() {
     );
     assert!(problem.contains("SESSION_KEY too"), "{problem}");
 }
+
+#[test]
+fn certificate_pins_from_the_environment_and_hosts_file() {
+    let empty = TempDir::new();
+    let pin = "AB:".repeat(31) + "CD";
+    let other = "12".repeat(32);
+    let (_dir, mut map) = hosts_file(&format!(
+        "defaults: {{cert_sha256: \"{pin}\"}}\nhosts: [hv01, {{name: hv02, cert_sha256: \"{other}, {pin}\"}}]\n"
+    ));
+    let c = load_in(&map, &empty.0).unwrap();
+    let hosts = fleet_hosts(&c);
+    assert_eq!(hosts[0].cert_sha256.len(), 1);
+    assert_eq!(hosts[0].cert_sha256[0].to_string(), pin);
+    assert_eq!(hosts[1].cert_sha256.len(), 2);
+    // From the environment, for hosts the file does not pin.
+    let (_dir, map2) = hosts_file("hosts: [hv01]\n");
+    let mut env = map2.clone();
+    env.insert("WINRM_CERT_SHA256".into(), other.clone());
+    let c = load_in(&env, &empty.0).unwrap();
+    assert_eq!(fleet_hosts(&c)[0].cert_sha256[0].0, [0x12; 32]);
+    // Bad values name where they are.
+    env.insert("WINRM_CERT_SHA256".into(), "not-a-hash".into());
+    let p = one_problem(load_in(&env, &empty.0), "WINRM_CERT_SHA256");
+    assert!(p.contains("64 hex digits"), "{p}");
+    let (_dir, bad) = hosts_file("hosts: [{name: hv01, cert_sha256: abc}]\n");
+    let p = one_problem(load_in(&bad, &empty.0), "HOSTS_FILE");
+    assert!(p.starts_with("HOSTS_FILE: hosts[0].cert_sha256: "), "{p}");
+    map.insert("WINRM_CERT_SHA256".into(), other);
+    // The file's pins win over the environment's.
+    let c = load_in(&map, &empty.0).unwrap();
+    assert_eq!(fleet_hosts(&c)[0].cert_sha256[0].to_string(), pin);
+}

@@ -122,6 +122,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Pin the host's certificate by its SHA-256 fingerprint (may be called more than once, for a
+    /// certificate renewal). With a pin, only a certificate with a pinned fingerprint (or one
+    /// byte-identical to a certificate in the CA file) is accepted.
+    pub fn pin_sha256(mut self, fingerprint: crate::transport::CertFingerprint) -> Self {
+        self.tls.pin_sha256.push(fingerprint);
+        self
+    }
+
     /// Accept any TLS certificate. Only for lab hosts with self-signed certificates.
     pub fn accept_invalid_certs(mut self, accept: bool) -> Self {
         self.tls.accept_invalid_certs = accept;
