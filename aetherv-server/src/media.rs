@@ -96,7 +96,9 @@ pub enum MediaError {
         source: std::io::Error,
     },
     /// `xorriso` could not be started.
-    #[error("cannot run {program} (install the Debian package xorriso or set AETHERV_XORRISO): {source}")]
+    #[error(
+        "cannot run {program} (install the Debian package xorriso or set AETHERV_XORRISO): {source}"
+    )]
     NoWriter {
         /// The program tried.
         program: String,
@@ -164,9 +166,13 @@ impl BuiltIso {
             iso: self.file_name,
             detail: e.to_string(),
         };
-        let iso =
-            Artifact::from_file_with_hash(self.file_name, &self.path, &self.sha256, self.size_bytes)
-                .map_err(bad)?;
+        let iso = Artifact::from_file_with_hash(
+            self.file_name,
+            &self.path,
+            &self.sha256,
+            self.size_bytes,
+        )
+        .map_err(bad)?;
         let version = Artifact::from_bytes(
             format!("{}.version", self.file_name),
             self.version.clone().into_bytes(),
@@ -416,7 +422,8 @@ fn build(
             let target = root.join(&name);
             match source {
                 Source::Text(text) => {
-                    std::fs::write(&target, text.as_bytes()).map_err(io("cannot write", &target))?;
+                    std::fs::write(&target, text.as_bytes())
+                        .map_err(io("cannot write", &target))?;
                 }
                 Source::File(path) => {
                     std::fs::copy(&path, &target).map_err(io("cannot copy", &path))?;
@@ -437,7 +444,10 @@ fn build(
         let bytes_hash = hash_file(&image).map_err(io("cannot read", &image))?;
         let (sha256, size_bytes) = bytes_hash;
         let stem = file_name.trim_end_matches(".iso");
-        let kept = out.join(format!("{stem}-{}.iso", sha256.get(..16).unwrap_or_default()));
+        let kept = out.join(format!(
+            "{stem}-{}.iso",
+            sha256.get(..16).unwrap_or_default()
+        ));
         if !kept.is_file() {
             std::fs::rename(&image, &kept).map_err(io("cannot move the image to", &kept))?;
         }
@@ -549,6 +559,89 @@ mod tests {
         assert!(media.missing.iter().any(|m| m.file_name == LINUX_ISO));
     }
 
+    /// The Windows agent speaks the protocol of `aetherv-kvp` (the one implementation both
+    /// halves share): every key, state, data name and limit it uses is the crate's, and no
+    /// secret reaches its log or a file.
+    #[test]
+    fn the_windows_agent_uses_the_protocol_constants_and_never_persists_secrets() {
+        use aetherv_provision::kvp::{GuestState, HostState, MAX_CHUNKS, keys};
+        let agent = WINDOWS_EMBEDDED
+            .iter()
+            .find(|(name, _)| *name == "AethervAgent.ps1")
+            .map(|(_, text)| *text)
+            .unwrap();
+        for key in [
+            keys::HOST_STATE,
+            keys::VERSION,
+            keys::SHARED_AES_KEY,
+            keys::CHECKSUM,
+            keys::GUEST_PUBLIC_KEY,
+            keys::GUEST_STATE,
+            keys::GUEST_ERROR,
+            keys::DATA_PREFIX,
+        ] {
+            assert!(agent.contains(&format!("'{key}")), "{key}");
+        }
+        for state in [
+            HostState::WaitingForPublicKey.as_str(),
+            HostState::ProvisioningDataPublished.as_str(),
+            GuestState::WaitingForAesKey.as_str(),
+            GuestState::Applying.as_str(),
+            GuestState::ProvisioningApplied.as_str(),
+            GuestState::ProvisioningFailed.as_str(),
+        ] {
+            assert!(agent.contains(&format!("'{state}'")), "{state}");
+        }
+        for name in [
+            keys::data::GUEST_HOST_NAME,
+            keys::data::GUEST_LA_UID,
+            keys::data::GUEST_LA_PW,
+            keys::data::GUEST_V4_IP_ADDR,
+            keys::data::GUEST_V4_CIDR_PREFIX,
+            keys::data::GUEST_V4_DEFAULT_GW,
+            keys::data::GUEST_V4_DNS1,
+            keys::data::GUEST_V4_DNS2,
+            keys::data::GUEST_NET_DNS_SUFFIX,
+            keys::data::GUEST_DOMAIN_JOIN_TARGET,
+            keys::data::GUEST_DOMAIN_JOIN_UID,
+            keys::data::GUEST_DOMAIN_JOIN_PW,
+            keys::data::GUEST_DOMAIN_JOIN_OU,
+        ] {
+            assert!(agent.contains(&format!("'{name}'")), "{name}");
+        }
+        assert!(agent.contains(&format!("at most {MAX_CHUNKS} are allowed")));
+        assert!(agent.contains(&format!(
+            "$MaxErrorChars = {}",
+            aetherv_provision::kvp::guest::error_text(&"x".repeat(1000)).len()
+        )));
+        assert!(agent.contains("ExportCspBlob($false)"));
+        assert!(agent.contains("$Rsa.Decrypt($bytes, $false)"));
+        for line in agent.lines() {
+            let lower = line.to_ascii_lowercase();
+            if lower.contains("write-agentlog") || lower.contains("add-content") {
+                for secret in ["$password", "_pw", "$values", "$secure", "$credential"] {
+                    assert!(
+                        !lower.contains(secret),
+                        "a log line may carry a secret: {line}"
+                    );
+                }
+            }
+        }
+        for writer in [
+            "set-content",
+            "out-file",
+            "export-clixml",
+            "convertfrom-securestring",
+            "writealltext",
+            "writeallbytes",
+        ] {
+            assert!(
+                !agent.to_ascii_lowercase().contains(writer),
+                "the agent must not write files with {writer}"
+            );
+        }
+    }
+
     #[test]
     fn disabled_builds_nothing() {
         let media = build_all(&MediaConfig::default());
@@ -561,10 +654,9 @@ mod tests {
         let config = MediaConfig {
             enabled: true,
             xorriso: Some(PathBuf::from("/nonexistent/xorriso")),
-            output_dir: Some(std::env::temp_dir().join(format!(
-                "aetherv-media-nowriter-{}",
-                std::process::id()
-            ))),
+            output_dir: Some(
+                std::env::temp_dir().join(format!("aetherv-media-nowriter-{}", std::process::id())),
+            ),
             ..MediaConfig::default()
         };
         let err = build_windows(&config).unwrap_err();

@@ -398,10 +398,7 @@ async fn build_media(
 }
 
 /// `bundle` plus the deployment artifacts of the built ISOs.
-fn bundle_with(
-    bundle: Bundle,
-    media: &crate::media::ProvisioningMedia,
-) -> Result<Bundle, String> {
+fn bundle_with(bundle: Bundle, media: &crate::media::ProvisioningMedia) -> Result<Bundle, String> {
     media
         .artifacts()
         .map_err(|e| e.to_string())?

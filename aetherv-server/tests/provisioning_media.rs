@@ -88,7 +88,11 @@ fn isos_are_reproducible_and_versioned_by_content() {
 
     // Another agent: another Linux version and hash; the Windows ISO is unchanged.
     let other = media::build_all(&config(&dir, &agent(&dir, 2, 200_000)));
-    let linux2 = other.built.iter().find(|i| i.file_name == LINUX_ISO).unwrap();
+    let linux2 = other
+        .built
+        .iter()
+        .find(|i| i.file_name == LINUX_ISO)
+        .unwrap();
     assert_ne!(linux2.version, linux.version);
     assert_ne!(linux2.sha256, linux.sha256);
     let windows2 = other
@@ -101,7 +105,11 @@ fn isos_are_reproducible_and_versioned_by_content() {
     // A source folder replaces a family's embedded files.
     let source = dir.join("source");
     std::fs::create_dir_all(source.join("windows")).unwrap();
-    std::fs::write(source.join("windows").join("Custom.ps1"), "Write-Output 1\r\n").unwrap();
+    std::fs::write(
+        source.join("windows").join("Custom.ps1"),
+        "Write-Output 1\r\n",
+    )
+    .unwrap();
     let mut custom = config(&dir, &first_agent);
     custom.source_dir = Some(source);
     let custom = media::build_windows(&custom).unwrap();
@@ -125,7 +133,10 @@ fn without_an_agent_there_is_no_linux_iso_and_the_reason_says_so() {
         .iter()
         .find(|m| m.file_name == LINUX_ISO)
         .unwrap();
-    assert!(missing.reason.contains("AETHERV_GUEST_AGENT"), "{missing:?}");
+    assert!(
+        missing.reason.contains("AETHERV_GUEST_AGENT"),
+        "{missing:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -208,11 +219,12 @@ async fn isos_are_deployed_in_chunks_once_resent_when_changed_and_checked() {
     let facts = host.facts().await.unwrap();
     let listed = &facts.provisioning_isos[0];
     assert!(
-        listed.path.eq_ignore_ascii_case(&format!(
-            "{DEFAULT_INSTALL_DIRECTORY}\\{LINUX_ISO}"
-        )) || facts.provisioning_isos[1]
+        listed
             .path
-            .eq_ignore_ascii_case(&format!("{DEFAULT_INSTALL_DIRECTORY}\\{LINUX_ISO}")),
+            .eq_ignore_ascii_case(&format!("{DEFAULT_INSTALL_DIRECTORY}\\{LINUX_ISO}"))
+            || facts.provisioning_isos[1]
+                .path
+                .eq_ignore_ascii_case(&format!("{DEFAULT_INSTALL_DIRECTORY}\\{LINUX_ISO}")),
         "{:?}",
         facts.provisioning_isos
     );
@@ -287,7 +299,11 @@ async fn isos_are_deployed_in_chunks_once_resent_when_changed_and_checked() {
             .unwrap()
             .file(&format!("{DEFAULT_INSTALL_DIRECTORY}\\{LINUX_ISO}"))
             .unwrap();
-        assert_eq!(file.sha256(), linux2.sha256, "the damaged copy was not installed");
+        assert_eq!(
+            file.sha256(),
+            linux2.sha256,
+            "the damaged copy was not installed"
+        );
         assert_eq!(
             s.fleet().host("hv01").unwrap().scripts_version.as_deref(),
             Some(second.version())
@@ -318,7 +334,10 @@ async fn the_server_deploys_its_isos_publishes_their_hash_and_provisions_with_th
     let app = server.router();
     let deadline = Instant::now() + BOUND;
     while server.state().readiness.check().is_err() {
-        assert!(Instant::now() < deadline, "the demo server never became ready");
+        assert!(
+            Instant::now() < deadline,
+            "the demo server never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let built = server.state().info.media.clone();

@@ -356,7 +356,12 @@ fn deployed_isos(files: &HostFiles, dir: &str) -> Vec<crate::model::Provisioning
         .list(dir)
         .into_iter()
         .filter_map(|f| {
-            let name = f.path.rsplit('\\').next().unwrap_or_default().to_ascii_lowercase();
+            let name = f
+                .path
+                .rsplit('\\')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             let stem = name.strip_suffix(".iso")?;
             let os_family = if stem.contains("windows") {
                 crate::model::OsFamily::Windows

@@ -199,7 +199,7 @@ function Get-Payload {
         }
         foreach ($name in @($pieces.Keys)) {
             $parts = $pieces[$name]
-            if ($parts.Count -gt 64) { throw ('hlvmm.data.{0} has {1} chunks, at most 64 are allowed' -f $name, $parts.Count) }
+            if ($parts.Count -gt 30) { throw ('hlvmm.data.{0} has {1} chunks, at most 30 are allowed' -f $name, $parts.Count) }
             $builder = New-Object System.Text.StringBuilder
             for ($i = 0; $i -lt $parts.Count; $i++) {
                 if (-not $parts.ContainsKey($i)) { throw "chunk $i of hlvmm.data.$name is missing" }
