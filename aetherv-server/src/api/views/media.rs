@@ -68,3 +68,51 @@ pub fn provisioning_media(
     out.sort_by(|a, b| a.os_family.cmp(&b.os_family));
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::media::{BuiltIso, MissingIso};
+
+    #[test]
+    fn built_isos_are_deployed_only_with_their_version_and_missing_ones_say_why() {
+        let media = ProvisioningMedia {
+            built: vec![BuiltIso {
+                os_family: "windows",
+                file_name: "WindowsProvisioning.iso",
+                path: std::path::PathBuf::from("/tmp/w.iso"),
+                version: "0123456789abcdef".to_owned(),
+                sha256: "ab".repeat(32),
+                size_bytes: 401_408,
+                files: vec!["version".to_owned()],
+            }],
+            missing: vec![MissingIso {
+                os_family: "linux",
+                file_name: "LinuxProvisioning.iso",
+                reason: "no Linux guest agent".to_owned(),
+            }],
+        };
+        let facts = |version: &str| {
+            serde_json::from_value::<aetherv_hyperv::ops::HostFacts>(serde_json::json!({
+                "name": "hv01", "fqdn": "hv01.lab", "logical_processors": 8,
+                "memory_total_bytes": 1, "memory_available_bytes": 1, "vm_path": "C:\\VMs",
+                "provisioning_isos": [{"os_family": "windows",
+                    "path": "C:\\Program Files\\Aetherv\\WindowsProvisioning.iso",
+                    "size_bytes": 401_408, "version": version}]
+            }))
+            .unwrap()
+        };
+        let current = facts("0123456789abcdef");
+        let view = provisioning_media(&media, Some(&current));
+        assert_eq!(view.len(), 2);
+        assert_eq!(view[0].os_family, "linux");
+        assert!(!view[0].built && !view[0].deployed);
+        assert_eq!(view[0].reason.as_deref(), Some("no Linux guest agent"));
+        assert!(view[1].built && view[1].deployed);
+        assert_eq!(view[1].sha256.as_deref(), Some("ab".repeat(32).as_str()));
+        let old = facts("fedcba9876543210");
+        assert!(!provisioning_media(&media, Some(&old))[1].deployed);
+        assert!(!provisioning_media(&media, None)[1].deployed);
+    }
+}
