@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aetherv_hyperv::deploy::{Artifact, sha256_hex};
+use aetherv_hyperv::deploy::Artifact;
 use sha2::{Digest, Sha256};
 
 /// The Linux provisioning ISO's file name (on hosts, in the install directory).
@@ -429,8 +429,8 @@ fn build(
                     std::fs::copy(&path, &target).map_err(io("cannot copy", &path))?;
                 }
             }
-            let bytes = std::fs::read(&target).map_err(io("cannot read", &target))?;
-            hashes.push((name.clone(), sha256_hex(&bytes)));
+            let (sha256, _) = hash_file(&target).map_err(io("cannot read", &target))?;
+            hashes.push((name.clone(), sha256));
             names.push(name);
         }
         let version = content_version(&hashes);
@@ -441,8 +441,7 @@ fn build(
         names.sort();
         let image = stage.join(file_name);
         run_xorriso(config, file_name, label, &root, &image)?;
-        let bytes_hash = hash_file(&image).map_err(io("cannot read", &image))?;
-        let (sha256, size_bytes) = bytes_hash;
+        let (sha256, size_bytes) = hash_file(&image).map_err(io("cannot read", &image))?;
         let stem = file_name.trim_end_matches(".iso");
         let kept = out.join(format!(
             "{stem}-{}.iso",
