@@ -7,8 +7,10 @@
 # `cargo run --release -p aetherv-server` instead.
 # Builder and runtime are both Debian 12 (bookworm), so the glibc the binary links against
 # matches the runtime's.
+# The runtime is Debian slim rather than distroless because the server builds the provisioning
+# ISOs at start with xorriso (Debian package xorriso), which distroless cannot install.
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
@@ -20,12 +22,23 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release -p aetherv-server --locked --no-default-features \
-    && install -D -m 0755 target/release/aetherv-server /out/aetherv-server
+    && install -D -m 0755 target/release/aetherv-server /out/aetherv-server \
+    && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+        -p aetherv-guest --target x86_64-unknown-linux-gnu \
+    && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/aetherv-guest /out/aetherv-guest
 
-# distroless cc: glibc, libgcc, CA certificates, no shell, user nonroot = 65532.
+# Debian slim with CA certificates and xorriso; the server runs as an unprivileged user (65532).
+# The static Linux guest agent sits next to the server binary, where the server looks for it
+# when it builds LinuxProvisioning.iso (AETHERV_GUEST_AGENT overrides that).
 FROM ${RUNTIME_IMAGE}
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates xorriso \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/aetherv-server /usr/local/bin/aetherv-server
+COPY --from=builder /out/aetherv-guest /usr/local/bin/aetherv-guest
 USER 65532:65532
+# The ISOs are built under the system temp folder by default; a writable path for user 65532.
+ENV AETHERV_ISO_OUTPUT_DIR=/tmp/aetherv-provisioning-isos
 # Inside a container the server must listen on all interfaces (its default is 127.0.0.1:8000).
 ENV LISTEN_ADDR=0.0.0.0:8000
 EXPOSE 8000

@@ -97,6 +97,9 @@ pub struct Config {
     pub image_boot: Vec<BootRule>,
     /// `/readyz` needs at least one connected host (`READYZ_STRICT`, default off).
     pub readyz_strict: bool,
+    /// Where the provisioning ISOs built at start come from (`AETHERV_ISO_SOURCE_DIR`,
+    /// `AETHERV_GUEST_AGENT`, ...; see [`crate::media`]).
+    pub media: crate::media::MediaConfig,
 }
 
 /// What the server manages.
@@ -312,6 +315,7 @@ impl Config {
         let readyz_strict = s.flag("READYZ_STRICT", false);
 
         let image_boot = image_boot(&mut s);
+        let media = media_config(&mut s);
 
         let hosts_configured = s.get("HYPERV_HOSTS").is_some() || s.get("HOSTS_FILE").is_some();
         let mode = if hosts_configured {
@@ -349,6 +353,7 @@ impl Config {
             auth,
             image_boot,
             readyz_strict,
+            media,
         })
     }
 
@@ -485,5 +490,37 @@ fn demo(s: &mut Sources<'_>) -> DemoConfig {
         vms_per_host,
         clusters,
         password,
+    }
+}
+
+/// The provisioning ISO variables: `AETHERV_PROVISIONING_ISOS` (default on),
+/// `AETHERV_ISO_SOURCE_DIR` (must be a folder when set), `AETHERV_GUEST_AGENT` (must be a
+/// file when set), `AETHERV_ISO_OUTPUT_DIR` and `AETHERV_XORRISO`.
+fn media_config(s: &mut Sources<'_>) -> crate::media::MediaConfig {
+    let enabled = s.flag("AETHERV_PROVISIONING_ISOS", true);
+    let source_dir = s.get("AETHERV_ISO_SOURCE_DIR").map(PathBuf::from);
+    if let Some(dir) = &source_dir
+        && !dir.is_dir()
+    {
+        s.problem(
+            "AETHERV_ISO_SOURCE_DIR",
+            format_args!("{} is not a folder", dir.display()),
+        );
+    }
+    let guest_agent = s.get("AETHERV_GUEST_AGENT").map(PathBuf::from);
+    if let Some(agent) = &guest_agent
+        && !agent.is_file()
+    {
+        s.problem(
+            "AETHERV_GUEST_AGENT",
+            format_args!("{} is not a file", agent.display()),
+        );
+    }
+    crate::media::MediaConfig {
+        enabled,
+        source_dir,
+        guest_agent,
+        output_dir: s.get("AETHERV_ISO_OUTPUT_DIR").map(PathBuf::from),
+        xorriso: s.get("AETHERV_XORRISO").map(PathBuf::from),
     }
 }

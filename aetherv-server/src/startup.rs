@@ -183,7 +183,8 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new());
         let deployer = Arc::new(Deployer::new(DeployOptions::default()));
-        let bundle = Arc::new(Bundle::embedded());
+        let media = build_media(&config.media).await?;
+        let bundle = Arc::new(bundle_with(Bundle::embedded(), &media)?);
         let mut hosts: HostMap = BTreeMap::new();
         let mut health = BTreeMap::new();
         for target in &targets {
@@ -279,6 +280,7 @@ impl Server {
                     ServerMode::Fleet
                 },
                 version: env!("CARGO_PKG_VERSION"),
+                media,
             }),
             vm_list_cache: Arc::default(),
             host_resources: Arc::new(config.host_resources()),
@@ -378,6 +380,48 @@ impl Server {
             fleet.shutdown().await;
         }
     }
+}
+
+/// Builds the provisioning ISOs (off the async threads) and says in the log what was built
+/// and, for an ISO that was not, why (one line each).
+async fn build_media(
+    config: &crate::media::MediaConfig,
+) -> Result<crate::media::ProvisioningMedia, String> {
+    let config = config.clone();
+    let media = tokio::task::spawn_blocking(move || crate::media::build_all(&config))
+        .await
+        .map_err(|e| format!("building the provisioning ISOs failed: {e}"))?;
+    for iso in &media.built {
+        tracing::info!(
+            iso = iso.file_name,
+            version = %iso.version,
+            sha256 = %iso.sha256,
+            size_bytes = iso.size_bytes,
+            "built the provisioning ISO; it is deployed to every host with the host scripts"
+        );
+    }
+    for missing in &media.missing {
+        tracing::warn!(
+            iso = missing.file_name,
+            os_family = missing.os_family,
+            reason = %missing.reason,
+            "the provisioning ISO was not built; hosts need one placed by hand for these guests"
+        );
+    }
+    Ok(media)
+}
+
+/// `bundle` plus the deployment artifacts of the built ISOs.
+fn bundle_with(bundle: Bundle, media: &crate::media::ProvisioningMedia) -> Result<Bundle, String> {
+    media
+        .artifacts()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .try_fold(bundle, |bundle, artifact| {
+            bundle
+                .with(artifact)
+                .map_err(|e| format!("cannot deploy the provisioning ISOs: {e}"))
+        })
 }
 
 /// The clusters `targets` name, with their members.

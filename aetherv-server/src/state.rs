@@ -86,6 +86,8 @@ pub struct ServerInfo {
     pub mode: ServerMode,
     /// The server's version.
     pub version: &'static str,
+    /// The provisioning ISOs built at start (deployed with the host scripts).
+    pub media: crate::media::ProvisioningMedia,
 }
 
 /// A serialised `GET /api/v1/vms` answer, valid for one inventory generation and one set of

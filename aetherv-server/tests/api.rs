@@ -392,6 +392,7 @@ async fn fixture_with(config: QueueConfig, readiness: Readiness, auth: Authentic
         info: Arc::new(ServerInfo {
             mode: ServerMode::Demo,
             version: "test",
+            media: aetherv_server::media::ProvisioningMedia::default(),
         }),
         vm_list_cache: Arc::default(),
         host_resources: Arc::default(),

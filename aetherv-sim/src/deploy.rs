@@ -324,9 +324,13 @@ fn emulate(
             }
             if let Some(version) = &req.version
                 && in_install_dir(&req.dir)
-                && let Some(h) = state.fleet_mut().host_mut(host)
             {
-                h.scripts_version = Some(version.clone());
+                let deployed = deployed_isos(state.host_files_mut(host), &req.dir);
+                if let Some(h) = state.fleet_mut().host_mut(host) {
+                    h.scripts_version = Some(version.clone());
+                    h.isos.retain(|i| !in_dir(&i.path, &req.dir));
+                    h.isos.splice(0..0, deployed);
+                }
             }
             data(wire::CompleteData {
                 released: mine,
@@ -335,4 +339,45 @@ fn emulate(
         }
         other => Err(format!("no deployment helper {other}")),
     }
+}
+
+/// Whether `path` is directly in `dir`.
+fn in_dir(path: &str, dir: &str) -> bool {
+    let prefix = key(&join(dir, ""));
+    let path = key(path);
+    path.starts_with(&prefix) && !path[prefix.len()..].contains('\\')
+}
+
+/// The provisioning ISOs deployed into the install directory `dir`, as `Get-HostFacts` lists
+/// them: every `*.iso` whose name says `windows` or `linux`, with the version in its
+/// `<iso>.version` side file (empty when there is none: the facts then say `null`).
+fn deployed_isos(files: &HostFiles, dir: &str) -> Vec<crate::model::ProvisioningIso> {
+    files
+        .list(dir)
+        .into_iter()
+        .filter_map(|f| {
+            let name = f
+                .path
+                .rsplit('\\')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let stem = name.strip_suffix(".iso")?;
+            let os_family = if stem.contains("windows") {
+                crate::model::OsFamily::Windows
+            } else if stem.contains("linux") {
+                crate::model::OsFamily::Linux
+            } else {
+                return None;
+            };
+            Some(crate::model::ProvisioningIso {
+                os_family,
+                path: f.path.clone(),
+                size_bytes: f.bytes.len() as u64,
+                version: files
+                    .text(&format!("{}.version", f.path))
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
 }

@@ -266,7 +266,7 @@ pub fn get_host_facts(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRes
             "os_family": i.os_family.as_str(),
             "path": i.path,
             "size_bytes": i.size_bytes,
-            "version": i.version,
+            "version": (!i.version.is_empty()).then_some(&i.version),
         })).collect::<Vec<_>>(),
         "scripts_version": host.scripts_version,
         "host_resources": host.host_resources.as_ref().map(|text| json!({

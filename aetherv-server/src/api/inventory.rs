@@ -66,12 +66,9 @@ pub async fn host(
         })
         .ok_or_else(|| ApiError::not_found("host", &name))?;
     let busy = state.jobs.busy_vms();
-    Ok(Json(views::host_detail(
-        &snapshot,
-        host,
-        &busy,
-        &state.jobs,
-    )))
+    let mut detail = views::host_detail(&snapshot, host, &busy, &state.jobs);
+    detail.provisioning_media = views::provisioning_media(&state.info.media, host.facts.as_deref());
+    Ok(Json(detail))
 }
 
 /// Query of `GET /api/v1/vms`: every parameter is optional, they combine with AND, and an
@@ -331,11 +328,9 @@ pub async fn refresh_host(
         .host(&name)
         .ok_or_else(|| ApiError::not_found("host", &name))?;
     let busy = state.jobs.busy_vms();
-    Ok((
-        status,
-        Json(views::host_detail(&snapshot, host, &busy, &state.jobs)),
-    )
-        .into_response())
+    let mut detail = views::host_detail(&snapshot, host, &busy, &state.jobs);
+    detail.provisioning_media = views::provisioning_media(&state.info.media, host.facts.as_deref());
+    Ok((status, Json(detail)).into_response())
 }
 
 /// `GET /api/v1/cleanup`.

@@ -13,8 +13,10 @@ use crate::orphan::JobLedger;
 
 mod answers;
 mod facts;
+mod media;
 pub use answers::*;
 pub use facts::*;
+pub use media::*;
 
 /// The API names of the actions allowed from `state`.
 pub fn allowed_actions(state: VmState) -> Vec<JobAction> {
@@ -197,6 +199,9 @@ pub struct HostDetail {
     pub facts: Option<HostFactsView>,
     /// Its VMs.
     pub vms: Vec<VmSummary>,
+    /// The provisioning ISOs this server builds and deploys to every host, with their
+    /// SHA-256 and whether this host has them (by its facts).
+    pub provisioning_media: Vec<ProvisioningMediaView>,
 }
 
 /// A VM in lists.
@@ -321,6 +326,7 @@ pub fn host_detail(
             .values()
             .map(|vm| vm_summary(snapshot, vm, busy, jobs))
             .collect(),
+        provisioning_media: Vec::new(),
     }
 }
 
