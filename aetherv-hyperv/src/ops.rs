@@ -322,12 +322,22 @@ pub trait HyperVHostExt: HyperVHost {
     }
 
     /// [`HostCall::ResizeVmDisk`].
-    async fn resize_vm_disk(&self, vm: VmId, disk: DiskId, size_bytes: u64) -> Result<VmDiskChanged> {
+    async fn resize_vm_disk(
+        &self,
+        vm: VmId,
+        disk: DiskId,
+        size_bytes: u64,
+    ) -> Result<VmDiskChanged> {
         expect_reply!(self, HostCall::ResizeVmDisk { vm, disk, size_bytes }, HostReply::DiskResized(d) => d)
     }
 
     /// [`HostCall::DetachVmDisk`].
-    async fn detach_vm_disk(&self, vm: VmId, disk: DiskId, delete_file: bool) -> Result<VmDiskDetached> {
+    async fn detach_vm_disk(
+        &self,
+        vm: VmId,
+        disk: DiskId,
+        delete_file: bool,
+    ) -> Result<VmDiskDetached> {
         expect_reply!(self, HostCall::DetachVmDisk { vm, disk, delete_file }, HostReply::DiskDetached(d) => d)
     }
 }

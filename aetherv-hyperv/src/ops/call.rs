@@ -521,7 +521,9 @@ impl HostCall {
                 check_disk_size(request.size_bytes).map_err(refuse)?;
             }
             Self::AttachVmDisk { path, .. } => check_disk_file(path).map_err(refuse)?,
-            Self::ResizeVmDisk { size_bytes, .. } => check_disk_size(*size_bytes).map_err(refuse)?,
+            Self::ResizeVmDisk { size_bytes, .. } => {
+                check_disk_size(*size_bytes).map_err(refuse)?
+            }
             Self::DetachVmDisk { .. } => {}
             Self::RemovePath(path) => {
                 check_windows_path(path).map_err(refuse)?;
@@ -831,7 +833,10 @@ impl fmt::Debug for HostCall {
                 // Notes are the user's text: their length only, as for SetVmNotes.
                 let mut shown = change.as_ref().clone();
                 let notes = shown.notes.take().map(|n| n.chars().count());
-                write!(f, "SetVmSettings({id}, {shown:?}, notes: {notes:?} characters)")
+                write!(
+                    f,
+                    "SetVmSettings({id}, {shown:?}, notes: {notes:?} characters)"
+                )
             }
             Self::CreateVhd(r) => write!(f, "CreateVhd({r:?})"),
             Self::AttachVmDisk { vm, path } => write!(f, "AttachVmDisk({vm}, {path:?})"),
@@ -974,7 +979,9 @@ fn check_settings(change: &VmSettingsChange) -> std::result::Result<(), String> 
     if let (Some(min), Some(max)) = (change.memory_minimum_bytes, change.memory_maximum_bytes)
         && min > max
     {
-        return Err(format!("minimum memory {min} is above maximum memory {max}"));
+        return Err(format!(
+            "minimum memory {min} is above maximum memory {max}"
+        ));
     }
     if let Some(notes) = &change.notes
         && (notes.chars().count() > MAX_VM_NOTES_CHARS || notes.contains('\0'))

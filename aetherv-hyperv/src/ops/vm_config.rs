@@ -48,7 +48,10 @@ impl AutomaticStartAction {
             },
             serde_json::Value::String(s) => Self::ALL.into_iter().find(|a| {
                 a.hyperv_name().eq_ignore_ascii_case(s.trim())
-                    || serde_json::to_value(a).ok().as_ref().and_then(|v| v.as_str())
+                    || serde_json::to_value(a)
+                        .ok()
+                        .as_ref()
+                        .and_then(|v| v.as_str())
                         == Some(s.trim())
             }),
             _ => None,
@@ -93,7 +96,10 @@ impl AutomaticStopAction {
             },
             serde_json::Value::String(s) => Self::ALL.into_iter().find(|a| {
                 a.hyperv_name().eq_ignore_ascii_case(s.trim())
-                    || serde_json::to_value(a).ok().as_ref().and_then(|v| v.as_str())
+                    || serde_json::to_value(a)
+                        .ok()
+                        .as_ref()
+                        .and_then(|v| v.as_str())
                         == Some(s.trim())
             }),
             _ => None,
@@ -106,9 +112,9 @@ fn start_action<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<AutomaticStartAction>, D::Error> {
     match Option::<serde_json::Value>::deserialize(d)? {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => AutomaticStartAction::from_host(&v).map(Some).ok_or_else(|| {
-            serde::de::Error::custom(format!("unknown automatic start action {v}"))
-        }),
+        Some(v) => AutomaticStartAction::from_host(&v)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown automatic start action {v}"))),
     }
 }
 
@@ -399,7 +405,9 @@ pub enum RuleViolation {
         requested: u64,
     },
     /// An IDE disk of a running VM can be neither added, removed nor resized.
-    #[error("disk {disk} of VM {vm} is on an IDE controller: it cannot be {action} while the VM is {state}")]
+    #[error(
+        "disk {disk} of VM {vm} is on an IDE controller: it cannot be {action} while the VM is {state}"
+    )]
     IdeDiskRunning {
         /// VM name.
         vm: String,
@@ -544,20 +552,14 @@ pub fn check_settings_change(vm: &Vm, change: &VmSettingsChange) -> Result<(), R
         return Err(RuleViolation::MemoryRangeNarrowed {
             vm: vm.name.clone(),
             state: state.clone(),
-            what: format!(
-                "minimum {} -> {minimum} bytes",
-                vm.memory_minimum_bytes
-            ),
+            what: format!("minimum {} -> {minimum} bytes", vm.memory_minimum_bytes),
         });
     }
     if maximum < vm.memory_maximum_bytes {
         return Err(RuleViolation::MemoryRangeNarrowed {
             vm: vm.name.clone(),
             state: state.clone(),
-            what: format!(
-                "maximum {} -> {maximum} bytes",
-                vm.memory_maximum_bytes
-            ),
+            what: format!("maximum {} -> {maximum} bytes", vm.memory_maximum_bytes),
         });
     }
     let startup = change
@@ -775,7 +777,15 @@ mod tests {
         assert_eq!(id.to_string(), "scsi-0-5");
         assert_eq!(id.controller_type(), "SCSI");
         assert_eq!("IDE-0-1".parse::<DiskId>().unwrap().to_string(), "ide-0-1");
-        for bad in ["", "scsi-0", "scsi-0-64", "scsi-4-0", "ide-2-0", "sata-0-0", "scsi-0-1-2"] {
+        for bad in [
+            "",
+            "scsi-0",
+            "scsi-0-64",
+            "scsi-4-0",
+            "ide-2-0",
+            "sata-0-0",
+            "scsi-0-1-2",
+        ] {
             assert!(bad.parse::<DiskId>().is_err(), "{bad}");
         }
     }

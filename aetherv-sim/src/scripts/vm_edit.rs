@@ -142,7 +142,10 @@ pub fn set_managed_vm_settings(ctx: &mut ScriptContext<'_>, request: &Value) -> 
             && (p == 0 || p > u64::from(logical))
         {
             return Err(invalid(
-                format!("VM {} cannot have {p} processors: the host has {logical} logical processors", vm.name),
+                format!(
+                    "VM {} cannot have {p} processors: the host has {logical} logical processors",
+                    vm.name
+                ),
                 "processor_count",
             ));
         }
@@ -195,7 +198,11 @@ pub fn set_managed_vm_settings(ctx: &mut ScriptContext<'_>, request: &Value) -> 
             if vm.state != VmState::Running || !memory.dynamic {
                 return Err(refuse_state(
                     &vm,
-                    if memory.dynamic { "the memory" } else { "the static memory" },
+                    if memory.dynamic {
+                        "the memory"
+                    } else {
+                        "the static memory"
+                    },
                 ));
             }
             if new_memory.minimum_bytes > memory.minimum_bytes
@@ -255,7 +262,12 @@ pub fn new_managed_vhd(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRe
         let path = str_field(request, "path")?.to_owned();
         let size = opt_u64(request, "size_bytes")?
             .filter(|s| *s > 0 && s.is_multiple_of(MIB))
-            .ok_or_else(|| invalid("'size_bytes' must be a positive multiple of 1 MiB", "size_bytes"))?;
+            .ok_or_else(|| {
+                invalid(
+                    "'size_bytes' must be a positive multiple of 1 MiB",
+                    "size_bytes",
+                )
+            })?;
         let fixed = opt_bool(request, "fixed")?.unwrap_or(false);
         if !path.to_ascii_lowercase().ends_with(".vhdx") {
             return Err(invalid(format!("{path} is not a .vhdx file"), "path"));
@@ -279,7 +291,12 @@ pub fn new_managed_vhd(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRe
             .iter()
             .filter(|s| crate::model::path_is_under(&path, &s.path))
             .max_by_key(|s| s.path.len())
-            .ok_or_else(|| invalid(format!("{path} is on no storage location of host {host}"), "path"))?;
+            .ok_or_else(|| {
+                invalid(
+                    format!("{path} is on no storage location of host {host}"),
+                    "path",
+                )
+            })?;
         let file_size = if fixed { size } else { 4 * MIB };
         if file_size > location.free_bytes {
             return Err(fail(
@@ -394,24 +411,48 @@ pub fn add_managed_vm_disk(ctx: &mut ScriptContext<'_>, request: &Value) -> Scri
 
 /// The controller place a disk request names.
 fn disk_place(request: &Value) -> Step<(ControllerType, u32, u32)> {
-    let kind = match str_field(request, "controller_type")?.to_ascii_uppercase().as_str() {
+    let kind = match str_field(request, "controller_type")?
+        .to_ascii_uppercase()
+        .as_str()
+    {
         "SCSI" => ControllerType::Scsi,
         "IDE" => ControllerType::Ide,
-        _ => return Err(invalid("controller_type must be SCSI or IDE", "controller_type")),
+        _ => {
+            return Err(invalid(
+                "controller_type must be SCSI or IDE",
+                "controller_type",
+            ));
+        }
     };
     let number = opt_u64(request, "controller_number")?
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| invalid("the request has no 'controller_number'", "controller_number"))?;
+        .ok_or_else(|| {
+            invalid(
+                "the request has no 'controller_number'",
+                "controller_number",
+            )
+        })?;
     let location = opt_u64(request, "controller_location")?
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| invalid("the request has no 'controller_location'", "controller_location"))?;
+        .ok_or_else(|| {
+            invalid(
+                "the request has no 'controller_location'",
+                "controller_location",
+            )
+        })?;
     Ok((kind, number, location))
 }
 
 fn find_disk<'a>(vm: &'a SimVm, place: (ControllerType, u32, u32)) -> Step<&'a VirtualDisk> {
     vm.disks
         .iter()
-        .find(|d| (d.controller_type, d.controller_number, d.controller_location) == place)
+        .find(|d| {
+            (
+                d.controller_type,
+                d.controller_number,
+                d.controller_location,
+            ) == place
+        })
         .ok_or_else(|| {
             invalid(
                 format!(
@@ -500,7 +541,13 @@ pub fn remove_managed_vm_disk(ctx: &mut ScriptContext<'_>, request: &Value) -> S
             .vm_mut(&host, &id)
             .map_err(|e| from_error(&e))?
             .disks
-            .retain(|d| (d.controller_type, d.controller_number, d.controller_location) != place);
+            .retain(|d| {
+                (
+                    d.controller_type,
+                    d.controller_number,
+                    d.controller_location,
+                ) != place
+            });
         if !delete_file {
             state.add_loose_file(
                 &host,
