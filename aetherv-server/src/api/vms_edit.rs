@@ -165,6 +165,26 @@ pub async fn patch_vm(
         None => None,
     };
     let v = &vm.vm;
+    let change = VmSettingsChange {
+        processor_count: edit.processor_count,
+        memory_startup_bytes: edit.memory_startup_bytes,
+        dynamic_memory: edit.dynamic_memory,
+        memory_minimum_bytes: edit.memory_minimum_bytes,
+        memory_maximum_bytes: edit.memory_maximum_bytes,
+        notes,
+        automatic_start_action: edit.automatic_start_action,
+        automatic_stop_action: edit.automatic_stop_action,
+        automatic_start_delay_seconds: edit.automatic_start_delay_seconds,
+        secure_boot: edit.secure_boot,
+        tpm_enabled: edit.tpm_enabled,
+    };
+    if change.is_empty() {
+        return Err(ApiError::invalid(
+            "body",
+            "give at least one setting to change",
+        ));
+    }
+    check_settings_change(v, &change).map_err(|rule| rule_error(&rule))?;
     // Memory bounds as they will be: minimum <= startup <= maximum with dynamic memory.
     let dynamic = edit.dynamic_memory.unwrap_or(v.dynamic_memory);
     if dynamic {
@@ -187,26 +207,6 @@ pub async fn patch_vm(
             ));
         }
     }
-    let change = VmSettingsChange {
-        processor_count: edit.processor_count,
-        memory_startup_bytes: edit.memory_startup_bytes,
-        dynamic_memory: edit.dynamic_memory,
-        memory_minimum_bytes: edit.memory_minimum_bytes,
-        memory_maximum_bytes: edit.memory_maximum_bytes,
-        notes,
-        automatic_start_action: edit.automatic_start_action,
-        automatic_stop_action: edit.automatic_stop_action,
-        automatic_start_delay_seconds: edit.automatic_start_delay_seconds,
-        secure_boot: edit.secure_boot,
-        tpm_enabled: edit.tpm_enabled,
-    };
-    if change.is_empty() {
-        return Err(ApiError::invalid(
-            "body",
-            "give at least one setting to change",
-        ));
-    }
-    check_settings_change(v, &change).map_err(|rule| rule_error(&rule))?;
     let mut parameters = serde_json::to_value(&change).unwrap_or_else(|_| json!({}));
     if let Some(map) = parameters.as_object_mut() {
         // The record shows the user's notes, as given.
