@@ -13,7 +13,7 @@ from test_ui import css, follow_job, go, js_errors, wait
 
 def _off_vm(server):
     """A VM that is Off on a connected host, with no job working on it."""
-    for vm in server.get("/api/v1/vms?state=Off&limit=1000")["vms"]:
+    for vm in server.get("/api/v1/vms?state=Off")["vms"]:
         if not vm["stale"] and not vm["busy_job"]:
             return server.get(f"/api/v1/vms/{vm['id']}")
     raise AssertionError("the demo fleet has no VM that is Off")

@@ -1206,6 +1206,85 @@ mod tests {
     }
 
     #[test]
+    fn day2_calls_are_checked_sent_and_parsed() {
+        let id = VmId(uuid::Uuid::from_u128(9));
+        let change = VmSettingsChange {
+            processor_count: Some(4),
+            automatic_stop_action: Some(AutomaticStopAction::ShutDown),
+            notes: Some("secret-ish".to_owned()),
+            ..Default::default()
+        };
+        let call = HostCall::SetVmSettings(id, Box::new(change));
+        assert!(call.validate("hv01").is_ok());
+        let request = call.request("hv01").unwrap();
+        assert_eq!(request["id"], json!(id));
+        assert_eq!(request["automatic_stop_action"], "ShutDown");
+        assert!(request.get("memory_startup_bytes").is_none());
+        assert!(!format!("{call:?}").contains("secret-ish"));
+        let empty = HostCall::SetVmSettings(id, Box::default());
+        assert!(empty.validate("hv01").is_err());
+        let odd = HostCall::SetVmSettings(
+            id,
+            Box::new(VmSettingsChange {
+                memory_startup_bytes: Some((1 << 30) + 1),
+                ..Default::default()
+            }),
+        );
+        assert!(odd.validate("hv01").is_err());
+
+        let create = HostCall::CreateVhd(CreateVhdRequest {
+            path: r"C:\VMs\web-01\data.vhdx".to_owned(),
+            size_bytes: 10 << 30,
+            fixed: false,
+        });
+        assert!(create.validate("hv01").is_ok());
+        assert_eq!(create.kind().script(), "New-ManagedVhd");
+        let relative = HostCall::CreateVhd(CreateVhdRequest {
+            path: "data.vhdx".to_owned(),
+            size_bytes: 10 << 30,
+            fixed: false,
+        });
+        assert!(relative.validate("hv01").is_err());
+
+        let disk: DiskId = "scsi-0-1".parse().unwrap();
+        let resize = HostCall::ResizeVmDisk {
+            vm: id,
+            disk,
+            size_bytes: 20 << 30,
+        };
+        assert_eq!(
+            resize.request("hv01").unwrap(),
+            json!({"id": id, "controller_type": "SCSI", "controller_number": 0,
+                "controller_location": 1, "size_bytes": 20u64 << 30})
+        );
+        let answer = json!({"id": id, "disk": {"path": "x", "controller_type": "SCSI",
+            "controller_number": 0, "controller_location": 1, "max_size_bytes": 20u64 << 30}});
+        assert!(matches!(
+            resize.parse_reply("hv01", answer).unwrap(),
+            HostReply::DiskResized(_)
+        ));
+        let wrong_disk = json!({"id": id, "disk": {"path": "x", "controller_type": "SCSI",
+            "controller_number": 0, "controller_location": 2}});
+        assert!(resize.parse_reply("hv01", wrong_disk).is_err());
+        let detach = HostCall::DetachVmDisk {
+            vm: id,
+            disk,
+            delete_file: true,
+        };
+        assert!(matches!(
+            detach
+                .parse_reply("hv01", json!({"id": id, "path": "x", "deleted": true}))
+                .unwrap(),
+            HostReply::DiskDetached(VmDiskDetached { deleted: true, .. })
+        ));
+        // Malformed host data is a typed error, never a panic.
+        assert!(matches!(
+            detach.parse_reply("hv01", json!({"id": 5})),
+            Err(Error::OperationOutput { .. })
+        ));
+    }
+
+    #[test]
     fn set_vm_notes_is_checked_sent_and_parsed() {
         let id = VmId(uuid::Uuid::from_u128(7));
         let call = HostCall::SetVmNotes(id, "aetherv-job:abc".to_owned());

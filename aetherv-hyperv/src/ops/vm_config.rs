@@ -790,6 +790,144 @@ mod tests {
         }
     }
 
+    fn vm(state: VmState, dynamic: bool) -> Vm {
+        serde_json::from_value(serde_json::json!({
+            "id": "00000000-0000-0000-0000-000000000001", "name": "web-01",
+            "state": state.code(), "generation": 2, "processor_count": 2,
+            "memory_startup_bytes": 2u64 << 30, "memory_minimum_bytes": 1u64 << 30,
+            "memory_maximum_bytes": 4u64 << 30, "dynamic_memory": dynamic,
+            "automatic_stop_action": "Save", "secure_boot": true, "tpm_enabled": false,
+            "disks": [
+                {"path": r"C:\VMs\web-01\os.vhdx", "controller_type": "SCSI",
+                 "controller_number": 0, "controller_location": 0, "max_size_bytes": 20u64 << 30},
+                {"path": r"C:\VMs\web-01\data.vhd", "controller_type": 1,
+                 "controller_number": 0, "controller_location": 1, "max_size_bytes": 10u64 << 30},
+                {"path": r"C:\VMs\shared.vhds", "controller_type": "SCSI",
+                 "controller_number": 0, "controller_location": 2, "max_size_bytes": 10u64 << 30}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn settings_rules_follow_hyperv() {
+        let running = vm(VmState::Running, true);
+        let code = |vm: &Vm, change: VmSettingsChange| {
+            check_settings_change(vm, &change).err().map(|e| e.code())
+        };
+        let cpus = VmSettingsChange {
+            processor_count: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(code(&running, cpus.clone()), Some("requires_off"));
+        assert_eq!(
+            code(&vm(VmState::Saved, true), cpus.clone()),
+            Some("requires_off")
+        );
+        assert_eq!(code(&vm(VmState::Off, true), cpus), None);
+        // Unchanged values are no change.
+        let same = VmSettingsChange {
+            processor_count: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(code(&running, same), None);
+        let inside = VmSettingsChange {
+            memory_startup_bytes: Some(3 << 30),
+            ..Default::default()
+        };
+        assert_eq!(code(&running, inside.clone()), None);
+        assert_eq!(
+            code(&vm(VmState::Running, false), inside),
+            Some("requires_off")
+        );
+        let outside = VmSettingsChange {
+            memory_startup_bytes: Some(6 << 30),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(&running, outside),
+            Some("memory_outside_dynamic_range")
+        );
+        let narrowed = VmSettingsChange {
+            memory_maximum_bytes: Some(3 << 30),
+            ..Default::default()
+        };
+        assert_eq!(code(&running, narrowed), Some("memory_range_narrowed"));
+        let toggled = VmSettingsChange {
+            dynamic_memory: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(code(&running, toggled), Some("requires_off"));
+        let tpm = VmSettingsChange {
+            tpm_enabled: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(code(&running, tpm.clone()), Some("requires_off"));
+        let mut gen1 = vm(VmState::Off, false);
+        gen1.generation = 1;
+        assert_eq!(code(&gen1, tpm), Some("generation1_firmware"));
+        let notes = VmSettingsChange {
+            notes: Some("x".to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(code(&running, notes), None);
+    }
+
+    #[test]
+    fn disk_rules_follow_hyperv() {
+        let running = vm(VmState::Running, true);
+        let [os, data, shared] = [&running.disks[0], &running.disks[1], &running.disks[2]];
+        assert_eq!(DiskId::of(data).unwrap().to_string(), "scsi-0-1");
+        let shrink = check_disk_resize(&running, os, 10 << 30).unwrap_err();
+        assert_eq!(shrink.code(), "disk_shrink");
+        assert!(shrink.to_string().contains(&(20u64 << 30).to_string()));
+        assert!(check_disk_resize(&running, os, 30 << 30).is_ok());
+        assert_eq!(
+            check_disk_resize(&running, data, 20 << 30)
+                .unwrap_err()
+                .code(),
+            "online_resize_needs_vhdx"
+        );
+        assert_eq!(
+            check_disk_detach(&running, shared, true)
+                .unwrap_err()
+                .code(),
+            "shared_disk"
+        );
+        assert_eq!(
+            check_disk_detach(&running, os, false).unwrap_err().code(),
+            "last_boot_disk"
+        );
+        assert!(check_disk_detach(&running, os, true).is_ok());
+        assert!(check_disk_detach(&running, data, false).is_ok());
+        let mut ide = vm(VmState::Running, false);
+        ide.generation = 1;
+        ide.disks[0].controller_type = "IDE".to_owned();
+        assert_eq!(
+            check_disk_detach(&ide, &ide.disks[0], true)
+                .unwrap_err()
+                .code(),
+            "ide_disk_running"
+        );
+        assert_eq!(first_free_scsi_slot(&running).unwrap(), (0, 3));
+        ide.disks.retain(|d| d.controller_type == "IDE");
+        assert_eq!(
+            first_free_scsi_slot(&ide).unwrap_err().code(),
+            "no_free_scsi_slot"
+        );
+        let mut full = vm(VmState::Off, false);
+        full.disks = (0..64)
+            .map(|l| VmDisk {
+                controller_location: l,
+                ..running.disks[0].clone()
+            })
+            .collect();
+        assert_eq!(
+            first_free_scsi_slot(&full).unwrap_err().code(),
+            "no_free_scsi_slot"
+        );
+    }
+
     #[test]
     fn automatic_actions_parse_names_and_numbers() {
         use serde_json::json;
