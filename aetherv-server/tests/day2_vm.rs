@@ -179,7 +179,7 @@ async fn edit_refuses_what_hyperv_refuses_and_logs_before_and_after() {
         json!({"dynamic_memory": false}),
         json!({"secure_boot": false}),
         json!({"tpm_enabled": true}),
-        json!({"automatic_stop_action": "shut_down"}),
+        json!({"automatic_stop_action": "shutdown"}),
     ] {
         let message = refused(
             &app,
@@ -294,7 +294,7 @@ async fn edit_refuses_what_hyperv_refuses_and_logs_before_and_after() {
         Some(
             json!({"processor_count": 4, "dynamic_memory": true, "memory_minimum_bytes": GIB,
             "memory_maximum_bytes": 4 * GIB, "notes": "db server", "secure_boot": false,
-            "tpm_enabled": true, "automatic_stop_action": "shut_down"}),
+            "tpm_enabled": true, "automatic_stop_action": "shutdown"}),
         ),
     )
     .await;
@@ -319,7 +319,7 @@ async fn edit_refuses_what_hyperv_refuses_and_logs_before_and_after() {
     );
     assert_eq!(view["tpm_enabled"], true);
     assert_eq!(view["secure_boot"], false);
-    assert_eq!(view["automatic_stop_action"], "shut_down");
+    assert_eq!(view["automatic_stop_action"], "shutdown");
     assert_eq!(view["orphaned"], false);
 
     // Bad fields are named.

@@ -89,7 +89,7 @@ window.AethervDay2 = (function () {
       field(kit, "edit-min", "Dynamic minimum (MiB)", { type: "number", min: "32", step: "2", value: String(vm.memory_minimum_bytes / MIB) }),
       field(kit, "edit-max", "Dynamic maximum (MiB)", { type: "number", min: "32", step: "2", value: String(vm.memory_maximum_bytes / MIB) }),
       select(kit, "edit-start", "Automatic start action", ["nothing", "start_if_running", "start"], vm.automatic_start_action || "start_if_running"),
-      select(kit, "edit-stop", "Automatic stop action", ["turn_off", "save", "shut_down"], vm.automatic_stop_action || "save"),
+      select(kit, "edit-stop", "Automatic stop action", ["stop", "save", "shutdown"], vm.automatic_stop_action || "save"),
       h("div", { class: "field" }, h("label", { for: "edit-notes" }, "Notes"), h("textarea", { id: "edit-notes", rows: "3" }, vm.user_notes || "")),
       h("p", { class: "hint" }, "Processors, dynamic memory on/off and the stop action change only while the VM is Off; a running VM's memory only within its dynamic range."),
     ];

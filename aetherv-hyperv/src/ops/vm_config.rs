@@ -60,15 +60,18 @@ impl AutomaticStartAction {
 }
 
 /// What Hyper-V does with a running VM when the host shuts down (`Set-VM
-/// -AutomaticStopAction`).
+/// -AutomaticStopAction`). The API names them like the power actions that do the same:
+/// `stop` (Hyper-V's `TurnOff`), `save`, `shutdown` (`ShutDown`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum AutomaticStopAction {
-    /// `TurnOff`: cut the power.
+    /// `TurnOff`: cut the power (the `stop` power action).
+    #[serde(rename = "stop")]
     TurnOff,
     /// `Save`: save the VM's state.
+    #[serde(rename = "save")]
     Save,
     /// `ShutDown`: shut the guest down through the integration service.
+    #[serde(rename = "shutdown")]
     ShutDown,
 }
 
@@ -940,7 +943,7 @@ mod tests {
             Some(AutomaticStartAction::Start)
         );
         assert_eq!(
-            AutomaticStopAction::from_host(&json!("shut_down")),
+            AutomaticStopAction::from_host(&json!("shutdown")),
             Some(AutomaticStopAction::ShutDown)
         );
         assert_eq!(AutomaticStopAction::from_host(&json!(9)), None);

@@ -282,7 +282,7 @@ pub struct VmDetail {
     /// At host start: `nothing`, `start_if_running` or `start` (null when not reported).
     #[schema(value_type = Option<String>)]
     pub automatic_start_action: Option<aetherv_hyperv::ops::AutomaticStartAction>,
-    /// At host shutdown: `turn_off`, `save` or `shut_down` (null when not reported).
+    /// At host shutdown: `stop` (turn off), `save` or `shutdown` (null when not reported).
     #[schema(value_type = Option<String>)]
     pub automatic_stop_action: Option<aetherv_hyperv::ops::AutomaticStopAction>,
     /// Delay before an automatic start, in seconds.

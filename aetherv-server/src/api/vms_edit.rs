@@ -49,8 +49,8 @@ pub struct VmEditBody {
     /// `nothing`, `start_if_running` or `start`.
     #[schema(value_type = Option<String>, example = "start_if_running")]
     automatic_start_action: Option<AutomaticStartAction>,
-    /// `turn_off`, `save` or `shut_down` (only while Off).
-    #[schema(value_type = Option<String>, example = "shut_down")]
+    /// `stop` (turn off), `save` or `shutdown` (only while Off).
+    #[schema(value_type = Option<String>, example = "shutdown")]
     automatic_stop_action: Option<AutomaticStopAction>,
     /// Delay before an automatic start, in seconds (up to a day).
     #[schema(maximum = 86400)]
