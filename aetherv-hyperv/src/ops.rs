@@ -34,6 +34,11 @@
 //! | `HostCall::KvpRemoveHostPrefix` (cleanup after provisioning) | `Remove-VmKvp` | `{"id","prefix"}` | `{"id","removed":[...]}` |
 //! | [`HyperVHostExt::remove_dvd_drive`] (cleanup after provisioning) | `Remove-VmDvdDrive` | `{"id","path"}` | [`DvdDriveRemoved`] |
 //! | [`HyperVHostExt::set_vm_notes`] (adopting an orphan) | `Set-VmNotes` | `{"id","notes"}` | [`VmNotes`] |
+//! | [`HyperVHostExt::set_vm_settings`] (editing a VM) | `Set-ManagedVmSettings` | `{"id"}` + [`VmSettingsChange`] | [`Vm`] |
+//! | [`HyperVHostExt::create_vhd`] (adding a disk) | `New-ManagedVhd` | [`CreateVhdRequest`] | [`CreatedVhd`] |
+//! | [`HyperVHostExt::attach_vm_disk`] | `Add-ManagedVmDisk` | `{"id","path"}` | [`VmDiskChanged`] |
+//! | [`HyperVHostExt::resize_vm_disk`] | `Resize-ManagedVmDisk` | `{"id","controller_type","controller_number","controller_location","size_bytes"}` | [`VmDiskChanged`] |
+//! | [`HyperVHostExt::detach_vm_disk`] | `Remove-ManagedVmDisk` | `{"id","controller_type","controller_number","controller_location","delete_file"}` | [`VmDiskDetached`] |
 //!
 //! Provisioning.WaitForProvisioningKey and Provisioning.PublishProvisioningData are the
 //! pipeline's loops over [`HyperVHostExt::kvp_read_guest`] and [`HyperVHostExt::kvp_write_host`].
@@ -63,6 +68,7 @@ mod call;
 pub mod layer;
 mod roots;
 mod types;
+mod vm_config;
 mod winrm;
 
 use std::sync::Arc;
@@ -75,6 +81,7 @@ pub use self::call::{
 };
 pub use self::roots::ImageRoots;
 pub use self::types::*;
+pub use self::vm_config::*;
 pub use self::winrm::WinRmHyperVHost;
 use crate::error::{Error, Result};
 
@@ -115,12 +122,22 @@ pub mod scripts {
     pub const REMOVE_VM_DVD_DRIVE: &str = "Remove-VmDvdDrive";
     /// Set a VM's notes (e.g. clear the provisioning marker when an orphan is adopted).
     pub const SET_VM_NOTES: &str = "Set-VmNotes";
+    /// Changes a VM's processors, memory, notes, automatic actions, Secure Boot and vTPM.
+    pub const SET_MANAGED_VM_SETTINGS: &str = "Set-ManagedVmSettings";
+    /// Creates a blank VHDX.
+    pub const NEW_MANAGED_VHD: &str = "New-ManagedVhd";
+    /// Attaches a disk file to a VM's first free SCSI location.
+    pub const ADD_MANAGED_VM_DISK: &str = "Add-ManagedVmDisk";
+    /// Grows a VM's disk.
+    pub const RESIZE_MANAGED_VM_DISK: &str = "Resize-ManagedVmDisk";
+    /// Detaches a VM's disk, optionally deleting its file.
+    pub const REMOVE_MANAGED_VM_DISK: &str = "Remove-ManagedVmDisk";
     /// Shared helpers every script dot-sources (not an operation).
     pub const COMMON: &str = "AethervCommon";
 
     /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
     /// checks both directions).
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 22] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
         SET_VM_POWER_STATE,
@@ -138,6 +155,11 @@ pub mod scripts {
         REMOVE_VM_PATH,
         REMOVE_VM_DVD_DRIVE,
         SET_VM_NOTES,
+        SET_MANAGED_VM_SETTINGS,
+        NEW_MANAGED_VHD,
+        ADD_MANAGED_VM_DISK,
+        RESIZE_MANAGED_VM_DISK,
+        REMOVE_MANAGED_VM_DISK,
     ];
 }
 
@@ -282,6 +304,41 @@ pub trait HyperVHostExt: HyperVHost {
     /// [`HostCall::SetVmNotes`].
     async fn set_vm_notes(&self, id: VmId, notes: String) -> Result<VmNotes> {
         expect_reply!(self, HostCall::SetVmNotes(id, notes), HostReply::NotesSet(n) => n)
+    }
+
+    /// [`HostCall::SetVmSettings`].
+    async fn set_vm_settings(&self, id: VmId, change: VmSettingsChange) -> Result<Vm> {
+        expect_reply!(self, HostCall::SetVmSettings(id, Box::new(change)), HostReply::SettingsSet(vm) => *vm)
+    }
+
+    /// [`HostCall::CreateVhd`].
+    async fn create_vhd(&self, request: CreateVhdRequest) -> Result<CreatedVhd> {
+        expect_reply!(self, HostCall::CreateVhd(request), HostReply::VhdCreated(c) => c)
+    }
+
+    /// [`HostCall::AttachVmDisk`].
+    async fn attach_vm_disk(&self, vm: VmId, path: String) -> Result<VmDiskChanged> {
+        expect_reply!(self, HostCall::AttachVmDisk { vm, path }, HostReply::DiskAttached(d) => d)
+    }
+
+    /// [`HostCall::ResizeVmDisk`].
+    async fn resize_vm_disk(
+        &self,
+        vm: VmId,
+        disk: DiskId,
+        size_bytes: u64,
+    ) -> Result<VmDiskChanged> {
+        expect_reply!(self, HostCall::ResizeVmDisk { vm, disk, size_bytes }, HostReply::DiskResized(d) => d)
+    }
+
+    /// [`HostCall::DetachVmDisk`].
+    async fn detach_vm_disk(
+        &self,
+        vm: VmId,
+        disk: DiskId,
+        delete_file: bool,
+    ) -> Result<VmDiskDetached> {
+        expect_reply!(self, HostCall::DetachVmDisk { vm, disk, delete_file }, HostReply::DiskDetached(d) => d)
     }
 }
 

@@ -45,9 +45,9 @@ mod queue;
 mod record;
 
 pub use model::{
-    CancelError, CleanupView, HostMap, JobAction, JobFilter, JobNotice, JobObserver, JobStatus,
-    JobType, JobView, JobWork, LeftBehind, LineLevel, LogLine, NewJob, NoObserver, QueueConfig,
-    StepRecord, StepStatus, SubmitError,
+    CancelError, CleanupView, DiskWork, HostMap, JobAction, JobFilter, JobNotice, JobObserver,
+    JobStatus, JobType, JobView, JobWork, LeftBehind, LineLevel, LogLine, NewJob, NoObserver,
+    QueueConfig, StepRecord, StepStatus, SubmitError,
 };
 pub use queue::{FollowItem, Follower, JobQueue};
 pub use record::{error_chain, rfc3339};

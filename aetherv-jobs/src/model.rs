@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aetherv_hyperv::ops::{HyperVHost, PowerAction, VmId};
+use aetherv_hyperv::ops::{DiskId, HyperVHost, PowerAction, VmId, VmSettingsChange};
 use aetherv_provision::delete::DeleteRequest;
 use aetherv_provision::provision::ProvisionConfig;
 use aetherv_provision::schema::Validated;
@@ -27,6 +27,10 @@ pub enum JobType {
     Power,
     /// Adopt an orphaned VM (its job marker becomes the provisioned marker).
     Adopt,
+    /// Change a VM's settings (processors, memory, notes, automatic actions, firmware).
+    Edit,
+    /// Add, attach, expand or detach a VM's disk.
+    Disk,
 }
 
 impl JobType {
@@ -37,6 +41,8 @@ impl JobType {
             Self::Delete => "delete",
             Self::Power => "power",
             Self::Adopt => "adopt",
+            Self::Edit => "edit",
+            Self::Disk => "disk",
         }
     }
 
@@ -47,6 +53,8 @@ impl JobType {
             "delete" => Some(Self::Delete),
             "power" => Some(Self::Power),
             "adopt" => Some(Self::Adopt),
+            "edit" => Some(Self::Edit),
+            "disk" => Some(Self::Disk),
             _ => None,
         }
     }
@@ -202,6 +210,60 @@ pub enum JobWork {
         /// The provisioning job its marker names.
         job: String,
     },
+    /// Change a VM's settings; the log shows each value before and after.
+    Edit {
+        /// The VM.
+        vm: VmId,
+        /// What changes.
+        change: Box<VmSettingsChange>,
+    },
+    /// A disk operation on a VM.
+    Disk(DiskWork),
+}
+
+/// A disk operation ([`JobWork::Disk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskWork {
+    /// Create a blank VHDX at `path` and attach it to the first free SCSI location; a file
+    /// that could not be attached is deleted again.
+    Add {
+        /// The VM.
+        vm: VmId,
+        /// The new file.
+        path: String,
+        /// Virtual size in bytes.
+        size_bytes: u64,
+        /// Fixed rather than dynamically expanding.
+        fixed: bool,
+    },
+    /// Attach an existing disk file to the first free SCSI location.
+    Attach {
+        /// The VM.
+        vm: VmId,
+        /// The file.
+        path: String,
+    },
+    /// Grow a disk (never shrink).
+    Expand {
+        /// The VM.
+        vm: VmId,
+        /// The disk.
+        disk: DiskId,
+        /// New virtual size in bytes.
+        size_bytes: u64,
+    },
+    /// Detach a disk, optionally deleting its file.
+    Detach {
+        /// The VM.
+        vm: VmId,
+        /// The disk.
+        disk: DiskId,
+        /// Delete the file too.
+        delete_file: bool,
+        /// Detach even the VM's boot disk.
+        force: bool,
+    },
 }
 
 impl JobWork {
@@ -212,6 +274,8 @@ impl JobWork {
             Self::Delete(_) => JobType::Delete,
             Self::Power { .. } => JobType::Power,
             Self::Adopt { .. } => JobType::Adopt,
+            Self::Edit { .. } => JobType::Edit,
+            Self::Disk(_) => JobType::Disk,
         }
     }
 }

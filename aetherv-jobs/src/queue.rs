@@ -665,6 +665,8 @@ impl JobQueue {
                 }
             }
             JobWork::Adopt { vm, job } => self.adopt(id, host, vm, &job, &cancel).await,
+            JobWork::Edit { vm, change } => self.edit(id, host, vm, *change, &cancel).await,
+            JobWork::Disk(work) => self.disk(id, host, work, &cancel).await,
         }
     }
 
@@ -828,6 +830,8 @@ impl JobQueue {
         tracing::info!(job = %id, status = status.as_str(), seconds = ran.as_secs_f64(), "job finished");
     }
 }
+
+mod day2;
 
 #[cfg(test)]
 mod tests;

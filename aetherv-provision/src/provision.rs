@@ -124,12 +124,34 @@ pub fn provisioned_marker(job: &JobId) -> String {
 /// Whether VM notes are one of this project's markers ([`marker`] or
 /// [`provisioned_marker`]).
 pub fn is_project_marker(notes: &str) -> bool {
-    let notes = notes.trim();
+    // The marker is the first line; the user's own notes may follow it (see [`split_notes`]).
+    let notes = notes.lines().next().unwrap_or_default().trim();
     [MARKER_PREFIX, PROVISIONED_PREFIX].iter().any(|prefix| {
         notes
             .strip_prefix(prefix)
             .is_some_and(|id| !id.is_empty() && !id.contains(char::is_whitespace))
     })
+}
+
+/// Splits VM notes into the project's marker (the first line, when it is one of
+/// [`marker`]/[`provisioned_marker`]) and the user's notes (the rest, or everything).
+pub fn split_notes(notes: &str) -> (Option<&str>, &str) {
+    let (first, rest) = notes.split_once('\n').unwrap_or((notes, ""));
+    if is_project_marker(first) {
+        (Some(first.trim()), rest)
+    } else {
+        (None, notes)
+    }
+}
+
+/// VM notes made of the project's `marker` line (if any) and the user's notes: the inverse of
+/// [`split_notes`].
+pub fn join_notes(marker: Option<&str>, user: &str) -> String {
+    match marker {
+        Some(m) if user.is_empty() => m.to_owned(),
+        Some(m) => format!("{m}\n{user}"),
+        None => user.to_owned(),
+    }
 }
 
 /// Timeouts and knobs of the provisioning pipeline.

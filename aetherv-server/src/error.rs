@@ -44,6 +44,26 @@ pub enum ErrorCode {
     /// 409: no host of the target cluster can take the VM (the message states the best
     /// figure found).
     NoEligibleHost,
+    /// 409: the setting changes only while the VM is Off.
+    RequiresOff,
+    /// 409: a running VM's memory may only be resized within its dynamic range.
+    MemoryOutsideDynamicRange,
+    /// 409: a running VM's dynamic range may only widen (minimum down, maximum up).
+    MemoryRangeNarrowed,
+    /// 409: Secure Boot and the vTPM exist only on generation 2 VMs.
+    Generation1Firmware,
+    /// 409: a disk never shrinks (the message names both sizes).
+    DiskShrink,
+    /// 409: an IDE disk of a VM that is not Off can be neither resized nor detached.
+    IdeDiskRunning,
+    /// 409: only a VHDX on SCSI is resized while the VM runs.
+    OnlineResizeNeedsVhdx,
+    /// 409: a shared disk is never detached.
+    SharedDisk,
+    /// 409: the disk is the VM's last boot disk and `force` is not set.
+    LastBootDisk,
+    /// 409: every SCSI location of the VM is taken.
+    NoFreeScsiSlot,
     /// 413: the body is over the limit.
     PayloadTooLarge,
     /// 415: the body's media type is not accepted.

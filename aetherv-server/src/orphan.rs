@@ -39,7 +39,9 @@ impl JobLedger for JobQueue {
 /// The job id in a VM's notes, when the notes are one provisioning marker.
 #[must_use]
 pub fn marker_job(notes: &str) -> Option<&str> {
-    let id = notes.trim().strip_prefix(MARKER_PREFIX)?.trim();
+    // The marker is the first line; the user's notes may follow (`provision::split_notes`).
+    let first = notes.lines().next().unwrap_or_default();
+    let id = first.trim().strip_prefix(MARKER_PREFIX)?.trim();
     let plausible = !id.is_empty()
         && id.len() <= 64
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');

@@ -42,6 +42,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../ui/app.js"),
     },
     Asset {
+        name: "vm_day2.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../ui/vm_day2.js"),
+    },
+    Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("../ui/favicon.svg"),

@@ -82,6 +82,7 @@ fn vm(n: u128, name: &str, state: VmState, notes: &str, ips: &[&str]) -> Vm {
             ip_addresses: ips.iter().map(|s| (*s).to_owned()).collect(),
         }],
         integration_services: Vec::new(),
+        config: Default::default(),
     }
 }
 

@@ -1038,6 +1038,9 @@
             )
           : h("p", { class: "muted" }, "No disks.")
       );
+      if (window.AethervDay2) {
+        body.appendChild(window.AethervDay2.sections(vm, { h, api, guarded, toast, fmtBytes, canWrite: state.canWrite }));
+      }
       if ((vm.dvd_drives || []).length) {
         body.appendChild(h("h2", {}, "DVD drives"));
         body.appendChild(h("ul", {}, vm.dvd_drives.map((d) => h("li", { class: "mono" }, typeof d === "string" ? d : d.path || JSON.stringify(d)))));

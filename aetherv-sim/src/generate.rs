@@ -439,6 +439,7 @@ fn generate_vm(
         disk_type: DiskType::Dynamic,
         max_size_bytes: image.max_gib * GIB,
         file_size_bytes: image.size_gib * GIB + rng.range(1, 24) * GIB,
+        shared: false,
     }];
     if matches!(role, "sql" | "file") {
         let max = *rng.pick(&[256u64, 512, 1024]).unwrap_or(&256) * GIB;
@@ -454,6 +455,7 @@ fn generate_vm(
             },
             max_size_bytes: max,
             file_size_bytes: 0,
+            shared: false,
         });
         if let Some(d) = disks.last_mut() {
             d.file_size_bytes = match d.disk_type {
@@ -523,6 +525,7 @@ fn generate_vm(
         guest,
         // Running guests were set up right: the template their OS family boots with.
         firmware: BootSettings::for_family(os),
+        automatic: crate::model::AutomaticActions::default(),
     }
 }
 

@@ -149,6 +149,6 @@ pub use faults::{Fault, FaultPlan, FaultRule, Trigger};
 pub use fleet::{Credentials, SimFleet, SimHost, SimOptions};
 pub use generate::{FleetSpec, SIM_AGENT_VERSION, SIM_SCRIPTS_VERSION};
 pub use guest::{GuestAgent, KeySource};
-pub use model::{ControllerType, DvdDrive, Fleet, Host, NewVm, SimVm};
+pub use model::{ControllerType, DiskType, DvdDrive, Fleet, Host, NewVm, SimVm, VirtualDisk};
 pub use scripts::{ScriptContext, ScriptEmulator, ScriptRegistry};
 pub use state::{LooseFile, SimState};

@@ -272,6 +272,8 @@ pub struct VirtualDisk {
     pub max_size_bytes: u64,
     /// Current file size in bytes.
     pub file_size_bytes: u64,
+    /// Shared (a shared VHDX with persistent reservations, or a VHD Set).
+    pub shared: bool,
 }
 
 /// A DVD drive with an optional ISO.
@@ -428,6 +430,30 @@ pub struct SimVm {
     pub guest: GuestInfo,
     /// Firmware settings (generation 2): whether the guest OS gets past Secure Boot.
     pub firmware: BootSettings,
+    /// Automatic start and stop actions.
+    pub automatic: AutomaticActions,
+}
+
+/// What the host does with a VM when it starts or stops (Hyper-V's defaults: start if it was
+/// running, save it, no delay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutomaticActions {
+    /// At host start.
+    pub start: aetherv_hyperv::ops::AutomaticStartAction,
+    /// At host shutdown.
+    pub stop: aetherv_hyperv::ops::AutomaticStopAction,
+    /// Delay before an automatic start, in seconds.
+    pub start_delay_seconds: u32,
+}
+
+impl Default for AutomaticActions {
+    fn default() -> Self {
+        Self {
+            start: aetherv_hyperv::ops::AutomaticStartAction::StartIfRunning,
+            stop: aetherv_hyperv::ops::AutomaticStopAction::Save,
+            start_delay_seconds: 0,
+        }
+    }
 }
 
 impl SimVm {
@@ -813,6 +839,7 @@ impl Fleet {
                 disk_type: DiskType::Dynamic,
                 max_size_bytes: image.max_size_bytes,
                 file_size_bytes: image.size_bytes,
+                shared: false,
             }],
             dvd_drives: vec![DvdDrive {
                 path: iso.as_ref().map(|i| i.path.clone()),
@@ -839,6 +866,7 @@ impl Fleet {
             firmware: spec
                 .firmware
                 .unwrap_or_else(|| BootSettings::for_family(image.os_family)),
+            automatic: AutomaticActions::default(),
         };
         self.host_mut_or_err(&host_name)?.vms.push(vm);
         Ok(id)

@@ -38,6 +38,7 @@ pub const GET_HOST_FACTS: &str = "Get-HostFacts";
 pub const INVENTORY: &str = "Inventory";
 
 pub mod ops;
+pub mod vm_edit;
 
 /// What an emulation can see and change.
 #[derive(Debug)]
@@ -144,6 +145,11 @@ impl ScriptRegistry {
         registry.register(s::REMOVE_VM_PATH, ops::remove_vm_path);
         registry.register(s::REMOVE_VM_DVD_DRIVE, ops::remove_vm_dvd_drive);
         registry.register(s::SET_VM_NOTES, ops::set_vm_notes);
+        registry.register(s::SET_MANAGED_VM_SETTINGS, vm_edit::set_managed_vm_settings);
+        registry.register(s::NEW_MANAGED_VHD, vm_edit::new_managed_vhd);
+        registry.register(s::ADD_MANAGED_VM_DISK, vm_edit::add_managed_vm_disk);
+        registry.register(s::RESIZE_MANAGED_VM_DISK, vm_edit::resize_managed_vm_disk);
+        registry.register(s::REMOVE_MANAGED_VM_DISK, vm_edit::remove_managed_vm_disk);
         registry
     }
 
@@ -309,6 +315,7 @@ pub fn vm_json(vm: &SimVm, now: SystemTime) -> Value {
             "disk_type": d.disk_type.name(),
             "max_size_bytes": d.max_size_bytes,
             "file_size_bytes": d.file_size_bytes,
+            "shared": d.shared,
         })).collect::<Vec<_>>(),
         "dvd_drives": vm.dvd_drives.iter().map(|d| json!({
             "path": d.path,
@@ -327,6 +334,12 @@ pub fn vm_json(vm: &SimVm, now: SystemTime) -> Value {
             "name": s.name,
             "enabled": s.enabled,
         })).collect::<Vec<_>>(),
+        "secure_boot": (vm.generation == 2).then_some(vm.firmware.secure_boot),
+        "secure_boot_template": (vm.generation == 2).then(|| vm.firmware.secure_boot_template.to_string()),
+        "tpm_enabled": (vm.generation == 2).then_some(vm.firmware.tpm),
+        "automatic_start_action": vm.automatic.start.hyperv_name(),
+        "automatic_stop_action": vm.automatic.stop.hyperv_name(),
+        "automatic_start_delay_seconds": vm.automatic.start_delay_seconds,
     })
 }
 

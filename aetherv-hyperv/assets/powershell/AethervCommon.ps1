@@ -199,6 +199,17 @@ function Get-AethervVmShapes {
     $dvds = @(Hyper-V\Get-VMDvdDrive -VM $Vms)
     $nics = @(Hyper-V\Get-VMNetworkAdapter -VM $Vms)
     $services = @(Hyper-V\Get-VMIntegrationService -VM $Vms)
+    # Firmware and vTPM exist on generation 2 VMs only (the cmdlets refuse generation 1).
+    $firmwares = @{}
+    $securities = @{}
+    $gen2 = @($Vms | Where-Object { [int]$_.Generation -eq 2 })
+    if ($gen2.Count -gt 0) {
+        foreach ($f in @(Hyper-V\Get-VMFirmware -VM $gen2)) { $firmwares[$f.VMId.ToString()] = $f }
+        foreach ($g in $gen2) {
+            $security = Hyper-V\Get-VMSecurity -VM $g -ErrorAction SilentlyContinue
+            if ($null -ne $security) { $securities[$g.Id.ToString()] = $security }
+        }
+    }
 
     $vhds = @{}
     $paths = @($disks | Where-Object { $null -ne $_.Path -and $_.Path.Length -gt 0 } | ForEach-Object { [string]$_.Path } | Select-Object -Unique)
@@ -222,6 +233,7 @@ function Get-AethervVmShapes {
                 disk_type           = $(if ($null -ne $vhd) { $vhd.VhdType.ToString() } else { 'Unknown' })
                 max_size_bytes      = $(if ($null -ne $vhd) { [int64]$vhd.Size } else { [int64]0 })
                 file_size_bytes     = $(if ($null -ne $vhd) { [int64]$vhd.FileSize } else { [int64]0 })
+                shared              = [bool](($null -ne $d.PSObject.Properties['SupportPersistentReservations'] -and $d.SupportPersistentReservations) -or ([string]$d.Path).EndsWith('.vhds', [StringComparison]::OrdinalIgnoreCase))
             }
         }
         $vmDvds = foreach ($d in $dvds) {
@@ -255,6 +267,15 @@ function Get-AethervVmShapes {
         }
         $created = $null
         if ($null -ne $vm.CreationTime) { $created = Format-AethervDate -Date $vm.CreationTime }
+        $secureBoot = $null
+        $template = $null
+        $tpm = $null
+        $key = $id.ToString()
+        if ($firmwares.ContainsKey($key)) {
+            $secureBoot = ($firmwares[$key].SecureBoot.ToString() -eq 'On')
+            $template = [string]$firmwares[$key].SecureBootTemplate
+        }
+        if ($securities.ContainsKey($key)) { $tpm = [bool]$securities[$key].TpmEnabled }
         [void]$shapes.Add([ordered]@{
             id                    = $id.ToString()
             name                  = [string]$vm.Name
@@ -277,6 +298,12 @@ function Get-AethervVmShapes {
             dvd_drives            = @($vmDvds)
             network_adapters      = @($vmNics)
             integration_services  = @($vmServices)
+            secure_boot           = $secureBoot
+            secure_boot_template  = $template
+            tpm_enabled           = $tpm
+            automatic_start_action = $vm.AutomaticStartAction.ToString()
+            automatic_stop_action = $vm.AutomaticStopAction.ToString()
+            automatic_start_delay_seconds = [int]$vm.AutomaticStartDelay
         })
     }
     return ,$shapes.ToArray()

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use super::scripts;
 use super::types::*;
+use super::vm_config::*;
 use crate::error::{Error, Result};
 
 /// Hyper-V's KVP key limit in bytes.
@@ -99,6 +100,36 @@ pub enum HostCall {
     /// Replaces a VM's notes (`Set-VM -Notes`; allowed in any VM state), e.g. to clear the
     /// provisioning marker of an adopted orphan.
     SetVmNotes(VmId, String),
+    /// Changes a VM's settings (processors, memory, notes, automatic actions, Secure Boot,
+    /// vTPM); only the fields set change. The reply is the VM as the host now reports it.
+    SetVmSettings(VmId, Box<VmSettingsChange>),
+    /// Creates a new blank VHDX (`New-VHD`), dynamic or fixed.
+    CreateVhd(CreateVhdRequest),
+    /// Attaches an existing virtual disk file to the first free SCSI location of the VM.
+    AttachVmDisk {
+        /// The VM.
+        vm: VmId,
+        /// The disk file.
+        path: String,
+    },
+    /// Grows a VM's virtual disk (`Resize-VHD`); never shrinks it.
+    ResizeVmDisk {
+        /// The VM.
+        vm: VmId,
+        /// The disk.
+        disk: DiskId,
+        /// The new virtual size in bytes.
+        size_bytes: u64,
+    },
+    /// Detaches a VM's disk (`Remove-VMHardDiskDrive`), optionally deleting its file.
+    DetachVmDisk {
+        /// The VM.
+        vm: VmId,
+        /// The disk.
+        disk: DiskId,
+        /// Delete the file afterwards.
+        delete_file: bool,
+    },
 }
 
 /// The answer to a [`HostCall`], one variant per operation.
@@ -139,6 +170,16 @@ pub enum HostReply {
     DvdDriveRemoved(DvdDriveRemoved),
     /// [`HostCall::SetVmNotes`]: the VM's notes as the host now has them.
     NotesSet(VmNotes),
+    /// [`HostCall::SetVmSettings`]: the VM after the change.
+    SettingsSet(Box<Vm>),
+    /// [`HostCall::CreateVhd`].
+    VhdCreated(CreatedVhd),
+    /// [`HostCall::AttachVmDisk`].
+    DiskAttached(VmDiskChanged),
+    /// [`HostCall::ResizeVmDisk`].
+    DiskResized(VmDiskChanged),
+    /// [`HostCall::DetachVmDisk`].
+    DiskDetached(VmDiskDetached),
 }
 
 /// Which operation a [`HostCall`] is, without its arguments: the label of metrics, timeouts
@@ -187,6 +228,16 @@ pub enum OperationKind {
     RemoveDvdDrive,
     /// [`HostCall::SetVmNotes`].
     SetVmNotes,
+    /// [`HostCall::SetVmSettings`].
+    SetVmSettings,
+    /// [`HostCall::CreateVhd`].
+    CreateVhd,
+    /// [`HostCall::AttachVmDisk`].
+    AttachVmDisk,
+    /// [`HostCall::ResizeVmDisk`].
+    ResizeVmDisk,
+    /// [`HostCall::DetachVmDisk`].
+    DetachVmDisk,
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -224,6 +275,11 @@ impl OperationKind {
             Self::KvpRemoveHostPrefix => scripts::REMOVE_VM_KVP,
             Self::RemoveDvdDrive => scripts::REMOVE_VM_DVD_DRIVE,
             Self::SetVmNotes => scripts::SET_VM_NOTES,
+            Self::SetVmSettings => scripts::SET_MANAGED_VM_SETTINGS,
+            Self::CreateVhd => scripts::NEW_MANAGED_VHD,
+            Self::AttachVmDisk => scripts::ADD_MANAGED_VM_DISK,
+            Self::ResizeVmDisk => scripts::RESIZE_MANAGED_VM_DISK,
+            Self::DetachVmDisk => scripts::REMOVE_MANAGED_VM_DISK,
         }
     }
 
@@ -249,6 +305,11 @@ impl OperationKind {
             Self::KvpRemoveHostPrefix => "remove host KVP by prefix",
             Self::RemoveDvdDrive => "remove DVD drive",
             Self::SetVmNotes => "set VM notes",
+            Self::SetVmSettings => "set VM settings",
+            Self::CreateVhd => "create virtual disk",
+            Self::AttachVmDisk => "attach disk",
+            Self::ResizeVmDisk => "resize disk",
+            Self::DetachVmDisk => "detach disk",
         }
     }
 
@@ -277,6 +338,9 @@ impl OperationKind {
             Self::DeleteVm | Self::Power => 10 * MINUTE,
             Self::CopyImage | Self::CopyIso => 60 * MINUTE,
             Self::MoveVm => 240 * MINUTE,
+            Self::SetVmSettings | Self::AttachVmDisk | Self::DetachVmDisk => 2 * MINUTE,
+            // A fixed VHDX writes all its bytes; growing a fixed one too.
+            Self::CreateVhd | Self::ResizeVmDisk => 60 * MINUTE,
         }
     }
 }
@@ -327,6 +391,11 @@ impl HostCall {
             Self::KvpRemoveHostPrefix(..) => OperationKind::KvpRemoveHostPrefix,
             Self::RemoveDvdDrive { .. } => OperationKind::RemoveDvdDrive,
             Self::SetVmNotes(..) => OperationKind::SetVmNotes,
+            Self::SetVmSettings(..) => OperationKind::SetVmSettings,
+            Self::CreateVhd(_) => OperationKind::CreateVhd,
+            Self::AttachVmDisk { .. } => OperationKind::AttachVmDisk,
+            Self::ResizeVmDisk { .. } => OperationKind::ResizeVmDisk,
+            Self::DetachVmDisk { .. } => OperationKind::DetachVmDisk,
         }
     }
 
@@ -345,14 +414,19 @@ impl HostCall {
             | Self::MoveVm(id, _)
             | Self::KvpRemoveHostPrefix(id, _)
             | Self::RemoveDvdDrive { vm: id, .. }
-            | Self::SetVmNotes(id, _) => Some(*id),
+            | Self::SetVmNotes(id, _)
+            | Self::SetVmSettings(id, _)
+            | Self::AttachVmDisk { vm: id, .. }
+            | Self::ResizeVmDisk { vm: id, .. }
+            | Self::DetachVmDisk { vm: id, .. } => Some(*id),
             Self::Facts
             | Self::FactsInRoots(_)
             | Self::Inventory
             | Self::CopyImage(_)
             | Self::CopyIso(_)
             | Self::RegisterVm(_)
-            | Self::RemovePath(_) => None,
+            | Self::RemovePath(_)
+            | Self::CreateVhd(_) => None,
         }
     }
 
@@ -441,6 +515,16 @@ impl HostCall {
                     )));
                 }
             }
+            Self::SetVmSettings(_, change) => check_settings(change).map_err(refuse)?,
+            Self::CreateVhd(request) => {
+                check_vhdx_path(&request.path).map_err(refuse)?;
+                check_disk_size(request.size_bytes).map_err(refuse)?;
+            }
+            Self::AttachVmDisk { path, .. } => check_disk_file(path).map_err(refuse)?,
+            Self::ResizeVmDisk { size_bytes, .. } => {
+                check_disk_size(*size_bytes).map_err(refuse)?
+            }
+            Self::DetachVmDisk { .. } => {}
             Self::RemovePath(path) => {
                 check_windows_path(path).map_err(refuse)?;
                 if path.trim_end_matches('\\').matches('\\').count() < 2 {
@@ -518,6 +602,44 @@ impl HostCall {
             Self::KvpRemoveHostPrefix(id, prefix) => json!({ "id": id, "prefix": prefix }),
             Self::RemoveDvdDrive { vm, path } => json!({ "id": vm, "path": path }),
             Self::SetVmNotes(id, notes) => json!({ "id": id, "notes": notes }),
+            Self::SetVmSettings(id, change) => {
+                let mut request = serialize(serde_json::to_value(change))?;
+                if let Some(map) = request.as_object_mut() {
+                    map.insert("id".to_owned(), json!(id));
+                    // The script passes Hyper-V's enum names to Set-VM.
+                    if let Some(a) = change.automatic_start_action {
+                        map.insert("automatic_start_action".to_owned(), json!(a.hyperv_name()));
+                    }
+                    if let Some(a) = change.automatic_stop_action {
+                        map.insert("automatic_stop_action".to_owned(), json!(a.hyperv_name()));
+                    }
+                }
+                request
+            }
+            Self::CreateVhd(request) => serialize(serde_json::to_value(request))?,
+            Self::AttachVmDisk { vm, path } => json!({ "id": vm, "path": path }),
+            Self::ResizeVmDisk {
+                vm,
+                disk,
+                size_bytes,
+            } => json!({
+                "id": vm,
+                "controller_type": disk.controller_type(),
+                "controller_number": disk.controller_number,
+                "controller_location": disk.controller_location,
+                "size_bytes": size_bytes,
+            }),
+            Self::DetachVmDisk {
+                vm,
+                disk,
+                delete_file,
+            } => json!({
+                "id": vm,
+                "controller_type": disk.controller_type(),
+                "controller_number": disk.controller_number,
+                "controller_location": disk.controller_location,
+                "delete_file": delete_file,
+            }),
         })
     }
 
@@ -623,6 +745,46 @@ impl HostCall {
                 }
                 HostReply::NotesSet(set)
             }
+            Self::SetVmSettings(id, _) => {
+                let vm: Vm = parse_data(host, kind, data)?;
+                if vm.id != *id {
+                    return Err(wrong(format!(
+                        "asked for VM {id}, the script answered for {}",
+                        vm.id
+                    )));
+                }
+                HostReply::SettingsSet(Box::new(vm))
+            }
+            Self::CreateVhd(_) => HostReply::VhdCreated(parse_data(host, kind, data)?),
+            Self::AttachVmDisk { vm, .. } => {
+                let changed: VmDiskChanged = parse_data(host, kind, data)?;
+                if changed.id != *vm || DiskId::of(&changed.disk).is_none() {
+                    return Err(wrong(format!(
+                        "asked to attach a disk to VM {vm}, the script answered for {} with controller {:?}",
+                        changed.id, changed.disk.controller_type
+                    )));
+                }
+                HostReply::DiskAttached(changed)
+            }
+            Self::ResizeVmDisk { vm, disk, .. } => {
+                let changed: VmDiskChanged = parse_data(host, kind, data)?;
+                if changed.id != *vm || !disk.matches(&changed.disk) {
+                    return Err(wrong(format!(
+                        "asked to resize disk {disk} of VM {vm}, the script answered for another disk"
+                    )));
+                }
+                HostReply::DiskResized(changed)
+            }
+            Self::DetachVmDisk { vm, .. } => {
+                let detached: VmDiskDetached = parse_data(host, kind, data)?;
+                if detached.id != *vm {
+                    return Err(wrong(format!(
+                        "asked for VM {vm}, the script answered for {}",
+                        detached.id
+                    )));
+                }
+                HostReply::DiskDetached(detached)
+            }
         })
     }
 }
@@ -667,6 +829,27 @@ impl fmt::Debug for HostCall {
             Self::SetVmNotes(id, notes) => {
                 write!(f, "SetVmNotes({id}, {} characters)", notes.chars().count())
             }
+            Self::SetVmSettings(id, change) => {
+                // Notes are the user's text: their length only, as for SetVmNotes.
+                let mut shown = change.as_ref().clone();
+                let notes = shown.notes.take().map(|n| n.chars().count());
+                write!(
+                    f,
+                    "SetVmSettings({id}, {shown:?}, notes: {notes:?} characters)"
+                )
+            }
+            Self::CreateVhd(r) => write!(f, "CreateVhd({r:?})"),
+            Self::AttachVmDisk { vm, path } => write!(f, "AttachVmDisk({vm}, {path:?})"),
+            Self::ResizeVmDisk {
+                vm,
+                disk,
+                size_bytes,
+            } => write!(f, "ResizeVmDisk({vm}, {disk}, {size_bytes})"),
+            Self::DetachVmDisk {
+                vm,
+                disk,
+                delete_file,
+            } => write!(f, "DetachVmDisk({vm}, {disk}, delete_file: {delete_file})"),
         }
     }
 }
@@ -762,6 +945,74 @@ fn check_register(spec: &RegisterVmSpec) -> std::result::Result<(), String> {
         && !(1..=4094).contains(&vlan)
     {
         return Err(format!("VLAN {vlan} is outside 1..=4094"));
+    }
+    Ok(())
+}
+
+/// Field checks of a settings change (the state rules are [`check_settings_change`]'s):
+/// processors 1..=240, memory a multiple of 2 MiB from 32 MiB, minimum <= startup <= maximum
+/// where all are given, notes within [`MAX_VM_NOTES_CHARS`] without NUL, a start delay up to a
+/// day.
+fn check_settings(change: &VmSettingsChange) -> std::result::Result<(), String> {
+    const MIB: u64 = 1 << 20;
+    if change.is_empty() {
+        return Err("the change sets no field".to_owned());
+    }
+    if let Some(count) = change.processor_count
+        && !(1..=240).contains(&count)
+    {
+        return Err(format!("processor count {count} is outside 1..=240"));
+    }
+    for (name, value) in [
+        ("startup memory", change.memory_startup_bytes),
+        ("minimum memory", change.memory_minimum_bytes),
+        ("maximum memory", change.memory_maximum_bytes),
+    ] {
+        if let Some(bytes) = value
+            && (bytes < 32 * MIB || !bytes.is_multiple_of(2 * MIB) || bytes > 12 << 40)
+        {
+            return Err(format!(
+                "{name} {bytes} bytes must be a multiple of 2 MiB from 32 MiB to 12 TiB"
+            ));
+        }
+    }
+    if let (Some(min), Some(max)) = (change.memory_minimum_bytes, change.memory_maximum_bytes)
+        && min > max
+    {
+        return Err(format!(
+            "minimum memory {min} is above maximum memory {max}"
+        ));
+    }
+    if let Some(notes) = &change.notes
+        && (notes.chars().count() > MAX_VM_NOTES_CHARS || notes.contains('\0'))
+    {
+        return Err(format!(
+            "VM notes must be at most {MAX_VM_NOTES_CHARS} characters without NUL characters"
+        ));
+    }
+    if let Some(delay) = change.automatic_start_delay_seconds
+        && delay > 86_400
+    {
+        return Err(format!("automatic start delay {delay} s is over a day"));
+    }
+    Ok(())
+}
+
+/// A virtual disk file path: absolute, ending in `.vhdx` or `.vhd`.
+fn check_disk_file(path: &str) -> std::result::Result<(), String> {
+    check_windows_path(path)?;
+    let lower = path.to_ascii_lowercase();
+    if !(lower.ends_with(".vhdx") || lower.ends_with(".vhd")) {
+        return Err(format!("{path:?} is not a .vhdx or .vhd file"));
+    }
+    Ok(())
+}
+
+/// A new VHDX path: absolute, ending in `.vhdx`.
+fn check_vhdx_path(path: &str) -> std::result::Result<(), String> {
+    check_windows_path(path)?;
+    if !path.to_ascii_lowercase().ends_with(".vhdx") {
+        return Err(format!("{path:?} is not a .vhdx file"));
     }
     Ok(())
 }
@@ -952,6 +1203,85 @@ mod tests {
             .parse_reply("hv01", data)
             .unwrap_err();
         assert!(err.to_string().contains("answered for"), "{err}");
+    }
+
+    #[test]
+    fn day2_calls_are_checked_sent_and_parsed() {
+        let id = VmId(uuid::Uuid::from_u128(9));
+        let change = VmSettingsChange {
+            processor_count: Some(4),
+            automatic_stop_action: Some(AutomaticStopAction::ShutDown),
+            notes: Some("secret-ish".to_owned()),
+            ..Default::default()
+        };
+        let call = HostCall::SetVmSettings(id, Box::new(change));
+        assert!(call.validate("hv01").is_ok());
+        let request = call.request("hv01").unwrap();
+        assert_eq!(request["id"], json!(id));
+        assert_eq!(request["automatic_stop_action"], "ShutDown");
+        assert!(request.get("memory_startup_bytes").is_none());
+        assert!(!format!("{call:?}").contains("secret-ish"));
+        let empty = HostCall::SetVmSettings(id, Box::default());
+        assert!(empty.validate("hv01").is_err());
+        let odd = HostCall::SetVmSettings(
+            id,
+            Box::new(VmSettingsChange {
+                memory_startup_bytes: Some((1 << 30) + 1),
+                ..Default::default()
+            }),
+        );
+        assert!(odd.validate("hv01").is_err());
+
+        let create = HostCall::CreateVhd(CreateVhdRequest {
+            path: r"C:\VMs\web-01\data.vhdx".to_owned(),
+            size_bytes: 10 << 30,
+            fixed: false,
+        });
+        assert!(create.validate("hv01").is_ok());
+        assert_eq!(create.kind().script(), "New-ManagedVhd");
+        let relative = HostCall::CreateVhd(CreateVhdRequest {
+            path: "data.vhdx".to_owned(),
+            size_bytes: 10 << 30,
+            fixed: false,
+        });
+        assert!(relative.validate("hv01").is_err());
+
+        let disk: DiskId = "scsi-0-1".parse().unwrap();
+        let resize = HostCall::ResizeVmDisk {
+            vm: id,
+            disk,
+            size_bytes: 20 << 30,
+        };
+        assert_eq!(
+            resize.request("hv01").unwrap(),
+            json!({"id": id, "controller_type": "SCSI", "controller_number": 0,
+                "controller_location": 1, "size_bytes": 20u64 << 30})
+        );
+        let answer = json!({"id": id, "disk": {"path": "x", "controller_type": "SCSI",
+            "controller_number": 0, "controller_location": 1, "max_size_bytes": 20u64 << 30}});
+        assert!(matches!(
+            resize.parse_reply("hv01", answer).unwrap(),
+            HostReply::DiskResized(_)
+        ));
+        let wrong_disk = json!({"id": id, "disk": {"path": "x", "controller_type": "SCSI",
+            "controller_number": 0, "controller_location": 2}});
+        assert!(resize.parse_reply("hv01", wrong_disk).is_err());
+        let detach = HostCall::DetachVmDisk {
+            vm: id,
+            disk,
+            delete_file: true,
+        };
+        assert!(matches!(
+            detach
+                .parse_reply("hv01", json!({"id": id, "path": "x", "deleted": true}))
+                .unwrap(),
+            HostReply::DiskDetached(VmDiskDetached { deleted: true, .. })
+        ));
+        // Malformed host data is a typed error, never a panic.
+        assert!(matches!(
+            detach.parse_reply("hv01", json!({"id": 5})),
+            Err(Error::OperationOutput { .. })
+        ));
     }
 
     #[test]

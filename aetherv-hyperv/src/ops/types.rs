@@ -424,6 +424,9 @@ pub struct VmDisk {
     /// File size in bytes.
     #[serde(default)]
     pub file_size_bytes: u64,
+    /// Shared (a shared VHDX with persistent reservations, or a VHD Set).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 fn controller_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -562,6 +565,9 @@ pub struct Vm {
     /// Integration services.
     #[serde(default, deserialize_with = "psjson::one_or_many")]
     pub integration_services: Vec<IntegrationService>,
+    /// Firmware, vTPM and automatic actions (flat in the document).
+    #[serde(flatten)]
+    pub config: super::vm_config::VmConfig,
 }
 
 /// Every VM of one host, collected in one script run.

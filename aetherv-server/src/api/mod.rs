@@ -5,6 +5,8 @@
 //! the web UI (`/`, `/ui/...`), the browser login (`/oidc/...`), and `/api/v1/...` behind
 //! [`crate::auth::require_role`] (reads need reader, everything else writer).
 
+pub mod console;
+pub mod disks;
 pub mod events;
 pub mod host_check;
 pub mod inventory;
@@ -12,7 +14,9 @@ pub mod jobs;
 pub mod metrics_access;
 pub mod openapi;
 pub mod views;
+pub mod vm_day2;
 pub mod vms;
+pub mod vms_edit;
 
 use axum::Json;
 use std::sync::Arc;
@@ -63,6 +67,12 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(vms::remove_orphan))
         .routes(routes!(vms::adopt_orphan))
         .routes(routes!(vms::provision_job))
+        .routes(routes!(vms_edit::patch_vm))
+        .routes(routes!(disks::list))
+        .routes(routes!(disks::add))
+        .routes(routes!(disks::expand))
+        .routes(routes!(disks::detach))
+        .routes(routes!(console::console))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::logs))

@@ -273,6 +273,25 @@ pub struct VmDetail {
     pub integration_services: Vec<IntegrationServiceView>,
     /// Power actions the state allows (none while the host is disconnected).
     pub allowed_actions: Vec<JobAction>,
+    /// The user's notes: `notes` without the project's marker line.
+    pub user_notes: String,
+    /// The project's marker (`aetherv-provisioned:<job>` or `aetherv-job:<job>`), if the
+    /// notes carry one; `PATCH` keeps it.
+    pub project_marker: Option<String>,
+    /// Secure Boot (generation 2; null for generation 1).
+    pub secure_boot: Option<bool>,
+    /// The Secure Boot template (generation 2).
+    pub secure_boot_template: Option<String>,
+    /// Virtual TPM enabled (generation 2; null for generation 1).
+    pub tpm_enabled: Option<bool>,
+    /// At host start: `nothing`, `start_if_running` or `start` (null when not reported).
+    #[schema(value_type = Option<String>)]
+    pub automatic_start_action: Option<aetherv_hyperv::ops::AutomaticStartAction>,
+    /// At host shutdown: `stop` (turn off), `save` or `shutdown` (null when not reported).
+    #[schema(value_type = Option<String>)]
+    pub automatic_stop_action: Option<aetherv_hyperv::ops::AutomaticStopAction>,
+    /// Delay before an automatic start, in seconds.
+    pub automatic_start_delay_seconds: u32,
 }
 
 fn status_name(status: HostStatus) -> HostStatusName {
@@ -411,6 +430,18 @@ pub fn vm_detail(
         } else {
             allowed_actions(v.state)
         },
+        user_notes: aetherv_provision::provision::split_notes(&v.notes)
+            .1
+            .to_owned(),
+        project_marker: aetherv_provision::provision::split_notes(&v.notes)
+            .0
+            .map(str::to_owned),
+        secure_boot: v.config.secure_boot,
+        secure_boot_template: v.config.secure_boot_template.clone(),
+        tpm_enabled: v.config.tpm_enabled,
+        automatic_start_action: v.config.automatic_start_action,
+        automatic_stop_action: v.config.automatic_stop_action,
+        automatic_start_delay_seconds: v.config.automatic_start_delay_seconds,
     }
 }
 

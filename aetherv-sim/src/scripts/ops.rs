@@ -17,12 +17,12 @@ use crate::model::{BootSettings, Host, NewVm, PowerAction, SimVm, holds_memory, 
 use crate::state::{LooseFile, SimState};
 use aetherv_hyperv::protocol::{ScriptFailure, ScriptResult};
 
-type Step<T> = std::result::Result<T, ScriptResult>;
+pub(super) type Step<T> = std::result::Result<T, ScriptResult>;
 
 /// A failure with a `details` object. The real scripts write it as `error.details`;
 /// [`ScriptFailure`] has no such field, so the emulation carries it as the failed result's
 /// `data`, which [`aetherv_hyperv::ops`] reads as well.
-fn fail(code: &str, message: impl Into<String>, details: Value) -> ScriptResult {
+pub(super) fn fail(code: &str, message: impl Into<String>, details: Value) -> ScriptResult {
     ScriptResult {
         ok: false,
         data: (!details.is_null()).then_some(details),
@@ -33,11 +33,11 @@ fn fail(code: &str, message: impl Into<String>, details: Value) -> ScriptResult 
     }
 }
 
-fn invalid(message: impl Into<String>, field: &str) -> ScriptResult {
+pub(super) fn invalid(message: impl Into<String>, field: &str) -> ScriptResult {
     fail("InvalidRequest", message, json!({ "field": field }))
 }
 
-fn from_error(e: &Error) -> ScriptResult {
+pub(super) fn from_error(e: &Error) -> ScriptResult {
     match e {
         Error::UnknownVm { vm, .. } => fail("VmNotFound", e.to_string(), json!({ "vm": vm })),
         Error::VmExists { vm, .. } => fail("VmExists", e.to_string(), json!({ "name": vm })),
@@ -76,7 +76,7 @@ fn from_error(e: &Error) -> ScriptResult {
     }
 }
 
-fn str_field<'a>(request: &'a Value, name: &str) -> Step<&'a str> {
+pub(super) fn str_field<'a>(request: &'a Value, name: &str) -> Step<&'a str> {
     match request.get(name).and_then(Value::as_str) {
         Some(s) if !s.is_empty() => Ok(s),
         _ => Err(invalid(format!("the request has no '{name}'"), name)),
@@ -94,7 +94,7 @@ fn host_name(ctx: &ScriptContext<'_>) -> Step<String> {
 }
 
 /// The VM with the request's `id` (a GUID; names are not accepted).
-fn vm_by_id(ctx: &ScriptContext<'_>, request: &Value) -> Step<(String, SimVm)> {
+pub(super) fn vm_by_id(ctx: &ScriptContext<'_>, request: &Value) -> Step<(String, SimVm)> {
     let raw = str_field(request, "id")?;
     let id = Uuid::parse_str(raw.trim().trim_matches(['{', '}']))
         .map_err(|_| invalid("the VM id is not a GUID", "id"))?;
@@ -115,7 +115,7 @@ fn vm_by_id(ctx: &ScriptContext<'_>, request: &Value) -> Step<(String, SimVm)> {
         })
 }
 
-fn state_details(vm: &SimVm) -> Value {
+pub(super) fn state_details(vm: &SimVm) -> Value {
     json!({
         "vm": vm.id.to_string(),
         "name": vm.name,
@@ -124,7 +124,7 @@ fn state_details(vm: &SimVm) -> Value {
     })
 }
 
-fn run(step: impl FnOnce() -> Step<Value>) -> ScriptResult {
+pub(super) fn run(step: impl FnOnce() -> Step<Value>) -> ScriptResult {
     match step() {
         Ok(data) => ScriptResult::success(data),
         Err(failure) => failure,

@@ -183,11 +183,18 @@ pub struct VmDiskView {
     pub max_size_bytes: u64,
     /// File size.
     pub file_size_bytes: u64,
+    /// Stable id on the VM: controller type, number and location (`scsi-0-1`); the disk
+    /// routes take it. Null for a controller this API does not know.
+    pub id: Option<String>,
+    /// Shared (a shared VHDX or a VHD Set): never detached or deleted here.
+    pub shared: bool,
 }
 
 impl From<&VmDisk> for VmDiskView {
     fn from(d: &VmDisk) -> Self {
         Self {
+            id: aetherv_hyperv::ops::DiskId::of(d).map(|id| id.to_string()),
+            shared: aetherv_hyperv::ops::disk_is_shared(d),
             path: d.path.clone(),
             controller_type: d.controller_type.clone(),
             controller_number: d.controller_number,
