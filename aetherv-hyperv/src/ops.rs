@@ -34,6 +34,8 @@
 //! | `HostCall::KvpRemoveHostPrefix` (cleanup after provisioning) | `Remove-VmKvp` | `{"id","prefix"}` | `{"id","removed":[...]}` |
 //! | [`HyperVHostExt::remove_dvd_drive`] (cleanup after provisioning) | `Remove-VmDvdDrive` | `{"id","path"}` | [`DvdDriveRemoved`] |
 //! | [`HyperVHostExt::set_vm_notes`] (adopting an orphan) | `Set-VmNotes` | `{"id","notes"}` | [`VmNotes`] |
+//! | [`HyperVHostExt::change_checkpoint`] | `Update-VmCheckpoint` | `{"id","action",…}` ([`CheckpointChange`]) | [`CheckpointChanged`] |
+//! | [`HyperVHostExt::change_network_adapter`] | `Update-VmNetworkAdapter` | `{"id","action",…}` ([`NicChange`]) | [`NicChanged`] |
 //!
 //! Provisioning.WaitForProvisioningKey and Provisioning.PublishProvisioningData are the
 //! pipeline's loops over [`HyperVHostExt::kvp_read_guest`] and [`HyperVHostExt::kvp_write_host`].
@@ -60,6 +62,7 @@
 //! [`crate::protocol::ScriptFailure`] type has no details field); both places are read.
 
 mod call;
+mod devices;
 pub mod layer;
 mod roots;
 mod types;
@@ -73,6 +76,7 @@ pub use self::call::{
     HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, MAX_VM_NOTES_CHARS, OperationKind,
     VHDX_MAX_BYTES,
 };
+pub use self::devices::*;
 pub use self::roots::ImageRoots;
 pub use self::types::*;
 pub use self::winrm::WinRmHyperVHost;
@@ -115,12 +119,16 @@ pub mod scripts {
     pub const REMOVE_VM_DVD_DRIVE: &str = "Remove-VmDvdDrive";
     /// Set a VM's notes (e.g. clear the provisioning marker when an orphan is adopted).
     pub const SET_VM_NOTES: &str = "Set-VmNotes";
+    /// Create, apply, rename or remove a checkpoint.
+    pub const UPDATE_VM_CHECKPOINT: &str = "Update-VmCheckpoint";
+    /// Add, change or remove a network adapter.
+    pub const UPDATE_VM_NETWORK_ADAPTER: &str = "Update-VmNetworkAdapter";
     /// Shared helpers every script dot-sources (not an operation).
     pub const COMMON: &str = "AethervCommon";
 
     /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
     /// checks both directions).
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 19] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
         SET_VM_POWER_STATE,
@@ -138,6 +146,8 @@ pub mod scripts {
         REMOVE_VM_PATH,
         REMOVE_VM_DVD_DRIVE,
         SET_VM_NOTES,
+        UPDATE_VM_CHECKPOINT,
+        UPDATE_VM_NETWORK_ADAPTER,
     ];
 }
 
@@ -282,6 +292,16 @@ pub trait HyperVHostExt: HyperVHost {
     /// [`HostCall::SetVmNotes`].
     async fn set_vm_notes(&self, id: VmId, notes: String) -> Result<VmNotes> {
         expect_reply!(self, HostCall::SetVmNotes(id, notes), HostReply::NotesSet(n) => n)
+    }
+
+    /// [`HostCall::CheckpointChange`].
+    async fn change_checkpoint(&self, id: VmId, change: CheckpointChange) -> Result<CheckpointChanged> {
+        expect_reply!(self, HostCall::CheckpointChange(id, change), HostReply::CheckpointChanged(c) => c)
+    }
+
+    /// [`HostCall::NetworkAdapterChange`].
+    async fn change_network_adapter(&self, id: VmId, change: NicChange) -> Result<NicChanged> {
+        expect_reply!(self, HostCall::NetworkAdapterChange(id, change), HostReply::NicChanged(c) => c)
     }
 }
 

@@ -480,6 +480,9 @@ fn generate_vm(
         vlan_id,
         mac_address: mac_from(rng),
         ip_addresses,
+        id: crate::model::adapter_id(id, 0),
+        dynamic_mac: true,
+        ..NetworkAdapter::default()
     }];
     let notes = match rng.below(4) {
         0 => format!("Owner: {}-team", role),
@@ -523,6 +526,7 @@ fn generate_vm(
         guest,
         // Running guests were set up right: the template their OS family boots with.
         firmware: BootSettings::for_family(os),
+        checkpoints: crate::devices::Checkpoints::default(),
     }
 }
 

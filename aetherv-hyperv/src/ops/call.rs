@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::scripts;
+use super::devices::*;
 use super::types::*;
 use crate::error::{Error, Result};
 
@@ -99,6 +100,11 @@ pub enum HostCall {
     /// Replaces a VM's notes (`Set-VM -Notes`; allowed in any VM state), e.g. to clear the
     /// provisioning marker of an adopted orphan.
     SetVmNotes(VmId, String),
+    /// Creates, applies, renames or removes a checkpoint of the VM (see [`CheckpointChange`]
+    /// for Hyper-V's rules).
+    CheckpointChange(VmId, CheckpointChange),
+    /// Adds, changes or removes a network adapter of the VM (see [`NicChange`]).
+    NetworkAdapterChange(VmId, NicChange),
 }
 
 /// The answer to a [`HostCall`], one variant per operation.
@@ -139,6 +145,10 @@ pub enum HostReply {
     DvdDriveRemoved(DvdDriveRemoved),
     /// [`HostCall::SetVmNotes`]: the VM's notes as the host now has them.
     NotesSet(VmNotes),
+    /// [`HostCall::CheckpointChange`].
+    CheckpointChanged(CheckpointChanged),
+    /// [`HostCall::NetworkAdapterChange`].
+    NicChanged(NicChanged),
 }
 
 /// Which operation a [`HostCall`] is, without its arguments: the label of metrics, timeouts
@@ -187,6 +197,10 @@ pub enum OperationKind {
     RemoveDvdDrive,
     /// [`HostCall::SetVmNotes`].
     SetVmNotes,
+    /// [`HostCall::CheckpointChange`].
+    CheckpointChange,
+    /// [`HostCall::NetworkAdapterChange`].
+    NetworkAdapterChange,
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -224,6 +238,8 @@ impl OperationKind {
             Self::KvpRemoveHostPrefix => scripts::REMOVE_VM_KVP,
             Self::RemoveDvdDrive => scripts::REMOVE_VM_DVD_DRIVE,
             Self::SetVmNotes => scripts::SET_VM_NOTES,
+            Self::CheckpointChange => scripts::UPDATE_VM_CHECKPOINT,
+            Self::NetworkAdapterChange => scripts::UPDATE_VM_NETWORK_ADAPTER,
         }
     }
 
@@ -249,6 +265,8 @@ impl OperationKind {
             Self::KvpRemoveHostPrefix => "remove host KVP by prefix",
             Self::RemoveDvdDrive => "remove DVD drive",
             Self::SetVmNotes => "set VM notes",
+            Self::CheckpointChange => "change checkpoint",
+            Self::NetworkAdapterChange => "change network adapter",
         }
     }
 
@@ -277,6 +295,8 @@ impl OperationKind {
             Self::DeleteVm | Self::Power => 10 * MINUTE,
             Self::CopyImage | Self::CopyIso => 60 * MINUTE,
             Self::MoveVm => 240 * MINUTE,
+            Self::NetworkAdapterChange => 2 * MINUTE,
+            Self::CheckpointChange => 30 * MINUTE,
         }
     }
 }
@@ -327,6 +347,8 @@ impl HostCall {
             Self::KvpRemoveHostPrefix(..) => OperationKind::KvpRemoveHostPrefix,
             Self::RemoveDvdDrive { .. } => OperationKind::RemoveDvdDrive,
             Self::SetVmNotes(..) => OperationKind::SetVmNotes,
+            Self::CheckpointChange(..) => OperationKind::CheckpointChange,
+            Self::NetworkAdapterChange(..) => OperationKind::NetworkAdapterChange,
         }
     }
 
@@ -345,7 +367,9 @@ impl HostCall {
             | Self::MoveVm(id, _)
             | Self::KvpRemoveHostPrefix(id, _)
             | Self::RemoveDvdDrive { vm: id, .. }
-            | Self::SetVmNotes(id, _) => Some(*id),
+            | Self::SetVmNotes(id, _)
+            | Self::CheckpointChange(id, _)
+            | Self::NetworkAdapterChange(id, _) => Some(*id),
             Self::Facts
             | Self::FactsInRoots(_)
             | Self::Inventory
@@ -441,6 +465,27 @@ impl HostCall {
                     )));
                 }
             }
+            Self::CheckpointChange(_, change) => match change {
+                CheckpointChange::Create { name } | CheckpointChange::Rename { name, .. } => {
+                    super::devices::check_checkpoint_name(name).map_err(refuse)?;
+                }
+                CheckpointChange::Apply { .. } | CheckpointChange::Remove { .. } => {}
+            },
+            Self::NetworkAdapterChange(_, change) => {
+                if let NicChange::Add { name, .. } = change
+                    && !name.is_empty()
+                {
+                    check_vm_name(name).map_err(refuse)?;
+                }
+                if let Some(settings) = change.settings() {
+                    super::devices::check_nic_settings(settings).map_err(refuse)?;
+                }
+                if let NicChange::Set { settings, .. } = change
+                    && settings.is_empty()
+                {
+                    return Err(refuse("the change sets nothing".to_owned()));
+                }
+            }
             Self::RemovePath(path) => {
                 check_windows_path(path).map_err(refuse)?;
                 if path.trim_end_matches('\\').matches('\\').count() < 2 {
@@ -518,6 +563,16 @@ impl HostCall {
             Self::KvpRemoveHostPrefix(id, prefix) => json!({ "id": id, "prefix": prefix }),
             Self::RemoveDvdDrive { vm, path } => json!({ "id": vm, "path": path }),
             Self::SetVmNotes(id, notes) => json!({ "id": id, "notes": notes }),
+            Self::CheckpointChange(id, change) => {
+                let mut request = serialize(serde_json::to_value(change))?;
+                request["id"] = json!(id);
+                request
+            }
+            Self::NetworkAdapterChange(id, change) => {
+                let mut request = serialize(serde_json::to_value(change))?;
+                request["id"] = json!(id);
+                request
+            }
         })
     }
 
@@ -539,6 +594,8 @@ impl HostCall {
                 subject.destination = Some(target.destination_host.clone());
                 subject.verb = Some("be moved");
             }
+            Self::CheckpointChange(_, change) => subject.verb = Some(change.verb()),
+            Self::NetworkAdapterChange(_, change) => subject.verb = Some(change.verb()),
             _ => {}
         }
         subject
@@ -623,6 +680,41 @@ impl HostCall {
                 }
                 HostReply::NotesSet(set)
             }
+            Self::CheckpointChange(id, _) => {
+                let changed: CheckpointChanged = parse_data(host, kind, data)?;
+                if changed.id != *id {
+                    return Err(wrong(format!(
+                        "asked for VM {id}, the script answered for {}",
+                        changed.id
+                    )));
+                }
+                HostReply::CheckpointChanged(changed)
+            }
+            Self::NetworkAdapterChange(id, change) => {
+                let changed: NicChanged = parse_data(host, kind, data)?;
+                if changed.id != *id {
+                    return Err(wrong(format!(
+                        "asked for VM {id}, the script answered for {}",
+                        changed.id
+                    )));
+                }
+                let answered = match (change, &changed.adapter, changed.removed) {
+                    (NicChange::Remove { adapter }, _, Some(removed)) => removed == *adapter,
+                    (NicChange::Set { adapter, .. }, Some(nic), _) => {
+                        super::devices::adapter_guid(&nic.id) == Some(*adapter)
+                    }
+                    (NicChange::Add { .. }, Some(nic), _) => {
+                        super::devices::adapter_guid(&nic.id).is_some()
+                    }
+                    _ => false,
+                };
+                if !answered {
+                    return Err(wrong(
+                        "the answer does not name the adapter the change was about".to_owned(),
+                    ));
+                }
+                HostReply::NicChanged(changed)
+            }
         })
     }
 }
@@ -666,6 +758,10 @@ impl fmt::Debug for HostCall {
             Self::RemoveDvdDrive { vm, path } => write!(f, "RemoveDvdDrive({vm}, {path:?})"),
             Self::SetVmNotes(id, notes) => {
                 write!(f, "SetVmNotes({id}, {} characters)", notes.chars().count())
+            }
+            Self::CheckpointChange(id, change) => write!(f, "CheckpointChange({id}, {change:?})"),
+            Self::NetworkAdapterChange(id, change) => {
+                write!(f, "NetworkAdapterChange({id}, {change:?})")
             }
         }
     }
