@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aetherv_hyperv::ops::{HyperVHost, PowerAction, VmId};
+use aetherv_hyperv::ops::{CheckpointChange, HyperVHost, NicChange, PowerAction, VmId};
 use aetherv_provision::delete::DeleteRequest;
 use aetherv_provision::provision::ProvisionConfig;
 use aetherv_provision::schema::Validated;
@@ -27,6 +27,11 @@ pub enum JobType {
     Power,
     /// Adopt an orphaned VM (its job marker becomes the provisioned marker).
     Adopt,
+    /// Create, apply, rename or delete a checkpoint.
+    Checkpoint,
+    /// Add, change or remove a network adapter.
+    #[serde(rename = "network_adapter")]
+    NetworkAdapter,
 }
 
 impl JobType {
@@ -37,6 +42,8 @@ impl JobType {
             Self::Delete => "delete",
             Self::Power => "power",
             Self::Adopt => "adopt",
+            Self::Checkpoint => "checkpoint",
+            Self::NetworkAdapter => "network_adapter",
         }
     }
 
@@ -47,6 +54,8 @@ impl JobType {
             "delete" => Some(Self::Delete),
             "power" => Some(Self::Power),
             "adopt" => Some(Self::Adopt),
+            "checkpoint" => Some(Self::Checkpoint),
+            "network_adapter" => Some(Self::NetworkAdapter),
             _ => None,
         }
     }
@@ -202,6 +211,20 @@ pub enum JobWork {
         /// The provisioning job its marker names.
         job: String,
     },
+    /// Change a VM's checkpoints; a removal follows the merge Hyper-V then runs.
+    Checkpoint {
+        /// The VM.
+        vm: VmId,
+        /// The change.
+        change: CheckpointChange,
+    },
+    /// Change a VM's network adapters.
+    NetworkAdapter {
+        /// The VM.
+        vm: VmId,
+        /// The change.
+        change: NicChange,
+    },
 }
 
 impl JobWork {
@@ -212,6 +235,8 @@ impl JobWork {
             Self::Delete(_) => JobType::Delete,
             Self::Power { .. } => JobType::Power,
             Self::Adopt { .. } => JobType::Adopt,
+            Self::Checkpoint { .. } => JobType::Checkpoint,
+            Self::NetworkAdapter { .. } => JobType::NetworkAdapter,
         }
     }
 }

@@ -665,6 +665,12 @@ impl JobQueue {
                 }
             }
             JobWork::Adopt { vm, job } => self.adopt(id, host, vm, &job, &cancel).await,
+            JobWork::Checkpoint { vm, change } => {
+                self.checkpoint(id, host, vm, change, &cancel).await
+            }
+            JobWork::NetworkAdapter { vm, change } => {
+                self.network_adapter(id, host, vm, change, &cancel).await
+            }
         }
     }
 
@@ -829,5 +835,6 @@ impl JobQueue {
     }
 }
 
+mod devices;
 #[cfg(test)]
 mod tests;

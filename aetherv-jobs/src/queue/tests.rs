@@ -929,6 +929,8 @@ async fn a_job_ends_after_its_host_inventory_shows_the_effect() {
         dvd_drives: Vec::new(),
         nics: Vec::new(),
         integration_services: Vec::new(),
+        checkpoints: Vec::new(),
+        merge_percent: None,
     }]));
     let mut host = mock("hv01");
     on!(host, HostCall::Facts).returning(|_| Ok(HostReply::Facts(Box::new(facts("hv01")))));

@@ -268,6 +268,11 @@ pub struct VmDetail {
     pub integration_services: Vec<IntegrationServiceView>,
     /// Power actions the state allows (none while the host is disconnected).
     pub allowed_actions: Vec<JobAction>,
+    /// How many checkpoints the VM has (`GET /api/v1/vms/{id}/checkpoints` lists them).
+    pub checkpoint_count: usize,
+    /// While Hyper-V merges differencing disks after a checkpoint was deleted: how far, in
+    /// percent; null otherwise.
+    pub merge_percent: Option<u8>,
 }
 
 fn status_name(status: HostStatus) -> HostStatusName {
@@ -405,6 +410,8 @@ pub fn vm_detail(
         } else {
             allowed_actions(v.state)
         },
+        checkpoint_count: v.checkpoints.len(),
+        merge_percent: v.merge_percent,
     }
 }
 

@@ -27,7 +27,7 @@ use crate::state::AppState;
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-fn ensure_ready(state: &AppState) -> ApiResult<()> {
+pub(crate) fn ensure_ready(state: &AppState) -> ApiResult<()> {
     state.readiness.check().map_err(|reason| {
         ApiError::not_ready(format!("the server is not ready for changes yet: {reason}"))
     })
@@ -120,7 +120,7 @@ pub fn accepted(job: &JobView) -> Response {
     response
 }
 
-fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
+pub(crate) fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
     match error {
         SubmitError::UnknownHost(host) => ApiError::not_found("host", &host).with_field(host_field),
         SubmitError::Busy { vm, job } => ApiError::conflict(
@@ -514,7 +514,7 @@ pub struct DeleteBody {
     delete_disks: bool,
 }
 
-fn parse_json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+pub(crate) fn parse_json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
