@@ -295,7 +295,11 @@ pub trait HyperVHostExt: HyperVHost {
     }
 
     /// [`HostCall::CheckpointChange`].
-    async fn change_checkpoint(&self, id: VmId, change: CheckpointChange) -> Result<CheckpointChanged> {
+    async fn change_checkpoint(
+        &self,
+        id: VmId,
+        change: CheckpointChange,
+    ) -> Result<CheckpointChanged> {
         expect_reply!(self, HostCall::CheckpointChange(id, change), HostReply::CheckpointChanged(c) => c)
     }
 

@@ -75,7 +75,10 @@ async fn start_server() -> Server {
     let server = Server::start(&config).await.unwrap();
     let deadline = Instant::now() + BOUND;
     while server.state().readiness.check().is_err() {
-        assert!(Instant::now() < deadline, "the demo server never became ready");
+        assert!(
+            Instant::now() < deadline,
+            "the demo server never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server
@@ -98,7 +101,13 @@ async fn power(app: &Router, id: &str, want: &str) {
     }
     let action = if want == "Running" { "start" } else { "stop" };
     if want == "Running" && vm["state"] != "Off" {
-        run_ok(app, Method::POST, &format!("/api/v1/vms/{id}/actions/stop"), None).await;
+        run_ok(
+            app,
+            Method::POST,
+            &format!("/api/v1/vms/{id}/actions/stop"),
+            None,
+        )
+        .await;
     }
     run_ok(
         app,
@@ -128,24 +137,57 @@ async fn checkpoints_are_a_tree_and_follow_hyperv_rules() {
 
     // A bad name is a 422 naming the field; nothing is queued.
     let (status, body) = call(&app, Method::POST, &base, Some(json!({ "name": " x" }))).await;
-    refused(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "checkpoint name");
+    refused(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "checkpoint name",
+    );
     assert_eq!(body["error"]["field"], "name");
 
     // Create a root and a child; the job result names the new checkpoint's id.
-    let job = run_ok(&app, Method::POST, &base, Some(json!({ "name": "before upgrade" }))).await;
-    let root = job["result"]["checkpoint"]["id"].as_str().unwrap().to_owned();
-    let job = run_ok(&app, Method::POST, &base, Some(json!({ "name": "after upgrade" }))).await;
-    let child = job["result"]["checkpoint"]["id"].as_str().unwrap().to_owned();
+    let job = run_ok(
+        &app,
+        Method::POST,
+        &base,
+        Some(json!({ "name": "before upgrade" })),
+    )
+    .await;
+    let root = job["result"]["checkpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = run_ok(
+        &app,
+        Method::POST,
+        &base,
+        Some(json!({ "name": "after upgrade" })),
+    )
+    .await;
+    let child = job["result"]["checkpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, tree) = call(&app, Method::GET, &base, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(tree["count"], 2, "{tree}");
     assert_eq!(tree["checkpoints"].as_array().unwrap().len(), 1, "{tree}");
     assert_eq!(tree["checkpoints"][0]["id"], root.as_str());
     assert_eq!(tree["checkpoints"][0]["children"][0]["id"], child.as_str());
-    assert_eq!(tree["checkpoints"][0]["children"][0]["parent_id"], root.as_str());
-    assert!(tree["checkpoints"][0]["creation_time"].is_string(), "{tree}");
+    assert_eq!(
+        tree["checkpoints"][0]["children"][0]["parent_id"],
+        root.as_str()
+    );
     assert!(
-        matches!(tree["checkpoints"][0]["type"].as_str(), Some("standard" | "production")),
+        tree["checkpoints"][0]["creation_time"].is_string(),
+        "{tree}"
+    );
+    assert!(
+        matches!(
+            tree["checkpoints"][0]["type"].as_str(),
+            Some("standard" | "production")
+        ),
         "{tree}"
     );
     let (_, vm) = call(&app, Method::GET, &format!("/api/v1/vms/{id}"), None).await;
@@ -154,7 +196,13 @@ async fn checkpoints_are_a_tree_and_follow_hyperv_rules() {
     // Rule: a checkpoint applies only to a VM that is Off or Saved.
     let apply = format!("{base}/{root}/apply");
     let (status, body) = call(&app, Method::POST, &apply, Some(json!({}))).await;
-    refused(status, &body, StatusCode::CONFLICT, "invalid_state", "Off or Saved");
+    refused(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "invalid_state",
+        "Off or Saved",
+    );
     let uuid = root.parse().unwrap();
     let direct = host
         .change_checkpoint(
@@ -173,7 +221,10 @@ async fn checkpoints_are_a_tree_and_follow_hyperv_rules() {
     let job = run_ok(&app, Method::POST, &apply, Some(json!({ "force": true }))).await;
     assert!(job["log"].to_string().contains("before") || job["steps"].is_array());
     let (_, vm) = call(&app, Method::GET, &format!("/api/v1/vms/{id}"), None).await;
-    assert!(matches!(vm["state"].as_str(), Some("Off" | "Saved")), "{vm}");
+    assert!(
+        matches!(vm["state"].as_str(), Some("Off" | "Saved")),
+        "{vm}"
+    );
 
     // Rename.
     run_ok(
@@ -216,7 +267,12 @@ async fn checkpoints_are_a_tree_and_follow_hyperv_rules() {
     // a merge the API has not waited for; the host refuses a new checkpoint, and so does
     // the API once its inventory shows the merge.
     let made = host
-        .change_checkpoint(vm_id, CheckpointChange::Create { name: "x".to_owned() })
+        .change_checkpoint(
+            vm_id,
+            CheckpointChange::Create {
+                name: "x".to_owned(),
+            },
+        )
         .await
         .unwrap();
     let made = made.checkpoint.unwrap().id;
@@ -230,7 +286,12 @@ async fn checkpoints_are_a_tree_and_follow_hyperv_rules() {
     .await
     .unwrap();
     let direct = host
-        .change_checkpoint(vm_id, CheckpointChange::Create { name: "y".to_owned() })
+        .change_checkpoint(
+            vm_id,
+            CheckpointChange::Create {
+                name: "y".to_owned(),
+            },
+        )
         .await;
     assert!(
         matches!(direct, Err(aetherv_hyperv::Error::InvalidVmState { .. })),
@@ -239,7 +300,13 @@ async fn checkpoints_are_a_tree_and_follow_hyperv_rules() {
     let (status, _) = call(&app, Method::POST, "/api/v1/hosts/hv01/refresh", None).await;
     assert!(status.is_success());
     let (status, body) = call(&app, Method::POST, &base, Some(json!({ "name": "y" }))).await;
-    refused(status, &body, StatusCode::CONFLICT, "invalid_state", "merging");
+    refused(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "invalid_state",
+        "merging",
+    );
 
     // Unknown checkpoints are 404.
     let (status, _) = call(
@@ -269,7 +336,10 @@ async fn network_adapters_are_added_changed_and_removed_with_hyperv_rules() {
     let base = format!("/api/v1/vms/{id}/network-adapters");
     let (status, list) = call(&app, Method::GET, &base, None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list.as_array().unwrap().len(), vm["network_adapters"].as_array().unwrap().len());
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        vm["network_adapters"].as_array().unwrap().len()
+    );
 
     // Make it a running generation 2 VM.
     sim.with_state(|s| {
@@ -282,7 +352,10 @@ async fn network_adapters_are_added_changed_and_removed_with_hyperv_rules() {
         (json!({ "network": "dmz" }), "network"),
         (json!({ "network": "prod", "vlan_id": 5000 }), "vlan_id"),
         (json!({ "network": "prod", "legacy": true }), "legacy"),
-        (json!({ "network": "prod", "mac_address": "01-00-5E-00-00-01" }), "mac_address"),
+        (
+            json!({ "network": "prod", "mac_address": "01-00-5E-00-00-01" }),
+            "mac_address",
+        ),
         (
             json!({ "network": "prod", "maximum_bandwidth_bps": 10, "minimum_bandwidth_bps": 20 }),
             "minimum_bandwidth_bps",
@@ -290,8 +363,15 @@ async fn network_adapters_are_added_changed_and_removed_with_hyperv_rules() {
         (json!({ "network": "prod", "colour": "red" }), "colour"),
     ] {
         let (status, refused_body) = call(&app, Method::POST, &base, Some(body.clone())).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {refused_body}");
-        assert_eq!(refused_body["error"]["field"], field, "{body}: {refused_body}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {refused_body}"
+        );
+        assert_eq!(
+            refused_body["error"]["field"], field,
+            "{body}: {refused_body}"
+        );
     }
 
     // Rule: a static MAC address needs the VM Off.
@@ -302,7 +382,13 @@ async fn network_adapters_are_added_changed_and_removed_with_hyperv_rules() {
         Some(json!({ "network": "prod", "mac_address": "00-15-5D-AA-BB-CC" })),
     )
     .await;
-    refused(status, &body, StatusCode::CONFLICT, "invalid_state", "MAC address");
+    refused(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "invalid_state",
+        "MAC address",
+    );
 
     // A synthetic adapter is hot-added to a running generation 2 VM on a named network.
     let job = run_ok(
@@ -345,7 +431,13 @@ async fn network_adapters_are_added_changed_and_removed_with_hyperv_rules() {
         Some(json!({ "mac_address": "00155DAABBCC" })),
     )
     .await;
-    refused(status, &body, StatusCode::CONFLICT, "invalid_state", "MAC address");
+    refused(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "invalid_state",
+        "MAC address",
+    );
 
     // Change network, VLAN, guards and bandwidth while it runs.
     run_ok(
@@ -375,7 +467,13 @@ async fn network_adapters_are_added_changed_and_removed_with_hyperv_rules() {
     let (_, nic) = call(&app, Method::GET, &one, None).await;
     assert!(nic["vlan_id"].is_null(), "{nic}");
     let (status, body) = call(&app, Method::PATCH, &one, Some(json!({}))).await;
-    refused(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "changes nothing");
+    refused(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "changes nothing",
+    );
 
     // Off: a static MAC is accepted.
     power(&app, &id, "Off").await;
@@ -396,11 +494,34 @@ async fn network_adapters_are_added_changed_and_removed_with_hyperv_rules() {
     });
     power(&app, &id, "Running").await;
     let (status, body) = call(&app, Method::DELETE, &one, None).await;
-    refused(status, &body, StatusCode::CONFLICT, "invalid_state", "generation 1");
-    let (status, body) = call(&app, Method::POST, &base, Some(json!({ "network": "prod" }))).await;
-    refused(status, &body, StatusCode::CONFLICT, "invalid_state", "generation 1");
+    refused(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "invalid_state",
+        "generation 1",
+    );
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        &base,
+        Some(json!({ "network": "prod" })),
+    )
+    .await;
+    refused(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "invalid_state",
+        "generation 1",
+    );
     let direct = host
-        .change_network_adapter(vm_id, NicChange::Remove { adapter: adapter.parse().unwrap() })
+        .change_network_adapter(
+            vm_id,
+            NicChange::Remove {
+                adapter: adapter.parse().unwrap(),
+            },
+        )
         .await;
     assert!(
         matches!(direct, Err(aetherv_hyperv::Error::InvalidVmState { .. })),
@@ -414,7 +535,13 @@ async fn network_adapters_are_added_changed_and_removed_with_hyperv_rules() {
         Some(json!({ "network": "prod", "legacy": true })),
     )
     .await;
-    refused(status, &body, StatusCode::CONFLICT, "invalid_state", "legacy");
+    refused(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "invalid_state",
+        "legacy",
+    );
     let direct = host
         .change_network_adapter(
             vm_id,

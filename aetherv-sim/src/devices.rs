@@ -132,7 +132,10 @@ impl Checkpoints {
 
 /// The GUID ending a simulated adapter's Hyper-V id.
 pub fn adapter_guid(nic: &NetworkAdapter) -> Option<Uuid> {
-    nic.id.rsplit('\\').next().and_then(|g| Uuid::parse_str(g).ok())
+    nic.id
+        .rsplit('\\')
+        .next()
+        .and_then(|g| Uuid::parse_str(g).ok())
 }
 
 fn state_error(fleet: &Fleet, host: &str, vm: &SimVm, operation: &'static str) -> Error {
@@ -234,12 +237,19 @@ impl Fleet {
                 "apply a checkpoint while its disks are merging",
             ));
         }
-        let c = v.checkpoints.get(checkpoint).cloned().ok_or_else(|| Error::Invalid {
-            what: "checkpoint",
-            detail: format!("VM {} has no checkpoint {checkpoint}", v.name),
-        })?;
+        let c = v
+            .checkpoints
+            .get(checkpoint)
+            .cloned()
+            .ok_or_else(|| Error::Invalid {
+                what: "checkpoint",
+                detail: format!("VM {} has no checkpoint {checkpoint}", v.name),
+            })?;
         let v = self.vm_mut(host, vm)?;
-        let saved = matches!(c.vm_state, VmState::Running | VmState::Paused | VmState::Saved);
+        let saved = matches!(
+            c.vm_state,
+            VmState::Running | VmState::Paused | VmState::Saved
+        );
         v.state = if saved { VmState::Saved } else { VmState::Off };
         v.memory.assigned_bytes = 0;
         v.started = None;
@@ -308,7 +318,10 @@ impl Fleet {
                 child.parent = c.parent;
             }
         }
-        if v.checkpoints.current.is_some_and(|cur| removed.contains(&cur)) {
+        if v.checkpoints
+            .current
+            .is_some_and(|cur| removed.contains(&cur))
+        {
             v.checkpoints.current = c.parent;
         }
         let pending = v

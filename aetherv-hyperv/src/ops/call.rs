@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::scripts;
 use super::devices::*;
+use super::scripts;
 use super::types::*;
 use crate::error::{Error, Result};
 

@@ -309,7 +309,9 @@ pub(crate) fn check_nic_settings(settings: &NicSettings) -> std::result::Result<
     if let Some(switch) = &settings.switch_name
         && (switch.trim().is_empty() || switch.len() > 256 || switch.chars().any(char::is_control))
     {
-        return Err(format!("switch name {switch:?} must be 1-256 printable characters"));
+        return Err(format!(
+            "switch name {switch:?} must be 1-256 printable characters"
+        ));
     }
     if let Some(Some(vlan)) = settings.vlan_id
         && !(1..=MAX_VLAN_ID).contains(&vlan)
@@ -354,14 +356,23 @@ mod tests {
     fn adapter_ids_are_the_guid_that_ends_hyperv_ids() {
         let guid = "2d6d6f8e-0c1a-4a52-9d6e-3b1d2f4a5b6c";
         let full = format!("Microsoft:0A1B2C3D-0000-4000-8000-000000000001\\{guid}");
-        assert_eq!(adapter_guid(&full).map(|g| g.to_string()), Some(guid.to_owned()));
-        assert_eq!(adapter_guid(guid).map(|g| g.to_string()), Some(guid.to_owned()));
+        assert_eq!(
+            adapter_guid(&full).map(|g| g.to_string()),
+            Some(guid.to_owned())
+        );
+        assert_eq!(
+            adapter_guid(guid).map(|g| g.to_string()),
+            Some(guid.to_owned())
+        );
         assert_eq!(adapter_guid("Microsoft:nonsense"), None);
     }
 
     #[test]
     fn static_macs_are_unicast_hex() {
-        assert_eq!(normalize_mac("00-15-5d-01-02-03").as_deref(), Ok("00155D010203"));
+        assert_eq!(
+            normalize_mac("00-15-5d-01-02-03").as_deref(),
+            Ok("00155D010203")
+        );
         assert!(normalize_mac("01155D010203").is_err(), "multicast");
         assert!(normalize_mac("000000000000").is_err());
         assert!(normalize_mac("00155D01020").is_err());

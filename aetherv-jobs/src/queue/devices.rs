@@ -232,17 +232,17 @@ impl JobQueue {
                 .iter()
                 .find(|n| aetherv_hyperv::ops::adapter_guid(&n.id) == Some(adapter))
         {
-            self.line(id, LineLevel::Info, format!("before: {}", describe_nic(nic)));
+            self.line(
+                id,
+                LineLevel::Info,
+                format!("before: {}", describe_nic(nic)),
+            );
         }
         self.step(
             id,
             step,
             10,
-            format!(
-                "{} VM {vm} on host {}",
-                change.verb(),
-                host.host_name()
-            ),
+            format!("{} VM {vm} on host {}", change.verb(), host.host_name()),
         );
         if cancel.is_cancelled() {
             return (JobStatus::Cancelled, Outcome::cancelled_before_start());
@@ -282,9 +282,11 @@ fn describe_nic(nic: &aetherv_hyperv::ops::VmNic) -> String {
     format!(
         "adapter {:?} ({}) on {} VLAN {} MAC {} ({}), MAC spoofing {}, DHCP guard {}, router guard {}, bandwidth max {} / min {} bps",
         nic.name,
-        aetherv_hyperv::ops::adapter_guid(&nic.id).map_or_else(|| nic.id.clone(), |g| g.to_string()),
+        aetherv_hyperv::ops::adapter_guid(&nic.id)
+            .map_or_else(|| nic.id.clone(), |g| g.to_string()),
         nic.switch_name.as_deref().unwrap_or("no switch"),
-        nic.vlan_id.map_or_else(|| "untagged".to_owned(), |v| v.to_string()),
+        nic.vlan_id
+            .map_or_else(|| "untagged".to_owned(), |v| v.to_string()),
         nic.mac_address,
         if nic.dynamic_mac { "dynamic" } else { "static" },
         on_off(nic.mac_spoofing),

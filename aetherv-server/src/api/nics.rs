@@ -377,7 +377,11 @@ pub async fn add(
             ErrorCode::InvalidState,
             format!(
                 "Hyper-V allows at most {limit} {} network adapters per VM; VM {} has {count}",
-                if request.legacy { "legacy" } else { "synthetic" },
+                if request.legacy {
+                    "legacy"
+                } else {
+                    "synthetic"
+                },
                 vm.vm.name
             ),
         ));

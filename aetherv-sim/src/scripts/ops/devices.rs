@@ -5,7 +5,9 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{ScriptContext, Step, fail, from_error, invalid, run, state_details, str_field, vm_by_id};
+use super::{
+    ScriptContext, Step, fail, from_error, invalid, run, state_details, str_field, vm_by_id,
+};
 use crate::devices::adapter_guid;
 use crate::model::{PowerAction, SimVm, VmState};
 use crate::scripts::{checkpoint_json, nic_json};
@@ -131,9 +133,11 @@ fn apply_settings(
 ) -> Step<()> {
     let fleet = ctx.state_mut().fleet_mut();
     if let Some(switch) = settings.get("switch_name").and_then(Value::as_str) {
-        let known = fleet
-            .host(host)
-            .is_some_and(|h| h.switches.iter().any(|s| s.name.eq_ignore_ascii_case(switch)));
+        let known = fleet.host(host).is_some_and(|h| {
+            h.switches
+                .iter()
+                .any(|s| s.name.eq_ignore_ascii_case(switch))
+        });
         if !known {
             return Err(fail(
                 "SwitchNotFound",
@@ -153,7 +157,10 @@ fn apply_settings(
         match mode {
             "dynamic" => nic.dynamic_mac = true,
             "static" => {
-                let address = mac.get("address").and_then(Value::as_str).unwrap_or_default();
+                let address = mac
+                    .get("address")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 match aetherv_hyperv::ops::normalize_mac(address) {
                     Ok(normal) => {
                         nic.dynamic_mac = false;
@@ -190,8 +197,14 @@ fn apply_settings(
         nic.router_guard = b;
     }
     if let Some(bandwidth) = settings.get("bandwidth").filter(|b| !b.is_null()) {
-        let max = bandwidth.get("maximum_bps").and_then(Value::as_u64).unwrap_or(0);
-        let min = bandwidth.get("minimum_bps").and_then(Value::as_u64).unwrap_or(0);
+        let max = bandwidth
+            .get("maximum_bps")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let min = bandwidth
+            .get("minimum_bps")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         if max != 0 && min > max {
             return Err(invalid(
                 "the minimum bandwidth must not exceed the maximum",
@@ -205,7 +218,11 @@ fn apply_settings(
 }
 
 fn adapter_json(ctx: &ScriptContext<'_>, host: &str, vm: &str, adapter: Uuid) -> Step<Value> {
-    let v = ctx.state().fleet().vm(host, vm).map_err(|e| from_error(&e))?;
+    let v = ctx
+        .state()
+        .fleet()
+        .vm(host, vm)
+        .map_err(|e| from_error(&e))?;
     v.nics
         .iter()
         .find(|n| adapter_guid(n) == Some(adapter))
@@ -227,7 +244,10 @@ pub fn update_vm_network_adapter(ctx: &mut ScriptContext<'_>, request: &Value) -
         let settings = request.get("settings").cloned().unwrap_or(Value::Null);
         match str_field(request, "action")? {
             "add" => {
-                let name = request.get("name").and_then(Value::as_str).unwrap_or_default();
+                let name = request
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let legacy = bool_field(request, "legacy");
                 let adapter = ctx
                     .state_mut()
