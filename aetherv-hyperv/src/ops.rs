@@ -39,6 +39,8 @@
 //! | [`HyperVHostExt::attach_vm_disk`] | `Add-ManagedVmDisk` | `{"id","path"}` | [`VmDiskChanged`] |
 //! | [`HyperVHostExt::resize_vm_disk`] | `Resize-ManagedVmDisk` | `{"id","controller_type","controller_number","controller_location","size_bytes"}` | [`VmDiskChanged`] |
 //! | [`HyperVHostExt::detach_vm_disk`] | `Remove-ManagedVmDisk` | `{"id","controller_type","controller_number","controller_location","delete_file"}` | [`VmDiskDetached`] |
+//! | [`HyperVHostExt::change_checkpoint`] | `Update-VmCheckpoint` | `{"id","action",…}` ([`CheckpointChange`]) | [`CheckpointChanged`] |
+//! | [`HyperVHostExt::change_network_adapter`] | `Update-VmNetworkAdapter` | `{"id","action",…}` ([`NicChange`]) | [`NicChanged`] |
 //!
 //! Provisioning.WaitForProvisioningKey and Provisioning.PublishProvisioningData are the
 //! pipeline's loops over [`HyperVHostExt::kvp_read_guest`] and [`HyperVHostExt::kvp_write_host`].
@@ -65,6 +67,7 @@
 //! [`crate::protocol::ScriptFailure`] type has no details field); both places are read.
 
 mod call;
+mod devices;
 pub mod layer;
 mod roots;
 mod types;
@@ -79,6 +82,7 @@ pub use self::call::{
     HostCall, HostReply, KVP_MAX_KEY_BYTES, KVP_MAX_VALUE_BYTES, MAX_VM_NOTES_CHARS, OperationKind,
     VHDX_MAX_BYTES,
 };
+pub use self::devices::*;
 pub use self::roots::ImageRoots;
 pub use self::types::*;
 pub use self::vm_config::*;
@@ -132,12 +136,16 @@ pub mod scripts {
     pub const RESIZE_MANAGED_VM_DISK: &str = "Resize-ManagedVmDisk";
     /// Detaches a VM's disk, optionally deleting its file.
     pub const REMOVE_MANAGED_VM_DISK: &str = "Remove-ManagedVmDisk";
+    /// Create, apply, rename or remove a checkpoint.
+    pub const UPDATE_VM_CHECKPOINT: &str = "Update-VmCheckpoint";
+    /// Add, change or remove a network adapter.
+    pub const UPDATE_VM_NETWORK_ADAPTER: &str = "Update-VmNetworkAdapter";
     /// Shared helpers every script dot-sources (not an operation).
     pub const COMMON: &str = "AethervCommon";
 
     /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
     /// checks both directions).
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 24] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
         SET_VM_POWER_STATE,
@@ -160,6 +168,8 @@ pub mod scripts {
         ADD_MANAGED_VM_DISK,
         RESIZE_MANAGED_VM_DISK,
         REMOVE_MANAGED_VM_DISK,
+        UPDATE_VM_CHECKPOINT,
+        UPDATE_VM_NETWORK_ADAPTER,
     ];
 }
 
@@ -339,6 +349,20 @@ pub trait HyperVHostExt: HyperVHost {
         delete_file: bool,
     ) -> Result<VmDiskDetached> {
         expect_reply!(self, HostCall::DetachVmDisk { vm, disk, delete_file }, HostReply::DiskDetached(d) => d)
+    }
+
+    /// [`HostCall::CheckpointChange`].
+    async fn change_checkpoint(
+        &self,
+        id: VmId,
+        change: CheckpointChange,
+    ) -> Result<CheckpointChanged> {
+        expect_reply!(self, HostCall::CheckpointChange(id, change), HostReply::CheckpointChanged(c) => c)
+    }
+
+    /// [`HostCall::NetworkAdapterChange`].
+    async fn change_network_adapter(&self, id: VmId, change: NicChange) -> Result<NicChanged> {
+        expect_reply!(self, HostCall::NetworkAdapterChange(id, change), HostReply::NicChanged(c) => c)
     }
 }
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aetherv_hyperv::ops::{DiskId, HyperVHost, PowerAction, VmId, VmSettingsChange};
+use aetherv_hyperv::ops::{
+    CheckpointChange, DiskId, HyperVHost, NicChange, PowerAction, VmId, VmSettingsChange,
+};
 use aetherv_provision::delete::DeleteRequest;
 use aetherv_provision::provision::ProvisionConfig;
 use aetherv_provision::schema::Validated;
@@ -31,6 +33,11 @@ pub enum JobType {
     Edit,
     /// Add, attach, expand or detach a VM's disk.
     Disk,
+    /// Create, apply, rename or delete a checkpoint.
+    Checkpoint,
+    /// Add, change or remove a network adapter.
+    #[serde(rename = "network_adapter")]
+    NetworkAdapter,
 }
 
 impl JobType {
@@ -43,6 +50,8 @@ impl JobType {
             Self::Adopt => "adopt",
             Self::Edit => "edit",
             Self::Disk => "disk",
+            Self::Checkpoint => "checkpoint",
+            Self::NetworkAdapter => "network_adapter",
         }
     }
 
@@ -55,6 +64,8 @@ impl JobType {
             "adopt" => Some(Self::Adopt),
             "edit" => Some(Self::Edit),
             "disk" => Some(Self::Disk),
+            "checkpoint" => Some(Self::Checkpoint),
+            "network_adapter" => Some(Self::NetworkAdapter),
             _ => None,
         }
     }
@@ -219,6 +230,20 @@ pub enum JobWork {
     },
     /// A disk operation on a VM.
     Disk(DiskWork),
+    /// Change a VM's checkpoints; a removal follows the merge Hyper-V then runs.
+    Checkpoint {
+        /// The VM.
+        vm: VmId,
+        /// The change.
+        change: CheckpointChange,
+    },
+    /// Change a VM's network adapters.
+    NetworkAdapter {
+        /// The VM.
+        vm: VmId,
+        /// The change.
+        change: NicChange,
+    },
 }
 
 /// A disk operation ([`JobWork::Disk`]).
@@ -276,6 +301,8 @@ impl JobWork {
             Self::Adopt { .. } => JobType::Adopt,
             Self::Edit { .. } => JobType::Edit,
             Self::Disk(_) => JobType::Disk,
+            Self::Checkpoint { .. } => JobType::Checkpoint,
+            Self::NetworkAdapter { .. } => JobType::NetworkAdapter,
         }
     }
 }

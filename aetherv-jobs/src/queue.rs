@@ -667,6 +667,12 @@ impl JobQueue {
             JobWork::Adopt { vm, job } => self.adopt(id, host, vm, &job, &cancel).await,
             JobWork::Edit { vm, change } => self.edit(id, host, vm, *change, &cancel).await,
             JobWork::Disk(work) => self.disk(id, host, work, &cancel).await,
+            JobWork::Checkpoint { vm, change } => {
+                self.checkpoint(id, host, vm, change, &cancel).await
+            }
+            JobWork::NetworkAdapter { vm, change } => {
+                self.network_adapter(id, host, vm, change, &cancel).await
+            }
         }
     }
 
@@ -833,5 +839,6 @@ impl JobQueue {
 
 mod day2;
 
+mod devices;
 #[cfg(test)]
 mod tests;

@@ -80,9 +80,12 @@ fn vm(n: u128, name: &str, state: VmState, notes: &str, ips: &[&str]) -> Vm {
             vlan_id: None,
             mac_address: format!("00155D{:06X}", n),
             ip_addresses: ips.iter().map(|s| (*s).to_owned()).collect(),
+            ..VmNic::default()
         }],
         integration_services: Vec::new(),
         config: Default::default(),
+        checkpoints: Vec::new(),
+        merge_percent: None,
     }
 }
 

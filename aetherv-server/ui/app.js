@@ -1003,6 +1003,8 @@
         )
       );
       body.appendChild(grid);
+      body.appendChild(nicSection(vm));
+      body.appendChild(checkpointSection(vm));
 
       const disks = vm.disks || [];
       body.appendChild(h("h2", {}, "Disks"));
@@ -1110,6 +1112,269 @@
         location.hash = "#/jobs/" + encodeURIComponent(result.job_id);
       }
     });
+  }
+
+  // Network adapters and checkpoints -------------------------------------------------------------
+
+  /** Asks the operator to type the VM's name before a destructive change; resolves to true
+   * when confirmed. */
+  function confirmTyped(vm, title, warning) {
+    return new Promise((resolve) => {
+      const input = h("input", { id: "typed-confirm", type: "text", autocomplete: "off", spellcheck: "false", "aria-describedby": "typed-confirm-hint" });
+      const submit = h("button", { type: "submit", id: "typed-submit", class: "btn btn-danger", disabled: true }, "Confirm");
+      const dialog = h(
+        "dialog",
+        { id: "typed-dialog", "aria-labelledby": "typed-title" },
+        h(
+          "form",
+          { method: "dialog", novalidate: true },
+          h("h2", { id: "typed-title" }, title),
+          h("p", { id: "typed-warning" }, warning),
+          h("div", { class: "field" }, h("label", { for: "typed-confirm" }, "Type the VM name to confirm"), input, h("p", { id: "typed-confirm-hint", class: "hint" }, "Type " + vm.name + " exactly.")),
+          h("div", { class: "actions" }, h("button", { type: "button", id: "typed-cancel", class: "btn", onclick: () => dialog.close("cancel") }, "Cancel"), " ", submit)
+        )
+      );
+      input.addEventListener("input", () => {
+        submit.disabled = input.value !== vm.name;
+      });
+      dialog.addEventListener("close", () => {
+        const ok = dialog.returnValue !== "cancel" && input.value === vm.name;
+        dialog.remove();
+        resolve(ok);
+      });
+      dialog.querySelector("form").addEventListener("submit", (e) => {
+        if (input.value !== vm.name) {
+          e.preventDefault();
+          return;
+        }
+        dialog.returnValue = "ok";
+      });
+      document.body.appendChild(dialog);
+      dialog.showModal();
+      input.focus();
+    });
+  }
+
+  /** Sends a change and follows its job live on the job page. */
+  async function submitChange(method, path, body, what, button) {
+    if (button) button.disabled = true;
+    const result = await guarded(() => api(method, path, body));
+    if (result && result.job_id) {
+      toast(what + " queued");
+      location.hash = "#/jobs/" + encodeURIComponent(result.job_id);
+    } else if (button) {
+      button.disabled = false;
+    }
+  }
+
+  function fmtBps(n) {
+    if (!n) return "none";
+    if (n >= 1e9) return (n / 1e9).toFixed(1) + " Gbit/s";
+    if (n >= 1e6) return (n / 1e6).toFixed(0) + " Mbit/s";
+    return String(n) + " bit/s";
+  }
+
+  function nicSection(vm) {
+    const base = "/api/v1/vms/" + encodeURIComponent(vm.id) + "/network-adapters";
+    const can = state.canWrite && !vm.busy_job && !vm.stale;
+    const nics = vm.network_adapters || [];
+    const section = h("section", { class: "panel", id: "nic-section", "aria-labelledby": "nic-title" }, h("h2", { id: "nic-title" }, "Network adapters"));
+    const rows = nics.map((n) => {
+      const editor = h("form", { class: "nic-editor", hidden: true, novalidate: true, "data-adapter": n.id || "" });
+      const field = (name, label, value, type) =>
+        h("div", { class: "field" }, h("label", { for: "nic-" + name + "-" + n.id }, label), h("input", { id: "nic-" + name + "-" + n.id, name, type: type || "text", value: value === null || value === undefined ? "" : String(value) }));
+      const check = (name, label, on) =>
+        h("div", { class: "field check" }, h("input", { id: "nic-" + name + "-" + n.id, name, type: "checkbox", checked: !!on }), h("label", { for: "nic-" + name + "-" + n.id }, label));
+      append(editor, [
+        field("network", "Network (name; empty keeps the switch)", ""),
+        field("vlan_id", "VLAN (empty: untagged)", n.vlan_id, "number"),
+        field("mac_address", "MAC address (dynamic or 12 hex digits; VM must be Off)", n.mac_type === "static" ? n.mac_address : "dynamic"),
+        check("mac_spoofing", "MAC address spoofing", n.mac_spoofing),
+        check("dhcp_guard", "DHCP guard", n.dhcp_guard),
+        check("router_guard", "Router guard", n.router_guard),
+        field("maximum_bandwidth_bps", "Maximum bandwidth (bit/s, 0: none)", n.maximum_bandwidth_bps, "number"),
+        field("minimum_bandwidth_bps", "Minimum bandwidth (bit/s, 0: none)", n.minimum_bandwidth_bps, "number"),
+        h("div", { class: "actions" }, h("button", { type: "submit", class: "btn", "data-nic-save": n.id }, "Save changes")),
+      ]);
+      editor.addEventListener("submit", (e) => {
+        e.preventDefault();
+        const f = editor.elements;
+        const body = {};
+        if (f.network.value.trim()) body.network = f.network.value.trim();
+        const vlan = f.vlan_id.value.trim() === "" ? null : Number(f.vlan_id.value);
+        if (vlan !== (n.vlan_id === undefined ? null : n.vlan_id) || body.network) body.vlan_id = vlan;
+        const mac = f.mac_address.value.trim();
+        const currentMac = n.mac_type === "static" ? n.mac_address : "dynamic";
+        if (mac && mac.toLowerCase() !== String(currentMac).toLowerCase()) body.mac_address = mac;
+        for (const k of ["mac_spoofing", "dhcp_guard", "router_guard"]) if (f[k].checked !== !!n[k]) body[k] = f[k].checked;
+        for (const k of ["maximum_bandwidth_bps", "minimum_bandwidth_bps"]) {
+          const v = Number(f[k].value || 0);
+          if (v !== (n[k] || 0)) body[k] = v;
+        }
+        submitChange("PATCH", base + "/" + encodeURIComponent(n.id), body, "Change of adapter " + n.name, e.submitter);
+      });
+      return h(
+        "li",
+        { class: "nic", "data-adapter": n.id || "" },
+        h("strong", {}, n.name || "adapter"),
+        " on ",
+        n.switch_name || "no switch",
+        ", VLAN " + (n.vlan_id || "untagged"),
+        ", MAC " + (n.mac_address || "—") + " (" + (n.mac_type || "?") + ")",
+        n.legacy ? ", legacy" : "",
+        ", spoofing " + (n.mac_spoofing ? "on" : "off") + ", DHCP guard " + (n.dhcp_guard ? "on" : "off") + ", router guard " + (n.router_guard ? "on" : "off"),
+        ", bandwidth max " + fmtBps(n.maximum_bandwidth_bps) + " / min " + fmtBps(n.minimum_bandwidth_bps),
+        " ",
+        h("button", { type: "button", class: "btn btn-small", "data-nic-edit": n.id, disabled: !can || !n.id, onclick: () => (editor.hidden = !editor.hidden) }, "Change…"),
+        " ",
+        h(
+          "button",
+          {
+            type: "button",
+            class: "btn btn-small btn-danger",
+            "data-nic-remove": n.id,
+            disabled: !can || !n.id,
+            onclick: async (e) => {
+              const button = e.currentTarget;
+              if (await confirmTyped(vm, "Remove adapter " + n.name, "This removes the network adapter " + n.name + " (" + n.mac_address + ") from VM " + vm.name + ".")) {
+                submitChange("DELETE", base + "/" + encodeURIComponent(n.id), undefined, "Removal of adapter " + n.name, button);
+              }
+            },
+          },
+          "Remove…"
+        ),
+        editor
+      );
+    });
+    section.appendChild(rows.length ? h("ul", { id: "nic-list" }, rows) : h("p", { class: "muted" }, "No network adapters."));
+    const add = h(
+      "form",
+      { id: "nic-add", class: "inline-form", novalidate: true },
+      h("label", { for: "nic-add-network" }, "Network"),
+      " ",
+      h("input", { id: "nic-add-network", name: "network", type: "text", placeholder: "default network" }),
+      " ",
+      h("label", { for: "nic-add-name" }, "Name"),
+      " ",
+      h("input", { id: "nic-add-name", name: "name", type: "text", placeholder: "Network Adapter" }),
+      " ",
+      h("button", { type: "submit", class: "btn", id: "nic-add-submit", disabled: !can }, "Add adapter")
+    );
+    add.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const body = {};
+      const network = $("nic-add-network").value.trim();
+      const name = $("nic-add-name").value.trim();
+      if (network) body.network = network;
+      if (name) body.name = name;
+      submitChange("POST", base, body, "New adapter", $("nic-add-submit"));
+    });
+    section.appendChild(add);
+    return section;
+  }
+
+  function checkpointSection(vm) {
+    const base = "/api/v1/vms/" + encodeURIComponent(vm.id) + "/checkpoints";
+    const can = state.canWrite && !vm.busy_job && !vm.stale;
+    const section = h(
+      "section",
+      { class: "panel", id: "checkpoint-section", "aria-labelledby": "cp-title" },
+      h("h2", { id: "cp-title" }, "Checkpoints (" + (vm.checkpoint_count || 0) + ")"),
+      vm.merge_percent !== null && vm.merge_percent !== undefined ? h("p", { class: "badge info" }, "Merging disks: " + vm.merge_percent + "%") : null
+    );
+    const tree = h("div", { id: "checkpoint-tree" }, h("p", { class: "loading" }, "Loading…"));
+    section.appendChild(tree);
+    const node = (c) =>
+      h(
+        "li",
+        { class: "checkpoint", "data-checkpoint": c.id },
+        h("strong", {}, c.name),
+        " — " + c.type + ", " + fmtTime(c.creation_time) + " ",
+        h(
+          "button",
+          {
+            type: "button",
+            class: "btn btn-small",
+            "data-cp-apply": c.id,
+            disabled: !can,
+            onclick: async (e) => {
+              const button = e.currentTarget;
+              const off = vm.state === "Off" || vm.state === "Saved";
+              const warning =
+                "This reverts VM " + vm.name + " to checkpoint " + c.name + "; changes since then are lost." + (off ? "" : " The VM is " + vm.state + " and will be turned off first.");
+              if (await confirmTyped(vm, "Apply checkpoint " + c.name, warning)) {
+                submitChange("POST", base + "/" + encodeURIComponent(c.id) + "/apply", { force: !off }, "Apply of " + c.name, button);
+              }
+            },
+          },
+          "Apply…"
+        ),
+        " ",
+        h(
+          "button",
+          {
+            type: "button",
+            class: "btn btn-small",
+            "data-cp-rename": c.id,
+            disabled: !can,
+            onclick: (e) => {
+              const name = window.prompt("New name for checkpoint " + c.name, c.name);
+              if (name && name !== c.name) submitChange("PATCH", base + "/" + encodeURIComponent(c.id), { name }, "Rename of " + c.name, e.currentTarget);
+            },
+          },
+          "Rename…"
+        ),
+        " ",
+        h(
+          "button",
+          {
+            type: "button",
+            class: "btn btn-small btn-danger",
+            "data-cp-delete": c.id,
+            disabled: !can,
+            onclick: (e) => submitChange("DELETE", base + "/" + encodeURIComponent(c.id), undefined, "Deletion of " + c.name, e.currentTarget),
+          },
+          "Delete"
+        ),
+        " ",
+        h(
+          "button",
+          {
+            type: "button",
+            class: "btn btn-small btn-danger",
+            "data-cp-delete-subtree": c.id,
+            disabled: !can,
+            onclick: async (e) => {
+              const button = e.currentTarget;
+              if (await confirmTyped(vm, "Delete checkpoint subtree " + c.name, "This deletes checkpoint " + c.name + " and every checkpoint taken after it; Hyper-V then merges the disks.")) {
+                submitChange("DELETE", base + "/" + encodeURIComponent(c.id) + "?subtree=true", undefined, "Deletion of the subtree of " + c.name, button);
+              }
+            },
+          },
+          "Delete subtree…"
+        ),
+        (c.children || []).length ? h("ul", {}, c.children.map(node)) : null
+      );
+    guarded(() => api("GET", base)).then((data) => {
+      clear(tree);
+      if (!data) return;
+      tree.appendChild(data.checkpoints.length ? h("ul", { id: "checkpoint-list" }, data.checkpoints.map(node)) : h("p", { class: "muted" }, "No checkpoints."));
+    });
+    const create = h(
+      "form",
+      { id: "cp-create", class: "inline-form", novalidate: true },
+      h("label", { for: "cp-create-name" }, "Name"),
+      " ",
+      h("input", { id: "cp-create-name", name: "name", type: "text", placeholder: "before upgrade" }),
+      " ",
+      h("button", { type: "submit", class: "btn", id: "cp-create-submit", disabled: !can }, "Take checkpoint")
+    );
+    create.addEventListener("submit", (e) => {
+      e.preventDefault();
+      submitChange("POST", base, { name: $("cp-create-name").value }, "Checkpoint", $("cp-create-submit"));
+    });
+    section.appendChild(create);
+    return section;
   }
 
   // ---------------------------------------------------------------------------------------------

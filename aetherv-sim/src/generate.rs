@@ -482,6 +482,9 @@ fn generate_vm(
         vlan_id,
         mac_address: mac_from(rng),
         ip_addresses,
+        id: crate::model::adapter_id(id, 0),
+        dynamic_mac: true,
+        ..NetworkAdapter::default()
     }];
     let notes = match rng.below(4) {
         0 => format!("Owner: {}-team", role),
@@ -526,6 +529,7 @@ fn generate_vm(
         // Running guests were set up right: the template their OS family boots with.
         firmware: BootSettings::for_family(os),
         automatic: crate::model::AutomaticActions::default(),
+        checkpoints: crate::devices::Checkpoints::default(),
     }
 }
 

@@ -136,6 +136,7 @@ mod rng;
 mod shell;
 
 pub mod deploy;
+pub mod devices;
 pub mod faults;
 pub mod fleet;
 pub mod guest;

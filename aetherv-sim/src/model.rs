@@ -122,6 +122,20 @@ impl SwitchType {
     }
 }
 
+/// The Hyper-V id of a VM's `index`th generated adapter (`Microsoft:<VM>\<adapter>`; the
+/// adapter GUID is derived from the VM's, so it is stable for a seed).
+pub fn adapter_id(vm: Uuid, index: u8) -> String {
+    let mut bytes = *vm.as_bytes();
+    bytes[15] ^= 0xa5 ^ index;
+    bytes[0] ^= 0x5a;
+    let adapter = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    format!(
+        "Microsoft:{}\\{}",
+        vm.hyphenated().to_string().to_ascii_uppercase(),
+        adapter.hyphenated().to_string().to_ascii_uppercase()
+    )
+}
+
 /// A Hyper-V virtual switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtualSwitch {
@@ -290,7 +304,7 @@ pub struct DvdDrive {
 }
 
 /// A VM network adapter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NetworkAdapter {
     /// Adapter name (`Network Adapter`).
     pub name: String,
@@ -302,6 +316,22 @@ pub struct NetworkAdapter {
     pub mac_address: String,
     /// Addresses the guest reports (empty while the VM is off).
     pub ip_addresses: Vec<String>,
+    /// Hyper-V's adapter id, `Microsoft:<VM GUID>\<adapter GUID>`.
+    pub id: String,
+    /// Whether Hyper-V assigns the MAC address.
+    pub dynamic_mac: bool,
+    /// MAC address spoofing.
+    pub mac_spoofing: bool,
+    /// DHCP guard.
+    pub dhcp_guard: bool,
+    /// Router guard.
+    pub router_guard: bool,
+    /// Bandwidth cap in bits per second (0: none).
+    pub maximum_bandwidth_bps: u64,
+    /// Bandwidth reservation in bits per second (0: none).
+    pub minimum_bandwidth_bps: u64,
+    /// A legacy (emulated) adapter.
+    pub legacy: bool,
 }
 
 /// One integration service and whether it is enabled.
@@ -432,6 +462,8 @@ pub struct SimVm {
     pub firmware: BootSettings,
     /// Automatic start and stop actions.
     pub automatic: AutomaticActions,
+    /// Checkpoints, the checkpoint type and a running merge.
+    pub checkpoints: crate::devices::Checkpoints,
 }
 
 /// What the host does with a VM when it starts or stops (Hyper-V's defaults: start if it was
@@ -720,6 +752,11 @@ impl Fleet {
     }
 
     /// An id and MAC for a new object, derived from the fleet seed so runs repeat.
+    /// A new object id and MAC address, deterministic per fleet seed.
+    pub(crate) fn new_identity(&mut self) -> (Uuid, String) {
+        self.next_identity()
+    }
+
     fn next_identity(&mut self) -> (Uuid, String) {
         self.created_objects += 1;
         let mut rng = SimRng::derive(self.seed, 1_000_000 + self.created_objects);
@@ -853,6 +890,9 @@ impl Fleet {
                 vlan_id: spec.vlan_id,
                 mac_address: mac,
                 ip_addresses: Vec::new(),
+                id: adapter_id(id, 0),
+                dynamic_mac: true,
+                ..NetworkAdapter::default()
             }],
             integration_services: default_integration_services(),
             kvp: KvpPools::default(),
@@ -867,6 +907,7 @@ impl Fleet {
                 .firmware
                 .unwrap_or_else(|| BootSettings::for_family(image.os_family)),
             automatic: AutomaticActions::default(),
+            checkpoints: crate::devices::Checkpoints::default(),
         };
         self.host_mut_or_err(&host_name)?.vms.push(vm);
         Ok(id)

@@ -150,6 +150,11 @@ impl ScriptRegistry {
         registry.register(s::ADD_MANAGED_VM_DISK, vm_edit::add_managed_vm_disk);
         registry.register(s::RESIZE_MANAGED_VM_DISK, vm_edit::resize_managed_vm_disk);
         registry.register(s::REMOVE_MANAGED_VM_DISK, vm_edit::remove_managed_vm_disk);
+        registry.register(s::UPDATE_VM_CHECKPOINT, ops::devices::update_vm_checkpoint);
+        registry.register(
+            s::UPDATE_VM_NETWORK_ADAPTER,
+            ops::devices::update_vm_network_adapter,
+        );
         registry
     }
 
@@ -323,13 +328,7 @@ pub fn vm_json(vm: &SimVm, now: SystemTime) -> Value {
             "controller_number": d.controller_number,
             "controller_location": d.controller_location,
         })).collect::<Vec<_>>(),
-        "network_adapters": vm.nics.iter().map(|n| json!({
-            "name": n.name,
-            "switch_name": n.switch_name,
-            "vlan_id": n.vlan_id,
-            "mac_address": n.mac_address,
-            "ip_addresses": n.ip_addresses,
-        })).collect::<Vec<_>>(),
+        "network_adapters": vm.nics.iter().map(nic_json).collect::<Vec<_>>(),
         "integration_services": vm.integration_services.iter().map(|s| json!({
             "name": s.name,
             "enabled": s.enabled,
@@ -340,6 +339,39 @@ pub fn vm_json(vm: &SimVm, now: SystemTime) -> Value {
         "automatic_start_action": vm.automatic.start.hyperv_name(),
         "automatic_stop_action": vm.automatic.stop.hyperv_name(),
         "automatic_start_delay_seconds": vm.automatic.start_delay_seconds,
+        "checkpoints": vm.checkpoints.list.iter().map(checkpoint_json).collect::<Vec<_>>(),
+        "merge_percent": vm.checkpoints.merge_percent(now),
+    })
+}
+
+/// The inventory shape of one network adapter (`ConvertTo-AethervNicShape`).
+pub fn nic_json(n: &crate::model::NetworkAdapter) -> Value {
+    json!({
+        "name": n.name,
+        "switch_name": n.switch_name,
+        "vlan_id": n.vlan_id,
+        "mac_address": n.mac_address,
+        "ip_addresses": n.ip_addresses,
+        "id": n.id,
+        "dynamic_mac": n.dynamic_mac,
+        "mac_spoofing": n.mac_spoofing,
+        "dhcp_guard": n.dhcp_guard,
+        "router_guard": n.router_guard,
+        "maximum_bandwidth_bps": n.maximum_bandwidth_bps,
+        "minimum_bandwidth_bps": n.minimum_bandwidth_bps,
+        "legacy": n.legacy,
+    })
+}
+
+/// The inventory shape of one checkpoint (`ConvertTo-AethervCheckpointShape`).
+pub fn checkpoint_json(c: &crate::devices::SimCheckpoint) -> Value {
+    json!({
+        "id": c.id.to_string(),
+        "name": c.name,
+        "parent_id": c.parent.map(|p| p.to_string()),
+        "creation_time": rfc3339(c.created),
+        "snapshot_type": c.snapshot_type(),
+        "vm_state": c.vm_state.code(),
     })
 }
 

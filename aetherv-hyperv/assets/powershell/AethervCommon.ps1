@@ -210,6 +210,7 @@ function Get-AethervVmShapes {
             if ($null -ne $security) { $securities[$g.Id.ToString()] = $security }
         }
     }
+    $snapshots = @(Hyper-V\Get-VMSnapshot -VM $Vms)
 
     $vhds = @{}
     $paths = @($disks | Where-Object { $null -ne $_.Path -and $_.Path.Length -gt 0 } | ForEach-Object { [string]$_.Path } | Select-Object -Unique)
@@ -247,23 +248,15 @@ function Get-AethervVmShapes {
         }
         $vmNics = foreach ($n in $nics) {
             if ($n.VMId -ne $id) { continue }
-            $vlan = $null
-            $vlanSetting = $null
-            if ($null -ne $n.PSObject.Properties['VlanSetting']) { $vlanSetting = $n.VlanSetting }
-            if ($null -ne $vlanSetting -and $vlanSetting.OperationMode.ToString() -eq 'Access' -and $vlanSetting.AccessVlanId -gt 0) {
-                $vlan = [int]$vlanSetting.AccessVlanId
-            }
-            [ordered]@{
-                name         = [string]$n.Name
-                switch_name  = $(if ([string]::IsNullOrEmpty($n.SwitchName)) { $null } else { [string]$n.SwitchName })
-                vlan_id      = $vlan
-                mac_address  = [string]$n.MacAddress
-                ip_addresses = @($n.IPAddresses | ForEach-Object { [string]$_ })
-            }
+            ConvertTo-AethervNicShape -Adapter $n
         }
         $vmServices = foreach ($s in $services) {
             if ($s.VMId -ne $id) { continue }
             [ordered]@{ name = [string]$s.Name; enabled = [bool]$s.Enabled }
+        }
+        $vmCheckpoints = foreach ($c in $snapshots) {
+            if ($c.VMId -ne $id) { continue }
+            ConvertTo-AethervCheckpointShape -Snapshot $c
         }
         $created = $null
         if ($null -ne $vm.CreationTime) { $created = Format-AethervDate -Date $vm.CreationTime }
@@ -304,9 +297,73 @@ function Get-AethervVmShapes {
             automatic_start_action = $vm.AutomaticStartAction.ToString()
             automatic_stop_action = $vm.AutomaticStopAction.ToString()
             automatic_start_delay_seconds = [int]$vm.AutomaticStartDelay
+            checkpoints           = @($vmCheckpoints)
+            merge_percent         = Get-AethervMergePercent -Vm $vm
         })
     }
     return ,$shapes.ToArray()
+}
+
+function ConvertTo-AethervNicShape {
+    # The inventory shape of one network adapter (Get-VMNetworkAdapter output).
+    param($Adapter)
+    $vlan = $null
+    $vlanSetting = $null
+    if ($null -ne $Adapter.PSObject.Properties['VlanSetting']) { $vlanSetting = $Adapter.VlanSetting }
+    if ($null -ne $vlanSetting -and $vlanSetting.OperationMode.ToString() -eq 'Access' -and $vlanSetting.AccessVlanId -gt 0) {
+        $vlan = [int]$vlanSetting.AccessVlanId
+    }
+    $maximum = [int64]0
+    $minimum = [int64]0
+    $bandwidth = $null
+    if ($null -ne $Adapter.PSObject.Properties['BandwidthSetting']) { $bandwidth = $Adapter.BandwidthSetting }
+    if ($null -ne $bandwidth) {
+        if ($null -ne $bandwidth.MaximumBandwidth) { $maximum = [int64]$bandwidth.MaximumBandwidth }
+        if ($null -ne $bandwidth.MinimumBandwidthAbsolute) { $minimum = [int64]$bandwidth.MinimumBandwidthAbsolute }
+    }
+    return [ordered]@{
+        name                  = [string]$Adapter.Name
+        switch_name           = $(if ([string]::IsNullOrEmpty($Adapter.SwitchName)) { $null } else { [string]$Adapter.SwitchName })
+        vlan_id               = $vlan
+        mac_address           = [string]$Adapter.MacAddress
+        ip_addresses          = @($Adapter.IPAddresses | ForEach-Object { [string]$_ })
+        id                    = [string]$Adapter.Id
+        dynamic_mac           = [bool]$Adapter.DynamicMacAddressEnabled
+        mac_spoofing          = ([string]$Adapter.MacAddressSpoofing -eq 'On')
+        dhcp_guard            = ([string]$Adapter.DhcpGuard -eq 'On')
+        router_guard          = ([string]$Adapter.RouterGuard -eq 'On')
+        maximum_bandwidth_bps = $maximum
+        minimum_bandwidth_bps = $minimum
+        legacy                = [bool]$Adapter.IsLegacy
+    }
+}
+
+function ConvertTo-AethervCheckpointShape {
+    # The inventory shape of one checkpoint (Get-VMSnapshot output).
+    param($Snapshot)
+    $parent = $null
+    if ($null -ne $Snapshot.ParentSnapshotId) { $parent = [string]$Snapshot.ParentSnapshotId }
+    $created = $null
+    if ($null -ne $Snapshot.CreationTime) { $created = Format-AethervDate -Date $Snapshot.CreationTime }
+    return [ordered]@{
+        id            = [string]$Snapshot.Id
+        name          = [string]$Snapshot.Name
+        parent_id     = $parent
+        creation_time = $created
+        snapshot_type = [string]$Snapshot.SnapshotType
+        vm_state      = [int]$Snapshot.State
+    }
+}
+
+function Get-AethervMergePercent {
+    # While Hyper-V merges a VM's differencing disks: the percentage its status shows (0 when
+    # it shows none); otherwise $null.
+    param($Vm)
+    $statuses = @($Vm.OperationalStatus | Where-Object { $null -ne $_ } | ForEach-Object { [string]$_ })
+    if ($statuses -notcontains 'MergingDisks') { return $null }
+    $percent = 0
+    if ([string]$Vm.Status -match '(\d{1,3})\s*%') { $percent = [Math]::Min(100, [int]$Matches[1]) }
+    return $percent
 }
 
 function Get-AethervKvpComputerSystem {

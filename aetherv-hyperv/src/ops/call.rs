@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::devices::*;
 use super::scripts;
 use super::types::*;
 use super::vm_config::*;
@@ -130,6 +131,11 @@ pub enum HostCall {
         /// Delete the file afterwards.
         delete_file: bool,
     },
+    /// Creates, applies, renames or removes a checkpoint of the VM (see [`CheckpointChange`]
+    /// for Hyper-V's rules).
+    CheckpointChange(VmId, CheckpointChange),
+    /// Adds, changes or removes a network adapter of the VM (see [`NicChange`]).
+    NetworkAdapterChange(VmId, NicChange),
 }
 
 /// The answer to a [`HostCall`], one variant per operation.
@@ -180,6 +186,10 @@ pub enum HostReply {
     DiskResized(VmDiskChanged),
     /// [`HostCall::DetachVmDisk`].
     DiskDetached(VmDiskDetached),
+    /// [`HostCall::CheckpointChange`].
+    CheckpointChanged(CheckpointChanged),
+    /// [`HostCall::NetworkAdapterChange`].
+    NicChanged(NicChanged),
 }
 
 /// Which operation a [`HostCall`] is, without its arguments: the label of metrics, timeouts
@@ -238,6 +248,10 @@ pub enum OperationKind {
     ResizeVmDisk,
     /// [`HostCall::DetachVmDisk`].
     DetachVmDisk,
+    /// [`HostCall::CheckpointChange`].
+    CheckpointChange,
+    /// [`HostCall::NetworkAdapterChange`].
+    NetworkAdapterChange,
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -280,6 +294,8 @@ impl OperationKind {
             Self::AttachVmDisk => scripts::ADD_MANAGED_VM_DISK,
             Self::ResizeVmDisk => scripts::RESIZE_MANAGED_VM_DISK,
             Self::DetachVmDisk => scripts::REMOVE_MANAGED_VM_DISK,
+            Self::CheckpointChange => scripts::UPDATE_VM_CHECKPOINT,
+            Self::NetworkAdapterChange => scripts::UPDATE_VM_NETWORK_ADAPTER,
         }
     }
 
@@ -310,6 +326,8 @@ impl OperationKind {
             Self::AttachVmDisk => "attach disk",
             Self::ResizeVmDisk => "resize disk",
             Self::DetachVmDisk => "detach disk",
+            Self::CheckpointChange => "change checkpoint",
+            Self::NetworkAdapterChange => "change network adapter",
         }
     }
 
@@ -341,6 +359,8 @@ impl OperationKind {
             Self::SetVmSettings | Self::AttachVmDisk | Self::DetachVmDisk => 2 * MINUTE,
             // A fixed VHDX writes all its bytes; growing a fixed one too.
             Self::CreateVhd | Self::ResizeVmDisk => 60 * MINUTE,
+            Self::NetworkAdapterChange => 2 * MINUTE,
+            Self::CheckpointChange => 30 * MINUTE,
         }
     }
 }
@@ -396,6 +416,8 @@ impl HostCall {
             Self::AttachVmDisk { .. } => OperationKind::AttachVmDisk,
             Self::ResizeVmDisk { .. } => OperationKind::ResizeVmDisk,
             Self::DetachVmDisk { .. } => OperationKind::DetachVmDisk,
+            Self::CheckpointChange(..) => OperationKind::CheckpointChange,
+            Self::NetworkAdapterChange(..) => OperationKind::NetworkAdapterChange,
         }
     }
 
@@ -419,6 +441,7 @@ impl HostCall {
             | Self::AttachVmDisk { vm: id, .. }
             | Self::ResizeVmDisk { vm: id, .. }
             | Self::DetachVmDisk { vm: id, .. } => Some(*id),
+            Self::CheckpointChange(id, _) | Self::NetworkAdapterChange(id, _) => Some(*id),
             Self::Facts
             | Self::FactsInRoots(_)
             | Self::Inventory
@@ -525,6 +548,27 @@ impl HostCall {
                 check_disk_size(*size_bytes).map_err(refuse)?
             }
             Self::DetachVmDisk { .. } => {}
+            Self::CheckpointChange(_, change) => match change {
+                CheckpointChange::Create { name } | CheckpointChange::Rename { name, .. } => {
+                    super::devices::check_checkpoint_name(name).map_err(refuse)?;
+                }
+                CheckpointChange::Apply { .. } | CheckpointChange::Remove { .. } => {}
+            },
+            Self::NetworkAdapterChange(_, change) => {
+                if let NicChange::Add { name, .. } = change
+                    && !name.is_empty()
+                {
+                    check_vm_name(name).map_err(refuse)?;
+                }
+                if let Some(settings) = change.settings() {
+                    super::devices::check_nic_settings(settings).map_err(refuse)?;
+                }
+                if let NicChange::Set { settings, .. } = change
+                    && settings.is_empty()
+                {
+                    return Err(refuse("the change sets nothing".to_owned()));
+                }
+            }
             Self::RemovePath(path) => {
                 check_windows_path(path).map_err(refuse)?;
                 if path.trim_end_matches('\\').matches('\\').count() < 2 {
@@ -640,6 +684,16 @@ impl HostCall {
                 "controller_location": disk.controller_location,
                 "delete_file": delete_file,
             }),
+            Self::CheckpointChange(id, change) => {
+                let mut request = serialize(serde_json::to_value(change))?;
+                request["id"] = json!(id);
+                request
+            }
+            Self::NetworkAdapterChange(id, change) => {
+                let mut request = serialize(serde_json::to_value(change))?;
+                request["id"] = json!(id);
+                request
+            }
         })
     }
 
@@ -661,6 +715,8 @@ impl HostCall {
                 subject.destination = Some(target.destination_host.clone());
                 subject.verb = Some("be moved");
             }
+            Self::CheckpointChange(_, change) => subject.verb = Some(change.verb()),
+            Self::NetworkAdapterChange(_, change) => subject.verb = Some(change.verb()),
             _ => {}
         }
         subject
@@ -785,6 +841,41 @@ impl HostCall {
                 }
                 HostReply::DiskDetached(detached)
             }
+            Self::CheckpointChange(id, _) => {
+                let changed: CheckpointChanged = parse_data(host, kind, data)?;
+                if changed.id != *id {
+                    return Err(wrong(format!(
+                        "asked for VM {id}, the script answered for {}",
+                        changed.id
+                    )));
+                }
+                HostReply::CheckpointChanged(changed)
+            }
+            Self::NetworkAdapterChange(id, change) => {
+                let changed: NicChanged = parse_data(host, kind, data)?;
+                if changed.id != *id {
+                    return Err(wrong(format!(
+                        "asked for VM {id}, the script answered for {}",
+                        changed.id
+                    )));
+                }
+                let answered = match (change, &changed.adapter, changed.removed) {
+                    (NicChange::Remove { adapter }, _, Some(removed)) => removed == *adapter,
+                    (NicChange::Set { adapter, .. }, Some(nic), _) => {
+                        super::devices::adapter_guid(&nic.id) == Some(*adapter)
+                    }
+                    (NicChange::Add { .. }, Some(nic), _) => {
+                        super::devices::adapter_guid(&nic.id).is_some()
+                    }
+                    _ => false,
+                };
+                if !answered {
+                    return Err(wrong(
+                        "the answer does not name the adapter the change was about".to_owned(),
+                    ));
+                }
+                HostReply::NicChanged(changed)
+            }
         })
     }
 }
@@ -850,6 +941,10 @@ impl fmt::Debug for HostCall {
                 disk,
                 delete_file,
             } => write!(f, "DetachVmDisk({vm}, {disk}, delete_file: {delete_file})"),
+            Self::CheckpointChange(id, change) => write!(f, "CheckpointChange({id}, {change:?})"),
+            Self::NetworkAdapterChange(id, change) => {
+                write!(f, "NetworkAdapterChange({id}, {change:?})")
+            }
         }
     }
 }

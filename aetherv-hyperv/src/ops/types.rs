@@ -475,7 +475,7 @@ pub struct VmDvdDrive {
 }
 
 /// A network adapter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct VmNic {
     /// Adapter name.
     #[serde(default, deserialize_with = "psjson::null_as_default")]
@@ -492,6 +492,31 @@ pub struct VmNic {
     /// Addresses the guest reports.
     #[serde(default, deserialize_with = "psjson::one_or_many")]
     pub ip_addresses: Vec<String>,
+    /// Hyper-V's adapter id (`Microsoft:<VM GUID>\<adapter GUID>`); empty from hosts whose
+    /// scripts predate it.
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub id: String,
+    /// Whether Hyper-V assigns the MAC address (`DynamicMacAddressEnabled`).
+    #[serde(default)]
+    pub dynamic_mac: bool,
+    /// Whether the guest may send frames with other source MAC addresses.
+    #[serde(default)]
+    pub mac_spoofing: bool,
+    /// Whether DHCP server messages from the guest are dropped.
+    #[serde(default)]
+    pub dhcp_guard: bool,
+    /// Whether router advertisements and redirects from the guest are dropped.
+    #[serde(default)]
+    pub router_guard: bool,
+    /// Bandwidth cap in bits per second (0: none).
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub maximum_bandwidth_bps: u64,
+    /// Bandwidth reservation in bits per second (0: none).
+    #[serde(default, deserialize_with = "psjson::null_as_default")]
+    pub minimum_bandwidth_bps: u64,
+    /// A legacy (emulated, generation 1) adapter.
+    #[serde(default)]
+    pub legacy: bool,
 }
 
 /// An integration service and whether it is enabled.
@@ -568,6 +593,13 @@ pub struct Vm {
     /// Firmware, vTPM and automatic actions (flat in the document).
     #[serde(flatten)]
     pub config: super::vm_config::VmConfig,
+    /// Checkpoints (`Get-VMSnapshot`, batched for all VMs).
+    #[serde(default, deserialize_with = "psjson::one_or_many")]
+    pub checkpoints: Vec<super::devices::VmCheckpoint>,
+    /// While Hyper-V merges differencing disks (after a checkpoint was deleted): how far it
+    /// is, in percent (0 when the host does not say).
+    #[serde(default)]
+    pub merge_percent: Option<u8>,
 }
 
 /// Every VM of one host, collected in one script run.

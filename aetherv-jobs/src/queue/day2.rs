@@ -72,11 +72,11 @@ impl JobQueue {
         }
     }
 
-    fn step(&self, id: &str, step: &str, percent: u8, message: String) {
+    pub(super) fn step(&self, id: &str, step: &str, percent: u8, message: String) {
         self.update(id, |r| r.progress(step, percent, message));
     }
 
-    fn line(&self, id: &str, level: LineLevel, message: String) {
+    pub(super) fn line(&self, id: &str, level: LineLevel, message: String) {
         self.update(id, |r| r.push_line(level, message));
     }
 

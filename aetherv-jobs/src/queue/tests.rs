@@ -930,6 +930,8 @@ async fn a_job_ends_after_its_host_inventory_shows_the_effect() {
         nics: Vec::new(),
         integration_services: Vec::new(),
         config: Default::default(),
+        checkpoints: Vec::new(),
+        merge_percent: None,
     }]));
     let mut host = mock("hv01");
     on!(host, HostCall::Facts).returning(|_| Ok(HostReply::Facts(Box::new(facts("hv01")))));

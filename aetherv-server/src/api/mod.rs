@@ -5,6 +5,7 @@
 //! the web UI (`/`, `/ui/...`), the browser login (`/oidc/...`), and `/api/v1/...` behind
 //! [`crate::auth::require_role`] (reads need reader, everything else writer).
 
+pub mod checkpoints;
 pub mod console;
 pub mod disks;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod host_check;
 pub mod inventory;
 pub mod jobs;
 pub mod metrics_access;
+pub mod nics;
 pub mod openapi;
 pub mod views;
 pub mod vm_day2;
@@ -78,6 +80,15 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::logs))
         .routes(routes!(jobs::cancel))
         .routes(routes!(events::stream))
+        .routes(routes!(checkpoints::list, checkpoints::create))
+        .routes(routes!(
+            checkpoints::get,
+            checkpoints::rename,
+            checkpoints::delete
+        ))
+        .routes(routes!(checkpoints::apply))
+        .routes(routes!(nics::list, nics::add))
+        .routes(routes!(nics::get, nics::change, nics::remove))
 }
 
 /// Every route under `/api/v1` as (method, path template), read from [`api_routes`].

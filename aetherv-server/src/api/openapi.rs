@@ -53,6 +53,8 @@ const DOCS_HTML: &str = include_str!("docs.html");
         (name = "inventory", description = "Clusters, hosts and VMs (reader)"),
         (name = "jobs", description = "Provisioning, deletion and power jobs (mutations need writer)"),
         (name = "events", description = "Live inventory and job changes"),
+        (name = "checkpoints", description = "A VM's checkpoints (changes are jobs; need writer)"),
+        (name = "network-adapters", description = "A VM's network adapters (changes are jobs; need writer)"),
     ),
     components(schemas(
         ErrorBody,

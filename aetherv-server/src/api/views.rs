@@ -292,6 +292,11 @@ pub struct VmDetail {
     pub automatic_stop_action: Option<aetherv_hyperv::ops::AutomaticStopAction>,
     /// Delay before an automatic start, in seconds.
     pub automatic_start_delay_seconds: u32,
+    /// How many checkpoints the VM has (`GET /api/v1/vms/{id}/checkpoints` lists them).
+    pub checkpoint_count: usize,
+    /// While Hyper-V merges differencing disks after a checkpoint was deleted: how far, in
+    /// percent; null otherwise.
+    pub merge_percent: Option<u8>,
 }
 
 fn status_name(status: HostStatus) -> HostStatusName {
@@ -442,6 +447,8 @@ pub fn vm_detail(
         automatic_start_action: v.config.automatic_start_action,
         automatic_stop_action: v.config.automatic_stop_action,
         automatic_start_delay_seconds: v.config.automatic_start_delay_seconds,
+        checkpoint_count: v.checkpoints.len(),
+        merge_percent: v.merge_percent,
     }
 }
 

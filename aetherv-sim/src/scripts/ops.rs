@@ -17,6 +17,8 @@ use crate::model::{BootSettings, Host, NewVm, PowerAction, SimVm, holds_memory, 
 use crate::state::{LooseFile, SimState};
 use aetherv_hyperv::protocol::{ScriptFailure, ScriptResult};
 
+pub mod devices;
+
 pub(super) type Step<T> = std::result::Result<T, ScriptResult>;
 
 /// A failure with a `details` object. The real scripts write it as `error.details`;

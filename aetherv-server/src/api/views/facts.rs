@@ -245,6 +245,37 @@ pub struct VmNicView {
     pub mac_address: String,
     /// Guest-reported addresses.
     pub ip_addresses: Vec<String>,
+    /// The adapter's stable id: the GUID that ends Hyper-V's adapter id (the path segment
+    /// of `/api/v1/vms/{id}/network-adapters/{adapter_id}`); null from hosts whose scripts
+    /// predate it.
+    #[schema(format = Uuid)]
+    pub id: Option<String>,
+    /// Hyper-V's full adapter id (`Microsoft:<VM GUID>\<adapter GUID>`).
+    pub hyperv_id: String,
+    /// `dynamic` (Hyper-V assigns it) or `static`.
+    pub mac_type: MacType,
+    /// MAC address spoofing.
+    pub mac_spoofing: bool,
+    /// DHCP guard (drops DHCP server messages from the guest).
+    pub dhcp_guard: bool,
+    /// Router guard (drops router advertisements and redirects from the guest).
+    pub router_guard: bool,
+    /// Bandwidth cap in bits per second (0: none).
+    pub maximum_bandwidth_bps: u64,
+    /// Bandwidth reservation in bits per second (0: none).
+    pub minimum_bandwidth_bps: u64,
+    /// A legacy (emulated, generation 1) adapter.
+    pub legacy: bool,
+}
+
+/// How an adapter gets its MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MacType {
+    /// Hyper-V assigns it from the host's pool.
+    Dynamic,
+    /// Set by the operator.
+    Static,
 }
 
 impl From<&VmNic> for VmNicView {
@@ -255,6 +286,19 @@ impl From<&VmNic> for VmNicView {
             vlan_id: n.vlan_id,
             mac_address: n.mac_address.clone(),
             ip_addresses: n.ip_addresses.clone(),
+            id: aetherv_hyperv::ops::adapter_guid(&n.id).map(|g| g.to_string()),
+            hyperv_id: n.id.clone(),
+            mac_type: if n.dynamic_mac {
+                MacType::Dynamic
+            } else {
+                MacType::Static
+            },
+            mac_spoofing: n.mac_spoofing,
+            dhcp_guard: n.dhcp_guard,
+            router_guard: n.router_guard,
+            maximum_bandwidth_bps: n.maximum_bandwidth_bps,
+            minimum_bandwidth_bps: n.minimum_bandwidth_bps,
+            legacy: n.legacy,
         }
     }
 }
