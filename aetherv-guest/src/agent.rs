@@ -146,7 +146,10 @@ impl Log {
 
 fn publish(pool: &KvpPool, output: &GuestOutput, log: &mut Log) -> Result<(), AgentError> {
     pool.update(
-        output.write.iter().map(|i| (i.key.as_str(), i.value.as_str())),
+        output
+            .write
+            .iter()
+            .map(|i| (i.key.as_str(), i.value.as_str())),
         &output.remove,
     )?;
     for state in output.states() {
@@ -243,9 +246,11 @@ pub fn run(options: &Options, log: &mut Log) -> Result<Outcome, AgentError> {
                 }
                 log.line("the host asks for a public key: generating an RSA-2048 key");
                 match GuestKey::generate(&mut rng) {
-                    Ok(key) => {
-                        handshake.insert(Handshake::new(Some(version.clone()), key, KeyFormat::Pkcs1Der))
-                    }
+                    Ok(key) => handshake.insert(Handshake::new(
+                        Some(version.clone()),
+                        key,
+                        KeyFormat::Pkcs1Der,
+                    )),
                     Err(e) => {
                         let reason = aetherv_kvp::guest::error_text(&e.to_string());
                         let output = GuestOutput {

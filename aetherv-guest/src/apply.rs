@@ -42,7 +42,10 @@ pub enum ApplyError {
     },
 }
 
-fn io<'a>(path: &'a Path, operation: &'static str) -> impl FnOnce(std::io::Error) -> ApplyError + 'a {
+fn io<'a>(
+    path: &'a Path,
+    operation: &'static str,
+) -> impl FnOnce(std::io::Error) -> ApplyError + 'a {
     move |source| ApplyError::Io {
         path: path.to_owned(),
         operation,
@@ -67,7 +70,10 @@ pub fn write_seed(root: &Path, seed: &Seed) -> Result<WrittenSeed, ApplyError> {
     let dir = root.join(SEED_DIR);
     fs::create_dir_all(&dir).map_err(io(&dir, "creating"))?;
     let mut files = Vec::new();
-    let mut parts = vec![("user-data", &seed.user_data), ("meta-data", &seed.meta_data)];
+    let mut parts = vec![
+        ("user-data", &seed.user_data),
+        ("meta-data", &seed.meta_data),
+    ];
     let network = dir.join("network-config");
     match &seed.network_config {
         Some(config) => parts.push(("network-config", config)),

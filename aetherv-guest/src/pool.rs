@@ -61,7 +61,9 @@ impl std::fmt::Display for Field {
 #[non_exhaustive]
 pub enum RecordError {
     /// The file's length is not a multiple of [`RECORD_BYTES`].
-    #[error("pool file ends with a short record of {trailing} bytes (records are {RECORD_BYTES} bytes)")]
+    #[error(
+        "pool file ends with a short record of {trailing} bytes (records are {RECORD_BYTES} bytes)"
+    )]
     ShortRecord {
         /// Bytes after the last whole record.
         trailing: usize,
@@ -281,11 +283,7 @@ impl KvpPool {
     }
 
     fn read_locked(&self, locked: &mut Locked) -> Result<Vec<(String, String)>, PoolError> {
-        let size = locked
-            .file
-            .metadata()
-            .map_err(self.io("stat"))?
-            .len();
+        let size = locked.file.metadata().map_err(self.io("stat"))?.len();
         if size > MAX_POOL_BYTES as u64 {
             return Err(PoolError::Format {
                 path: self.path.clone(),
@@ -293,7 +291,10 @@ impl KvpPool {
             });
         }
         let mut bytes = Vec::new();
-        locked.file.seek(SeekFrom::Start(0)).map_err(self.io("seek"))?;
+        locked
+            .file
+            .seek(SeekFrom::Start(0))
+            .map_err(self.io("seek"))?;
         (&locked.file)
             .take(MAX_POOL_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
@@ -341,11 +342,12 @@ impl KvpPool {
                 None => records.push((key.to_owned(), value.to_owned())),
             }
         }
-        let bytes = encode_records(records.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(|source| PoolError::Format {
+        let bytes = encode_records(records.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(
+            |source| PoolError::Format {
                 path: self.path.clone(),
                 source,
-            })?;
+            },
+        )?;
         if bytes.len() > MAX_POOL_BYTES {
             return Err(PoolError::Format {
                 path: self.path.clone(),
@@ -355,7 +357,10 @@ impl KvpPool {
             });
         }
         locked.file.set_len(0).map_err(self.io("truncate"))?;
-        locked.file.seek(SeekFrom::Start(0)).map_err(self.io("seek"))?;
+        locked
+            .file
+            .seek(SeekFrom::Start(0))
+            .map_err(self.io("seek"))?;
         locked.file.write_all(&bytes).map_err(self.io("write"))?;
         locked.file.flush().map_err(self.io("flush"))?;
         fcntl_lock(&locked.file, FlockOperation::Unlock)
@@ -442,8 +447,12 @@ mod tests {
         assert!(encode_record(&mut out, "k\0", "v").is_err());
         assert!(out.is_empty());
         // The longest that fits.
-        encode_record(&mut out, &"k".repeat(KEY_BYTES - 1), &"v".repeat(VALUE_BYTES - 1))
-            .unwrap();
+        encode_record(
+            &mut out,
+            &"k".repeat(KEY_BYTES - 1),
+            &"v".repeat(VALUE_BYTES - 1),
+        )
+        .unwrap();
         assert_eq!(out.len(), RECORD_BYTES);
     }
 

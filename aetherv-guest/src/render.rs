@@ -236,7 +236,10 @@ impl GuestConfig {
         }
         if let Some(user) = field(values, data::GUEST_LA_UID) {
             if !valid_user(user) {
-                return Err(invalid(data::GUEST_LA_UID, "is not a valid Linux user name"));
+                return Err(invalid(
+                    data::GUEST_LA_UID,
+                    "is not a valid Linux user name",
+                ));
             }
             let password = values
                 .get(data::GUEST_LA_PW)
@@ -311,7 +314,10 @@ impl GuestConfig {
         Seed {
             user_data: self.user_data(),
             meta_data: self.meta_data(instance_id),
-            network_config: self.ipv4.as_ref().map(|ip| self.network_config(ip, interface)),
+            network_config: self
+                .ipv4
+                .as_ref()
+                .map(|ip| self.network_config(ip, interface)),
         }
     }
 
@@ -365,7 +371,11 @@ impl GuestConfig {
                 let _ = writeln!(out, "    set-name: {}", yaml_quote(&interface.name));
             }
             None => {
-                let _ = writeln!(out, "    match:\n      name: {}", yaml_quote(&interface.name));
+                let _ = writeln!(
+                    out,
+                    "    match:\n      name: {}",
+                    yaml_quote(&interface.name)
+                );
             }
         }
         out.push_str("    dhcp4: false\n");
@@ -458,7 +468,10 @@ mod tests {
             ("guest_v4_dns2", "10.20.0.54"),
             ("guest_net_dns_suffix", "corp.example"),
             ("ansible_ssh_user", "ansible"),
-            ("ansible_ssh_key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB+x ansible@ctl"),
+            (
+                "ansible_ssh_key",
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB+x ansible@ctl",
+            ),
             ("guest_domain_join_target", "ignored.example"),
         ])
     }
@@ -526,7 +539,10 @@ mod tests {
                 "hlvmm.data.guest_v4_ip_addr is not an IPv4 address",
             ),
             (
-                vec![("guest_v4_ip_addr", "10.1.1.9"), ("guest_v4_cidr_prefix", "33")],
+                vec![
+                    ("guest_v4_ip_addr", "10.1.1.9"),
+                    ("guest_v4_cidr_prefix", "33"),
+                ],
                 "hlvmm.data.guest_v4_cidr_prefix must be 1..32 when an address is given",
             ),
             (
@@ -538,7 +554,10 @@ mod tests {
                 "hlvmm.data.guest_la_uid is not a valid Linux user name",
             ),
             (
-                vec![("ansible_ssh_user", "ans"), ("ansible_ssh_key", "ssh-rsa AAA\nx: y")],
+                vec![
+                    ("ansible_ssh_user", "ans"),
+                    ("ansible_ssh_key", "ssh-rsa AAA\nx: y"),
+                ],
                 "hlvmm.data.ansible_ssh_key is not a single-line OpenSSH public key",
             ),
             (

@@ -103,7 +103,8 @@ fn values() -> Vec<(&'static str, DataValue)> {
 fn provision(guest: &Guest, tamper: impl FnOnce(&mut Vec<KvpItem>)) {
     guest.host_write(&host::begin_items(VERSION));
     let items = guest.wait_for(&[GuestState::WaitingForAesKey]);
-    let public = GuestPublicKey::parse(host::GuestReport::read(&items).public_key.unwrap()).unwrap();
+    let public =
+        GuestPublicKey::parse(host::GuestReport::read(&items).public_key.unwrap()).unwrap();
     assert_eq!(public.bits(), 2048);
     let mut payload = host::publish_items(&values(), &public, &mut rand::rngs::OsRng).unwrap();
     tamper(&mut payload);
@@ -182,7 +183,10 @@ fn a_wrong_version_fails_with_a_reason() {
     let items = guest.wait_for(&[GuestState::ProvisioningFailed, GuestState::WaitingForAesKey]);
     let error = items.get(keys::GUEST_ERROR).cloned().unwrap_or_default();
     assert!(error.starts_with("version mismatch"), "{items:?}");
-    assert!(error.contains(VERSION) && error.contains("iso-1999.1.1"), "{error}");
+    assert!(
+        error.contains(VERSION) && error.contains("iso-1999.1.1"),
+        "{error}"
+    );
     assert!(!items.contains_key(keys::GUEST_PUBLIC_KEY));
     let (code, _dir) = guest.exit_code();
     assert_eq!(code, Some(1));
@@ -215,5 +219,8 @@ fn usage_errors_exit_2() {
         .arg("--help")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("crate\n                         version when the file does not exist"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("crate\n                         version when the file does not exist")
+    );
 }

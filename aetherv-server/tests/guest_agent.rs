@@ -31,7 +31,8 @@ use support::contract;
 
 const BOUND: Duration = Duration::from_secs(180);
 const GUEST_PW: &str = "Gu3st-pw-never-on-disk";
-const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd1ZXN0YWdlbnRlbmR0b2VuZHRlc3Q ansible@ctl";
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd1ZXN0YWdlbnRlbmR0b2VuZHRlc3Q ansible@ctl";
 
 /// The agent binary: `$AETHERV_GUEST_AGENT`, or `<target>/debug/aetherv-guest`, built with
 /// cargo first when it is missing.
@@ -55,7 +56,12 @@ fn agent_binary() -> PathBuf {
     agent
 }
 
-async fn call(app: &Router, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     contract::call_checked(app, method, path, body).await
 }
 
@@ -106,7 +112,8 @@ fn request(name: &str) -> Value {
 
 /// Provisions `name` with `bridge` serving its guest; returns the finished job.
 async fn provision(app: &Router, name: &str) -> Value {
-    let (status, accepted) = call(app, Method::POST, "/api/v1/vms/create", Some(request(name))).await;
+    let (status, accepted) =
+        call(app, Method::POST, "/api/v1/vms/create", Some(request(name))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     job_until_done(app, accepted["job_id"].as_str().unwrap()).await
 }
@@ -139,12 +146,16 @@ async fn the_real_linux_agent_provisions_a_vm_through_the_server() {
     let app = server.router();
     let deadline = Instant::now() + BOUND;
     while server.state().readiness.check().is_err() {
-        assert!(Instant::now() < deadline, "the demo server never became ready");
+        assert!(
+            Instant::now() < deadline,
+            "the demo server never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sim = server.demo_fleet().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let start = |options: BridgeOptions| -> GuestBridge { sim.start_guest_bridge(options).unwrap() };
+    let start =
+        |options: BridgeOptions| -> GuestBridge { sim.start_guest_bridge(options).unwrap() };
 
     // 1. The real agent applies the request.
     let bridge = start(BridgeOptions::new(&agent, work.path().join("ok")));
@@ -166,7 +177,10 @@ async fn the_real_linux_agent_provisions_a_vm_through_the_server() {
         "sudo: \"ALL=(ALL) NOPASSWD:ALL\"",
         &format!("- \"{SSH_KEY}\""),
     ] {
-        assert!(user_data.contains(needle), "{needle} missing from {user_data}");
+        assert!(
+            user_data.contains(needle),
+            "{needle} missing from {user_data}"
+        );
     }
     let meta = std::fs::read_to_string(seed.join("meta-data")).unwrap();
     assert!(meta.contains("local-hostname: \"agent-ok-01\""), "{meta}");
@@ -213,4 +227,57 @@ async fn the_real_linux_agent_provisions_a_vm_through_the_server() {
     assert!(log.contains("0.0.0-other-iso"), "{log}");
 
     server.shutdown().await;
+}
+
+/// The documented demo option: `AETHERV_DEMO_GUEST_AGENT` makes the demo's new Linux VMs be
+/// served by the real agent (each in its own directory under the system temp directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_option_serves_linux_vms_with_the_real_agent() {
+    let agent = agent_binary().display().to_string();
+    let env = |name: &str| match name {
+        "DEMO_HOSTS" => Some("1".to_owned()),
+        "DEMO_VMS_PER_HOST" => Some("0".to_owned()),
+        "AETHERV_DEMO_PASSWORD" => Some("demo-Passw0rd".to_owned()),
+        "AETHERV_DEMO_GUEST_AGENT" => Some(agent.clone()),
+        "LISTEN_ADDR" => Some("127.0.0.1:0".to_owned()),
+        _ => None,
+    };
+    let config = Config::from_sources(&env, Path::new("/nonexistent-aetherv-test")).unwrap();
+    let server = Server::start(&config).await.unwrap();
+    let app = server.router();
+    let deadline = Instant::now() + BOUND;
+    while server.state().readiness.check().is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the demo server never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = provision(&app, "demo-agent-01").await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let work = std::env::temp_dir().join(format!("aetherv-demo-guests-{}", std::process::id()));
+    let dir = only_dir(&work, "demo-agent-01");
+    let user_data =
+        std::fs::read_to_string(dir.join("root/var/lib/cloud/seed/nocloud/user-data")).unwrap();
+    assert!(
+        user_data.contains("hostname: \"demo-agent-01\""),
+        "{user_data}"
+    );
+    server.shutdown().await;
+    assert!(
+        !work.exists(),
+        "the demo's guest directories are removed at shutdown"
+    );
+
+    // A path that is not a file is refused with the variable's name.
+    let env = |name: &str| match name {
+        "AETHERV_DEMO_GUEST_AGENT" => Some("/nonexistent/aetherv-guest".to_owned()),
+        _ => None,
+    };
+    let err = Config::from_sources(&env, Path::new("/nonexistent-aetherv-test")).unwrap_err();
+    assert!(
+        err.iter()
+            .any(|p| p.starts_with("AETHERV_DEMO_GUEST_AGENT")),
+        "{err:?}"
+    );
 }

@@ -165,7 +165,13 @@ impl Drop for GuestBridge {
 fn vm_dir(work: &Path, name: &str, id: Uuid) -> PathBuf {
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     work.join(format!("{safe}-{id}"))
 }
