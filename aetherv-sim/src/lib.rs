@@ -27,6 +27,9 @@
 //!   decrypted data to the VM; [`host_role`] wraps `aetherv-kvp`'s host half for tests.
 //! - [`state`]: the fleet plus its guest agents; every KVP write or power change wakes the
 //!   agent of the VM concerned.
+//! - [`guest_bridge`]: a VM's guest side served by a real guest agent process (the
+//!   `aetherv-guest` binary) instead of the simulated agent: its KVP items mirrored into
+//!   `hv_kvp_daemon`-style pool files and back ([`SimFleet::start_guest_bridge`]).
 //! - [`faults`]: per-host seeded fault plans (latency, outages, dropped connections, HTTP
 //!   statuses, WS-Man faults, hung and failing commands).
 //! - [`deploy`]: a per-host virtual file system for the install directory and emulations of
