@@ -196,9 +196,9 @@ fn put_field(
 ///
 /// # Errors
 ///
-/// [`RecordError::ItemTooLarge`] if the key is empty-free but has [`KEY_BYTES`] bytes or more,
-/// the value [`VALUE_BYTES`] bytes or more, or either contains a NUL byte; `out` is then
-/// unchanged.
+/// [`RecordError::ItemTooLarge`] if the key has [`KEY_BYTES`] bytes or more, the value
+/// [`VALUE_BYTES`] bytes or more (the NUL terminator must fit), or either contains a NUL
+/// byte; `out` is then unchanged.
 pub fn encode_record(out: &mut Vec<u8>, key: &str, value: &str) -> Result<(), RecordError> {
     let start = out.len();
     let result = put_field(out, key, KEY_BYTES, key, Field::Key)
