@@ -42,8 +42,10 @@ for m in $members; do
 done
 tree_lacks "aetherv-kvp needs no async runtime and no other aetherv crate" \
     '^(tokio|hyper|aetherv-(winrm|hyperv|sim|provision|inventory|jobs|server)) ' -e normal -p aetherv-kvp --all-features
+tree_lacks "aetherv-guest (shipped to guests) needs no async runtime, HTTP or aetherv crate but aetherv-kvp" \
+    '^(tokio|hyper|reqwest|aetherv-(winrm|hyperv|sim|provision|inventory|jobs|server)) ' -e normal -p aetherv-guest --all-features
 # Only tests, benches, examples and the server's demo feature may use the simulator.
-for m in aetherv-winrm aetherv-kvp aetherv-hyperv aetherv-provision aetherv-inventory aetherv-jobs; do
+for m in aetherv-winrm aetherv-kvp aetherv-hyperv aetherv-provision aetherv-inventory aetherv-jobs aetherv-guest; do
     tree_lacks "$m does not depend on aetherv-sim" '^aetherv-sim ' -e normal -p "$m" --all-features
 done
 
@@ -71,6 +73,7 @@ check -p aetherv-winrm --no-default-features --features mock
 check -p aetherv-hyperv --no-default-features
 check -p aetherv-hyperv --no-default-features --features mock
 check -p aetherv-kvp --no-default-features
+check -p aetherv-guest --no-default-features
 check -p aetherv-sim --no-default-features
 check -p aetherv-sim --no-default-features --features cli
 check -p aetherv-provision --no-default-features

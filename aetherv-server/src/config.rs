@@ -131,6 +131,10 @@ pub struct DemoConfig {
     pub clusters: usize,
     /// WinRM password of the simulated hosts (`AETHERV_DEMO_PASSWORD`); random when `None`.
     pub password: Option<Secret>,
+    /// The Linux guest agent binary (`AETHERV_DEMO_GUEST_AGENT`): when set, the demo's new
+    /// Linux VMs are served by this real agent through aetherv-sim's guest bridge instead of
+    /// the simulated agent.
+    pub guest_agent: Option<PathBuf>,
 }
 
 /// One Hyper-V host to manage.
@@ -485,11 +489,28 @@ fn demo(s: &mut Sources<'_>) -> DemoConfig {
     let vms_per_host = s.number("DEMO_VMS_PER_HOST", 8, 0, 200);
     let clusters = s.number("DEMO_CLUSTERS", 2.min(hosts), 0, hosts);
     let password = s.secret("AETHERV_DEMO_PASSWORD");
+    let guest_agent = s
+        .get("AETHERV_DEMO_GUEST_AGENT")
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    if let Some(agent) = &guest_agent
+        && !agent.is_file()
+    {
+        s.problem(
+            "AETHERV_DEMO_GUEST_AGENT",
+            format!(
+                "{} is not a file (build it: cargo build -p aetherv-guest)",
+                agent.display()
+            ),
+        );
+    }
     DemoConfig {
         hosts,
         vms_per_host,
         clusters,
         password,
+        guest_agent,
     }
 }
 

@@ -4,7 +4,7 @@
 //! This is the only module that uses the simulator; without the `demo` feature it is not
 //! compiled and a server with no hosts configured refuses to start.
 
-use aetherv_sim::{Credentials, FleetSpec, SimFleet, SimOptions};
+use aetherv_sim::{BridgeOptions, Credentials, FleetSpec, GuestBridge, SimFleet, SimOptions};
 use aetherv_winrm::Secret;
 
 use crate::config::{DemoConfig, HostTarget, Transport, random_secret};
@@ -15,6 +15,9 @@ pub const DEMO_USER: &str = "aetherv-demo";
 /// A running simulated fleet; stop it with [`DemoFleet::shutdown`].
 pub struct DemoFleet {
     fleet: SimFleet,
+    /// The real Linux agent serving new Linux VMs (`AETHERV_DEMO_GUEST_AGENT`), and its
+    /// work directory (each guest's root and pool files), removed at shutdown.
+    bridge: Option<(GuestBridge, std::path::PathBuf)>,
 }
 
 impl std::fmt::Debug for DemoFleet {
@@ -53,6 +56,27 @@ impl DemoFleet {
         let fleet = SimFleet::start(spec, Credentials::new(DEMO_USER, password.clone()), options)
             .await
             .map_err(|e| format!("cannot start the demo fleet: {e}"))?;
+        let bridge = match &demo.guest_agent {
+            Some(agent) => {
+                let work = std::env::temp_dir()
+                    .join(format!("aetherv-demo-guests-{}", std::process::id()));
+                let bridge = fleet
+                    .start_guest_bridge(BridgeOptions::new(agent, &work))
+                    .map_err(|e| {
+                        format!(
+                            "cannot start the demo guest agent bridge in {}: {e}",
+                            work.display()
+                        )
+                    })?;
+                tracing::info!(
+                    agent = %agent.display(),
+                    work = %work.display(),
+                    "demo Linux VMs are served by the real guest agent"
+                );
+                Some((bridge, work))
+            }
+            None => None,
+        };
         let targets = fleet
             .hosts()
             .iter()
@@ -71,7 +95,7 @@ impl DemoFleet {
                 image_roots: Vec::new(),
             })
             .collect();
-        Ok((Self { fleet }, targets))
+        Ok((Self { fleet, bridge }, targets))
     }
 
     /// The simulated hosts: `(name, WS-Man endpoint)`.
@@ -90,8 +114,13 @@ impl DemoFleet {
         &self.fleet
     }
 
-    /// Stops every simulated host.
+    /// Stops every simulated host (and the guest agents of the bridge, whose work directory
+    /// is removed).
     pub async fn shutdown(self) {
+        if let Some((bridge, work)) = self.bridge {
+            bridge.shutdown();
+            let _ = std::fs::remove_dir_all(work);
+        }
         self.fleet.shutdown().await;
     }
 }

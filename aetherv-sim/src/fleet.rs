@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::faults::{Fault, FaultPlan, FaultRule, Trigger};
 use crate::generate::FleetSpec;
 use crate::guest::KeySource;
+use crate::guest_bridge::{BridgeOptions, GuestBridge};
 use crate::host::HostRuntime;
 use crate::model::{Fleet, Host, NewVm, PowerAction, SimVm};
 use crate::scripts::ScriptRegistry;
@@ -358,6 +359,16 @@ impl SimFleet {
     /// Runs `f` with exclusive access to the shared simulator state.
     pub fn with_state<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Serves the guests of `options.os` created from now on with a real guest agent process
+    /// through a [`GuestBridge`] (see [`crate::guest_bridge`]).
+    ///
+    /// # Errors
+    ///
+    /// The I/O error if the bridge's work directory cannot be created.
+    pub fn start_guest_bridge(&self, options: BridgeOptions) -> std::io::Result<GuestBridge> {
+        GuestBridge::start(Arc::clone(&self.state), options)
     }
 
     /// A snapshot of the whole model.

@@ -27,6 +27,9 @@
 //!   decrypted data to the VM; [`host_role`] wraps `aetherv-kvp`'s host half for tests.
 //! - [`state`]: the fleet plus its guest agents; every KVP write or power change wakes the
 //!   agent of the VM concerned.
+//! - [`guest_bridge`]: a VM's guest side served by a real guest agent process (the
+//!   `aetherv-guest` binary) instead of the simulated agent: its KVP items mirrored into
+//!   `hv_kvp_daemon`-style pool files and back ([`SimFleet::start_guest_bridge`]).
 //! - [`faults`]: per-host seeded fault plans (latency, outages, dropped connections, HTTP
 //!   statuses, WS-Man faults, hung and failing commands).
 //! - [`deploy`]: a per-host virtual file system for the install directory and emulations of
@@ -140,6 +143,7 @@ pub mod devices;
 pub mod faults;
 pub mod fleet;
 pub mod guest;
+pub mod guest_bridge;
 pub mod host_role;
 pub mod model;
 pub mod scripts;
@@ -150,6 +154,7 @@ pub use faults::{Fault, FaultPlan, FaultRule, Trigger};
 pub use fleet::{Credentials, SimFleet, SimHost, SimOptions};
 pub use generate::{FleetSpec, SIM_AGENT_VERSION, SIM_SCRIPTS_VERSION};
 pub use guest::{GuestAgent, KeySource};
+pub use guest_bridge::{BridgeOptions, GuestBridge};
 pub use model::{ControllerType, DiskType, DvdDrive, Fleet, Host, NewVm, SimVm, VirtualDisk};
 pub use scripts::{ScriptContext, ScriptEmulator, ScriptRegistry};
 pub use state::{LooseFile, SimState};

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use crate::deploy::HostFiles;
 use crate::error::{Error, Result};
 use crate::guest::{GuestAgent, KeySource};
-use crate::model::{ControllerType, Fleet, NewVm, PowerAction, SimVm, VmState, check_kvp_item};
+use crate::model::{
+    ControllerType, Fleet, NewVm, OsFamily, PowerAction, SimVm, VmState, check_kvp_item,
+};
 
 /// The fleet and its guest agents.
 #[derive(Debug, Clone)]
@@ -22,6 +24,11 @@ pub struct SimState {
     loose_files: BTreeMap<(String, String), LooseFile>,
     /// Lowercase names of VMs whose guest runs no provisioning agent.
     silent: BTreeSet<String>,
+    /// Guests of this OS family created from now on are served by a guest bridge
+    /// ([`crate::guest_bridge`]) instead of a simulated agent.
+    bridged_os: Option<OsFamily>,
+    /// VMs whose guest side a guest bridge serves.
+    bridged: BTreeSet<Uuid>,
 }
 
 /// A file a host script created that no VM uses (yet): a copied golden image before its VM is
@@ -51,7 +58,30 @@ impl SimState {
             files: BTreeMap::new(),
             loose_files: BTreeMap::new(),
             silent: BTreeSet::new(),
+            bridged_os: None,
+            bridged: BTreeSet::new(),
         }
+    }
+
+    /// Guests of `os` created from now on get no simulated agent: a guest bridge
+    /// ([`crate::guest_bridge`]) serves their KVP pools with a real agent process. `None`
+    /// stops bridging new VMs.
+    pub fn set_bridged_guests(&mut self, os: Option<OsFamily>) {
+        self.bridged_os = os;
+    }
+
+    /// The bridged VMs that still exist: `(host name, VM id)`.
+    pub fn bridged_vms(&self) -> Vec<(String, Uuid)> {
+        self.fleet
+            .hosts
+            .iter()
+            .flat_map(|h| {
+                h.vms
+                    .iter()
+                    .filter(|vm| self.bridged.contains(&vm.id))
+                    .map(|vm| (h.name.clone(), vm.id))
+            })
+            .collect()
     }
 
     /// VMs created later with one of these names (case-insensitive) get no guest agent: the
@@ -143,6 +173,10 @@ impl SimState {
         if self.silent.contains(&vm.name.to_ascii_lowercase()) {
             return Ok(id);
         }
+        if self.bridged_os == Some(vm.guest.os_family) {
+            self.bridged.insert(id);
+            return Ok(id);
+        }
         let agent = GuestAgent::new(
             vm.guest.os_family,
             vm.guest.agent_version.clone(),
@@ -169,6 +203,7 @@ impl SimState {
     pub fn remove_vm(&mut self, host: &str, vm: &str) -> Result<SimVm> {
         let removed = self.fleet.remove_vm(host, vm)?;
         self.agents.remove(&removed.id);
+        self.bridged.remove(&removed.id);
         Ok(removed)
     }
 

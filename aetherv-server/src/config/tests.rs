@@ -107,7 +107,8 @@ fn no_hosts_means_demo_mode_with_defaults() {
             hosts: 5,
             vms_per_host: 8,
             clusters: 2,
-            password: None
+            password: None,
+            guest_agent: None,
         }
     );
     assert!(c.hosts().is_empty());
