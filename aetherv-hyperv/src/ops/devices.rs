@@ -349,6 +349,7 @@ pub(crate) fn check_checkpoint_name(name: &str) -> std::result::Result<(), Strin
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

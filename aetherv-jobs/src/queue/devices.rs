@@ -122,10 +122,11 @@ impl JobQueue {
             if removing { 50 } else { 100 },
             format!("{done}; VM is {}", changed.state.name()),
         );
-        if removing && changed.merging {
-            if let Err(failed) = self.follow_merge(id, &*host, vm, cancel).await {
-                return failed;
-            }
+        if removing
+            && changed.merging
+            && let Err(failed) = self.follow_merge(id, &*host, vm, cancel).await
+        {
+            return failed;
         }
         if let Ok(Ok(after)) =
             tokio::time::timeout(self.shared.config.step_timeout, host.vm(vm)).await
