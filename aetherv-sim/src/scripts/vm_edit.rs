@@ -443,7 +443,7 @@ fn disk_place(request: &Value) -> Step<(ControllerType, u32, u32)> {
     Ok((kind, number, location))
 }
 
-fn find_disk<'a>(vm: &'a SimVm, place: (ControllerType, u32, u32)) -> Step<&'a VirtualDisk> {
+fn find_disk(vm: &SimVm, place: (ControllerType, u32, u32)) -> Step<&VirtualDisk> {
     vm.disks
         .iter()
         .find(|d| {
