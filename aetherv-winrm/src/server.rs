@@ -89,6 +89,11 @@ pub struct ServerConfig {
     /// Upper bound on how long a Receive (or a Send waiting for a busy handler) is held before
     /// the `w:TimedOut` fault; `None` uses the request's `OperationTimeout` alone.
     pub max_receive_wait: Option<Duration>,
+    /// Accept Kerberos (`Kerberos` and `Negotiate` with SPNEGO or raw Kerberos tokens) with the
+    /// acceptor keytab of the environment (`KRB5_KTNAME`), message encryption included.
+    /// Any principal with a valid ticket for the server's service principal is accepted.
+    #[cfg(feature = "kerberos")]
+    pub kerberos: bool,
 }
 
 impl ServerConfig {
@@ -109,6 +114,8 @@ impl ServerConfig {
             max_envelope_size: DEFAULT_MAX_ENVELOPE_SIZE,
             max_shells_per_user: DEFAULT_MAX_SHELLS_PER_USER,
             max_receive_wait: None,
+            #[cfg(feature = "kerberos")]
+            kerberos: false,
         }
     }
 }
