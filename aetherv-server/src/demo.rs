@@ -63,6 +63,7 @@ impl DemoFleet {
                 user: DEMO_USER.to_owned(),
                 password: password.clone(),
                 transport: Transport::Ntlm,
+                kerberos: None,
                 ca_file: None,
                 insecure: false,
                 image_boot: Vec::new(),

@@ -563,6 +563,8 @@ pub struct KerberosSettings {
     pub realm: Option<String>,
     /// KDC addresses (`host` or `host:port`) of `realm`; needs `realm`.
     pub kdcs: Vec<String>,
+    /// Further realms and their KDCs (hosts in other realms), in the same `krb5.conf`.
+    pub other_realms: Vec<(String, Vec<String>)>,
     /// Client keytab file.
     pub keytab: Option<PathBuf>,
     /// Client keytab as base64 (written to a private file).
@@ -595,13 +597,14 @@ impl ProcessEnv {
             ));
         }
         if let Some(realm) = &settings.realm {
-            if realm.is_empty() || realm.contains(char::is_whitespace) || realm.contains(['{', '}', '='])
-            {
-                return Err(KerberosError::Setup(format!("invalid realm {realm:?}")));
-            }
-            for kdc in &settings.kdcs {
-                if kdc.is_empty() || kdc.contains(char::is_whitespace) || kdc.contains(['{', '}', '='])
-                {
+            let realms = std::iter::once((realm, &settings.kdcs))
+                .chain(settings.other_realms.iter().map(|(r, k)| (r, k)));
+            let bad = |v: &str| v.is_empty() || v.contains(char::is_whitespace) || v.contains(['{', '}', '=']);
+            for (realm, kdcs) in realms.clone() {
+                if bad(realm) {
+                    return Err(KerberosError::Setup(format!("invalid realm {realm:?}")));
+                }
+                if let Some(kdc) = kdcs.iter().find(|k| bad(k)) {
                     return Err(KerberosError::Setup(format!("invalid KDC address {kdc:?}")));
                 }
             }
@@ -611,15 +614,18 @@ impl ProcessEnv {
                  dns_canonicalize_hostname = false\n    rdns = false\n    forwardable = true\n",
                 settings.kdcs.is_empty()
             );
-            if let Ok(system) = std::env::var("KRB5_CONFIG") {
-                conf.push_str(&format!("    # generated; the environment had {system}\n"));
-            }
             conf.push_str("\n[realms]\n");
-            conf.push_str(&format!("    {realm} = {{\n"));
-            for kdc in &settings.kdcs {
-                conf.push_str(&format!("        kdc = {kdc}\n"));
+            let mut written = std::collections::BTreeSet::new();
+            for (realm, kdcs) in realms {
+                if !written.insert(realm.to_owned()) {
+                    continue;
+                }
+                conf.push_str(&format!("    {realm} = {{\n"));
+                for kdc in kdcs {
+                    conf.push_str(&format!("        kdc = {kdc}\n"));
+                }
+                conf.push_str("    }\n");
             }
-            conf.push_str("    }\n");
             let path = dir.join("krb5.conf");
             std::fs::write(&path, conf).map_err(|e| setup("writing krb5.conf", e))?;
             vars.push(("KRB5_CONFIG".to_owned(), path.into_os_string()));
