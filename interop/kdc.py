@@ -61,6 +61,11 @@ class Kdc:
                 f"[realms]\n {REALM} = {{\n  kdc = 127.0.0.1:{self.port}\n }}\n"
                 f"[domain_realm]\n {SERVICE_HOST} = {REALM}\n"
             )
+        # The same realm for a client that does not correct its clock from KDC replies
+        # (kdc_timesync = 0): clock skew then surfaces as MIT's error instead of being absorbed.
+        self.krb5_conf_strict = os.path.join(self.dir, "krb5-strict.conf")
+        with open(self.krb5_conf) as src, open(self.krb5_conf_strict, "w") as dst:
+            dst.write(src.read().replace("[libdefaults]\n", "[libdefaults]\n kdc_timesync = 0\n", 1))
         self.env = dict(
             os.environ,
             KRB5_CONFIG=self.krb5_conf,
@@ -72,7 +77,8 @@ class Kdc:
             self._run([_tool("kdb5_util"), "-r", REALM, "-P", "master-Passw0rd", "create", "-s"])
             self.kadmin(f"addprinc -randkey {SPN}")
             self.kadmin(f"addprinc -pw {USER_PASSWORD} {USER}@{REALM}")
-            self.kadmin(f"addprinc -randkey {KEYTAB_USER}@{REALM}")
+            # Pre-authentication (as Active Directory requires): the KDC checks the client's clock.
+            self.kadmin(f"addprinc -randkey +requires_preauth {KEYTAB_USER}@{REALM}")
             self.service_keytab = self.keytab("service.keytab", SPN)
             # A keytab exported twice: the first copy's keys are stale (kvno bumped).
             self.stale_keytab = self.keytab("stale.keytab", f"{KEYTAB_USER}@{REALM}")

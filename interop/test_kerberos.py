@@ -11,6 +11,7 @@
 
 import base64
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -199,6 +200,22 @@ class TestExampleCliKerberos:
         assert r.returncode == 125
         err = r.stderr.decode()
         assert "no credentials for the default principal" in err, err
+
+    def test_clock_skew_is_a_clear_error(self, kdc, krb_host, example):
+        # The client's clock 10 minutes ahead of the KDC's (libfaketime): beyond the 5-minute
+        # tolerance, the KDC refuses the pre-authenticated ticket request (MIT's clients would
+        # otherwise adopt the KDC's time, kdc_timesync; the strict krb5.conf turns that off).
+        faketime = shutil.which("faketime")
+        assert faketime, "faketime is required (scripts/test installs it)"
+        args = [faketime, "-f", "+10m", example, "--endpoint", krb_host.endpoint,
+                "--auth", "kerberos", "--keytab", kdc.user_keytab,
+                "--user", f"{KEYTAB_USER}@{REALM}", "--", "hostname"]
+        env = example_env(kdc, KRB5_CONFIG=kdc.krb5_conf_strict)
+        r = subprocess.run(args, env=env, capture_output=True, timeout=TIMEOUT)
+        assert r.returncode == 125, r.stderr
+        err = r.stderr.decode()
+        assert "Clock skew too great" in err, err
+        assert "5 minutes" in err, err
 
     def test_private_krb5_conf_from_realm_and_kdc(self, kdc, krb_host, example):
         env_extra = {"KRB5_CONFIG": "/nonexistent/krb5.conf"}

@@ -79,9 +79,9 @@ impl KerberosError {
     /// may help.
     pub fn is_expired(&self) -> bool {
         match self {
-            KerberosError::Credentials { detail, .. } | KerberosError::Context { detail, .. } => {
-                detail.contains("expired")
-            }
+            KerberosError::Credentials { detail, .. }
+            | KerberosError::Context { detail, .. }
+            | KerberosError::Message(detail) => detail.contains("expired"),
             _ => false,
         }
     }
@@ -214,7 +214,12 @@ impl KerberosAuth {
             principal: self.principal_label().to_owned(),
             detail: explain(&err),
         };
-        let mechs = mech_set(GSS_MECH_KRB5).map_err(credentials)?;
+        // SPNEGO needs credentials acquired for itself (it wraps the Kerberos ones).
+        let mech = match self.scheme {
+            KerberosScheme::Kerberos => GSS_MECH_KRB5,
+            KerberosScheme::Negotiate => GSS_MECH_SPNEGO,
+        };
+        let mechs = mech_set(mech).map_err(credentials)?;
         let name = match &self.principal {
             Some(p) => Some(Name::new(p.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL)).map_err(credentials)?),
             None => None,

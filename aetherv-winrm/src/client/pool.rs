@@ -302,10 +302,17 @@ impl Inner {
             if session.auth.needs_handshake() {
                 self.handshake(session).await?;
             }
-            let http = session
-                .auth
-                .wrap(xml.as_bytes().to_vec())
-                .map_err(|e| self.auth_error(e))?;
+            let http = match session.auth.wrap(xml.as_bytes().to_vec()) {
+                Ok(http) => http,
+                // The Kerberos context outlived its ticket: authenticate the connection again.
+                #[cfg(feature = "kerberos")]
+                Err(AuthError::Kerberos(e)) if e.is_expired() && attempt == 1 => {
+                    debug!(endpoint = %self.endpoint, "Kerberos context expired; re-authenticating");
+                    session.auth.reset();
+                    continue;
+                }
+                Err(e) => return Err(self.auth_error(e)),
+            };
             session.poisoned = true;
             let response = self.post(session, http).await?;
             session.poisoned = false;
