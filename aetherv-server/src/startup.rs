@@ -172,7 +172,9 @@ pub fn kerberos_environment(
         } else if settings.realm.as_ref() != Some(realm)
             && !settings.other_realms.iter().any(|(r, _)| r == realm)
         {
-            settings.other_realms.push((realm.clone(), target.kdcs.clone()));
+            settings
+                .other_realms
+                .push((realm.clone(), target.kdcs.clone()));
         }
     }
     let dir = std::env::temp_dir().join(format!("aetherv-krb5-{}", std::process::id()));

@@ -231,7 +231,11 @@ pub fn encode_gss(protocol: &str, header: &[u8], sealed: &[u8], original_length:
     out.extend_from_slice(b"\r\n--");
     out.extend_from_slice(BOUNDARY.as_bytes());
     out.extend_from_slice(b"\r\n\tContent-Type: application/octet-stream\r\n");
-    out.extend_from_slice(&u32::try_from(header.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(
+        &u32::try_from(header.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
     out.extend_from_slice(header);
     out.extend_from_slice(sealed);
     out.extend_from_slice(b"--");

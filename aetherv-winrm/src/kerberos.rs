@@ -221,7 +221,9 @@ impl KerberosAuth {
         };
         let mechs = mech_set(mech).map_err(credentials)?;
         let name = match &self.principal {
-            Some(p) => Some(Name::new(p.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL)).map_err(credentials)?),
+            Some(p) => {
+                Some(Name::new(p.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL)).map_err(credentials)?)
+            }
             None => None,
         };
         let cred = match &self.password {
@@ -365,10 +367,12 @@ impl KerberosInitiator {
             });
         };
         let ctx = self.ctx.get_mut().unwrap_or_else(|e| e.into_inner());
-        let out = ctx.step(Some(token), None).map_err(|err| KerberosError::Context {
-            spn: self.spn.clone(),
-            detail: explain(&err),
-        })?;
+        let out = ctx
+            .step(Some(token), None)
+            .map_err(|err| KerberosError::Context {
+                spn: self.spn.clone(),
+                detail: explain(&err),
+            })?;
         if ctx.is_complete() {
             return Ok(None);
         }
@@ -382,7 +386,10 @@ impl KerberosInitiator {
 
     /// Whether the context is established.
     pub fn is_complete(&self) -> bool {
-        self.ctx.lock().unwrap_or_else(|e| e.into_inner()).is_complete()
+        self.ctx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_complete()
     }
 
     /// The established session; checks that mutual authentication happened.
@@ -530,7 +537,9 @@ impl KerberosAcceptor {
         if !ctx.is_complete() {
             return match out {
                 Some(out) => Ok(Accepted::Continue(out)),
-                None => Err(KerberosError::Accept("no token to continue with".to_owned())),
+                None => Err(KerberosError::Accept(
+                    "no token to continue with".to_owned(),
+                )),
             };
         }
         let principal = ctx
@@ -604,7 +613,9 @@ impl ProcessEnv {
         if let Some(realm) = &settings.realm {
             let realms = std::iter::once((realm, &settings.kdcs))
                 .chain(settings.other_realms.iter().map(|(r, k)| (r, k)));
-            let bad = |v: &str| v.is_empty() || v.contains(char::is_whitespace) || v.contains(['{', '}', '=']);
+            let bad = |v: &str| {
+                v.is_empty() || v.contains(char::is_whitespace) || v.contains(['{', '}', '='])
+            };
             for (realm, kdcs) in realms.clone() {
                 if bad(realm) {
                     return Err(KerberosError::Setup(format!("invalid realm {realm:?}")));
@@ -613,7 +624,8 @@ impl ProcessEnv {
                     return Err(KerberosError::Setup(format!("invalid KDC address {kdc:?}")));
                 }
             }
-            std::fs::create_dir_all(dir).map_err(|e| setup("creating the kerberos directory", e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| setup("creating the kerberos directory", e))?;
             let mut conf = format!(
                 "[libdefaults]\n    default_realm = {realm}\n    dns_lookup_kdc = {}\n    \
                  dns_canonicalize_hostname = false\n    rdns = false\n    forwardable = true\n",
@@ -776,7 +788,10 @@ mod tests {
         let conf = std::fs::read_to_string(dir.join("krb5.conf")).unwrap();
         assert!(conf.contains("default_realm = LAB.TEST"), "{conf}");
         assert!(conf.contains("kdc = 127.0.0.1:8888"), "{conf}");
-        assert_eq!(std::fs::read(dir.join("client.keytab")).unwrap(), [5, 2, 0, 0]);
+        assert_eq!(
+            std::fs::read(dir.join("client.keytab")).unwrap(),
+            [5, 2, 0, 0]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -824,7 +839,10 @@ mod tests {
             crate::framing::encrypted_protocol(&crate::framing::content_type()),
             Some(crate::framing::PROTOCOL_SPNEGO)
         );
-        assert_eq!(crate::framing::encrypted_protocol("application/soap+xml"), None);
+        assert_eq!(
+            crate::framing::encrypted_protocol("application/soap+xml"),
+            None
+        );
         let mut truncated = body.clone();
         truncated.truncate(body.len() - 30);
         assert!(crate::framing::decode_gss(&truncated).is_err());

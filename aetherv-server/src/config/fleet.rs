@@ -67,7 +67,10 @@ fn env_defaults(s: &mut Sources<'_>) -> EnvDefaults {
     }
     let keytab_b64 = s.secret("WINRM_KEYTAB_B64");
     if keytab.is_some() && keytab_b64.is_some() {
-        s.problem("WINRM_KEYTAB_B64", "set either WINRM_KEYTAB or WINRM_KEYTAB_B64, not both");
+        s.problem(
+            "WINRM_KEYTAB_B64",
+            "set either WINRM_KEYTAB or WINRM_KEYTAB_B64, not both",
+        );
     }
     let kerberos = KerberosTarget {
         spn: None,
@@ -86,7 +89,10 @@ fn env_defaults(s: &mut Sources<'_>) -> EnvDefaults {
         keytab_b64,
     };
     if !kerberos.kdcs.is_empty() && kerberos.realm.is_none() {
-        s.problem("WINRM_KDC", "needs WINRM_REALM (the realm these KDCs serve)");
+        s.problem(
+            "WINRM_KDC",
+            "needs WINRM_REALM (the realm these KDCs serve)",
+        );
     }
     let ntlm_fallback = s.flag("WINRM_NTLM_FALLBACK", false);
     EnvDefaults {
@@ -392,7 +398,11 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
         let mut kerberos = None;
         if matches!(transport, Transport::Kerberos | Transport::Negotiate) {
             let target = KerberosTarget {
-                spn: spec.spn.clone().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()),
+                spn: spec
+                    .spn
+                    .clone()
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty()),
                 realm: spec
                     .realm
                     .clone()
@@ -415,7 +425,11 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                 s.problems.push(format!(
                     "{origin} ({name}): transport {} needs a server built with the kerberos \
                      feature",
-                    if transport == Transport::Kerberos { "kerberos" } else { "negotiate" }
+                    if transport == Transport::Kerberos {
+                        "kerberos"
+                    } else {
+                        "negotiate"
+                    }
                 ));
             } else if ip && target.spn.is_none() {
                 if transport == Transport::Negotiate && env.ntlm_fallback {
@@ -427,10 +441,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                          WINRM_NTLM_FALLBACK=true and transport negotiate)"
                     ));
                 }
-            } else if target.keytab.is_none()
-                && target.keytab_b64.is_none()
-                && password.is_none()
-            {
+            } else if target.keytab.is_none() && target.keytab_b64.is_none() && password.is_none() {
                 without_kerberos_credentials.push(name.clone());
             }
             if !target.kdcs.is_empty() && target.realm.is_none() {

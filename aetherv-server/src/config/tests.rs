@@ -1018,7 +1018,10 @@ mod kerberos {
     fn no_keytab_and_no_password_is_one_problem() {
         let (_dir, result) = kerberos_fleet(&[("WINRM_KEYTAB", "")]);
         let p = one_problem(result, "WINRM_KEYTAB");
-        assert!(p.contains("hv01.lab.example") && p.contains("WINRM_PASSWORD"), "{p}");
+        assert!(
+            p.contains("hv01.lab.example") && p.contains("WINRM_PASSWORD"),
+            "{p}"
+        );
     }
 
     #[test]
@@ -1026,7 +1029,14 @@ mod kerberos {
         let (_dir, result) =
             kerberos_fleet(&[("WINRM_KEYTAB", ""), ("WINRM_PASSWORD", "kerberos-pw-1")]);
         let c = result.unwrap();
-        assert!(fleet_hosts(&c)[0].kerberos.as_ref().unwrap().keytab.is_none());
+        assert!(
+            fleet_hosts(&c)[0]
+                .kerberos
+                .as_ref()
+                .unwrap()
+                .keytab
+                .is_none()
+        );
     }
 
     #[test]
@@ -1034,17 +1044,25 @@ mod kerberos {
         let (_dir, result) = kerberos_fleet(&[("WINRM_REALM", "")]);
         let problems = result.unwrap_err();
         assert!(
-            problems.iter().any(|p| p.starts_with("WINRM_KDC: needs WINRM_REALM")),
+            problems
+                .iter()
+                .any(|p| p.starts_with("WINRM_KDC: needs WINRM_REALM")),
             "{problems:?}"
         );
     }
 
     #[test]
     fn negotiate_falls_back_to_ntlm_only_when_allowed() {
-        let hosts = [("HYPERV_HOSTS", "10.0.0.5"), ("WINRM_TRANSPORT", "negotiate")];
+        let hosts = [
+            ("HYPERV_HOSTS", "10.0.0.5"),
+            ("WINRM_TRANSPORT", "negotiate"),
+        ];
         let (_dir, result) = kerberos_fleet(&hosts);
         let problems = result.unwrap_err();
-        assert!(problems.iter().any(|p| p.contains("IP address")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("IP address")),
+            "{problems:?}"
+        );
         let mut allowed = hosts.to_vec();
         allowed.push(("WINRM_NTLM_FALLBACK", "true"));
         allowed.push(("WINRM_PASSWORD", "winrm-pw-123"));
@@ -1083,12 +1101,17 @@ mod kerberos {
         assert_eq!(second.kdcs, ["dc9.other.example"]);
         assert_eq!(second.spn.as_deref(), Some("HTTP/hv02-alias.other.example"));
         assert!(second.delegate);
-        let env = crate::startup::kerberos_environment(hosts).unwrap().unwrap();
+        let env = crate::startup::kerberos_environment(hosts)
+            .unwrap()
+            .unwrap();
         let names: Vec<&str> = env.vars.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"KRB5_CONFIG") && names.contains(&"KRB5_CLIENT_KTNAME"));
         let conf_path = &env.vars.iter().find(|(n, _)| n == "KRB5_CONFIG").unwrap().1;
         let conf = std::fs::read_to_string(conf_path).unwrap();
-        assert!(conf.contains("LAB.EXAMPLE = {") && conf.contains("OTHER.EXAMPLE = {"), "{conf}");
+        assert!(
+            conf.contains("LAB.EXAMPLE = {") && conf.contains("OTHER.EXAMPLE = {"),
+            "{conf}"
+        );
         assert!(conf.contains("kdc = dc9.other.example"), "{conf}");
     }
 }

@@ -262,7 +262,11 @@ impl Inner {
                     ),
                 }));
             }
-            match session.auth.kerberos_continue(&response).map_err(retry_if)? {
+            match session
+                .auth
+                .kerberos_continue(&response)
+                .map_err(retry_if)?
+            {
                 None => return Ok(()),
                 Some(next) => request = next,
             }
