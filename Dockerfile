@@ -13,6 +13,11 @@ ARG RUST_IMAGE=rust:1.95-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS builder
+# Kerberos (the `kerberos` feature) links the system's GSSAPI: the krb5 headers and libclang
+# (bindgen) to build; the runtime image installs the MIT runtime (libgssapi-krb5-2).
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libkrb5-dev libclang-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The whole workspace: --locked resolves every member against Cargo.lock.
 COPY . .
@@ -21,18 +26,18 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p aetherv-server --locked --no-default-features \
+    cargo build --release -p aetherv-server --locked --no-default-features --features kerberos \
     && install -D -m 0755 target/release/aetherv-server /out/aetherv-server \
     && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
         -p aetherv-guest --target x86_64-unknown-linux-gnu \
     && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/aetherv-guest /out/aetherv-guest
 
-# Debian slim with CA certificates and xorriso; the server runs as an unprivileged user (65532).
+# Debian slim with CA certificates, xorriso and the MIT Kerberos runtime; the server runs as an unprivileged user (65532).
 # The static Linux guest agent sits next to the server binary, where the server looks for it
 # when it builds LinuxProvisioning.iso (AETHERV_GUEST_AGENT overrides that).
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates xorriso \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates xorriso libgssapi-krb5-2 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/aetherv-server /usr/local/bin/aetherv-server
 COPY --from=builder /out/aetherv-guest /usr/local/bin/aetherv-guest

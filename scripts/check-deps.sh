@@ -70,12 +70,16 @@ check -p aetherv-winrm --no-default-features
 check -p aetherv-winrm --no-default-features --features client
 check -p aetherv-winrm --no-default-features --features server
 check -p aetherv-winrm --no-default-features --features mock
+check -p aetherv-winrm --no-default-features --features kerberos
+check -p aetherv-winrm --no-default-features --features client,kerberos
+check -p aetherv-winrm --no-default-features --features server,kerberos
 check -p aetherv-hyperv --no-default-features
 check -p aetherv-hyperv --no-default-features --features mock
 check -p aetherv-kvp --no-default-features
 check -p aetherv-guest --no-default-features
 check -p aetherv-sim --no-default-features
 check -p aetherv-sim --no-default-features --features cli
+check -p aetherv-sim --no-default-features --features cli,kerberos
 check -p aetherv-provision --no-default-features
 check -p aetherv-inventory --no-default-features
 check -p aetherv-jobs --no-default-features

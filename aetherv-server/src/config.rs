@@ -152,6 +152,8 @@ pub struct HostTarget {
     pub password: Secret,
     /// Authentication method.
     pub transport: Transport,
+    /// Kerberos settings when `transport` is `kerberos` or `negotiate`.
+    pub kerberos: Option<KerberosTarget>,
     /// Extra trusted CA file for HTTPS (a certificate in it byte-identical to the host's is
     /// trusted as a pin).
     pub ca_file: Option<PathBuf>,
@@ -181,6 +183,29 @@ pub enum Transport {
     Ntlm,
     /// HTTP Basic (HTTPS only).
     Basic,
+    /// Kerberos (`Authorization: Kerberos`), message encryption over HTTP; needs a server built
+    /// with the `kerberos` feature.
+    Kerberos,
+    /// SPNEGO with Kerberos (`Authorization: Negotiate`); a host Kerberos cannot reach (an IP
+    /// address) uses NTLM only when `WINRM_NTLM_FALLBACK=true`.
+    Negotiate,
+}
+
+/// Kerberos settings of one host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KerberosTarget {
+    /// Service principal (default `HTTP/<host>@<realm>`).
+    pub spn: Option<String>,
+    /// The host's realm (`WINRM_REALM`, or `realm` in `HOSTS_FILE`).
+    pub realm: Option<String>,
+    /// KDCs of the realm when DNS does not know them (`WINRM_KDC`, or `kdc`).
+    pub kdcs: Vec<String>,
+    /// Delegate a forwardable TGT to the host (`WINRM_DELEGATE`, or `delegate`).
+    pub delegate: bool,
+    /// Client keytab file (`WINRM_KEYTAB`).
+    pub keytab: Option<PathBuf>,
+    /// Client keytab as base64 (`WINRM_KEYTAB_B64`, variable or secret file).
+    pub keytab_b64: Option<Secret>,
 }
 
 /// Format of log lines on stderr.

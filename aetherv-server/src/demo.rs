@@ -87,6 +87,7 @@ impl DemoFleet {
                 user: DEMO_USER.to_owned(),
                 password: password.clone(),
                 transport: Transport::Ntlm,
+                kerberos: None,
                 ca_file: None,
                 cert_sha256: Vec::new(),
                 insecure: false,

@@ -53,6 +53,24 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // MIT krb5 reads its configuration, ticket cache and keytab locations from the process
+    // environment: a fleet on Kerberos starts itself again with them set (once).
+    #[cfg(feature = "kerberos")]
+    if let Mode::Fleet(hosts) = &config.mode {
+        match aetherv_server::startup::kerberos_environment(hosts) {
+            Ok(Some(env)) => {
+                if let Err(e) = env.reexec_if_needed() {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     aetherv_server::logging::init(config.log_format, &config.log_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -94,6 +94,7 @@ fn client_for(target: &HostTarget) -> Result<Client, String> {
     builder = match target.transport {
         Transport::Ntlm => builder.ntlm(&target.user, target.password.clone()),
         Transport::Basic => builder.basic(&target.user, target.password.clone()),
+        Transport::Kerberos | Transport::Negotiate => kerberos_client(builder, target)?,
     };
     if let Some(ca) = &target.ca_file {
         builder = builder.ca_file(ca);
@@ -104,6 +105,85 @@ fn client_for(target: &HostTarget) -> Result<Client, String> {
     builder
         .build()
         .map_err(|e| format!("host {}: cannot build the WinRM client: {e}", target.name))
+}
+
+/// The Kerberos client of a host: its principal (`WINRM_USERNAME`, with `@REALM` added when it
+/// has none), the password unless a keytab is configured, the SPN, realm and delegation.
+#[cfg(feature = "kerberos")]
+fn kerberos_client(
+    builder: aetherv_winrm::ClientBuilder,
+    target: &HostTarget,
+) -> Result<aetherv_winrm::ClientBuilder, String> {
+    use aetherv_winrm::kerberos::{KerberosAuth, KerberosScheme};
+    let settings = target.kerberos.clone().unwrap_or_default();
+    let user = target.user.trim();
+    let principal = match (&settings.realm, user) {
+        (_, "") => None,
+        (Some(realm), user) if !user.contains('@') => {
+            let bare = user.rsplit_once('\\').map_or(user, |(_, u)| u);
+            Some(format!("{bare}@{realm}"))
+        }
+        (_, user) => Some(user.to_owned()),
+    };
+    let mut auth = KerberosAuth::new(principal);
+    if settings.keytab.is_none() && settings.keytab_b64.is_none() && !target.password.is_empty() {
+        auth.password = Some(target.password.clone());
+    }
+    auth.spn = settings.spn;
+    auth.realm = settings.realm;
+    auth.delegate = settings.delegate;
+    if target.transport == Transport::Negotiate {
+        auth.scheme = KerberosScheme::Negotiate;
+    }
+    Ok(builder.kerberos(auth))
+}
+
+#[cfg(not(feature = "kerberos"))]
+fn kerberos_client(
+    _builder: aetherv_winrm::ClientBuilder,
+    target: &HostTarget,
+) -> Result<aetherv_winrm::ClientBuilder, String> {
+    Err(format!(
+        "host {}: Kerberos needs a server built with the kerberos feature",
+        target.name
+    ))
+}
+
+/// The process environment MIT krb5 needs for the configured hosts (private `krb5.conf` for
+/// the realms with KDC overrides, the client keytab), or `None` when no host uses Kerberos.
+#[cfg(feature = "kerberos")]
+pub fn kerberos_environment(
+    hosts: &[HostTarget],
+) -> Result<Option<aetherv_winrm::kerberos::ProcessEnv>, String> {
+    use aetherv_winrm::kerberos::{KerberosSettings, ProcessEnv};
+    let targets: Vec<_> = hosts.iter().filter_map(|h| h.kerberos.as_ref()).collect();
+    let Some(first) = targets.first() else {
+        return Ok(None);
+    };
+    let mut settings = KerberosSettings {
+        keytab: first.keytab.clone(),
+        keytab_b64: first.keytab_b64.clone(),
+        ..KerberosSettings::default()
+    };
+    for target in &targets {
+        let (Some(realm), false) = (&target.realm, target.kdcs.is_empty()) else {
+            continue;
+        };
+        if settings.realm.is_none() {
+            settings.realm = Some(realm.clone());
+            settings.kdcs = target.kdcs.clone();
+        } else if settings.realm.as_ref() != Some(realm)
+            && !settings.other_realms.iter().any(|(r, _)| r == realm)
+        {
+            settings
+                .other_realms
+                .push((realm.clone(), target.kdcs.clone()));
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("aetherv-krb5-{}", std::process::id()));
+    ProcessEnv::prepare(&settings, &dir)
+        .map(Some)
+        .map_err(|e| format!("WINRM_KEYTAB, WINRM_REALM, WINRM_KDC: {e}"))
 }
 
 fn authenticator(config: &AuthConfig) -> Result<Authenticator, String> {

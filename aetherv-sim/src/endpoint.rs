@@ -126,6 +126,8 @@ pub(crate) struct EndpointConfig {
     pub(crate) tls: bool,
     pub(crate) allow_unencrypted: bool,
     pub(crate) max_receive_wait: Option<Duration>,
+    #[cfg(feature = "kerberos")]
+    pub(crate) kerberos: bool,
 }
 
 /// A running endpoint of one host.
@@ -154,6 +156,10 @@ impl Endpoint {
         let mut server = ServerConfig::new(config.listen, &config.user, config.password, fqdn);
         server.allow_unencrypted = config.allow_unencrypted;
         server.max_receive_wait = config.max_receive_wait;
+        #[cfg(feature = "kerberos")]
+        {
+            server.kerberos = config.kerberos;
+        }
         if config.tls {
             let short = runtime.name.as_str();
             server.tls =

@@ -65,6 +65,10 @@ pub struct SimOptions {
     /// Names of VMs (case-insensitive) whose guest never runs a provisioning agent once
     /// created, like a golden image without one: the host's KVP items go unanswered.
     pub silent_guests: BTreeSet<String>,
+    /// Accept Kerberos too (feature `kerberos`), with the acceptor keytab of the environment
+    /// (`KRB5_KTNAME`).
+    #[cfg(feature = "kerberos")]
+    pub kerberos: bool,
 }
 
 impl Default for SimOptions {
@@ -80,6 +84,8 @@ impl Default for SimOptions {
             install_directory: DEFAULT_INSTALL_DIRECTORY.to_owned(),
             max_receive_wait: None,
             silent_guests: BTreeSet::new(),
+            #[cfg(feature = "kerberos")]
+            kerberos: false,
         }
     }
 }
@@ -317,6 +323,8 @@ impl SimFleet {
                     tls: options.tls,
                     allow_unencrypted: options.allow_unencrypted,
                     max_receive_wait: options.max_receive_wait,
+                    #[cfg(feature = "kerberos")]
+                    kerberos: options.kerberos,
                 },
             )
             .await;

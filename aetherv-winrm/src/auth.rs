@@ -24,6 +24,7 @@ pub const SOAP_CONTENT_TYPE: &str = "application/soap+xml;charset=UTF-8";
 
 /// Credentials and method.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Auth {
     /// HTTP Basic (local accounts only on Windows; refused over plain HTTP unless allowed).
     Basic {
@@ -39,6 +40,9 @@ pub enum Auth {
         /// Password.
         password: Secret,
     },
+    /// Kerberos (`Kerberos` or `Negotiate` scheme), with message encryption when sealing is on.
+    #[cfg(feature = "kerberos")]
+    Kerberos(crate::kerberos::KerberosAuth),
 }
 
 impl Auth {
@@ -46,7 +50,14 @@ impl Auth {
     pub fn username(&self) -> &str {
         match self {
             Auth::Basic { username, .. } | Auth::Ntlm { username, .. } => username,
+            #[cfg(feature = "kerberos")]
+            Auth::Kerberos(kerberos) => kerberos.principal_label(),
         }
+    }
+
+    /// Whether the method authenticates the connection with a handshake (NTLM, Kerberos).
+    pub fn has_handshake(&self) -> bool {
+        !matches!(self, Auth::Basic { .. })
     }
 }
 
@@ -78,6 +89,10 @@ pub enum AuthError {
     /// The server sent an encrypted body on a connection without an NTLM session.
     #[error("server sent an encrypted body but no NTLM session is established")]
     NoSession,
+    /// A Kerberos step failed.
+    #[cfg(feature = "kerberos")]
+    #[error(transparent)]
+    Kerberos(#[from] crate::kerberos::KerberosError),
     /// The client asked for a step that does not fit the current state.
     #[error("authentication step out of order: {0}")]
     OutOfOrder(&'static str),
@@ -87,6 +102,10 @@ enum State {
     Unauthenticated,
     Negotiating(Box<NtlmInitiator>),
     Established(Option<Box<NtlmSession>>),
+    #[cfg(feature = "kerberos")]
+    KerberosNegotiating(Box<crate::kerberos::KerberosInitiator>),
+    #[cfg(feature = "kerberos")]
+    KerberosEstablished(Option<Box<crate::kerberos::GssSession>>),
 }
 
 /// The security context of one connection.
@@ -102,6 +121,10 @@ impl std::fmt::Debug for ConnectionAuth {
             State::Unauthenticated => "unauthenticated",
             State::Negotiating(_) => "negotiating",
             State::Established(_) => "established",
+            #[cfg(feature = "kerberos")]
+            State::KerberosNegotiating(_) => "kerberos negotiating",
+            #[cfg(feature = "kerberos")]
+            State::KerberosEstablished(_) => "kerberos established",
         };
         f.debug_struct("ConnectionAuth")
             .field("user", &self.auth.username())
@@ -151,7 +174,7 @@ fn offered_schemes(response: &HttpResponse) -> String {
 impl ConnectionAuth {
     /// A fresh context. `seal` turns on NTLM message encryption (ignored for Basic).
     pub fn new(auth: Auth, seal: bool) -> Self {
-        let seal = seal && matches!(auth, Auth::Ntlm { .. });
+        let seal = seal && auth.has_handshake();
         Self {
             auth,
             seal,
@@ -166,7 +189,12 @@ impl ConnectionAuth {
 
     /// Whether the connection must run the NTLM handshake before sending SOAP.
     pub fn needs_handshake(&self) -> bool {
-        matches!(self.auth, Auth::Ntlm { .. }) && !matches!(self.state, State::Established(_))
+        match self.auth {
+            Auth::Basic { .. } => false,
+            #[cfg(feature = "kerberos")]
+            Auth::Kerberos(_) => !matches!(self.state, State::KerberosEstablished(_)),
+            _ => !matches!(self.state, State::Established(_)),
+        }
     }
 
     /// Forgets the security context (after the server dropped the connection's authentication).
@@ -251,6 +279,10 @@ impl ConnectionAuth {
 
     /// Wraps one SOAP envelope for sending on this connection.
     pub fn wrap(&mut self, soap: Vec<u8>) -> Result<HttpRequest, AuthError> {
+        #[cfg(feature = "kerberos")]
+        if let Auth::Kerberos(_) = &self.auth {
+            return self.kerberos_wrap(soap);
+        }
         match (&self.auth, &mut self.state) {
             (Auth::Basic { username, password }, _) => {
                 let credentials = format!("{username}:{}", password.expose());
@@ -278,13 +310,17 @@ impl ConnectionAuth {
                 content_type: Some(SOAP_CONTENT_TYPE.to_owned()),
                 body: Bytes::from(soap),
             }),
-            (Auth::Ntlm { .. }, _) => Err(AuthError::OutOfOrder("connection not authenticated")),
+            _ => Err(AuthError::OutOfOrder("connection not authenticated")),
         }
     }
 
     /// Extracts the SOAP body of a response, unsealing it when it is encrypted.
     pub fn unwrap(&mut self, response: &HttpResponse) -> Result<Vec<u8>, AuthError> {
         let content_type = response.content_type.as_deref().unwrap_or("");
+        #[cfg(feature = "kerberos")]
+        if let Auth::Kerberos(_) = &self.auth {
+            return self.kerberos_unwrap(response, content_type);
+        }
         if framing::is_encrypted(content_type) {
             let State::Established(Some(session)) = &mut self.state else {
                 return Err(AuthError::NoSession);
@@ -292,6 +328,148 @@ impl ConnectionAuth {
             let body = framing::decode(&response.body)?;
             let mut data = body.sealed.to_vec();
             session.unseal_in_place(body.signature, &mut data)?;
+            return Ok(data);
+        }
+        if self.seal && !response.body.is_empty() {
+            return Err(AuthError::Plaintext {
+                content_type: if content_type.is_empty() {
+                    "no content type".to_owned()
+                } else {
+                    content_type.to_owned()
+                },
+            });
+        }
+        Ok(response.body.to_vec())
+    }
+}
+
+#[cfg(feature = "kerberos")]
+impl ConnectionAuth {
+    /// The Kerberos token of a response under `scheme` (or `Negotiate`/`Kerberos`).
+    fn kerberos_token(response: &HttpResponse) -> Option<Vec<u8>> {
+        response
+            .www_authenticate
+            .iter()
+            .flat_map(|v| v.split(','))
+            .find_map(|part| {
+                let (scheme, token) = part.trim().split_once(' ')?;
+                let known = scheme.eq_ignore_ascii_case("Kerberos")
+                    || scheme.eq_ignore_ascii_case("Negotiate");
+                if !known {
+                    return None;
+                }
+                STANDARD.decode(token.trim()).ok().filter(|t| !t.is_empty())
+            })
+    }
+
+    /// The first Kerberos handshake request (an empty POST with the AP-REQ) to `host`.
+    /// `fresh_credentials` acquires the client's tickets again first.
+    pub fn kerberos_start(
+        &mut self,
+        host: &str,
+        fresh_credentials: bool,
+    ) -> Result<HttpRequest, AuthError> {
+        let Auth::Kerberos(kerberos) = &self.auth else {
+            return Err(AuthError::OutOfOrder("not a Kerberos connection"));
+        };
+        let (initiator, token) =
+            crate::kerberos::KerberosInitiator::start(kerberos, host, fresh_credentials)?;
+        let scheme = kerberos.scheme.header_name();
+        self.state = State::KerberosNegotiating(Box::new(initiator));
+        Ok(HttpRequest {
+            authorization: Some(Secret::new(format!("{scheme} {}", STANDARD.encode(token)))),
+            content_type: None,
+            body: Bytes::new(),
+        })
+    }
+
+    /// Handles the server's answer to a Kerberos handshake request: `Ok(None)` when the
+    /// connection is authenticated (mutual authentication verified), `Ok(Some(request))` for
+    /// another leg (SPNEGO), an error when refused.
+    pub fn kerberos_continue(
+        &mut self,
+        response: &HttpResponse,
+    ) -> Result<Option<HttpRequest>, AuthError> {
+        let State::KerberosNegotiating(initiator) = &mut self.state else {
+            return Err(AuthError::OutOfOrder("no Kerberos token was sent"));
+        };
+        let token = Self::kerberos_token(response);
+        if response.status == 401 && token.is_none() {
+            self.state = State::Unauthenticated;
+            return Err(AuthError::Refused);
+        }
+        let next = match initiator.step(token.as_deref()) {
+            Ok(next) => next,
+            Err(e) => {
+                self.state = State::Unauthenticated;
+                return Err(e.into());
+            }
+        };
+        if let Some(next) = next {
+            let scheme = match &self.auth {
+                Auth::Kerberos(k) => k.scheme.header_name(),
+                _ => "Negotiate",
+            };
+            return Ok(Some(HttpRequest {
+                authorization: Some(Secret::new(format!("{scheme} {}", STANDARD.encode(next)))),
+                content_type: None,
+                body: Bytes::new(),
+            }));
+        }
+        let State::KerberosNegotiating(initiator) =
+            std::mem::replace(&mut self.state, State::Unauthenticated)
+        else {
+            return Err(AuthError::OutOfOrder("no Kerberos token was sent"));
+        };
+        if response.status == 401 {
+            return Err(AuthError::Refused);
+        }
+        let session = initiator.into_session()?;
+        self.state = State::KerberosEstablished(self.seal.then(|| Box::new(session)));
+        Ok(None)
+    }
+
+    fn kerberos_wrap(&mut self, soap: Vec<u8>) -> Result<HttpRequest, AuthError> {
+        match &mut self.state {
+            State::KerberosEstablished(Some(session)) => {
+                let wrapped = session.wrap(&soap)?;
+                Ok(HttpRequest {
+                    authorization: None,
+                    content_type: Some(framing::content_type_for(session.protocol())),
+                    body: Bytes::from(framing::encode_gss(
+                        session.protocol(),
+                        &wrapped.header,
+                        &wrapped.sealed,
+                        soap.len(),
+                    )),
+                })
+            }
+            State::KerberosEstablished(None) => Ok(HttpRequest {
+                authorization: None,
+                content_type: Some(SOAP_CONTENT_TYPE.to_owned()),
+                body: Bytes::from(soap),
+            }),
+            _ => Err(AuthError::OutOfOrder("connection not authenticated")),
+        }
+    }
+
+    fn kerberos_unwrap(
+        &mut self,
+        response: &HttpResponse,
+        content_type: &str,
+    ) -> Result<Vec<u8>, AuthError> {
+        if framing::encrypted_protocol(content_type).is_some() {
+            let State::KerberosEstablished(Some(session)) = &mut self.state else {
+                return Err(AuthError::NoSession);
+            };
+            let body = framing::decode_gss(&response.body)?;
+            let data = session.unwrap(body.signature, body.sealed)?;
+            if data.len() != body.original_length {
+                return Err(AuthError::Framing(FramingError::LengthMismatch {
+                    original: body.original_length,
+                    sealed: data.len(),
+                }));
+            }
             return Ok(data);
         }
         if self.seal && !response.body.is_empty() {

@@ -139,42 +139,7 @@ pub struct EncryptedBody<'a> {
 pub fn decode(body: &[u8]) -> Result<EncryptedBody<'_>, FramingError> {
     let boundary_line = format!("--{BOUNDARY}");
     let boundary_line = boundary_line.as_bytes();
-
-    let mut rest = trim_start(body);
-    rest = rest
-        .strip_prefix(boundary_line)
-        .ok_or(FramingError::MissingBoundary)?;
-    rest = after_line_end(rest).ok_or(FramingError::Truncated("in the first boundary line"))?;
-
-    // First part headers, up to the second boundary line.
-    let mut original = None;
-    loop {
-        let (line, next) =
-            split_line(rest).ok_or(FramingError::Truncated("in the part headers"))?;
-        rest = next;
-        let line = trim(line);
-        if line.starts_with(boundary_line) {
-            if line.len() != boundary_line.len() {
-                return Err(FramingError::MissingOctetStream);
-            }
-            break;
-        }
-        if let Some(value) = header_value(line, b"originalcontent") {
-            original = Some(parse_original_content(value)?);
-        }
-    }
-    let (original_content_type, original_length) =
-        original.ok_or(FramingError::MissingOriginalContent)?;
-
-    // Second part: its Content-Type line, then the binary payload right after the line end.
-    let (line, next) =
-        split_line(rest).ok_or(FramingError::Truncated("in the second part's headers"))?;
-    let is_octet_stream = header_value(trim(line), b"content-type")
-        .is_some_and(|v| trim(v).eq_ignore_ascii_case(b"application/octet-stream"));
-    if !is_octet_stream {
-        return Err(FramingError::MissingOctetStream);
-    }
-    rest = next;
+    let (original_content_type, original_length, rest) = parts(body)?;
 
     let (length_field, rest) = rest
         .split_first_chunk::<4>()
@@ -217,6 +182,148 @@ pub fn decode(body: &[u8]) -> Result<EncryptedBody<'_>, FramingError> {
         signature,
         sealed,
     })
+}
+
+/// The `protocol` of Kerberos session encryption (MS-WSMV 2.2.9.1.2).
+pub const PROTOCOL_KERBEROS: &str = "application/HTTP-Kerberos-session-encrypted";
+
+/// Longest GSS wrap header accepted in a Kerberos-encrypted body (an AES header is 60 bytes).
+pub const MAX_GSS_HEADER_LEN: usize = 1024;
+
+/// The `Content-Type` header value of an encrypted request with the given `protocol`
+/// ([`PROTOCOL_SPNEGO`] or [`PROTOCOL_KERBEROS`]).
+pub fn content_type_for(protocol: &str) -> String {
+    format!("multipart/encrypted;protocol=\"{protocol}\";boundary=\"{BOUNDARY}\"")
+}
+
+/// The session-encryption protocol a `Content-Type` announces: [`PROTOCOL_SPNEGO`] or
+/// [`PROTOCOL_KERBEROS`] for `multipart/encrypted` bodies, `None` otherwise.
+pub fn encrypted_protocol(content_type: &str) -> Option<&'static str> {
+    let mut parts = content_type.split(';');
+    let media = parts.next().unwrap_or_default().trim();
+    if !media.eq_ignore_ascii_case("multipart/encrypted") {
+        return None;
+    }
+    parts.find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("protocol") {
+            return None;
+        }
+        let value = value.trim().trim_matches('"').trim();
+        [PROTOCOL_SPNEGO, PROTOCOL_KERBEROS]
+            .into_iter()
+            .find(|p| value.eq_ignore_ascii_case(p))
+    })
+}
+
+/// Builds a GSS (Kerberos) encrypted body: `header` is the GSS wrap header, `sealed` the
+/// encrypted data followed by any padding, `original_length` the plaintext length.
+pub fn encode_gss(protocol: &str, header: &[u8], sealed: &[u8], original_length: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sealed.len() + header.len() + 256);
+    out.extend_from_slice(b"--");
+    out.extend_from_slice(BOUNDARY.as_bytes());
+    out.extend_from_slice(b"\r\n\tContent-Type: ");
+    out.extend_from_slice(protocol.as_bytes());
+    out.extend_from_slice(b"\r\n\tOriginalContent: type=");
+    out.extend_from_slice(ORIGINAL_CONTENT_TYPE.as_bytes());
+    out.extend_from_slice(b";Length=");
+    out.extend_from_slice(original_length.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n--");
+    out.extend_from_slice(BOUNDARY.as_bytes());
+    out.extend_from_slice(b"\r\n\tContent-Type: application/octet-stream\r\n");
+    out.extend_from_slice(
+        &u32::try_from(header.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(header);
+    out.extend_from_slice(sealed);
+    out.extend_from_slice(b"--");
+    out.extend_from_slice(BOUNDARY.as_bytes());
+    out.extend_from_slice(b"--\r\n");
+    out
+}
+
+/// Decodes a GSS (Kerberos) encrypted body. Unlike [`decode`], the header length is variable
+/// (1 to [`MAX_GSS_HEADER_LEN`] bytes) and the sealed part runs to the closing boundary (it may
+/// carry padding beyond `OriginalContent` `Length`; the caller checks the length after
+/// unwrapping).
+pub fn decode_gss(body: &[u8]) -> Result<EncryptedBody<'_>, FramingError> {
+    let (original_content_type, original_length, rest) = parts(body)?;
+    let (length_field, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or(FramingError::Truncated("before the signature length"))?;
+    let length_field = u32::from_le_bytes(*length_field);
+    let header_len = length_field as usize;
+    if header_len == 0 || header_len > MAX_GSS_HEADER_LEN {
+        return Err(FramingError::SignatureLength(length_field));
+    }
+    if rest.len() < header_len {
+        return Err(FramingError::Truncated("inside the signature"));
+    }
+    let (signature, rest) = rest.split_at(header_len);
+    let closing = format!("--{BOUNDARY}--");
+    let at = rfind(rest, closing.as_bytes()).ok_or(FramingError::MissingClosingBoundary)?;
+    if !trim(&rest[at + closing.len()..]).is_empty() {
+        return Err(FramingError::MultipleParts);
+    }
+    let sealed = &rest[..at];
+    if sealed.len() < original_length {
+        return Err(FramingError::LengthMismatch {
+            original: original_length,
+            sealed: sealed.len(),
+        });
+    }
+    Ok(EncryptedBody {
+        original_length,
+        original_content_type,
+        signature,
+        sealed,
+    })
+}
+
+/// The first part's `OriginalContent` (type and length) and what follows the second part's
+/// `Content-Type` line.
+fn parts(body: &[u8]) -> Result<(String, usize, &[u8]), FramingError> {
+    let boundary_line = format!("--{BOUNDARY}");
+    let boundary_line = boundary_line.as_bytes();
+
+    let mut rest = trim_start(body);
+    rest = rest
+        .strip_prefix(boundary_line)
+        .ok_or(FramingError::MissingBoundary)?;
+    rest = after_line_end(rest).ok_or(FramingError::Truncated("in the first boundary line"))?;
+
+    // First part headers, up to the second boundary line.
+    let mut original = None;
+    loop {
+        let (line, next) =
+            split_line(rest).ok_or(FramingError::Truncated("in the part headers"))?;
+        rest = next;
+        let line = trim(line);
+        if line.starts_with(boundary_line) {
+            if line.len() != boundary_line.len() {
+                return Err(FramingError::MissingOctetStream);
+            }
+            break;
+        }
+        if let Some(value) = header_value(line, b"originalcontent") {
+            original = Some(parse_original_content(value)?);
+        }
+    }
+    let (original_content_type, original_length) =
+        original.ok_or(FramingError::MissingOriginalContent)?;
+
+    // Second part: its Content-Type line, then the binary payload right after the line end.
+    let (line, next) =
+        split_line(rest).ok_or(FramingError::Truncated("in the second part's headers"))?;
+    let is_octet_stream = header_value(trim(line), b"content-type")
+        .is_some_and(|v| trim(v).eq_ignore_ascii_case(b"application/octet-stream"));
+    if !is_octet_stream {
+        return Err(FramingError::MissingOctetStream);
+    }
+    rest = next;
+    Ok((original_content_type, original_length, rest))
 }
 
 /// Parses `type=application/soap+xml;charset=UTF-8;Length=123`.

@@ -87,6 +87,8 @@ pub mod envelope;
 pub mod error;
 pub mod framing;
 pub mod http;
+#[cfg(feature = "kerberos")]
+pub mod kerberos;
 pub mod ntlm;
 pub mod powershell;
 pub mod secret;

@@ -6,7 +6,12 @@
 //! - **Authentication.** A request without valid credentials gets `401` with
 //!   `WWW-Authenticate: Negotiate` and `WWW-Authenticate: NTLM` (plus `Basic realm="WSMAN"`
 //!   over TLS only). Raw NTLMSSP tokens are accepted under both the `Negotiate` and the `NTLM`
-//!   scheme (SPNEGO-wrapped tokens and Kerberos are not supported and get the same `401`).
+//!   scheme. SPNEGO-wrapped tokens and Kerberos get the same `401` unless
+//!   `ServerConfig::kerberos` (feature `kerberos`) is on: then `Kerberos` tokens and
+//!   non-NTLMSSP `Negotiate` tokens are accepted with the keytab of `KRB5_KTNAME` (one leg,
+//!   the mutual-authentication token in `WWW-Authenticate` of the `200`), and
+//!   `multipart/encrypted` bodies of either protocol (`HTTP-Kerberos-session-encrypted`,
+//!   `HTTP-SPNEGO-session-encrypted`) are unwrapped with the GSS context and answered in kind.
 //!   NTLM authenticates the TCP connection: NEGOTIATE gets `401` with the CHALLENGE under the
 //!   scheme the client used, AUTHENTICATE authenticates the connection (an empty AUTHENTICATE
 //!   request gets `200` with an empty body, as pywinrm and this crate's client expect, a
@@ -89,6 +94,11 @@ pub struct ServerConfig {
     /// Upper bound on how long a Receive (or a Send waiting for a busy handler) is held before
     /// the `w:TimedOut` fault; `None` uses the request's `OperationTimeout` alone.
     pub max_receive_wait: Option<Duration>,
+    /// Accept Kerberos (`Kerberos` and `Negotiate` with SPNEGO or raw Kerberos tokens) with the
+    /// acceptor keytab of the environment (`KRB5_KTNAME`), message encryption included.
+    /// Any principal with a valid ticket for the server's service principal is accepted.
+    #[cfg(feature = "kerberos")]
+    pub kerberos: bool,
 }
 
 impl ServerConfig {
@@ -109,6 +119,8 @@ impl ServerConfig {
             max_envelope_size: DEFAULT_MAX_ENVELOPE_SIZE,
             max_shells_per_user: DEFAULT_MAX_SHELLS_PER_USER,
             max_receive_wait: None,
+            #[cfg(feature = "kerberos")]
+            kerberos: false,
         }
     }
 }

@@ -7,6 +7,12 @@
 //!     [--powershell] [--stdin-file PATH] [--repeat N] -- COMMAND [ARGS...]
 //! ```
 //!
+//! With the `kerberos` feature, `--auth kerberos` (or `negotiate`: SPNEGO) uses the default
+//! ticket cache (`KRB5CCNAME`) when neither a password nor a keytab is given, or
+//! `--keytab PATH --user PRINCIPAL`, or `--user PRINCIPAL --password-env VAR`; `--spn`
+//! overrides the service principal (default `HTTP/<endpoint host>`), `--realm` and `--kdc`
+//! point at a realm without DNS, `--delegate` forwards the TGT to the host.
+//!
 //! Remote stdout goes to stdout as it arrives, remote stderr (CLIXML decoded) to stderr, and the
 //! process exits with the remote exit code. A local failure prints one `error:` line and exits
 //! with 125. `--repeat N` runs the command N times on one client and then prints
@@ -27,6 +33,10 @@ const LOCAL_FAILURE: u8 = 125;
 enum AuthKind {
     Basic,
     Ntlm,
+    /// `Authorization: Kerberos` (feature `kerberos`).
+    Kerberos,
+    /// `Authorization: Negotiate` with SPNEGO carrying Kerberos (feature `kerberos`).
+    Negotiate,
 }
 
 #[derive(Debug, Parser)]
@@ -38,12 +48,27 @@ struct Args {
     /// Authentication method.
     #[arg(long, value_enum)]
     auth: AuthKind,
-    /// User name: user, DOMAIN\user or user@domain.
+    /// User name: user, DOMAIN\user or user@domain (Kerberos: the principal, user@REALM).
     #[arg(long)]
-    user: String,
+    user: Option<String>,
     /// Name of the environment variable that holds the password.
     #[arg(long)]
-    password_env: String,
+    password_env: Option<String>,
+    /// Kerberos: client keytab for --user (instead of a password or the ticket cache).
+    #[arg(long)]
+    keytab: Option<std::path::PathBuf>,
+    /// Kerberos: service principal (default HTTP/<endpoint host>).
+    #[arg(long)]
+    spn: Option<String>,
+    /// Kerberos: realm (writes a private krb5.conf with --kdc).
+    #[arg(long)]
+    realm: Option<String>,
+    /// Kerberos: KDC address (host or host:port) of --realm; repeatable.
+    #[arg(long)]
+    kdc: Vec<String>,
+    /// Kerberos: delegate a forwardable TGT to the host (second hop).
+    #[arg(long)]
+    delegate: bool,
     /// Message encryption: auto (seal over HTTP), always, never.
     #[arg(long, default_value = "auto")]
     encryption: EncryptionMode,
@@ -92,6 +117,12 @@ fn main() -> ExitCode {
             return fail(first.trim_start_matches("error: "));
         }
     };
+    #[cfg(feature = "kerberos")]
+    if matches!(args.auth, AuthKind::Kerberos | AuthKind::Negotiate)
+        && let Err(e) = kerberos_environment(&args)
+    {
+        return fail(e);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AETHERV_LOG")
@@ -109,22 +140,88 @@ fn main() -> ExitCode {
     runtime.block_on(run(args))
 }
 
-async fn run(args: Args) -> ExitCode {
-    let password = match std::env::var(&args.password_env) {
-        Ok(p) => Secret::new(p),
-        Err(_) => {
-            return fail(format!(
-                "environment variable {} (named by --password-env) is not set",
-                args.password_env
-            ));
+/// Applies `--keytab`, `--realm` and `--kdc` to the Kerberos library's environment (the
+/// program starts itself again with the variables set).
+#[cfg(feature = "kerberos")]
+fn kerberos_environment(args: &Args) -> Result<(), String> {
+    use aetherv_winrm::kerberos::{KerberosSettings, ProcessEnv};
+    if args.keytab.is_some() && args.password_env.is_some() {
+        return Err("give --keytab or --password-env, not both".to_owned());
+    }
+    if args.keytab.is_some() && args.user.is_none() {
+        return Err("--keytab needs --user PRINCIPAL".to_owned());
+    }
+    let keytab = match &args.keytab {
+        Some(path) if !path.is_file() => {
+            return Err(format!("keytab {} does not exist", path.display()));
         }
+        Some(path) => Some(std::path::absolute(path).map_err(|e| e.to_string())?),
+        None => None,
     };
+    let settings = KerberosSettings {
+        realm: args.realm.clone(),
+        kdcs: args.kdc.clone(),
+        keytab,
+        ..KerberosSettings::default()
+    };
+    let dir = std::env::temp_dir().join(format!("aetherv-winrm-krb5-{}", std::process::id()));
+    let env = ProcessEnv::prepare(&settings, &dir).map_err(|e| e.to_string())?;
+    env.reexec_if_needed().map_err(|e| e.to_string())
+}
+
+fn password_from(var: &str) -> Result<Secret, String> {
+    match std::env::var(var) {
+        Ok(p) => Ok(Secret::new(p)),
+        Err(_) => Err(format!(
+            "environment variable {var} (named by --password-env) is not set"
+        )),
+    }
+}
+
+async fn run(args: Args) -> ExitCode {
     let mut builder = Client::builder(&args.endpoint)
         .encryption(args.encryption)
         .accept_invalid_certs(args.insecure);
     builder = match args.auth {
-        AuthKind::Basic => builder.basic(&args.user, password),
-        AuthKind::Ntlm => builder.ntlm(&args.user, password),
+        AuthKind::Basic | AuthKind::Ntlm => {
+            let (Some(user), Some(var)) = (&args.user, &args.password_env) else {
+                return fail("--auth basic and ntlm need --user and --password-env");
+            };
+            let password = match password_from(var) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            if matches!(args.auth, AuthKind::Basic) {
+                builder.basic(user, password)
+            } else {
+                builder.ntlm(user, password)
+            }
+        }
+        #[cfg(feature = "kerberos")]
+        AuthKind::Kerberos | AuthKind::Negotiate => {
+            use aetherv_winrm::kerberos::{KerberosAuth, KerberosScheme};
+            let mut kerberos = KerberosAuth::new(args.user.clone());
+            if let Some(var) = &args.password_env {
+                if args.user.is_none() {
+                    return fail("--password-env needs --user PRINCIPAL");
+                }
+                match password_from(var) {
+                    Ok(p) => kerberos.password = Some(p),
+                    Err(e) => return fail(e),
+                }
+            }
+            kerberos.spn = args.spn.clone();
+            kerberos.realm = args.realm.clone();
+            kerberos.delegate = args.delegate;
+            if matches!(args.auth, AuthKind::Negotiate) {
+                kerberos.scheme = KerberosScheme::Negotiate;
+            }
+            builder.kerberos(kerberos)
+        }
+        #[cfg(not(feature = "kerberos"))]
+        AuthKind::Kerberos | AuthKind::Negotiate => {
+            return fail("this build has no Kerberos support (build with --features kerberos)");
+        }
     };
     if let Some(ca) = &args.ca_file {
         builder = builder.ca_file(ca);

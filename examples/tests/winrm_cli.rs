@@ -125,3 +125,59 @@ fn bad_arguments() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--password-env"));
 }
+
+#[test]
+fn ntlm_and_basic_need_a_user_and_a_password_variable() {
+    let out = run(
+        &["--endpoint", "http://h/wsman", "--auth", "ntlm", "--", "x"],
+        &[],
+    );
+    assert_local_failure(&out, "--user and --password-env");
+}
+
+#[cfg(feature = "kerberos")]
+#[test]
+fn kerberos_argument_errors_are_one_line() {
+    let out = run(
+        &[
+            "--endpoint",
+            "http://hv01.lab.example/wsman",
+            "--auth",
+            "kerberos",
+            "--keytab",
+            "/nonexistent/client.keytab",
+            "--user",
+            "svc@LAB.EXAMPLE",
+            "--",
+            "x",
+        ],
+        &[],
+    );
+    assert_local_failure(&out, "keytab /nonexistent/client.keytab does not exist");
+    let out = run(
+        &[
+            "--endpoint",
+            "http://10.0.0.5/wsman",
+            "--auth",
+            "negotiate",
+            "--",
+            "x",
+        ],
+        &[],
+    );
+    assert_local_failure(&out, "IP address 10.0.0.5");
+    let out = run(
+        &[
+            "--endpoint",
+            "http://hv01.lab.example/wsman",
+            "--auth",
+            "kerberos",
+            "--kdc",
+            "dc1.lab.example",
+            "--",
+            "x",
+        ],
+        &[],
+    );
+    assert_local_failure(&out, "realm");
+}

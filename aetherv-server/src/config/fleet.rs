@@ -10,7 +10,7 @@ use aetherv_winrm::transport::CertFingerprint;
 
 use super::hosts_file::{HostEntry, HostSpec, Overrides, definitions, read_hosts_file};
 use super::sources::Sources;
-use super::{HostTarget, Transport};
+use super::{HostTarget, KerberosTarget, Transport};
 
 /// Per-host WinRM settings from the environment (`WINRM_*`).
 struct EnvDefaults {
@@ -21,6 +21,8 @@ struct EnvDefaults {
     cert_sha256: Vec<CertFingerprint>,
     insecure: bool,
     username: Option<String>,
+    kerberos: KerberosTarget,
+    ntlm_fallback: bool,
 }
 
 /// Fingerprints from a comma-separated list, or why one is not a fingerprint.
@@ -41,10 +43,12 @@ fn env_defaults(s: &mut Sources<'_>) -> EnvDefaults {
         None => Transport::Ntlm,
         Some(t) if t == "ntlm" => Transport::Ntlm,
         Some(t) if t == "basic" => Transport::Basic,
+        Some(t) if t == "kerberos" => Transport::Kerberos,
+        Some(t) if t == "negotiate" => Transport::Negotiate,
         Some(other) => {
             s.problem(
                 "WINRM_TRANSPORT",
-                format_args!("expected ntlm or basic, got {other:?}"),
+                format_args!("expected ntlm, basic, kerberos or negotiate, got {other:?}"),
             );
             Transport::Ntlm
         }
@@ -78,6 +82,42 @@ fn env_defaults(s: &mut Sources<'_>) -> EnvDefaults {
     let username = s
         .secret("WINRM_USERNAME")
         .map(|u| u.expose().trim().to_owned());
+    let keytab = s.get("WINRM_KEYTAB").map(PathBuf::from);
+    if let Some(path) = &keytab
+        && let Err(why) = readable_file(path)
+    {
+        s.problem("WINRM_KEYTAB", why);
+    }
+    let keytab_b64 = s.secret("WINRM_KEYTAB_B64");
+    if keytab.is_some() && keytab_b64.is_some() {
+        s.problem(
+            "WINRM_KEYTAB_B64",
+            "set either WINRM_KEYTAB or WINRM_KEYTAB_B64, not both",
+        );
+    }
+    let kerberos = KerberosTarget {
+        spn: None,
+        realm: s.get("WINRM_REALM").filter(|r| !r.is_empty()),
+        kdcs: s
+            .get("WINRM_KDC")
+            .map(|v| {
+                v.split(',')
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        delegate: s.flag("WINRM_DELEGATE", false),
+        keytab,
+        keytab_b64,
+    };
+    if !kerberos.kdcs.is_empty() && kerberos.realm.is_none() {
+        s.problem(
+            "WINRM_KDC",
+            "needs WINRM_REALM (the realm these KDCs serve)",
+        );
+    }
+    let ntlm_fallback = s.flag("WINRM_NTLM_FALLBACK", false);
     EnvDefaults {
         port,
         use_tls,
@@ -86,6 +126,8 @@ fn env_defaults(s: &mut Sources<'_>) -> EnvDefaults {
         cert_sha256,
         insecure,
         username,
+        kerberos,
+        ntlm_fallback,
     }
 }
 
@@ -262,6 +304,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
     let mut hosts = Vec::new();
     let mut basic_over_http_env = Vec::new();
     let mut without_user = Vec::new();
+    let mut without_kerberos_credentials = Vec::new();
     for (r, rule) in file_defaults.image_boot.iter().enumerate() {
         if let Some(why) = rule.problem() {
             s.problem("HOSTS_FILE", format_args!("defaults.image_boot[{r}].{why}"));
@@ -396,10 +439,67 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                 }
             },
         };
-        let transport = spec
+        let mut transport = spec
             .transport
             .or(file_defaults.transport)
             .unwrap_or(env.transport);
+        let mut kerberos = None;
+        if matches!(transport, Transport::Kerberos | Transport::Negotiate) {
+            let target = KerberosTarget {
+                spn: spec
+                    .spn
+                    .clone()
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty()),
+                realm: spec
+                    .realm
+                    .clone()
+                    .or_else(|| file_defaults.realm.clone())
+                    .or_else(|| env.kerberos.realm.clone()),
+                kdcs: spec
+                    .kdc
+                    .clone()
+                    .or_else(|| file_defaults.kdc.clone())
+                    .unwrap_or_else(|| env.kerberos.kdcs.clone()),
+                delegate: spec
+                    .delegate
+                    .or(file_defaults.delegate)
+                    .unwrap_or(env.kerberos.delegate),
+                keytab: env.kerberos.keytab.clone(),
+                keytab_b64: env.kerberos.keytab_b64.clone(),
+            };
+            let ip = name.parse::<std::net::IpAddr>().is_ok();
+            if !cfg!(feature = "kerberos") {
+                s.problems.push(format!(
+                    "{origin} ({name}): transport {} needs a server built with the kerberos \
+                     feature",
+                    if transport == Transport::Kerberos {
+                        "kerberos"
+                    } else {
+                        "negotiate"
+                    }
+                ));
+            } else if ip && target.spn.is_none() {
+                if transport == Transport::Negotiate && env.ntlm_fallback {
+                    transport = Transport::Ntlm;
+                } else {
+                    s.problems.push(format!(
+                        "{origin} ({name}): Kerberos needs the host's DNS name, not an IP \
+                         address (use the name, set spn, or allow NTLM with \
+                         WINRM_NTLM_FALLBACK=true and transport negotiate)"
+                    ));
+                }
+            } else if target.keytab.is_none() && target.keytab_b64.is_none() && password.is_none() {
+                without_kerberos_credentials.push(name.clone());
+            }
+            if !target.kdcs.is_empty() && target.realm.is_none() {
+                s.problems
+                    .push(format!("{origin} ({name}): kdc needs realm"));
+            }
+            if transport != Transport::Ntlm {
+                kerberos = Some(target);
+            }
+        }
         let use_tls = spec
             .use_tls
             .or(file_defaults.use_tls)
@@ -446,6 +546,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
             user,
             password: password.clone().unwrap_or_default(),
             transport,
+            kerberos,
             ca_file,
             cert_sha256,
             insecure: spec
@@ -475,7 +576,20 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
             ),
         );
     }
-    if password.is_none() {
+    if !without_kerberos_credentials.is_empty() {
+        s.problem(
+            "WINRM_KEYTAB",
+            format_args!(
+                "Kerberos needs a keytab (WINRM_KEYTAB or WINRM_KEYTAB_B64) or a password \
+                 (WINRM_PASSWORD); none for {}",
+                without_kerberos_credentials.join(", ")
+            ),
+        );
+    }
+    let needs_password = hosts
+        .iter()
+        .any(|h| matches!(h.transport, Transport::Ntlm | Transport::Basic));
+    if password.is_none() && needs_password {
         s.problem(
             "WINRM_PASSWORD",
             "required when hosts are configured (variable or secret file)",

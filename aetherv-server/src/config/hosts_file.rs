@@ -24,6 +24,12 @@ pub(super) struct Overrides {
     pub(super) cert_sha256: Option<String>,
     pub(super) insecure: Option<bool>,
     pub(super) username: Option<String>,
+    /// Kerberos realm of the hosts.
+    pub(super) realm: Option<String>,
+    /// KDCs of that realm.
+    pub(super) kdc: Option<Vec<String>>,
+    /// Delegate a forwardable TGT (Kerberos).
+    pub(super) delegate: Option<bool>,
     /// Firmware overrides per image name pattern, tried after the cluster's and the host's.
     #[serde(default)]
     pub(super) image_boot: Vec<BootRule>,
@@ -55,6 +61,14 @@ pub(super) struct HostSpec {
     pub(super) cert_sha256: Option<String>,
     pub(super) insecure: Option<bool>,
     pub(super) username: Option<String>,
+    /// Kerberos service principal of this host (default `HTTP/<name>`).
+    pub(super) spn: Option<String>,
+    /// Kerberos realm of this host.
+    pub(super) realm: Option<String>,
+    /// KDCs of that realm.
+    pub(super) kdc: Option<Vec<String>>,
+    /// Delegate a forwardable TGT to this host (Kerberos).
+    pub(super) delegate: Option<bool>,
     /// Firmware overrides per image name pattern for this host, tried first.
     #[serde(default)]
     pub(super) image_boot: Vec<BootRule>,

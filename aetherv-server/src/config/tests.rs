@@ -208,7 +208,7 @@ fn winrm_port_tls_insecure_and_ca_file() {
     one_problem(load(FLEET, &[("WINRM_USE_TLS", "maybe")]), "WINRM_USE_TLS");
     one_problem(load(FLEET, &[("WINRM_INSECURE", "sure")]), "WINRM_INSECURE");
     one_problem(
-        load(FLEET, &[("WINRM_TRANSPORT", "kerberos")]),
+        load(FLEET, &[("WINRM_TRANSPORT", "credssp")]),
         "WINRM_TRANSPORT",
     );
     one_problem(
@@ -255,7 +255,7 @@ fn credentials_are_required_with_hosts() {
 fn every_problem_names_its_variable_and_all_are_reported() {
     let problems = config(&[
         ("HYPERV_HOSTS", "hv01"),
-        ("WINRM_TRANSPORT", "kerberos"),
+        ("WINRM_TRANSPORT", "credssp"),
         ("WINRM_PORT", "99999"),
         ("WINRM_USE_TLS", "maybe"),
         ("WINRM_CA_FILE", "/nonexistent/ca.pem"),
@@ -1058,4 +1058,166 @@ fn certificate_pins_from_the_environment_and_hosts_file() {
     // The file's pins win over the environment's.
     let c = load_in(&map, &empty.0).unwrap();
     assert_eq!(fleet_hosts(&c)[0].cert_sha256[0].to_string(), pin);
+}
+
+#[cfg(feature = "kerberos")]
+mod kerberos {
+    use super::*;
+
+    fn kerberos_fleet(extra: &[(&str, &str)]) -> (TempDir, Result<Config, Vec<String>>) {
+        let dir = TempDir::new();
+        let keytab = dir.write("client.keytab", "\u{5}\u{2}");
+        let mut all = vec![
+            ("WINRM_TRANSPORT", "kerberos"),
+            ("WINRM_USERNAME", "svc-aetherv"),
+            ("WINRM_PASSWORD", ""),
+            ("WINRM_REALM", "LAB.EXAMPLE"),
+            ("WINRM_KDC", "dc1.lab.example, dc2.lab.example:88"),
+        ];
+        let keytab = keytab.to_str().unwrap().to_owned();
+        let keytab_var = [("WINRM_KEYTAB", keytab.as_str())];
+        if !extra.iter().any(|(k, _)| *k == "WINRM_KEYTAB") {
+            all.extend_from_slice(&keytab_var);
+        }
+        all.extend_from_slice(extra);
+        let result = load_in(&vars(FLEET, &all), &dir.0);
+        (dir, result)
+    }
+
+    #[test]
+    fn keytab_realm_and_kdc_configure_every_host() {
+        let (_dir, result) = kerberos_fleet(&[("WINRM_DELEGATE", "true")]);
+        let c = result.unwrap();
+        let hosts = fleet_hosts(&c);
+        assert_eq!(hosts.len(), 2);
+        for h in hosts {
+            assert_eq!(h.transport, Transport::Kerberos);
+            let k = h.kerberos.as_ref().unwrap();
+            assert_eq!(k.realm.as_deref(), Some("LAB.EXAMPLE"));
+            assert_eq!(k.kdcs, ["dc1.lab.example", "dc2.lab.example:88"]);
+            assert!(k.delegate);
+            assert!(k.keytab.is_some());
+        }
+    }
+
+    #[test]
+    fn an_ip_address_host_is_one_problem() {
+        let (_dir, result) = kerberos_fleet(&[("HYPERV_HOSTS", "10.0.0.5,hv02.lab.example")]);
+        let problems = result.unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("10.0.0.5"), "{problems:?}");
+        assert!(problems[0].contains("IP address"), "{problems:?}");
+        assert!(problems[0].starts_with("HYPERV_HOSTS"), "{problems:?}");
+    }
+
+    #[test]
+    fn no_keytab_and_no_password_is_one_problem() {
+        let (_dir, result) = kerberos_fleet(&[("WINRM_KEYTAB", "")]);
+        let p = one_problem(result, "WINRM_KEYTAB");
+        assert!(
+            p.contains("hv01.lab.example") && p.contains("WINRM_PASSWORD"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn a_password_is_enough_without_a_keytab() {
+        let (_dir, result) =
+            kerberos_fleet(&[("WINRM_KEYTAB", ""), ("WINRM_PASSWORD", "kerberos-pw-1")]);
+        let c = result.unwrap();
+        assert!(
+            fleet_hosts(&c)[0]
+                .kerberos
+                .as_ref()
+                .unwrap()
+                .keytab
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn kdc_without_realm_is_refused() {
+        let (_dir, result) = kerberos_fleet(&[("WINRM_REALM", "")]);
+        let problems = result.unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("WINRM_KDC: needs WINRM_REALM")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn negotiate_falls_back_to_ntlm_only_when_allowed() {
+        let hosts = [
+            ("HYPERV_HOSTS", "10.0.0.5"),
+            ("WINRM_TRANSPORT", "negotiate"),
+        ];
+        let (_dir, result) = kerberos_fleet(&hosts);
+        let problems = result.unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("IP address")),
+            "{problems:?}"
+        );
+        let mut allowed = hosts.to_vec();
+        allowed.push(("WINRM_NTLM_FALLBACK", "true"));
+        allowed.push(("WINRM_PASSWORD", "winrm-pw-123"));
+        let (_dir, result) = kerberos_fleet(&allowed);
+        let c = result.unwrap();
+        assert_eq!(fleet_hosts(&c)[0].transport, Transport::Ntlm);
+        assert!(fleet_hosts(&c)[0].kerberos.is_none());
+    }
+
+    #[test]
+    fn hosts_file_sets_spn_realm_and_delegation_per_host() {
+        let dir = TempDir::new();
+        let keytab = dir.write("client.keytab", "\u{5}\u{2}");
+        let path = dir.write(
+            "hosts.yaml",
+            "defaults:\n  transport: kerberos\n  realm: LAB.EXAMPLE\n  kdc: [dc1.lab.example]\n\
+             hosts:\n  - hv01.lab.example\n  - name: hv02.other.example\n    realm: OTHER.EXAMPLE\n    \
+             kdc: [dc9.other.example]\n    spn: HTTP/hv02-alias.other.example\n    delegate: true\n",
+        );
+        let map = vars(
+            FLEET,
+            &[
+                ("HYPERV_HOSTS", ""),
+                ("HOSTS_FILE", path.to_str().unwrap()),
+                ("WINRM_KEYTAB", keytab.to_str().unwrap()),
+            ],
+        );
+        let c = load_in(&map, &dir.0).unwrap();
+        let hosts = fleet_hosts(&c);
+        let first = hosts[0].kerberos.as_ref().unwrap();
+        assert_eq!(first.realm.as_deref(), Some("LAB.EXAMPLE"));
+        assert!(!first.delegate);
+        assert_eq!(first.spn, None);
+        let second = hosts[1].kerberos.as_ref().unwrap();
+        assert_eq!(second.realm.as_deref(), Some("OTHER.EXAMPLE"));
+        assert_eq!(second.kdcs, ["dc9.other.example"]);
+        assert_eq!(second.spn.as_deref(), Some("HTTP/hv02-alias.other.example"));
+        assert!(second.delegate);
+        let env = crate::startup::kerberos_environment(hosts)
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = env.vars.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"KRB5_CONFIG") && names.contains(&"KRB5_CLIENT_KTNAME"));
+        let conf_path = &env.vars.iter().find(|(n, _)| n == "KRB5_CONFIG").unwrap().1;
+        let conf = std::fs::read_to_string(conf_path).unwrap();
+        assert!(
+            conf.contains("LAB.EXAMPLE = {") && conf.contains("OTHER.EXAMPLE = {"),
+            "{conf}"
+        );
+        assert!(conf.contains("kdc = dc9.other.example"), "{conf}");
+    }
+}
+
+#[cfg(not(feature = "kerberos"))]
+#[test]
+fn kerberos_needs_the_feature() {
+    let problems = load(FLEET, &[("WINRM_TRANSPORT", "kerberos")]).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.contains("kerberos feature")),
+        "{problems:?}"
+    );
 }

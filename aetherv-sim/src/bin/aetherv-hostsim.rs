@@ -59,6 +59,11 @@ struct Args {
     /// with this name gets no guest agent, so a provisioning job waits for its key.
     #[arg(long = "silent-guest", value_name = "VM_NAME")]
     silent_guests: Vec<String>,
+    /// Also accept Kerberos (`Kerberos` and `Negotiate`), with the service keys of this keytab
+    /// (e.g. `HTTP/localhost@REALM`); message encryption as with NTLM.
+    #[cfg(feature = "kerberos")]
+    #[arg(long, value_name = "PATH")]
+    keytab: Option<std::path::PathBuf>,
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -94,6 +99,31 @@ async fn main() -> ExitCode {
         )
         .init();
 
+    #[cfg(feature = "kerberos")]
+    if let Some(keytab) = &args.keytab {
+        use aetherv_winrm::kerberos::{KerberosAcceptor, KerberosSettings, ProcessEnv};
+        if !keytab.is_file() {
+            return fail(format!("keytab {} does not exist", keytab.display()));
+        }
+        let keytab = match std::path::absolute(keytab) {
+            Ok(path) => path,
+            Err(e) => return fail(format!("keytab {}: {e}", keytab.display())),
+        };
+        let settings = KerberosSettings {
+            acceptor_keytab: Some(keytab),
+            ..KerberosSettings::default()
+        };
+        let env = match ProcessEnv::prepare(&settings, &std::env::temp_dir()) {
+            Ok(env) => env,
+            Err(e) => return fail(e),
+        };
+        if let Err(e) = env.reexec_if_needed() {
+            return fail(e);
+        }
+        if let Err(e) = KerberosAcceptor::check_keytab() {
+            return fail(e);
+        }
+    }
     let password = match std::env::var(&args.password_env) {
         Ok(p) if !p.is_empty() => p,
         Ok(_) => {
@@ -123,6 +153,8 @@ async fn main() -> ExitCode {
         allow_unencrypted: args.allow_unencrypted,
         latency: args.latency_ms.map(Duration::from_millis),
         silent_guests: args.silent_guests.iter().cloned().collect(),
+        #[cfg(feature = "kerberos")]
+        kerberos: args.keytab.is_some(),
         ..SimOptions::default()
     };
     let fleet = match SimFleet::start(spec, Credentials::new(args.user, password), options).await {

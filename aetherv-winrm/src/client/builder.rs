@@ -100,6 +100,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Authenticate with Kerberos (feature `kerberos`), with message encryption over plain HTTP unless
+    /// [`encryption`](Self::encryption) says otherwise.
+    #[cfg(feature = "kerberos")]
+    pub fn kerberos(mut self, auth: crate::kerberos::KerberosAuth) -> Self {
+        self.auth = Some(Auth::Kerberos(auth));
+        self
+    }
+
     /// Authenticate with HTTP Basic (local accounts; HTTPS only unless
     /// [`allow_basic_over_http`](Self::allow_basic_over_http)).
     pub fn basic(mut self, username: impl Into<String>, password: impl Into<Secret>) -> Self {
@@ -235,6 +243,17 @@ impl ClientBuilder {
             .auth
             .ok_or_else(|| config_err("no credentials: call .ntlm(..) or .basic(..)".to_owned()))?;
         let is_basic = matches!(auth, Auth::Basic { .. });
+        let host = authority.host().to_owned();
+        #[cfg(feature = "kerberos")]
+        if let Auth::Kerberos(kerberos) = &auth
+            && kerberos.spn.is_none()
+            && crate::kerberos::is_ip_address(&host)
+        {
+            return Err(config_err(format!(
+                "Kerberos needs the host's DNS name for its service principal, but the endpoint \
+                 names the IP address {host}; use the host name or set the SPN explicitly"
+            )));
+        }
         if is_basic && !https && !self.allow_basic_over_http {
             return Err(config_err(
                 "Basic authentication over plain HTTP would send the password in clear; \
@@ -247,7 +266,8 @@ impl ClientBuilder {
             EncryptionMode::Always => {
                 if is_basic {
                     return Err(config_err(
-                        "message encryption needs NTLM; Basic cannot encrypt messages".to_owned(),
+                        "message encryption needs NTLM or Kerberos; Basic cannot encrypt messages"
+                            .to_owned(),
                     ));
                 }
                 true
@@ -290,6 +310,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoint,
+                host,
                 auth,
                 seal,
                 connector,

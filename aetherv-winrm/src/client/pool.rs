@@ -23,6 +23,9 @@ use crate::transport::{Connector, HttpRequest, HttpResponse, Transport};
 /// the counters.
 pub(super) struct Inner {
     pub(super) endpoint: String,
+    /// The endpoint's host name (the default Kerberos service principal is `HTTP/<host>`).
+    #[cfg_attr(not(feature = "kerberos"), allow(dead_code))]
+    pub(super) host: String,
     pub(super) auth: Auth,
     pub(super) seal: bool,
     pub(super) connector: Arc<dyn Connector>,
@@ -44,6 +47,13 @@ pub(super) struct Session {
     /// A request was abandoned mid-flight: the connection and its NTLM sequence numbers can no
     /// longer be trusted.
     pub(super) poisoned: bool,
+}
+
+/// Whether a failed Kerberos attempt is worth one more try with fresh credentials.
+#[cfg(feature = "kerberos")]
+enum Retry {
+    Again(Error),
+    Fatal(Error),
 }
 
 /// A session checked out of the pool together with its concurrency permit.
@@ -160,6 +170,10 @@ impl Inner {
     }
 
     async fn handshake(&self, session: &mut Session) -> Result<()> {
+        #[cfg(feature = "kerberos")]
+        if let Auth::Kerberos(_) = &self.auth {
+            return self.kerberos_handshake(session).await;
+        }
         Stats::bump(&self.stats.handshakes);
         debug!(endpoint = %self.endpoint, "NTLM handshake");
         let negotiate = session
@@ -198,6 +212,71 @@ impl Inner {
         Ok(())
     }
 
+    /// Kerberos: one request with the AP-REQ, answered by `200` with the server's mutual
+    /// authentication token (SPNEGO may add legs). A refusal or an expired ticket gets one more
+    /// attempt with freshly acquired credentials.
+    #[cfg(feature = "kerberos")]
+    async fn kerberos_handshake(&self, session: &mut Session) -> Result<()> {
+        Stats::bump(&self.stats.handshakes);
+        debug!(endpoint = %self.endpoint, "Kerberos handshake");
+        let mut fresh = false;
+        loop {
+            let outcome = self.kerberos_attempt(session, fresh).await;
+            match outcome {
+                Err(Retry::Again(_)) if !fresh => {
+                    debug!(endpoint = %self.endpoint, "Kerberos refused or expired; acquiring fresh credentials");
+                    fresh = true;
+                }
+                Err(Retry::Again(err) | Retry::Fatal(err)) => return Err(err),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    #[cfg(feature = "kerberos")]
+    async fn kerberos_attempt(
+        &self,
+        session: &mut Session,
+        fresh: bool,
+    ) -> std::result::Result<(), Retry> {
+        let retry_if = |err: AuthError| match &err {
+            AuthError::Refused => Retry::Again(self.auth_error(err)),
+            AuthError::Kerberos(k) if k.is_expired() => Retry::Again(self.auth_error(err)),
+            _ => Retry::Fatal(self.auth_error(err)),
+        };
+        let mut request = session
+            .auth
+            .kerberos_start(&self.host, fresh)
+            .map_err(retry_if)?;
+        // SPNEGO needs at most a few legs; more is a misbehaving server.
+        for _ in 0..4 {
+            let response = self.post(session, request).await.map_err(Retry::Fatal)?;
+            if response.status != 401 && !(200..300).contains(&response.status) {
+                session.auth.reset();
+                return Err(Retry::Fatal(Error::HttpStatus {
+                    endpoint: self.endpoint.clone(),
+                    status: response.status,
+                    detail: format!(
+                        "expected 200 or 401 to the Kerberos token; {}",
+                        excerpt(&response.body)
+                    ),
+                }));
+            }
+            match session
+                .auth
+                .kerberos_continue(&response)
+                .map_err(retry_if)?
+            {
+                None => return Ok(()),
+                Some(next) => request = next,
+            }
+        }
+        session.auth.reset();
+        Err(Retry::Fatal(self.auth_error(AuthError::OutOfOrder(
+            "the Kerberos exchange did not finish",
+        ))))
+    }
+
     fn header(&self) -> RequestHeader {
         RequestHeader {
             to: self.endpoint.clone(),
@@ -220,17 +299,24 @@ impl Inner {
     ) -> Result<Response> {
         let xml = envelope::build_request(&self.header(), request);
         let kind = ResponseKind::from(request);
-        let ntlm = matches!(self.auth, Auth::Ntlm { .. });
+        let ntlm = self.auth.has_handshake();
         let mut attempt = 0;
         loop {
             attempt += 1;
             if session.auth.needs_handshake() {
                 self.handshake(session).await?;
             }
-            let http = session
-                .auth
-                .wrap(xml.as_bytes().to_vec())
-                .map_err(|e| self.auth_error(e))?;
+            let http = match session.auth.wrap(xml.as_bytes().to_vec()) {
+                Ok(http) => http,
+                // The Kerberos context outlived its ticket: authenticate the connection again.
+                #[cfg(feature = "kerberos")]
+                Err(AuthError::Kerberos(e)) if e.is_expired() && attempt == 1 => {
+                    debug!(endpoint = %self.endpoint, "Kerberos context expired; re-authenticating");
+                    session.auth.reset();
+                    continue;
+                }
+                Err(e) => return Err(self.auth_error(e)),
+            };
             session.poisoned = true;
             let response = self.post(session, http).await?;
             session.poisoned = false;

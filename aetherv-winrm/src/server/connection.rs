@@ -83,6 +83,15 @@ enum AuthState {
         principal: Principal,
         session: Box<NtlmSession>,
     },
+    /// A Kerberos/SPNEGO exchange needs another client token.
+    #[cfg(feature = "kerberos")]
+    KerberosAccepting(Box<crate::kerberos::KerberosAcceptor>),
+    /// Kerberos authenticated the connection.
+    #[cfg(feature = "kerberos")]
+    Kerberos {
+        principal: Principal,
+        session: Box<crate::kerberos::GssSession>,
+    },
 }
 
 /// A SOAP envelope to dispatch.
@@ -116,6 +125,12 @@ pub(crate) struct ConnectionCore {
     tls: bool,
     allow_unencrypted: bool,
     state: AuthState,
+    /// Accept Kerberos (keytab of the environment).
+    #[cfg(feature = "kerberos")]
+    kerberos: bool,
+    /// The acceptor's final (mutual-authentication) token, sent with the next response.
+    #[cfg(feature = "kerberos")]
+    pending_token: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectionCore {
@@ -124,6 +139,10 @@ impl std::fmt::Debug for ConnectionCore {
             AuthState::Anonymous => "anonymous",
             AuthState::Challenged(_) => "challenged",
             AuthState::Ntlm { .. } => "authenticated",
+            #[cfg(feature = "kerberos")]
+            AuthState::KerberosAccepting(_) => "kerberos accepting",
+            #[cfg(feature = "kerberos")]
+            AuthState::Kerberos { .. } => "kerberos authenticated",
         };
         f.debug_struct("ConnectionCore")
             .field("tls", &self.tls)
@@ -153,7 +172,19 @@ impl ConnectionCore {
             tls,
             allow_unencrypted,
             state: AuthState::Anonymous,
+            #[cfg(feature = "kerberos")]
+            kerberos: false,
+            #[cfg(feature = "kerberos")]
+            pending_token: None,
         }
+    }
+
+    /// Accepts Kerberos (`Kerberos` and `Negotiate` schemes) with the acceptor keytab of the
+    /// environment.
+    #[cfg(feature = "kerberos")]
+    pub fn with_kerberos(mut self, on: bool) -> Self {
+        self.kerberos = on;
+        self
     }
 
     /// Whether NTLM authenticated this connection.
@@ -166,6 +197,11 @@ impl ConnectionCore {
     fn refuse(&mut self) -> Inbound {
         self.state = AuthState::Anonymous;
         let mut offers = vec!["Negotiate".to_owned(), "NTLM".to_owned()];
+        #[cfg(feature = "kerberos")]
+        if self.kerberos {
+            offers.insert(1, "Kerberos".to_owned());
+            self.pending_token = None;
+        }
         if self.tls {
             offers.push("Basic realm=\"WSMAN\"".to_owned());
         }
@@ -194,6 +230,13 @@ impl ConnectionCore {
                     .split_once(char::is_whitespace)
                     .unwrap_or((header, ""));
                 let token = token.trim();
+                #[cfg(feature = "kerberos")]
+                if self.kerberos && self.is_kerberos_token(scheme, token) {
+                    return match self.kerberos_leg(scheme, token, request.body.is_empty()) {
+                        Ok(principal) => self.body(request, principal),
+                        Err(answer) => answer,
+                    };
+                }
                 if scheme.eq_ignore_ascii_case("Negotiate") || scheme.eq_ignore_ascii_case("NTLM") {
                     let scheme = if scheme.eq_ignore_ascii_case("NTLM") {
                         "NTLM"
@@ -215,6 +258,8 @@ impl ConnectionCore {
             }
             None => match &self.state {
                 AuthState::Ntlm { principal, .. } => principal.clone(),
+                #[cfg(feature = "kerberos")]
+                AuthState::Kerberos { principal, .. } => principal.clone(),
                 _ => return self.refuse(),
             },
         };
@@ -313,6 +358,10 @@ impl ConnectionCore {
             .content_type
             .as_deref()
             .is_some_and(framing::is_encrypted);
+        #[cfg(feature = "kerberos")]
+        if let AuthState::Kerberos { .. } = &self.state {
+            return self.kerberos_body(request, principal);
+        }
         if !encrypted {
             let ntlm_over_http = !self.tls && matches!(self.state, AuthState::Ntlm { .. });
             if ntlm_over_http && !self.allow_unencrypted {
@@ -352,6 +401,10 @@ impl ConnectionCore {
 
     /// Wraps an answer envelope, sealing it when the request was sealed.
     pub fn outbound(&mut self, status: u16, xml: String, sealed: bool) -> HttpResponse {
+        #[cfg(feature = "kerberos")]
+        if let Some(response) = self.kerberos_outbound(status, &xml, sealed) {
+            return response;
+        }
         if sealed && let AuthState::Ntlm { session, .. } = &mut self.state {
             let mut data = xml.into_bytes();
             let length = data.len();
@@ -369,6 +422,181 @@ impl ConnectionCore {
             content_type: Some(SOAP_CONTENT_TYPE.to_owned()),
             body: Bytes::from(xml),
         }
+    }
+}
+
+#[cfg(feature = "kerberos")]
+impl ConnectionCore {
+    /// Whether an `Authorization` header carries Kerberos (or SPNEGO) rather than raw NTLM.
+    fn is_kerberos_token(&self, scheme: &str, token: &str) -> bool {
+        if scheme.eq_ignore_ascii_case("Kerberos") {
+            return true;
+        }
+        if !scheme.eq_ignore_ascii_case("Negotiate") {
+            return false;
+        }
+        if matches!(self.state, AuthState::KerberosAccepting(_)) {
+            return true;
+        }
+        STANDARD
+            .decode(token)
+            .is_ok_and(|t| !t.is_empty() && ntlm_message_type(&t).is_none())
+    }
+
+    /// One Kerberos/SPNEGO leg. `Ok` means authenticated with a body to process.
+    fn kerberos_leg(
+        &mut self,
+        scheme: &str,
+        token: &str,
+        empty_body: bool,
+    ) -> Result<Principal, Inbound> {
+        use crate::kerberos::{Accepted, KerberosAcceptor};
+        let scheme = if scheme.eq_ignore_ascii_case("Kerberos") {
+            "Kerberos"
+        } else {
+            "Negotiate"
+        };
+        let Ok(token) = STANDARD.decode(token) else {
+            return Err(self.refuse());
+        };
+        let mut acceptor = match std::mem::replace(&mut self.state, AuthState::Anonymous) {
+            AuthState::KerberosAccepting(acceptor) => acceptor,
+            _ => Box::new(KerberosAcceptor::new()),
+        };
+        match acceptor.step(&token) {
+            Ok(Accepted::Continue(out)) => {
+                self.state = AuthState::KerberosAccepting(acceptor);
+                Err(Inbound::Respond {
+                    response: HttpResponse {
+                        status: 401,
+                        www_authenticate: vec![format!("{scheme} {}", STANDARD.encode(out))],
+                        content_type: None,
+                        body: Bytes::new(),
+                    },
+                    negotiate: true,
+                })
+            }
+            Ok(Accepted::Done {
+                principal,
+                session,
+                token,
+            }) => {
+                let principal = Principal {
+                    key: key_of(&principal),
+                    name: principal,
+                };
+                self.state = AuthState::Kerberos {
+                    principal: principal.clone(),
+                    session: Box::new(session),
+                };
+                let header = token.map(|t| format!("{scheme} {}", STANDARD.encode(t)));
+                if empty_body {
+                    Err(Inbound::Respond {
+                        response: HttpResponse {
+                            status: 200,
+                            www_authenticate: header.into_iter().collect(),
+                            content_type: None,
+                            body: Bytes::new(),
+                        },
+                        negotiate: true,
+                    })
+                } else {
+                    self.pending_token = header;
+                    Ok(principal)
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "kerberos token refused");
+                match self.refuse() {
+                    Inbound::Respond { response, .. } => Err(Inbound::Respond {
+                        response,
+                        negotiate: true,
+                    }),
+                    other => Err(other),
+                }
+            }
+        }
+    }
+
+    /// Unwraps (or accepts the plaintext of) a request on a Kerberos connection.
+    fn kerberos_body(&mut self, request: &HttpRequest, principal: Principal) -> Inbound {
+        let protocol = request
+            .content_type
+            .as_deref()
+            .and_then(framing::encrypted_protocol);
+        let Some(protocol) = protocol else {
+            if !self.tls && !self.allow_unencrypted {
+                return self.refuse();
+            }
+            return Inbound::Soap(SoapRequest {
+                principal,
+                xml: request.body.clone(),
+                sealed: false,
+            });
+        };
+        let AuthState::Kerberos { session, .. } = &mut self.state else {
+            return self.refuse();
+        };
+        let bad_request = Inbound::Respond {
+            response: status(400),
+            negotiate: false,
+        };
+        let Ok(body) = framing::decode_gss(&request.body) else {
+            return bad_request;
+        };
+        match session.unwrap(body.signature, body.sealed) {
+            Ok(data) if data.len() == body.original_length => {
+                session.set_protocol(protocol);
+                Inbound::Soap(SoapRequest {
+                    principal,
+                    xml: Bytes::from(data),
+                    sealed: true,
+                })
+            }
+            _ => {
+                self.state = AuthState::Anonymous;
+                bad_request
+            }
+        }
+    }
+
+    /// The answer on a Kerberos connection (`None` for other connections).
+    fn kerberos_outbound(&mut self, status: u16, xml: &str, sealed: bool) -> Option<HttpResponse> {
+        let AuthState::Kerberos { session, .. } = &mut self.state else {
+            return None;
+        };
+        let www_authenticate: Vec<String> = self.pending_token.take().into_iter().collect();
+        if sealed {
+            match session.wrap(xml.as_bytes()) {
+                Ok(wrapped) => {
+                    return Some(HttpResponse {
+                        status,
+                        www_authenticate,
+                        content_type: Some(framing::content_type_for(session.protocol())),
+                        body: Bytes::from(framing::encode_gss(
+                            session.protocol(),
+                            &wrapped.header,
+                            &wrapped.sealed,
+                            xml.len(),
+                        )),
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "kerberos wrap failed");
+                    self.state = AuthState::Anonymous;
+                    return Some(HttpResponse {
+                        status: 500,
+                        ..HttpResponse::default()
+                    });
+                }
+            }
+        }
+        Some(HttpResponse {
+            status,
+            www_authenticate,
+            content_type: Some(SOAP_CONTENT_TYPE.to_owned()),
+            body: Bytes::from(xml.to_owned()),
+        })
     }
 }
 

@@ -68,6 +68,8 @@ struct Shared {
     users: Users,
     identity: AcceptorIdentity,
     allow_unencrypted: bool,
+    #[cfg(feature = "kerberos")]
+    kerberos: bool,
     tls: Option<TlsAcceptor>,
     table: ShellTable,
     counters: Arc<Counters>,
@@ -133,6 +135,8 @@ impl WsmanServer {
             users: Users::new(config.users),
             identity: config.identity,
             allow_unencrypted: config.allow_unencrypted,
+            #[cfg(feature = "kerberos")]
+            kerberos: config.kerberos,
             tls,
             table: ShellTable::new(
                 handler,
@@ -327,11 +331,10 @@ async fn serve_http<I>(shared: Arc<Shared>, io: I, remote: SocketAddr, id: u64, 
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let core = Arc::new(tokio::sync::Mutex::new(ConnectionCore::new(
-        shared.identity.clone(),
-        tls,
-        shared.allow_unencrypted,
-    )));
+    let core = ConnectionCore::new(shared.identity.clone(), tls, shared.allow_unencrypted);
+    #[cfg(feature = "kerberos")]
+    let core = core.with_kerberos(shared.kerberos);
+    let core = Arc::new(tokio::sync::Mutex::new(core));
     let kill = CancellationToken::new();
     let conn = Conn {
         shared,
