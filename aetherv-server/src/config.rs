@@ -97,6 +97,8 @@ pub struct Config {
     pub image_boot: Vec<BootRule>,
     /// `/readyz` needs at least one connected host (`READYZ_STRICT`, default off).
     pub readyz_strict: bool,
+    /// The MCP endpoint's mode and guard rails (`MCP_*`).
+    pub mcp: crate::mcp::guard::McpConfig,
 }
 
 /// What the server manages.
@@ -310,6 +312,10 @@ impl Config {
         let job_concurrency_per_host = s.number("JOB_CONCURRENCY_PER_HOST", 2, 1, 64);
         let job_history = s.number("JOB_HISTORY", 1000, 10, 100_000);
         let readyz_strict = s.flag("READYZ_STRICT", false);
+        let mcp = crate::mcp::guard::McpConfig::from_sources(env).unwrap_or_else(|problems| {
+            s.problems.extend(problems);
+            crate::mcp::guard::McpConfig::default()
+        });
 
         let image_boot = image_boot(&mut s);
 
@@ -349,6 +355,7 @@ impl Config {
             auth,
             image_boot,
             readyz_strict,
+            mcp,
         })
     }
 
