@@ -49,7 +49,7 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
 /// `/mcp` for `state` under `config`, authenticated by `auth`; `None` when `MCP_MODE=off`.
-pub fn routes(state: AppState, config: McpConfig) -> Option<Router> {
+pub fn routes(state: AppState, config: McpConfig) -> Option<Router<AppState>> {
     if config.mode == McpMode::Off {
         return None;
     }
@@ -69,7 +69,7 @@ pub fn routes(state: AppState, config: McpConfig) -> Option<Router> {
             .with_max_request_body_bytes(vms::MAX_BODY_BYTES),
     );
     Some(
-        Router::new()
+        Router::<AppState>::new()
             .route_service(MCP_PATH, service)
             .layer(middleware::from_fn_with_state(auth, require_reader))
             .layer(axum::extract::DefaultBodyLimit::max(vms::MAX_BODY_BYTES)),
@@ -980,7 +980,6 @@ impl ServerHandler for McpServer {
             .ok_or_else(|| ErrorData::internal_error("the caller is not authenticated", None))?;
         let name = request.name.to_string();
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let write = self.0.config.mode == McpMode::ReadWrite;
         let outcome = match all_tools().into_iter().find(|(t, _)| t.name == name) {
             None => Outcome::refused(format!("unknown tool {name}")),
             Some((tool, kind)) => {
