@@ -100,6 +100,8 @@ pub struct Config {
     /// Where the provisioning ISOs built at start come from (`AETHERV_ISO_SOURCE_DIR`,
     /// `AETHERV_GUEST_AGENT`, ...; see [`crate::media`]).
     pub media: crate::media::MediaConfig,
+    /// The MCP endpoint's mode and guard rails (`MCP_*`).
+    pub mcp: crate::mcp::guard::McpConfig,
 }
 
 /// What the server manages.
@@ -342,6 +344,10 @@ impl Config {
         let job_concurrency_per_host = s.number("JOB_CONCURRENCY_PER_HOST", 2, 1, 64);
         let job_history = s.number("JOB_HISTORY", 1000, 10, 100_000);
         let readyz_strict = s.flag("READYZ_STRICT", false);
+        let mcp = crate::mcp::guard::McpConfig::from_sources(env).unwrap_or_else(|problems| {
+            s.problems.extend(problems);
+            crate::mcp::guard::McpConfig::default()
+        });
 
         let image_boot = image_boot(&mut s);
         let media = media_config(&mut s);
@@ -383,6 +389,7 @@ impl Config {
             image_boot,
             readyz_strict,
             media,
+            mcp,
         })
     }
 

@@ -18,6 +18,7 @@ pub mod error;
 /// The job queue (the `aetherv-jobs` crate).
 pub use aetherv_jobs as jobs;
 pub mod logging;
+pub mod mcp;
 pub mod media;
 pub mod metrics;
 pub mod orphan;

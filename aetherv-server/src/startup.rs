@@ -69,6 +69,7 @@ pub struct Server {
     hosts: crate::api::host_check::HostPolicy,
     metrics_token: Option<crate::api::metrics_access::MetricsToken>,
     metrics_separate: bool,
+    mcp: crate::mcp::guard::McpConfig,
     refresher: Option<Refresher>,
     #[cfg(feature = "demo")]
     fleet: Option<DemoFleet>,
@@ -389,6 +390,7 @@ impl Server {
                 .as_ref()
                 .map(crate::api::metrics_access::MetricsToken::new),
             metrics_separate: config.metrics_listen_addr.is_some(),
+            mcp: config.mcp.clone(),
             refresher: Some(refresher),
             #[cfg(feature = "demo")]
             fleet,
@@ -416,7 +418,7 @@ impl Server {
     /// `/metrics` behind `METRICS_TOKEN` when it is set, and answering 404 for it when
     /// `METRICS_LISTEN_ADDR` serves it instead.
     pub fn router(&self) -> Router {
-        let mut app = crate::api::router(self.state.clone());
+        let mut app = crate::api::router_with_mcp(self.state.clone(), Some(self.mcp.clone()));
         if self.metrics_separate {
             app = crate::api::without_metrics(app);
         }

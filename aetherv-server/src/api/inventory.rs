@@ -74,7 +74,7 @@ pub async fn host(
 /// Query of `GET /api/v1/vms`: every parameter is optional, they combine with AND, and an
 /// empty (or blank) value is the same as leaving the parameter out. Unknown parameters are
 /// refused.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct VmQuery {

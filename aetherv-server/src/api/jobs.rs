@@ -19,7 +19,7 @@ use crate::state::AppState;
 
 /// Query of `GET /api/v1/jobs`: every parameter is optional, they combine with AND, and an
 /// empty value is the same as leaving the parameter out. Unknown parameters are refused.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
@@ -37,6 +37,7 @@ pub struct ListQuery {
     vm_id: Option<String>,
     /// At most this many jobs (newest first); empty means all.
     #[param(value_type = Option<u32>, minimum = 1)]
+    #[schemars(with = "Option<u32>")]
     limit: Option<String>,
 }
 

@@ -98,6 +98,13 @@ pub fn api_route_list() -> Vec<(Method, String)> {
 
 /// The application.
 pub fn router(state: AppState) -> Router {
+    router_with_mcp(state, None)
+}
+
+/// The application with the MCP endpoint of [`crate::mcp`] at `/mcp` when `mcp` is given
+/// and its mode is not off (authenticated like the API, behind the same outer layers).
+pub fn router_with_mcp(state: AppState, mcp: Option<crate::mcp::guard::McpConfig>) -> Router {
+    let mcp = mcp.and_then(|config| crate::mcp::routes(state.clone(), config));
     let (api, _) = api_routes().split_for_parts();
     let api = api
         .route_layer(middleware::from_fn_with_state(
@@ -110,10 +117,11 @@ pub fn router(state: AppState) -> Router {
         Some(_) => auth::login::routes().with_state(state.auth.clone()),
         None => Router::new(),
     };
-    Router::new()
-        .merge(api)
-        .merge(public)
-        .fallback(not_found)
+    let mut app = Router::new().merge(api).merge(public);
+    if let Some(mcp) = mcp {
+        app = app.merge(mcp);
+    }
+    app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),

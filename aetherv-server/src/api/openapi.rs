@@ -13,7 +13,7 @@
 //! The docs page is one self-contained HTML file (inline CSS and script, no external
 //! resources) that fetches `/openapi.json` and renders it.
 
-mod provision;
+pub mod provision;
 
 use std::sync::OnceLock;
 

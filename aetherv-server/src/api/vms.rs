@@ -495,7 +495,7 @@ pub async fn provision_job(
 
 /// Body of `POST /api/v1/vms/delete`: the VM by `vm_id`, or by `vm_name` and `hyperv_host`.
 /// Unknown fields are refused (422 naming the field).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = DeleteVmRequest)]
 pub struct DeleteBody {
