@@ -248,8 +248,8 @@ impl LoginFlow {
         (!self.ended.is_ended(&claims.sid)).then_some(claims)
     }
 
-    /// The caller a session cookie value names, if the session is valid at `now` (see
-    /// [`LoginFlow::session`] rules: genuine, current or previous key, not expired, not ended).
+    /// The caller a session cookie value names, if the session is valid at `now`: genuine,
+    /// signed by the current or previous key, not expired and not ended by logout.
     #[must_use]
     pub fn session_principal(&self, value: &str, now: u64) -> Option<Principal> {
         principal_of(self.session(value, now)?)
