@@ -529,7 +529,7 @@ fn hosts_file_unknown_field_names_its_path() {
     let (_dir, map) = hosts_file("hostz: [hv01]\n");
     let p = one_problem(load_in(&map, &empty.0), "HOSTS_FILE");
     assert!(p.contains("hostz") && p.contains("unknown field"), "{p}");
-    let (_dir, map) = hosts_file("hosts: [{name: hv01, transport: kerberos}]\n");
+    let (_dir, map) = hosts_file("hosts: [{name: hv01, transport: credssp}]\n");
     let p = one_problem(load_in(&map, &empty.0), "HOSTS_FILE");
     assert!(p.starts_with("HOSTS_FILE: hosts[0].transport: "), "{p}");
 }
