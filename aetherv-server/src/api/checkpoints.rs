@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use super::inventory::vm_id;
 use super::views::AcceptedView;
-use super::vms::{accepted, ensure_ready, parse_json_body, submit_error};
+use super::vms::{ensure_ready, parse_json_body, submit_vm_job};
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
-use crate::jobs::{JobWork, NewJob};
+use crate::jobs::JobWork;
 use crate::state::AppState;
 
 /// A checkpoint with the checkpoints taken after it.
@@ -186,20 +186,15 @@ fn submit(
     change: CheckpointChange,
     parameters: serde_json::Value,
 ) -> ApiResult<Response> {
-    let job = state
-        .jobs
-        .submit(NewJob {
-            work: JobWork::Checkpoint {
-                vm: vm.vm.id,
-                change,
-            },
-            host: vm.host.to_string(),
-            vm_id: Some(vm.vm.id),
-            vm_name: Some(vm.vm.name.clone()),
-            parameters,
-        })
-        .map_err(|e| submit_error(e, "hyperv_host"))?;
-    Ok(accepted(&job))
+    submit_vm_job(
+        state,
+        vm,
+        JobWork::Checkpoint {
+            vm: vm.vm.id,
+            change,
+        },
+        parameters,
+    )
 }
 
 /// `GET /api/v1/vms/{id}/checkpoints`.

@@ -120,6 +120,27 @@ pub fn accepted(job: &JobView) -> Response {
     response
 }
 
+/// Queues `work` on the VM's host under the VM's lock and answers 202 with the job (a busy VM
+/// or a full queue become the matching error, naming `hyperv_host` for an unknown host).
+pub(crate) fn submit_vm_job(
+    state: &AppState,
+    vm: &aetherv_inventory::InventoryVm,
+    work: JobWork,
+    parameters: serde_json::Value,
+) -> ApiResult<Response> {
+    let job = state
+        .jobs
+        .submit(NewJob {
+            work,
+            host: vm.host.to_string(),
+            vm_id: Some(vm.vm.id),
+            vm_name: Some(vm.vm.name.clone()),
+            parameters,
+        })
+        .map_err(|e| submit_error(e, "hyperv_host"))?;
+    Ok(accepted(&job))
+}
+
 pub(crate) fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
     match error {
         SubmitError::UnknownHost(host) => ApiError::not_found("host", &host).with_field(host_field),
