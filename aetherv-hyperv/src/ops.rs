@@ -41,6 +41,9 @@
 //! | [`HyperVHostExt::detach_vm_disk`] | `Remove-ManagedVmDisk` | `{"id","controller_type","controller_number","controller_location","delete_file"}` | [`VmDiskDetached`] |
 //! | [`HyperVHostExt::change_checkpoint`] | `Update-VmCheckpoint` | `{"id","action",…}` ([`CheckpointChange`]) | [`CheckpointChanged`] |
 //! | [`HyperVHostExt::change_network_adapter`] | `Update-VmNetworkAdapter` | `{"id","action",…}` ([`NicChange`]) | [`NicChanged`] |
+//! | [`HyperVHostExt::move_cluster_role`] | `Move-VmClusterRole` | `{"id","node","migration_type"}` ([`ClusterMove`]) | [`Migrated`] |
+//! | [`HyperVHostExt::migration_status`] | `Get-VmMigration` | `{"id"}` | [`MigrationProgress`] |
+//! | [`HyperVHostExt::cancel_migration`] | `Stop-VmMigration` | `{"id"}` | [`MigrationCancel`] |
 //!
 //! Provisioning.WaitForProvisioningKey and Provisioning.PublishProvisioningData are the
 //! pipeline's loops over [`HyperVHostExt::kvp_read_guest`] and [`HyperVHostExt::kvp_write_host`].
@@ -54,7 +57,8 @@
 //! `InvalidVmState` → [`Error::InvalidVmState`], `InsufficientMemory` →
 //! [`Error::InsufficientMemory`], `InsufficientStorage` → [`Error::InsufficientStorage`],
 //! `ImageNotFound` → [`Error::UnknownImage`], `SharedDisk` → [`Error::SharedDisk`],
-//! `MigrationIncompatible` → [`Error::MigrationIncompatible`]; any other code →
+//! `MigrationIncompatible` → [`Error::MigrationIncompatible`] (`MigrationCancelled` and
+//! `MigrationFailed` stay [`Error::ScriptFailed`] with that code); any other code →
 //! [`Error::ScriptFailed`] with the host, the operation, the code and the message. Output
 //! without a well-formed result (e.g. powershell.exe's "-File ... does not exist" when the
 //! scripts are not deployed; its stderr is quoted), or data of the wrong shape, is
@@ -140,12 +144,18 @@ pub mod scripts {
     pub const UPDATE_VM_CHECKPOINT: &str = "Update-VmCheckpoint";
     /// Add, change or remove a network adapter.
     pub const UPDATE_VM_NETWORK_ADAPTER: &str = "Update-VmNetworkAdapter";
+    /// Move a clustered VM's role to another node (`Move-ClusterVirtualMachineRole`).
+    pub const MOVE_VM_CLUSTER_ROLE: &str = "Move-VmClusterRole";
+    /// Read the VM's migration job (`Msvm_MigrationJob`).
+    pub const GET_VM_MIGRATION: &str = "Get-VmMigration";
+    /// Cancel the VM's migration job before its switch-over.
+    pub const STOP_VM_MIGRATION: &str = "Stop-VmMigration";
     /// Shared helpers every script dot-sources (not an operation).
     pub const COMMON: &str = "AethervCommon";
 
     /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
     /// checks both directions).
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 27] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
         SET_VM_POWER_STATE,
@@ -170,6 +180,9 @@ pub mod scripts {
         REMOVE_MANAGED_VM_DISK,
         UPDATE_VM_CHECKPOINT,
         UPDATE_VM_NETWORK_ADAPTER,
+        MOVE_VM_CLUSTER_ROLE,
+        GET_VM_MIGRATION,
+        STOP_VM_MIGRATION,
     ];
 }
 
@@ -299,6 +312,21 @@ pub trait HyperVHostExt: HyperVHost {
     /// [`HostCall::MoveVm`].
     async fn move_vm(&self, id: VmId, target: MigrationTarget) -> Result<Migrated> {
         expect_reply!(self, HostCall::MoveVm(id, target), HostReply::Migrated(m) => m)
+    }
+
+    /// [`HostCall::MoveClusterRole`].
+    async fn move_cluster_role(&self, id: VmId, to: ClusterMove) -> Result<Migrated> {
+        expect_reply!(self, HostCall::MoveClusterRole(id, to), HostReply::Migrated(m) => m)
+    }
+
+    /// [`HostCall::MigrationStatus`].
+    async fn migration_status(&self, id: VmId) -> Result<MigrationProgress> {
+        expect_reply!(self, HostCall::MigrationStatus(id), HostReply::MigrationProgress(p) => p)
+    }
+
+    /// [`HostCall::CancelMigration`].
+    async fn cancel_migration(&self, id: VmId) -> Result<MigrationCancel> {
+        expect_reply!(self, HostCall::CancelMigration(id), HostReply::MigrationCancel(c) => c)
     }
 
     /// [`HostCall::RemovePath`].

@@ -38,6 +38,8 @@ pub enum JobType {
     /// Add, change or remove a network adapter.
     #[serde(rename = "network_adapter")]
     NetworkAdapter,
+    /// Move a VM to another host, or its storage to another folder.
+    Migrate,
 }
 
 impl JobType {
@@ -52,6 +54,7 @@ impl JobType {
             Self::Disk => "disk",
             Self::Checkpoint => "checkpoint",
             Self::NetworkAdapter => "network_adapter",
+            Self::Migrate => "migrate",
         }
     }
 
@@ -66,6 +69,7 @@ impl JobType {
             "disk" => Some(Self::Disk),
             "checkpoint" => Some(Self::Checkpoint),
             "network_adapter" => Some(Self::NetworkAdapter),
+            "migrate" => Some(Self::Migrate),
             _ => None,
         }
     }
@@ -244,6 +248,8 @@ pub enum JobWork {
         /// The change.
         change: NicChange,
     },
+    /// Move a VM (see [`crate::migration`]); the job's host is the source host.
+    Migrate(Box<crate::migration::MigrationPlan>),
 }
 
 /// A disk operation ([`JobWork::Disk`]).
@@ -303,6 +309,7 @@ impl JobWork {
             Self::Disk(_) => JobType::Disk,
             Self::Checkpoint { .. } => JobType::Checkpoint,
             Self::NetworkAdapter { .. } => JobType::NetworkAdapter,
+            Self::Migrate(_) => JobType::Migrate,
         }
     }
 }
@@ -599,6 +606,8 @@ pub struct QueueConfig {
     pub step_timeout: Duration,
     /// Upper bound of the inventory refresh after a job.
     pub refresh_timeout: Duration,
+    /// Timing of migrations (progress polling, short host calls).
+    pub migration: crate::migration::MigrationSettings,
 }
 
 impl Default for QueueConfig {
@@ -611,6 +620,7 @@ impl Default for QueueConfig {
             provision: ProvisionConfig::default(),
             step_timeout: Duration::from_secs(120),
             refresh_timeout: Duration::from_secs(60),
+            migration: crate::migration::MigrationSettings::default(),
         }
     }
 }

@@ -673,6 +673,7 @@ impl JobQueue {
             JobWork::NetworkAdapter { vm, change } => {
                 self.network_adapter(id, host, vm, change, &cancel).await
             }
+            JobWork::Migrate(plan) => self.migrate_job(id, &plan, &cancel).await,
         }
     }
 
@@ -840,5 +841,6 @@ impl JobQueue {
 mod day2;
 
 mod devices;
+mod migrate;
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,10 @@ pub struct SimState {
     bridged_os: Option<OsFamily>,
     /// VMs whose guest side a guest bridge serves.
     bridged: BTreeSet<Uuid>,
+    /// The latest migration job of each VM ([`crate::migration`]).
+    pub(crate) migrations: BTreeMap<Uuid, crate::migration::Migration>,
+    /// How long moves take.
+    pub(crate) migration_timing: crate::migration::MigrationTiming,
 }
 
 /// A file a host script created that no VM uses (yet): a copied golden image before its VM is
@@ -60,6 +64,8 @@ impl SimState {
             silent: BTreeSet::new(),
             bridged_os: None,
             bridged: BTreeSet::new(),
+            migrations: BTreeMap::new(),
+            migration_timing: crate::migration::MigrationTiming::default(),
         }
     }
 
