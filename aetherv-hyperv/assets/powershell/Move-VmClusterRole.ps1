@@ -22,7 +22,7 @@ Invoke-AethervScript -Body {
         Stop-Aetherv -Code 'InvalidRequest' -Message ('migration type must be Live or Quick, got ' + $type) -Details @{ field = 'migration_type' }
     }
     if (-not $vm.IsClustered) {
-        Stop-Aetherv -Code 'NotClustered' -Message ('VM ' + $vm.Name + ' is not a cluster role; move it with Move-VM') -Details @{ vm = $vm.Id.ToString() }
+        Stop-Aetherv -Code 'NotClustered' -Message ('VM ' + $vm.Name + ' is not a cluster role; it moves between hosts, not between cluster nodes') -Details @{ vm = $vm.Id.ToString() }
     }
     try {
         FailoverClusters\Move-ClusterVirtualMachineRole -VMId $vm.Id -Node $node -MigrationType $type | Out-Null
