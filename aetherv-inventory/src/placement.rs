@@ -163,37 +163,89 @@ fn refusal(c: &Candidate, demand: &Demand) -> Option<Refusal> {
     c.unfit.clone().map(Refusal::Unfit)
 }
 
+/// One eligible host in a [`Ranking`], with the figures behind its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranked {
+    /// Host name as configured.
+    pub host: String,
+    /// Memory available for VMs now.
+    pub memory_available_bytes: u64,
+    /// Memory left after the VM is placed (the ranking key: most first).
+    pub memory_after_bytes: u64,
+    /// Free bytes of the host's roomiest storage location, when known.
+    pub storage_free_bytes: Option<u64>,
+}
+
+impl Refusal {
+    /// A stable machine-readable name (`not_connected`, `in_maintenance`, `no_facts`,
+    /// `no_image`, `memory`, `storage`, `unfit`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotConnected => "not_connected",
+            Self::InMaintenance => "in_maintenance",
+            Self::NoFacts => "no_facts",
+            Self::NoImage => "no_image",
+            Self::Memory { .. } => "memory",
+            Self::Storage { .. } => "storage",
+            Self::Unfit(_) => "unfit",
+        }
+    }
+}
+
+/// Every candidate judged: the eligible ones best first, the others with their refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranking {
+    /// Eligible hosts, most memory available first (ties: host name).
+    pub ranked: Vec<Ranked>,
+    /// Refused hosts with the reason, in host name order.
+    pub refused: Vec<(String, Refusal)>,
+}
+
+/// Judges every candidate for `demand`: the one ranking used by provisioning's placement,
+/// the placement route and a host drain. A host is eligible when it is connected, not in
+/// maintenance, has its facts, the image, the memory and the storage, and the caller found
+/// nothing against it ([`Candidate::unfit`]); eligible hosts are ordered by memory available
+/// (most first; ties: host name).
+pub fn rank(candidates: &[Candidate], demand: &Demand) -> Ranking {
+    let mut sorted: Vec<&Candidate> = candidates.iter().collect();
+    sorted.sort_by(|a, b| a.host.cmp(&b.host));
+    let mut ranked = Vec::new();
+    let mut refused = Vec::new();
+    for c in sorted {
+        match refusal(c, demand) {
+            Some(why) => refused.push((c.host.clone(), why)),
+            None => {
+                let memory = c.memory_available_bytes.unwrap_or(0);
+                ranked.push(Ranked {
+                    host: c.host.clone(),
+                    memory_available_bytes: memory,
+                    memory_after_bytes: memory.saturating_sub(demand.memory_bytes),
+                    storage_free_bytes: c.storage_free_bytes,
+                });
+            }
+        }
+    }
+    // Stable: equal memory keeps host name order.
+    ranked.sort_by(|a, b| b.memory_available_bytes.cmp(&a.memory_available_bytes));
+    Ranking { ranked, refused }
+}
+
 /// The eligible candidate with the most memory available (ties: the first host name), or why
-/// there is none.
+/// there is none: the head of [`rank`].
 ///
 /// # Errors
 ///
 /// [`NoFit`] when no candidate qualifies (also for an empty list).
 pub fn choose(candidates: &[Candidate], demand: &Demand) -> Result<Chosen, NoFit> {
+    let Ranking { ranked, refused } = rank(candidates, demand);
+    if let Some(best) = ranked.first() {
+        return Ok(Chosen {
+            host: best.host.clone(),
+            memory_available_bytes: best.memory_available_bytes,
+        });
+    }
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
     sorted.sort_by(|a, b| a.host.cmp(&b.host));
-    let mut best: Option<Chosen> = None;
-    let mut refused = Vec::new();
-    for c in &sorted {
-        match refusal(c, demand) {
-            Some(why) => refused.push((c.host.clone(), why)),
-            None => {
-                let memory = c.memory_available_bytes.unwrap_or(0);
-                if best
-                    .as_ref()
-                    .is_none_or(|b| memory > b.memory_available_bytes)
-                {
-                    best = Some(Chosen {
-                        host: c.host.clone(),
-                        memory_available_bytes: memory,
-                    });
-                }
-            }
-        }
-    }
-    if let Some(chosen) = best {
-        return Ok(chosen);
-    }
     let usable = || sorted.iter().filter(|c| c.connected && !c.in_maintenance);
     let best_of = |value: fn(&Candidate) -> Option<u64>| {
         usable()

@@ -39,7 +39,7 @@ use crate::record::error_chain;
 
 /// How a VM moves (the API's `mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationMode {
     /// The VM keeps running while its memory moves to another host; a clustered VM moves

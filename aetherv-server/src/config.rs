@@ -137,6 +137,9 @@ pub struct DemoConfig {
     /// Linux VMs are served by this real agent through aetherv-sim's guest bridge instead of
     /// the simulated agent.
     pub guest_agent: Option<PathBuf>,
+    /// Milliseconds a simulated live migration takes per GiB of the VM's memory
+    /// (`DEMO_MIGRATION_MS_PER_GIB`, 0 to 60000); files move at a sixth of it per GiB.
+    pub migration_ms_per_gib: usize,
 }
 
 /// One Hyper-V host to manage.
@@ -521,6 +524,7 @@ fn demo(s: &mut Sources<'_>) -> DemoConfig {
     let vms_per_host = s.number("DEMO_VMS_PER_HOST", 8, 0, 200);
     let clusters = s.number("DEMO_CLUSTERS", 2.min(hosts), 0, hosts);
     let password = s.secret("AETHERV_DEMO_PASSWORD");
+    let migration_ms_per_gib = s.number("DEMO_MIGRATION_MS_PER_GIB", 100, 0, 60_000);
     let guest_agent = s
         .get("AETHERV_DEMO_GUEST_AGENT")
         .map(|p| p.trim().to_owned())
@@ -543,6 +547,7 @@ fn demo(s: &mut Sources<'_>) -> DemoConfig {
         clusters,
         password,
         guest_agent,
+        migration_ms_per_gib,
     }
 }
 

@@ -51,6 +51,9 @@ impl DemoFleet {
         };
         let options = SimOptions {
             install_directory: install_directory.to_owned(),
+            migration: aetherv_sim::MigrationTiming::per_memory_gib(
+                std::time::Duration::from_millis(demo.migration_ms_per_gib as u64),
+            ),
             ..SimOptions::default()
         };
         let fleet = SimFleet::start(spec, Credentials::new(DEMO_USER, password.clone()), options)

@@ -64,6 +64,9 @@ pub enum ErrorCode {
     LastBootDisk,
     /// 409: every SCSI location of the VM is taken.
     NoFreeScsiSlot,
+    /// 409: the VM cannot move to the target (Compare-VM's incompatibilities, each one in
+    /// `details`); nothing moved.
+    MigrationIncompatible,
     /// 413: the body is over the limit.
     PayloadTooLarge,
     /// 415: the body's media type is not accepted.
@@ -114,7 +117,7 @@ pub struct ApiError {
     pub message: String,
     /// The input field at fault, when there is one.
     pub field: Option<String>,
-    /// Every invalid field (422 only).
+    /// Every invalid field (422), or every incompatibility of a refused migration (409).
     pub details: Vec<FieldProblem>,
 }
 
@@ -136,7 +139,8 @@ pub struct ErrorDetail {
     /// The input field (or query parameter) at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// Every invalid field (422 only); the first is repeated in `field`/`message`.
+    /// Every invalid field (422), or every incompatibility of a refused migration (409
+    /// `migration_incompatible`); the first is repeated in `field`/`message`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<FieldProblem>,
 }

@@ -32,7 +32,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{inventory, jobs, vms};
+use crate::api::{inventory, jobs, migrate, placement, vms};
 use crate::auth::{Authenticator, Principal, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -224,6 +224,16 @@ struct TurnOffArgs {
     confirmation_token: Option<String>,
 }
 
+/// Arguments of `check_migration` and `migrate_vm`: the VM and the body of
+/// `POST /api/v1/vms/{id}/actions/migrate`.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct MigrateArgs {
+    /// The VM's Hyper-V id (a GUID).
+    vm_id: String,
+    #[serde(flatten)]
+    body: migrate::MigrateBody,
+}
+
 fn schema_of<T: JsonSchema + 'static>() -> Arc<JsonObject> {
     rmcp::handler::server::common::schema_for_type::<T>()
 }
@@ -333,6 +343,24 @@ fn all_tools() -> Vec<(Tool, Kind)> {
         ),
         (
             tool(
+                "check_migration",
+                "Check whether a VM can move (Compare-VM on its host): mode live, storage, shared_nothing or quick, target_host, optional destination_path or storage_class. Nothing moves; the answer lists every incompatibility in the host's words.",
+                schema_of::<MigrateArgs>(),
+                Read,
+            ),
+            Read,
+        ),
+        (
+            tool(
+                "placement",
+                "Rank the hosts that can take a VM of this size (memory_bytes, optional disk_bytes, image, cluster, exclude): candidates best first with memory available and left after, and every refused host with its reason.",
+                schema_of::<placement::PlacementBody>(),
+                Read,
+            ),
+            Read,
+        ),
+        (
+            tool(
                 "provision_vm",
                 "Queue a provisioning job (the body of POST /api/v1/vms/create); answers the job id at once, follow it with get_job.",
                 provision_schema(),
@@ -345,6 +373,15 @@ fn all_tools() -> Vec<(Tool, Kind)> {
                 "power_vm",
                 "Queue a power action (start, shutdown, restart, save, resume) on a VM; answers the job id at once.",
                 schema_of::<PowerArgs>(),
+                Write,
+            ),
+            Write,
+        ),
+        (
+            tool(
+                "migrate_vm",
+                "Queue a migration of a VM (the body of POST /api/v1/vms/{id}/actions/migrate plus vm_id): checked first (incompatibilities refuse it), then a migrate job whose id comes back at once; follow it with get_job, cancel it with cancel_job before the switch-over.",
+                schema_of::<MigrateArgs>(),
                 Write,
             ),
             Write,
@@ -720,6 +757,73 @@ impl McpServer {
                     &answer,
                 ))
             }
+            "check_migration" => {
+                let a: MigrateArgs = parse(args)?;
+                let response = migrate::migrate(
+                    State(state),
+                    Path(a.vm_id.clone()),
+                    Query(migrate::MigrateQuery {
+                        dry_run: Some(true),
+                    }),
+                    Bytes::from(to_value(&a.body).to_string()),
+                )
+                .await
+                .map_err(|e| Outcome::api(&e))?;
+                let answer = body_json(response).await?;
+                let vm = answer["vm_name"].as_str().unwrap_or_default();
+                let target = answer["target_host"].as_str().unwrap_or_default();
+                let summary = if answer["compatible"].as_bool() == Some(true) {
+                    format!("VM {vm} can move to {target} ({})", a.body.mode.as_str())
+                } else {
+                    let problems: Vec<&str> = answer["incompatibilities"]
+                        .as_array()
+                        .map(|l| l.iter().filter_map(|i| i["message"].as_str()).collect())
+                        .unwrap_or_default();
+                    format!("VM {vm} cannot move to {target}: {}", problems.join("; "))
+                };
+                Ok(Outcome::ok(summary, answer))
+            }
+            "placement" => {
+                let body: placement::PlacementBody = parse(args)?;
+                let Json(view) =
+                    placement::placement(State(state), Bytes::from(to_value(&body).to_string()))
+                        .await
+                        .map_err(|e| Outcome::api(&e))?;
+                let summary = match &view.chosen {
+                    Some(host) => format!(
+                        "best host {host}; {} candidate(s), {} refused",
+                        view.candidates.len(),
+                        view.refused.len()
+                    ),
+                    None => format!("no host can take the VM; {} refused", view.refused.len()),
+                };
+                Ok(Outcome::ok(summary, to_value(&view)))
+            }
+            "migrate_vm" => {
+                let a: MigrateArgs = parse(args)?;
+                let (vm, host, _) = self.vm_facts(&a.vm_id)?;
+                self.check_allowed(Some(&host), Some(&vm))?;
+                if let Some(target) = a.body.target_host.as_deref() {
+                    self.check_allowed(Some(target), None)?;
+                }
+                let response = migrate::migrate(
+                    State(state),
+                    Path(a.vm_id.clone()),
+                    Query(migrate::MigrateQuery::default()),
+                    Bytes::from(to_value(&a.body).to_string()),
+                )
+                .await
+                .map_err(|e| Outcome::api(&e))?;
+                let answer = body_json(response).await?;
+                Ok(accepted(
+                    &format!(
+                        "moving VM {vm} ({}) to {}",
+                        a.body.mode.as_str(),
+                        a.body.target_host.as_deref().unwrap_or(&host)
+                    ),
+                    &answer,
+                ))
+            }
             "power_vm" => {
                 let a: PowerArgs = parse(args)?;
                 let (vm, host, _) = self.vm_facts(&a.vm_id)?;
@@ -1061,6 +1165,33 @@ mod tests {
             assert!(provision["properties"].get(field).is_some(), "{field}");
         }
         assert_eq!(provision["type"], "object");
+        // The migration tools take the REST body's fields (a field added there appears here).
+        for name in ["check_migration", "migrate_vm"] {
+            let migrate = schema(name);
+            for field in [
+                "vm_id",
+                "target_host",
+                "mode",
+                "destination_path",
+                "storage_class",
+            ] {
+                assert!(
+                    migrate["properties"].get(field).is_some(),
+                    "{name} {field}: {migrate}"
+                );
+            }
+            let modes = migrate.to_string();
+            for mode in ["live", "storage", "shared_nothing", "quick"] {
+                assert!(modes.contains(mode), "{name} {mode}: {modes}");
+            }
+        }
+        let placement = schema("placement");
+        for field in ["memory_bytes", "disk_bytes", "image", "cluster", "exclude"] {
+            assert!(
+                placement["properties"].get(field).is_some(),
+                "{field}: {placement}"
+            );
+        }
     }
 
     #[test]
@@ -1083,6 +1214,7 @@ mod tests {
             let writes = [
                 "provision_vm",
                 "power_vm",
+                "migrate_vm",
                 "cancel_job",
                 "delete_vm",
                 "turn_off_vm",

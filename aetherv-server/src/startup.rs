@@ -337,6 +337,12 @@ impl Server {
                 // The refresh that ends a job fails fast for a silent host; a slow one is
                 // not worth holding the job's slot for longer.
                 refresh_timeout: Duration::from_secs(15),
+                // A real host's migration job is read every 2 s; the demo's short moves more
+                // often, so their progress shows.
+                migration: crate::jobs::migration::MigrationSettings {
+                    poll_interval: Duration::from_millis(if demo { 200 } else { 2000 }),
+                    ..crate::jobs::migration::MigrationSettings::default()
+                },
                 ..QueueConfig::default()
             },
             Arc::new(hosts),

@@ -47,6 +47,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../ui/vm_day2.js"),
     },
     Asset {
+        name: "migrate.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../ui/migrate.js"),
+    },
+    Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("../ui/favicon.svg"),

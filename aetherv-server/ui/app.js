@@ -1043,6 +1043,9 @@
       if (window.AethervDay2) {
         body.appendChild(window.AethervDay2.sections(vm, { h, api, guarded, toast, fmtBytes, canWrite: state.canWrite }));
       }
+      if (window.AethervMigrate) {
+        body.appendChild(window.AethervMigrate.section(vm, { h, api, toast, fmtBytes, canWrite: state.canWrite }));
+      }
       if ((vm.dvd_drives || []).length) {
         body.appendChild(h("h2", {}, "DVD drives"));
         body.appendChild(h("ul", {}, vm.dvd_drives.map((d) => h("li", { class: "mono" }, typeof d === "string" ? d : d.path || JSON.stringify(d)))));

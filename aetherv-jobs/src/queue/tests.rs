@@ -1260,3 +1260,173 @@ async fn a_stop_job_uses_the_api_name_of_its_action_everywhere() {
     );
     assert!(!serde_json::to_string(&lines).unwrap().contains("turn_off"));
 }
+
+fn migrating_vm(id: VmId) -> Vm {
+    Vm {
+        id,
+        name: "web-07".to_owned(),
+        state: VmState::Running,
+        generation: 2,
+        version: None,
+        path: Some(r"D:\Hyper-V\web-07".to_owned()),
+        processor_count: 2,
+        memory_startup_bytes: 4 << 30,
+        memory_assigned_bytes: 4 << 30,
+        memory_minimum_bytes: 0,
+        memory_maximum_bytes: 0,
+        dynamic_memory: false,
+        uptime: Duration::ZERO,
+        creation_time: None,
+        notes: String::new(),
+        clustered: false,
+        disks: vec![aetherv_hyperv::ops::VmDisk {
+            path: r"D:\Hyper-V\web-07\Virtual Hard Disks\web-07.vhdx".to_owned(),
+            controller_type: "SCSI".to_owned(),
+            controller_number: 0,
+            controller_location: 0,
+            disk_type: "Dynamic".to_owned(),
+            max_size_bytes: 64 << 30,
+            file_size_bytes: 8 << 30,
+            shared: false,
+        }],
+        dvd_drives: Vec::new(),
+        nics: Vec::new(),
+        integration_services: Vec::new(),
+        config: Default::default(),
+        checkpoints: Vec::new(),
+        merge_percent: None,
+    }
+}
+
+fn migrate_job(id: VmId, mode: MigrationMode) -> NewJob {
+    NewJob {
+        work: JobWork::Migrate(Box::new(MigrationPlan {
+            vm: id,
+            vm_name: "web-07".to_owned(),
+            source_host: "hv01".to_owned(),
+            target_host: "hv02".to_owned(),
+            mode,
+            destination_path: Some(r"E:\VMs\web-07".to_owned()),
+            clustered: false,
+        })),
+        host: "hv01".to_owned(),
+        vm_id: Some(id),
+        vm_name: Some("web-07".to_owned()),
+        parameters: serde_json::json!({}),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_migration_moves_nothing_and_lists_each_problem() {
+    let id = vm_id(7);
+    let mut hv01 = mock("hv01");
+    on!(hv01, HostCall::Vm(_)).returning(move |_| Ok(HostReply::Vm(Box::new(migrating_vm(id)))));
+    on!(hv01, HostCall::CompareVm(..)).returning(|_| {
+        Ok(HostReply::MigrationCheck(
+            aetherv_hyperv::ops::MigrationCheck {
+                compatible: false,
+                incompatibilities: vec![
+                    aetherv_hyperv::ops::Incompatibility {
+                        message: "processor-specific features".to_owned(),
+                        message_id: None,
+                    },
+                    aetherv_hyperv::ops::Incompatibility {
+                        message: "Not enough memory".to_owned(),
+                        message_id: None,
+                    },
+                ],
+            },
+        ))
+    });
+    // No MoveVm expectation: a move would panic the mock.
+    let queue = queue(
+        config(2, 2, 10),
+        vec![("hv01", hv01), ("hv02", mock("hv02"))],
+    );
+    let job = queue
+        .submit(migrate_job(id, MigrationMode::SharedNothing))
+        .unwrap();
+    let view = wait_end(&queue, &job.id).await;
+    assert_eq!(view.status, JobStatus::Failed, "{view:?}");
+    let error = view.error.unwrap();
+    assert!(
+        error.contains("processor-specific features; Not enough memory"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_move_is_cleaned_up_on_the_target_and_the_vm_stays_on_the_source() {
+    let id = vm_id(8);
+    let mut hv01 = mock("hv01");
+    on!(hv01, HostCall::Vm(_)).returning(move |_| Ok(HostReply::Vm(Box::new(migrating_vm(id)))));
+    on!(hv01, HostCall::CompareVm(..)).returning(|_| {
+        Ok(HostReply::MigrationCheck(
+            aetherv_hyperv::ops::MigrationCheck {
+                compatible: true,
+                incompatibilities: Vec::new(),
+            },
+        ))
+    });
+    on!(hv01, HostCall::MigrationStatus(_)).returning(move |_| {
+        Ok(HostReply::MigrationProgress(
+            aetherv_hyperv::ops::MigrationProgress {
+                id,
+                active: true,
+                percent_complete: 40,
+                job_state: Some(4),
+                cancellable: true,
+                status: None,
+                destination_host: Some("hv02".to_owned()),
+                error: None,
+            },
+        ))
+    });
+    on!(hv01, HostCall::MoveVm(..)).returning(|call| {
+        let HostCall::MoveVm(_, target) = call else {
+            panic!("{call:?}")
+        };
+        assert!(target.with_storage && !target.storage_only, "{target:?}");
+        assert_eq!(target.destination_path.as_deref(), Some(r"E:\VMs\web-07"));
+        Err(aetherv_hyperv::Error::ScriptFailed {
+            host: "hv01".to_owned(),
+            operation: "move VM",
+            code: "MigrationFailed".to_owned(),
+            message: "failed at migration source".to_owned(),
+        })
+    });
+    let mut hv02 = mock("hv02");
+    on!(hv02, HostCall::Vm(_)).returning(|call| {
+        Err(aetherv_hyperv::Error::UnknownVm {
+            host: "hv02".to_owned(),
+            vm: call.vm_id().unwrap().to_string(),
+        })
+    });
+    let removed = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&removed);
+    on!(hv02, HostCall::RemovePath(_)).returning(move |call| {
+        let HostCall::RemovePath(path) = call else {
+            panic!("{call:?}")
+        };
+        seen.lock().unwrap().push(path.clone());
+        Ok(HostReply::RemovedPath(RemovedPath {
+            path,
+            removed: true,
+        }))
+    });
+    let queue = queue(config(2, 2, 10), vec![("hv01", hv01), ("hv02", hv02)]);
+    let job = queue
+        .submit(migrate_job(id, MigrationMode::SharedNothing))
+        .unwrap();
+    let view = wait_end(&queue, &job.id).await;
+    assert_eq!(view.status, JobStatus::Failed, "{view:?}");
+    // Only the copy of the VM's disk in the folder the plan named is removed (never the
+    // folder itself, which the caller chose and may hold other things).
+    assert_eq!(
+        *removed.lock().unwrap(),
+        vec![r"E:\VMs\web-07\Virtual Hard Disks\web-07.vhdx".to_owned()]
+    );
+    let cleanup = view.cleanup.unwrap();
+    assert_eq!(cleanup.removed.len(), 1, "{cleanup:?}");
+    assert!(cleanup.left_behind.is_empty());
+}

@@ -107,7 +107,7 @@ pub struct AddDiskBody {
     path: Option<String>,
 }
 
-fn storage_definitions(state: &AppState, host: &str) -> HostDefinitions {
+pub(crate) fn storage_definitions(state: &AppState, host: &str) -> HostDefinitions {
     let configured = state
         .host_resources
         .get(&host.to_ascii_lowercase())

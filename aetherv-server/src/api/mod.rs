@@ -13,8 +13,10 @@ pub mod host_check;
 pub mod inventory;
 pub mod jobs;
 pub mod metrics_access;
+pub mod migrate;
 pub mod nics;
 pub mod openapi;
+pub mod placement;
 pub mod views;
 pub mod vm_day2;
 pub mod vms;
@@ -66,6 +68,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(vms::create))
         .routes(routes!(vms::delete))
         .routes(routes!(vms::action))
+        .routes(routes!(migrate::migrate))
+        .routes(routes!(placement::placement))
         .routes(routes!(vms::remove_orphan))
         .routes(routes!(vms::adopt_orphan))
         .routes(routes!(vms::provision_job))

@@ -225,42 +225,9 @@ fn place(
     cluster: &str,
     values: &aetherv_provision::schema::ProvisionValues,
 ) -> ApiResult<(String, serde_json::Value)> {
-    use aetherv_inventory::placement::{Demand, candidates, choose};
+    use aetherv_inventory::placement::{Demand, choose};
     let snapshot = state.inventory.snapshot();
-    let mut members: Vec<String> = state
-        .clusters
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(cluster))
-        .flat_map(|(_, hosts)| hosts.iter().cloned())
-        .collect();
-    for host in snapshot.hosts() {
-        if host
-            .cluster()
-            .is_some_and(|c| c.eq_ignore_ascii_case(cluster))
-            && !members.iter().any(|m| m.eq_ignore_ascii_case(&host.name))
-        {
-            members.push(host.name.to_string());
-        }
-    }
-    if members.is_empty() {
-        let mut known: Vec<String> = state.clusters.keys().cloned().collect();
-        for c in snapshot.clusters() {
-            if !known.iter().any(|k| k.eq_ignore_ascii_case(&c.name)) {
-                known.push(c.name.clone());
-            }
-        }
-        known.sort();
-        return Err(ApiError::not_found("cluster", cluster)
-            .with_field("target_cluster")
-            .with_message_suffix(&format!(
-                "; known clusters: {}",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            )));
-    }
+    let members = super::placement::cluster_members(state, cluster, "target_cluster")?;
     // The copy of the golden image is what the disk takes on the host's storage.
     let disk_bytes = members
         .iter()
@@ -280,34 +247,30 @@ fn place(
         disk_bytes,
         image: Some(values.image_name.clone()),
     };
-    let mut found = candidates(&snapshot, members.iter().map(String::as_str), &demand);
     // A member must also serve the request's network and storage class (and its disk size
     // must not be below its copy of the image): the same checks as for a named host.
-    for candidate in &mut found {
-        let Some(facts) = snapshot
-            .host(&candidate.host)
-            .and_then(|h| h.facts.as_deref())
-        else {
-            continue;
-        };
+    let (found, _) = super::placement::evaluate(state, &members, &demand, |host, facts| {
+        let facts = facts?;
         let configured = state
             .host_resources
-            .get(&candidate.host.to_ascii_lowercase())
+            .get(&host.to_ascii_lowercase())
             .cloned()
             .unwrap_or_default();
-        if let Err(error) = check_against_host(facts, &configured, values, true) {
-            candidate.unfit = Some(if error.details.is_empty() {
-                error.message
-            } else {
-                error
-                    .details
-                    .iter()
-                    .map(|p| format!("{}: {}", p.field, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            });
-        }
-    }
+        check_against_host(facts, &configured, values, true)
+            .err()
+            .map(|error| {
+                if error.details.is_empty() {
+                    error.message
+                } else {
+                    error
+                        .details
+                        .iter()
+                        .map(|p| format!("{}: {}", p.field, p.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }
+            })
+    });
     match choose(&found, &demand) {
         Ok(chosen) => {
             tracing::info!(

@@ -163,14 +163,19 @@ pub fn required_role(method: &Method) -> Role {
 }
 
 /// The role a request needs, by method and path: [`required_role`], except that the orphan
-/// actions (`/api/v1/vms/{id}/orphan/...`, which delete or adopt VMs no job owns) need admin.
+/// actions (`/api/v1/vms/{id}/orphan/...`, which delete or adopt VMs no job owns) need admin,
+/// and `POST /api/v1/placement` (which only reads) needs reader.
 /// `path` is a request path or a route template; both have the same segments.
 #[must_use]
 pub fn required_role_at(method: &Method, path: &str) -> Role {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let orphan_action = matches!(segments.as_slice(), ["api", "v1", "vms", _, "orphan", _]);
+    // Placement only reads (a POST for its body).
+    let placement = method == Method::POST && segments.as_slice() == ["api", "v1", "placement"];
     if orphan_action && method != Method::GET && method != Method::HEAD {
         Role::Admin
+    } else if placement {
+        Role::Reader
     } else {
         required_role(method)
     }

@@ -109,6 +109,7 @@ fn no_hosts_means_demo_mode_with_defaults() {
             clusters: 2,
             password: None,
             guest_agent: None,
+            migration_ms_per_gib: 100,
         }
     );
     assert!(c.hosts().is_empty());
