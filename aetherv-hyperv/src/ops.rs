@@ -41,6 +41,7 @@
 //! | [`HyperVHostExt::detach_vm_disk`] | `Remove-ManagedVmDisk` | `{"id","controller_type","controller_number","controller_location","delete_file"}` | [`VmDiskDetached`] |
 //! | [`HyperVHostExt::change_checkpoint`] | `Update-VmCheckpoint` | `{"id","action",…}` ([`CheckpointChange`]) | [`CheckpointChanged`] |
 //! | [`HyperVHostExt::change_network_adapter`] | `Update-VmNetworkAdapter` | `{"id","action",…}` ([`NicChange`]) | [`NicChanged`] |
+//! | [`HyperVHostExt::set_maintenance`] | `Set-HostMaintenance` | `{"record":{…},"cluster_node"}` ([`MaintenanceChange`]) | [`MaintenanceSet`] |
 //!
 //! Provisioning.WaitForProvisioningKey and Provisioning.PublishProvisioningData are the
 //! pipeline's loops over [`HyperVHostExt::kvp_read_guest`] and [`HyperVHostExt::kvp_write_host`].
@@ -69,6 +70,7 @@
 mod call;
 mod devices;
 pub mod layer;
+mod maintenance;
 mod roots;
 mod types;
 mod vm_config;
@@ -83,6 +85,7 @@ pub use self::call::{
     VHDX_MAX_BYTES,
 };
 pub use self::devices::*;
+pub use self::maintenance::*;
 pub use self::roots::ImageRoots;
 pub use self::types::*;
 pub use self::vm_config::*;
@@ -140,12 +143,14 @@ pub mod scripts {
     pub const UPDATE_VM_CHECKPOINT: &str = "Update-VmCheckpoint";
     /// Add, change or remove a network adapter.
     pub const UPDATE_VM_NETWORK_ADAPTER: &str = "Update-VmNetworkAdapter";
+    /// Writes the host's maintenance state file; pauses or resumes its cluster node.
+    pub const SET_HOST_MAINTENANCE: &str = "Set-HostMaintenance";
     /// Shared helpers every script dot-sources (not an operation).
     pub const COMMON: &str = "AethervCommon";
 
     /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
     /// checks both directions).
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
         SET_VM_POWER_STATE,
@@ -170,6 +175,7 @@ pub mod scripts {
         REMOVE_MANAGED_VM_DISK,
         UPDATE_VM_CHECKPOINT,
         UPDATE_VM_NETWORK_ADAPTER,
+        SET_HOST_MAINTENANCE,
     ];
 }
 
@@ -363,6 +369,11 @@ pub trait HyperVHostExt: HyperVHost {
     /// [`HostCall::NetworkAdapterChange`].
     async fn change_network_adapter(&self, id: VmId, change: NicChange) -> Result<NicChanged> {
         expect_reply!(self, HostCall::NetworkAdapterChange(id, change), HostReply::NicChanged(c) => c)
+    }
+
+    /// [`HostCall::SetMaintenance`].
+    async fn set_maintenance(&self, change: MaintenanceChange) -> Result<MaintenanceSet> {
+        expect_reply!(self, HostCall::SetMaintenance(Box::new(change)), HostReply::MaintenanceSet(m) => m)
     }
 }
 

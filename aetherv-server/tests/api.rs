@@ -135,6 +135,8 @@ fn facts(name: &str, cluster: Option<&str>) -> HostFacts {
         }],
         scripts_version: Some("abc123".to_owned()),
         host_resources: None,
+        maintenance: None,
+        cluster_node_state: None,
     }
 }
 

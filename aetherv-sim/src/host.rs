@@ -214,7 +214,8 @@ impl HostRuntime {
                 None => ScriptResult::failure("UnknownScript", format!("no script {name}")),
                 Some(emulator) => {
                     let mut state = self.lock_state();
-                    let mut ctx = ScriptContext::new(&mut state, &self.name, SystemTime::now());
+                    let mut ctx = ScriptContext::new(&mut state, &self.name, SystemTime::now())
+                        .in_directory(&self.install_directory);
                     emulator.run(&mut ctx, &request)
                 }
             },

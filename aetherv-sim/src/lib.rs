@@ -144,6 +144,7 @@ pub mod faults;
 pub mod fleet;
 pub mod guest;
 pub mod guest_bridge;
+pub mod maintenance;
 pub mod host_role;
 pub mod model;
 pub mod scripts;

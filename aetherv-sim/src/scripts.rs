@@ -46,6 +46,7 @@ pub struct ScriptContext<'a> {
     state: &'a mut SimState,
     host: String,
     now: SystemTime,
+    install_directory: String,
 }
 
 impl<'a> ScriptContext<'a> {
@@ -55,7 +56,20 @@ impl<'a> ScriptContext<'a> {
             state,
             host: host.to_owned(),
             now,
+            install_directory: aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY.to_owned(),
         }
+    }
+
+    /// The same context for a script deployed in `dir` (the host's install directory).
+    #[must_use]
+    pub fn in_directory(mut self, dir: &str) -> Self {
+        dir.clone_into(&mut self.install_directory);
+        self
+    }
+
+    /// The install directory the script runs from.
+    pub fn install_directory(&self) -> &str {
+        &self.install_directory
     }
 
     /// Name of the host the script runs on.
@@ -151,6 +165,10 @@ impl ScriptRegistry {
         registry.register(s::RESIZE_MANAGED_VM_DISK, vm_edit::resize_managed_vm_disk);
         registry.register(s::REMOVE_MANAGED_VM_DISK, vm_edit::remove_managed_vm_disk);
         registry.register(s::UPDATE_VM_CHECKPOINT, ops::devices::update_vm_checkpoint);
+        registry.register(
+            s::SET_HOST_MAINTENANCE,
+            crate::maintenance::set_host_maintenance,
+        );
         registry.register(
             s::UPDATE_VM_NETWORK_ADAPTER,
             ops::devices::update_vm_network_adapter,
@@ -284,6 +302,8 @@ pub fn get_host_facts(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRes
             "path": crate::model::HOST_RESOURCES_PATH,
             "text": text,
         })),
+        "maintenance": crate::maintenance::state_file(ctx.state(), &host.name, ctx.install_directory()),
+        "cluster_node_state": crate::maintenance::node_state(ctx.state(), &host.name),
     }))
 }
 

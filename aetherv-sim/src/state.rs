@@ -29,6 +29,8 @@ pub struct SimState {
     bridged_os: Option<OsFamily>,
     /// VMs whose guest side a guest bridge serves.
     bridged: BTreeSet<Uuid>,
+    /// Failover cluster node states (paused nodes, drained roles).
+    cluster_nodes: crate::maintenance::ClusterNodes,
 }
 
 /// A file a host script created that no VM uses (yet): a copied golden image before its VM is
@@ -60,7 +62,18 @@ impl SimState {
             silent: BTreeSet::new(),
             bridged_os: None,
             bridged: BTreeSet::new(),
+            cluster_nodes: crate::maintenance::ClusterNodes::default(),
         }
+    }
+
+    /// The failover cluster node states.
+    pub fn cluster_nodes(&self) -> &crate::maintenance::ClusterNodes {
+        &self.cluster_nodes
+    }
+
+    /// The failover cluster node states, to change.
+    pub fn cluster_nodes_mut(&mut self) -> &mut crate::maintenance::ClusterNodes {
+        &mut self.cluster_nodes
     }
 
     /// Guests of `os` created from now on get no simulated agent: a guest bridge

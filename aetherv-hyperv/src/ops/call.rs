@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::devices::*;
+use super::maintenance::*;
 use super::scripts;
 use super::types::*;
 use super::vm_config::*;
@@ -136,6 +137,9 @@ pub enum HostCall {
     CheckpointChange(VmId, CheckpointChange),
     /// Adds, changes or removes a network adapter of the VM (see [`NicChange`]).
     NetworkAdapterChange(VmId, NicChange),
+    /// Writes the host's maintenance state file (`maintenance.json` in the install
+    /// directory) and pauses or resumes its failover cluster node (see [`MaintenanceChange`]).
+    SetMaintenance(Box<MaintenanceChange>),
 }
 
 /// The answer to a [`HostCall`], one variant per operation.
@@ -190,6 +194,8 @@ pub enum HostReply {
     CheckpointChanged(CheckpointChanged),
     /// [`HostCall::NetworkAdapterChange`].
     NicChanged(NicChanged),
+    /// [`HostCall::SetMaintenance`].
+    MaintenanceSet(MaintenanceSet),
 }
 
 /// Which operation a [`HostCall`] is, without its arguments: the label of metrics, timeouts
@@ -252,6 +258,8 @@ pub enum OperationKind {
     CheckpointChange,
     /// [`HostCall::NetworkAdapterChange`].
     NetworkAdapterChange,
+    /// [`HostCall::SetMaintenance`].
+    SetMaintenance,
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -296,6 +304,7 @@ impl OperationKind {
             Self::DetachVmDisk => scripts::REMOVE_MANAGED_VM_DISK,
             Self::CheckpointChange => scripts::UPDATE_VM_CHECKPOINT,
             Self::NetworkAdapterChange => scripts::UPDATE_VM_NETWORK_ADAPTER,
+            Self::SetMaintenance => scripts::SET_HOST_MAINTENANCE,
         }
     }
 
@@ -328,6 +337,7 @@ impl OperationKind {
             Self::DetachVmDisk => "detach disk",
             Self::CheckpointChange => "change checkpoint",
             Self::NetworkAdapterChange => "change network adapter",
+            Self::SetMaintenance => "set maintenance state",
         }
     }
 
@@ -361,6 +371,8 @@ impl OperationKind {
             Self::CreateVhd | Self::ResizeVmDisk => 60 * MINUTE,
             Self::NetworkAdapterChange => 2 * MINUTE,
             Self::CheckpointChange => 30 * MINUTE,
+            // A cluster node drain waits until the cluster has moved every role.
+            Self::SetMaintenance => 240 * MINUTE,
         }
     }
 }
@@ -418,6 +430,7 @@ impl HostCall {
             Self::DetachVmDisk { .. } => OperationKind::DetachVmDisk,
             Self::CheckpointChange(..) => OperationKind::CheckpointChange,
             Self::NetworkAdapterChange(..) => OperationKind::NetworkAdapterChange,
+            Self::SetMaintenance(_) => OperationKind::SetMaintenance,
         }
     }
 
@@ -449,7 +462,8 @@ impl HostCall {
             | Self::CopyIso(_)
             | Self::RegisterVm(_)
             | Self::RemovePath(_)
-            | Self::CreateVhd(_) => None,
+            | Self::CreateVhd(_)
+            | Self::SetMaintenance(_) => None,
         }
     }
 
@@ -577,6 +591,7 @@ impl HostCall {
                     )));
                 }
             }
+            Self::SetMaintenance(change) => check_maintenance(&change.record).map_err(refuse)?,
             Self::Facts
             | Self::Inventory
             | Self::Vm(_)
@@ -694,6 +709,7 @@ impl HostCall {
                 request["id"] = json!(id);
                 request
             }
+            Self::SetMaintenance(change) => serialize(serde_json::to_value(change))?,
         })
     }
 
@@ -876,6 +892,7 @@ impl HostCall {
                 }
                 HostReply::NicChanged(changed)
             }
+            Self::SetMaintenance(_) => HostReply::MaintenanceSet(parse_data(host, kind, data)?),
         })
     }
 }
@@ -945,6 +962,13 @@ impl fmt::Debug for HostCall {
             Self::NetworkAdapterChange(id, change) => {
                 write!(f, "NetworkAdapterChange({id}, {change:?})")
             }
+            Self::SetMaintenance(change) => write!(
+                f,
+                "SetMaintenance({}, {} VMs, {:?})",
+                change.record.state,
+                change.record.vms.len(),
+                change.cluster_node
+            ),
         }
     }
 }
@@ -1122,6 +1146,30 @@ fn check_disk_size(size: u64) -> std::result::Result<(), String> {
         return Err(format!(
             "disk size {size} bytes must be a positive multiple of 1 MiB, at most 64 TiB"
         ));
+    }
+    Ok(())
+}
+
+/// The longest reason, ticket or caller text kept in a host's state file.
+const MAX_MAINTENANCE_TEXT: usize = 1024;
+
+/// A state file the host can keep: bounded texts without NUL characters, at most 10,000 VMs.
+fn check_maintenance(record: &HostMaintenance) -> std::result::Result<(), String> {
+    for (name, text) in [
+        ("reason", &record.reason),
+        ("ticket", &record.ticket),
+        ("requested_by", &record.requested_by),
+    ] {
+        if let Some(text) = text
+            && (text.chars().count() > MAX_MAINTENANCE_TEXT || text.contains('\0'))
+        {
+            return Err(format!(
+                "{name} must be at most {MAX_MAINTENANCE_TEXT} characters without NUL characters"
+            ));
+        }
+    }
+    if record.vms.len() > 10_000 {
+        return Err(format!("{} VMs is more than a host holds", record.vms.len()));
     }
     Ok(())
 }

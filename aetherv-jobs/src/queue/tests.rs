@@ -150,6 +150,7 @@ fn config(concurrency: usize, per_host: usize, history: usize) -> QueueConfig {
 
 fn power_job(host: &str, vm: VmId, action: PowerAction) -> NewJob {
     NewJob {
+        requested_by: crate::Requester::default(),
         work: JobWork::Power { vm, action },
         host: host.to_owned(),
         vm_id: Some(vm),
@@ -423,6 +424,7 @@ async fn one_job_per_vm_and_per_new_name() {
         });
         let validated = JobRequest::from_flat_json(&body.to_string()).unwrap();
         NewJob {
+            requested_by: crate::Requester::default(),
             parameters: validated.redacted(),
             work: JobWork::Provision(Box::new(validated)),
             host: "hv01".to_owned(),
@@ -726,6 +728,7 @@ async fn list_filters_by_status_type_host_vm_and_limit() {
     wait_end(&q, &b.id).await;
     let c = q
         .submit(NewJob {
+            requested_by: crate::Requester::default(),
             work: JobWork::Delete(DeleteRequest::new(vm_id(3))),
             host: "hv02".to_owned(),
             vm_id: Some(vm_id(3)),
@@ -830,6 +833,8 @@ fn facts(name: &str) -> HostFacts {
         }],
         scripts_version: None,
         host_resources: None,
+        maintenance: None,
+        cluster_node_state: None,
     }
 }
 
@@ -871,6 +876,7 @@ async fn records_never_contain_the_guest_password() {
     let validated = JobRequest::from_flat_json(&body.to_string()).unwrap();
     let job = q
         .submit(NewJob {
+            requested_by: crate::Requester::default(),
             parameters: validated.redacted(),
             work: JobWork::Provision(Box::new(validated)),
             host: "hv01".to_owned(),
@@ -1052,6 +1058,7 @@ fn provision_job(image: &str) -> NewJob {
     });
     let validated = JobRequest::from_flat_json(&body.to_string()).unwrap();
     NewJob {
+        requested_by: crate::Requester::default(),
         parameters: validated.redacted(),
         work: JobWork::Provision(Box::new(validated)),
         host: "hv01".to_owned(),

@@ -131,6 +131,7 @@ pub(crate) fn submit_vm_job(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work,
             host: vm.host.to_string(),
             vm_id: Some(vm.vm.id),
@@ -424,6 +425,7 @@ fn provision(state: &AppState, mut validated: Validated, flat: bool) -> ApiResul
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work: JobWork::Provision(Box::new(validated)),
             host: host_name,
             vm_id: None,
@@ -661,6 +663,7 @@ pub async fn delete(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work: JobWork::Delete(work),
             host: vm.host.to_string(),
             vm_id: Some(vm.vm.id),
@@ -741,6 +744,7 @@ pub async fn action(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work: JobWork::Power {
                 vm: vm_id,
                 action: parsed.power_action(),
@@ -854,6 +858,7 @@ fn submit_orphan_job(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work,
             host: vm.host.to_string(),
             vm_id: Some(vm.vm.id),

@@ -19,12 +19,12 @@ use aetherv_hyperv::protocol::{ScriptFailure, ScriptResult};
 
 pub mod devices;
 
-pub(super) type Step<T> = std::result::Result<T, ScriptResult>;
+pub(crate) type Step<T> = std::result::Result<T, ScriptResult>;
 
 /// A failure with a `details` object. The real scripts write it as `error.details`;
 /// [`ScriptFailure`] has no such field, so the emulation carries it as the failed result's
 /// `data`, which [`aetherv_hyperv::ops`] reads as well.
-pub(super) fn fail(code: &str, message: impl Into<String>, details: Value) -> ScriptResult {
+pub(crate) fn fail(code: &str, message: impl Into<String>, details: Value) -> ScriptResult {
     ScriptResult {
         ok: false,
         data: (!details.is_null()).then_some(details),
@@ -35,7 +35,7 @@ pub(super) fn fail(code: &str, message: impl Into<String>, details: Value) -> Sc
     }
 }
 
-pub(super) fn invalid(message: impl Into<String>, field: &str) -> ScriptResult {
+pub(crate) fn invalid(message: impl Into<String>, field: &str) -> ScriptResult {
     fail("InvalidRequest", message, json!({ "field": field }))
 }
 
@@ -126,7 +126,7 @@ pub(super) fn state_details(vm: &SimVm) -> Value {
     })
 }
 
-pub(super) fn run(step: impl FnOnce() -> Step<Value>) -> ScriptResult {
+pub(crate) fn run(step: impl FnOnce() -> Step<Value>) -> ScriptResult {
     match step() {
         Ok(data) => ScriptResult::success(data),
         Err(failure) => failure,
@@ -833,6 +833,9 @@ fn incompatibilities(state: &SimState, m: &MoveRequest) -> Vec<String> {
         )];
     };
     let mut problems = Vec::new();
+    if let Some(refusal) = crate::maintenance::refuses_role(state, &dest.name, m.vm.clustered) {
+        problems.push(refusal);
+    }
     if dest.name.eq_ignore_ascii_case(&m.host) {
         problems.push("The virtual machine is already on the destination host.".to_owned());
     }
