@@ -404,6 +404,7 @@ async fn fixture_with(config: QueueConfig, readiness: Readiness, auth: Authentic
         host_resources: Arc::default(),
         recovery: Arc::default(),
         clusters: Arc::default(),
+        maintenance: Arc::default(),
     };
     Fixture {
         app: router(state.clone()),

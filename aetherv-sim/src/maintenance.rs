@@ -110,7 +110,7 @@ fn best_node(state: &SimState, host: &str, needed: u64) -> Option<String> {
         .hosts
         .iter()
         .filter(|h| h.cluster.as_ref() == Some(&cluster) && !h.name.eq_ignore_ascii_case(host))
-        .filter(|h| !state.cluster_nodes().is_paused(&h.name))
+        .filter(|h| !state.cluster_nodes().is_paused(&h.name) && !state.is_unreachable(&h.name))
         .filter(|h| h.memory_available_bytes() >= needed)
         .max_by(|a, b| {
             a.memory_available_bytes()

@@ -31,6 +31,8 @@ pub struct SimState {
     bridged: BTreeSet<Uuid>,
     /// Failover cluster node states (paused nodes, drained roles).
     cluster_nodes: crate::maintenance::ClusterNodes,
+    /// Lowercase names of hosts that are down or frozen: no VM can migrate to them.
+    unreachable: BTreeSet<String>,
 }
 
 /// A file a host script created that no VM uses (yet): a copied golden image before its VM is
@@ -63,7 +65,22 @@ impl SimState {
             bridged_os: None,
             bridged: BTreeSet::new(),
             cluster_nodes: crate::maintenance::ClusterNodes::default(),
+            unreachable: BTreeSet::new(),
         }
+    }
+
+    /// Marks `host` down (or frozen) or back: other hosts cannot reach it meanwhile.
+    pub fn set_unreachable(&mut self, host: &str, down: bool) {
+        if down {
+            self.unreachable.insert(host.to_ascii_lowercase());
+        } else {
+            self.unreachable.remove(&host.to_ascii_lowercase());
+        }
+    }
+
+    /// Whether `host` is down or frozen.
+    pub fn is_unreachable(&self, host: &str) -> bool {
+        self.unreachable.contains(&host.to_ascii_lowercase())
     }
 
     /// The failover cluster node states.

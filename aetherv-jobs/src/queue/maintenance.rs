@@ -480,6 +480,7 @@ impl JobQueue {
         let managed: Vec<String> = self.hosts().keys().cloned().collect();
         let permits = Arc::new(Semaphore::new(request.max_parallel.max(1)));
         let mut reserved: HashMap<String, u64> = HashMap::new();
+        let mut moving: Vec<(String, String)> = Vec::new();
         let mut moves = tokio::task::JoinSet::new();
         let mut done = 0usize;
         let mut pending = to_move.into_iter();
@@ -495,7 +496,7 @@ impl JobQueue {
                     permit = Arc::clone(&permits).acquire_owned() => break permit.ok(),
                     Some(joined) = moves.join_next(), if !moves.is_empty() => {
                         done += 1;
-                        self.moved(id, &host, &mut record, &mut origins, &mut reserved, &request, joined, done, total).await;
+                        self.moved(id, &host, &mut record, &mut origins, &mut reserved, &mut moving, &request, joined, done, total).await;
                     }
                 }
             };
@@ -532,6 +533,8 @@ impl JobQueue {
                 }
             };
             *reserved.entry(target.clone()).or_default() += needed_memory(&vm);
+            moving.push((vm.name.clone(), target.clone()));
+            self.publish_drain(id, &host_name, &origins, &moving);
             self.line(
                 id,
                 LineLevel::Info,
@@ -561,6 +564,7 @@ impl JobQueue {
                 &mut record,
                 &mut origins,
                 &mut reserved,
+                &mut moving,
                 &request,
                 joined,
                 done,
@@ -679,6 +683,7 @@ impl JobQueue {
         record: &mut HostMaintenance,
         origins: &mut Vec<VmOrigin>,
         reserved: &mut HashMap<String, u64>,
+        moving: &mut Vec<(String, String)>,
         request: &DrainRequest,
         joined: Result<(Vm, String, Result<(), String>), tokio::task::JoinError>,
         done: usize,
@@ -692,6 +697,7 @@ impl JobQueue {
             }
         };
         let host_name = host.host_name().to_owned();
+        moving.retain(|(name, to)| !(name == &vm.name && to == &target));
         let percent = u8::try_from(10 + done * 85 / total).unwrap_or(95);
         match result {
             Ok(()) => {
@@ -740,6 +746,21 @@ impl JobQueue {
                 self.unmovable(id, host, request, origins, &vm, e).await;
             }
         }
+        self.publish_drain(id, &host_name, origins, moving);
+    }
+
+    /// The drain's progress so far as the job's result (the host page shows it live).
+    fn publish_drain(&self, id: &str, host: &str, origins: &[VmOrigin], moving: &[(String, String)]) {
+        let result = json!({
+            "host": host,
+            "state": HostState::Draining,
+            "vms": origins,
+            "moving": moving
+                .iter()
+                .map(|(vm, to)| json!({ "vm_name": vm, "to_host": to }))
+                .collect::<Vec<_>>(),
+        });
+        self.update(id, |r| r.result = Some(result));
     }
 
     /// A VM that cannot move: shut down when the request allows it, else left behind.

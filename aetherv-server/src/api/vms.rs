@@ -154,6 +154,9 @@ pub(crate) fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
             ErrorCode::QueueFull,
             e.to_string(),
         ),
+        e @ SubmitError::HostBusy { .. } => {
+            ApiError::conflict(ErrorCode::InvalidState, e.to_string())
+        }
         other => ApiError::not_ready(other.to_string()),
     }
 }

@@ -833,6 +833,12 @@ fn incompatibilities(state: &SimState, m: &MoveRequest) -> Vec<String> {
         )];
     };
     let mut problems = Vec::new();
+    if state.is_unreachable(&dest.name) {
+        return vec![format!(
+            "The operation failed because the destination host {} could not be reached.",
+            dest.name
+        )];
+    }
     if let Some(refusal) = crate::maintenance::refuses_role(state, &dest.name, m.vm.clustered) {
         problems.push(refusal);
     }
