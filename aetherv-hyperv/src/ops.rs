@@ -42,6 +42,9 @@
 //! | [`HyperVHostExt::change_checkpoint`] | `Update-VmCheckpoint` | `{"id","action",…}` ([`CheckpointChange`]) | [`CheckpointChanged`] |
 //! | [`HyperVHostExt::change_network_adapter`] | `Update-VmNetworkAdapter` | `{"id","action",…}` ([`NicChange`]) | [`NicChanged`] |
 //! | [`HyperVHostExt::set_maintenance`] | `Set-HostMaintenance` | `{"record":{…},"cluster_node"}` ([`MaintenanceChange`]) | [`MaintenanceSet`] |
+//! | [`HyperVHostExt::move_cluster_role`] | `Move-VmClusterRole` | `{"id","node","migration_type"}` ([`ClusterMove`]) | [`Migrated`] |
+//! | [`HyperVHostExt::migration_status`] | `Get-VmMigration` | `{"id"}` | [`MigrationProgress`] |
+//! | [`HyperVHostExt::cancel_migration`] | `Stop-VmMigration` | `{"id"}` | [`MigrationCancel`] |
 //!
 //! Provisioning.WaitForProvisioningKey and Provisioning.PublishProvisioningData are the
 //! pipeline's loops over [`HyperVHostExt::kvp_read_guest`] and [`HyperVHostExt::kvp_write_host`].
@@ -55,7 +58,8 @@
 //! `InvalidVmState` → [`Error::InvalidVmState`], `InsufficientMemory` →
 //! [`Error::InsufficientMemory`], `InsufficientStorage` → [`Error::InsufficientStorage`],
 //! `ImageNotFound` → [`Error::UnknownImage`], `SharedDisk` → [`Error::SharedDisk`],
-//! `MigrationIncompatible` → [`Error::MigrationIncompatible`]; any other code →
+//! `MigrationIncompatible` → [`Error::MigrationIncompatible`] (`MigrationCancelled` and
+//! `MigrationFailed` stay [`Error::ScriptFailed`] with that code); any other code →
 //! [`Error::ScriptFailed`] with the host, the operation, the code and the message. Output
 //! without a well-formed result (e.g. powershell.exe's "-File ... does not exist" when the
 //! scripts are not deployed; its stderr is quoted), or data of the wrong shape, is
@@ -145,12 +149,18 @@ pub mod scripts {
     pub const UPDATE_VM_NETWORK_ADAPTER: &str = "Update-VmNetworkAdapter";
     /// Writes the host's maintenance state file; pauses or resumes its cluster node.
     pub const SET_HOST_MAINTENANCE: &str = "Set-HostMaintenance";
+    /// Move a clustered VM's role to another node (`Move-ClusterVirtualMachineRole`).
+    pub const MOVE_VM_CLUSTER_ROLE: &str = "Move-VmClusterRole";
+    /// Read the VM's migration job (`Msvm_MigrationJob`).
+    pub const GET_VM_MIGRATION: &str = "Get-VmMigration";
+    /// Cancel the VM's migration job before its switch-over.
+    pub const STOP_VM_MIGRATION: &str = "Stop-VmMigration";
     /// Shared helpers every script dot-sources (not an operation).
     pub const COMMON: &str = "AethervCommon";
 
     /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
     /// checks both directions).
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 28] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
         SET_VM_POWER_STATE,
@@ -176,6 +186,9 @@ pub mod scripts {
         UPDATE_VM_CHECKPOINT,
         UPDATE_VM_NETWORK_ADAPTER,
         SET_HOST_MAINTENANCE,
+        MOVE_VM_CLUSTER_ROLE,
+        GET_VM_MIGRATION,
+        STOP_VM_MIGRATION,
     ];
 }
 
@@ -305,6 +318,21 @@ pub trait HyperVHostExt: HyperVHost {
     /// [`HostCall::MoveVm`].
     async fn move_vm(&self, id: VmId, target: MigrationTarget) -> Result<Migrated> {
         expect_reply!(self, HostCall::MoveVm(id, target), HostReply::Migrated(m) => m)
+    }
+
+    /// [`HostCall::MoveClusterRole`].
+    async fn move_cluster_role(&self, id: VmId, to: ClusterMove) -> Result<Migrated> {
+        expect_reply!(self, HostCall::MoveClusterRole(id, to), HostReply::Migrated(m) => m)
+    }
+
+    /// [`HostCall::MigrationStatus`].
+    async fn migration_status(&self, id: VmId) -> Result<MigrationProgress> {
+        expect_reply!(self, HostCall::MigrationStatus(id), HostReply::MigrationProgress(p) => p)
+    }
+
+    /// [`HostCall::CancelMigration`].
+    async fn cancel_migration(&self, id: VmId) -> Result<MigrationCancel> {
+        expect_reply!(self, HostCall::CancelMigration(id), HostReply::MigrationCancel(c) => c)
     }
 
     /// [`HostCall::RemovePath`].

@@ -7,9 +7,9 @@ use aetherv_hyperv::Error;
 use aetherv_hyperv::OsFamily;
 use aetherv_hyperv::executor::{MockPowerShellExecutor, ScriptOutput};
 use aetherv_hyperv::ops::{
-    BootSettings, CopyImageRequest, CopyIsoRequest, DynamicMemory, HyperVHostExt, MigrationTarget,
-    PowerAction, RegisterVmSpec, SecureBootTemplate, VmId, VmState, WinRmHyperVHost, power_checked,
-    scripts,
+    BootSettings, ClusterMigrationType, ClusterMove, CopyImageRequest, CopyIsoRequest,
+    DynamicMemory, HyperVHostExt, MigrationTarget, PowerAction, RegisterVmSpec, SecureBootTemplate,
+    VmId, VmState, WinRmHyperVHost, power_checked, scripts,
 };
 use aetherv_hyperv::protocol::{RESULT_BEGIN, RESULT_END, ScriptResult};
 use serde_json::{Value, json};
@@ -558,9 +558,10 @@ async fn migration() {
         destination_host: "hv02".to_owned(),
         with_storage: true,
         destination_path: Some(r"D:\VMs\web-01".to_owned()),
+        storage_only: false,
     };
     let request = json!({"id": ID, "destination_host": "hv02", "with_storage": true,
-                         "destination_path": r"D:\VMs\web-01"});
+                         "destination_path": r"D:\VMs\web-01", "storage_only": false});
     let host = host_expecting(
         scripts::TEST_VM_MIGRATION,
         request.clone(),
@@ -611,6 +612,70 @@ async fn migration() {
     };
     assert!(matches!(
         host.move_vm(id(), bad).await.unwrap_err(),
+        Error::InvalidRequest { .. }
+    ));
+}
+
+#[tokio::test]
+async fn cluster_moves_and_the_migration_job() {
+    let host = host_expecting(
+        scripts::MOVE_VM_CLUSTER_ROLE,
+        json!({"id": ID, "node": "hv02", "migration_type": "Quick"}),
+        ok(json!({"id": ID, "destination_host": "hv02", "with_storage": false})),
+    );
+    let moved = host
+        .move_cluster_role(
+            id(),
+            ClusterMove {
+                node: "hv02".to_owned(),
+                migration_type: ClusterMigrationType::Quick,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.destination_host, "hv02");
+
+    let host = host_expecting(
+        scripts::GET_VM_MIGRATION,
+        json!({"id": ID}),
+        ok(
+            json!({"id": ID, "active": true, "percent_complete": 42, "job_state": 4,
+                  "cancellable": true, "status": "Job is running", "destination_host": "hv02",
+                  "error": null}),
+        ),
+    );
+    let progress = host.migration_status(id()).await.unwrap();
+    assert!(progress.active && progress.cancellable);
+    assert_eq!(progress.percent_complete, 42);
+
+    let host = host_expecting(
+        scripts::STOP_VM_MIGRATION,
+        json!({"id": ID}),
+        ok(json!({"id": ID, "cancelled": false,
+                  "reason": "the migration reached its switch-over and can no longer be cancelled"})),
+    );
+    let cancel = host.cancel_migration(id()).await.unwrap();
+    assert!(!cancel.cancelled);
+    assert!(cancel.reason.unwrap().contains("switch-over"));
+
+    // A storage move needs a destination folder; a node must be a host name.
+    let host = host_without_calls();
+    let storage = MigrationTarget {
+        destination_host: "hv01".to_owned(),
+        with_storage: false,
+        destination_path: None,
+        storage_only: true,
+    };
+    assert!(matches!(
+        host.move_vm(id(), storage).await.unwrap_err(),
+        Error::InvalidRequest { .. }
+    ));
+    let bad = ClusterMove {
+        node: "hv02 -Force".to_owned(),
+        migration_type: ClusterMigrationType::Live,
+    };
+    assert!(matches!(
+        host.move_cluster_role(id(), bad).await.unwrap_err(),
         Error::InvalidRequest { .. }
     ));
 }

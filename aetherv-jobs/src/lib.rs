@@ -42,10 +42,12 @@
 //! caller's redacted view, and log lines come from the workflows of `aetherv-provision`).
 
 pub mod maintenance;
+pub mod migration;
 mod model;
 mod queue;
 mod record;
 
+pub use migration::{MigrationError, MigrationMode, MigrationPlan};
 pub use model::{
     CancelError, CleanupView, DiskWork, HostMap, JobAction, JobFilter, JobNotice, JobObserver,
     JobStatus, JobType, JobView, JobWork, LeftBehind, LineLevel, LogLine, NewJob, NoObserver,

@@ -45,6 +45,8 @@ pub enum JobType {
     /// Take several hosts through maintenance under per-cluster limits.
     #[serde(rename = "maintenance_run")]
     MaintenanceRun,
+    /// Move a VM to another host, or its storage to another folder.
+    Migrate,
 }
 
 impl JobType {
@@ -62,6 +64,7 @@ impl JobType {
             Self::Drain => "drain",
             Self::Resume => "resume",
             Self::MaintenanceRun => "maintenance_run",
+            Self::Migrate => "migrate",
         }
     }
 
@@ -79,6 +82,7 @@ impl JobType {
             "drain" => Some(Self::Drain),
             "resume" => Some(Self::Resume),
             "maintenance_run" => Some(Self::MaintenanceRun),
+            "migrate" => Some(Self::Migrate),
             _ => None,
         }
     }
@@ -263,6 +267,8 @@ pub enum JobWork {
     Resume(crate::maintenance::ResumeRequest),
     /// Take several hosts through maintenance (the job's host is the first of them).
     MaintenanceRun(crate::maintenance::RunRequest),
+    /// Move a VM (see [`crate::migration`]); the job's host is the source host.
+    Migrate(Box<crate::migration::MigrationPlan>),
 }
 
 /// A disk operation ([`JobWork::Disk`]).
@@ -325,6 +331,7 @@ impl JobWork {
             Self::Drain(_) => JobType::Drain,
             Self::Resume(_) => JobType::Resume,
             Self::MaintenanceRun(_) => JobType::MaintenanceRun,
+            Self::Migrate(_) => JobType::Migrate,
         }
     }
 
@@ -690,6 +697,8 @@ pub struct QueueConfig {
     pub step_timeout: Duration,
     /// Upper bound of the inventory refresh after a job.
     pub refresh_timeout: Duration,
+    /// Timing of migrations (progress polling, short host calls).
+    pub migration: crate::migration::MigrationSettings,
 }
 
 impl Default for QueueConfig {
@@ -702,6 +711,7 @@ impl Default for QueueConfig {
             provision: ProvisionConfig::default(),
             step_timeout: Duration::from_secs(120),
             refresh_timeout: Duration::from_secs(60),
+            migration: crate::migration::MigrationSettings::default(),
         }
     }
 }

@@ -729,6 +729,7 @@ impl JobQueue {
             JobWork::Drain(request) => self.drain_host(id, host, request, &cancel).await,
             JobWork::Resume(request) => self.resume(id, host, request, &cancel).await,
             JobWork::MaintenanceRun(request) => self.maintenance_run(id, request, &cancel).await,
+            JobWork::Migrate(plan) => self.migrate_job(id, &plan, &cancel).await,
         }
     }
 
@@ -900,5 +901,6 @@ mod day2;
 
 mod devices;
 mod maintenance;
+mod migrate;
 #[cfg(test)]
 mod tests;

@@ -55,11 +55,28 @@ pub enum Fault {
         /// Error message.
         message: String,
     },
+    /// A move started by this host (`Move-ManagedVm`, `Move-VmClusterRole`) fails when it
+    /// reaches `at_percent`, as a migration whose network connection breaks: the job ends
+    /// failed before its switch-over and the VM keeps running on the source (a move with
+    /// storage leaves its partly copied files in the destination folder).
+    FailMigration {
+        /// Where the move fails (percent, below the switch-over to keep the VM on the source).
+        at_percent: u8,
+    },
 }
+
+/// The scripts that start moves (what [`Fault::FailMigration`] applies to).
+pub const MOVE_SCRIPTS: [&str; 2] = [
+    aetherv_hyperv::ops::scripts::MOVE_MANAGED_VM,
+    aetherv_hyperv::ops::scripts::MOVE_VM_CLUSTER_ROLE,
+];
 
 impl Fault {
     fn is_command_level(&self) -> bool {
-        matches!(self, Self::HangCommand { .. } | Self::FailCommand { .. })
+        matches!(
+            self,
+            Self::HangCommand { .. } | Self::FailCommand { .. } | Self::FailMigration { .. }
+        )
     }
 }
 
@@ -192,6 +209,11 @@ pub enum CommandDecision {
         /// Message.
         message: String,
     },
+    /// Run it; a move it starts fails at this percentage.
+    RunFailingMigration {
+        /// Where the move fails.
+        at_percent: u8,
+    },
 }
 
 /// Evaluates a [`FaultPlan`] over a sequence of requests and commands.
@@ -268,15 +290,20 @@ impl FaultEngine {
         let seed = self.plan.seed;
         let mut decision = None;
         for (i, rule) in self.plan.rules.iter().enumerate() {
-            let pattern = match &rule.fault {
-                Fault::HangCommand { pattern } | Fault::FailCommand { pattern, .. } => pattern,
+            let matches = match &rule.fault {
+                Fault::HangCommand { pattern } | Fault::FailCommand { pattern, .. } => {
+                    let needle = pattern.to_ascii_lowercase();
+                    subjects
+                        .iter()
+                        .any(|s| s.to_ascii_lowercase().contains(&needle))
+                }
+                // The script name is the first subject.
+                Fault::FailMigration { .. } => subjects
+                    .first()
+                    .is_some_and(|name| MOVE_SCRIPTS.iter().any(|s| s.eq_ignore_ascii_case(name))),
                 _ => continue,
             };
-            let needle = pattern.to_ascii_lowercase();
-            if !subjects
-                .iter()
-                .any(|s| s.to_ascii_lowercase().contains(&needle))
-            {
+            if !matches {
                 continue;
             }
             self.counts[i] += 1;
@@ -290,6 +317,9 @@ impl FaultEngine {
                 } => CommandDecision::Fail {
                     exit_code: *exit_code,
                     message: message.clone(),
+                },
+                Fault::FailMigration { at_percent } => CommandDecision::RunFailingMigration {
+                    at_percent: *at_percent,
                 },
                 _ => CommandDecision::Run,
             });

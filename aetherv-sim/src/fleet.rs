@@ -65,6 +65,8 @@ pub struct SimOptions {
     /// Names of VMs (case-insensitive) whose guest never runs a provisioning agent once
     /// created, like a golden image without one: the host's KVP items go unanswered.
     pub silent_guests: BTreeSet<String>,
+    /// How long simulated moves take (proportional to memory and files).
+    pub migration: crate::migration::MigrationTiming,
     /// Accept Kerberos too (feature `kerberos`), with the acceptor keytab of the environment
     /// (`KRB5_KTNAME`).
     #[cfg(feature = "kerberos")]
@@ -84,6 +86,7 @@ impl Default for SimOptions {
             install_directory: DEFAULT_INSTALL_DIRECTORY.to_owned(),
             max_receive_wait: None,
             silent_guests: BTreeSet::new(),
+            migration: crate::migration::MigrationTiming::default(),
             #[cfg(feature = "kerberos")]
             kerberos: false,
         }
@@ -290,6 +293,7 @@ impl SimFleet {
             .collect();
         let mut state = SimState::new(fleet, options.keys.clone());
         state.set_silent_guests(options.silent_guests.iter().cloned());
+        state.set_migration_timing(options.migration);
         let state = Arc::new(Mutex::new(state));
         let scripts = Arc::new(options.scripts.clone());
         let mut running: Vec<SimHost> = Vec::with_capacity(hosts.len());

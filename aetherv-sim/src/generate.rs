@@ -338,6 +338,7 @@ fn generate_host(
         cluster: cluster.map(|c| format!("hvclu{:02}", c + 1)),
         os_version,
         logical_processors,
+        processor: host_processor(cluster),
         memory_total_bytes,
         memory_reserved_bytes,
         storage,
@@ -354,6 +355,19 @@ fn generate_host(
         host.vms.push(vm);
     }
     host
+}
+
+/// The processor of a generated host: one Intel model for standalone hosts and the
+/// even-numbered clusters (`hvclu01`, `hvclu03`, …), a newer one for the others, so moves
+/// between those need processor compatibility mode (a test gives a host an AMD processor to
+/// see a move refused outright).
+fn host_processor(cluster: Option<usize>) -> crate::model::Processor {
+    match cluster {
+        Some(c) if c % 2 == 1 => {
+            crate::model::Processor::intel("Intel(R) Xeon(R) Gold 6430 CPU @ 2.10GHz")
+        }
+        _ => crate::model::Processor::intel("Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"),
+    }
 }
 
 fn generate_vm(
@@ -510,6 +524,7 @@ fn generate_vm(
         version: if generation == 1 { "9.0" } else { "10.0" }.to_owned(),
         path: folder,
         processor_count,
+        processor_compatibility: false,
         memory,
         created,
         started,

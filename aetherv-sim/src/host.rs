@@ -13,13 +13,16 @@ use bytes::Bytes;
 use crate::clixml::{self, StreamRecord};
 use crate::deploy;
 use crate::faults::{CommandDecision, FaultEngine, FaultPlan};
-use crate::scripts::{ScriptContext, ScriptRegistry};
+use crate::scripts::{PendingMove, ScriptContext, ScriptRegistry};
 use crate::shell::{self, Invocation, Outcome, ShellContext};
 use crate::state::SimState;
 use aetherv_hyperv::protocol::{self, ScriptResult};
 
 /// Output is handed to the transport in pieces of this size.
 const OUTPUT_PIECE: usize = 64 * 1024;
+
+/// How often a script waiting for a move looks at it.
+const MOVE_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// powershell.exe's exit code for a command line it cannot run (`0xFFFD0000`).
 const POWERSHELL_USAGE_EXIT: i64 = -196_608;
@@ -143,8 +146,12 @@ impl HostRuntime {
         let decision = self
             .lock_faults()
             .on_command(&[&script_name, &line, decoded]);
+        let mut migration_fault = None;
         match decision {
             CommandDecision::Run => {}
+            CommandDecision::RunFailingMigration { at_percent } => {
+                migration_fault = Some(at_percent);
+            }
             CommandDecision::Hang => std::future::pending::<()>().await,
             CommandDecision::Fail { exit_code, message } => {
                 let outcome = self.failure(&invocation, exit_code, &message);
@@ -188,7 +195,10 @@ impl HostRuntime {
             Invocation::PowerShellFile(path) => match self.installed_script(&path) {
                 Some(name) => {
                     let request = text(&io.read_stdin().await);
-                    self.run_script(&name, &request)
+                    match self.start_script(&name, &request, migration_fault) {
+                        Ok(outcome) => outcome,
+                        Err(pending) => self.wait_for_move(&pending).await,
+                    }
                 }
                 None => Outcome {
                     stdout: Vec::new(),
@@ -203,8 +213,42 @@ impl HostRuntime {
         emit(io, outcome).await
     }
 
-    /// Runs a registered script emulation against the shared state.
+    /// Runs a registered script emulation against the shared state, without waiting for a
+    /// move it starts (the answer then says the move is still running).
+    #[cfg(test)]
     pub(crate) fn run_script(&self, name: &str, request: &str) -> Outcome {
+        match self.start_script(name, request, None) {
+            Ok(outcome) => outcome,
+            Err(pending) => {
+                let state = self.lock_state();
+                render(&pending.result(&state).unwrap_or_else(|| {
+                    ScriptResult::failure("MoveRunning", "the move is still running")
+                }))
+            }
+        }
+    }
+
+    /// Waits (polling the model) until the move a script started ends, then answers as the
+    /// script does. Every poll applies the moves whose time has come.
+    async fn wait_for_move(&self, pending: &PendingMove) -> Outcome {
+        loop {
+            tokio::time::sleep(MOVE_POLL).await;
+            let mut state = self.lock_state();
+            state.advance_migrations(SystemTime::now());
+            if let Some(result) = pending.result(&state) {
+                return render(&result);
+            }
+        }
+    }
+
+    /// Runs a registered script emulation against the shared state; a script that started a
+    /// move answers `Err` with the move to wait for.
+    fn start_script(
+        &self,
+        name: &str,
+        request: &str,
+        migration_fault: Option<u8>,
+    ) -> std::result::Result<Outcome, PendingMove> {
         let result = match serde_json::from_str::<serde_json::Value>(request.trim()) {
             Err(e) => ScriptResult::failure(
                 "InvalidRequest",
@@ -214,17 +258,20 @@ impl HostRuntime {
                 None => ScriptResult::failure("UnknownScript", format!("no script {name}")),
                 Some(emulator) => {
                     let mut state = self.lock_state();
-                    let mut ctx = ScriptContext::new(&mut state, &self.name, SystemTime::now())
-                        .in_directory(&self.install_directory);
-                    emulator.run(&mut ctx, &request)
+                    let now = SystemTime::now();
+                    state.advance_migrations(now);
+                    let mut ctx = ScriptContext::new(&mut state, &self.name, now)
+                        .in_directory(&self.install_directory)
+                        .with_migration_fault(migration_fault);
+                    let result = emulator.run(&mut ctx, &request);
+                    if let Some(pending) = ctx.pending() {
+                        return Err(pending);
+                    }
+                    result
                 }
             },
         };
-        Outcome {
-            stdout: result.render().into_bytes(),
-            stderr: Vec::new(),
-            exit_code: if result.ok { 0 } else { 1 },
-        }
+        Ok(render(&result))
     }
 
     /// The output of a command failed by the fault plan, in the form its kind would fail.
@@ -254,6 +301,14 @@ impl HostRuntime {
                 exit_code,
             },
         }
+    }
+}
+
+fn render(result: &ScriptResult) -> Outcome {
+    Outcome {
+        stdout: result.render().into_bytes(),
+        stderr: Vec::new(),
+        exit_code: if result.ok { 0 } else { 1 },
     }
 }
 

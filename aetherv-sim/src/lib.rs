@@ -146,6 +146,7 @@ pub mod guest;
 pub mod guest_bridge;
 pub mod maintenance;
 pub mod host_role;
+pub mod migration;
 pub mod model;
 pub mod scripts;
 pub mod state;
@@ -156,6 +157,9 @@ pub use fleet::{Credentials, SimFleet, SimHost, SimOptions};
 pub use generate::{FleetSpec, SIM_AGENT_VERSION, SIM_SCRIPTS_VERSION};
 pub use guest::{GuestAgent, KeySource};
 pub use guest_bridge::{BridgeOptions, GuestBridge};
-pub use model::{ControllerType, DiskType, DvdDrive, Fleet, Host, NewVm, SimVm, VirtualDisk};
+pub use migration::{Migration, MigrationState, MigrationTiming, MoveKind};
+pub use model::{
+    ControllerType, DiskType, DvdDrive, Fleet, Host, NewVm, Processor, SimVm, VirtualDisk,
+};
 pub use scripts::{ScriptContext, ScriptEmulator, ScriptRegistry};
 pub use state::{LooseFile, SimState};

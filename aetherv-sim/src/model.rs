@@ -186,6 +186,8 @@ pub struct Host {
     pub os_version: String,
     /// Logical processors.
     pub logical_processors: u32,
+    /// The physical processor (live and saved-state moves need a compatible one).
+    pub processor: Processor,
     /// Physical memory in bytes.
     pub memory_total_bytes: u64,
     /// Memory kept by the host (root partition, reserve) in bytes.
@@ -208,6 +210,33 @@ pub struct Host {
     /// Text of Aether-V's `hostresources.json` (named networks and storage classes) at
     /// [`HOST_RESOURCES_PATH`], when the host has one.
     pub host_resources: Option<String>,
+}
+
+/// A host's physical processor, as far as migration compatibility goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processor {
+    /// CPUID vendor (`GenuineIntel`, `AuthenticAMD`).
+    pub vendor: String,
+    /// Model name, e.g. `Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz`.
+    pub model: String,
+}
+
+impl Processor {
+    /// An Intel processor of this model name.
+    pub fn intel(model: &str) -> Self {
+        Self {
+            vendor: "GenuineIntel".to_owned(),
+            model: model.to_owned(),
+        }
+    }
+
+    /// An AMD processor of this model name.
+    pub fn amd(model: &str) -> Self {
+        Self {
+            vendor: "AuthenticAMD".to_owned(),
+            model: model.to_owned(),
+        }
+    }
 }
 
 /// Where Aether-V keeps a host's resources file.
@@ -436,6 +465,10 @@ pub struct SimVm {
     pub path: String,
     /// Virtual processors.
     pub processor_count: u32,
+    /// Processor compatibility mode (`Set-VMProcessor -CompatibilityForMigrationEnabled`):
+    /// the VM uses only features common to its vendor's processors, so it can move live to a
+    /// host with another model of the same vendor (never to another vendor).
+    pub processor_compatibility: bool,
     /// Memory.
     pub memory: VmMemory,
     /// When the VM was created.
@@ -863,6 +896,7 @@ impl Fleet {
             version: "10.0".to_owned(),
             path: folder,
             processor_count: spec.processor_count,
+            processor_compatibility: false,
             memory,
             created: now,
             started: None,

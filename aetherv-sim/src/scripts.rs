@@ -47,6 +47,46 @@ pub struct ScriptContext<'a> {
     host: String,
     now: SystemTime,
     install_directory: String,
+    migration_fault: Option<u8>,
+    waits_for: Option<PendingMove>,
+}
+
+/// A script that blocks on a migration job (`Move-VM` and friends wait for the host's
+/// `Msvm_MigrationJob`): the command ends when the job ends, with `data` on success.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingMove {
+    /// The VM that moves.
+    pub vm: uuid::Uuid,
+    /// The host it moves to (named in failures).
+    pub destination: String,
+    /// The script's `data` when the move completes.
+    pub data: Value,
+}
+
+impl PendingMove {
+    /// The script's result once the move has ended, `None` while it runs.
+    pub fn result(&self, state: &SimState) -> Option<ScriptResult> {
+        use crate::migration::MigrationState;
+        let details = json!({ "vm": self.vm.to_string(), "destination": self.destination });
+        match state.migration(self.vm).map(|m| &m.state) {
+            Some(MigrationState::Running) => None,
+            Some(MigrationState::Completed) => Some(ScriptResult::success(self.data.clone())),
+            Some(MigrationState::Cancelled) => Some(ops::fail(
+                "MigrationCancelled",
+                "The operation was cancelled: the virtual machine migration was cancelled before \
+                 its switch-over; the virtual machine keeps running on the source host.",
+                details,
+            )),
+            Some(MigrationState::Failed(message)) => {
+                Some(ops::fail("MigrationFailed", message.clone(), details))
+            }
+            None => Some(ops::fail(
+                "MigrationFailed",
+                "The migration job disappeared.",
+                details,
+            )),
+        }
+    }
 }
 
 impl<'a> ScriptContext<'a> {
@@ -57,6 +97,8 @@ impl<'a> ScriptContext<'a> {
             host: host.to_owned(),
             now,
             install_directory: aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY.to_owned(),
+            migration_fault: None,
+            waits_for: None,
         }
     }
 
@@ -70,6 +112,29 @@ impl<'a> ScriptContext<'a> {
     /// The install directory the script runs from.
     pub fn install_directory(&self) -> &str {
         &self.install_directory
+    }
+
+    /// Fault injection: moves started by this script run fail at this percentage
+    /// ([`crate::faults::Fault::FailMigration`]).
+    pub fn with_migration_fault(mut self, at_percent: Option<u8>) -> Self {
+        self.migration_fault = at_percent;
+        self
+    }
+
+    /// The injected migration failure of this run, if any.
+    pub fn migration_fault(&self) -> Option<u8> {
+        self.migration_fault
+    }
+
+    /// Makes the command wait for a move before it answers (the emulation's own result is
+    /// then ignored).
+    pub fn wait_for(&mut self, pending: PendingMove) {
+        self.waits_for = Some(pending);
+    }
+
+    /// The move this run waits for, if any.
+    pub fn pending(&mut self) -> Option<PendingMove> {
+        self.waits_for.take()
     }
 
     /// Name of the host the script runs on.
@@ -165,6 +230,9 @@ impl ScriptRegistry {
         registry.register(s::RESIZE_MANAGED_VM_DISK, vm_edit::resize_managed_vm_disk);
         registry.register(s::REMOVE_MANAGED_VM_DISK, vm_edit::remove_managed_vm_disk);
         registry.register(s::UPDATE_VM_CHECKPOINT, ops::devices::update_vm_checkpoint);
+        registry.register(s::MOVE_VM_CLUSTER_ROLE, ops::migrate::move_vm_cluster_role);
+        registry.register(s::GET_VM_MIGRATION, ops::migrate::get_vm_migration);
+        registry.register(s::STOP_VM_MIGRATION, ops::migrate::stop_vm_migration);
         registry.register(
             s::SET_HOST_MAINTENANCE,
             crate::maintenance::set_host_maintenance,

@@ -33,6 +33,10 @@ pub struct SimState {
     cluster_nodes: crate::maintenance::ClusterNodes,
     /// Lowercase names of hosts that are down or frozen: no VM can migrate to them.
     unreachable: BTreeSet<String>,
+    /// The latest migration job of each VM ([`crate::migration`]).
+    pub(crate) migrations: BTreeMap<Uuid, crate::migration::Migration>,
+    /// How long moves take.
+    pub(crate) migration_timing: crate::migration::MigrationTiming,
 }
 
 /// A file a host script created that no VM uses (yet): a copied golden image before its VM is
@@ -66,6 +70,8 @@ impl SimState {
             bridged: BTreeSet::new(),
             cluster_nodes: crate::maintenance::ClusterNodes::default(),
             unreachable: BTreeSet::new(),
+            migrations: BTreeMap::new(),
+            migration_timing: crate::migration::MigrationTiming::default(),
         }
     }
 

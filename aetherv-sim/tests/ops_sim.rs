@@ -565,6 +565,7 @@ async fn live_migration_between_cluster_hosts() {
             destination_host: "hv02".to_owned(),
             with_storage: true,
             destination_path: None,
+            storage_only: false,
         },
     ))
     .await
@@ -576,6 +577,7 @@ async fn live_migration_between_cluster_hosts() {
             destination_host: "hv99".to_owned(),
             with_storage: false,
             destination_path: None,
+            storage_only: false,
         },
     ))
     .await
@@ -588,6 +590,7 @@ async fn live_migration_between_cluster_hosts() {
             destination_host: "hv02".to_owned(),
             with_storage: true,
             destination_path: None,
+            storage_only: false,
         },
     ))
     .await
@@ -604,6 +607,7 @@ async fn live_migration_between_cluster_hosts() {
             destination_host: "hv99".to_owned(),
             with_storage: false,
             destination_path: None,
+            storage_only: false,
         },
     ))
     .await

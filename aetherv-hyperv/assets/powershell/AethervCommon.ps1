@@ -439,3 +439,23 @@ function Get-AethervImageFamily {
     }
     return ''
 }
+
+function Get-AethervMigrationJob {
+    # The VM's newest migration job (Msvm_MigrationJob, kept by the host for five minutes
+    # after it ends), running ones first; $null when there is none.
+    param([Guid]$VmId)
+    $name = $VmId.ToString()
+    $jobs = @(Get-CimInstance -Namespace 'root\virtualization\v2' -ClassName 'Msvm_MigrationJob' |
+        Where-Object { [string]$_.VirtualSystemName -eq $name })
+    if ($jobs.Count -eq 0) { return $null }
+    $running = @($jobs | Where-Object { Test-AethervJobActive -JobState $_.JobState })
+    if ($running.Count -gt 0) { return $running[0] }
+    return @($jobs | Sort-Object -Property TimeOfLastStateChange -Descending)[0]
+}
+
+function Test-AethervJobActive {
+    # CIM_ConcreteJob.JobState: 2 New, 3 Starting, 4 Running, 5 Suspended, 6 Shutting Down.
+    param($JobState)
+    $state = [int]$JobState
+    return $state -ge 2 -and $state -le 6
+}

@@ -140,6 +140,17 @@ pub enum HostCall {
     /// Writes the host's maintenance state file (`maintenance.json` in the install
     /// directory) and pauses or resumes its failover cluster node (see [`MaintenanceChange`]).
     SetMaintenance(Box<MaintenanceChange>),
+    /// Moves a clustered VM's role to another node of its cluster
+    /// (`Move-ClusterVirtualMachineRole`), live or quick; sent to the VM's owner node.
+    MoveClusterRole(VmId, ClusterMove),
+    /// The host's migration job of the VM (`Msvm_MigrationJob`): percent complete, state and
+    /// whether it can still be cancelled. Read while a move runs, from another session.
+    MigrationStatus(VmId),
+    /// Asks the host to cancel the VM's running migration job
+    /// (`Msvm_MigrationJob.RequestStateChange(Terminate)`); refused once the job passed its
+    /// switch-over (no longer `Cancellable`). The move call then fails and the VM keeps
+    /// running on the source.
+    CancelMigration(VmId),
 }
 
 /// The answer to a [`HostCall`], one variant per operation.
@@ -196,6 +207,10 @@ pub enum HostReply {
     NicChanged(NicChanged),
     /// [`HostCall::SetMaintenance`].
     MaintenanceSet(MaintenanceSet),
+    /// [`HostCall::MigrationStatus`].
+    MigrationProgress(MigrationProgress),
+    /// [`HostCall::CancelMigration`].
+    MigrationCancel(MigrationCancel),
 }
 
 /// Which operation a [`HostCall`] is, without its arguments: the label of metrics, timeouts
@@ -260,6 +275,12 @@ pub enum OperationKind {
     NetworkAdapterChange,
     /// [`HostCall::SetMaintenance`].
     SetMaintenance,
+    /// [`HostCall::MoveClusterRole`].
+    MoveClusterRole,
+    /// [`HostCall::MigrationStatus`].
+    MigrationStatus,
+    /// [`HostCall::CancelMigration`].
+    CancelMigration,
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -305,6 +326,9 @@ impl OperationKind {
             Self::CheckpointChange => scripts::UPDATE_VM_CHECKPOINT,
             Self::NetworkAdapterChange => scripts::UPDATE_VM_NETWORK_ADAPTER,
             Self::SetMaintenance => scripts::SET_HOST_MAINTENANCE,
+            Self::MoveClusterRole => scripts::MOVE_VM_CLUSTER_ROLE,
+            Self::MigrationStatus => scripts::GET_VM_MIGRATION,
+            Self::CancelMigration => scripts::STOP_VM_MIGRATION,
         }
     }
 
@@ -338,6 +362,9 @@ impl OperationKind {
             Self::CheckpointChange => "change checkpoint",
             Self::NetworkAdapterChange => "change network adapter",
             Self::SetMaintenance => "set maintenance state",
+            Self::MoveClusterRole => "move cluster role",
+            Self::MigrationStatus => "read migration job",
+            Self::CancelMigration => "cancel migration",
         }
     }
 
@@ -345,7 +372,12 @@ impl OperationKind {
     pub fn read_only(self) -> bool {
         matches!(
             self,
-            Self::Facts | Self::Inventory | Self::Vm | Self::KvpReadGuest | Self::CompareVm
+            Self::Facts
+                | Self::Inventory
+                | Self::Vm
+                | Self::KvpReadGuest
+                | Self::CompareVm
+                | Self::MigrationStatus
         )
     }
 
@@ -359,13 +391,14 @@ impl OperationKind {
             Self::Facts | Self::Vm | Self::KvpReadGuest | Self::KvpWriteHost | Self::SetVmNotes => {
                 30 * SECOND
             }
+            Self::MigrationStatus | Self::CancelMigration => 30 * SECOND,
             Self::KvpRemoveHost | Self::KvpRemoveHostPrefix => 30 * SECOND,
             Self::CompareVm | Self::RemovePath | Self::RemoveDvdDrive => 2 * MINUTE,
             Self::Inventory | Self::RegisterVm => 3 * MINUTE,
             Self::AddClusterRole | Self::RemoveClusterRole => 5 * MINUTE,
             Self::DeleteVm | Self::Power => 10 * MINUTE,
             Self::CopyImage | Self::CopyIso => 60 * MINUTE,
-            Self::MoveVm => 240 * MINUTE,
+            Self::MoveVm | Self::MoveClusterRole => 240 * MINUTE,
             Self::SetVmSettings | Self::AttachVmDisk | Self::DetachVmDisk => 2 * MINUTE,
             // A fixed VHDX writes all its bytes; growing a fixed one too.
             Self::CreateVhd | Self::ResizeVmDisk => 60 * MINUTE,
@@ -431,6 +464,9 @@ impl HostCall {
             Self::CheckpointChange(..) => OperationKind::CheckpointChange,
             Self::NetworkAdapterChange(..) => OperationKind::NetworkAdapterChange,
             Self::SetMaintenance(_) => OperationKind::SetMaintenance,
+            Self::MoveClusterRole(..) => OperationKind::MoveClusterRole,
+            Self::MigrationStatus(_) => OperationKind::MigrationStatus,
+            Self::CancelMigration(_) => OperationKind::CancelMigration,
         }
     }
 
@@ -455,6 +491,9 @@ impl HostCall {
             | Self::ResizeVmDisk { vm: id, .. }
             | Self::DetachVmDisk { vm: id, .. } => Some(*id),
             Self::CheckpointChange(id, _) | Self::NetworkAdapterChange(id, _) => Some(*id),
+            Self::MoveClusterRole(id, _)
+            | Self::MigrationStatus(id)
+            | Self::CancelMigration(id) => Some(*id),
             Self::Facts
             | Self::FactsInRoots(_)
             | Self::Inventory
@@ -535,6 +574,9 @@ impl HostCall {
             Self::CompareVm(_, target) | Self::MoveVm(_, target) => {
                 check_target(target).map_err(refuse)?;
             }
+            Self::MoveClusterRole(_, to) => {
+                check_host_name(&to.node).map_err(refuse)?;
+            }
             Self::KvpRemoveHostPrefix(_, prefix) => {
                 if prefix.is_empty() || prefix.len() > KVP_MAX_KEY_BYTES || prefix.contains('\0') {
                     return Err(refuse(format!(
@@ -599,7 +641,9 @@ impl HostCall {
             | Self::DeleteVm { .. }
             | Self::KvpReadGuest(_)
             | Self::AddClusterRole(_)
-            | Self::RemoveClusterRole(_) => {}
+            | Self::RemoveClusterRole(_)
+            | Self::MigrationStatus(_)
+            | Self::CancelMigration(_) => {}
         }
         Ok(())
     }
@@ -656,7 +700,14 @@ impl HostCall {
                 "destination_host": target.destination_host.trim(),
                 "with_storage": target.with_storage,
                 "destination_path": target.destination_path,
+                "storage_only": target.storage_only,
             }),
+            Self::MoveClusterRole(id, to) => json!({
+                "id": id,
+                "node": to.node.trim(),
+                "migration_type": to.migration_type.as_str(),
+            }),
+            Self::MigrationStatus(id) | Self::CancelMigration(id) => json!({ "id": id }),
             Self::RemovePath(path) => json!({ "path": path }),
             Self::KvpRemoveHostPrefix(id, prefix) => json!({ "id": id, "prefix": prefix }),
             Self::RemoveDvdDrive { vm, path } => json!({ "id": vm, "path": path }),
@@ -733,6 +784,10 @@ impl HostCall {
             }
             Self::CheckpointChange(_, change) => subject.verb = Some(change.verb()),
             Self::NetworkAdapterChange(_, change) => subject.verb = Some(change.verb()),
+            Self::MoveClusterRole(_, to) => {
+                subject.destination = Some(to.node.clone());
+                subject.verb = Some("be moved");
+            }
             _ => {}
         }
         subject
@@ -795,7 +850,29 @@ impl HostCall {
                 HostReply::ClusterRole(parse_data(host, kind, data)?)
             }
             Self::CompareVm(..) => HostReply::MigrationCheck(parse_data(host, kind, data)?),
-            Self::MoveVm(..) => HostReply::Migrated(parse_data(host, kind, data)?),
+            Self::MoveVm(..) | Self::MoveClusterRole(..) => {
+                HostReply::Migrated(parse_data(host, kind, data)?)
+            }
+            Self::MigrationStatus(id) => {
+                let progress: MigrationProgress = parse_data(host, kind, data)?;
+                if progress.id != *id {
+                    return Err(wrong(format!(
+                        "asked for VM {id}, the script answered for {}",
+                        progress.id
+                    )));
+                }
+                HostReply::MigrationProgress(progress)
+            }
+            Self::CancelMigration(id) => {
+                let cancel: MigrationCancel = parse_data(host, kind, data)?;
+                if cancel.id != *id {
+                    return Err(wrong(format!(
+                        "asked for VM {id}, the script answered for {}",
+                        cancel.id
+                    )));
+                }
+                HostReply::MigrationCancel(cancel)
+            }
             Self::RemovePath(_) => HostReply::RemovedPath(parse_data(host, kind, data)?),
             Self::RemoveDvdDrive { vm, .. } => {
                 let removed: DvdDriveRemoved = parse_data(host, kind, data)?;
@@ -969,6 +1046,9 @@ impl fmt::Debug for HostCall {
                 change.record.vms.len(),
                 change.cluster_node
             ),
+            Self::MoveClusterRole(id, to) => write!(f, "MoveClusterRole({id}, {to:?})"),
+            Self::MigrationStatus(id) => write!(f, "MigrationStatus({id})"),
+            Self::CancelMigration(id) => write!(f, "CancelMigration({id})"),
         }
     }
 }
@@ -1174,21 +1254,32 @@ fn check_maintenance(record: &HostMaintenance) -> std::result::Result<(), String
     Ok(())
 }
 
-fn check_target(target: &MigrationTarget) -> std::result::Result<(), String> {
-    let name = target.destination_host.trim();
+fn check_host_name(host: &str) -> std::result::Result<(), String> {
+    let name = host.trim();
     let valid = !name.is_empty()
         && name.len() <= 253
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    if !valid {
-        return Err(format!(
-            "destination host {:?} is not a host name",
-            target.destination_host
-        ));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("destination host {host:?} is not a host name"))
     }
+}
+
+fn check_target(target: &MigrationTarget) -> std::result::Result<(), String> {
+    check_host_name(&target.destination_host)?;
     if let Some(path) = &target.destination_path {
         check_windows_path(path)?;
+    }
+    if target.storage_only && target.destination_path.is_none() {
+        return Err("a storage move needs a destination path".to_owned());
+    }
+    if target.storage_only && target.with_storage {
+        return Err(
+            "a storage move stays on its host; with_storage moves to another host".to_owned(),
+        );
     }
     Ok(())
 }

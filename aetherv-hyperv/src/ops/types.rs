@@ -887,9 +887,84 @@ pub struct MigrationTarget {
     /// Move the storage too (shared-nothing live migration).
     #[serde(default)]
     pub with_storage: bool,
-    /// Destination folder for the storage (with `with_storage`).
+    /// Destination folder for the storage (with `with_storage` or `storage_only`).
     #[serde(default)]
     pub destination_path: Option<String>,
+    /// Move only the VM's storage to `destination_path` on its own host (`Move-VMStorage`);
+    /// `destination_host` then names the VM's own host. Needs `destination_path`.
+    #[serde(default)]
+    pub storage_only: bool,
+}
+
+/// How a failover cluster moves a VM role between its nodes
+/// (`Move-ClusterVirtualMachineRole -MigrationType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ClusterMigrationType {
+    /// The VM keeps running (live migration).
+    Live,
+    /// The VM is saved, moved and resumed.
+    Quick,
+}
+
+impl ClusterMigrationType {
+    /// The cmdlet's value (`Live`, `Quick`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "Live",
+            Self::Quick => "Quick",
+        }
+    }
+}
+
+/// A move of a clustered VM's role to another node of its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMove {
+    /// The destination node (host name).
+    pub node: String,
+    /// Live or quick.
+    pub migration_type: ClusterMigrationType,
+}
+
+/// The host's migration job of a VM (`Msvm_MigrationJob`), as
+/// [`HostCall::MigrationStatus`](super::HostCall::MigrationStatus) reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationProgress {
+    /// VM id.
+    pub id: VmId,
+    /// Whether a migration job of the VM is running (job states New, Starting, Running,
+    /// Suspended, Shutting Down).
+    pub active: bool,
+    /// The job's `PercentComplete` (0 when there is no job).
+    #[serde(default)]
+    pub percent_complete: u8,
+    /// The job's `JobState` (CIM: 2 New … 4 Running, 7 Completed, 8 Terminated, 10 Exception),
+    /// when there is a job.
+    #[serde(default)]
+    pub job_state: Option<u16>,
+    /// Whether the job can still be cancelled (false once it reached its switch-over).
+    #[serde(default)]
+    pub cancellable: bool,
+    /// The job's `JobStatus` text.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The host the VM moves to, when the job names it.
+    #[serde(default)]
+    pub destination_host: Option<String>,
+    /// The job's `ErrorDescription`, when it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// What [`HostCall::CancelMigration`](super::HostCall::CancelMigration) did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationCancel {
+    /// VM id.
+    pub id: VmId,
+    /// Whether the host accepted the cancellation (the job was running and cancellable).
+    pub cancelled: bool,
+    /// Why not, when it did not.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// One incompatibility `Compare-VM` reported.

@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::JobQueue;
+use crate::migration::{MigrationMode, MigrationPlan};
 use crate::maintenance::{
     DrainRequest, Evacuate, MaintenanceEvent, MaintenanceEventKind, ResumeRequest, RunRequest,
 };
@@ -217,8 +218,11 @@ impl JobQueue {
         self.hooks().event(event);
     }
 
-    /// The one migration entry point, as the drain and failback use it: moves `vm` from
-    /// `source` to `target` live, holding the VM for the move.
+    /// Moves `vm` from `source` to `target` through the one migration entry point: a
+    /// `migrate` job (visible, holding the VM, asked for by the drain's caller) that this job
+    /// waits for; cancelling the drain cancels it. A cluster role, or a VM moving within its
+    /// hosts' cluster (shared storage), moves live; anything else moves live with its storage
+    /// (shared nothing).
     async fn migrate_for_drain(
         &self,
         parent: &str,
@@ -227,8 +231,73 @@ impl JobQueue {
         target: &str,
         cancel: &CancellationToken,
     ) -> Result<(), String> {
-        let _ = (parent, source, vm, target, cancel);
-        Err("live migration is not part of this build".to_owned())
+        let same_cluster = self.shared.inventory.as_ref().is_some_and(|inventory| {
+            let snapshot = inventory.snapshot();
+            let cluster = |h: &str| {
+                snapshot
+                    .hosts()
+                    .find(|s| s.name.eq_ignore_ascii_case(h))
+                    .and_then(|s| s.facts.as_ref())
+                    .and_then(|f| f.cluster.clone())
+            };
+            cluster(source).is_some() && cluster(source) == cluster(target)
+        });
+        let mode = if vm.clustered || same_cluster {
+            MigrationMode::Live
+        } else {
+            MigrationMode::SharedNothing
+        };
+        let plan = MigrationPlan {
+            vm: vm.id,
+            vm_name: vm.name.clone(),
+            source_host: source.to_owned(),
+            target_host: target.to_owned(),
+            mode,
+            destination_path: None,
+            clustered: vm.clustered,
+        };
+        let job = self
+            .submit(NewJob {
+                parameters: json!({
+                    "vm_id": vm.id,
+                    "target_host": target,
+                    "mode": mode,
+                    "maintenance_job": parent,
+                }),
+                work: JobWork::Migrate(Box::new(plan)),
+                host: source.to_owned(),
+                vm_id: Some(vm.id),
+                vm_name: Some(vm.name.clone()),
+                requested_by: self.requester_of(parent),
+            })
+            .map_err(|e| e.to_string())?;
+        self.line(
+            parent,
+            LineLevel::Info,
+            format!(
+                "VM {} moves to {target} ({}) in job {}",
+                vm.name,
+                mode.as_str(),
+                job.id
+            ),
+        );
+        let ended = tokio::select! {
+            view = self.wait(&job.id) => view,
+            () = cancel.cancelled() => {
+                let _ = self.cancel(&job.id);
+                self.wait(&job.id).await
+            }
+        };
+        match ended {
+            Some(view) if view.status == JobStatus::Succeeded => Ok(()),
+            Some(view) => Err(format!(
+                "migration job {} {}: {}",
+                view.id,
+                view.status.as_str(),
+                view.error.unwrap_or_default()
+            )),
+            None => Err(format!("migration job {} left the history", job.id)),
+        }
     }
 
     /// A drain: see the module documentation.

@@ -3,21 +3,22 @@
 //!
 //! Model notes: copied images and ISOs (and disks kept when a VM is deleted) are
 //! [`LooseFile`]s in [`SimState`] until a VM uses them; they do not count against storage
-//! free space. Live migration moves the VM between hosts of the fleet; Compare-VM's checks are
-//! emulated as: the destination exists and is another host, it has no VM with the same id,
-//! enough memory for a running VM, and, without storage migration, the VM's disks are on a
-//! cluster shared volume of a cluster both hosts belong to.
+//! free space. Moves (Compare-VM, Move-VM, cluster role moves, the migration job) are in
+//! [`migrate`].
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{ScriptContext, vm_json};
 use crate::error::Error;
-use crate::model::{BootSettings, Host, NewVm, PowerAction, SimVm, holds_memory, path_is_under};
+use crate::model::{BootSettings, Host, NewVm, PowerAction, SimVm, path_is_under};
 use crate::state::{LooseFile, SimState};
 use aetherv_hyperv::protocol::{ScriptFailure, ScriptResult};
 
 pub mod devices;
+pub mod migrate;
+
+pub use migrate::{move_managed_vm, test_vm_migration};
 
 pub(crate) type Step<T> = std::result::Result<T, ScriptResult>;
 
@@ -85,7 +86,7 @@ pub(super) fn str_field<'a>(request: &'a Value, name: &str) -> Step<&'a str> {
     }
 }
 
-fn opt_str<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
+pub(super) fn opt_str<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
     request.get(name).and_then(Value::as_str)
 }
 
@@ -799,155 +800,6 @@ pub fn add_vm_cluster_role(ctx: &mut ScriptContext<'_>, request: &Value) -> Scri
 /// `Remove-VmClusterRole`: `{"id"}`; a VM without a role is left as is.
 pub fn remove_vm_cluster_role(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
     set_clustered(ctx, request, false)
-}
-
-struct MoveRequest {
-    host: String,
-    vm: SimVm,
-    destination: String,
-    with_storage: bool,
-    destination_path: Option<String>,
-}
-
-fn move_request(ctx: &ScriptContext<'_>, request: &Value) -> Step<MoveRequest> {
-    let (host, vm) = vm_by_id(ctx, request)?;
-    Ok(MoveRequest {
-        host,
-        vm,
-        destination: str_field(request, "destination_host")?.to_owned(),
-        with_storage: request
-            .get("with_storage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        destination_path: opt_str(request, "destination_path").map(str::to_owned),
-    })
-}
-
-/// Compare-VM's emulated checks; returns the incompatibility messages.
-fn incompatibilities(state: &SimState, m: &MoveRequest) -> Vec<String> {
-    let fleet = state.fleet();
-    let Some(dest) = fleet.host(&m.destination) else {
-        return vec![format!(
-            "The operation failed because the destination host {} could not be reached.",
-            m.destination
-        )];
-    };
-    let mut problems = Vec::new();
-    if state.is_unreachable(&dest.name) {
-        return vec![format!(
-            "The operation failed because the destination host {} could not be reached.",
-            dest.name
-        )];
-    }
-    if let Some(refusal) = crate::maintenance::refuses_role(state, &dest.name, m.vm.clustered) {
-        problems.push(refusal);
-    }
-    if dest.name.eq_ignore_ascii_case(&m.host) {
-        problems.push("The virtual machine is already on the destination host.".to_owned());
-    }
-    if dest.vms.iter().any(|v| v.id == m.vm.id) {
-        problems.push(
-            "A virtual machine with the same identifier already exists on the destination host."
-                .to_owned(),
-        );
-    }
-    if holds_memory(m.vm.state) && dest.memory_available_bytes() < m.vm.memory.assigned_bytes {
-        problems.push(format!(
-            "The destination host does not have enough memory: {} bytes required, {} bytes available.",
-            m.vm.memory.assigned_bytes,
-            dest.memory_available_bytes()
-        ));
-    }
-    if !m.with_storage {
-        let source = fleet.host(&m.host);
-        let same_cluster = source
-            .and_then(|s| s.cluster.as_ref())
-            .is_some_and(|c| dest.cluster.as_ref() == Some(c));
-        let shared = |path: &str| {
-            dest.storage
-                .iter()
-                .any(|l| l.shared && path_is_under(path, &l.path))
-        };
-        if !same_cluster || !m.vm.disks.iter().all(|d| shared(&d.path)) {
-            problems.push("The virtual machine's storage is not accessible from the destination host; migrate it with its storage.".to_owned());
-        }
-    } else if let Some(path) = &m.destination_path
-        && !dest.storage.iter().any(|l| path_is_under(path, &l.path))
-    {
-        problems.push(format!(
-            "The destination storage path {path} is on no volume of the destination host."
-        ));
-    }
-    problems
-}
-
-/// `Test-VmMigration`: `{"id","destination_host","with_storage","destination_path"}`.
-pub fn test_vm_migration(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
-    run(|| {
-        let m = move_request(ctx, request)?;
-        let problems = incompatibilities(ctx.state(), &m);
-        Ok(json!({
-            "compatible": problems.is_empty(),
-            "incompatibilities": problems
-                .iter()
-                .map(|p| json!({ "message": p, "message_id": 21024 }))
-                .collect::<Vec<_>>(),
-        }))
-    })
-}
-
-/// `Move-ManagedVm`: runs the Compare-VM checks, then moves the VM to the destination host
-/// (with storage: disks and folder under `destination_path`, default the destination's VM
-/// path).
-pub fn move_managed_vm(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
-    run(|| {
-        let m = move_request(ctx, request)?;
-        let problems = incompatibilities(ctx.state(), &m);
-        if !problems.is_empty() {
-            return Err(fail(
-                "MigrationIncompatible",
-                problems.join("; "),
-                json!({ "vm": m.vm.id.to_string(), "destination": m.destination }),
-            ));
-        }
-        let fleet = ctx.state_mut().fleet_mut();
-        let id = m.vm.id;
-        let source = fleet
-            .host_mut(&m.host)
-            .ok_or_else(|| fail("HostNotFound", format!("no host {}", m.host), Value::Null))?;
-        let index = source.vms.iter().position(|v| v.id == id).ok_or_else(|| {
-            fail(
-                "VmNotFound",
-                format!("no VM {id}"),
-                json!({ "vm": id.to_string() }),
-            )
-        })?;
-        let mut vm = source.vms.remove(index);
-        let dest = fleet.host_mut(&m.destination).ok_or_else(|| {
-            fail(
-                "MigrationIncompatible",
-                format!("no host {}", m.destination),
-                json!({ "vm": id.to_string(), "destination": m.destination }),
-            )
-        })?;
-        if m.with_storage {
-            let folder = m
-                .destination_path
-                .clone()
-                .unwrap_or_else(|| join(&dest.vm_path, &vm.name));
-            for disk in &mut vm.disks {
-                disk.path = join(&join(&folder, "Virtual Hard Disks"), file_name(&disk.path));
-            }
-            vm.path = folder;
-        }
-        let destination = dest.name.clone();
-        dest.vms.push(vm);
-        Ok(json!({
-            "id": id.to_string(),
-            "destination_host": destination,
-            "with_storage": m.with_storage,
-        }))
-    })
 }
 
 /// `Remove-VmPath`: `{"path"}`; only strictly below the host's VM path, never a path that
