@@ -524,8 +524,9 @@ impl Loop {
             return;
         };
         slot.in_flight = true;
-        let want_facts =
-            !connected || slot.refreshes_until_facts == 0 || std::mem::take(&mut slot.facts_requested);
+        let want_facts = !connected
+            || slot.refreshes_until_facts == 0
+            || std::mem::take(&mut slot.facts_requested);
         let host = slot.host.clone();
         let permits = self.permits.clone();
         let timeout = self.config.host_timeout;

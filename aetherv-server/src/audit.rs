@@ -48,10 +48,8 @@ pub async fn scope<F: Future>(principal: &Principal, future: F) -> F::Output {
 /// The caller of the request being handled. Outside a request (the server's own work) the
 /// subject is `system`.
 pub fn caller() -> Requester {
-    CALLER
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| Requester {
-            subject: "system".to_owned(),
-            ..Requester::default()
-        })
+    CALLER.try_with(Clone::clone).unwrap_or_else(|_| Requester {
+        subject: "system".to_owned(),
+        ..Requester::default()
+    })
 }

@@ -214,7 +214,10 @@ impl MaintenanceHooks for Hooks {
                 .await
                 .map_err(|e| format!("Alertmanager {} answered {status}: {e}", am.url))?;
             if !status.is_success() {
-                return Err(format!("Alertmanager {} answered {status}: {answer}", am.url));
+                return Err(format!(
+                    "Alertmanager {} answered {status}: {answer}",
+                    am.url
+                ));
             }
             answer["silenceID"]
                 .as_str()
@@ -262,10 +265,7 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert_ne!(a, sign(b"key", 2, b"{}"));
         assert_ne!(a, sign(b"other", 1, b"{}"));
-        assert_eq!(
-            sign(b"Jefe", 0, b"what do ya want for nothing?").len(),
-            64
-        );
+        assert_eq!(sign(b"Jefe", 0, b"what do ya want for nothing?").len(), 64);
     }
 
     #[test]

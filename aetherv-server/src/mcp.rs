@@ -928,7 +928,11 @@ impl McpServer {
                                 | aetherv_hyperv::ops::VmState::Paused
                         )
                     })
-                    .filter(|v| !a.exclude.iter().any(|e| e.eq_ignore_ascii_case(&v.vm.id.to_string())))
+                    .filter(|v| {
+                        !a.exclude
+                            .iter()
+                            .any(|e| e.eq_ignore_ascii_case(&v.vm.id.to_string()))
+                    })
                     .map(|v| v.vm.name.clone())
                     .collect();
                 let mut body = args.clone();
@@ -967,7 +971,10 @@ impl McpServer {
                 .await
                 .map_err(|e| Outcome::api(&e))?;
                 let answer = body_json(response).await?;
-                Ok(accepted(&format!("evacuating host {}", a.hostname), &answer))
+                Ok(accepted(
+                    &format!("evacuating host {}", a.hostname),
+                    &answer,
+                ))
             }
             other => Err(Outcome::refused(format!("unknown tool {other}"))),
         }

@@ -197,29 +197,52 @@ async fn a_host_with_five_running_vms_is_drained_by_placement_and_failed_back() 
         assert_ne!(on[0], "hv01", "VM {vm} stayed");
         *per_host.entry(on[0].clone()).or_default() += 1;
     }
-    assert!(per_host.get("hv02").copied().unwrap_or(0) <= 2, "{per_host:?}");
+    assert!(
+        per_host.get("hv02").copied().unwrap_or(0) <= 2,
+        "{per_host:?}"
+    );
     // The job's record names where each went, and it agrees with the fleet.
     for origin in done["result"]["vms"].as_array().unwrap() {
         let id: Uuid = origin["vm_id"].as_str().unwrap().parse().unwrap();
         assert_eq!(origin["disposition"], "migrated", "{origin}");
-        assert_eq!(after[&id], vec![origin["moved_to"].as_str().unwrap().to_owned()]);
+        assert_eq!(
+            after[&id],
+            vec![origin["moved_to"].as_str().unwrap().to_owned()]
+        );
     }
     assert_eq!(host_state(&app, "hv01").await, "maintenance");
     // The state and the origins are on the host itself.
     let file = server
         .demo_fleet()
         .unwrap()
-        .with_state(|s| aetherv_sim::maintenance::state_file(s, "hv01", aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY))
+        .with_state(|s| {
+            aetherv_sim::maintenance::state_file(
+                s,
+                "hv01",
+                aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY,
+            )
+        })
         .expect("the host keeps its state file");
     assert_eq!(file["state"], "maintenance");
     assert_eq!(file["vms"].as_array().unwrap().len(), 5);
     // Placement sends it nothing new; the job list filters by caller.
     let (_, mine) = call(&app, Method::GET, "/api/v1/jobs?requested_by=demo", None).await;
-    assert!(mine["jobs"].as_array().unwrap().iter().any(|j| j["id"] == job));
+    assert!(
+        mine["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == job)
+    );
     let (_, none) = call(&app, Method::GET, "/api/v1/jobs?requested_by=nobody", None).await;
     assert!(none["jobs"].as_array().unwrap().is_empty());
 
-    let resume = post(&app, "/api/v1/hosts/hv01/resume", json!({ "failback": true })).await;
+    let resume = post(
+        &app,
+        "/api/v1/hosts/hv01/resume",
+        json!({ "failback": true }),
+    )
+    .await;
     let done = finished(&app, &resume).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     for (vm, on) in locations(&server, &vms) {
@@ -261,7 +284,9 @@ async fn receiver(secret: &'static str) -> Receiver {
                     aetherv_server::hooks::sign(secret.as_bytes(), timestamp, &body)
                 );
                 if header("x-aetherv-signature") != expected {
-                    bd.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                    bd.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
                     return StatusCode::UNAUTHORIZED;
                 }
                 let event: Value = serde_json::from_slice(&body).unwrap();
@@ -347,7 +372,10 @@ async fn a_cluster_node_drain_silences_alerts_signs_every_event_and_fails_back()
     let server = start(
         &[
             ("ALERTMANAGER_URL", am.url.clone()),
-            ("ALERTMANAGER_MATCHERS", "host={host},instance=~{host}(:[0-9]+)?".to_owned()),
+            (
+                "ALERTMANAGER_MATCHERS",
+                "host={host},instance=~{host}(:[0-9]+)?".to_owned(),
+            ),
             ("MAINTENANCE_WEBHOOK_URLS", hook.url.clone()),
             ("MAINTENANCE_WEBHOOK_SECRET", "hook-secret-1".to_owned()),
         ],
@@ -385,11 +413,17 @@ async fn a_cluster_node_drain_silences_alerts_signs_every_event_and_fails_back()
     assert_eq!(dispositions, BTreeSet::from(["moved_by_cluster"]));
     let (_, host) = call(&app, Method::GET, "/api/v1/hosts/hv01", None).await;
     assert_eq!(host["maintenance"]["state"], "maintenance", "{host}");
-    assert_eq!(host["maintenance"]["cluster_node_state"], "Paused", "{host}");
+    assert_eq!(
+        host["maintenance"]["cluster_node_state"], "Paused",
+        "{host}"
+    );
     assert_eq!(host["maintenance"]["ticket"], "CHG-2");
 
     // The silence exists, for this host, during the maintenance.
-    let silence_id = host["maintenance"]["silence_id"].as_str().unwrap().to_owned();
+    let silence_id = host["maintenance"]["silence_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let active = silences(&am).await;
     let ours = active
         .iter()
@@ -407,11 +441,17 @@ async fn a_cluster_node_drain_silences_alerts_signs_every_event_and_fails_back()
             )
         })
         .collect();
-    assert!(matchers.contains(&("host".to_owned(), "hv01".to_owned())), "{matchers:?}");
+    assert!(
+        matchers.contains(&("host".to_owned(), "hv01".to_owned())),
+        "{matchers:?}"
+    );
 
     // Placement sends no new VM to a host in maintenance.
     let cluster = host["cluster"].as_str().unwrap().to_owned();
-    let image = host["facts"]["images"][0]["name"].as_str().unwrap().to_owned();
+    let image = host["facts"]["images"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, answer) = call(
         &app,
         Method::POST,
@@ -427,10 +467,21 @@ async fn a_cluster_node_drain_silences_alerts_signs_every_event_and_fails_back()
     let placed = answer["job_id"].as_str().unwrap().to_owned();
     let (_, record) = call(&app, Method::GET, &format!("/api/v1/jobs/{placed}"), None).await;
     assert_ne!(record["target_host"], "hv01", "{record}");
-    let _ = call(&app, Method::POST, &format!("/api/v1/jobs/{placed}/cancel"), None).await;
+    let _ = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/jobs/{placed}/cancel"),
+        None,
+    )
+    .await;
     finished(&app, &placed).await;
 
-    let resume = post(&app, "/api/v1/hosts/hv01/resume", json!({ "failback": true })).await;
+    let resume = post(
+        &app,
+        "/api/v1/hosts/hv01/resume",
+        json!({ "failback": true }),
+    )
+    .await;
     let done = finished(&app, &resume).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     for (vm, on) in locations(&server, &vms) {
@@ -439,7 +490,10 @@ async fn a_cluster_node_drain_silences_alerts_signs_every_event_and_fails_back()
     assert_eq!(host_state(&app, "hv01").await, "active");
     // The silence is expired after the resume.
     let after = silences(&am).await;
-    let ours = after.iter().find(|s| s["id"] == silence_id.as_str()).unwrap();
+    let ours = after
+        .iter()
+        .find(|s| s["id"] == silence_id.as_str())
+        .unwrap();
     assert_eq!(ours["status"]["state"], "expired", "{ours}");
 
     // Every event arrived, in order, each with a valid signature (the first delivery was
@@ -452,7 +506,11 @@ async fn a_cluster_node_drain_silences_alerts_signs_every_event_and_fails_back()
             .any(|e| e["event"] == "resumed")
     })
     .await;
-    assert!(hook.bad.lock().unwrap().is_empty(), "{:?}", hook.bad.lock().unwrap());
+    assert!(
+        hook.bad.lock().unwrap().is_empty(),
+        "{:?}",
+        hook.bad.lock().unwrap()
+    );
     let kinds: Vec<String> = hook
         .events
         .lock()
@@ -460,10 +518,22 @@ async fn a_cluster_node_drain_silences_alerts_signs_every_event_and_fails_back()
         .iter()
         .map(|e| e["event"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(kinds.first().map(String::as_str), Some("started"), "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| *k == "vm_moved").count(), 5, "{kinds:?}");
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("started"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "vm_moved").count(),
+        5,
+        "{kinds:?}"
+    );
     assert!(kinds.contains(&"in_maintenance".to_owned()), "{kinds:?}");
-    assert_eq!(kinds.last().map(String::as_str), Some("resumed"), "{kinds:?}");
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("resumed"),
+        "{kinds:?}"
+    );
     let started = hook.events.lock().unwrap()[0].clone();
     assert_eq!(started["host"], "hv01");
     assert_eq!(started["ticket"], "CHG-2");
@@ -497,7 +567,10 @@ async fn a_host_lost_during_a_drain_ends_failed_drain_naming_the_vms_left_and_lo
     let error = done["error"].as_str().unwrap();
     assert!(error.contains("failed_drain"), "{error}");
     for name in &left {
-        assert!(error.contains(name.as_str()), "{error} does not name {name}");
+        assert!(
+            error.contains(name.as_str()),
+            "{error} does not name {name}"
+        );
     }
     // No VM is lost or in two places; those not named moved.
     let after = locations(&server, &vms);
@@ -511,5 +584,69 @@ async fn a_host_lost_during_a_drain_ends_failed_drain_naming_the_vms_left_and_lo
     assert_eq!(still, left.len(), "{after:?} vs {left:?}");
     assert!(still > 0 && still < 5, "{after:?}");
     assert_eq!(host_state(&app, "hv01").await, "failed_drain");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_run_never_takes_the_last_host_of_a_cluster_and_can_be_cancelled() {
+    let server = start(&[], 2, 1).await;
+    let app = server.router();
+    let run = post(
+        &app,
+        "/api/v1/maintenance-runs",
+        json!({ "hosts": ["hv01", "hv02"], "max_per_cluster": 2, "evacuate": "none", "ticket": "CHG-3" }),
+    )
+    .await;
+    let path = format!("/api/v1/maintenance-runs/{run}");
+    let mut view = Value::Null;
+    wait_for("hv01 in maintenance and hv02 waiting", async || {
+        let (status, v) = call(&app, Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let hosts = v["hosts"].as_array().cloned().unwrap_or_default();
+        let ready = hosts.len() == 2
+            && hosts[0]["status"] == "in_maintenance"
+            && hosts[1]["status"] == "pending"
+            && hosts[1]["waiting"]
+                .as_str()
+                .is_some_and(|w| w.contains("last active host"));
+        view = v;
+        ready
+    })
+    .await;
+    assert_eq!(host_state(&app, "hv01").await, "maintenance");
+    assert_eq!(host_state(&app, "hv02").await, "active");
+    // Each host's log is kept with the run, the drain job's lines included.
+    let log = view["hosts"][0]["log"].as_array().unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l.as_str().unwrap().contains("marking host hv01")),
+        "{log:?}"
+    );
+    let (_, list) = call(&app, Method::GET, "/api/v1/maintenance-runs", None).await;
+    assert!(
+        list["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == run.as_str())
+    );
+
+    let (status, _) = call(&app, Method::POST, &format!("{path}/cancel"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let done = finished(&app, &run).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    let (_, view) = call(&app, Method::GET, &path, None).await;
+    assert_eq!(view["hosts"][1]["status"], "cancelled", "{view}");
+    assert_eq!(host_state(&app, "hv02").await, "active");
+    // A run naming an unknown host is refused before anything starts.
+    let (status, error) = call(
+        &app,
+        Method::POST,
+        "/api/v1/maintenance-runs",
+        Some(json!({ "hosts": ["hv01", "nope"] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    assert_eq!(error["error"]["field"], "hosts");
     server.shutdown().await;
 }

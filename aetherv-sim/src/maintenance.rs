@@ -146,7 +146,10 @@ fn suspend_drain(state: &mut SimState, host: &str) -> &'static str {
     for (vm, needed) in roles {
         match best_node(state, host, needed) {
             Some(to) if move_role(state, host, &to, vm) => {
-                state.cluster_nodes_mut().drained_from.insert(vm, key.clone());
+                state
+                    .cluster_nodes_mut()
+                    .drained_from
+                    .insert(vm, key.clone());
             }
             _ => status = "Failed",
         }

@@ -1249,7 +1249,10 @@ fn check_maintenance(record: &HostMaintenance) -> std::result::Result<(), String
         }
     }
     if record.vms.len() > 10_000 {
-        return Err(format!("{} VMs is more than a host holds", record.vms.len()));
+        return Err(format!(
+            "{} VMs is more than a host holds",
+            record.vms.len()
+        ));
     }
     Ok(())
 }

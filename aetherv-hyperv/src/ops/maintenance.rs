@@ -221,7 +221,10 @@ mod tests {
 
     #[test]
     fn a_paused_node_without_a_file_is_in_maintenance() {
-        assert_eq!(effective_state(None, Some("Paused")), HostState::Maintenance);
+        assert_eq!(
+            effective_state(None, Some("Paused")),
+            HostState::Maintenance
+        );
         assert_eq!(effective_state(None, Some("Up")), HostState::Active);
         assert_eq!(effective_state(None, None), HostState::Active);
         let record = HostMaintenance {

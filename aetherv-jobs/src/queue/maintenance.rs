@@ -24,10 +24,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::JobQueue;
-use crate::migration::{MigrationMode, MigrationPlan};
 use crate::maintenance::{
     DrainRequest, Evacuate, MaintenanceEvent, MaintenanceEventKind, ResumeRequest, RunRequest,
 };
+use crate::migration::{MigrationMode, MigrationPlan};
 use crate::model::{JobStatus, JobWork, LineLevel, NewJob, Requester};
 use crate::record::{Outcome, error_chain, rfc3339};
 
@@ -335,7 +335,12 @@ impl JobQueue {
         }
         let clustered = facts.cluster.is_some() && facts.cluster_node_state.is_some();
         let vms = match self
-            .bounded(&host_name, "reading the VMs", step_timeout, host.inventory())
+            .bounded(
+                &host_name,
+                "reading the VMs",
+                step_timeout,
+                host.inventory(),
+            )
             .await
         {
             Ok(i) => i.vms,
@@ -440,7 +445,9 @@ impl JobQueue {
                 id,
                 "Drain.ClusterNode",
                 10,
-                format!("pausing cluster node {host_name} with drain (the cluster moves its roles)"),
+                format!(
+                    "pausing cluster node {host_name} with drain (the cluster moves its roles)"
+                ),
             );
             match self
                 .write_state(&host, &record, ClusterNodeAction::SuspendDrain)
@@ -462,7 +469,12 @@ impl JobQueue {
                 ),
             }
             let after = match self
-                .bounded(&host_name, "reading the VMs", step_timeout, host.inventory())
+                .bounded(
+                    &host_name,
+                    "reading the VMs",
+                    step_timeout,
+                    host.inventory(),
+                )
                 .await
             {
                 Ok(i) => i.vms,
@@ -686,7 +698,11 @@ impl JobQueue {
         if let Err(e) = written {
             let message = format!(
                 "host {host_name} was lost during the drain: its state could not be written ({e}); VMs not moved: {}",
-                if left.is_empty() { "none".to_owned() } else { left.join(", ") }
+                if left.is_empty() {
+                    "none".to_owned()
+                } else {
+                    left.join(", ")
+                }
             );
             self.emit(
                 id,
@@ -719,7 +735,11 @@ impl JobQueue {
         let message = format!(
             "host {host_name} is failed_drain{}: VMs left on the host: {}",
             if cancelled { " (cancelled)" } else { "" },
-            if left.is_empty() { "none".to_owned() } else { left.join(", ") }
+            if left.is_empty() {
+                "none".to_owned()
+            } else {
+                left.join(", ")
+            }
         );
         self.emit(
             id,
@@ -761,7 +781,11 @@ impl JobQueue {
         let (vm, target, result) = match joined {
             Ok(x) => x,
             Err(e) => {
-                self.line(id, LineLevel::Error, format!("a migration task failed: {e}"));
+                self.line(
+                    id,
+                    LineLevel::Error,
+                    format!("a migration task failed: {e}"),
+                );
                 return;
             }
         };
@@ -794,7 +818,10 @@ impl JobQueue {
                 origins.push(origin);
                 // The origin goes to the host at once, so failback survives a restart.
                 record.vms.clone_from(origins);
-                if let Err(e) = self.write_state(host, record, ClusterNodeAction::None).await {
+                if let Err(e) = self
+                    .write_state(host, record, ClusterNodeAction::None)
+                    .await
+                {
                     self.line(
                         id,
                         LineLevel::Warn,
@@ -819,7 +846,13 @@ impl JobQueue {
     }
 
     /// The drain's progress so far as the job's result (the host page shows it live).
-    fn publish_drain(&self, id: &str, host: &str, origins: &[VmOrigin], moving: &[(String, String)]) {
+    fn publish_drain(
+        &self,
+        id: &str,
+        host: &str,
+        origins: &[VmOrigin],
+        moving: &[(String, String)],
+    ) {
         let result = json!({
             "host": host,
             "state": HostState::Draining,
@@ -1037,7 +1070,12 @@ impl JobQueue {
         record.since = Some(rfc3339(SystemTime::now()));
         let silence = record.silence_id.take();
         record.vms.clone_from(&stays);
-        self.step(id, "Resume.Finish", 98, format!("marking host {host_name} active"));
+        self.step(
+            id,
+            "Resume.Finish",
+            98,
+            format!("marking host {host_name} active"),
+        );
         if let Err(e) = self
             .write_state(&host, &record, ClusterNodeAction::None)
             .await
@@ -1066,11 +1104,7 @@ impl JobQueue {
         for h in self.hosts().keys() {
             self.refresh_facts(h).await;
         }
-        let names = |list: &[VmOrigin]| {
-            list.iter()
-                .map(|o| o.vm_name.clone())
-                .collect::<Vec<_>>()
-        };
+        let names = |list: &[VmOrigin]| list.iter().map(|o| o.vm_name.clone()).collect::<Vec<_>>();
         let result = json!({
             "host": host_name,
             "state": HostState::Active,
@@ -1275,12 +1309,18 @@ impl JobQueue {
             .map(|r| format!("{} ({})", r.host, r.status.as_str()))
             .collect();
         if bad.is_empty() {
-            (JobStatus::Succeeded, Outcome::success(Some(run_result(&runs))))
+            (
+                JobStatus::Succeeded,
+                Outcome::success(Some(run_result(&runs))),
+            )
         } else {
             (
                 JobStatus::Failed,
                 Outcome {
-                    error: Some(format!("hosts not taken through maintenance: {}", bad.join(", "))),
+                    error: Some(format!(
+                        "hosts not taken through maintenance: {}",
+                        bad.join(", ")
+                    )),
                     cleanup: None,
                     result: Some(run_result(&runs)),
                 },
@@ -1329,10 +1369,23 @@ fn admit(snapshot: &Snapshot, host: &str, runs: &[HostRun], limit: usize, spare:
         .filter(|h| cluster_of(snapshot, &h.name) == cluster)
         .map(|h| &*h.name)
         .collect();
-    let group = cluster.clone().unwrap_or_else(|| "standalone hosts".to_owned());
+    let group = cluster
+        .clone()
+        .unwrap_or_else(|| "standalone hosts".to_owned());
+    // A host this run is draining counts as out before the inventory shows it.
+    let taken = |h: &str| {
+        runs.iter().any(|r| {
+            r.host.eq_ignore_ascii_case(h)
+                && matches!(
+                    r.status,
+                    RunStatus::Draining | RunStatus::InMaintenance | RunStatus::Failed
+                )
+        })
+    };
+    let is_out = |h: &str| host_state(snapshot, h) != HostState::Active || taken(h);
     let out = members
         .iter()
-        .filter(|h| !h.eq_ignore_ascii_case(host) && host_state(snapshot, h) != HostState::Active)
+        .filter(|h| !h.eq_ignore_ascii_case(host) && is_out(h))
         .count();
     // Hosts of this run in the same group that are out or on their way: they free places.
     let run_out = runs
@@ -1359,7 +1412,7 @@ fn admit(snapshot: &Snapshot, host: &str, runs: &[HostRun], limit: usize, spare:
     let active_others: Vec<&str> = members
         .iter()
         .copied()
-        .filter(|h| !h.eq_ignore_ascii_case(host) && host_state(snapshot, h) == HostState::Active)
+        .filter(|h| !h.eq_ignore_ascii_case(host) && !is_out(h))
         .collect();
     if cluster.is_some() && active_others.is_empty() {
         return later(format!("{host} is the last active host of {group}"));
@@ -1442,7 +1495,8 @@ impl HostRun {
     fn note(&mut self, status: RunStatus, line: String) {
         self.status = status;
         self.waiting = None;
-        self.log.push(format!("{} {line}", rfc3339(SystemTime::now())));
+        self.log
+            .push(format!("{} {line}", rfc3339(SystemTime::now())));
     }
 
     fn waiting(&mut self, why: String) {

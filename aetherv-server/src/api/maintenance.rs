@@ -25,7 +25,18 @@ pub const MAX_TEXT: usize = 1024;
 pub const MAX_PARALLEL: u32 = 16;
 
 /// What a drain does with the host's running VMs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Deserialize,
+    Serialize,
+    ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EvacuateMode {
     /// Live-migrate them to hosts placement chooses; a VM that cannot move stays and the

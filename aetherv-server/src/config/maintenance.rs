@@ -27,7 +27,10 @@ impl Matcher {
             host.chars()
                 .flat_map(|c| {
                     let special = "\\.+*?()|[]{}^$".contains(c);
-                    special.then_some('\\').into_iter().chain(std::iter::once(c))
+                    special
+                        .then_some('\\')
+                        .into_iter()
+                        .chain(std::iter::once(c))
                 })
                 .collect()
         } else {
@@ -73,13 +76,13 @@ fn matchers(text: &str) -> Result<Vec<Matcher>, String> {
         } else if let Some((n, v)) = part.split_once('=') {
             (n, v, false)
         } else {
-            return Err(format!("expected label=value or label=~regex, got {part:?}"));
+            return Err(format!(
+                "expected label=value or label=~regex, got {part:?}"
+            ));
         };
         let name = name.trim();
         let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
             return Err(format!("{name:?} is not a label name"));
