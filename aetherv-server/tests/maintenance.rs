@@ -457,7 +457,7 @@ async fn a_cluster_node_drain_silences_alerts_signs_every_event_and_fails_back()
         Method::POST,
         "/api/v1/vms/create",
         Some(json!({
-            "target_cluster": cluster, "vm_name": "placed-during-maintenance",
+            "target_cluster": cluster, "vm_name": "placed1",
             "image_name": image, "gb_ram": 2, "cpu_cores": 1,
             "guest_la_uid": "admin", "guest_la_pw": "Sup3r-Secret-1!",
         })),

@@ -77,6 +77,16 @@ pub fn refuses_role(state: &SimState, destination: &str, clustered: bool) -> Opt
     })
 }
 
+/// The memory a role needs on its new node: what it holds (at least its startup memory) when
+/// it runs, nothing when it is off or saved.
+fn needed_memory(v: &crate::model::SimVm) -> u64 {
+    if holds_memory(v.state) {
+        v.memory.assigned_bytes.max(v.memory.startup_bytes)
+    } else {
+        0
+    }
+}
+
 /// Moves `vm` from `from` to `to` in the model (a cluster role move: storage stays).
 fn move_role(state: &mut SimState, from: &str, to: &str, vm: Uuid) -> bool {
     let fleet = state.fleet_mut();
@@ -131,14 +141,7 @@ fn suspend_drain(state: &mut SimState, host: &str) -> &'static str {
             h.vms
                 .iter()
                 .filter(|v| v.clustered)
-                .map(|v| {
-                    let needed = if holds_memory(v.state) {
-                        v.memory.assigned_bytes
-                    } else {
-                        0
-                    };
-                    (v.id, needed)
-                })
+                .map(|v| (v.id, needed_memory(v)))
                 .collect()
         })
         .unwrap_or_default();
@@ -180,14 +183,10 @@ fn resume(state: &mut SimState, host: &str, failback: bool) {
             continue;
         }
         let Some((now_on, needed)) = state.fleet().hosts.iter().find_map(|h| {
-            h.vms.iter().find(|v| v.id == vm).map(|v| {
-                let needed = if holds_memory(v.state) {
-                    v.memory.assigned_bytes
-                } else {
-                    0
-                };
-                (h.name.clone(), needed)
-            })
+            h.vms
+                .iter()
+                .find(|v| v.id == vm)
+                .map(|v| (h.name.clone(), needed_memory(v)))
         }) else {
             continue;
         };

@@ -489,7 +489,7 @@ impl JobQueue {
                 .collect();
             if let Some(inventory) = &self.shared.inventory {
                 for h in self.hosts().keys() {
-                    if !h.eq_ignore_ascii_case(&host_name) && !gone.is_empty() {
+                    if !gone.is_empty() {
                         let _ = tokio::time::timeout(
                             self.shared.config.refresh_timeout,
                             inventory.refresh_host(h),
