@@ -553,8 +553,10 @@ async fn a_host_lost_during_a_drain_ends_failed_drain_naming_the_vms_left_and_lo
     let sim = server.demo_fleet().unwrap();
     let lost = sim.host("hv03").unwrap();
 
-    let job = post(&app, "/api/v1/hosts/hv01/maintenance", json!({})).await;
+    // hv03 stops answering as the drain starts; the server has not noticed yet (its
+    // inventory still shows it connected, with room for the VMs).
     lost.freeze();
+    let job = post(&app, "/api/v1/hosts/hv01/maintenance", json!({})).await;
     let done = finished(&app, &job).await;
     lost.thaw();
     assert_eq!(done["status"], "failed", "{done}");
