@@ -41,6 +41,7 @@
 //! | [`HyperVHostExt::detach_vm_disk`] | `Remove-ManagedVmDisk` | `{"id","controller_type","controller_number","controller_location","delete_file"}` | [`VmDiskDetached`] |
 //! | [`HyperVHostExt::change_checkpoint`] | `Update-VmCheckpoint` | `{"id","action",…}` ([`CheckpointChange`]) | [`CheckpointChanged`] |
 //! | [`HyperVHostExt::change_network_adapter`] | `Update-VmNetworkAdapter` | `{"id","action",…}` ([`NicChange`]) | [`NicChanged`] |
+//! | [`HyperVHostExt::set_maintenance`] | `Set-HostMaintenance` | `{"record":{…},"cluster_node"}` ([`MaintenanceChange`]) | [`MaintenanceSet`] |
 //! | [`HyperVHostExt::move_cluster_role`] | `Move-VmClusterRole` | `{"id","node","migration_type"}` ([`ClusterMove`]) | [`Migrated`] |
 //! | [`HyperVHostExt::migration_status`] | `Get-VmMigration` | `{"id"}` | [`MigrationProgress`] |
 //! | [`HyperVHostExt::cancel_migration`] | `Stop-VmMigration` | `{"id"}` | [`MigrationCancel`] |
@@ -73,6 +74,7 @@
 mod call;
 mod devices;
 pub mod layer;
+mod maintenance;
 mod roots;
 mod types;
 mod vm_config;
@@ -87,6 +89,7 @@ pub use self::call::{
     VHDX_MAX_BYTES,
 };
 pub use self::devices::*;
+pub use self::maintenance::*;
 pub use self::roots::ImageRoots;
 pub use self::types::*;
 pub use self::vm_config::*;
@@ -144,6 +147,8 @@ pub mod scripts {
     pub const UPDATE_VM_CHECKPOINT: &str = "Update-VmCheckpoint";
     /// Add, change or remove a network adapter.
     pub const UPDATE_VM_NETWORK_ADAPTER: &str = "Update-VmNetworkAdapter";
+    /// Writes the host's maintenance state file; pauses or resumes its cluster node.
+    pub const SET_HOST_MAINTENANCE: &str = "Set-HostMaintenance";
     /// Move a clustered VM's role to another node (`Move-ClusterVirtualMachineRole`).
     pub const MOVE_VM_CLUSTER_ROLE: &str = "Move-VmClusterRole";
     /// Read the VM's migration job (`Msvm_MigrationJob`).
@@ -155,7 +160,7 @@ pub mod scripts {
 
     /// Every operation script (each serves at least one [`super::OperationKind`]; a unit test
     /// checks both directions).
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 28] = [
         GET_HOST_FACTS,
         GET_INVENTORY,
         SET_VM_POWER_STATE,
@@ -180,6 +185,7 @@ pub mod scripts {
         REMOVE_MANAGED_VM_DISK,
         UPDATE_VM_CHECKPOINT,
         UPDATE_VM_NETWORK_ADAPTER,
+        SET_HOST_MAINTENANCE,
         MOVE_VM_CLUSTER_ROLE,
         GET_VM_MIGRATION,
         STOP_VM_MIGRATION,
@@ -391,6 +397,11 @@ pub trait HyperVHostExt: HyperVHost {
     /// [`HostCall::NetworkAdapterChange`].
     async fn change_network_adapter(&self, id: VmId, change: NicChange) -> Result<NicChanged> {
         expect_reply!(self, HostCall::NetworkAdapterChange(id, change), HostReply::NicChanged(c) => c)
+    }
+
+    /// [`HostCall::SetMaintenance`].
+    async fn set_maintenance(&self, change: MaintenanceChange) -> Result<MaintenanceSet> {
+        expect_reply!(self, HostCall::SetMaintenance(Box::new(change)), HostReply::MaintenanceSet(m) => m)
     }
 }
 

@@ -30,9 +30,9 @@ pub struct Candidate {
     pub host: String,
     /// Whether the last refresh succeeded.
     pub connected: bool,
-    /// Whether the host is in maintenance. Nothing sets a host in maintenance yet; when
-    /// maintenance exists, [`candidates`] fills this from the host's state and [`choose`]
-    /// already excludes such hosts.
+    /// Whether the host is not `active` (draining, in maintenance, resuming, failed drain, or
+    /// a paused cluster node): [`candidates`] fills this from the host's facts and [`choose`]
+    /// excludes such hosts.
     pub in_maintenance: bool,
     /// Memory available for VMs, when the host's facts are known.
     pub memory_available_bytes: Option<u64>,
@@ -290,8 +290,12 @@ pub fn candidates<'a>(
             Candidate {
                 host: host.name.to_string(),
                 connected: host.status == HostStatus::Connected,
-                // Maintenance does not exist yet; the hook is here and in `choose`.
-                in_maintenance: false,
+                in_maintenance: facts.is_some_and(|f| {
+                    aetherv_hyperv::ops::effective_state(
+                        f.maintenance.as_ref(),
+                        f.cluster_node_state.as_deref(),
+                    ) != aetherv_hyperv::ops::HostState::Active
+                }),
                 memory_available_bytes: facts.map(|f| f.memory_available_bytes),
                 storage_free_bytes: facts
                     .and_then(|f| f.storage.iter().map(|s| s.free_bytes).max()),

@@ -143,6 +143,8 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 enum Command {
     RefreshHost {
         host: String,
+        /// Read the host's facts too, whenever they were last read.
+        facts: bool,
         reply: Reply<()>,
     },
     RefreshVm {
@@ -191,6 +193,21 @@ impl InventoryHandle {
         self.commands
             .send(Command::RefreshHost {
                 host: host.to_owned(),
+                facts: false,
+                reply,
+            })
+            .map_err(|_| Error::ShutDown)?;
+        rx.await.map_err(|_| Error::ShutDown)?
+    }
+
+    /// [`Self::refresh_host`] that reads the host's facts too (capacity, maintenance state),
+    /// e.g. after a job changed them.
+    pub async fn refresh_host_facts(&self, host: &str) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::RefreshHost {
+                host: host.to_owned(),
+                facts: true,
                 reply,
             })
             .map_err(|_| Error::ShutDown)?;
@@ -210,6 +227,7 @@ impl InventoryHandle {
             let (reply, rx) = oneshot::channel();
             let sent = self.commands.send(Command::RefreshHost {
                 host: host.clone(),
+                facts: false,
                 reply,
             });
             pending.push((host, sent.is_ok().then_some(rx)));
@@ -297,6 +315,8 @@ struct Slot {
     in_flight: bool,
     failures: u32,
     refreshes_until_facts: u32,
+    /// The next refresh reads the facts (asked for by [`InventoryHandle::refresh_host_facts`]).
+    facts_requested: bool,
     /// Waiting for the refresh in flight.
     waiters: Vec<Reply<()>>,
     /// Waiting for a refresh that starts after the one in flight.
@@ -354,6 +374,7 @@ async fn run(
                 in_flight: false,
                 failures: 0,
                 refreshes_until_facts: 0,
+                facts_requested: false,
                 waiters: Vec::new(),
                 queued: Vec::new(),
             },
@@ -411,7 +432,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 impl Loop {
     fn command(&mut self, command: Command) {
         match command {
-            Command::RefreshHost { host, reply } => {
+            Command::RefreshHost { host, facts, reply } => {
                 let Some(name) = self
                     .slots
                     .get_key_value(host.as_str())
@@ -423,6 +444,9 @@ impl Loop {
                 let Some(slot) = self.slots.get_mut(&name) else {
                     return;
                 };
+                if facts {
+                    slot.facts_requested = true;
+                }
                 if slot.in_flight {
                     slot.queued.push(reply);
                 } else {
@@ -500,7 +524,9 @@ impl Loop {
             return;
         };
         slot.in_flight = true;
-        let want_facts = !connected || slot.refreshes_until_facts == 0;
+        let want_facts = !connected
+            || slot.refreshes_until_facts == 0
+            || std::mem::take(&mut slot.facts_requested);
         let host = slot.host.clone();
         let permits = self.permits.clone();
         let timeout = self.config.host_timeout;

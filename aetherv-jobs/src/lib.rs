@@ -15,7 +15,7 @@
 //! use std::sync::Arc;
 //!
 //! use aetherv_hyperv::ops::{HyperVHost, PowerAction, VmId};
-//! use aetherv_jobs::{HostMap, JobQueue, JobWork, NewJob, NoObserver, QueueConfig};
+//! use aetherv_jobs::{HostMap, JobQueue, JobWork, NewJob, NoObserver, QueueConfig, Requester};
 //!
 //! # async fn example(host: Arc<dyn HyperVHost>, vm: VmId) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut hosts: HostMap = BTreeMap::new();
@@ -27,6 +27,7 @@
 //!     vm_id: Some(vm),
 //!     vm_name: None,
 //!     parameters: serde_json::json!({ "action": "start" }),
+//!     requested_by: Requester { subject: "alice".to_owned(), ..Requester::default() },
 //! })?;
 //! let mut follower = queue.follow(&job.id).ok_or("the job left the history")?;
 //! while let Some(item) = follower.next().await {
@@ -40,6 +41,7 @@
 //! runtime. Everything lives in memory: records never hold secrets (parameters are the
 //! caller's redacted view, and log lines come from the workflows of `aetherv-provision`).
 
+pub mod maintenance;
 pub mod migration;
 mod model;
 mod queue;
@@ -49,7 +51,7 @@ pub use migration::{MigrationError, MigrationMode, MigrationPlan};
 pub use model::{
     CancelError, CleanupView, DiskWork, HostMap, JobAction, JobFilter, JobNotice, JobObserver,
     JobStatus, JobType, JobView, JobWork, LeftBehind, LineLevel, LogLine, NewJob, NoObserver,
-    QueueConfig, StepRecord, StepStatus, SubmitError,
+    QueueConfig, Requester, StepRecord, StepStatus, SubmitError,
 };
 pub use queue::{FollowItem, Follower, JobQueue};
 pub use record::{error_chain, rfc3339};

@@ -38,6 +38,13 @@ pub enum JobType {
     /// Add, change or remove a network adapter.
     #[serde(rename = "network_adapter")]
     NetworkAdapter,
+    /// Take a host into maintenance, moving its VMs away.
+    Drain,
+    /// Bring a host back from maintenance, optionally moving its VMs home.
+    Resume,
+    /// Take several hosts through maintenance under per-cluster limits.
+    #[serde(rename = "maintenance_run")]
+    MaintenanceRun,
     /// Move a VM to another host, or its storage to another folder.
     Migrate,
 }
@@ -54,6 +61,9 @@ impl JobType {
             Self::Disk => "disk",
             Self::Checkpoint => "checkpoint",
             Self::NetworkAdapter => "network_adapter",
+            Self::Drain => "drain",
+            Self::Resume => "resume",
+            Self::MaintenanceRun => "maintenance_run",
             Self::Migrate => "migrate",
         }
     }
@@ -69,6 +79,9 @@ impl JobType {
             "disk" => Some(Self::Disk),
             "checkpoint" => Some(Self::Checkpoint),
             "network_adapter" => Some(Self::NetworkAdapter),
+            "drain" => Some(Self::Drain),
+            "resume" => Some(Self::Resume),
+            "maintenance_run" => Some(Self::MaintenanceRun),
             "migrate" => Some(Self::Migrate),
             _ => None,
         }
@@ -248,6 +261,12 @@ pub enum JobWork {
         /// The change.
         change: NicChange,
     },
+    /// Drain the job's host into maintenance.
+    Drain(crate::maintenance::DrainRequest),
+    /// Bring the job's host back from maintenance.
+    Resume(crate::maintenance::ResumeRequest),
+    /// Take several hosts through maintenance (the job's host is the first of them).
+    MaintenanceRun(crate::maintenance::RunRequest),
     /// Move a VM (see [`crate::migration`]); the job's host is the source host.
     Migrate(Box<crate::migration::MigrationPlan>),
 }
@@ -309,8 +328,66 @@ impl JobWork {
             Self::Disk(_) => JobType::Disk,
             Self::Checkpoint { .. } => JobType::Checkpoint,
             Self::NetworkAdapter { .. } => JobType::NetworkAdapter,
+            Self::Drain(_) => JobType::Drain,
+            Self::Resume(_) => JobType::Resume,
+            Self::MaintenanceRun(_) => JobType::MaintenanceRun,
             Self::Migrate(_) => JobType::Migrate,
         }
+    }
+
+    /// Whether the job only coordinates other work (drains, resumes, runs): it takes no
+    /// host or global slot, so the migrations and child jobs it waits for can run.
+    pub fn is_coordinator(&self) -> bool {
+        matches!(
+            self,
+            Self::Drain(_) | Self::Resume(_) | Self::MaintenanceRun(_)
+        )
+    }
+
+    /// Whether the job holds its whole host (one maintenance change per host at a time).
+    pub fn holds_host(&self) -> bool {
+        matches!(self, Self::Drain(_) | Self::Resume(_))
+    }
+}
+
+/// Who asked for a job: the caller's identity and roles (from OIDC, or `demo`), and the
+/// reason and change ticket when given. Every job records one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Requester {
+    /// The caller's stable identifier (the token's `sub`; `demo` without authentication).
+    pub subject: String,
+    /// A readable name (`preferred_username` or `email`), when the token has one.
+    pub name: Option<String>,
+    /// The roles the caller holds.
+    pub roles: Vec<String>,
+    /// Why, in the caller's words.
+    pub reason: Option<String>,
+    /// The change ticket.
+    pub ticket: Option<String>,
+}
+
+impl Requester {
+    /// Whether `who` names this caller (subject or name, case-insensitive).
+    pub fn matches(&self, who: &str) -> bool {
+        self.subject.eq_ignore_ascii_case(who)
+            || self
+                .name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(who))
+    }
+
+    /// The same caller with a reason and ticket.
+    #[must_use]
+    pub fn with_reason(mut self, reason: Option<String>, ticket: Option<String>) -> Self {
+        self.reason = reason;
+        self.ticket = ticket;
+        self
+    }
+
+    /// How logs and host state files name the caller: the name, else the subject.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.subject)
     }
 }
 
@@ -327,6 +404,8 @@ pub struct NewJob {
     pub vm_name: Option<String>,
     /// The redacted parameters, for the record.
     pub parameters: serde_json::Value,
+    /// Who asked for it.
+    pub requested_by: Requester,
 }
 
 /// Why a job was not accepted.
@@ -350,6 +429,14 @@ pub enum SubmitError {
     /// Too many jobs are waiting.
     #[error("{0} jobs are already queued; try again when some have finished")]
     QueueFull(usize),
+    /// Another job is changing the host's maintenance state.
+    #[error("host {host} is busy with maintenance job {job}")]
+    HostBusy {
+        /// The host.
+        host: String,
+        /// The job holding it.
+        job: String,
+    },
 }
 
 /// Why a job could not be cancelled.
@@ -518,6 +605,8 @@ pub struct JobView {
     pub result: Option<serde_json::Value>,
     /// Whether cancellation was requested.
     pub cancel_requested: bool,
+    /// Who asked for it.
+    pub requested_by: Requester,
 }
 
 /// A status change, as `/api/v1/events` streams it.
@@ -553,6 +642,8 @@ pub struct JobFilter {
     pub host: Option<String>,
     /// Only this VM.
     pub vm_id: Option<VmId>,
+    /// Only jobs this caller asked for (subject or name, case-insensitive).
+    pub requested_by: Option<String>,
     /// At most this many (newest first).
     pub limit: Option<usize>,
 }

@@ -53,6 +53,8 @@ struct Shared {
     busy_epoch: AtomicU64,
     /// Every job's task, so shutdown can wait for cleanups.
     tasks: TaskTracker,
+    /// What happens around maintenance (silences, webhooks).
+    hooks: std::sync::RwLock<Arc<dyn crate::maintenance::MaintenanceHooks>>,
 }
 
 /// The job queue; cheap to clone.
@@ -160,6 +162,7 @@ impl JobQueue {
                 shutdown: CancellationToken::new(),
                 busy_epoch: AtomicU64::new(0),
                 tasks: TaskTracker::new(),
+                hooks: std::sync::RwLock::new(Arc::new(crate::maintenance::NoHooks)),
             }),
         }
     }
@@ -171,6 +174,26 @@ impl JobQueue {
             .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Plugs in what happens around maintenance (Alertmanager silences, webhooks); the
+    /// default does nothing.
+    pub fn set_maintenance_hooks(&self, hooks: Arc<dyn crate::maintenance::MaintenanceHooks>) {
+        *self
+            .shared
+            .hooks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = hooks;
+    }
+
+    pub(crate) fn hooks(&self) -> Arc<dyn crate::maintenance::MaintenanceHooks> {
+        Arc::clone(
+            &self
+                .shared
+                .hooks
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// The managed hosts.
@@ -209,7 +232,7 @@ impl JobQueue {
             .iter()
             .filter_map(|(k, job)| match k {
                 VmKey::Id(id) => Some((*id, job.clone())),
-                VmKey::Name(..) => None,
+                VmKey::Name(..) | VmKey::Host(_) => None,
             })
             .collect()
     }
@@ -251,6 +274,9 @@ impl JobQueue {
                 name.to_ascii_lowercase(),
             ));
         }
+        if job.work.holds_host() {
+            keys.push(VmKey::Host(host_name.to_ascii_lowercase()));
+        }
         let id = JobId::random().0;
         let job_type = job.work.job_type();
         let cancel = self.shared.shutdown.child_token();
@@ -267,6 +293,15 @@ impl JobQueue {
                     .count();
                 if queued >= self.shared.config.max_queued.max(1) {
                     return Err(SubmitError::QueueFull(queued));
+                }
+                if let Some(holder) = keys.iter().find_map(|k| match k {
+                    VmKey::Host(_) => inner.busy.get(k),
+                    _ => None,
+                }) {
+                    return Err(SubmitError::HostBusy {
+                        host: host_name.clone(),
+                        job: holder.clone(),
+                    });
                 }
                 if let Some(holder) = keys.iter().find_map(|k| inner.busy.get(k)) {
                     return Err(SubmitError::Busy {
@@ -314,7 +349,9 @@ impl JobQueue {
                     lines: Vec::new(),
                     keys,
                     changed,
+                    requested_by: job.requested_by.clone(),
                 };
+                record.audit();
                 record.push_line(
                     LineLevel::Info,
                     format!("{} job queued for host {host_name}", job_type.as_str()),
@@ -400,6 +437,12 @@ impl JobQueue {
                     .is_none_or(|h| r.host.eq_ignore_ascii_case(h))
             })
             .filter(|r| filter.vm_id.is_none_or(|v| r.vm_id == Some(v)))
+            .filter(|r| {
+                filter
+                    .requested_by
+                    .as_deref()
+                    .is_none_or(|who| r.requested_by.matches(who))
+            })
             .take(filter.limit.unwrap_or(usize::MAX))
             .map(Record::view)
             .collect()
@@ -494,6 +537,9 @@ impl JobQueue {
             let before = record.status;
             f(record);
             record.bump();
+            if before != record.status {
+                record.audit();
+            }
             (before != record.status).then(|| (before, record.notice()))
         };
         if let Some((before, notice)) = notice {
@@ -513,14 +559,21 @@ impl JobQueue {
         cancel: CancellationToken,
     ) {
         // Wait for a host slot, then a global slot; a cancellation while waiting ends the job.
-        let permits = tokio::select! {
-            biased;
-            () = cancel.cancelled() => None,
-            permits = async {
-                let host_permit = slot.acquire_owned().await.ok()?;
-                let global = Arc::clone(&self.shared.global).acquire_owned().await.ok()?;
-                Some((host_permit, global))
-            } => permits,
+        // A coordinating job (drain, resume, maintenance run) takes no slot: the migrations
+        // and child jobs it waits for need them.
+        let coordinator = work.is_coordinator();
+        let permits = if coordinator {
+            (!cancel.is_cancelled()).then_some(None)
+        } else {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => None,
+                permits = async {
+                    let host_permit = slot.acquire_owned().await.ok()?;
+                    let global = Arc::clone(&self.shared.global).acquire_owned().await.ok()?;
+                    Some(Some((host_permit, global)))
+                } => permits,
+            }
         };
         let Some(_permits) = permits else {
             self.complete(
@@ -673,6 +726,9 @@ impl JobQueue {
             JobWork::NetworkAdapter { vm, change } => {
                 self.network_adapter(id, host, vm, change, &cancel).await
             }
+            JobWork::Drain(request) => self.drain_host(id, host, request, &cancel).await,
+            JobWork::Resume(request) => self.resume(id, host, request, &cancel).await,
+            JobWork::MaintenanceRun(request) => self.maintenance_run(id, request, &cancel).await,
             JobWork::Migrate(plan) => self.migrate_job(id, &plan, &cancel).await,
         }
     }
@@ -799,7 +855,9 @@ impl JobQueue {
             r.close_steps(status, clean);
             r.error = outcome.error.clone();
             r.cleanup = outcome.cleanup.clone();
-            r.result = outcome.result.clone();
+            if outcome.result.is_some() {
+                r.result = outcome.result.clone();
+            }
             let line = match (&outcome.error, status) {
                 (_, JobStatus::Succeeded) => (LineLevel::Info, "job succeeded".to_owned()),
                 (Some(e), JobStatus::Cancelled) => (LineLevel::Warn, format!("job cancelled: {e}")),
@@ -809,6 +867,7 @@ impl JobQueue {
             };
             r.message = Some(line.1.clone());
             r.push_line(line.0, line.1);
+            r.audit();
             let ran = r.started.map_or(Duration::ZERO, |s| s.elapsed());
             let (job_type, keys) = (r.job_type, r.keys.clone());
             let notice = r.notice();
@@ -841,6 +900,7 @@ impl JobQueue {
 mod day2;
 
 mod devices;
+mod maintenance;
 mod migrate;
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,8 @@ use crate::model::{
 pub(crate) enum VmKey {
     Id(VmId),
     Name(String, String),
+    /// A whole host (lowercase), held by maintenance jobs.
+    Host(String),
 }
 
 pub(crate) struct Record {
@@ -44,6 +46,7 @@ pub(crate) struct Record {
     pub(crate) lines: Vec<LogLine>,
     pub(crate) keys: Vec<VmKey>,
     pub(crate) changed: watch::Sender<u64>,
+    pub(crate) requested_by: crate::model::Requester,
 }
 
 impl Record {
@@ -68,6 +71,7 @@ impl Record {
             cleanup: self.cleanup.clone(),
             result: self.result.clone(),
             cancel_requested: self.cancel.is_cancelled(),
+            requested_by: self.requested_by.clone(),
         }
     }
 
@@ -81,6 +85,28 @@ impl Record {
             vm_id: self.vm_id,
             vm_name: self.vm_name.clone(),
         }
+    }
+
+    /// One structured audit line (target `aetherv::audit`) for the record's current status:
+    /// who asked, with which roles, why, and what the job is about.
+    pub(crate) fn audit(&self) {
+        let by = &self.requested_by;
+        tracing::info!(
+            target: "aetherv::audit",
+            job = %self.id,
+            r#type = self.job_type.as_str(),
+            status = self.status.as_str(),
+            host = %self.host,
+            vm_id = ?self.vm_id.map(|v| v.to_string()),
+            vm_name = ?self.vm_name,
+            requested_by = %by.subject,
+            requester_name = ?by.name,
+            roles = %by.roles.join(","),
+            reason = ?by.reason,
+            ticket = ?by.ticket,
+            error = ?self.error,
+            "job {}", self.status.as_str()
+        );
     }
 
     pub(crate) fn bump(&self) {

@@ -33,6 +33,7 @@ use serde::Deserialize;
 mod auth;
 mod fleet;
 mod hosts_file;
+mod maintenance;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -43,6 +44,7 @@ pub use auth::{
     OidcSettings,
 };
 use fleet::fleet;
+pub use maintenance::{AlertmanagerConfig, MaintenanceConfig, Matcher};
 use sources::Sources;
 
 /// Where secret files are read from unless `SECRETS_DIR` says otherwise.
@@ -102,6 +104,9 @@ pub struct Config {
     pub media: crate::media::MediaConfig,
     /// The MCP endpoint's mode and guard rails (`MCP_*`).
     pub mcp: crate::mcp::guard::McpConfig,
+    /// The hooks around host maintenance and the spare memory of maintenance runs
+    /// (`ALERTMANAGER_*`, `MAINTENANCE_*`).
+    pub maintenance: MaintenanceConfig,
 }
 
 /// What the server manages.
@@ -354,6 +359,7 @@ impl Config {
 
         let image_boot = image_boot(&mut s);
         let media = media_config(&mut s);
+        let maintenance = maintenance::maintenance_config(&mut s);
 
         let hosts_configured = s.get("HYPERV_HOSTS").is_some() || s.get("HOSTS_FILE").is_some();
         let mode = if hosts_configured {
@@ -393,6 +399,7 @@ impl Config {
             readyz_strict,
             media,
             mcp,
+            maintenance,
         })
     }
 

@@ -9,12 +9,14 @@
 //! tests.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
+pub mod hooks;
 /// The job queue (the `aetherv-jobs` crate).
 pub use aetherv_jobs as jobs;
 pub mod logging;

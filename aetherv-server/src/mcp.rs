@@ -234,6 +234,48 @@ struct MigrateArgs {
     body: migrate::MigrateBody,
 }
 
+/// Arguments of `enter_maintenance`: the host and the body of
+/// `POST /api/v1/hosts/{hostname}/maintenance` (`evacuate: shutdown` is `evacuate_host`).
+#[derive(Debug, Deserialize, JsonSchema)]
+struct EnterMaintenanceArgs {
+    /// Host name as configured (case-insensitive).
+    #[allow(dead_code)]
+    hostname: String,
+    #[serde(flatten)]
+    #[allow(dead_code)]
+    body: crate::api::maintenance::MaintenanceBody,
+}
+
+/// Arguments of `evacuate_host`: a drain that shuts down what cannot move.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct EvacuateArgs {
+    /// Host name as configured (case-insensitive).
+    hostname: String,
+    /// Live migrations at once (1-16, default 2).
+    max_parallel: Option<u32>,
+    /// VM ids to leave alone.
+    #[serde(default)]
+    exclude: Vec<String>,
+    /// Why.
+    reason: Option<String>,
+    /// The change ticket.
+    ticket: Option<String>,
+    /// The token the first call returned; without it the call only previews.
+    confirmation_token: Option<String>,
+}
+
+/// Arguments of `resume_host`: the host and the body of `POST /api/v1/hosts/{hostname}/resume`.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct ResumeHostArgs {
+    /// Host name as configured (case-insensitive).
+    #[allow(dead_code)]
+    hostname: String,
+    #[serde(flatten)]
+    #[allow(dead_code)]
+    body: crate::api::maintenance::ResumeBody,
+}
+
 fn schema_of<T: JsonSchema + 'static>() -> Arc<JsonObject> {
     rmcp::handler::server::common::schema_for_type::<T>()
 }
@@ -394,6 +436,33 @@ fn all_tools() -> Vec<(Tool, Kind)> {
                 Write,
             ),
             Write,
+        ),
+        (
+            tool(
+                "enter_maintenance",
+                "Drain a host into maintenance: live-migrate its running VMs to hosts placement chooses (evacuate live, default) or only mark it (evacuate none); answers the drain job id at once. A drain that shuts VMs down is evacuate_host.",
+                schema_of::<EnterMaintenanceArgs>(),
+                Write,
+            ),
+            Write,
+        ),
+        (
+            tool(
+                "resume_host",
+                "Bring a host back from maintenance; with failback true, move each VM the drain moved back to it. Answers the job id at once.",
+                schema_of::<ResumeHostArgs>(),
+                Write,
+            ),
+            Write,
+        ),
+        (
+            tool(
+                "evacuate_host",
+                "Drain a host into maintenance and shut down every running VM that cannot be live-migrated away. The first call returns a preview (the VMs it would move or shut down) and a confirmation_token valid 2 minutes; call again with the same arguments and the token to act.",
+                schema_of::<EvacuateArgs>(),
+                Destructive,
+            ),
+            Destructive,
         ),
         (
             tool(
@@ -912,6 +981,105 @@ impl McpServer {
                 let answer = body_json(response).await?;
                 Ok(accepted(&format!("turning VM {vm} off"), &answer))
             }
+            "enter_maintenance" | "resume_host" => {
+                let host = args
+                    .get("hostname")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Outcome::refused("invalid arguments: hostname is required"))?
+                    .to_owned();
+                let mut body = args.clone();
+                if let Some(map) = body.as_object_mut() {
+                    map.remove("hostname");
+                }
+                if name == "enter_maintenance" && body["evacuate"].as_str() == Some("shutdown") {
+                    return Err(Outcome::refused(
+                        "a drain that shuts VMs down is evacuate_host (two calls: preview, then confirm)",
+                    ));
+                }
+                self.check_allowed(Some(&host), None)?;
+                let body = Bytes::from(body.to_string());
+                let response = if name == "enter_maintenance" {
+                    crate::api::maintenance::enter(State(state), Path(host.clone()), body).await
+                } else {
+                    crate::api::maintenance::resume(State(state), Path(host.clone()), body).await
+                }
+                .map_err(|e| Outcome::api(&e))?;
+                let answer = body_json(response).await?;
+                Ok(accepted(
+                    &if name == "enter_maintenance" {
+                        format!("draining host {host}")
+                    } else {
+                        format!("resuming host {host}")
+                    },
+                    &answer,
+                ))
+            }
+            "evacuate_host" => {
+                let a: EvacuateArgs = parse(args)?;
+                self.check_allowed(Some(&a.hostname), None)?;
+                let snapshot = self.state().inventory.snapshot();
+                let host = snapshot
+                    .hosts()
+                    .find(|h| h.name.eq_ignore_ascii_case(&a.hostname))
+                    .ok_or_else(|| Outcome::api(&ApiError::not_found("host", &a.hostname)))?;
+                let running: Vec<String> = host
+                    .vms
+                    .values()
+                    .filter(|v| {
+                        matches!(
+                            v.vm.state,
+                            aetherv_hyperv::ops::VmState::Running
+                                | aetherv_hyperv::ops::VmState::Paused
+                        )
+                    })
+                    .filter(|v| {
+                        !a.exclude
+                            .iter()
+                            .any(|e| e.eq_ignore_ascii_case(&v.vm.id.to_string()))
+                    })
+                    .map(|v| v.vm.name.clone())
+                    .collect();
+                let mut body = args.clone();
+                if let Some(map) = body.as_object_mut() {
+                    map.remove("confirmation_token");
+                }
+                let what = format!(
+                    "drain host {} into maintenance: live-migrate its {} running VMs ({}) and shut down each one that cannot move",
+                    host.name,
+                    running.len(),
+                    if running.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        running.join(", ")
+                    }
+                );
+                self.confirm(
+                    caller,
+                    "evacuate_host",
+                    &body,
+                    a.confirmation_token.as_deref(),
+                    &what,
+                )?;
+                let request = json!({
+                    "evacuate": "shutdown",
+                    "max_parallel": a.max_parallel,
+                    "exclude": a.exclude,
+                    "reason": a.reason,
+                    "ticket": a.ticket,
+                });
+                let response = crate::api::maintenance::enter(
+                    State(state),
+                    Path(a.hostname.clone()),
+                    Bytes::from(request.to_string()),
+                )
+                .await
+                .map_err(|e| Outcome::api(&e))?;
+                let answer = body_json(response).await?;
+                Ok(accepted(
+                    &format!("evacuating host {}", a.hostname),
+                    &answer,
+                ))
+            }
             other => Err(Outcome::refused(format!("unknown tool {other}"))),
         }
     }
@@ -1051,7 +1219,7 @@ impl ServerHandler for McpServer {
             .with_instructions(format!(
                 "aetherv manages Hyper-V hosts and VMs (mode {mode}). Read tools list and inspect; \
                  tools that start a job answer its id at once: follow it with get_job. \
-                 delete_vm and turn_off_vm take two calls: a preview with a confirmation_token, \
+                 delete_vm, turn_off_vm and evacuate_host take two calls: a preview with a confirmation_token, \
                  then the same call with the token."
             ))
     }
@@ -1101,7 +1269,7 @@ impl ServerHandler for McpServer {
                         wait.as_secs().max(1)
                     ))
                 } else {
-                    self.call(&name, &args, &caller).await
+                    crate::audit::scope(&caller, self.call(&name, &args, &caller)).await
                 }
             }
         };
@@ -1218,12 +1386,15 @@ mod tests {
                 "cancel_job",
                 "delete_vm",
                 "turn_off_vm",
+                "enter_maintenance",
+                "resume_host",
+                "evacuate_host",
             ]
             .contains(&tool.name.as_ref());
             assert_eq!(kind != Kind::Read, writes, "{}", tool.name);
             assert_eq!(
                 kind == Kind::Destructive,
-                ["delete_vm", "turn_off_vm"].contains(&tool.name.as_ref()),
+                ["delete_vm", "turn_off_vm", "evacuate_host"].contains(&tool.name.as_ref()),
                 "{}",
                 tool.name
             );

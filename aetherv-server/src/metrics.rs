@@ -19,6 +19,7 @@
 //! | `aetherv_hosts_connected`, `aetherv_hosts`, `aetherv_vms` | gauges | — |
 //! | `aetherv_http_requests_total` | counter | `route`, `status` |
 //! | `aetherv_orphaned_vms` | gauge: VMs marked by a provisioning job this server is not running | `host` |
+//! | `aetherv_host_maintenance_state` | gauge: 1 for the host's maintenance state, 0 for the others | `host`, `state` |
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -58,6 +59,13 @@ struct JobTypeLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct HostLabels {
     host: String,
+}
+
+/// Labels of the host maintenance state gauge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HostStateLabels {
+    host: String,
+    state: String,
 }
 
 /// Labels of the host operation histogram.
@@ -106,6 +114,7 @@ pub struct Metrics {
     vms: Gauge<i64, AtomicI64>,
     http_requests: Family<HttpLabels, Counter>,
     orphaned_vms: Family<HostLabels, Gauge<i64, AtomicI64>>,
+    host_state: Family<HostStateLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -197,6 +206,12 @@ impl Metrics {
             "VMs whose notes mark a provisioning job this server is not running",
             orphaned_vms.clone(),
         );
+        let host_state = Family::<HostStateLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "aetherv_host_maintenance_state",
+            "1 for the host's maintenance state (active, draining, maintenance, resuming, failed_drain), 0 for the others",
+            host_state.clone(),
+        );
         Self {
             registry,
             jobs,
@@ -212,6 +227,7 @@ impl Metrics {
             vms,
             http_requests,
             orphaned_vms,
+            host_state,
         }
     }
 
@@ -294,6 +310,18 @@ impl Metrics {
         self.hosts_connected.set(gauge_value(hosts_connected));
         self.hosts_total.set(gauge_value(hosts_total));
         self.vms.set(gauge_value(vms));
+    }
+
+    /// `host` is in maintenance state `state` (every state gets a series: 1 for this one).
+    pub fn set_host_state(&self, host: &str, state: aetherv_hyperv::ops::HostState) {
+        for s in aetherv_hyperv::ops::HostState::ALL {
+            self.host_state
+                .get_or_create(&HostStateLabels {
+                    host: host.to_owned(),
+                    state: s.as_str().to_owned(),
+                })
+                .set(i64::from(s == state));
+        }
     }
 
     /// `count` VMs on `host` are orphaned (see [`crate::orphan`]).
@@ -521,6 +549,24 @@ mod tests {
             ),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn host_states_are_one_hot_gauges() {
+        let m = Metrics::new();
+        m.set_host_state("hv01", aetherv_hyperv::ops::HostState::Draining);
+        m.set_host_state("hv01", aetherv_hyperv::ops::HostState::Maintenance);
+        let s = samples(&m.render());
+        let of = |state: &str| {
+            value(
+                &s,
+                "aetherv_host_maintenance_state",
+                &[("host", "hv01"), ("state", state)],
+            )
+        };
+        assert_eq!(of("maintenance"), Some(1.0));
+        assert_eq!(of("draining"), Some(0.0));
+        assert_eq!(of("active"), Some(0.0));
     }
 
     #[test]

@@ -373,7 +373,12 @@ impl Server {
             host_resources: Arc::new(config.host_resources()),
             recovery,
             clusters: Arc::new(configured_clusters(&targets)),
+            maintenance: Arc::new(config.maintenance.clone()),
         };
+        match crate::hooks::Hooks::start(&config.maintenance, cancel.child_token()) {
+            Ok(hooks) => state.jobs.set_maintenance_hooks(hooks),
+            Err(e) => tracing::warn!(error = %e, "maintenance hooks are off"),
+        }
         tokio::spawn(crate::orphan::watch(
             inventory.clone(),
             state.jobs.clone(),
@@ -542,6 +547,18 @@ async fn watch_readiness(state: AppState, started: Instant, cancel: Cancellation
         state
             .metrics
             .set_inventory(connected as u64, total as u64, snapshot.vm_count() as u64);
+        for host in snapshot.hosts() {
+            let facts = host.facts.as_deref();
+            state.metrics.set_host_state(
+                &host.name,
+                facts.map_or(aetherv_hyperv::ops::HostState::Active, |f| {
+                    aetherv_hyperv::ops::effective_state(
+                        f.maintenance.as_ref(),
+                        f.cluster_node_state.as_deref(),
+                    )
+                }),
+            );
+        }
         if !ready {
             if pending == 0 {
                 ready = true;

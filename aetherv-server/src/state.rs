@@ -144,6 +144,8 @@ pub struct AppState {
     pub recovery: Arc<crate::recovery::Recovery>,
     /// Clusters named in the configuration.
     pub clusters: Arc<ClusterMap>,
+    /// The maintenance hooks' configuration and the spare memory of maintenance runs.
+    pub maintenance: Arc<crate::config::MaintenanceConfig>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -52,6 +52,16 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../ui/migrate.js"),
     },
     Asset {
+        name: "hosts.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../ui/hosts.js"),
+    },
+    Asset {
+        name: "maintenance.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../ui/maintenance.js"),
+    },
+    Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("../ui/favicon.svg"),

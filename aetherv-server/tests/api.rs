@@ -135,6 +135,8 @@ fn facts(name: &str, cluster: Option<&str>) -> HostFacts {
         }],
         scripts_version: Some("abc123".to_owned()),
         host_resources: None,
+        maintenance: None,
+        cluster_node_state: None,
     }
 }
 
@@ -402,6 +404,7 @@ async fn fixture_with(config: QueueConfig, readiness: Readiness, auth: Authentic
         host_resources: Arc::default(),
         recovery: Arc::default(),
         clusters: Arc::default(),
+        maintenance: Arc::default(),
     };
     Fixture {
         app: router(state.clone()),

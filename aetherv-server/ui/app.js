@@ -363,7 +363,17 @@
     [/^#\/create\/?$/, () => createView()],
     [/^#\/jobs\/?$/, () => jobsView()],
     [/^#\/jobs\/(.+)$/, (m) => jobDetailView(decodeURIComponent(m[1]))],
+    [/^#\/hosts\/(.+)$/, (m) => window.AethervHosts.view(decodeURIComponent(m[1]), kit())],
+    [/^#\/maintenance\/?$/, () => window.AethervMaintenance.view(kit())],
   ];
+
+  /** The helpers the host and maintenance pages (hosts.js, maintenance.js) use. */
+  function kit() {
+    return {
+      h, clear, api, guarded, toast, fmtBytes, fmtTime, badge, jobStatusBadge, vmStateBadge,
+      hostStatusBadge, capacity, progressBar, focusHeading, canWrite: state.canWrite,
+    };
+  }
 
   function route() {
     if (state.view && state.view.cleanup) state.view.cleanup();
@@ -502,8 +512,11 @@
         h(
           "div",
           { class: "head-row" },
-          h("a", { class: "host-name", href: "#/vms?host=" + encodeURIComponent(host.name) }, host.name),
+          h("a", { class: "host-name", href: "#/hosts/" + encodeURIComponent(host.name) }, host.name),
           hostStatusBadge(host.status),
+          host.maintenance_state && host.maintenance_state !== "active" && window.AethervHosts
+            ? window.AethervHosts.stateBadge(kit(), host.maintenance_state)
+            : null,
           state.canWrite
             ? h(
                 "button",
@@ -953,7 +966,7 @@
           { class: "panel", "aria-labelledby": "hw-title" },
           h("h2", { id: "hw-title" }, "Hardware"),
           kv([
-            ["Host", h("a", { href: "#/vms?host=" + encodeURIComponent(vm.host) }, vm.host)],
+            ["Host", h("a", { href: "#/hosts/" + encodeURIComponent(vm.host) }, vm.host)],
             ["Cluster", vm.cluster || "—"],
             ["CPUs", vm.processor_count === null || vm.processor_count === undefined ? "—" : String(vm.processor_count)],
             ["Memory (startup)", fmtBytes(vm.memory_startup_bytes)],

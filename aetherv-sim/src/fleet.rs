@@ -174,6 +174,7 @@ impl SimHost {
     /// [`SimHost::come_up`]. Shells and running commands survive, as they would a network
     /// outage.
     pub async fn go_down(&self) {
+        self.with_state(|s| s.set_unreachable(&self.name, true));
         self.endpoint.handle().go_down().await;
     }
 
@@ -181,16 +182,19 @@ impl SimHost {
     /// accepting connections but answers no request (authentication legs included) until
     /// [`SimHost::thaw`]. Requests already waiting stay open and are answered after the thaw.
     pub fn freeze(&self) {
+        self.with_state(|s| s.set_unreachable(&self.name, true));
         self.runtime.set_frozen(true);
     }
 
     /// Ends a [`SimHost::freeze`]: waiting and new requests are answered again.
     pub fn thaw(&self) {
         self.runtime.set_frozen(false);
+        self.with_state(|s| s.set_unreachable(&self.name, false));
     }
 
     /// Brings the host back after [`SimHost::go_down`].
     pub async fn come_up(&self) -> Result<()> {
+        self.with_state(|s| s.set_unreachable(&self.name, false));
         self.endpoint
             .handle()
             .come_up()

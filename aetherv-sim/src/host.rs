@@ -261,6 +261,7 @@ impl HostRuntime {
                     let now = SystemTime::now();
                     state.advance_migrations(now);
                     let mut ctx = ScriptContext::new(&mut state, &self.name, now)
+                        .in_directory(&self.install_directory)
                         .with_migration_fault(migration_fault);
                     let result = emulator.run(&mut ctx, &request);
                     if let Some(pending) = ctx.pending() {

@@ -145,6 +145,7 @@ pub mod fleet;
 pub mod guest;
 pub mod guest_bridge;
 pub mod host_role;
+pub mod maintenance;
 pub mod migration;
 pub mod model;
 pub mod scripts;

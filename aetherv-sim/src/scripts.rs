@@ -46,6 +46,7 @@ pub struct ScriptContext<'a> {
     state: &'a mut SimState,
     host: String,
     now: SystemTime,
+    install_directory: String,
     migration_fault: Option<u8>,
     waits_for: Option<PendingMove>,
 }
@@ -95,9 +96,22 @@ impl<'a> ScriptContext<'a> {
             state,
             host: host.to_owned(),
             now,
+            install_directory: aetherv_hyperv::protocol::DEFAULT_INSTALL_DIRECTORY.to_owned(),
             migration_fault: None,
             waits_for: None,
         }
+    }
+
+    /// The same context for a script deployed in `dir` (the host's install directory).
+    #[must_use]
+    pub fn in_directory(mut self, dir: &str) -> Self {
+        dir.clone_into(&mut self.install_directory);
+        self
+    }
+
+    /// The install directory the script runs from.
+    pub fn install_directory(&self) -> &str {
+        &self.install_directory
     }
 
     /// Fault injection: moves started by this script run fail at this percentage
@@ -219,6 +233,10 @@ impl ScriptRegistry {
         registry.register(s::MOVE_VM_CLUSTER_ROLE, ops::migrate::move_vm_cluster_role);
         registry.register(s::GET_VM_MIGRATION, ops::migrate::get_vm_migration);
         registry.register(s::STOP_VM_MIGRATION, ops::migrate::stop_vm_migration);
+        registry.register(
+            s::SET_HOST_MAINTENANCE,
+            crate::maintenance::set_host_maintenance,
+        );
         registry.register(
             s::UPDATE_VM_NETWORK_ADAPTER,
             ops::devices::update_vm_network_adapter,
@@ -352,6 +370,8 @@ pub fn get_host_facts(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRes
             "path": crate::model::HOST_RESOURCES_PATH,
             "text": text,
         })),
+        "maintenance": crate::maintenance::state_file(ctx.state(), &host.name, ctx.install_directory()),
+        "cluster_node_state": crate::maintenance::node_state(ctx.state(), &host.name),
     }))
 }
 

@@ -29,6 +29,10 @@ pub struct SimState {
     bridged_os: Option<OsFamily>,
     /// VMs whose guest side a guest bridge serves.
     bridged: BTreeSet<Uuid>,
+    /// Failover cluster node states (paused nodes, drained roles).
+    cluster_nodes: crate::maintenance::ClusterNodes,
+    /// Lowercase names of hosts that are down or frozen: no VM can migrate to them.
+    unreachable: BTreeSet<String>,
     /// The latest migration job of each VM ([`crate::migration`]).
     pub(crate) migrations: BTreeMap<Uuid, crate::migration::Migration>,
     /// How long moves take.
@@ -64,9 +68,35 @@ impl SimState {
             silent: BTreeSet::new(),
             bridged_os: None,
             bridged: BTreeSet::new(),
+            cluster_nodes: crate::maintenance::ClusterNodes::default(),
+            unreachable: BTreeSet::new(),
             migrations: BTreeMap::new(),
             migration_timing: crate::migration::MigrationTiming::default(),
         }
+    }
+
+    /// Marks `host` down (or frozen) or back: other hosts cannot reach it meanwhile.
+    pub fn set_unreachable(&mut self, host: &str, down: bool) {
+        if down {
+            self.unreachable.insert(host.to_ascii_lowercase());
+        } else {
+            self.unreachable.remove(&host.to_ascii_lowercase());
+        }
+    }
+
+    /// Whether `host` is down or frozen.
+    pub fn is_unreachable(&self, host: &str) -> bool {
+        self.unreachable.contains(&host.to_ascii_lowercase())
+    }
+
+    /// The failover cluster node states.
+    pub fn cluster_nodes(&self) -> &crate::maintenance::ClusterNodes {
+        &self.cluster_nodes
+    }
+
+    /// The failover cluster node states, to change.
+    pub fn cluster_nodes_mut(&mut self) -> &mut crate::maintenance::ClusterNodes {
+        &mut self.cluster_nodes
     }
 
     /// Guests of `os` created from now on get no simulated agent: a guest bridge

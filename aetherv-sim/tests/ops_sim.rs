@@ -815,3 +815,103 @@ async fn dvd_drives_follow_hyper_v_rules_and_host_kvp_goes_by_prefix() {
     assert_eq!(pool.keys().collect::<Vec<_>>(), ["other.key"]);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_state_file_and_cluster_node_drain() {
+    use aetherv_hyperv::ops::{
+        ClusterNodeAction, HostMaintenance, HostState, MaintenanceChange, VmDisposition, VmOrigin,
+    };
+    let sim = fleet(3, 0, 1).await;
+    let hv01 = ops(&sim, "hv01");
+    // Two running cluster roles on hv01.
+    let roles: Vec<VmId> = (0..2)
+        .map(|i| {
+            let h = sim.host("hv01").unwrap();
+            let image = h.host().unwrap().images[0].name.clone();
+            let mut spec = NewVm::new(format!("role{i}"), image);
+            spec.memory_startup_bytes = 1 << 30;
+            spec.clustered = true;
+            let id = h.create_vm(&spec).unwrap();
+            h.power(&id.to_string(), PowerAction::Start).unwrap();
+            VmId(id)
+        })
+        .collect();
+    let facts = bounded(hv01.facts()).await.unwrap();
+    assert_eq!(facts.maintenance, None);
+    assert_eq!(facts.cluster_node_state.as_deref(), Some("Up"));
+
+    // Pause with drain: the cluster moves both roles, and the file is on the host.
+    let record = HostMaintenance {
+        state: HostState::Maintenance,
+        reason: Some("patching".to_owned()),
+        vms: vec![VmOrigin {
+            vm_id: roles[0],
+            vm_name: "role0".to_owned(),
+            disposition: VmDisposition::MovedByCluster,
+            moved_to: None,
+            reason: None,
+        }],
+        ..HostMaintenance::default()
+    };
+    let set = bounded(hv01.set_maintenance(MaintenanceChange {
+        record: record.clone(),
+        cluster_node: ClusterNodeAction::SuspendDrain,
+    }))
+    .await
+    .unwrap();
+    assert_eq!(set.cluster_node_state.as_deref(), Some("Paused"));
+    assert_eq!(set.drain_status.as_deref(), Some("Completed"));
+    assert_eq!(set.record.as_ref(), Some(&record));
+    for id in &roles {
+        assert!(
+            sim.host("hv01").unwrap().vm(&id.to_string()).is_err(),
+            "{id} stayed"
+        );
+    }
+    let facts = bounded(hv01.facts()).await.unwrap();
+    assert_eq!(facts.maintenance.as_ref(), Some(&record));
+    assert_eq!(facts.cluster_node_state.as_deref(), Some("Paused"));
+
+    // A paused node accepts no role.
+    let (now_on, id) = ["hv02", "hv03"]
+        .iter()
+        .find_map(|h| {
+            sim.host(h)
+                .unwrap()
+                .vm(&roles[0].to_string())
+                .ok()
+                .map(|_| (h.to_string(), roles[0]))
+        })
+        .unwrap();
+    let check = bounded(ops(&sim, &now_on).compare_vm(
+        id,
+        MigrationTarget {
+            destination_host: "hv01".to_owned(),
+            with_storage: false,
+            destination_path: None,
+            storage_only: false,
+        },
+    ))
+    .await
+    .unwrap();
+    assert!(!check.compatible, "{check:?}");
+
+    // Resume with failback brings the roles home, and
+    // an active record without VMs removes the file.
+    let set = bounded(hv01.set_maintenance(MaintenanceChange {
+        record: HostMaintenance::default(),
+        cluster_node: ClusterNodeAction::ResumeFailback,
+    }))
+    .await
+    .unwrap();
+    assert_eq!(set.cluster_node_state.as_deref(), Some("Up"));
+    assert_eq!(set.record, None);
+    for id in &roles {
+        assert!(
+            sim.host("hv01").unwrap().vm(&id.to_string()).is_ok(),
+            "{id} not back"
+        );
+    }
+    assert_eq!(bounded(hv01.facts()).await.unwrap().maintenance, None);
+    sim.shutdown().await;
+}

@@ -25,7 +25,8 @@ CLEARED = (
     "PUBLIC_URL", "LOG_FORMAT", "MCP_MODE", "MCP_ALLOW_HOSTS", "MCP_ALLOW_CLUSTERS",
     "MCP_ALLOW_VMS", "MCP_WRITE_RATE_PER_MINUTE",
 )
-WRITE_TOOLS = {"provision_vm", "power_vm", "cancel_job", "delete_vm", "turn_off_vm"}
+WRITE_TOOLS = {"provision_vm", "power_vm", "cancel_job", "delete_vm", "turn_off_vm",
+               "enter_maintenance", "resume_host", "evacuate_host"}
 GUEST_PW = "Mcp-Interop-Pw-1!"
 
 

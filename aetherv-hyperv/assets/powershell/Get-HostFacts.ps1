@@ -2,7 +2,8 @@
 #
 # Request (stdin, JSON): {} or {"image_roots":[...],"iso_directories":[...]} (defaults: <each CSV>\DiskImages, <each CSV>\Images, <VirtualMachinePath>\Images; the install directory and its ISO folder). "image_directories" is accepted as an older name of "image_roots".
 # images[]: {name, os_family, path, size_bytes, max_size_bytes, root}: an image named N is <root>\N.vhdx; a name found in several roots is listed once, from the first root.
-# Result data: {name, fqdn, cluster, os_version, logical_processors, memory_total_bytes, memory_available_bytes, vm_path, vm_count, storage[], switches[], images[], provisioning_isos[], scripts_version, host_resources: {path, text}|null}
+# Result data: {name, fqdn, cluster, os_version, logical_processors, memory_total_bytes, memory_available_bytes, vm_path, vm_count, storage[], switches[], images[], provisioning_isos[], scripts_version, host_resources: {path, text}|null, maintenance: {...}|null, cluster_node_state}
+# maintenance: the state file maintenance.json next to this script (Set-HostMaintenance.ps1 writes it); cluster_node_state: Get-ClusterNode's State.
 # host_resources: Aether-V's hostresources.json (or .yaml/.yml) under %ProgramData%\Aether-V, read as text and parsed by the server.
 # Windows PowerShell 5.1 compatible; request values are only used as parameter values.
 
@@ -117,6 +118,16 @@ Invoke-AethervScript -Body {
         }
     }
 
+    $maintenance = $null
+    $maintenancePath = Join-Path -Path $PSScriptRoot -ChildPath 'maintenance.json'
+    if (Test-Path -LiteralPath $maintenancePath -PathType Leaf) {
+        $maintenance = ConvertFrom-Json -InputObject ([System.IO.File]::ReadAllText($maintenancePath))
+    }
+    $nodeState = $null
+    if ($null -ne $cluster) {
+        try { $nodeState = [string](FailoverClusters\Get-ClusterNode -Name $env:COMPUTERNAME).State } catch { $nodeState = $null }
+    }
+
     [ordered]@{
         name                   = [string]$env:COMPUTERNAME
         fqdn                   = $fqdn
@@ -133,5 +144,7 @@ Invoke-AethervScript -Body {
         provisioning_isos      = $isos
         scripts_version        = $scriptsVersion
         host_resources         = $hostResources
+        maintenance            = $maintenance
+        cluster_node_state     = $nodeState
     }
 }

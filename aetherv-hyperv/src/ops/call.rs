@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::devices::*;
+use super::maintenance::*;
 use super::scripts;
 use super::types::*;
 use super::vm_config::*;
@@ -136,6 +137,9 @@ pub enum HostCall {
     CheckpointChange(VmId, CheckpointChange),
     /// Adds, changes or removes a network adapter of the VM (see [`NicChange`]).
     NetworkAdapterChange(VmId, NicChange),
+    /// Writes the host's maintenance state file (`maintenance.json` in the install
+    /// directory) and pauses or resumes its failover cluster node (see [`MaintenanceChange`]).
+    SetMaintenance(Box<MaintenanceChange>),
     /// Moves a clustered VM's role to another node of its cluster
     /// (`Move-ClusterVirtualMachineRole`), live or quick; sent to the VM's owner node.
     MoveClusterRole(VmId, ClusterMove),
@@ -201,6 +205,8 @@ pub enum HostReply {
     CheckpointChanged(CheckpointChanged),
     /// [`HostCall::NetworkAdapterChange`].
     NicChanged(NicChanged),
+    /// [`HostCall::SetMaintenance`].
+    MaintenanceSet(MaintenanceSet),
     /// [`HostCall::MigrationStatus`].
     MigrationProgress(MigrationProgress),
     /// [`HostCall::CancelMigration`].
@@ -267,6 +273,8 @@ pub enum OperationKind {
     CheckpointChange,
     /// [`HostCall::NetworkAdapterChange`].
     NetworkAdapterChange,
+    /// [`HostCall::SetMaintenance`].
+    SetMaintenance,
     /// [`HostCall::MoveClusterRole`].
     MoveClusterRole,
     /// [`HostCall::MigrationStatus`].
@@ -317,6 +325,7 @@ impl OperationKind {
             Self::DetachVmDisk => scripts::REMOVE_MANAGED_VM_DISK,
             Self::CheckpointChange => scripts::UPDATE_VM_CHECKPOINT,
             Self::NetworkAdapterChange => scripts::UPDATE_VM_NETWORK_ADAPTER,
+            Self::SetMaintenance => scripts::SET_HOST_MAINTENANCE,
             Self::MoveClusterRole => scripts::MOVE_VM_CLUSTER_ROLE,
             Self::MigrationStatus => scripts::GET_VM_MIGRATION,
             Self::CancelMigration => scripts::STOP_VM_MIGRATION,
@@ -352,6 +361,7 @@ impl OperationKind {
             Self::DetachVmDisk => "detach disk",
             Self::CheckpointChange => "change checkpoint",
             Self::NetworkAdapterChange => "change network adapter",
+            Self::SetMaintenance => "set maintenance state",
             Self::MoveClusterRole => "move cluster role",
             Self::MigrationStatus => "read migration job",
             Self::CancelMigration => "cancel migration",
@@ -394,6 +404,8 @@ impl OperationKind {
             Self::CreateVhd | Self::ResizeVmDisk => 60 * MINUTE,
             Self::NetworkAdapterChange => 2 * MINUTE,
             Self::CheckpointChange => 30 * MINUTE,
+            // A cluster node drain waits until the cluster has moved every role.
+            Self::SetMaintenance => 240 * MINUTE,
         }
     }
 }
@@ -451,6 +463,7 @@ impl HostCall {
             Self::DetachVmDisk { .. } => OperationKind::DetachVmDisk,
             Self::CheckpointChange(..) => OperationKind::CheckpointChange,
             Self::NetworkAdapterChange(..) => OperationKind::NetworkAdapterChange,
+            Self::SetMaintenance(_) => OperationKind::SetMaintenance,
             Self::MoveClusterRole(..) => OperationKind::MoveClusterRole,
             Self::MigrationStatus(_) => OperationKind::MigrationStatus,
             Self::CancelMigration(_) => OperationKind::CancelMigration,
@@ -488,7 +501,8 @@ impl HostCall {
             | Self::CopyIso(_)
             | Self::RegisterVm(_)
             | Self::RemovePath(_)
-            | Self::CreateVhd(_) => None,
+            | Self::CreateVhd(_)
+            | Self::SetMaintenance(_) => None,
         }
     }
 
@@ -619,6 +633,7 @@ impl HostCall {
                     )));
                 }
             }
+            Self::SetMaintenance(change) => check_maintenance(&change.record).map_err(refuse)?,
             Self::Facts
             | Self::Inventory
             | Self::Vm(_)
@@ -745,6 +760,7 @@ impl HostCall {
                 request["id"] = json!(id);
                 request
             }
+            Self::SetMaintenance(change) => serialize(serde_json::to_value(change))?,
         })
     }
 
@@ -953,6 +969,7 @@ impl HostCall {
                 }
                 HostReply::NicChanged(changed)
             }
+            Self::SetMaintenance(_) => HostReply::MaintenanceSet(parse_data(host, kind, data)?),
         })
     }
 }
@@ -1022,6 +1039,13 @@ impl fmt::Debug for HostCall {
             Self::NetworkAdapterChange(id, change) => {
                 write!(f, "NetworkAdapterChange({id}, {change:?})")
             }
+            Self::SetMaintenance(change) => write!(
+                f,
+                "SetMaintenance({}, {} VMs, {:?})",
+                change.record.state,
+                change.record.vms.len(),
+                change.cluster_node
+            ),
             Self::MoveClusterRole(id, to) => write!(f, "MoveClusterRole({id}, {to:?})"),
             Self::MigrationStatus(id) => write!(f, "MigrationStatus({id})"),
             Self::CancelMigration(id) => write!(f, "CancelMigration({id})"),
@@ -1201,6 +1225,33 @@ fn check_disk_size(size: u64) -> std::result::Result<(), String> {
     if size == 0 || !size.is_multiple_of(MIB) || size > VHDX_MAX_BYTES {
         return Err(format!(
             "disk size {size} bytes must be a positive multiple of 1 MiB, at most 64 TiB"
+        ));
+    }
+    Ok(())
+}
+
+/// The longest reason, ticket or caller text kept in a host's state file.
+const MAX_MAINTENANCE_TEXT: usize = 1024;
+
+/// A state file the host can keep: bounded texts without NUL characters, at most 10,000 VMs.
+fn check_maintenance(record: &HostMaintenance) -> std::result::Result<(), String> {
+    for (name, text) in [
+        ("reason", &record.reason),
+        ("ticket", &record.ticket),
+        ("requested_by", &record.requested_by),
+    ] {
+        if let Some(text) = text
+            && (text.chars().count() > MAX_MAINTENANCE_TEXT || text.contains('\0'))
+        {
+            return Err(format!(
+                "{name} must be at most {MAX_MAINTENANCE_TEXT} characters without NUL characters"
+            ));
+        }
+    }
+    if record.vms.len() > 10_000 {
+        return Err(format!(
+            "{} VMs is more than a host holds",
+            record.vms.len()
         ));
     }
     Ok(())

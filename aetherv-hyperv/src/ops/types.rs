@@ -389,6 +389,14 @@ pub struct HostFacts {
     /// error for a malformed file).
     #[serde(default)]
     pub host_resources: Option<HostResourcesFile>,
+    /// The host's maintenance state file (`maintenance.json` in the install directory), when
+    /// it has one; no file means the host is active.
+    #[serde(default)]
+    pub maintenance: Option<super::maintenance::HostMaintenance>,
+    /// The failover cluster node's state (`Up`, `Paused`, `Down`, `Joining`), where the host
+    /// is clustered.
+    #[serde(default)]
+    pub cluster_node_state: Option<String>,
 }
 
 /// The text of a host resources file (`C:\ProgramData\Aether-V\hostresources.json` or

@@ -150,6 +150,7 @@ fn config(concurrency: usize, per_host: usize, history: usize) -> QueueConfig {
 
 fn power_job(host: &str, vm: VmId, action: PowerAction) -> NewJob {
     NewJob {
+        requested_by: crate::Requester::default(),
         work: JobWork::Power { vm, action },
         host: host.to_owned(),
         vm_id: Some(vm),
@@ -423,6 +424,7 @@ async fn one_job_per_vm_and_per_new_name() {
         });
         let validated = JobRequest::from_flat_json(&body.to_string()).unwrap();
         NewJob {
+            requested_by: crate::Requester::default(),
             parameters: validated.redacted(),
             work: JobWork::Provision(Box::new(validated)),
             host: "hv01".to_owned(),
@@ -726,6 +728,13 @@ async fn list_filters_by_status_type_host_vm_and_limit() {
     wait_end(&q, &b.id).await;
     let c = q
         .submit(NewJob {
+            requested_by: crate::Requester {
+                subject: "sub-alice".to_owned(),
+                name: Some("alice@corp.example".to_owned()),
+                roles: vec!["writer".to_owned()],
+                reason: Some("cleanup".to_owned()),
+                ticket: Some("CHG-7".to_owned()),
+            },
             work: JobWork::Delete(DeleteRequest::new(vm_id(3))),
             host: "hv02".to_owned(),
             vm_id: Some(vm_id(3)),
@@ -784,6 +793,27 @@ async fn list_filters_by_status_type_host_vm_and_limit() {
         }),
         vec![c.id.clone(), b.id.clone()]
     );
+    // Who asked: by subject or name, case-insensitive; the record keeps reason and ticket.
+    for who in ["sub-alice", "ALICE@corp.example"] {
+        assert_eq!(
+            ids(JobFilter {
+                requested_by: Some(who.to_owned()),
+                ..JobFilter::default()
+            }),
+            vec![c.id.clone()],
+            "{who}"
+        );
+    }
+    assert!(
+        ids(JobFilter {
+            requested_by: Some("bob".to_owned()),
+            ..JobFilter::default()
+        })
+        .is_empty()
+    );
+    let record = q.get(&c.id).unwrap();
+    assert_eq!(record.requested_by.ticket.as_deref(), Some("CHG-7"));
+    assert_eq!(record.requested_by.roles, vec!["writer".to_owned()]);
     assert_eq!(
         ids(JobFilter {
             host: Some("hv02".to_owned()),
@@ -830,6 +860,8 @@ fn facts(name: &str) -> HostFacts {
         }],
         scripts_version: None,
         host_resources: None,
+        maintenance: None,
+        cluster_node_state: None,
     }
 }
 
@@ -871,6 +903,7 @@ async fn records_never_contain_the_guest_password() {
     let validated = JobRequest::from_flat_json(&body.to_string()).unwrap();
     let job = q
         .submit(NewJob {
+            requested_by: crate::Requester::default(),
             parameters: validated.redacted(),
             work: JobWork::Provision(Box::new(validated)),
             host: "hv01".to_owned(),
@@ -1052,6 +1085,7 @@ fn provision_job(image: &str) -> NewJob {
     });
     let validated = JobRequest::from_flat_json(&body.to_string()).unwrap();
     NewJob {
+        requested_by: crate::Requester::default(),
         parameters: validated.redacted(),
         work: JobWork::Provision(Box::new(validated)),
         host: "hv01".to_owned(),

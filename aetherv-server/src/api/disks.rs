@@ -288,6 +288,7 @@ pub async fn add(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work: JobWork::Disk(work),
             host: vm.host.to_string(),
             vm_id: Some(v.id),
@@ -359,6 +360,7 @@ pub async fn expand(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work: JobWork::Disk(DiskWork::Expand {
                 vm: vm.vm.id,
                 disk: disk_id,
@@ -431,6 +433,7 @@ pub async fn detach(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work: JobWork::Disk(DiskWork::Detach {
                 vm: vm.vm.id,
                 disk: disk_id,

@@ -35,6 +35,9 @@ pub struct ListQuery {
     /// Only jobs on this VM; empty means any.
     #[param(value_type = Option<String>, format = Uuid)]
     vm_id: Option<String>,
+    /// Only jobs this caller asked for (the caller's subject or name, case-insensitive;
+    /// `demo` without authentication); empty means anyone.
+    requested_by: Option<String>,
     /// At most this many jobs (newest first); empty means all.
     #[param(value_type = Option<u32>, minimum = 1)]
     #[schemars(with = "Option<u32>")]
@@ -73,7 +76,10 @@ pub async fn list(
         Some(s) => Some(JobType::parse(s).ok_or_else(|| {
             ApiError::bad_query(
                 "type",
-                format!("unknown job type {s:?}; use provision, delete or power"),
+                format!(
+                    "unknown job type {s:?}; use provision, delete, power, adopt, edit, disk, \
+                     checkpoint, network_adapter, drain, resume or maintenance_run"
+                ),
             )
         })?),
     };
@@ -95,6 +101,10 @@ pub async fn list(
         job_type,
         host: query.host.filter(|h| !h.is_empty()),
         vm_id,
+        requested_by: query
+            .requested_by
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty()),
         limit,
     });
     Ok(Json(JobListView { jobs }))

@@ -12,6 +12,7 @@ pub mod events;
 pub mod host_check;
 pub mod inventory;
 pub mod jobs;
+pub mod maintenance;
 pub mod metrics_access;
 pub mod migrate;
 pub mod nics;
@@ -93,6 +94,11 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(checkpoints::apply))
         .routes(routes!(nics::list, nics::add))
         .routes(routes!(nics::get, nics::change, nics::remove))
+        .routes(routes!(maintenance::enter))
+        .routes(routes!(maintenance::resume))
+        .routes(routes!(maintenance::start_run, maintenance::list_runs))
+        .routes(routes!(maintenance::get_run))
+        .routes(routes!(maintenance::cancel_run))
 }
 
 /// Every route under `/api/v1` as (method, path template), read from [`api_routes`].

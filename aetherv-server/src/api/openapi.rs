@@ -55,6 +55,7 @@ const DOCS_HTML: &str = include_str!("docs.html");
         (name = "events", description = "Live inventory and job changes"),
         (name = "checkpoints", description = "A VM's checkpoints (changes are jobs; need writer)"),
         (name = "network-adapters", description = "A VM's network adapters (changes are jobs; need writer)"),
+        (name = "maintenance", description = "Host maintenance: drain, resume, maintenance runs (changes are jobs; need writer)"),
     ),
     components(schemas(
         ErrorBody,

@@ -187,6 +187,10 @@ pub struct HostView {
     pub os_version: Option<String>,
     /// Installed host script version.
     pub scripts_version: Option<String>,
+    /// The host's maintenance state (`active`, `draining`, `maintenance`, `resuming`,
+    /// `failed_drain`), read from the host; `active` before its facts are known.
+    #[schema(example = "active")]
+    pub maintenance_state: String,
 }
 
 /// A host with its facts and VMs.
@@ -197,6 +201,8 @@ pub struct HostDetail {
     pub host: HostView,
     /// Everything the host reported about itself.
     pub facts: Option<HostFactsView>,
+    /// The host's maintenance: state, why, who, and where each VM of a drain went.
+    pub maintenance: super::maintenance::MaintenanceView,
     /// Its VMs.
     pub vms: Vec<VmSummary>,
     /// The provisioning ISOs this server builds and deploys to every host, with their
@@ -332,6 +338,15 @@ pub fn host_view(host: &HostState) -> HostView {
         storage_free_bytes: facts.map(|f| f.storage.iter().map(|s| s.free_bytes).sum()),
         os_version: facts.and_then(|f| f.os_version.clone()),
         scripts_version: facts.and_then(|f| f.scripts_version.clone()),
+        maintenance_state: facts
+            .map_or(aetherv_hyperv::ops::HostState::Active, |f| {
+                aetherv_hyperv::ops::effective_state(
+                    f.maintenance.as_ref(),
+                    f.cluster_node_state.as_deref(),
+                )
+            })
+            .as_str()
+            .to_owned(),
     }
 }
 
@@ -345,6 +360,12 @@ pub fn host_detail(
     HostDetail {
         host: host_view(host),
         facts: host.facts.as_deref().map(HostFactsView::from),
+        maintenance: super::maintenance::maintenance_view(
+            host.facts.as_deref().and_then(|f| f.maintenance.as_ref()),
+            host.facts
+                .as_deref()
+                .and_then(|f| f.cluster_node_state.as_deref()),
+        ),
         vms: host
             .vms
             .values()

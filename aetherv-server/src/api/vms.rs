@@ -131,6 +131,7 @@ pub(crate) fn submit_vm_job(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work,
             host: vm.host.to_string(),
             vm_id: Some(vm.vm.id),
@@ -153,6 +154,9 @@ pub(crate) fn submit_error(error: SubmitError, host_field: &str) -> ApiError {
             ErrorCode::QueueFull,
             e.to_string(),
         ),
+        e @ SubmitError::HostBusy { .. } => {
+            ApiError::conflict(ErrorCode::InvalidState, e.to_string())
+        }
         other => ApiError::not_ready(other.to_string()),
     }
 }
@@ -387,6 +391,7 @@ fn provision(state: &AppState, mut validated: Validated, flat: bool) -> ApiResul
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work: JobWork::Provision(Box::new(validated)),
             host: host_name,
             vm_id: None,
@@ -624,6 +629,7 @@ pub async fn delete(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work: JobWork::Delete(work),
             host: vm.host.to_string(),
             vm_id: Some(vm.vm.id),
@@ -704,6 +710,7 @@ pub async fn action(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work: JobWork::Power {
                 vm: vm_id,
                 action: parsed.power_action(),
@@ -817,6 +824,7 @@ fn submit_orphan_job(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work,
             host: vm.host.to_string(),
             vm_id: Some(vm.vm.id),

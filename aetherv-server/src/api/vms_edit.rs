@@ -218,6 +218,7 @@ pub async fn patch_vm(
     let job = state
         .jobs
         .submit(NewJob {
+            requested_by: crate::audit::caller(),
             work: JobWork::Edit {
                 vm: v.id,
                 change: Box::new(change),

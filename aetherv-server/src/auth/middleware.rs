@@ -201,8 +201,8 @@ pub async fn require_role(
         ))
         .into_response();
     }
-    request.extensions_mut().insert(principal);
-    next.run(request).await
+    request.extensions_mut().insert(principal.clone());
+    crate::audit::scope(&principal, next.run(request)).await
 }
 
 /// `GET /api/v1/me`: the caller as the server sees it. Mount it behind [`require_role`].

@@ -20,12 +20,12 @@ pub mod migrate;
 
 pub use migrate::{move_managed_vm, test_vm_migration};
 
-pub(super) type Step<T> = std::result::Result<T, ScriptResult>;
+pub(crate) type Step<T> = std::result::Result<T, ScriptResult>;
 
 /// A failure with a `details` object. The real scripts write it as `error.details`;
 /// [`ScriptFailure`] has no such field, so the emulation carries it as the failed result's
 /// `data`, which [`aetherv_hyperv::ops`] reads as well.
-pub(super) fn fail(code: &str, message: impl Into<String>, details: Value) -> ScriptResult {
+pub(crate) fn fail(code: &str, message: impl Into<String>, details: Value) -> ScriptResult {
     ScriptResult {
         ok: false,
         data: (!details.is_null()).then_some(details),
@@ -36,7 +36,7 @@ pub(super) fn fail(code: &str, message: impl Into<String>, details: Value) -> Sc
     }
 }
 
-pub(super) fn invalid(message: impl Into<String>, field: &str) -> ScriptResult {
+pub(crate) fn invalid(message: impl Into<String>, field: &str) -> ScriptResult {
     fail("InvalidRequest", message, json!({ "field": field }))
 }
 
@@ -127,7 +127,7 @@ pub(super) fn state_details(vm: &SimVm) -> Value {
     })
 }
 
-pub(super) fn run(step: impl FnOnce() -> Step<Value>) -> ScriptResult {
+pub(crate) fn run(step: impl FnOnce() -> Step<Value>) -> ScriptResult {
     match step() {
         Ok(data) => ScriptResult::success(data),
         Err(failure) => failure,

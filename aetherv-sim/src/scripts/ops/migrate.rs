@@ -160,7 +160,16 @@ fn incompatibilities(state: &SimState, m: &MoveRequest) -> Vec<String> {
             m.destination
         )];
     };
+    if state.is_unreachable(&dest.name) {
+        return vec![format!(
+            "The operation failed because the destination host {} could not be reached.",
+            dest.name
+        )];
+    }
     let mut problems = Vec::new();
+    if let Some(refusal) = crate::maintenance::refuses_role(state, &dest.name, m.vm.clustered) {
+        problems.push(refusal);
+    }
     if dest.name.eq_ignore_ascii_case(&m.host) {
         problems.push("The virtual machine is already on the destination host.".to_owned());
     }
