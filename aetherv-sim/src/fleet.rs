@@ -69,6 +69,10 @@ pub struct SimOptions {
     /// (`KRB5_KTNAME`).
     #[cfg(feature = "kerberos")]
     pub kerberos: bool,
+    /// With `tls`: require TLS channel bindings from every client (NTLM's
+    /// `MsvAvChannelBindings`, Kerberos' GSSAPI bindings), like Windows'
+    /// `CbtHardeningLevel=Strict`. Default off (`Relaxed`: checked when sent).
+    pub require_channel_bindings: bool,
 }
 
 impl Default for SimOptions {
@@ -86,6 +90,7 @@ impl Default for SimOptions {
             silent_guests: BTreeSet::new(),
             #[cfg(feature = "kerberos")]
             kerberos: false,
+            require_channel_bindings: false,
         }
     }
 }
@@ -325,6 +330,7 @@ impl SimFleet {
                     max_receive_wait: options.max_receive_wait,
                     #[cfg(feature = "kerberos")]
                     kerberos: options.kerberos,
+                    require_channel_bindings: options.require_channel_bindings,
                 },
             )
             .await;

@@ -14,6 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
+use crate::channel_bindings::ChannelBindings;
 use crate::framing::{self, FramingError};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::ntlm::{AuthenticateInputs, NtlmCredentials, NtlmError, NtlmInitiator, NtlmSession};
@@ -113,6 +114,10 @@ pub struct ConnectionAuth {
     auth: Auth,
     seal: bool,
     state: State,
+    channel_bindings: Option<ChannelBindings>,
+    /// The Kerberos method while this connection uses its NTLM fallback.
+    #[cfg(feature = "kerberos")]
+    fallen_back: Option<Auth>,
 }
 
 impl std::fmt::Debug for ConnectionAuth {
@@ -179,7 +184,16 @@ impl ConnectionAuth {
             auth,
             seal,
             state: State::Unauthenticated,
+            channel_bindings: None,
+            #[cfg(feature = "kerberos")]
+            fallen_back: None,
         }
+    }
+
+    /// The TLS channel bindings of the connection (HTTPS), sent with the next handshake:
+    /// `MsvAvChannelBindings` for NTLM, GSSAPI channel bindings for Kerberos.
+    pub fn set_channel_bindings(&mut self, bindings: Option<ChannelBindings>) {
+        self.channel_bindings = bindings;
     }
 
     /// Whether bodies on this connection are sealed.
@@ -202,6 +216,41 @@ impl ConnectionAuth {
         self.state = State::Unauthenticated;
     }
 
+    /// Before a new handshake: a connection that fell back to NTLM tries Kerberos again.
+    pub fn restart(&mut self) {
+        #[cfg(feature = "kerberos")]
+        if let Some(kerberos) = self.fallen_back.take() {
+            self.auth = kerberos;
+        }
+        self.state = State::Unauthenticated;
+    }
+
+    /// Switches this connection to NTLM when its Kerberos method allows the fallback
+    /// ([`crate::kerberos::KerberosAuth::ntlm_fallback`], `Negotiate` scheme only); returns
+    /// whether it did.
+    #[cfg(feature = "kerberos")]
+    pub fn fall_back_to_ntlm(&mut self) -> bool {
+        let Auth::Kerberos(kerberos) = &self.auth else {
+            return false;
+        };
+        let Some((username, password)) = kerberos.ntlm_fallback.clone() else {
+            return false;
+        };
+        if kerberos.scheme != crate::kerberos::KerberosScheme::Negotiate {
+            return false;
+        }
+        let ntlm = Auth::Ntlm { username, password };
+        self.fallen_back = Some(std::mem::replace(&mut self.auth, ntlm));
+        self.state = State::Unauthenticated;
+        true
+    }
+
+    /// Whether this connection uses the NTLM fallback of its Kerberos method.
+    #[cfg(feature = "kerberos")]
+    pub fn uses_ntlm_fallback(&self) -> bool {
+        self.fallen_back.is_some()
+    }
+
     /// The first handshake request: an empty POST with the NTLM NEGOTIATE token.
     pub fn negotiate_request(&mut self) -> Result<HttpRequest, AuthError> {
         let Auth::Ntlm { username, password } = &self.auth else {
@@ -210,7 +259,8 @@ impl ConnectionAuth {
             ));
         };
         let mut initiator =
-            NtlmInitiator::new(NtlmCredentials::parse(username, password.clone()), None);
+            NtlmInitiator::new(NtlmCredentials::parse(username, password.clone()), None)
+                .with_channel_bindings(self.channel_bindings.as_ref().map(|c| c.ntlm_hash()));
         let token = initiator.negotiate_message();
         self.state = State::Negotiating(Box::new(initiator));
         Ok(HttpRequest {
@@ -372,8 +422,12 @@ impl ConnectionAuth {
         let Auth::Kerberos(kerberos) = &self.auth else {
             return Err(AuthError::OutOfOrder("not a Kerberos connection"));
         };
-        let (initiator, token) =
-            crate::kerberos::KerberosInitiator::start(kerberos, host, fresh_credentials)?;
+        let (initiator, token) = crate::kerberos::KerberosInitiator::start(
+            kerberos,
+            host,
+            fresh_credentials,
+            self.channel_bindings.as_ref(),
+        )?;
         let scheme = kerberos.scheme.header_name();
         self.state = State::KerberosNegotiating(Box::new(initiator));
         Ok(HttpRequest {
