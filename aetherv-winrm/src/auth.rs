@@ -538,3 +538,89 @@ impl ConnectionAuth {
         Ok(response.body.to_vec())
     }
 }
+
+#[cfg(all(test, feature = "kerberos"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::kerberos::{KerberosAuth, KerberosScheme};
+
+    fn kerberos(scheme: KerberosScheme, fallback: bool) -> Auth {
+        let mut auth = KerberosAuth::new(Some("svc@LAB.TEST".to_owned()));
+        auth.scheme = scheme;
+        if fallback {
+            auth.ntlm_fallback = Some(("LAB\\svc".to_owned(), Secret::new("pw")));
+        }
+        Auth::Kerberos(auth)
+    }
+
+    #[test]
+    fn ntlm_fallback_only_with_negotiate_and_credentials() {
+        let mut plain = ConnectionAuth::new(kerberos(KerberosScheme::Kerberos, true), true);
+        assert!(!plain.fall_back_to_ntlm());
+        let mut none = ConnectionAuth::new(kerberos(KerberosScheme::Negotiate, false), true);
+        assert!(!none.fall_back_to_ntlm());
+        let mut allowed = ConnectionAuth::new(kerberos(KerberosScheme::Negotiate, true), true);
+        assert!(allowed.fall_back_to_ntlm());
+        assert!(allowed.uses_ntlm_fallback());
+        assert_eq!(allowed.auth.username(), "LAB\\svc");
+        // The connection then speaks NTLM: a NEGOTIATE message, sealed bodies.
+        let negotiate = allowed.negotiate_request().unwrap();
+        let header = negotiate.authorization.unwrap();
+        let token = STANDARD
+            .decode(header.expose().trim_start_matches("Negotiate "))
+            .unwrap();
+        assert!(token.starts_with(b"NTLMSSP\0\x01"));
+        assert!(allowed.seals());
+        // The next handshake tries Kerberos again.
+        allowed.restart();
+        assert!(!allowed.uses_ntlm_fallback());
+        assert!(matches!(allowed.auth, Auth::Kerberos(_)));
+        assert!(allowed.needs_handshake());
+    }
+
+    #[test]
+    fn channel_bindings_reach_the_ntlm_response() {
+        let bindings = ChannelBindings::tls_server_end_point(b"certificate");
+        let mut auth = ConnectionAuth::new(
+            Auth::Ntlm {
+                username: "u".to_owned(),
+                password: Secret::new("p"),
+            },
+            false,
+        );
+        auth.set_channel_bindings(Some(bindings.clone()));
+        let mut acceptor = crate::ntlm::NtlmAcceptor::new(
+            crate::ntlm::AcceptorIdentity {
+                netbios_domain: "LAB".into(),
+                netbios_computer: "HV".into(),
+                dns_domain: "lab.test".into(),
+                dns_computer: "hv.lab.test".into(),
+            },
+            crate::ntlm::AcceptorInputs {
+                server_challenge: [1; 8],
+                timestamp: 1,
+            },
+        )
+        .with_channel_bindings(Some(bindings.ntlm_hash()), true);
+        let negotiate = auth.negotiate_request().unwrap();
+        let token = |request: &HttpRequest| {
+            let header = request.authorization.as_ref().unwrap().expose().to_owned();
+            STANDARD.decode(header.split_once(' ').unwrap().1).unwrap()
+        };
+        let challenge = acceptor.challenge_message(&token(&negotiate)).unwrap();
+        let response = HttpResponse {
+            status: 401,
+            www_authenticate: vec![format!("Negotiate {}", STANDARD.encode(challenge))],
+            ..HttpResponse::default()
+        };
+        let inputs = AuthenticateInputs {
+            client_challenge: [2; 8],
+            exported_session_key: [3; 16],
+            timestamp: 1,
+        };
+        let authenticate = auth.authenticate_request(&response, &inputs).unwrap();
+        let lookup = |_: &str, _: &str| Some(Secret::new("p"));
+        acceptor.accept(&token(&authenticate), &lookup).unwrap();
+    }
+}

@@ -298,7 +298,10 @@ mod tests {
         assert_eq!(alg(&[ECDSA_SHA2, &[3]].concat()), EndPointHash::Sha384);
         assert_eq!(alg(&[0x2b, 0x65, 0x70]), EndPointHash::Sha256); // Ed25519
         assert_eq!(end_point_hash(b""), EndPointHash::Sha256);
-        assert_eq!(end_point_hash(&[0x30, 0x84, 0xff, 0xff]), EndPointHash::Sha256);
+        assert_eq!(
+            end_point_hash(&[0x30, 0x84, 0xff, 0xff]),
+            EndPointHash::Sha256
+        );
         assert_eq!(certificate_hash(b"not a certificate").len(), 32);
     }
 
@@ -321,6 +324,9 @@ mod tests {
     fn debug_shows_only_the_hash() {
         let bindings = ChannelBindings::tls_server_end_point(b"x");
         let shown = format!("{bindings:?}");
-        assert!(shown.starts_with("ChannelBindings { ntlm_hash: \""), "{shown}");
+        assert!(
+            shown.starts_with("ChannelBindings { ntlm_hash: \""),
+            "{shown}"
+        );
     }
 }

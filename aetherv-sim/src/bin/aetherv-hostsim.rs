@@ -147,7 +147,9 @@ async fn main() -> ExitCode {
         }
     };
     if args.require_channel_bindings && !args.tls {
-        return fail("--require-channel-bindings needs --tls: channel bindings exist only over TLS");
+        return fail(
+            "--require-channel-bindings needs --tls: channel bindings exist only over TLS",
+        );
     }
     let spec = FleetSpec {
         hosts: args.hosts,

@@ -279,19 +279,20 @@ impl Inner {
             AuthError::Kerberos(k) if k.is_expired() => Retry::Again(self.auth_error(err)),
             _ => Retry::Fatal(self.auth_error(err)),
         };
-        let mut request = session
-            .auth
-            .kerberos_start(&self.host, fresh)
-            .map_err(|err| match &err {
-                AuthError::Kerberos(k) if k.is_expired() && !fresh => {
-                    Retry::Again(self.auth_error(err))
-                }
-                AuthError::Kerberos(
-                    crate::kerberos::KerberosError::Credentials { .. }
-                    | crate::kerberos::KerberosError::Context { .. },
-                ) => Retry::Unavailable(self.auth_error(err)),
-                _ => retry_if(err),
-            })?;
+        let mut request =
+            session
+                .auth
+                .kerberos_start(&self.host, fresh)
+                .map_err(|err| match &err {
+                    AuthError::Kerberos(k) if k.is_expired() && !fresh => {
+                        Retry::Again(self.auth_error(err))
+                    }
+                    AuthError::Kerberos(
+                        crate::kerberos::KerberosError::Credentials { .. }
+                        | crate::kerberos::KerberosError::Context { .. },
+                    ) => Retry::Unavailable(self.auth_error(err)),
+                    _ => retry_if(err),
+                })?;
         // SPNEGO needs at most a few legs; more is a misbehaving server.
         for _ in 0..4 {
             let response = self.post(session, request).await.map_err(Retry::Fatal)?;

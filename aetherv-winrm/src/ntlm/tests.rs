@@ -140,8 +140,8 @@ fn bound_handshake(
     )
     .with_channel_bindings(sent);
     let negotiate = initiator.negotiate_message();
-    let mut acceptor = NtlmAcceptor::new(identity(), acceptor_inputs())
-        .with_channel_bindings(expected, required);
+    let mut acceptor =
+        NtlmAcceptor::new(identity(), acceptor_inputs()).with_channel_bindings(expected, required);
     let challenge = acceptor.challenge_message(&negotiate).unwrap();
     let (authenticate, _) = initiator
         .authenticate_message(&challenge, &client_inputs())

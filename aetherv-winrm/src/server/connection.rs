@@ -301,7 +301,9 @@ impl ConnectionCore {
             Some(1) => {
                 let mut acceptor = NtlmAcceptor::new(self.identity.clone(), inputs())
                     .with_channel_bindings(
-                        self.channel_bindings.as_ref().map(ChannelBindings::ntlm_hash),
+                        self.channel_bindings
+                            .as_ref()
+                            .map(ChannelBindings::ntlm_hash),
                         self.require_channel_bindings,
                     );
                 match acceptor.challenge_message(&token) {
