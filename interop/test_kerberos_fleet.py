@@ -83,25 +83,27 @@ class FleetHost:
 
 
 class Server:
-    def __init__(self, env: dict):
+    """The server binary; its output goes to a file (read for its URL, and at the end)."""
+
+    def __init__(self, env: dict, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [_binary("AETHERV_SERVER")], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            [_binary("AETHERV_SERVER")], env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            text=True,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        self.lines = []
         self.base = None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line and self.proc.poll() is not None:
-                break
-            self.lines.append(line)
-            if "web UI " in line:
-                self.base = line.split("web UI ", 1)[1].split()[0].rstrip("/")
-                break
+        while time.monotonic() < deadline and self.base is None:
+            for line in self.output().splitlines():
+                if "web UI " in line:
+                    self.base = line.split("web UI ", 1)[1].split()[0].rstrip("/")
+            if self.base is None:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.2)
         if self.base is None:
-            self.stop()
-            raise RuntimeError("the server did not start:\n" + "".join(self.lines))
+            raise RuntimeError("the server did not start:\n" + self.stop())
         while time.monotonic() < deadline:
             try:
                 if requests.get(f"{self.base}/readyz", timeout=5).status_code == 200:
@@ -109,18 +111,22 @@ class Server:
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("the server never became ready")
+        raise RuntimeError("the server never became ready:\n" + self.stop())
 
-    def stop(self):
-        self.proc.terminate()
-        try:
-            out, _ = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.lines.append(out or "")
-        return "".join(self.lines)
+    def output(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.output()
 
 
 def base_env() -> dict:
@@ -186,7 +192,7 @@ def run_fleet(tmp_path, kdc, transport: str):
         else:
             server_env.update(WINRM_TRANSPORT="ntlm", WINRM_USERNAME=USER,
                               WINRM_PASSWORD=PASSWORD)
-        server = Server(server_env)
+        server = Server(server_env, tmp_path / f"server-{transport}.log")
         try:
             job = provision(server.base, hosts[0].address)
             listed = [requests.get(f"{server.base}/api/v1/hosts/{h.address}", timeout=30).json()

@@ -9,8 +9,9 @@
 //! - **The binding.** `tls-server-end-point` is `"tls-server-end-point:"` followed by a hash of
 //!   the server's (leaf) certificate, DER encoded (RFC 5929 §4.1). The hash is the one of the
 //!   certificate's signature algorithm, except that MD5 and SHA-1 become SHA-256. For
-//!   algorithms without a single hash (Ed25519, Ed448) and for unknown ones, SHA-256 is used,
-//!   as pyspnego and requests-ntlm do; RSASSA-PSS uses the hash named in its parameters.
+//!   algorithms without a single hash (Ed25519, Ed448) and for unknown ones (SHA-3
+//!   signatures included), SHA-256 is used, as requests-ntlm does for a signature without a
+//!   hash; RSASSA-PSS uses the hash named in its parameters.
 //! - **The structure.** GSSAPI carries bindings as a `gss_channel_bindings_struct`: initiator
 //!   address type and address, acceptor address type and address, and application data. For
 //!   TLS both address types are 0 (`GSS_C_AF_UNSPEC`) with empty addresses, and the
@@ -137,8 +138,8 @@ fn hash_of_algorithm(oid: &[u8], params: &[u8]) -> Option<EndPointHash> {
         return sha2_by_index(last);
     }
     if let Some(&[last]) = oid.strip_prefix(NIST_SIG) {
-        // dsa-with-sha224 (1), sha256 (2), ecdsa/rsa with SHA-3 (9..16) are not SHA-2 here:
-        // only the DSA ones are.
+        // dsa-with-sha224 .. dsa-with-sha512 (1..4); the SHA-3 signatures (9..16) are not
+        // supported and fall back to SHA-256.
         return sha2_by_index(last);
     }
     None
