@@ -380,23 +380,26 @@ class TestChannelBindingsKerberos:
 # --- Expiry and renewal ------------------------------------------------------------------
 
 
+SERVICE_LIFE = 8
+
+
+@pytest.fixture(scope="module")
+def expiring(kdc):
+    """A host whose service tickets live SERVICE_LIFE seconds (so does every context with it),
+    and a user whose TGT lives 2 minutes (less than the client's 5-minute renewal margin)."""
+    spn = f"HTTP/expiring.aetherv.test@{REALM}"
+    kdc.kadmin(f'addprinc -randkey -maxlife "{SERVICE_LIFE} seconds" {spn}')
+    kdc.kadmin(f'addprinc -pw {USER_PASSWORD} -maxlife "2 minutes" winrm-short@{REALM}')
+    keytab = kdc.keytab("expiring.keytab", spn)
+    host = KrbHost(kdc, keytab=keytab)
+    yield host, spn
+    host.stop()
+
+
 class TestTicketExpiry:
     """Real short lifetimes from the KDC (kadmin -maxlife), no clock tricks."""
 
-    SERVICE_LIFE = 8
-    INTERVAL = 11
-
-    @pytest.fixture(scope="class")
-    def expiring(self, kdc):
-        spn = f"HTTP/expiring.aetherv.test@{REALM}"
-        # The service ticket lives SERVICE_LIFE seconds: so does every context with the host.
-        kdc.kadmin(f'addprinc -randkey -maxlife "{self.SERVICE_LIFE} seconds" {spn}')
-        # The client's TGT lives 2 minutes: less than the client's renewal margin (5 minutes).
-        kdc.kadmin(f'addprinc -pw {USER_PASSWORD} -maxlife "2 minutes" winrm-short@{REALM}')
-        keytab = kdc.keytab("expiring.keytab", spn)
-        host = KrbHost(kdc, keytab=keytab)
-        yield host, spn
-        host.stop()
+    INTERVAL = SERVICE_LIFE + 3
 
     def as_requests(self, kdc, principal):
         with open(os.path.join(kdc.dir, "kdc.log")) as f:
@@ -441,15 +444,16 @@ class TestTicketExpiry:
 # --- Negotiate's NTLM fallback -----------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def both(kdc):
+    """A principal that is also the hosts' NTLM user, with the same password."""
+    principal = f"{USER}@{REALM}"
+    kdc.kadmin(f"addprinc -pw {PASSWORD} {principal}")
+    return principal
+
+
 class TestNegotiateFallback:
     UNKNOWN_SPN = f"HTTP/no-such-host.aetherv.test@{REALM}"
-
-    @pytest.fixture(scope="class")
-    def both(self, kdc):
-        """A principal that is also the host's NTLM user, with the same password."""
-        principal = f"{USER}@{REALM}"
-        kdc.kadmin(f"addprinc -pw {PASSWORD} {principal}")
-        return principal
 
     def test_falls_back_to_ntlm_only_when_allowed(self, kdc, krb_host, example, both):
         # Kerberos cannot start: the KDC knows no such service. With the fallback allowed, the

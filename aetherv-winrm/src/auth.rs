@@ -479,13 +479,24 @@ impl ConnectionAuth {
             return Err(AuthError::Refused);
         }
         let session = initiator.into_session()?;
-        self.state = State::KerberosEstablished(self.seal.then(|| Box::new(session)));
+        // Kept without sealing too: its lifetime says when the connection must authenticate
+        // again.
+        self.state = State::KerberosEstablished(Some(Box::new(session)));
         Ok(None)
     }
 
     fn kerberos_wrap(&mut self, soap: Vec<u8>) -> Result<HttpRequest, AuthError> {
+        if let State::KerberosEstablished(Some(session)) = &self.state
+            && session.is_expired()
+        {
+            return Err(AuthError::Kerberos(
+                crate::kerberos::KerberosError::Message(
+                    "the Kerberos context expired with its ticket".to_owned(),
+                ),
+            ));
+        }
         match &mut self.state {
-            State::KerberosEstablished(Some(session)) => {
+            State::KerberosEstablished(Some(session)) if self.seal => {
                 let wrapped = session.wrap(&soap)?;
                 Ok(HttpRequest {
                     authorization: None,
@@ -498,7 +509,7 @@ impl ConnectionAuth {
                     )),
                 })
             }
-            State::KerberosEstablished(None) => Ok(HttpRequest {
+            State::KerberosEstablished(_) => Ok(HttpRequest {
                 authorization: None,
                 content_type: Some(SOAP_CONTENT_TYPE.to_owned()),
                 body: Bytes::from(soap),

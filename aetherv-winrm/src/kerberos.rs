@@ -465,6 +465,17 @@ impl GssSession {
         self.protocol = protocol;
     }
 
+    /// Whether the context outlived the ticket it was made with. MIT krb5 keeps wrapping
+    /// with such a context; Windows refuses its messages, so the client authenticates the
+    /// connection again and the WS-Man endpoint answers `401`.
+    pub fn is_expired(&self) -> bool {
+        let ctx = self.ctx.lock().unwrap_or_else(|e| e.into_inner());
+        match ctx.lifetime() {
+            Ok(left) => left.is_zero(),
+            Err(e) => e.major.contains(MajorFlags::GSS_S_CONTEXT_EXPIRED),
+        }
+    }
+
     /// Encrypts one message.
     pub fn wrap(&mut self, data: &[u8]) -> Result<Wrapped, KerberosError> {
         let mut buffer = data.to_vec();

@@ -550,6 +550,13 @@ impl ConnectionCore {
 
     /// Unwraps (or accepts the plaintext of) a request on a Kerberos connection.
     fn kerberos_body(&mut self, request: &HttpRequest, principal: Principal) -> Inbound {
+        // Windows refuses messages on a context whose ticket has expired: the client must
+        // authenticate the connection again.
+        if let AuthState::Kerberos { session, .. } = &self.state
+            && session.is_expired()
+        {
+            return self.refuse();
+        }
         let protocol = request
             .content_type
             .as_deref()
