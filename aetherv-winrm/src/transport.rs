@@ -432,7 +432,7 @@ impl Transport for HttpTransport {
             return Ok(None);
         }
         let mut guard = self.sender.lock().await;
-        if !guard.as_ref().is_some_and(|sender| !sender.is_closed()) {
+        if guard.as_ref().is_none_or(|sender| sender.is_closed()) {
             *guard = Some(self.open().await?);
         }
         Ok(self
