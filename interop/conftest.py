@@ -27,7 +27,7 @@ def _binary(var: str) -> str:
 class SimHost:
     """One running aetherv-hostsim process serving one host."""
 
-    def __init__(self, tls: bool):
+    def __init__(self, tls: bool, extra=()):
         env = dict(os.environ, SIM_PASSWORD=PASSWORD)
         args = [
             _binary("AETHERV_HOSTSIM"),
@@ -36,6 +36,7 @@ class SimHost:
         ]
         if tls:
             args.append("--tls")
+        args += list(extra)
         self.proc = subprocess.Popen(
             args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

@@ -53,14 +53,14 @@ def ccache(kdc):
 class KrbHost:
     """aetherv-hostsim with one host accepting Kerberos (and NTLM) with the service keytab."""
 
-    def __init__(self, kdc):
+    def __init__(self, kdc, keytab=None, extra=()):
         env = dict(kdc.env, SIM_PASSWORD=PASSWORD)
         env.pop("KRB5_KDC_PROFILE", None)
         args = [
             _binary("AETHERV_HOSTSIM"),
             "--hosts", "1", "--vms-per-host", "2", "--listen", "127.0.0.1:0",
             "--user", USER, "--password-env", "SIM_PASSWORD", "--seed", "7",
-            "--keytab", kdc.service_keytab,
+            "--keytab", keytab or kdc.service_keytab, *extra,
         ]
         self.proc = subprocess.Popen(
             args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -78,6 +78,13 @@ class KrbHost:
         self.ip_endpoint = fields["endpoint"]
         # Kerberos names the host, not its address: HTTP/localhost is the SPN.
         self.endpoint = self.ip_endpoint.replace("127.0.0.1", SERVICE_HOST)
+        self.counters = None
+
+    def stop_with_counters(self) -> dict:
+        """Stops the host and returns its counters (requests, connections, handshakes, ...)."""
+        err = self.stop()
+        line = next(l for l in err.splitlines() if l.startswith("host="))
+        return {k: int(v) for k, v in (p.split("=", 1) for p in line.split()[1:])}
 
     def stop(self) -> str:
         self.proc.terminate()
@@ -327,3 +334,168 @@ class TestOurClientAgainstPyspnego:
         r = run_example(kdc, endpoint, example, ["hostname"], keytab=kdc.stale_keytab)
         assert r.returncode == 125
         assert "keytab" in r.stderr.decode()
+
+
+# --- TLS channel bindings (GSSAPI) over HTTPS --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strict_krb_host(kdc):
+    """HTTPS, Kerberos, and channel bindings required (CbtHardeningLevel=Strict)."""
+    host = KrbHost(kdc, extra=["--tls", "--require-channel-bindings"])
+    assert host.endpoint.startswith(f"https://{SERVICE_HOST}:")
+    yield host
+    host.stop()
+
+
+class TestChannelBindingsKerberos:
+    @pytest.mark.parametrize("auth", ["kerberos", "negotiate"])
+    def test_our_client_passes_strict(self, kdc, strict_krb_host, example, auth):
+        r = run_example(kdc, strict_krb_host.endpoint, example, ["echo", "bound"], auth=auth,
+                        keytab=kdc.user_keytab, extra=["--insecure"])
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"bound\r\n"
+
+    def test_pywinrm_with_channel_bindings_passes_strict(self, strict_krb_host, ccache):
+        import winrm
+        s = winrm.Session(
+            strict_krb_host.endpoint, auth=(f"{KRB_USER}@{REALM}", ""), transport="kerberos",
+            server_cert_validation="ignore",
+        )
+        r = s.run_cmd("echo", ["pykerberos", "cbt"])
+        assert r.status_code == 0
+        assert r.std_out == b"pykerberos cbt\r\n"
+
+    def test_pywinrm_without_channel_bindings_is_refused(self, strict_krb_host, ccache):
+        import winrm
+        from winrm.exceptions import InvalidCredentialsError
+        s = winrm.Session(
+            strict_krb_host.endpoint, auth=(f"{KRB_USER}@{REALM}", ""), transport="kerberos",
+            server_cert_validation="ignore", send_cbt=False,
+        )
+        with pytest.raises(InvalidCredentialsError):
+            s.run_cmd("hostname")
+
+
+# --- Expiry and renewal ------------------------------------------------------------------
+
+
+SERVICE_LIFE = 8
+
+
+@pytest.fixture(scope="module")
+def expiring(kdc):
+    """A host whose service tickets live SERVICE_LIFE seconds (so does every context with it),
+    and a user whose TGT lives 2 minutes (less than the client's 5-minute renewal margin)."""
+    spn = f"HTTP/expiring.aetherv.test@{REALM}"
+    kdc.kadmin(f'addprinc -randkey -maxlife "{SERVICE_LIFE} seconds" {spn}')
+    kdc.kadmin(f'addprinc -pw {USER_PASSWORD} -maxlife "2 minutes" winrm-short@{REALM}')
+    keytab = kdc.keytab("expiring.keytab", spn)
+    host = KrbHost(kdc, keytab=keytab)
+    yield host, spn
+    host.stop()
+
+
+class TestTicketExpiry:
+    """Real short lifetimes from the KDC (kadmin -maxlife), no clock tricks."""
+
+    INTERVAL = SERVICE_LIFE + 3
+
+    def as_requests(self, kdc, principal):
+        with open(os.path.join(kdc.dir, "kdc.log")) as f:
+            return sum(1 for line in f if "AS_REQ" in line and "ISSUE" in line
+                       and f"{principal} for krbtgt" in line)
+
+    def test_an_expired_context_reauthenticates_once_and_the_ticket_is_renewed(
+            self, kdc, expiring, example):
+        host, spn = expiring
+        principal = f"winrm-short@{REALM}"
+        before = self.as_requests(kdc, principal)
+        r = run_example(kdc, host.endpoint, example, ["echo", "still", "here"],
+                        user=principal, password=USER_PASSWORD,
+                        extra=["--spn", spn, "--repeat", "3", "--interval", str(self.INTERVAL)],
+                        env_extra={"AETHERV_LOG": "aetherv_winrm=debug"})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"still here\r\n" * 3
+        err = r.stderr.decode()
+        # Each run after a pause finds the context expired and authenticates again, once.
+        assert err.count("Kerberos context expired; re-authenticating") == 2, err
+        summary = next(l for l in err.splitlines() if l.startswith("commands="))
+        fields = dict(part.split("=", 1) for part in summary.split())
+        assert fields["handshakes"] == "3", err
+        # The TGT (2 minutes) is always within the renewal margin: each handshake got a fresh
+        # one from the KDC before it could expire.
+        assert self.as_requests(kdc, principal) - before == 3
+
+    def test_a_long_lived_ticket_is_not_renewed(self, kdc, expiring, example):
+        host, spn = expiring
+        principal = f"{KRB_USER}@{REALM}"
+        before = self.as_requests(kdc, principal)
+        r = run_example(kdc, host.endpoint, example, ["echo", "once"],
+                        user=principal, password=USER_PASSWORD,
+                        extra=["--spn", spn, "--repeat", "2", "--interval", str(self.INTERVAL)])
+        assert r.returncode == 0, r.stderr
+        fields = dict(part.split("=", 1) for part in r.stderr.decode().split()[-4:])
+        assert fields["handshakes"] == "2", r.stderr
+        # Two handshakes (the context expired), one TGT: it had hours left.
+        assert self.as_requests(kdc, principal) - before == 1
+
+
+# --- Negotiate's NTLM fallback -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def both(kdc):
+    """A principal that is also the hosts' NTLM user, with the same password."""
+    principal = f"{USER}@{REALM}"
+    kdc.kadmin(f"addprinc -pw {PASSWORD} {principal}")
+    return principal
+
+
+class TestNegotiateFallback:
+    UNKNOWN_SPN = f"HTTP/no-such-host.aetherv.test@{REALM}"
+
+    def test_falls_back_to_ntlm_only_when_allowed(self, kdc, krb_host, example, both):
+        # Kerberos cannot start: the KDC knows no such service. With the fallback allowed, the
+        # connection authenticates with NTLM (the host knows the user and password).
+        common = dict(auth="negotiate", user=both, password=PASSWORD,
+                      env_extra={"AETHERV_LOG": "aetherv_winrm=warn"})
+        r = run_example(kdc, krb_host.endpoint, example, ["echo", "via", "ntlm"],
+                        extra=["--spn", self.UNKNOWN_SPN, "--ntlm-fallback"], **common)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"via ntlm\r\n"
+        assert "using NTLM as allowed" in r.stderr.decode(), r.stderr
+        # Not allowed: the Kerberos error, naming the SPN.
+        r = run_example(kdc, krb_host.endpoint, example, ["echo", "via", "ntlm"],
+                        extra=["--spn", self.UNKNOWN_SPN], **common)
+        assert r.returncode == 125
+        assert self.UNKNOWN_SPN in r.stderr.decode(), r.stderr
+
+    def test_kerberos_that_works_is_used(self, kdc, krb_host, example, both):
+        r = run_example(kdc, krb_host.endpoint, example, ["echo", "kerberos"],
+                        auth="negotiate", user=both, password=PASSWORD,
+                        extra=["--ntlm-fallback"], env_extra={"AETHERV_LOG": "aetherv_winrm=debug"})
+        assert r.returncode == 0, r.stderr
+        err = r.stderr.decode()
+        assert "Kerberos handshake" in err and "using NTLM" not in err, err
+
+    def test_a_refused_kerberos_token_is_not_retried_with_ntlm(self, kdc, example, both):
+        # The host has no key for the ticket's service (another SPN): it refuses the token.
+        # NTLM would have worked (same user and password), but the client does not downgrade.
+        kdc.kadmin(f"addprinc -randkey HTTP/elsewhere.aetherv.test@{REALM}")
+        host = KrbHost(kdc)
+        try:
+            r = run_example(kdc, host.endpoint, example, ["hostname"], auth="negotiate",
+                            user=both, password=PASSWORD,
+                            extra=["--spn", f"HTTP/elsewhere.aetherv.test@{REALM}",
+                                   "--ntlm-fallback"])
+        finally:
+            host.stop()
+        assert r.returncode == 125
+        assert "authentication failed" in r.stderr.decode(), r.stderr
+
+    def test_the_fallback_needs_negotiate(self, kdc, krb_host, example, both):
+        r = run_example(kdc, krb_host.endpoint, example, ["hostname"], auth="kerberos",
+                        user=both, password=PASSWORD, extra=["--ntlm-fallback"])
+        assert r.returncode == 125
+        assert "--ntlm-fallback needs --auth negotiate" in r.stderr.decode()

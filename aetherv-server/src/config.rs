@@ -197,7 +197,8 @@ pub enum Transport {
     /// with the `kerberos` feature.
     Kerberos,
     /// SPNEGO with Kerberos (`Authorization: Negotiate`); a host Kerberos cannot reach (an IP
-    /// address) uses NTLM only when `WINRM_NTLM_FALLBACK=true`.
+    /// address, or at run time no ticket for its SPN) uses NTLM only when
+    /// `WINRM_NTLM_FALLBACK=true`.
     Negotiate,
 }
 
@@ -216,6 +217,11 @@ pub struct KerberosTarget {
     pub keytab: Option<PathBuf>,
     /// Client keytab as base64 (`WINRM_KEYTAB_B64`, variable or secret file).
     pub keytab_b64: Option<Secret>,
+    /// With `negotiate`: a connection on which Kerberos cannot start (no ticket for the
+    /// host's SPN, no KDC reachable) authenticates with NTLM and the WinRM password instead
+    /// (`WINRM_NTLM_FALLBACK`). A host that refuses the Kerberos token is never retried with
+    /// NTLM.
+    pub ntlm_fallback: bool,
 }
 
 /// Format of log lines on stderr.

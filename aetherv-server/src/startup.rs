@@ -135,6 +135,9 @@ fn kerberos_client(
     auth.delegate = settings.delegate;
     if target.transport == Transport::Negotiate {
         auth.scheme = KerberosScheme::Negotiate;
+        if settings.ntlm_fallback && !target.password.is_empty() && !user.is_empty() {
+            auth.ntlm_fallback = Some((user.to_owned(), target.password.clone()));
+        }
     }
     Ok(builder.kerberos(auth))
 }

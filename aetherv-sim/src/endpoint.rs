@@ -128,6 +128,7 @@ pub(crate) struct EndpointConfig {
     pub(crate) max_receive_wait: Option<Duration>,
     #[cfg(feature = "kerberos")]
     pub(crate) kerberos: bool,
+    pub(crate) require_channel_bindings: bool,
 }
 
 /// A running endpoint of one host.
@@ -156,6 +157,7 @@ impl Endpoint {
         let mut server = ServerConfig::new(config.listen, &config.user, config.password, fqdn);
         server.allow_unencrypted = config.allow_unencrypted;
         server.max_receive_wait = config.max_receive_wait;
+        server.require_channel_bindings = config.require_channel_bindings;
         #[cfg(feature = "kerberos")]
         {
             server.kerberos = config.kerberos;

@@ -71,6 +71,10 @@ pub struct SimOptions {
     /// (`KRB5_KTNAME`).
     #[cfg(feature = "kerberos")]
     pub kerberos: bool,
+    /// With `tls`: require TLS channel bindings from every client (NTLM's
+    /// `MsvAvChannelBindings`, Kerberos' GSSAPI bindings), like Windows'
+    /// `CbtHardeningLevel=Strict`. Default off (`Relaxed`: checked when sent).
+    pub require_channel_bindings: bool,
 }
 
 impl Default for SimOptions {
@@ -89,6 +93,7 @@ impl Default for SimOptions {
             migration: crate::migration::MigrationTiming::default(),
             #[cfg(feature = "kerberos")]
             kerberos: false,
+            require_channel_bindings: false,
         }
     }
 }
@@ -333,6 +338,7 @@ impl SimFleet {
                     max_receive_wait: options.max_receive_wait,
                     #[cfg(feature = "kerberos")]
                     kerberos: options.kerberos,
+                    require_channel_bindings: options.require_channel_bindings,
                 },
             )
             .await;

@@ -14,6 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
+use crate::channel_bindings::ChannelBindings;
 use crate::framing::{self, FramingError};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::ntlm::{AuthenticateInputs, NtlmCredentials, NtlmError, NtlmInitiator, NtlmSession};
@@ -113,6 +114,10 @@ pub struct ConnectionAuth {
     auth: Auth,
     seal: bool,
     state: State,
+    channel_bindings: Option<ChannelBindings>,
+    /// The Kerberos method while this connection uses its NTLM fallback.
+    #[cfg(feature = "kerberos")]
+    fallen_back: Option<Auth>,
 }
 
 impl std::fmt::Debug for ConnectionAuth {
@@ -179,7 +184,16 @@ impl ConnectionAuth {
             auth,
             seal,
             state: State::Unauthenticated,
+            channel_bindings: None,
+            #[cfg(feature = "kerberos")]
+            fallen_back: None,
         }
+    }
+
+    /// The TLS channel bindings of the connection (HTTPS), sent with the next handshake:
+    /// `MsvAvChannelBindings` for NTLM, GSSAPI channel bindings for Kerberos.
+    pub fn set_channel_bindings(&mut self, bindings: Option<ChannelBindings>) {
+        self.channel_bindings = bindings;
     }
 
     /// Whether bodies on this connection are sealed.
@@ -202,6 +216,41 @@ impl ConnectionAuth {
         self.state = State::Unauthenticated;
     }
 
+    /// Before a new handshake: a connection that fell back to NTLM tries Kerberos again.
+    pub fn restart(&mut self) {
+        #[cfg(feature = "kerberos")]
+        if let Some(kerberos) = self.fallen_back.take() {
+            self.auth = kerberos;
+        }
+        self.state = State::Unauthenticated;
+    }
+
+    /// Switches this connection to NTLM when its Kerberos method allows the fallback
+    /// ([`crate::kerberos::KerberosAuth::ntlm_fallback`], `Negotiate` scheme only); returns
+    /// whether it did.
+    #[cfg(feature = "kerberos")]
+    pub fn fall_back_to_ntlm(&mut self) -> bool {
+        let Auth::Kerberos(kerberos) = &self.auth else {
+            return false;
+        };
+        let Some((username, password)) = kerberos.ntlm_fallback.clone() else {
+            return false;
+        };
+        if kerberos.scheme != crate::kerberos::KerberosScheme::Negotiate {
+            return false;
+        }
+        let ntlm = Auth::Ntlm { username, password };
+        self.fallen_back = Some(std::mem::replace(&mut self.auth, ntlm));
+        self.state = State::Unauthenticated;
+        true
+    }
+
+    /// Whether this connection uses the NTLM fallback of its Kerberos method.
+    #[cfg(feature = "kerberos")]
+    pub fn uses_ntlm_fallback(&self) -> bool {
+        self.fallen_back.is_some()
+    }
+
     /// The first handshake request: an empty POST with the NTLM NEGOTIATE token.
     pub fn negotiate_request(&mut self) -> Result<HttpRequest, AuthError> {
         let Auth::Ntlm { username, password } = &self.auth else {
@@ -210,7 +259,8 @@ impl ConnectionAuth {
             ));
         };
         let mut initiator =
-            NtlmInitiator::new(NtlmCredentials::parse(username, password.clone()), None);
+            NtlmInitiator::new(NtlmCredentials::parse(username, password.clone()), None)
+                .with_channel_bindings(self.channel_bindings.as_ref().map(|c| c.ntlm_hash()));
         let token = initiator.negotiate_message();
         self.state = State::Negotiating(Box::new(initiator));
         Ok(HttpRequest {
@@ -372,8 +422,12 @@ impl ConnectionAuth {
         let Auth::Kerberos(kerberos) = &self.auth else {
             return Err(AuthError::OutOfOrder("not a Kerberos connection"));
         };
-        let (initiator, token) =
-            crate::kerberos::KerberosInitiator::start(kerberos, host, fresh_credentials)?;
+        let (initiator, token) = crate::kerberos::KerberosInitiator::start(
+            kerberos,
+            host,
+            fresh_credentials,
+            self.channel_bindings.as_ref(),
+        )?;
         let scheme = kerberos.scheme.header_name();
         self.state = State::KerberosNegotiating(Box::new(initiator));
         Ok(HttpRequest {
@@ -425,13 +479,24 @@ impl ConnectionAuth {
             return Err(AuthError::Refused);
         }
         let session = initiator.into_session()?;
-        self.state = State::KerberosEstablished(self.seal.then(|| Box::new(session)));
+        // Kept without sealing too: its lifetime says when the connection must authenticate
+        // again.
+        self.state = State::KerberosEstablished(Some(Box::new(session)));
         Ok(None)
     }
 
     fn kerberos_wrap(&mut self, soap: Vec<u8>) -> Result<HttpRequest, AuthError> {
+        if let State::KerberosEstablished(Some(session)) = &self.state
+            && session.is_expired()
+        {
+            return Err(AuthError::Kerberos(
+                crate::kerberos::KerberosError::Message(
+                    "the Kerberos context expired with its ticket".to_owned(),
+                ),
+            ));
+        }
         match &mut self.state {
-            State::KerberosEstablished(Some(session)) => {
+            State::KerberosEstablished(Some(session)) if self.seal => {
                 let wrapped = session.wrap(&soap)?;
                 Ok(HttpRequest {
                     authorization: None,
@@ -444,7 +509,7 @@ impl ConnectionAuth {
                     )),
                 })
             }
-            State::KerberosEstablished(None) => Ok(HttpRequest {
+            State::KerberosEstablished(_) => Ok(HttpRequest {
                 authorization: None,
                 content_type: Some(SOAP_CONTENT_TYPE.to_owned()),
                 body: Bytes::from(soap),
@@ -482,5 +547,91 @@ impl ConnectionAuth {
             });
         }
         Ok(response.body.to_vec())
+    }
+}
+
+#[cfg(all(test, feature = "kerberos"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::kerberos::{KerberosAuth, KerberosScheme};
+
+    fn kerberos(scheme: KerberosScheme, fallback: bool) -> Auth {
+        let mut auth = KerberosAuth::new(Some("svc@LAB.TEST".to_owned()));
+        auth.scheme = scheme;
+        if fallback {
+            auth.ntlm_fallback = Some(("LAB\\svc".to_owned(), Secret::new("pw")));
+        }
+        Auth::Kerberos(auth)
+    }
+
+    #[test]
+    fn ntlm_fallback_only_with_negotiate_and_credentials() {
+        let mut plain = ConnectionAuth::new(kerberos(KerberosScheme::Kerberos, true), true);
+        assert!(!plain.fall_back_to_ntlm());
+        let mut none = ConnectionAuth::new(kerberos(KerberosScheme::Negotiate, false), true);
+        assert!(!none.fall_back_to_ntlm());
+        let mut allowed = ConnectionAuth::new(kerberos(KerberosScheme::Negotiate, true), true);
+        assert!(allowed.fall_back_to_ntlm());
+        assert!(allowed.uses_ntlm_fallback());
+        assert_eq!(allowed.auth.username(), "LAB\\svc");
+        // The connection then speaks NTLM: a NEGOTIATE message, sealed bodies.
+        let negotiate = allowed.negotiate_request().unwrap();
+        let header = negotiate.authorization.unwrap();
+        let token = STANDARD
+            .decode(header.expose().trim_start_matches("Negotiate "))
+            .unwrap();
+        assert!(token.starts_with(b"NTLMSSP\0\x01"));
+        assert!(allowed.seals());
+        // The next handshake tries Kerberos again.
+        allowed.restart();
+        assert!(!allowed.uses_ntlm_fallback());
+        assert!(matches!(allowed.auth, Auth::Kerberos(_)));
+        assert!(allowed.needs_handshake());
+    }
+
+    #[test]
+    fn channel_bindings_reach_the_ntlm_response() {
+        let bindings = ChannelBindings::tls_server_end_point(b"certificate");
+        let mut auth = ConnectionAuth::new(
+            Auth::Ntlm {
+                username: "u".to_owned(),
+                password: Secret::new("p"),
+            },
+            false,
+        );
+        auth.set_channel_bindings(Some(bindings.clone()));
+        let mut acceptor = crate::ntlm::NtlmAcceptor::new(
+            crate::ntlm::AcceptorIdentity {
+                netbios_domain: "LAB".into(),
+                netbios_computer: "HV".into(),
+                dns_domain: "lab.test".into(),
+                dns_computer: "hv.lab.test".into(),
+            },
+            crate::ntlm::AcceptorInputs {
+                server_challenge: [1; 8],
+                timestamp: 1,
+            },
+        )
+        .with_channel_bindings(Some(bindings.ntlm_hash()), true);
+        let negotiate = auth.negotiate_request().unwrap();
+        let token = |request: &HttpRequest| {
+            let header = request.authorization.as_ref().unwrap().expose().to_owned();
+            STANDARD.decode(header.split_once(' ').unwrap().1).unwrap()
+        };
+        let challenge = acceptor.challenge_message(&token(&negotiate)).unwrap();
+        let response = HttpResponse {
+            status: 401,
+            www_authenticate: vec![format!("Negotiate {}", STANDARD.encode(challenge))],
+            ..HttpResponse::default()
+        };
+        let inputs = AuthenticateInputs {
+            client_challenge: [2; 8],
+            exported_session_key: [3; 16],
+            timestamp: 1,
+        };
+        let authenticate = auth.authenticate_request(&response, &inputs).unwrap();
+        let lookup = |_: &str, _: &str| Some(Secret::new("p"));
+        acceptor.accept(&token(&authenticate), &lookup).unwrap();
     }
 }

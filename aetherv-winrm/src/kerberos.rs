@@ -174,6 +174,13 @@ pub struct KerberosAuth {
     pub delegate: bool,
     /// The HTTP scheme.
     pub scheme: KerberosScheme,
+    /// NTLM credentials (user name, password) for a connection on which Kerberos cannot
+    /// start: no ticket can be had for the host's service principal (unknown SPN, no KDC
+    /// reachable, no usable credentials). Only with [`KerberosScheme::Negotiate`], as SPNEGO
+    /// on Windows falls back when NTLM is allowed; `None` (the default) never uses NTLM. A
+    /// server that refuses the Kerberos token is never retried with NTLM (that would be a
+    /// downgrade an attacker could force).
+    pub ntlm_fallback: Option<(String, Secret)>,
     cache: Arc<CredCache>,
 }
 
@@ -188,6 +195,7 @@ impl KerberosAuth {
             realm: None,
             delegate: false,
             scheme: KerberosScheme::Kerberos,
+            ntlm_fallback: None,
             cache: Arc::default(),
         }
     }
@@ -273,6 +281,10 @@ impl std::fmt::Debug for KerberosAuth {
             .field("realm", &self.realm)
             .field("delegate", &self.delegate)
             .field("scheme", &self.scheme)
+            .field(
+                "ntlm_fallback",
+                &self.ntlm_fallback.as_ref().map(|(user, _)| user),
+            )
             .finish()
     }
 }
@@ -285,6 +297,7 @@ impl PartialEq for KerberosAuth {
             && self.realm == other.realm
             && self.delegate == other.delegate
             && self.scheme == other.scheme
+            && self.ntlm_fallback == other.ntlm_fallback
     }
 }
 
@@ -302,6 +315,8 @@ pub struct KerberosInitiator {
     ctx: Mutex<ClientCtx>,
     spn: String,
     scheme: KerberosScheme,
+    /// The TLS channel's `tls-server-end-point` application data, given to every step.
+    channel_bindings: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for KerberosInitiator {
@@ -316,10 +331,14 @@ impl std::fmt::Debug for KerberosInitiator {
 impl KerberosInitiator {
     /// Starts a context to `host` (or the configured SPN) and returns the first token.
     /// `force_credentials` acquires the client's credentials again (after an expiry).
+    /// `channel_bindings` (HTTPS) bind the context to the TLS channel: their application data
+    /// goes to `gss_init_sec_context`, which puts the MD5 of the bindings structure in the
+    /// authenticator checksum.
     pub fn start(
         auth: &KerberosAuth,
         host: &str,
         force_credentials: bool,
+        channel_bindings: Option<&crate::channel_bindings::ChannelBindings>,
     ) -> Result<(Self, Vec<u8>), KerberosError> {
         let spn = auth.spn_for(host);
         let context = |err: libgssapi::error::Error| KerberosError::Context {
@@ -341,13 +360,17 @@ impl KerberosInitiator {
             KerberosScheme::Negotiate => GSS_MECH_SPNEGO,
         };
         let mut ctx = ClientCtx::new(Some(cred), target, flags, Some(mech));
-        let token = ctx.step(None, None).map_err(context)?;
+        let channel_bindings = channel_bindings.map(|c| c.application_data().to_vec());
+        let token = ctx
+            .step(None, channel_bindings.as_deref())
+            .map_err(context)?;
         let token = token.map(|t| t.to_vec()).unwrap_or_default();
         Ok((
             Self {
                 ctx: Mutex::new(ctx),
                 spn,
                 scheme: auth.scheme,
+                channel_bindings,
             },
             token,
         ))
@@ -368,7 +391,7 @@ impl KerberosInitiator {
         };
         let ctx = self.ctx.get_mut().unwrap_or_else(|e| e.into_inner());
         let out = ctx
-            .step(Some(token), None)
+            .step(Some(token), self.channel_bindings.as_deref())
             .map_err(|err| KerberosError::Context {
                 spn: self.spn.clone(),
                 detail: explain(&err),
@@ -442,6 +465,17 @@ impl GssSession {
         self.protocol = protocol;
     }
 
+    /// Whether the context outlived the ticket it was made with. MIT krb5 keeps wrapping
+    /// with such a context; Windows refuses its messages, so the client authenticates the
+    /// connection again and the WS-Man endpoint answers `401`.
+    pub fn is_expired(&self) -> bool {
+        let ctx = self.ctx.lock().unwrap_or_else(|e| e.into_inner());
+        match ctx.lifetime() {
+            Ok(left) => left.is_zero(),
+            Err(e) => e.major.contains(MajorFlags::GSS_S_CONTEXT_EXPIRED),
+        }
+    }
+
     /// Encrypts one message.
     pub fn wrap(&mut self, data: &[u8]) -> Result<Wrapped, KerberosError> {
         let mut buffer = data.to_vec();
@@ -487,7 +521,13 @@ impl GssSession {
 /// The server end of one connection's security context (keytab from `KRB5_KTNAME`).
 pub struct KerberosAcceptor {
     ctx: Mutex<ServerCtx>,
+    channel_bindings: Option<Vec<u8>>,
+    require_channel_bindings: bool,
 }
+
+/// `GSS_C_CHANNEL_BOUND_FLAG` (MIT krb5 1.19 and later): the initiator's channel bindings
+/// matched the acceptor's. libgssapi's `CtxFlags` has no name for it; the bit is kept.
+pub const GSS_C_CHANNEL_BOUND_FLAG: u32 = 0x800;
 
 impl std::fmt::Debug for KerberosAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -524,14 +564,31 @@ impl KerberosAcceptor {
     pub fn new() -> Self {
         Self {
             ctx: Mutex::new(ServerCtx::new(None)),
+            channel_bindings: None,
+            require_channel_bindings: false,
         }
+    }
+
+    /// Binds the context to a TLS channel: a client that sends other bindings is refused by
+    /// GSSAPI (`GSS_S_BAD_BINDINGS`); with `required`, a client that sends none is refused
+    /// too (MIT krb5 accepts a client without bindings and reports the binding with
+    /// [`GSS_C_CHANNEL_BOUND_FLAG`], which is what is checked).
+    #[must_use]
+    pub fn with_channel_bindings(
+        mut self,
+        bindings: Option<&crate::channel_bindings::ChannelBindings>,
+        required: bool,
+    ) -> Self {
+        self.channel_bindings = bindings.map(|c| c.application_data().to_vec());
+        self.require_channel_bindings = required;
+        self
     }
 
     /// Processes one client token.
     pub fn step(&mut self, token: &[u8]) -> Result<Accepted, KerberosError> {
         let ctx = self.ctx.get_mut().unwrap_or_else(|e| e.into_inner());
         let out = ctx
-            .step(token, None)
+            .step(token, self.channel_bindings.as_deref())
             .map_err(|e| KerberosError::Accept(explain(&e)))?;
         let out = out.map(|b| b.to_vec()).filter(|b| !b.is_empty());
         if !ctx.is_complete() {
@@ -541,6 +598,16 @@ impl KerberosAcceptor {
                     "no token to continue with".to_owned(),
                 )),
             };
+        }
+        if self.require_channel_bindings && self.channel_bindings.is_some() {
+            let bound = ctx
+                .flags()
+                .is_ok_and(|f| f.bits() & GSS_C_CHANNEL_BOUND_FLAG != 0);
+            if !bound {
+                return Err(KerberosError::Accept(
+                    "channel bindings are required and the client sent none".to_owned(),
+                ));
+            }
         }
         let principal = ctx
             .source_name()

@@ -9,7 +9,7 @@
 //!
 //! | Feature  | Default | Brings |
 //! |----------|---------|--------|
-//! | *(none)* |         | The sans-IO protocol core: [`ntlm`], [`framing`], [`envelope`], [`clixml`], [`powershell`], [`shell`], [`auth`], [`http`], [`secret`] and [`Error`]. Depends on no async runtime, HTTP or TLS crate. |
+//! | *(none)* |         | The sans-IO protocol core: [`ntlm`], [`channel_bindings`], [`framing`], [`envelope`], [`clixml`], [`powershell`], [`shell`], [`auth`], [`http`], [`secret`] and [`Error`]. Depends on no async runtime, HTTP or TLS crate. |
 //! | `client` | yes     | The async client (`client`: `Client`, `ClientBuilder`, `RunningCommand`) and its HTTP boundary (`transport`: the `Transport`/`Connector` traits and `HttpConnector` over hyper and rustls with the system's roots). Brings tokio, hyper, tokio-rustls, tokio-util, async-trait, tracing. |
 //! | `server` | no      | The WS-Man endpoint (`server`: `WsmanServer`, shells owned per user, the `CommandHandler` trait, fault injection) over hyper's HTTP/1.1 server, with TLS from rcgen certificates. Independent of `client`. |
 //! | `mock`   | no      | `mockall` mocks of the transport traits (`MockTransport`, `MockConnector`) for tests of code built on the client. They exist when `client` is on as well. |
@@ -80,6 +80,7 @@
 //! ```
 
 pub mod auth;
+pub mod channel_bindings;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod clixml;

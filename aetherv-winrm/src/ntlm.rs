@@ -139,6 +139,13 @@ pub enum NtlmError {
     /// The acceptor refused an NTLMv1 (or LM-only) response; only NTLMv2 is accepted.
     #[error("NTLMv1 responses are not accepted")]
     NtlmV1Refused,
+    /// The client's `MsvAvChannelBindings` are not those of this TLS channel (a relayed or
+    /// intercepted handshake).
+    #[error("channel bindings do not match this TLS connection")]
+    ChannelBindingsMismatch,
+    /// Channel bindings are required over TLS and the client sent none.
+    #[error("channel bindings are required and the client sent none")]
+    ChannelBindingsMissing,
     /// A step was called out of order (e.g. `accept` before `challenge_message`).
     #[error("NTLM step out of order: {0}")]
     OutOfOrder(&'static str),

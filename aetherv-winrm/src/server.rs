@@ -99,6 +99,12 @@ pub struct ServerConfig {
     /// Any principal with a valid ticket for the server's service principal is accepted.
     #[cfg(feature = "kerberos")]
     pub kerberos: bool,
+    /// Require TLS channel bindings (RFC 5929 `tls-server-end-point`) over HTTPS, like
+    /// Windows' `CbtHardeningLevel=Strict`: an NTLM AUTHENTICATE without
+    /// `MsvAvChannelBindings`, or a Kerberos context without GSSAPI channel bindings, is
+    /// refused with `401`. Default `false` (`Relaxed`): bindings are checked when a client
+    /// sends them (wrong ones are always refused) and not required. No effect over plain HTTP.
+    pub require_channel_bindings: bool,
 }
 
 impl ServerConfig {
@@ -121,6 +127,7 @@ impl ServerConfig {
             max_receive_wait: None,
             #[cfg(feature = "kerberos")]
             kerberos: false,
+            require_channel_bindings: false,
         }
     }
 }

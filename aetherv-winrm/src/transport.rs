@@ -24,6 +24,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
+use crate::channel_bindings::ChannelBindings;
 pub use crate::http::{HttpRequest, HttpResponse, TransportError};
 
 /// One persistent HTTP connection to a WS-Man endpoint, used by one caller at a time.
@@ -32,6 +33,13 @@ pub use crate::http::{HttpRequest, HttpResponse, TransportError};
 pub trait Transport: Send + Sync {
     /// Sends one POST and waits for the whole response.
     async fn post(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
+
+    /// The TLS channel bindings (RFC 5929 `tls-server-end-point`) of the connection, opening
+    /// it first when it is not open; `None` over plain HTTP. The client asks before each
+    /// handshake on an HTTPS endpoint.
+    async fn channel_bindings(&self) -> Result<Option<ChannelBindings>, TransportError> {
+        Ok(None)
+    }
 }
 
 /// Opens new [`Transport`]s (connections) to one endpoint.
@@ -276,6 +284,7 @@ impl Connector for HttpConnector {
         Ok(Arc::new(HttpTransport {
             target: Arc::clone(&self.target),
             sender: tokio::sync::Mutex::new(None),
+            bindings: std::sync::Mutex::new(None),
         }))
     }
 }
@@ -286,6 +295,8 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 struct HttpTransport {
     target: Arc<Target>,
     sender: tokio::sync::Mutex<Option<Sender>>,
+    /// The channel bindings of the TLS connection last opened.
+    bindings: std::sync::Mutex<Option<ChannelBindings>>,
 }
 
 impl HttpTransport {
@@ -317,6 +328,13 @@ impl HttpTransport {
                     ))
                 })?
                 .map_err(|e| TransportError::Tls(format!("{}: {}", target.authority, chain(&e))))?;
+                let bindings = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|leaf| ChannelBindings::tls_server_end_point(leaf.as_ref()));
+                *self.bindings.lock().unwrap_or_else(|e| e.into_inner()) = bindings;
                 handshake(TokioIo::new(tls)).await
             }
         }
@@ -409,6 +427,21 @@ const USER_AGENT: &str = concat!("aetherv-winrm/", env!("CARGO_PKG_VERSION"));
 
 #[async_trait]
 impl Transport for HttpTransport {
+    async fn channel_bindings(&self) -> Result<Option<ChannelBindings>, TransportError> {
+        if self.target.tls.is_none() {
+            return Ok(None);
+        }
+        let mut guard = self.sender.lock().await;
+        if guard.as_ref().is_none_or(|sender| sender.is_closed()) {
+            *guard = Some(self.open().await?);
+        }
+        Ok(self
+            .bindings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
+    }
+
     async fn post(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         let mut guard = self.sender.lock().await;
         let reused = match guard.as_ref() {

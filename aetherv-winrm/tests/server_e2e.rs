@@ -610,6 +610,78 @@ async fn basic_and_ntlm_over_https() {
     .await;
 }
 
+/// Strict channel bindings (`CbtHardeningLevel=Strict`): our client sends them and passes; an
+/// NTLM handshake without them, or with the bindings of another certificate, is refused.
+#[tokio::test]
+async fn strict_channel_bindings_over_https() {
+    bounded(async {
+        let tls = TlsConfig::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+        let ours = tls.channel_bindings().unwrap();
+        let mut strict = config();
+        strict.tls = Some(tls);
+        strict.require_channel_bindings = true;
+        let (server, _) = start(strict).await;
+
+        let client = ntlm_client(&server)
+            .accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let out = client.run_command("echo", &["bound"]).await.unwrap();
+        assert_eq!(out.stdout_text(), "bound\r\n");
+        assert_eq!(client.stats().handshakes, 1);
+
+        let endpoint = server.endpoint();
+        assert_eq!(
+            ntlm_with_bindings(&endpoint, Some(ours.clone()), &ours).await,
+            200
+        );
+        assert_eq!(ntlm_with_bindings(&endpoint, None, &ours).await, 401);
+        let other = TlsConfig::self_signed(&["localhost"]).unwrap();
+        let wrong = Some(other.channel_bindings().unwrap());
+        assert_eq!(ntlm_with_bindings(&endpoint, wrong, &ours).await, 401);
+    })
+    .await;
+}
+
+/// One NTLM handshake by hand on a fresh HTTPS connection, sending `bindings`; returns the
+/// status of the answer to AUTHENTICATE. Checks that the transport reports `expected`.
+async fn ntlm_with_bindings(
+    endpoint: &str,
+    bindings: Option<aetherv_winrm::channel_bindings::ChannelBindings>,
+    expected: &aetherv_winrm::channel_bindings::ChannelBindings,
+) -> u16 {
+    let connector = HttpConnector::new(HttpOptions {
+        endpoint: endpoint.to_owned(),
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(30),
+        tls: TlsOptions {
+            accept_invalid_certs: true,
+            ..TlsOptions::default()
+        },
+    })
+    .unwrap();
+    let transport = connector.connect().unwrap();
+    // The transport reports the bindings of the certificate it saw.
+    assert_eq!(
+        transport.channel_bindings().await.unwrap().as_ref(),
+        Some(expected)
+    );
+    let mut auth = ConnectionAuth::new(
+        Auth::Ntlm {
+            username: USER.into(),
+            password: Secret::new(PASSWORD),
+        },
+        false,
+    );
+    auth.set_channel_bindings(bindings);
+    let negotiate = auth.negotiate_request().unwrap();
+    let challenge = transport.post(negotiate).await.unwrap();
+    assert_eq!(challenge.status, 401);
+    let inputs = AuthenticateInputs::random(&mut rand::rngs::OsRng, SystemTime::now());
+    let authenticate = auth.authenticate_request(&challenge, &inputs).unwrap();
+    transport.post(authenticate).await.unwrap().status
+}
+
 /// A certificate and key made exactly as `openssl req -x509 -newkey rsa:2048 -nodes` makes
 /// them (self-signed, `CA:TRUE`, no subject alternative name), and the SHA-256 fingerprint line
 /// `openssl x509 -noout -fingerprint -sha256` prints for it.

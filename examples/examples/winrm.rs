@@ -4,14 +4,19 @@
 //! cargo run --release -p aetherv-examples --example winrm -- \
 //!     --endpoint http://host:5985/wsman --auth ntlm --user 'DOMAIN\admin' --password-env WINRM_PASSWORD \
 //!     [--encryption auto|always|never] [--ca-file PATH] [--pin-sha256 FINGERPRINT] [--insecure] \
-//!     [--powershell] [--stdin-file PATH] [--repeat N] -- COMMAND [ARGS...]
+//!     [--powershell] [--stdin-file PATH] [--repeat N [--interval SECONDS]] -- COMMAND [ARGS...]
 //! ```
 //!
 //! With the `kerberos` feature, `--auth kerberos` (or `negotiate`: SPNEGO) uses the default
 //! ticket cache (`KRB5CCNAME`) when neither a password nor a keytab is given, or
 //! `--keytab PATH --user PRINCIPAL`, or `--user PRINCIPAL --password-env VAR`; `--spn`
 //! overrides the service principal (default `HTTP/<endpoint host>`), `--realm` and `--kdc`
-//! point at a realm without DNS, `--delegate` forwards the TGT to the host.
+//! point at a realm without DNS, `--delegate` forwards the TGT to the host. `--ntlm-fallback`
+//! (with `negotiate`, `--user` and `--password-env`) authenticates with NTLM when Kerberos
+//! cannot start for the host (no ticket for its SPN, no KDC reachable).
+//!
+//! Over HTTPS the client sends TLS channel bindings (RFC 5929 `tls-server-end-point`) with
+//! NTLM and Kerberos, as a host with `CbtHardeningLevel=Strict` requires.
 //!
 //! Remote stdout goes to stdout as it arrives, remote stderr (CLIXML decoded) to stderr, and the
 //! process exits with the remote exit code. A local failure prints one `error:` line and exits
@@ -69,6 +74,10 @@ struct Args {
     /// Kerberos: delegate a forwardable TGT to the host (second hop).
     #[arg(long)]
     delegate: bool,
+    /// Negotiate: when Kerberos cannot start for the host (no ticket for its SPN, no KDC),
+    /// authenticate with NTLM as --user with the password of --password-env instead.
+    #[arg(long)]
+    ntlm_fallback: bool,
     /// Message encryption: auto (seal over HTTP), always, never.
     #[arg(long, default_value = "auto")]
     encryption: EncryptionMode,
@@ -91,6 +100,10 @@ struct Args {
     /// Run the command this many times on one client and print request statistics.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
+    /// With --repeat: wait this many seconds between two runs (the connection stays open;
+    /// e.g. to let a Kerberos ticket expire).
+    #[arg(long, default_value_t = 0)]
+    interval: u64,
     /// The command and its arguments (or the PowerShell script with --powershell).
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -202,13 +215,23 @@ async fn run(args: Args) -> ExitCode {
             use aetherv_winrm::kerberos::{KerberosAuth, KerberosScheme};
             let mut kerberos = KerberosAuth::new(args.user.clone());
             if let Some(var) = &args.password_env {
-                if args.user.is_none() {
+                let Some(user) = &args.user else {
                     return fail("--password-env needs --user PRINCIPAL");
-                }
+                };
                 match password_from(var) {
-                    Ok(p) => kerberos.password = Some(p),
+                    Ok(p) => {
+                        if args.ntlm_fallback {
+                            kerberos.ntlm_fallback = Some((user.clone(), p.clone()));
+                        }
+                        kerberos.password = Some(p);
+                    }
                     Err(e) => return fail(e),
                 }
+            }
+            if args.ntlm_fallback
+                && (!matches!(args.auth, AuthKind::Negotiate) || kerberos.ntlm_fallback.is_none())
+            {
+                return fail("--ntlm-fallback needs --auth negotiate, --user and --password-env");
             }
             kerberos.spn = args.spn.clone();
             kerberos.realm = args.realm.clone();
@@ -256,7 +279,10 @@ async fn run(args: Args) -> ExitCode {
 
     let started = Instant::now();
     let mut exit_code = 0;
-    for _ in 0..args.repeat {
+    for run in 0..args.repeat {
+        if run > 0 && args.interval > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(args.interval)).await;
+        }
         match run_once(&client, spec.clone()).await {
             Ok(code) => exit_code = code,
             Err(e) => return fail(e),

@@ -110,6 +110,7 @@ fn env_defaults(s: &mut Sources<'_>) -> EnvDefaults {
         delegate: s.flag("WINRM_DELEGATE", false),
         keytab,
         keytab_b64,
+        ntlm_fallback: false,
     };
     if !kerberos.kdcs.is_empty() && kerberos.realm.is_none() {
         s.problem(
@@ -467,6 +468,7 @@ pub(super) fn fleet(s: &mut Sources<'_>) -> Vec<HostTarget> {
                     .unwrap_or(env.kerberos.delegate),
                 keytab: env.kerberos.keytab.clone(),
                 keytab_b64: env.kerberos.keytab_b64.clone(),
+                ntlm_fallback: transport == Transport::Negotiate && env.ntlm_fallback,
             };
             let ip = name.parse::<std::net::IpAddr>().is_ok();
             if !cfg!(feature = "kerberos") {

@@ -1170,6 +1170,29 @@ mod kerberos {
     }
 
     #[test]
+    fn negotiate_hosts_carry_the_runtime_ntlm_fallback_only_when_allowed() {
+        let hosts = [
+            ("HYPERV_HOSTS", "hv01.lab.example"),
+            ("WINRM_TRANSPORT", "negotiate"),
+            ("WINRM_PASSWORD", "winrm-pw-123"),
+        ];
+        let (_dir, result) = kerberos_fleet(&hosts);
+        let c = result.unwrap();
+        assert!(!fleet_hosts(&c)[0].kerberos.as_ref().unwrap().ntlm_fallback);
+        let mut allowed = hosts.to_vec();
+        allowed.push(("WINRM_NTLM_FALLBACK", "true"));
+        let (_dir, result) = kerberos_fleet(&allowed);
+        let c = result.unwrap();
+        assert_eq!(fleet_hosts(&c)[0].transport, Transport::Negotiate);
+        assert!(fleet_hosts(&c)[0].kerberos.as_ref().unwrap().ntlm_fallback);
+        // `kerberos` never falls back, whatever the variable says.
+        allowed[1] = ("WINRM_TRANSPORT", "kerberos");
+        let (_dir, result) = kerberos_fleet(&allowed);
+        let c = result.unwrap();
+        assert!(!fleet_hosts(&c)[0].kerberos.as_ref().unwrap().ntlm_fallback);
+    }
+
+    #[test]
     fn hosts_file_sets_spn_realm_and_delegation_per_host() {
         let dir = TempDir::new();
         let keytab = dir.write("client.keytab", "\u{5}\u{2}");

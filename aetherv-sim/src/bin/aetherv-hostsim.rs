@@ -5,6 +5,9 @@
 //!     --listen 127.0.0.1:0 --user Administrator --password-env AETHERV_SIM_PASSWORD
 //! ```
 //!
+//! `--tls` serves HTTPS (self-signed certificates); `--require-channel-bindings` then refuses
+//! clients that send no TLS channel bindings (`CbtHardeningLevel=Strict`).
+//!
 //! Prints one line per host, `host=NAME endpoint=URL`, then serves until SIGINT or SIGTERM.
 //! On shutdown it prints each host's counters to stderr:
 //! `host=NAME requests=R connections=C handshakes=H shells=S commands=K`.
@@ -43,6 +46,10 @@ struct Args {
     /// Serve HTTPS with a self-signed certificate per host (Basic and NTLM accepted).
     #[arg(long)]
     tls: bool,
+    /// With --tls: require TLS channel bindings from every client (NTLM and Kerberos), like
+    /// Windows' CbtHardeningLevel=Strict; a client that sends none gets 401.
+    #[arg(long)]
+    require_channel_bindings: bool,
     /// Accept unencrypted SOAP over HTTP after NTLM (AllowUnencrypted=true).
     #[arg(long)]
     allow_unencrypted: bool,
@@ -139,6 +146,11 @@ async fn main() -> ExitCode {
             ));
         }
     };
+    if args.require_channel_bindings && !args.tls {
+        return fail(
+            "--require-channel-bindings needs --tls: channel bindings exist only over TLS",
+        );
+    }
     let spec = FleetSpec {
         hosts: args.hosts,
         vms_per_host: args.vms_per_host,
@@ -150,6 +162,7 @@ async fn main() -> ExitCode {
     let options = SimOptions {
         listen: args.listen,
         tls: args.tls,
+        require_channel_bindings: args.require_channel_bindings,
         allow_unencrypted: args.allow_unencrypted,
         latency: args.latency_ms.map(Duration::from_millis),
         silent_guests: args.silent_guests.iter().cloned().collect(),

@@ -54,6 +54,9 @@ pub(super) struct Session {
 enum Retry {
     Again(Error),
     Fatal(Error),
+    /// Kerberos could not produce a token for the host (no ticket for its SPN, no KDC, no
+    /// credentials): the NTLM fallback may apply.
+    Unavailable(Error),
 }
 
 /// A session checked out of the pool together with its concurrency permit.
@@ -170,11 +173,32 @@ impl Inner {
     }
 
     async fn handshake(&self, session: &mut Session) -> Result<()> {
+        session.auth.restart();
+        let https = self
+            .endpoint
+            .get(..6)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:"));
+        if https {
+            let bindings = session
+                .transport
+                .channel_bindings()
+                .await
+                .map_err(|source| Error::Transport {
+                    endpoint: self.endpoint.clone(),
+                    source,
+                })?;
+            session.auth.set_channel_bindings(bindings);
+        }
         #[cfg(feature = "kerberos")]
         if let Auth::Kerberos(_) = &self.auth {
             return self.kerberos_handshake(session).await;
         }
         Stats::bump(&self.stats.handshakes);
+        self.ntlm_handshake(session).await
+    }
+
+    /// NEGOTIATE, CHALLENGE, AUTHENTICATE: two requests.
+    async fn ntlm_handshake(&self, session: &mut Session) -> Result<()> {
         debug!(endpoint = %self.endpoint, "NTLM handshake");
         let negotiate = session
             .auth
@@ -227,6 +251,17 @@ impl Inner {
                     debug!(endpoint = %self.endpoint, "Kerberos refused or expired; acquiring fresh credentials");
                     fresh = true;
                 }
+                Err(Retry::Unavailable(err)) => {
+                    if session.auth.fall_back_to_ntlm() {
+                        warn!(
+                            endpoint = %self.endpoint,
+                            error = %err,
+                            "Kerberos is unavailable for this host; using NTLM as allowed"
+                        );
+                        return self.ntlm_handshake(session).await;
+                    }
+                    return Err(err);
+                }
                 Err(Retry::Again(err) | Retry::Fatal(err)) => return Err(err),
                 Ok(()) => return Ok(()),
             }
@@ -244,10 +279,20 @@ impl Inner {
             AuthError::Kerberos(k) if k.is_expired() => Retry::Again(self.auth_error(err)),
             _ => Retry::Fatal(self.auth_error(err)),
         };
-        let mut request = session
-            .auth
-            .kerberos_start(&self.host, fresh)
-            .map_err(retry_if)?;
+        let mut request =
+            session
+                .auth
+                .kerberos_start(&self.host, fresh)
+                .map_err(|err| match &err {
+                    AuthError::Kerberos(k) if k.is_expired() && !fresh => {
+                        Retry::Again(self.auth_error(err))
+                    }
+                    AuthError::Kerberos(
+                        crate::kerberos::KerberosError::Credentials { .. }
+                        | crate::kerberos::KerberosError::Context { .. },
+                    ) => Retry::Unavailable(self.auth_error(err)),
+                    _ => retry_if(err),
+                })?;
         // SPNEGO needs at most a few legs; more is a misbehaving server.
         for _ in 0..4 {
             let response = self.post(session, request).await.map_err(Retry::Fatal)?;

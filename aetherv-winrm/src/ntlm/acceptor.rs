@@ -16,6 +16,9 @@ use crate::Secret;
 /// the initiator asks for.
 const SUPPORTED_FLAGS: Flags = super::initiator::REQUESTED_FLAGS;
 
+/// `MsvAvChannelBindings`: the MD5 of the TLS channel's bindings.
+const AV_ID_CHANNEL_BINDINGS: u16 = 0x000A;
+
 /// Size of the fixed part of the NTLMv2 client blob before its AV pairs.
 const BLOB_HEADER_LEN: usize = 28;
 
@@ -73,6 +76,8 @@ pub struct NtlmAcceptor {
     inputs: AcceptorInputs,
     negotiate: Option<Vec<u8>>,
     challenge: Option<(Vec<u8>, Flags)>,
+    channel_bindings: Option<[u8; 16]>,
+    require_channel_bindings: bool,
 }
 
 impl NtlmAcceptor {
@@ -83,7 +88,23 @@ impl NtlmAcceptor {
             inputs,
             negotiate: None,
             challenge: None,
+            channel_bindings: None,
+            require_channel_bindings: false,
         }
+    }
+
+    /// Checks the client's `MsvAvChannelBindings` against `expected` (the MD5 of this TLS
+    /// channel's bindings; `None` over plain HTTP, where nothing is checked).
+    ///
+    /// A client that sends bindings must send these ones: a mismatch is
+    /// [`NtlmError::ChannelBindingsMismatch`] (Windows' `CbtHardeningLevel=Relaxed`). With
+    /// `required`, a client that sends none (absent or all zero) is refused too with
+    /// [`NtlmError::ChannelBindingsMissing`] (`CbtHardeningLevel=Strict`).
+    #[must_use]
+    pub fn with_channel_bindings(mut self, expected: Option<[u8; 16]>, required: bool) -> Self {
+        self.channel_bindings = expected;
+        self.require_channel_bindings = required;
+        self
     }
 
     /// Parses NEGOTIATE and answers with CHALLENGE.
@@ -184,10 +205,13 @@ impl NtlmAcceptor {
         }
 
         let mut mic_present = false;
+        let mut client_bindings: Option<&[u8]> = None;
         for pair in messages::av_pairs(&blob[BLOB_HEADER_LEN..]) {
             let (id, value) = pair?;
             if id == 6 {
                 mic_present = messages::av_u32(value, "MsvAvFlags")? & AV_FLAG_MIC_PRESENT != 0;
+            } else if id == AV_ID_CHANNEL_BINDINGS {
+                client_bindings = Some(value);
             }
         }
 
@@ -232,6 +256,19 @@ impl NtlmAcceptor {
             mac.update(&challenge);
             mac.update(&zeroed);
             mac.verify_slice(&auth.mic).map_err(|_| NtlmError::BadMic)?;
+        }
+
+        // The AV pairs are covered by the NTProofStr checked above, so the bindings are the
+        // client's own.
+        if let Some(expected) = self.channel_bindings {
+            match client_bindings.filter(|b| b.iter().any(|&x| x != 0)) {
+                Some(sent) if sent == expected.as_slice() => {}
+                Some(_) => return Err(NtlmError::ChannelBindingsMismatch),
+                None if self.require_channel_bindings => {
+                    return Err(NtlmError::ChannelBindingsMissing);
+                }
+                None => {}
+            }
         }
 
         let session = NtlmSession::from_exported_key(&exported_key, flags, NtlmRole::Server);

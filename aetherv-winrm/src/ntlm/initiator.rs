@@ -33,6 +33,7 @@ pub struct NtlmInitiator {
     credentials: NtlmCredentials,
     workstation: Option<String>,
     negotiate: Option<Vec<u8>>,
+    channel_bindings: Option<[u8; 16]>,
 }
 
 impl NtlmInitiator {
@@ -42,7 +43,17 @@ impl NtlmInitiator {
             credentials,
             workstation,
             negotiate: None,
+            channel_bindings: None,
         }
+    }
+
+    /// Sends `hash` (the MD5 of the TLS channel's `gss_channel_bindings_struct`, see
+    /// [`crate::channel_bindings::ChannelBindings::ntlm_hash`]) as `MsvAvChannelBindings` in
+    /// the NTLMv2 response.
+    #[must_use]
+    pub fn with_channel_bindings(mut self, hash: Option<[u8; 16]>) -> Self {
+        self.channel_bindings = hash;
+        self
     }
 
     /// The flags this initiator sends in NEGOTIATE: UNICODE, REQUEST_TARGET, SIGN, SEAL, NTLM,
@@ -111,7 +122,8 @@ impl NtlmInitiator {
             }
         }
 
-        let (av_pairs, server_time) = client_av_pairs(&challenge_msg.target_information)?;
+        let (av_pairs, server_time) =
+            client_av_pairs(&challenge_msg.target_information, self.channel_bindings)?;
         let timestamp = server_time.unwrap_or(inputs.timestamp);
 
         let v2_hash = Zeroizing::new(crypto::ntlmv2_hash(
@@ -180,9 +192,13 @@ fn build_negotiate() -> Vec<u8> {
 }
 
 /// The AV pairs of our NTLMv2 blob: the server's pairs up to `MsvAvEOL`, with `MsvAvFlags`
-/// gaining the MIC-present bit (added when absent), then `MsvAvEOL`. Also returns the server's
-/// `MsvAvTimestamp`, if any.
-fn client_av_pairs(server: &[TargetInfoEntry]) -> Result<(Vec<u8>, Option<u64>), NtlmError> {
+/// gaining the MIC-present bit (added when absent), `MsvAvChannelBindings` when the
+/// connection has bindings (any the server sent is dropped), then `MsvAvEOL`. Also returns
+/// the server's `MsvAvTimestamp`, if any.
+fn client_av_pairs(
+    server: &[TargetInfoEntry],
+    channel_bindings: Option<[u8; 16]>,
+) -> Result<(Vec<u8>, Option<u64>), NtlmError> {
     if server.is_empty() {
         return Err(NtlmError::MissingTargetInfo);
     }
@@ -192,6 +208,7 @@ fn client_av_pairs(server: &[TargetInfoEntry]) -> Result<(Vec<u8>, Option<u64>),
     for entry in server {
         match entry.entry_type {
             TargetInfoType::Terminator => break,
+            TargetInfoType::ChannelBindings => {}
             TargetInfoType::Flags => {
                 let value = messages::av_u32(&entry.data, "MsvAvFlags")? | AV_FLAG_MIC_PRESENT;
                 saw_flags = true;
@@ -211,6 +228,12 @@ fn client_av_pairs(server: &[TargetInfoEntry]) -> Result<(Vec<u8>, Option<u64>),
         entries.push(TargetInfoEntry {
             entry_type: TargetInfoType::Flags,
             data: AV_FLAG_MIC_PRESENT.to_le_bytes().to_vec(),
+        });
+    }
+    if let Some(hash) = channel_bindings {
+        entries.push(TargetInfoEntry {
+            entry_type: TargetInfoType::ChannelBindings,
+            data: hash.to_vec(),
         });
     }
     Ok((messages::av_pairs_to_bytes(&entries)?, timestamp))
@@ -250,7 +273,7 @@ mod tests {
                 data: vec![],
             },
         ];
-        let (bytes, ts) = client_av_pairs(&server).unwrap();
+        let (bytes, ts) = client_av_pairs(&server, None).unwrap();
         assert_eq!(ts, Some(77));
         let pairs: Vec<_> = messages::av_pairs(&bytes).map(Result::unwrap).collect();
         assert_eq!(pairs.len(), 3);
@@ -262,10 +285,28 @@ mod tests {
             entry_type: TargetInfoType::Flags,
             data: 1u32.to_le_bytes().to_vec(),
         }];
-        let (bytes, ts) = client_av_pairs(&server).unwrap();
+        let (bytes, ts) = client_av_pairs(&server, None).unwrap();
         assert_eq!(ts, None);
         assert_eq!(bytes, [6, 0, 4, 0, 3, 0, 0, 0, 0, 0, 0, 0]);
 
-        assert_eq!(client_av_pairs(&[]), Err(NtlmError::MissingTargetInfo));
+        assert_eq!(
+            client_av_pairs(&[], None),
+            Err(NtlmError::MissingTargetInfo)
+        );
+
+        // Channel bindings come last before MsvAvEOL; a server's own entry is dropped.
+        let server = vec![
+            TargetInfoEntry {
+                entry_type: TargetInfoType::ChannelBindings,
+                data: vec![9; 16],
+            },
+            TargetInfoEntry::from_string(TargetInfoType::NtDomain, "D"),
+        ];
+        let (bytes, _) = client_av_pairs(&server, Some([7; 16])).unwrap();
+        let pairs: Vec<_> = messages::av_pairs(&bytes).map(Result::unwrap).collect();
+        let ids: Vec<u16> = pairs.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [2, 6, 10]);
+        assert!(bytes.ends_with(&[0, 0, 0, 0]));
+        assert_eq!(pairs[2].1, &[7u8; 16][..]);
     }
 }

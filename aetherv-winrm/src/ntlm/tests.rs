@@ -127,6 +127,56 @@ fn ntlm_handshake_succeeds_and_authenticate_layout() {
     let (_, _server) = acceptor.accept(auth, &lookup).unwrap();
 }
 
+/// A handshake whose client sends `sent` as channel bindings, accepted by an acceptor that
+/// expects `expected` (`required` or not).
+fn bound_handshake(
+    sent: Option<[u8; 16]>,
+    expected: Option<[u8; 16]>,
+    required: bool,
+) -> Result<(AuthenticatedUser, NtlmSession), NtlmError> {
+    let mut initiator = NtlmInitiator::new(
+        NtlmCredentials::parse("AETHER\\alice", Secret::new("Pässwörd€😀")),
+        None,
+    )
+    .with_channel_bindings(sent);
+    let negotiate = initiator.negotiate_message();
+    let mut acceptor =
+        NtlmAcceptor::new(identity(), acceptor_inputs()).with_channel_bindings(expected, required);
+    let challenge = acceptor.challenge_message(&negotiate).unwrap();
+    let (authenticate, _) = initiator
+        .authenticate_message(&challenge, &client_inputs())
+        .unwrap();
+    acceptor.accept(&authenticate, &lookup)
+}
+
+#[test]
+fn ntlm_channel_bindings_are_checked() {
+    let tls = crate::channel_bindings::ChannelBindings::tls_server_end_point(b"cert").ntlm_hash();
+    let other = crate::channel_bindings::ChannelBindings::tls_server_end_point(b"evil").ntlm_hash();
+    // Matching bindings pass, strict or not.
+    assert!(bound_handshake(Some(tls), Some(tls), true).is_ok());
+    assert!(bound_handshake(Some(tls), Some(tls), false).is_ok());
+    // Bindings of another channel (a relay, an intercepting proxy) are refused in both modes.
+    for required in [false, true] {
+        assert_eq!(
+            bound_handshake(Some(other), Some(tls), required).unwrap_err(),
+            NtlmError::ChannelBindingsMismatch
+        );
+    }
+    // No bindings (absent or all zero): accepted unless required.
+    assert!(bound_handshake(None, Some(tls), false).is_ok());
+    assert_eq!(
+        bound_handshake(None, Some(tls), true).unwrap_err(),
+        NtlmError::ChannelBindingsMissing
+    );
+    assert_eq!(
+        bound_handshake(Some([0; 16]), Some(tls), true).unwrap_err(),
+        NtlmError::ChannelBindingsMissing
+    );
+    // Over plain HTTP there is no channel to bind to: nothing is checked.
+    assert!(bound_handshake(Some(other), None, true).is_ok());
+}
+
 #[test]
 fn ntlm_wrong_password_is_refused() {
     let (hs, acceptor) = handshake("AETHER\\alice", "wrong");

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
 use crate::auth::SOAP_CONTENT_TYPE;
+use crate::channel_bindings::ChannelBindings;
 use crate::framing;
 use crate::http::{HttpRequest, HttpResponse};
 use crate::ntlm::{AcceptorIdentity, AcceptorInputs, NtlmAcceptor, NtlmSession};
@@ -125,6 +126,9 @@ pub(crate) struct ConnectionCore {
     tls: bool,
     allow_unencrypted: bool,
     state: AuthState,
+    /// The TLS channel's bindings (HTTPS only) and whether clients must send them.
+    channel_bindings: Option<ChannelBindings>,
+    require_channel_bindings: bool,
     /// Accept Kerberos (keytab of the environment).
     #[cfg(feature = "kerberos")]
     kerberos: bool,
@@ -172,11 +176,25 @@ impl ConnectionCore {
             tls,
             allow_unencrypted,
             state: AuthState::Anonymous,
+            channel_bindings: None,
+            require_channel_bindings: false,
             #[cfg(feature = "kerberos")]
             kerberos: false,
             #[cfg(feature = "kerberos")]
             pending_token: None,
         }
+    }
+
+    /// Checks the clients' channel bindings against `bindings` (those of this connection's
+    /// TLS channel; `None` over plain HTTP); `required` refuses clients that send none.
+    pub fn with_channel_bindings(
+        mut self,
+        bindings: Option<ChannelBindings>,
+        required: bool,
+    ) -> Self {
+        self.channel_bindings = bindings;
+        self.require_channel_bindings = required;
+        self
     }
 
     /// Accepts Kerberos (`Kerberos` and `Negotiate` schemes) with the acceptor keytab of the
@@ -281,7 +299,13 @@ impl ConnectionCore {
         };
         match ntlm_message_type(&token) {
             Some(1) => {
-                let mut acceptor = NtlmAcceptor::new(self.identity.clone(), inputs());
+                let mut acceptor = NtlmAcceptor::new(self.identity.clone(), inputs())
+                    .with_channel_bindings(
+                        self.channel_bindings
+                            .as_ref()
+                            .map(ChannelBindings::ntlm_hash),
+                        self.require_channel_bindings,
+                    );
                 match acceptor.challenge_message(&token) {
                     Ok(challenge) => {
                         self.state = AuthState::Challenged(Box::new(acceptor));
@@ -316,9 +340,12 @@ impl ConnectionCore {
                 let lookup = |_domain: &str, username: &str| {
                     users.find(username).map(|(_, password)| password.clone())
                 };
-                let accepted = acceptor.accept(&token, &lookup);
-                let Ok((user, session)) = accepted else {
-                    return Err(self.refuse());
+                let (user, session) = match acceptor.accept(&token, &lookup) {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "NTLM authentication refused");
+                        return Err(self.refuse());
+                    }
                 };
                 let Some((principal, _)) = users.find(&user.username) else {
                     return Err(self.refuse());
@@ -461,7 +488,10 @@ impl ConnectionCore {
         };
         let mut acceptor = match std::mem::replace(&mut self.state, AuthState::Anonymous) {
             AuthState::KerberosAccepting(acceptor) => acceptor,
-            _ => Box::new(KerberosAcceptor::new()),
+            _ => Box::new(KerberosAcceptor::new().with_channel_bindings(
+                self.channel_bindings.as_ref(),
+                self.require_channel_bindings,
+            )),
         };
         match acceptor.step(&token) {
             Ok(Accepted::Continue(out)) => {
@@ -520,6 +550,13 @@ impl ConnectionCore {
 
     /// Unwraps (or accepts the plaintext of) a request on a Kerberos connection.
     fn kerberos_body(&mut self, request: &HttpRequest, principal: Principal) -> Inbound {
+        // Windows refuses messages on a context whose ticket has expired: the client must
+        // authenticate the connection again.
+        if let AuthState::Kerberos { session, .. } = &self.state
+            && session.is_expired()
+        {
+            return self.refuse();
+        }
         let protocol = request
             .content_type
             .as_deref()

@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
+
+use crate::channel_bindings::ChannelBindings;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -71,6 +73,9 @@ struct Shared {
     #[cfg(feature = "kerberos")]
     kerberos: bool,
     tls: Option<TlsAcceptor>,
+    /// The `tls-server-end-point` bindings of the certificate (HTTPS only).
+    channel_bindings: Option<ChannelBindings>,
+    require_channel_bindings: bool,
     table: ShellTable,
     counters: Arc<Counters>,
     interceptor: RwLock<Option<Arc<dyn Interceptor>>>,
@@ -124,6 +129,11 @@ impl WsmanServer {
             ));
         }
         let tls = config.tls.as_ref().map(|t| t.acceptor()).transpose()?;
+        let channel_bindings = config
+            .tls
+            .as_ref()
+            .map(|t| t.channel_bindings())
+            .transpose()?;
         let listener = listen(config.listen)?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
@@ -138,6 +148,8 @@ impl WsmanServer {
             #[cfg(feature = "kerberos")]
             kerberos: config.kerberos,
             tls,
+            channel_bindings,
+            require_channel_bindings: config.require_channel_bindings,
             table: ShellTable::new(
                 handler,
                 Limits {
@@ -331,7 +343,15 @@ async fn serve_http<I>(shared: Arc<Shared>, io: I, remote: SocketAddr, id: u64, 
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let core = ConnectionCore::new(shared.identity.clone(), tls, shared.allow_unencrypted);
+    let core = ConnectionCore::new(shared.identity.clone(), tls, shared.allow_unencrypted)
+        .with_channel_bindings(
+            if tls {
+                shared.channel_bindings.clone()
+            } else {
+                None
+            },
+            shared.require_channel_bindings,
+        );
     #[cfg(feature = "kerberos")]
     let core = core.with_kerberos(shared.kerberos);
     let core = Arc::new(tokio::sync::Mutex::new(core));

@@ -8,6 +8,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::ServerError;
+use crate::channel_bindings::ChannelBindings;
 
 /// Certificate chain and private key of an HTTPS listener, in PEM.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,6 +45,17 @@ impl TlsConfig {
             cert_pem: certified.cert.pem(),
             key_pem: certified.signing_key.serialize_pem(),
         })
+    }
+
+    /// The RFC 5929 `tls-server-end-point` channel bindings of the leaf certificate.
+    pub fn channel_bindings(&self) -> Result<ChannelBindings, ServerError> {
+        let leaf = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .next()
+            .ok_or_else(|| {
+                ServerError::Tls("the certificate PEM holds no CERTIFICATE block".to_owned())
+            })?
+            .map_err(|e| ServerError::Tls(format!("certificate PEM: {e}")))?;
+        Ok(ChannelBindings::tls_server_end_point(leaf.as_ref()))
     }
 
     /// The rustls acceptor (ring provider, TLS 1.2 and 1.3, HTTP/1.1 by ALPN).
