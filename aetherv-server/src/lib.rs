@@ -15,6 +15,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
+pub mod listener;
 /// The job queue (the `aetherv-jobs` crate).
 pub use aetherv_jobs as jobs;
 pub mod logging;
