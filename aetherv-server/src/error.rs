@@ -69,6 +69,10 @@ pub enum ErrorCode {
     MigrationIncompatible,
     /// 413: the body is over the limit.
     PayloadTooLarge,
+    /// 414: the request URI is longer than the HTTP layer takes (65,534 bytes).
+    UriTooLong,
+    /// 431: the request's header fields are more or larger than the HTTP layer takes.
+    HeadersTooLarge,
     /// 415: the body's media type is not accepted.
     UnsupportedMediaType,
     /// 421: the `Host` header names none of this server's names (DNS rebinding guard).

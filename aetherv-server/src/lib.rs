@@ -17,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod hooks;
+pub mod listener;
 /// The job queue (the `aetherv-jobs` crate).
 pub use aetherv_jobs as jobs;
 pub mod logging;

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use aetherv_server::cli::{self, Command};
 use aetherv_server::config::{AuthConfig, Config, Mode};
+use aetherv_server::listener::JsonErrorListener;
 use aetherv_server::startup::Server;
 
 fn main() -> ExitCode {
@@ -142,12 +143,12 @@ async fn run(config: Config) -> ExitCode {
         tracing::info!(address = ?address, "serving /metrics on its own listener");
         let app = server.metrics_router();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(JsonErrorListener::new(listener), app).await {
                 tracing::error!(error = %e, "the metrics listener failed");
             }
         })
     });
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let serve = axum::serve(JsonErrorListener::new(listener), app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         // Ends the event streams (and cancels running jobs, which clean up), so open browser
         // connections do not hold the shutdown.

@@ -9,6 +9,7 @@
 //! API (reader for read tools, writer for the others).
 
 pub mod guard;
+mod resources;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,10 +22,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, middleware};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    JsonObject, ListResourceTemplatesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{Peer, RequestContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -155,6 +157,26 @@ struct JobArgs {
     /// The job id.
     job_id: String,
 }
+
+/// Arguments of `wait_for_job`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct WaitArgs {
+    /// The job id.
+    job_id: String,
+    /// How long to wait for the job to end, in seconds (default 30, at most 120).
+    timeout_seconds: Option<u32>,
+}
+
+/// Where progress notifications of one request go: the client and its progress token.
+type ProgressSink = (Peer<RoleServer>, ProgressToken);
+
+/// Default and longest wait of `wait_for_job`.
+const DEFAULT_WAIT_SECONDS: u32 = 30;
+const MAX_WAIT_SECONDS: u32 = 120;
+
+/// How often `wait_for_job` looks at the job.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Arguments of `get_job_log`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -403,6 +425,15 @@ fn all_tools() -> Vec<(Tool, Kind)> {
         ),
         (
             tool(
+                "wait_for_job",
+                "Wait until a job ends, at most timeout_seconds (default 30, at most 120), and answer it as get_job does. With a progress token in the request's _meta, sends a progress notification (percent of 100, with the current step) whenever the job moves.",
+                schema_of::<WaitArgs>(),
+                Read,
+            ),
+            Read,
+        ),
+        (
+            tool(
                 "provision_vm",
                 "Queue a provisioning job (the body of POST /api/v1/vms/create); answers the job id at once, follow it with get_job.",
                 provision_schema(),
@@ -578,6 +609,20 @@ fn json_headers() -> HeaderMap {
 
 fn clamp_limit(limit: Option<u32>) -> usize {
     limit.map_or(DEFAULT_LIMIT, |n| (n as usize).clamp(1, MAX_LIMIT))
+}
+
+/// One line about a job: id, type, status, percentage, error.
+fn job_summary(job: &aetherv_jobs::JobView) -> String {
+    format!(
+        "job {} ({}): {}, {}%{}",
+        job.id,
+        to_value(&job.job_type).as_str().unwrap_or_default(),
+        job.status.as_str(),
+        job.percent,
+        job.error
+            .as_deref()
+            .map_or_else(String::new, |e| format!("; error: {e}"))
+    )
 }
 
 /// The summary of a queued job.
@@ -757,19 +802,7 @@ impl McpServer {
                 let Json(job) = jobs::get(State(state), Path(a.job_id))
                     .await
                     .map_err(|e| Outcome::api(&e))?;
-                Ok(Outcome::ok(
-                    format!(
-                        "job {} ({}): {}, {}%{}",
-                        job.id,
-                        to_value(&job.job_type).as_str().unwrap_or_default(),
-                        job.status.as_str(),
-                        job.percent,
-                        job.error
-                            .as_deref()
-                            .map_or_else(String::new, |e| format!("; error: {e}"))
-                    ),
-                    to_value(&job),
-                ))
+                Ok(Outcome::ok(job_summary(&job), to_value(&job)))
             }
             "get_job_log" => {
                 let a: JobLogArgs = parse(args)?;
@@ -1085,6 +1118,52 @@ impl McpServer {
     }
 
     /// The VM a delete body names, as (name, host, state).
+    /// `wait_for_job`: polls the job (through the REST handler) until it ends or the wait is
+    /// over, sending a progress notification each time its percentage grows when the caller
+    /// asked for them.
+    async fn wait_for_job(&self, args: &Value, progress: Option<ProgressSink>) -> Outcome {
+        let a: WaitArgs = match parse(args) {
+            Ok(a) => a,
+            Err(outcome) => return outcome,
+        };
+        let seconds = a
+            .timeout_seconds
+            .unwrap_or(DEFAULT_WAIT_SECONDS)
+            .clamp(1, MAX_WAIT_SECONDS);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds.into());
+        let mut sent: Option<u8> = None;
+        loop {
+            let job = match jobs::get(State(self.state().clone()), Path(a.job_id.clone())).await {
+                Ok(Json(job)) => job,
+                Err(e) => return Outcome::api(&e),
+            };
+            if let Some((peer, token)) = &progress
+                && sent.is_none_or(|last| job.percent > last)
+            {
+                let mut note = ProgressNotificationParam::new(token.clone(), f64::from(job.percent))
+                    .with_total(100.0);
+                if let Some(step) = job.step.as_deref().or(job.message.as_deref()) {
+                    note = note.with_message(step.to_owned());
+                }
+                // A client that went away only stops receiving notifications.
+                if let Err(e) = peer.notify_progress(note).await {
+                    tracing::debug!(error = %e, job = %job.id, "progress notification not sent");
+                }
+                sent = Some(job.percent);
+            }
+            if job.status.is_final() {
+                return Outcome::ok(job_summary(&job), to_value(&job));
+            }
+            if tokio::time::Instant::now() + WAIT_POLL > deadline {
+                return Outcome::ok(
+                    format!("still waiting after {seconds} s: {}", job_summary(&job)),
+                    to_value(&job),
+                );
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+    }
+
     fn delete_target(&self, body: &Value) -> Result<(String, String, String), Outcome> {
         if let Some(id) = body.get("vm_id").and_then(Value::as_str) {
             return self.vm_facts(id);
@@ -1208,17 +1287,33 @@ fn audit_arguments(tool: &str, args: &Value) -> Value {
     guard::redact(args)
 }
 
+/// The authenticated caller of an MCP request (put there by [`require_reader`]).
+fn caller_of(context: &RequestContext<RoleServer>) -> Result<Principal, ErrorData> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Principal>())
+        .cloned()
+        .ok_or_else(|| ErrorData::internal_error("the caller is not authenticated", None))
+}
+
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
         let mode = match self.0.config.mode {
             McpMode::ReadWrite => "read_write",
             _ => "read_only",
         };
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
             .with_server_info(Implementation::new("aetherv", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
                 "aetherv manages Hyper-V hosts and VMs (mode {mode}). Read tools list and inspect; \
-                 tools that start a job answer its id at once: follow it with get_job. \
+                 tools that start a job answer its id at once: follow it with get_job or \
+                 wait_for_job, or read the resource aetherv://jobs/{{id}} (VMs: aetherv://vms/{{id}}). \
                  delete_vm, turn_off_vm and evacuate_host take two calls: a preview with a confirmation_token, \
                  then the same call with the token."
             ))
@@ -1239,17 +1334,41 @@ impl ServerHandler for McpServer {
         ))
     }
 
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            resources::templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let caller = caller_of(&context)?;
+        let result = resources::read(self.state().clone(), &request.uri).await;
+        tracing::info!(
+            target: AUDIT_TARGET,
+            caller = %caller.subject,
+            caller_name = caller.name.as_deref().unwrap_or(""),
+            role = %caller.role,
+            resource = %request.uri.chars().take(200).collect::<String>(),
+            outcome = if result.is_ok() { "ok" } else { "refused_or_failed" },
+            "mcp resource read"
+        );
+        result.map(Into::into)
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let caller = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Principal>())
-            .cloned()
-            .ok_or_else(|| ErrorData::internal_error("the caller is not authenticated", None))?;
+        let caller = caller_of(&context)?;
         let name = request.name.to_string();
         let args = Value::Object(request.arguments.unwrap_or_default());
         let outcome = match all_tools().into_iter().find(|(t, _)| t.name == name) {
@@ -1268,6 +1387,12 @@ impl ServerHandler for McpServer {
                         self.0.config.write_rate_per_minute,
                         wait.as_secs().max(1)
                     ))
+                } else if name == "wait_for_job" {
+                    let progress = context
+                        .meta
+                        .get_progress_token()
+                        .map(|token| (context.peer.clone(), token));
+                    self.wait_for_job(&args, progress).await
                 } else {
                     crate::audit::scope(&caller, self.call(&name, &args, &caller)).await
                 }
