@@ -309,6 +309,7 @@ impl Server {
             interval: config.refresh_interval,
             // The first refresh of a host also deploys its scripts.
             host_timeout: Duration::from_secs(120),
+            max_concurrent: config.refresh_concurrency,
             ..RefreshConfig::default()
         };
         let refresher = Refresher::start(&hosts, refresh, cancel.child_token());

@@ -357,6 +357,9 @@ struct CacheKey {
 #[derive(Debug, Default)]
 pub struct ViewCache {
     entries: Mutex<Vec<(CacheKey, Arc<Filtered>)>>,
+    /// Held while a view is built, so concurrent requests wait for one build instead of each
+    /// sorting the fleet.
+    building: Mutex<()>,
 }
 
 impl ViewCache {
@@ -396,6 +399,22 @@ impl ViewCache {
             column,
             filter: None,
         };
+        let key = CacheKey {
+            vms_generation: generation,
+            column,
+            filter: (!filter.is_empty()).then(|| filter_text(filter)),
+        };
+        if let Some(found) = self.get(&key) {
+            return found;
+        }
+        let _building = self
+            .building
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Another request may have built it meanwhile.
+        if let Some(found) = self.get(&key) {
+            return found;
+        }
         let base = self.get(&base_key).unwrap_or_else(|| {
             let built = Arc::new(Filtered {
                 view: Arc::new(View::build(snapshot, column)),
@@ -406,14 +425,6 @@ impl ViewCache {
         });
         if filter.is_empty() {
             return base;
-        }
-        let key = CacheKey {
-            vms_generation: generation,
-            column,
-            filter: Some(filter_text(filter)),
-        };
-        if let Some(found) = self.get(&key) {
-            return found;
         }
         let positions = base
             .view
