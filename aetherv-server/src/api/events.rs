@@ -424,6 +424,8 @@ mod tests {
             "id": VmId(uuid::Uuid::from_u128(id)).to_string(),
             "name": name,
             "state": state,
+            "processor_count": 2,
+            "memory_startup_bytes": 1_073_741_824_u64,
         }))
         .unwrap();
         Arc::new(InventoryVm {
