@@ -243,7 +243,7 @@ def main():
         single_ms = []
         for _ in range(2):
             t = time.perf_counter()
-            status_code, body = get(s.port, "/api/v1/vms", timeout=30.0)
+            status_code, body = get(s.port, "/api/v1/vms?limit=all", timeout=30.0)
             single_ms.append((time.perf_counter() - t) * 1000)
             if status_code != 200:
                 raise Failure(f"GET /api/v1/vms: status {status_code}")
@@ -255,9 +255,9 @@ def main():
               f"{single_ms[1]:.1f} ms next, {len(body)} bytes", flush=True)
 
         base = f"http://127.0.0.1:{s.port}"
-        full = loadgen([f"{base}/api/v1/vms"], args.connections, args.seconds, args.warmup)
+        full = loadgen([f"{base}/api/v1/vms?limit=all"], args.connections, args.seconds, args.warmup)
         print(f"GET /api/v1/vms: {json.dumps(full)}", flush=True)
-        full_gz = loadgen([f"{base}/api/v1/vms"], args.connections, args.seconds, args.warmup,
+        full_gz = loadgen([f"{base}/api/v1/vms?limit=all"], args.connections, args.seconds, args.warmup,
                           headers=["Accept-Encoding: gzip"])
         print(f"GET /api/v1/vms (gzip): {json.dumps(full_gz)}", flush=True)
         one = loadgen([f"{base}/api/v1/vms/{i}" for i in ids], args.connections, args.seconds,

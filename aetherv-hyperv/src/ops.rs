@@ -255,6 +255,11 @@ pub trait HyperVHostExt: HyperVHost {
         expect_reply!(self, HostCall::Inventory, HostReply::Inventory(i) => i)
     }
 
+    /// [`HostCall::InventorySince`].
+    async fn inventory_since(&self, digest: &str) -> Result<Inventory> {
+        expect_reply!(self, HostCall::InventorySince(digest.to_owned()), HostReply::Inventory(i) => i)
+    }
+
     /// [`HostCall::Vm`].
     async fn vm(&self, id: VmId) -> Result<Vm> {
         expect_reply!(self, HostCall::Vm(id), HostReply::Vm(vm) => *vm)
@@ -422,6 +427,13 @@ pub trait HostReader: Send + Sync {
     /// [`HostCall::Inventory`].
     async fn read_inventory(&self) -> Result<Inventory>;
 
+    /// [`HostCall::InventorySince`]: the inventory, or [`Inventory::unchanged`] when the
+    /// host's VM set still has `digest`. By default the whole inventory.
+    async fn read_inventory_since(&self, digest: &str) -> Result<Inventory> {
+        let _ = digest;
+        self.read_inventory().await
+    }
+
     /// [`HostCall::Vm`].
     async fn read_vm(&self, id: VmId) -> Result<Vm>;
 }
@@ -450,6 +462,10 @@ impl HostReader for ReadOnlyHost {
 
     async fn read_inventory(&self) -> Result<Inventory> {
         self.0.inventory().await
+    }
+
+    async fn read_inventory_since(&self, digest: &str) -> Result<Inventory> {
+        self.0.inventory_since(digest).await
     }
 
     async fn read_vm(&self, id: VmId) -> Result<Vm> {

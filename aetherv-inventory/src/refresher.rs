@@ -317,6 +317,9 @@ struct Slot {
     refreshes_until_facts: u32,
     /// The next refresh reads the facts (asked for by [`InventoryHandle::refresh_host_facts`]).
     facts_requested: bool,
+    /// The digest of the VM set of the last complete inventory, while the store's copy of
+    /// this host's VMs is exactly that inventory (a targeted VM refresh clears it).
+    digest: Option<String>,
     /// Waiting for the refresh in flight.
     waiters: Vec<Reply<()>>,
     /// Waiting for a refresh that starts after the one in flight.
@@ -375,11 +378,17 @@ async fn run(
                 failures: 0,
                 refreshes_until_facts: 0,
                 facts_requested: false,
+                digest: None,
                 waiters: Vec::new(),
                 queued: Vec::new(),
             },
         );
     }
+    // Finished refreshes wait here until the next batch is applied (see `apply_gap`).
+    let mut held = Vec::new();
+    let mut apply_at: Option<Instant> = None;
+    let mut last_apply = Instant::now();
+    let mut last_cost = Duration::ZERO;
     loop {
         let next_due = state
             .slots
@@ -391,12 +400,22 @@ async fn run(
             biased;
             () = cancel.cancelled() => break,
             Some(command) = commands.recv() => state.command(command),
+            // Before new results, so a steady stream of them cannot hold a batch back.
+            () = sleep_until(apply_at), if apply_at.is_some() => {
+                let started = Instant::now();
+                state.finish(std::mem::take(&mut held));
+                last_apply = Instant::now();
+                last_cost = last_apply - started;
+                apply_at = None;
+            }
             Some(joined) = state.tasks.join_next_with_id(), if !state.tasks.is_empty() => {
-                let mut batch = vec![joined];
+                held.push(joined);
                 while let Some(more) = state.tasks.try_join_next_with_id() {
-                    batch.push(more);
+                    held.push(more);
                 }
-                state.finish(batch);
+                if apply_at.is_none() {
+                    apply_at = Some(last_apply + apply_gap(last_cost));
+                }
             }
             () = sleep_until(next_due), if next_due.is_some() => state.start_due(),
         }
@@ -404,6 +423,18 @@ async fn run(
     state.tasks.shutdown().await;
     // Dropping the state drops every pending reply (ShutDown) and the writer (subscriptions end).
 }
+
+/// The least time between two applied batches, from what the last one cost: four times its
+/// cost, at most [`MAX_APPLY_GAP`]. Applying a batch copies the snapshot's indexes (O(VMs));
+/// applying every finished host on its own would make a fleet's first refresh quadratic.
+/// With the gap, at most a fifth of the loop's time goes to applying, and a small inventory
+/// (cheap batches) applies each result at once.
+fn apply_gap(last_cost: Duration) -> Duration {
+    (last_cost * 4).min(MAX_APPLY_GAP)
+}
+
+/// The longest a finished refresh waits to be applied.
+pub const MAX_APPLY_GAP: Duration = Duration::from_millis(250);
 
 /// Logs a host's change between answering and not answering, once per change: a host
 /// that stops answering, or answers again, at WARN; the first answer of a host at INFO.
@@ -527,6 +558,7 @@ impl Loop {
         let want_facts = !connected
             || slot.refreshes_until_facts == 0
             || std::mem::take(&mut slot.facts_requested);
+        let since = slot.digest.clone().filter(|_| connected);
         let host = slot.host.clone();
         let permits = self.permits.clone();
         let timeout = self.config.host_timeout;
@@ -540,7 +572,10 @@ impl Loop {
                 } else {
                     None
                 };
-                let inventory = host.read_inventory().await?;
+                let inventory = match &since {
+                    Some(digest) => host.read_inventory_since(digest).await?,
+                    None => host.read_inventory().await?,
+                };
                 Ok::<_, aetherv_hyperv::Error>((facts, inventory))
             };
             let result = match tokio::time::timeout(timeout, work).await {
@@ -599,6 +634,18 @@ impl Loop {
                     let before = self.writer.snapshot().host(&name).map(|h| h.status);
                     log_transition(&name, before, &result);
                     let outcome = match result {
+                        Ok((_, inventory))
+                            if inventory.unchanged
+                                && (slot.digest.is_none() || inventory.digest != slot.digest) =>
+                        {
+                            // The host compared with a copy this store no longer holds (a VM
+                            // refresh changed it meanwhile): read everything now.
+                            slot.digest = None;
+                            slot.queued.append(&mut slot.waiters);
+                            slot.waiters = std::mem::take(&mut slot.queued);
+                            again.push(name);
+                            continue;
+                        }
                         Ok((facts, inventory)) => {
                             slot.refreshes_until_facts = if facts.is_some() {
                                 self.config.facts_every.saturating_sub(1)
@@ -607,16 +654,27 @@ impl Loop {
                             };
                             slot.failures = 0;
                             slot.next_due = now + self.config.interval;
-                            updates.push(Update::Refreshed {
-                                host: name.clone(),
-                                facts,
-                                vms: inventory.vms,
-                                at,
-                                took,
-                            });
+                            if inventory.unchanged {
+                                updates.push(Update::Unchanged {
+                                    host: name.clone(),
+                                    facts,
+                                    at,
+                                    took,
+                                });
+                            } else {
+                                slot.digest = inventory.digest;
+                                updates.push(Update::Refreshed {
+                                    host: name.clone(),
+                                    facts,
+                                    vms: inventory.vms,
+                                    at,
+                                    took,
+                                });
+                            }
                             Ok(())
                         }
                         Err(error) => {
+                            slot.digest = None;
                             slot.failures = slot.failures.saturating_add(1);
                             slot.next_due = now + backoff(&self.config, slot.failures);
                             let text = error_text(&error);
@@ -641,17 +699,25 @@ impl Loop {
                     id,
                     result,
                     reply,
-                } => match result {
-                    Ok(Some(vm)) => {
-                        updates.push(Update::VmRefreshed { host: name, vm });
-                        vm_replies.push((reply, Ok(Some(id))));
+                } => {
+                    // The store's copy of the host is no longer the digested inventory.
+                    if result.is_ok()
+                        && let Some(slot) = self.slots.get_mut(&name)
+                    {
+                        slot.digest = None;
                     }
-                    Ok(None) => {
-                        updates.push(Update::VmMissing { host: name, id });
-                        vm_replies.push((reply, Ok(None)));
+                    match result {
+                        Ok(Some(vm)) => {
+                            updates.push(Update::VmRefreshed { host: name, vm });
+                            vm_replies.push((reply, Ok(Some(id))));
+                        }
+                        Ok(None) => {
+                            updates.push(Update::VmMissing { host: name, id });
+                            vm_replies.push((reply, Ok(None)));
+                        }
+                        Err(e) => vm_replies.push((reply, Err(e))),
                     }
-                    Err(e) => vm_replies.push((reply, Err(e))),
-                },
+                }
             }
         }
         let snapshot = self.writer.apply(updates);

@@ -52,6 +52,19 @@ pub enum Update {
         /// How long it took.
         took: Duration,
     },
+    /// A successful host refresh whose VM set still has the digest of the last complete one
+    /// ([`aetherv_hyperv::ops::Inventory::unchanged`]): the VMs are kept, a running VM's
+    /// uptime advanced by the time since the last successful refresh.
+    Unchanged {
+        /// Host name.
+        host: Arc<str>,
+        /// New facts, when this refresh fetched them (`None` keeps the previous ones).
+        facts: Option<HostFacts>,
+        /// When the refresh finished.
+        at: SystemTime,
+        /// How long it took.
+        took: Duration,
+    },
     /// A failed host refresh.
     Failed {
         /// Host name.
@@ -234,6 +247,50 @@ pub fn apply(
                 state.consecutive_failures = 0;
                 replace_vms(&mut next, &mut events, state, map);
             }
+            Update::Unchanged {
+                host,
+                facts,
+                at,
+                took,
+            } => {
+                let old = host_or_pending(&next, &host);
+                let elapsed = old
+                    .last_seen
+                    .and_then(|seen| at.duration_since(seen).ok())
+                    .unwrap_or_default();
+                let map: BTreeMap<VmId, Arc<InventoryVm>> = old
+                    .vms
+                    .iter()
+                    .map(|(id, vm)| {
+                        let entry = if vm.stale || (!vm.vm.uptime.is_zero() && !elapsed.is_zero()) {
+                            let mut vm = (**vm).clone();
+                            vm.stale = false;
+                            if !vm.vm.uptime.is_zero() {
+                                vm.vm.uptime += elapsed;
+                            }
+                            Arc::new(vm)
+                        } else {
+                            vm.clone()
+                        };
+                        (*id, entry)
+                    })
+                    .collect();
+                let mut state = (*old).clone();
+                if let Some(facts) = facts {
+                    clusters_dirty |= old.cluster() != facts.cluster.as_deref();
+                    state.facts = Some(Arc::new(facts));
+                }
+                if state.status != HostStatus::Connected {
+                    events.push(Event::HostConnected { host: host.clone() });
+                }
+                state.status = HostStatus::Connected;
+                state.last_seen = Some(at);
+                state.last_attempt = Some(at);
+                state.last_error = None;
+                state.refresh_duration = Some(took);
+                state.consecutive_failures = 0;
+                replace_vms(&mut next, &mut events, state, map);
+            }
             Update::Failed {
                 host,
                 error,
@@ -304,6 +361,9 @@ pub fn apply(
     }
     if !events.is_empty() || !same_hosts(snapshot, &next) {
         next.generation = snapshot.generation.wrapping_add(1);
+    }
+    if !events.is_empty() || clusters_dirty {
+        next.vms_generation = snapshot.vms_generation.wrapping_add(1);
     }
     (next, events)
 }

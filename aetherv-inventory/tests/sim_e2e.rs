@@ -154,3 +154,71 @@ async fn refreshes_the_fleet_and_survives_a_host_outage() {
     refresher.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_host_answers_its_digest_in_a_few_hundred_bytes() {
+    use aetherv_hyperv::executor::PowerShellExecutor as _;
+    use aetherv_hyperv::ops::{HyperVHostExt as _, PowerAction};
+
+    let spec = FleetSpec {
+        hosts: 1,
+        vms_per_host: 40,
+        clusters: 0,
+        seed: 9,
+        ..FleetSpec::default()
+    };
+    let sim = bounded(SimFleet::start(
+        spec,
+        Credentials::new(USER, PASSWORD),
+        SimOptions::default(),
+    ))
+    .await
+    .unwrap();
+    let sim_host = &sim.hosts()[0];
+    let host = hosts(&sim).into_values().next().unwrap();
+    let full = bounded(host.inventory()).await.unwrap();
+    assert_eq!(full.vms.len(), 40);
+    assert!(!full.unchanged);
+    let digest = full.digest.clone().expect("the host digests its VM set");
+
+    // The same set: a small answer without VMs, whose digest is the one sent.
+    let client = Client::builder(&sim_host.endpoint())
+        .ntlm(format!("LAB\\{USER}"), PASSWORD)
+        .build()
+        .unwrap();
+    let executor = WinRmExecutor::new(client, sim_host.name(), DEFAULT_INSTALL_DIRECTORY);
+    let request = serde_json::json!({ "since": digest }).to_string();
+    let raw = bounded(executor.run_script("Get-Inventory", bytes::Bytes::from(request)))
+        .await
+        .unwrap();
+    assert!(
+        raw.stdout.len() < 1024,
+        "{} bytes: {}",
+        raw.stdout.len(),
+        raw.stdout
+    );
+    let again = bounded(host.inventory_since(&digest)).await.unwrap();
+    assert!(again.unchanged);
+    assert!(again.vms.is_empty());
+    assert_eq!(again.digest.as_deref(), Some(digest.as_str()));
+
+    // A running VM's uptime advancing keeps the digest; a power change does not.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        bounded(host.inventory_since(&digest))
+            .await
+            .unwrap()
+            .unchanged
+    );
+    let vm = sim_host
+        .vms()
+        .into_iter()
+        .find(|v| v.state == aetherv_hyperv::ops::VmState::Off)
+        .expect("an Off VM");
+    sim_host.power(&vm.name, PowerAction::Start).unwrap();
+    let changed = bounded(host.inventory_since(&digest)).await.unwrap();
+    assert!(!changed.unchanged);
+    assert_eq!(changed.vms.len(), 40);
+    assert_ne!(changed.digest, Some(digest));
+    sim.shutdown().await;
+}

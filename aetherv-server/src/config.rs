@@ -86,6 +86,8 @@ pub struct Config {
     pub log_level: String,
     /// Time between full inventory refreshes (`INVENTORY_REFRESH_INTERVAL`).
     pub refresh_interval: Duration,
+    /// Host refreshes running at once (`INVENTORY_REFRESH_CONCURRENCY`).
+    pub refresh_concurrency: usize,
     /// Jobs running at once across the fleet (`JOB_CONCURRENCY`).
     pub job_concurrency: usize,
     /// Jobs running at once on one host (`JOB_CONCURRENCY_PER_HOST`).
@@ -354,6 +356,7 @@ impl Config {
             }
         };
         let refresh = s.number("INVENTORY_REFRESH_INTERVAL", 30, 1, 86_400);
+        let refresh_concurrency = s.number("INVENTORY_REFRESH_CONCURRENCY", 256, 1, 4096);
         let job_concurrency = s.number("JOB_CONCURRENCY", 4, 1, 256);
         let job_concurrency_per_host = s.number("JOB_CONCURRENCY_PER_HOST", 2, 1, 64);
         let job_history = s.number("JOB_HISTORY", 1000, 10, 100_000);
@@ -397,6 +400,7 @@ impl Config {
             log_format,
             log_level,
             refresh_interval: Duration::from_secs(refresh as u64),
+            refresh_concurrency,
             job_concurrency,
             job_concurrency_per_host,
             job_history,

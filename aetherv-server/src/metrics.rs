@@ -707,6 +707,8 @@ mod tests {
                     host: "hv01".to_owned(),
                     collected_at: Timestamp::from_unix_millis(1_700_000_000_000),
                     vms: Vec::new(),
+                    digest: None,
+                    unchanged: false,
                 }))
             });
         let mut two = mock("hv02");

@@ -312,6 +312,7 @@ impl Server {
             interval: config.refresh_interval,
             // The first refresh of a host also deploys its scripts.
             host_timeout: Duration::from_secs(120),
+            max_concurrent: config.refresh_concurrency,
             ..RefreshConfig::default()
         };
         let refresher = Refresher::start(&hosts, refresh, cancel.child_token());
@@ -584,5 +585,8 @@ async fn watch_readiness(state: AppState, started: Instant, cancel: Cancellation
             () = cancel.cancelled() => return,
             n = changes.recv() => if n.is_none() { return },
         }
+        // Everything queued meanwhile is covered by the next look at the snapshot: one look
+        // per burst of changes, not one per VM.
+        while changes.try_recv().is_some() {}
     }
 }

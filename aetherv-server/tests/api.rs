@@ -229,6 +229,8 @@ impl FakeHost {
                     host: n.clone(),
                     collected_at: Timestamp::from_unix_millis(1_700_000_000_000),
                     vms: vms.lock().unwrap().clone(),
+                    digest: None,
+                    unchanged: false,
                 })),
                 HostCall::Vm(id) => vms
                     .lock()
@@ -856,8 +858,8 @@ async fn the_vm_list_filters_by_host_cluster_state_and_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cached_vm_list_changes_when_a_job_makes_a_vm_busy() {
     let fx = fixture().await;
-    let first = fx.get("/api/v1/vms").await;
-    let second = fx.get("/api/v1/vms").await;
+    let first = fx.get("/api/v1/vms?limit=all").await;
+    let second = fx.get("/api/v1/vms?limit=all").await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.body, second.body, "the same list twice");
 
@@ -867,7 +869,7 @@ async fn the_cached_vm_list_changes_when_a_job_makes_a_vm_busy() {
             .await,
     );
     gate.entered().await;
-    let busy = fx.get("/api/v1/vms").await;
+    let busy = fx.get("/api/v1/vms?limit=all").await;
     assert_ne!(busy.body, first.body, "the cached list was served stale");
     let v = busy.json();
     let web = v["vms"]
@@ -885,7 +887,7 @@ async fn the_cached_vm_list_changes_when_a_job_makes_a_vm_busy() {
     release.send(()).unwrap();
     let done = fx.wait_job(&job).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    let after = fx.get("/api/v1/vms").await.json();
+    let after = fx.get("/api/v1/vms?limit=all").await.json();
     let web = after["vms"]
         .as_array()
         .unwrap()
@@ -900,14 +902,14 @@ async fn the_cached_vm_list_changes_when_a_job_makes_a_vm_busy() {
 #[tokio::test]
 async fn the_vm_list_is_sent_compressed_and_revalidated_by_etag() {
     let fx = fixture().await;
-    let plain = fx.get("/api/v1/vms").await;
+    let plain = fx.get("/api/v1/vms?limit=all").await;
     assert_eq!(plain.status, StatusCode::OK);
     assert!(plain.headers.get(header::CONTENT_ENCODING).is_none());
     let etag = plain.headers.get(header::ETAG).unwrap().clone();
 
     let zipped = fx
         .send(
-            Request::get("/api/v1/vms")
+            Request::get("/api/v1/vms?limit=all")
                 .header(header::ACCEPT_ENCODING, "br;q=1.0, gzip;q=0.8")
                 .body(Body::empty())
                 .unwrap(),
@@ -928,7 +930,7 @@ async fn the_vm_list_is_sent_compressed_and_revalidated_by_etag() {
 
     let refused = fx
         .send(
-            Request::get("/api/v1/vms")
+            Request::get("/api/v1/vms?limit=all")
                 .header(header::ACCEPT_ENCODING, "gzip;q=0")
                 .body(Body::empty())
                 .unwrap(),
@@ -938,7 +940,7 @@ async fn the_vm_list_is_sent_compressed_and_revalidated_by_etag() {
 
     let unchanged = fx
         .send(
-            Request::get("/api/v1/vms")
+            Request::get("/api/v1/vms?limit=all")
                 .header(header::IF_NONE_MATCH, etag.clone())
                 .body(Body::empty())
                 .unwrap(),
@@ -955,7 +957,7 @@ async fn the_vm_list_is_sent_compressed_and_revalidated_by_etag() {
     fx.wait_job(&job).await;
     let changed = fx
         .send(
-            Request::get("/api/v1/vms")
+            Request::get("/api/v1/vms?limit=all")
                 .header(header::IF_NONE_MATCH, etag.clone())
                 .body(Body::empty())
                 .unwrap(),

@@ -687,7 +687,8 @@
       const seq = ++loadSeq;
       const params = new URLSearchParams();
       for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
-      const data = await guarded(() => api("GET", "/api/v1/vms" + (params.toString() ? "?" + params.toString() : "")));
+      params.set("limit", "all");
+      const data = await guarded(() => api("GET", "/api/v1/vms?" + params.toString()));
       if (!data || !alive || seq !== loadSeq) return;
       const json = JSON.stringify(data);
       if (json === lastJson) return;

@@ -44,8 +44,12 @@ impl Credentials {
 #[derive(Debug, Clone)]
 pub struct SimOptions {
     /// Where to listen. Port 0 gives every host its own free port; a fixed port P gives the
-    /// hosts P, P+1, ... in fleet order.
+    /// hosts P, P+1, ... in fleet order (unless [`SimOptions::ip_per_host`]).
     pub listen: SocketAddr,
+    /// Give every host its own IPv4 address instead of its own port: host `i` (from 0)
+    /// listens on the address of `listen` plus `i`, on `listen`'s port (e.g. `127.1.0.1`,
+    /// `127.1.0.2`, ... on loopback), so many hosts can be named by address alone.
+    pub ip_per_host: bool,
     /// Serve HTTPS with a self-signed certificate per host (Basic and NTLM accepted).
     pub tls: bool,
     /// Accept unsealed SOAP over plain HTTP (Windows' `AllowUnencrypted=true`).
@@ -81,6 +85,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            ip_per_host: false,
             tls: false,
             allow_unencrypted: false,
             latency: None,
@@ -303,7 +308,22 @@ impl SimFleet {
         let scripts = Arc::new(options.scripts.clone());
         let mut running: Vec<SimHost> = Vec::with_capacity(hosts.len());
         for (index, (name, fqdn)) in hosts.into_iter().enumerate() {
-            let listen = if options.listen.port() == 0 {
+            let listen = if options.ip_per_host {
+                let IpAddr::V4(first) = options.listen.ip() else {
+                    return Err(Error::Invalid {
+                        what: "listen address",
+                        detail: "one address per host needs an IPv4 address".to_owned(),
+                    });
+                };
+                let address = u32::from(first)
+                    .checked_add(u32::try_from(index).unwrap_or(u32::MAX))
+                    .map(Ipv4Addr::from)
+                    .ok_or_else(|| Error::Invalid {
+                        what: "listen address",
+                        detail: format!("{first} + {index} hosts exceeds the IPv4 range"),
+                    })?;
+                SocketAddr::new(IpAddr::V4(address), options.listen.port())
+            } else if options.listen.port() == 0 {
                 options.listen
             } else {
                 let port =

@@ -483,9 +483,55 @@ pub fn inventory(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
         },
         None => host.vms.iter().map(|vm| vm_json(vm, now)).collect(),
     };
+    if request.get("vm").is_some() {
+        return ScriptResult::success(json!({
+            "host": host.name,
+            "collected_at": rfc3339(now),
+            "vms": vms,
+        }));
+    }
+    let digest = inventory_digest(&host.vms, &vms, now);
+    let unchanged = request.get("since").and_then(Value::as_str) == Some(digest.as_str());
     ScriptResult::success(json!({
         "host": host.name,
         "collected_at": rfc3339(now),
-        "vms": vms,
+        "digest": digest,
+        "unchanged": unchanged,
+        "vms": if unchanged { Vec::new() } else { vms },
     }))
+}
+
+/// Length of the slots a running VM's start time is rounded to in the inventory digest.
+const STARTED_SLOT_SECONDS: u64 = 600;
+
+/// The inventory digest of `Get-Inventory` (`Get-AethervInventoryDigest`): SHA-256 (hex) of
+/// every VM's document, ordered by id, with a running VM's uptime replaced by the ten-minute
+/// slot it started in, so uptime that only advances keeps the digest and a restart changes it.
+/// `shapes` are the documents of `vms`, in the same order, read at `now`.
+pub fn inventory_digest(vms: &[SimVm], shapes: &[Value], now: SystemTime) -> String {
+    use sha2::Digest as _;
+    let mut stable: Vec<(String, Value)> = vms
+        .iter()
+        .zip(shapes)
+        .map(|(vm, shape)| {
+            let mut shape = shape.clone();
+            let slot = vm
+                .started
+                .filter(|_| !vm.uptime(now).is_zero())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() / STARTED_SLOT_SECONDS);
+            if let Some(map) = shape.as_object_mut() {
+                map.insert("uptime_seconds".to_owned(), json!(0));
+                map.insert("started_slot".to_owned(), json!(slot));
+            }
+            (vm.id.to_string(), shape)
+        })
+        .collect();
+    stable.sort_by(|a, b| a.0.cmp(&b.0));
+    let documents: Vec<Value> = stable.into_iter().map(|(_, shape)| shape).collect();
+    let text = serde_json::to_vec(&documents).unwrap_or_default();
+    sha2::Sha256::digest(&text)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -459,3 +459,36 @@ function Test-AethervJobActive {
     $state = [int]$JobState
     return $state -ge 2 -and $state -le 6
 }
+
+function Get-AethervInventoryDigest {
+    # SHA-256 (lowercase hex) of a host's VM set: every shape of $Shapes, ordered by id, as
+    # compact JSON, with a running VM's uptime replaced by the ten-minute slot it started in
+    # (from the precise Uptime of $Vms), so uptime that only advances keeps the digest and a
+    # restart changes it.
+    param([object[]]$Shapes, [object[]]$Vms, [DateTime]$Now)
+    $started = @{}
+    foreach ($vm in @($Vms)) {
+        if ($null -ne $vm -and $vm.Uptime.Ticks -gt 0) {
+            $boot = $Now.Ticks - $vm.Uptime.Ticks
+            $started[$vm.VMId.ToString()] = [int64][Math]::Floor($boot / 6000000000.0)
+        }
+    }
+    $stable = New-Object -TypeName System.Collections.ArrayList
+    foreach ($shape in @($Shapes | Sort-Object -Property { $_['id'] })) {
+        $copy = [ordered]@{}
+        foreach ($key in $shape.Keys) { $copy[$key] = $shape[$key] }
+        $copy['uptime_seconds'] = 0
+        $slot = 0
+        if ($started.ContainsKey([string]$shape['id'])) { $slot = $started[[string]$shape['id']] }
+        $copy['started_slot'] = $slot
+        [void]$stable.Add($copy)
+    }
+    $json = ConvertTo-Json -InputObject @($stable.ToArray()) -Depth 8 -Compress
+    $sha = [System.Security.Cryptography.SHA256]::Create()
+    try {
+        $hash = $sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($json))
+    } finally {
+        $sha.Dispose()
+    }
+    -join @($hash | ForEach-Object { $_.ToString('x2') })
+}

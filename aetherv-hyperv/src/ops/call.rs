@@ -52,6 +52,10 @@ pub enum HostCall {
     FactsInRoots(Vec<String>),
     /// Every VM on the host, in one round trip.
     Inventory,
+    /// [`HostCall::Inventory`] for a caller that holds the VM set with this digest (from
+    /// [`Inventory::digest`]): when the host's set still has it, the answer is
+    /// [`Inventory::unchanged`] with no VMs (a few hundred bytes instead of the whole set).
+    InventorySince(String),
     /// One VM by id ([`Error::UnknownVm`] when the host has none).
     Vm(VmId),
     /// A power action (see [`PowerAction`] for the allowed states; the script re-checks the
@@ -438,7 +442,7 @@ impl HostCall {
     pub fn kind(&self) -> OperationKind {
         match self {
             Self::Facts | Self::FactsInRoots(_) => OperationKind::Facts,
-            Self::Inventory => OperationKind::Inventory,
+            Self::Inventory | Self::InventorySince(_) => OperationKind::Inventory,
             Self::Vm(_) => OperationKind::Vm,
             Self::Power(..) => OperationKind::Power,
             Self::DeleteVm { .. } => OperationKind::DeleteVm,
@@ -497,6 +501,7 @@ impl HostCall {
             Self::Facts
             | Self::FactsInRoots(_)
             | Self::Inventory
+            | Self::InventorySince(_)
             | Self::CopyImage(_)
             | Self::CopyIso(_)
             | Self::RegisterVm(_)
@@ -523,6 +528,16 @@ impl HostCall {
             detail,
         };
         match self {
+            Self::InventorySince(digest) => {
+                if digest.is_empty()
+                    || digest.len() > 128
+                    || !digest.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return Err(refuse(format!(
+                        "inventory digest {digest:?} must be 1..=128 hexadecimal digits"
+                    )));
+                }
+            }
             Self::KvpWriteHost(_, items) => {
                 for (key, value) in items {
                     if key.is_empty() || key.len() > KVP_MAX_KEY_BYTES || key.contains('\0') {
@@ -675,6 +690,7 @@ impl HostCall {
         };
         Ok(match self {
             Self::Facts | Self::Inventory => json!({}),
+            Self::InventorySince(digest) => json!({ "since": digest }),
             Self::FactsInRoots(roots) => json!({ "image_roots": roots }),
             Self::Vm(id) => json!({ "ids": [id] }),
             Self::Power(id, action) => json!({ "id": id, "action": action }),
@@ -810,7 +826,9 @@ impl HostCall {
             Self::Facts | Self::FactsInRoots(_) => {
                 HostReply::Facts(Box::new(parse_data(host, kind, data)?))
             }
-            Self::Inventory => HostReply::Inventory(parse_data(host, kind, data)?),
+            Self::Inventory | Self::InventorySince(_) => {
+                HostReply::Inventory(parse_data(host, kind, data)?)
+            }
             Self::Vm(id) => {
                 let inventory: Inventory = parse_data(host, kind, data)?;
                 let vm = inventory
@@ -988,6 +1006,7 @@ impl fmt::Debug for HostCall {
             Self::Facts => f.write_str("Facts"),
             Self::FactsInRoots(roots) => write!(f, "FactsInRoots({roots:?})"),
             Self::Inventory => f.write_str("Inventory"),
+            Self::InventorySince(digest) => write!(f, "InventorySince({digest})"),
             Self::Vm(id) => write!(f, "Vm({id})"),
             Self::Power(id, action) => write!(f, "Power({id}, {action:?})"),
             Self::DeleteVm { id, delete_disks } => {

@@ -617,9 +617,18 @@ pub struct Inventory {
     pub host: String,
     /// When it was collected (host clock).
     pub collected_at: Timestamp,
-    /// The VMs.
+    /// The VMs (none when [`Inventory::unchanged`]).
     #[serde(default, deserialize_with = "psjson::one_or_many")]
     pub vms: Vec<Vm>,
+    /// A digest of the host's VM set (every field of every VM, a running VM's uptime as the
+    /// minute it started), to send back with [`super::HostCall::InventorySince`]. `None`
+    /// from hosts whose scripts predate it.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// The VM set still has the digest the caller sent: `vms` is empty and the caller's copy
+    /// is current (uptimes advanced by the time passed).
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 /// What a power action did.

@@ -111,6 +111,8 @@ impl HostReader for FakeHost {
             host: self.name.clone(),
             collected_at: Timestamp::from_unix_millis(0),
             vms: b.vms,
+            digest: None,
+            unchanged: false,
         })
     }
     async fn read_vm(&self, id: VmId) -> Result<Vm> {

@@ -870,6 +870,8 @@ fn inventory(host: &str, vms: Vec<Vm>) -> Inventory {
         host: host.to_owned(),
         collected_at: Timestamp::from_unix_millis(1_700_000_000_000),
         vms,
+        digest: None,
+        unchanged: false,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod placement;
 pub mod views;
 pub mod vm_day2;
+pub mod vm_pages;
 pub mod vms;
 pub mod vms_edit;
 

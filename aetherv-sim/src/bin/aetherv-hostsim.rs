@@ -37,6 +37,10 @@ struct Args {
     /// Listen address; port 0 gives each host a free port, port P gives P, P+1, ...
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// One IPv4 address per host instead of one port: host i listens on the --listen address
+    /// plus i, on its port (e.g. --listen 127.1.0.1:5985 serves 127.1.0.1, 127.1.0.2, ...).
+    #[arg(long)]
+    ip_per_host: bool,
     /// User name the hosts accept.
     #[arg(long)]
     user: String,
@@ -161,6 +165,7 @@ async fn main() -> ExitCode {
     };
     let options = SimOptions {
         listen: args.listen,
+        ip_per_host: args.ip_per_host,
         tls: args.tls,
         require_channel_bindings: args.require_channel_bindings,
         allow_unencrypted: args.allow_unencrypted,
