@@ -165,7 +165,7 @@ def test_vm_table_sorts_and_filters(server, browser, screenshot):
     assert browser.find_element(By.CSS_SELECTOR, 'th[data-key="processor_count"]').get_attribute("aria-sort") == "ascending"
 
     def cpus(d):
-        return [int(r.find_elements(By.TAG_NAME, "td")[4].text) for r in css(d, rows)]
+        return [int(r.find_elements(By.CSS_SELECTOR, "td.num")[0].text) for r in css(d, rows)]
 
     wait(browser, lambda d: cpus(d) == sorted(cpus(d)), message="rows not sorted by CPUs")
 
@@ -291,6 +291,10 @@ def test_vm_lifecycle_through_the_ui(server, browser, screenshot):
             assert other.is_enabled() == (other.get_attribute("data-action") in allowed), \
                 f"{other.get_attribute('data-action')} enabled state differs from allowed_actions"
         css(browser, button)[0].click()
+        if action == "stop":
+            # Turn off loses the guest's unsaved work: the UI asks first.
+            wait(browser, lambda d: d.find_element(By.ID, "confirm-dialog").is_displayed())
+            browser.find_element(By.ID, "confirm-ok").click()
         follow_job(browser)
         go(browser, server, f"#/vms/{vm_id}")
         try:
