@@ -259,8 +259,8 @@
   function progressBar(percent, status, label) {
     const p = Math.min(100, Math.max(0, Number(percent) || 0));
     if (status === "failed" || status === "cancelled") {
-      // A job that did not finish has no meaningful percentage: say where it ended instead.
-      return h("div", { class: "progress ended" }, h("span", { class: "pct ended", "data-ended": status }, status === "failed" ? "failed" : "cancelled"));
+      // A job that did not complete has no meaningful percentage (its status says how it ended).
+      return h("div", { class: "progress ended", title: "The job ended before it completed" }, h("span", { class: "pct ended", "data-ended": status }, "—"));
     }
     const fill = h("span");
     fill.style.width = p + "%";
@@ -726,11 +726,15 @@
     }
 
     const reload = debounce(load, 1000);
+    // VM changes only move the per-state counts: with thousands of VMs changing, those are
+    // read again every few seconds, not once per change.
+    const reloadCounts = debounce(load, 5000);
     load().then(() => focusHeading(main));
     return {
       name: "overview",
-      refresh(kind) {
-        if (kind !== "job") reload();
+      applyBatch(batch) {
+        if (batch.some(([kind]) => kind === "resync" || kind.startsWith("host_"))) reload();
+        else if (batch.some(([kind]) => kind.startsWith("vm_"))) reloadCounts();
       },
       cleanup() {
         alive = false;
@@ -1167,8 +1171,17 @@
       const rows = vms.map(rowFor);
       const ids = new Set(vms.map((vm) => vm.id));
       for (const id of Array.from(rowCache.keys())) if (!ids.has(id)) rowCache.delete(id);
-      const same = rows.length === tbody.children.length && rows.every((tr, i) => tbody.children[i] === tr);
-      if (!same) tbody.replaceChildren(...rows);
+      // The same VMs in the same order (an event changed some of them): swap only the rows
+      // that changed, so the rest of the table is neither rebuilt nor laid out again.
+      const current = tbody.children;
+      const sameOrder = rows.length === current.length && vms.every((vm, i) => current[i].getAttribute("data-vm-id") === vm.id);
+      if (sameOrder) {
+        rows.forEach((tr, i) => {
+          if (current[i] !== tr) current[i].replaceWith(tr);
+        });
+      } else {
+        tbody.replaceChildren(...rows);
+      }
       if (focusId && !tbody.contains(active)) {
         const again = tbody.querySelector('tr[data-vm-id="' + CSS.escape(focusId) + '"] ' + focusSel);
         if (again) again.focus({ preventScroll: true });
@@ -1686,7 +1699,7 @@
           : h("p", { class: "muted" }, "No disks.")
       );
       if (window.AethervDay2) {
-        body.appendChild(window.AethervDay2.sections(vm, { h, api, guarded, toast, fmtBytes, canWrite: state.canWrite }));
+        body.appendChild(window.AethervDay2.sections(vm, { h, api, guarded, toast, fmtBytes, pathNode, canWrite: state.canWrite }));
       }
       if ((vm.dvd_drives || []).length) {
         body.appendChild(h("h2", {}, "DVD drives"));
@@ -2731,8 +2744,10 @@
       next = page.next;
       total = page.total;
       render();
-      await checkVmsExist(jobs.filter((j) => j.vm_id && !(j.type === "delete" && j.status === "succeeded")).map((j) => j.vm_id));
-      if (alive && mine === seq) render();
+      const unknown = jobs.filter((j) => j.vm_id && !(j.type === "delete" && j.status === "succeeded") && knownVmExists(j.vm_id) === undefined);
+      if (!unknown.length) return;
+      await checkVmsExist(unknown.map((j) => j.vm_id));
+      if (alive && mine === seq && unknown.some((j) => knownVmExists(j.vm_id) === false)) render();
     }
 
     function render() {
@@ -2837,7 +2852,8 @@
       render();
       if (job.vm_id && knownVmExists(job.vm_id) === undefined) {
         await checkVmsExist([job.vm_id]);
-        if (alive) render();
+        // Only a VM that is gone changes the page (its link becomes the bare name).
+        if (alive && knownVmExists(job.vm_id) === false) render();
       }
     }
 
@@ -2869,7 +2885,7 @@
           { class: "panel", "aria-label": "Job status" },
           h("p", { class: "chips", "aria-live": "polite", id: "job-status-line" }, "Status: ", jobStatusBadge(job.status), job.step ? h("span", {}, " step: " + job.step) : null),
           progressBar(job.percent, job.status, "Job progress"),
-          userCancelled ? h("p", { class: "note", id: "job-cancelled" }, "Cancelled at your request" + (job.step ? " during " + job.step : "") + ".") : null,
+          userCancelled ? h("p", { class: "note", id: "job-cancelled" }, "Cancelled at your request.") : null,
           job.message && !FINISHED.includes(job.status) ? h("p", { id: "job-message" }, humanize(job.message)) : null,
           h(
             "dl",

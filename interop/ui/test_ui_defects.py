@@ -97,7 +97,7 @@ def test_pickers_show_whole_image_names(server, browser):
     Select(browser.find_element(By.ID, "f-hyperv_host")).select_by_value(host)
     wait(browser, lambda d: len(Select(d.find_element(By.ID, "f-image_name")).options) > 2)
     # Each picker is at least as wide as its longest choice (text width measured in the page
-    # with the picker's own font, plus the room of the arrow and the padding).
+    # with the picker's own font, plus the padding and 16 px for the arrow).
     for picker in ("f-image_name", "f-hyperv_host"):
         need, have = browser.execute_script("""
             const s = document.getElementById(arguments[0]);
@@ -105,7 +105,7 @@ def test_pickers_show_whole_image_names(server, browser):
             ctx.font = getComputedStyle(s).font;
             const widest = Math.max(...Array.from(s.options).map(o => ctx.measureText(o.text).width));
             const cs = getComputedStyle(s);
-            return [widest + parseFloat(cs.paddingLeft) + parseFloat(cs.paddingRight) + 20, s.clientWidth];
+            return [widest + parseFloat(cs.paddingLeft) + parseFloat(cs.paddingRight) + 16, s.clientWidth];
         """, picker)
         assert have >= need, f"{picker} is {have}px wide, its longest choice needs {need:.0f}px"
 
@@ -166,11 +166,15 @@ def test_turn_off_and_restart_ask_first_and_the_action_has_one_name(server, brow
     assert browser.find_element(By.CSS_SELECTOR, "#job-header h1").text == f"Job: power: Turn off {vm['name']}"
 
     # The result names states, not Hyper-V's numbers.
-    result = wait(browser, lambda d: d.find_element(By.ID, "job-result"))
-    pairs = dict(zip([e.text for e in result.find_elements(By.TAG_NAME, "dt")],
-                     [e.text for e in result.find_elements(By.TAG_NAME, "dd")]))
+    # (read in one step: the job page re-renders live)
+    text, pairs = wait(browser, lambda d: d.execute_script("""
+        const r = document.getElementById("job-result");
+        if (!r) return null;
+        const dts = Array.from(r.querySelectorAll("dt")), dds = Array.from(r.querySelectorAll("dd"));
+        return [r.innerText, Object.fromEntries(dts.map((dt, i) => [dt.textContent, dds[i].textContent]))];
+    """))
     assert pairs.get("Previous state") == "Running" and pairs.get("State") == "Off", pairs
-    assert "previous_state" not in result.text and not re.search(r"^\d+$", result.text, re.M)
+    assert "previous_state" not in text and not re.search(r"^\d+$", text, re.M), text
 
     go(browser, server, "#/jobs")
     row = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]'))
@@ -214,7 +218,7 @@ def test_jobs_status_filter_is_in_the_url_and_an_empty_result_says_so(server, br
 
 
 def test_a_cancel_the_user_asked_for_is_not_an_error(server, browser):
-    job_id = _provision(server, "ui-cancel-" + secrets.token_hex(2))
+    job_id = _provision(server, "ui-cx-" + secrets.token_hex(2))
     try:
         server.post(f"/api/v1/jobs/{job_id}/cancel", {})
     except urllib.error.HTTPError as e:
@@ -246,8 +250,9 @@ def test_vm_page_names_the_dvd_drive_and_breaks_paths_only_between_folders(serve
         assert drive["controller_type"] in drives.text
         assert ("empty" in drives.text) if not drive["path"] else (drive["path"].split("\\")[-1] in drives.text)
 
-        path = browser.find_element(By.ID, "vm-path")
-        assert path.text.replace("\n", "") == vm["path"]
+        # The disk list of the Disk actions panel: the longest paths on the page.
+        path = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#vm-disk-ops code.path"))
+        assert path.text.replace("\n", "") == vm["disks"][0]["path"]
         lines, segments, overflow = browser.execute_script("""
             const code = arguments[0];
             const tops = new Set(Array.from(code.getClientRects()).map(r => Math.round(r.top)));
@@ -292,10 +297,11 @@ def test_a_job_of_a_deleted_vm_names_it_without_a_dead_link(server, browser):
     go(browser, server, "#/jobs")
     browser.refresh()
     cell = f'tr[data-job-id="{created["id"]}"] td:nth-child(3)'
-    wait(browser, lambda d: css(d, cell) and "(deleted)" in d.find_element(By.CSS_SELECTOR, cell).text,
-         message="the job of the deleted VM is not marked")
-    assert name in browser.find_element(By.CSS_SELECTOR, cell).text
-    assert not browser.find_element(By.CSS_SELECTOR, cell).find_elements(By.TAG_NAME, "a")
+    # Rows re-render live: read the cell in one step.
+    read = "const c = document.querySelector(arguments[0]); return c && [c.textContent, c.querySelectorAll('a').length];"
+    text, links = wait(browser, lambda d: (lambda r: r if r and "(deleted)" in r[0] else None)(d.execute_script(read, cell)),
+                       message="the job of the deleted VM is not marked")
+    assert name in text and links == 0, (text, links)
 
     go(browser, server, f"#/jobs/{created['id']}")
     vm_cell = wait(browser, lambda d: css(d, "#job-vm-link.vm-gone") and d.find_element(By.ID, "job-vm-link"))
@@ -308,7 +314,9 @@ def test_toasts_do_not_cover_the_last_log_line(server, browser):
     _open_vm(browser, server, vm)
     wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'button[data-action="start"]').is_enabled())
     browser.find_element(By.CSS_SELECTOR, 'button[data-action="start"]').click()
-    wait(browser, lambda d: "#/jobs/" in d.current_url)
+    wait(browser, lambda d: "#/jobs/" in d.current_url,
+         message=f"Start did not open the job page: {browser.find_element(By.ID, 'banner').text!r}")
+    job_id = browser.current_url.split("#/jobs/", 1)[1]
     wait(browser, lambda d: len(css(d, "#job-log li")) > 0)
     # Bring the newest log line to the bottom right of the window, where toasts appear.
     browser.execute_script("document.querySelector('#job-log li:last-child').scrollIntoView({block: 'end'})")
@@ -323,4 +331,4 @@ def test_toasts_do_not_cover_the_last_log_line(server, browser):
     """)
     assert covered[0] >= 1, "no toast was showing; the check proves nothing"
     assert not covered[1], "a toast covers the last log line"
-    _wait_job(server, browser.current_url.split("#/jobs/", 1)[1])
+    _wait_job(server, job_id)
