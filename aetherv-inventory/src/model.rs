@@ -100,6 +100,7 @@ pub struct Cluster {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub(crate) generation: u64,
+    pub(crate) vms_generation: u64,
     pub(crate) hosts: BTreeMap<Arc<str>, Arc<HostState>>,
     pub(crate) clusters: Arc<BTreeMap<String, Cluster>>,
     pub(crate) by_id: Arc<HashMap<VmId, Arc<str>>>,
@@ -117,6 +118,16 @@ impl Snapshot {
     /// the snapshot already contains.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Increases with every applied batch that changed what a VM list shows beyond what a
+    /// refresh changes silently: a VM added, changed (not only its uptime advancing), removed or
+    /// moved, a host connected, disconnected or removed (stale flags), a cluster membership.
+    /// Views derived from the VM set (sorted lists) stay valid while it is unchanged; read
+    /// each VM's current record from the snapshot for the fields that change silently
+    /// (uptime).
+    pub fn vms_generation(&self) -> u64 {
+        self.vms_generation
     }
 
     /// Every host, by name.

@@ -305,6 +305,9 @@ pub fn apply(
     if !events.is_empty() || !same_hosts(snapshot, &next) {
         next.generation = snapshot.generation.wrapping_add(1);
     }
+    if !events.is_empty() || clusters_dirty {
+        next.vms_generation = snapshot.vms_generation.wrapping_add(1);
+    }
     (next, events)
 }
 

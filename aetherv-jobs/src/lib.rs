@@ -46,8 +46,8 @@ mod record;
 
 pub use model::{
     CancelError, CleanupView, DiskWork, HostMap, JobAction, JobFilter, JobNotice, JobObserver,
-    JobStatus, JobType, JobView, JobWork, LeftBehind, LineLevel, LogLine, NewJob, NoObserver,
-    QueueConfig, StepRecord, StepStatus, SubmitError,
+    JobPage, JobStatus, JobType, JobView, JobWork, LeftBehind, LineLevel, LogLine, NewJob,
+    NoObserver, QueueConfig, StepRecord, StepStatus, SubmitError,
 };
 pub use queue::{FollowItem, Follower, JobQueue};
 pub use record::{error_chain, rfc3339};

@@ -550,6 +550,30 @@ pub struct JobFilter {
     pub limit: Option<usize>,
 }
 
+impl JobFilter {
+    /// Whether `record` passes every filter but the limit.
+    pub(crate) fn matches(&self, record: &crate::record::Record) -> bool {
+        self.status.is_none_or(|s| record.status == s)
+            && self.job_type.is_none_or(|t| record.job_type == t)
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| record.host.eq_ignore_ascii_case(h))
+            && self.vm_id.is_none_or(|v| record.vm_id == Some(v))
+    }
+}
+
+/// One page of [`crate::JobQueue::page`].
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<JobView>,
+    /// The sequence number to pass as `before` for the next page; `None` on the last page.
+    pub next: Option<u64>,
+    /// Jobs in the history matching the filter (over all pages).
+    pub total: usize,
+}
+
 /// Receives job metrics (the server's Prometheus registry implements it).
 pub trait JobObserver: Send + Sync {
     /// A job moved from `from` (none: it was just created) to `to`.

@@ -26,15 +26,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::model::{
-    CancelError, HostMap, JobAction, JobFilter, JobNotice, JobObserver, JobStatus, JobView,
-    JobWork, LineLevel, LogLine, NewJob, QueueConfig, StepStatus, SubmitError,
+    CancelError, HostMap, JobAction, JobFilter, JobNotice, JobObserver, JobPage, JobStatus,
+    JobView, JobWork, LineLevel, LogLine, NewJob, QueueConfig, StepStatus, SubmitError,
 };
 use crate::record::{Outcome, Record, VmKey, error_chain};
 
 struct Inner {
     records: HashMap<String, Record>,
-    /// Ids in submission order (for the history bound and newest-first listing).
-    order: VecDeque<String>,
+    /// Sequence numbers and ids in submission order (for the history bound, newest-first
+    /// listing and paging).
+    order: VecDeque<(u64, String)>,
+    /// The sequence number of the next job.
+    next_seq: u64,
     busy: HashMap<VmKey, String>,
     host_slots: HashMap<String, Arc<Semaphore>>,
     closed: bool,
@@ -152,6 +155,7 @@ impl JobQueue {
                 inner: Mutex::new(Inner {
                     records: HashMap::new(),
                     order: VecDeque::new(),
+                    next_seq: 1,
                     busy: HashMap::new(),
                     host_slots: HashMap::new(),
                     closed: false,
@@ -320,7 +324,9 @@ impl JobQueue {
                     format!("{} job queued for host {host_name}", job_type.as_str()),
                 );
                 let view = record.view();
-                inner.order.push_back(id.clone());
+                let seq = inner.next_seq;
+                inner.next_seq += 1;
+                inner.order.push_back((seq, id.clone()));
                 inner.records.insert(id.clone(), record);
                 Self::trim_history(
                     &mut inner,
@@ -354,14 +360,14 @@ impl JobQueue {
         let mut excess = inner.order.len().saturating_sub(history.max(1));
         let mut i = 0;
         while excess > 0 && i < inner.order.len() {
-            let id = &inner.order[i];
+            let id = &inner.order[i].1;
             // A record someone follows stays until the follower has read its end.
             let finished = inner
                 .records
                 .get(id)
                 .is_none_or(|r| r.status.is_final() && r.changed.receiver_count() == 0);
             if finished {
-                if let Some(id) = inner.order.remove(i)
+                if let Some((_, id)) = inner.order.remove(i)
                     && let Some(record) = inner.records.remove(&id)
                 {
                     observer.forgotten(record.job_type, record.status);
@@ -390,19 +396,45 @@ impl JobQueue {
             .order
             .iter()
             .rev()
-            .filter_map(|id| inner.records.get(id))
-            .filter(|r| filter.status.is_none_or(|s| r.status == s))
-            .filter(|r| filter.job_type.is_none_or(|t| r.job_type == t))
-            .filter(|r| {
-                filter
-                    .host
-                    .as_deref()
-                    .is_none_or(|h| r.host.eq_ignore_ascii_case(h))
-            })
-            .filter(|r| filter.vm_id.is_none_or(|v| r.vm_id == Some(v)))
+            .filter_map(|(_, id)| inner.records.get(id))
+            .filter(|r| filter.matches(r))
             .take(filter.limit.unwrap_or(usize::MAX))
             .map(Record::view)
             .collect()
+    }
+
+    /// One page of the jobs matching `filter` (its `limit` is not used), newest first: the
+    /// jobs submitted before the job with sequence number `before` (all when `None`), at most
+    /// `limit` (all when `None`). [`JobPage::next`] is the `before` of the next page; it stays
+    /// valid while jobs are added or leave the history.
+    pub fn page(&self, filter: &JobFilter, before: Option<u64>, limit: Option<usize>) -> JobPage {
+        let inner = self.lock();
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut page = JobPage {
+            jobs: Vec::new(),
+            next: None,
+            total: 0,
+        };
+        let mut last = None;
+        for (seq, record) in inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|(seq, id)| Some((*seq, inner.records.get(id)?)))
+            .filter(|(_, r)| filter.matches(r))
+        {
+            page.total += 1;
+            if before.is_some_and(|b| seq >= b) {
+                continue;
+            }
+            if page.jobs.len() < limit {
+                page.jobs.push(record.view());
+                last = Some(seq);
+            } else {
+                page.next = last;
+            }
+        }
+        page
     }
 
     /// The log lines of job `id` so far.

@@ -123,13 +123,42 @@ struct NoArgs {}
 
 /// Arguments of `list_vms`: the filters of `GET /api/v1/vms` plus paging.
 #[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct ListVmsArgs {
-    #[serde(flatten)]
-    filter: inventory::VmQuery,
+    /// Only VMs on this host (case-insensitive).
+    host: Option<String>,
+    /// Only VMs on hosts of this cluster (case-insensitive).
+    cluster: Option<String>,
+    /// Only VMs in this Hyper-V state (Running, Off, Saved, Paused, ...).
+    state: Option<String>,
+    /// Case-insensitive substring of the name, id, notes or an IP address.
+    q: Option<String>,
+    /// Sort column (name, state, host, cluster, processor_count, memory_startup_bytes,
+    /// memory_assigned_bytes, uptime_seconds, ip_addresses, id), `-` in front for descending.
+    sort: Option<String>,
     /// At most this many VMs (default 50, at most 500).
     limit: Option<u32>,
-    /// Skip this many VMs first (the `next_offset` of the previous page).
-    offset: Option<u32>,
+    /// The `next_cursor` of the previous page (same filters and sort).
+    cursor: Option<String>,
+}
+
+/// Arguments of `list_jobs`: the filters of `GET /api/v1/jobs` plus paging.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ListJobsArgs {
+    /// Only jobs with this status (queued, running, succeeded, failed, cancelled).
+    status: Option<String>,
+    /// Only jobs of this type.
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    /// Only jobs on this host (case-insensitive).
+    host: Option<String>,
+    /// Only jobs on this VM (its id).
+    vm_id: Option<String>,
+    /// At most this many jobs (default 50, at most 500).
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page (same filters).
+    cursor: Option<String>,
 }
 
 /// Arguments of `get_host`.
@@ -289,7 +318,7 @@ fn all_tools() -> Vec<(Tool, Kind)> {
         (
             tool(
                 "list_vms",
-                "List VMs, filtered (host, cluster, state, q: substring of name, id, notes or IP) and paged (limit default 50, at most 500; offset).",
+                "List VMs, filtered (host, cluster, state, q: substring of name, id, notes or IP), sorted (sort, natural name order by default) and paged (limit default 50, at most 500; pass next_cursor as cursor for the next page).",
                 schema_of::<ListVmsArgs>(),
                 Read,
             ),
@@ -307,8 +336,8 @@ fn all_tools() -> Vec<(Tool, Kind)> {
         (
             tool(
                 "list_jobs",
-                "List jobs, newest first, filtered by status, type, host or VM (limit default 50, at most 500).",
-                schema_of::<jobs::ListQuery>(),
+                "List jobs, newest first, filtered by status, type, host or VM (limit default 50, at most 500; pass next_cursor as cursor for the next page).",
+                schema_of::<ListJobsArgs>(),
                 Read,
             ),
             Read,
@@ -583,28 +612,33 @@ impl McpServer {
             "list_vms" => {
                 let a: ListVmsArgs = parse(args)?;
                 let limit = clamp_limit(a.limit);
-                let offset = a.offset.unwrap_or(0) as usize;
-                let response = inventory::vms(State(state), HeaderMap::new(), Ok(Query(a.filter)))
+                let query = inventory::VmQuery {
+                    host: a.host,
+                    cluster: a.cluster,
+                    state: a.state,
+                    q: a.q,
+                    limit: Some(limit.to_string()),
+                    cursor: a.cursor,
+                    sort: a.sort,
+                    fields: None,
+                };
+                let response = inventory::vms(State(state), HeaderMap::new(), Ok(Query(query)))
                     .await
                     .map_err(|e| Outcome::api(&e))?;
-                let mut list = body_json(response).await?;
-                let total = list["total"].as_u64().unwrap_or(0) as usize;
-                let page: Vec<Value> = list["vms"]
-                    .as_array_mut()
-                    .map(std::mem::take)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .skip(offset)
-                    .take(limit)
-                    .collect();
-                let next = (offset + page.len() < total).then_some(offset + page.len());
+                let list = body_json(response).await?;
+                let total = list["total"].as_u64().unwrap_or(0);
+                let shown = list["vms"].as_array().map_or(0, Vec::len);
+                let next = list["next_cursor"].clone();
                 Ok(Outcome::ok(
                     format!(
-                        "{} of {total} matching VMs (from {offset}){}",
-                        page.len(),
-                        next.map_or_else(String::new, |n| format!("; next_offset {n}"))
+                        "{shown} of {total} matching VMs{}",
+                        if next.is_null() {
+                            ""
+                        } else {
+                            "; more with the next_cursor as cursor"
+                        }
                     ),
-                    json!({ "total": total, "offset": offset, "next_offset": next, "vms": page }),
+                    json!({ "total": total, "next_cursor": next, "vms": list["vms"] }),
                 ))
             }
             "get_vm" => {
@@ -624,25 +658,29 @@ impl McpServer {
                 ))
             }
             "list_jobs" => {
-                let mut args = args.clone();
-                // The REST query takes the limit as text; the tool's schema as a number.
-                let limit = clamp_limit(
-                    args.get("limit")
-                        .and_then(|v| {
-                            v.as_u64()
-                                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-                        })
-                        .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
-                );
-                if let Some(map) = args.as_object_mut() {
-                    map.insert("limit".to_owned(), json!(limit.to_string()));
-                }
-                let query: jobs::ListQuery = parse(&args)?;
+                let a: ListJobsArgs = parse(args)?;
+                let query = jobs::ListQuery {
+                    status: a.status,
+                    job_type: a.job_type,
+                    host: a.host,
+                    vm_id: a.vm_id,
+                    limit: Some(clamp_limit(a.limit).to_string()),
+                    cursor: a.cursor,
+                };
                 let Json(view) = jobs::list(State(state), Ok(Query(query)))
                     .await
                     .map_err(|e| Outcome::api(&e))?;
                 Ok(Outcome::ok(
-                    format!("{} jobs (newest first)", view.jobs.len()),
+                    format!(
+                        "{} of {} matching jobs (newest first){}",
+                        view.jobs.len(),
+                        view.total,
+                        if view.next_cursor.is_some() {
+                            "; more with the next_cursor as cursor"
+                        } else {
+                            ""
+                        }
+                    ),
                     to_value(&view),
                 ))
             }
@@ -1047,7 +1085,7 @@ mod tests {
             );
         }
         let vms = schema("list_vms");
-        for field in ["host", "cluster", "state", "q", "limit", "offset"] {
+        for field in ["host", "cluster", "state", "q", "limit", "cursor", "sort"] {
             assert!(vms["properties"].get(field).is_some(), "{field}: {vms}");
         }
         let jobs = schema("list_jobs");

@@ -118,8 +118,20 @@ pub async fn watch(
             n = changes.recv() => if n.is_none() { return },
             r = notices.recv() => if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
         }
+        // One scan covers every change until now: wait a moment for the rest of a burst
+        // (a host's first refresh adds all its VMs one event each), then drop what queued, so
+        // the cost is one scan per burst and not one per VM.
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(RESCAN_DELAY) => {}
+        }
+        while changes.try_recv().is_some() {}
+        while notices.try_recv().is_ok() {}
     }
 }
+
+/// How long the orphan watch gathers changes before it scans the inventory again.
+const RESCAN_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

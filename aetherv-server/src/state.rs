@@ -114,6 +114,8 @@ pub struct VmListCache {
     pub current: ArcSwapOption<CachedList>,
     /// Held while the list is rebuilt.
     pub rebuild: tokio::sync::Mutex<()>,
+    /// Sorted and filtered views of the VM set, kept per VM-set generation (pages).
+    pub views: crate::api::vm_pages::ViewCache,
 }
 
 /// Clusters named in the configuration (`HOSTS_FILE`): name → member host names. Placement

@@ -126,7 +126,11 @@ def test_read_only_lists_no_write_tools(read_only):
         assert not vms.is_error, text(vms)
         assert len(vms.structured_content["vms"]) == 2
         assert vms.structured_content["total"] >= 3
-        assert vms.structured_content["next_offset"] == 2
+        assert vms.structured_content["next_cursor"]
+        more = await call(session, "list_vms", {"limit": 2, "cursor": vms.structured_content["next_cursor"]})
+        assert not more.is_error, text(more)
+        first = {v["id"] for v in vms.structured_content["vms"]}
+        assert first.isdisjoint({v["id"] for v in more.structured_content["vms"]})
         refused = await call(session, "power_vm", {"vm_id": vms.structured_content["vms"][0]["id"], "action": "start"})
         assert refused.is_error
         assert "read_only" in text(refused)

@@ -15,8 +15,8 @@ use utoipa::IntoParams;
 
 use super::views::{
     self, ClusterListView, HostDetail, HostListView, VmDetail, VmFilter, VmListView, VmStateName,
-    VmSummary,
 };
+use super::vm_pages;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::{AppState, CachedList};
 
@@ -74,24 +74,39 @@ pub async fn host(
 /// Query of `GET /api/v1/vms`: every parameter is optional, they combine with AND, and an
 /// empty (or blank) value is the same as leaving the parameter out. Unknown parameters are
 /// refused.
-#[derive(Debug, Deserialize, IntoParams, schemars::JsonSchema)]
+#[derive(Debug, Default, Deserialize, IntoParams, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct VmQuery {
     /// Only VMs on this host (case-insensitive); empty means any.
-    host: Option<String>,
+    pub host: Option<String>,
     /// Only VMs on hosts of this cluster (case-insensitive); empty means any.
-    cluster: Option<String>,
+    pub cluster: Option<String>,
     /// Only VMs in this Hyper-V state (case-insensitive); empty means any.
     #[param(value_type = Option<VmStateName>)]
-    state: Option<String>,
+    pub state: Option<String>,
     /// Case-insensitive substring of the name, id, notes or an IP address; empty means any.
-    q: Option<String>,
+    pub q: Option<String>,
+    /// VMs per page, 1 to 1000 (default 100), or `all` for every matching VM in one answer.
+    #[param(value_type = Option<String>, example = "100", pattern = "^([0-9]+|all)$")]
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page (same `sort` and filters).
+    pub cursor: Option<String>,
+    /// Sort column, `-` in front for descending: `name` (default), `state`, `host`,
+    /// `cluster`, `processor_count`, `memory_startup_bytes`, `memory_assigned_bytes`,
+    /// `uptime_seconds`, `ip_addresses`, `id`. Text sorts naturally (`app-2` before
+    /// `app-10`), ignoring case; ties go by name, then id.
+    pub sort: Option<String>,
+    /// Comma-separated VM fields to return (`id` always comes too); empty means all.
+    pub fields: Option<String>,
 }
 
-fn filter_of(query: VmQuery) -> ApiResult<VmFilter> {
-    let blank = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-    let state = match blank(query.state) {
+fn blank(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn filter_of(query: &VmQuery) -> ApiResult<VmFilter> {
+    let state = match blank(query.state.clone()) {
         None => None,
         Some(s) => Some(VmStateName::parse(&s).map(VmStateName::state).ok_or_else(|| {
             ApiError::bad_query(
@@ -101,11 +116,106 @@ fn filter_of(query: VmQuery) -> ApiResult<VmFilter> {
         })?),
     };
     Ok(VmFilter {
-        host: blank(query.host),
-        cluster: blank(query.cluster),
+        host: blank(query.host.clone()),
+        cluster: blank(query.cluster.clone()),
         state,
-        q: blank(query.q).map(|q| q.to_ascii_lowercase()),
+        q: blank(query.q.clone()).map(|q| q.to_ascii_lowercase()),
     })
+}
+
+/// The fields of a VM summary that `fields` may name.
+pub const VM_FIELDS: [&str; 14] = [
+    "id",
+    "name",
+    "host",
+    "cluster",
+    "state",
+    "stale",
+    "processor_count",
+    "memory_startup_bytes",
+    "memory_assigned_bytes",
+    "uptime_seconds",
+    "ip_addresses",
+    "clustered",
+    "busy_job",
+    "orphaned",
+];
+
+/// A parsed `GET /api/v1/vms` request.
+#[derive(Debug)]
+struct ListRequest {
+    filter: VmFilter,
+    sort: vm_pages::Sort,
+    /// `None`: every VM (`limit=all`).
+    limit: Option<usize>,
+    cursor: Option<String>,
+    /// `None`: every field.
+    fields: Option<Vec<&'static str>>,
+}
+
+impl ListRequest {
+    fn of(query: VmQuery) -> ApiResult<Self> {
+        let filter = filter_of(&query)?;
+        let sort = match blank(query.sort) {
+            None => vm_pages::Sort::default(),
+            Some(s) => vm_pages::Sort::parse(&s)?,
+        };
+        let limit = match blank(query.limit) {
+            None => Some(vm_pages::DEFAULT_LIMIT),
+            Some(s) if s.eq_ignore_ascii_case("all") => None,
+            Some(s) => Some(
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=vm_pages::MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_query(
+                            "limit",
+                            format!(
+                                "{s:?} is not a page size; use 1 to {} or all",
+                                vm_pages::MAX_LIMIT
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        let fields = match blank(query.fields) {
+            None => None,
+            Some(list) => {
+                let mut chosen = vec!["id"];
+                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let field = VM_FIELDS.iter().find(|f| **f == name).ok_or_else(|| {
+                        ApiError::bad_query(
+                            "fields",
+                            format!(
+                                "unknown VM field {name:?}; use any of {}",
+                                VM_FIELDS.join(", ")
+                            ),
+                        )
+                    })?;
+                    if !chosen.contains(field) {
+                        chosen.push(field);
+                    }
+                }
+                Some(chosen)
+            }
+        };
+        Ok(Self {
+            filter,
+            sort,
+            limit,
+            cursor: blank(query.cursor),
+            fields,
+        })
+    }
+
+    /// The form whose answer is cached: every VM, default order and fields.
+    fn is_whole_list(&self) -> bool {
+        self.limit.is_none()
+            && self.filter.is_empty()
+            && self.sort == vm_pages::Sort::default()
+            && self.cursor.is_none()
+            && self.fields.is_none()
+    }
 }
 
 fn json_bytes(body: bytes::Bytes) -> Response {
@@ -167,36 +277,84 @@ fn gzip(body: &[u8]) -> std::io::Result<bytes::Bytes> {
     encoder.finish().map(bytes::Bytes::from)
 }
 
-fn serialise(state: &AppState, snapshot: &Snapshot, filter: &VmFilter) -> ApiResult<bytes::Bytes> {
+/// The JSON answer for `request` from `snapshot`.
+fn serialise(
+    state: &AppState,
+    snapshot: &Snapshot,
+    request: &ListRequest,
+) -> ApiResult<bytes::Bytes> {
+    let cursor = request
+        .cursor
+        .as_deref()
+        .map(|c| vm_pages::Cursor::decode(c, request.sort, &request.filter))
+        .transpose()?;
+    let page = vm_pages::page(
+        &state.vm_list_cache.views,
+        snapshot,
+        &request.filter,
+        request.sort,
+        cursor.as_ref(),
+        request.limit,
+    );
     let busy = state.jobs.busy_vms();
-    let list: Vec<VmSummary> = snapshot
-        .vms()
-        .filter(|vm| filter.matches(snapshot, vm))
-        .map(|vm| views::vm_summary(snapshot, vm, &busy, &state.jobs))
-        .collect();
-    serde_json::to_vec(&VmListView {
-        total: list.len(),
-        vms: list,
-    })
-    .map(bytes::Bytes::from)
-    .map_err(|e| ApiError::internal(format!("cannot serialise the VM list: {e}")))
+    let summaries = page
+        .vms
+        .iter()
+        .map(|vm| views::vm_summary(snapshot, vm, &busy, &state.jobs));
+    let failed =
+        |e: serde_json::Error| ApiError::internal(format!("cannot serialise the VM list: {e}"));
+    let body = match &request.fields {
+        None => serde_json::to_vec(&VmListView {
+            vms: summaries.collect(),
+            next_cursor: page.next_cursor,
+            total: page.total,
+            generation: snapshot.generation(),
+        }),
+        Some(fields) => {
+            let vms: Vec<serde_json::Map<String, serde_json::Value>> = summaries
+                .map(|summary| match serde_json::to_value(summary) {
+                    Ok(serde_json::Value::Object(mut all)) => {
+                        all.retain(|k, _| fields.contains(&k.as_str()));
+                        Ok(all)
+                    }
+                    Ok(_) => Ok(serde_json::Map::new()),
+                    Err(e) => Err(e),
+                })
+                .collect::<Result<_, _>>()
+                .map_err(failed)?;
+            serde_json::to_vec(&serde_json::json!({
+                "vms": vms,
+                "next_cursor": page.next_cursor,
+                "total": page.total,
+                "generation": snapshot.generation(),
+            }))
+        }
+    };
+    body.map(bytes::Bytes::from).map_err(failed)
 }
 
-/// `GET /api/v1/vms`. The unfiltered answer is serialised and compressed once per inventory
-/// change (one request rebuilds it; concurrent ones wait for that result), carries an `ETag`,
-/// and is sent gzip-encoded to clients that accept it.
+/// `GET /api/v1/vms`: one page of VMs. Sorted views are kept per VM-set generation, so a page
+/// costs a binary search and its rows. The whole list (`limit=all` without filters, sort or
+/// fields) is serialised and compressed once per inventory change (one request rebuilds it;
+/// concurrent ones wait for that result), carries an `ETag`, and is sent gzip-encoded to
+/// clients that accept it.
 #[utoipa::path(get, path = "/api/v1/vms", tag = "inventory", operation_id = "listVms",
     summary = "List VMs",
-    description = "VMs of every host, filtered by the query parameters (all optional, combined \
-        with AND; an empty value is the same as leaving the parameter out). The unfiltered list \
-        carries an `ETag` (send `If-None-Match` for a 304) and is gzip-encoded for clients that \
-        accept it.",
+    description = "One page of the VMs of every host, filtered by the query parameters (all \
+        optional, combined with AND; an empty value is the same as leaving the parameter out), \
+        in the order of `sort`. `next_cursor` fetches the next page: cursors stay valid while \
+        the inventory changes (the next page starts after the previous page's last VM in the \
+        current order), so a walk sees every VM that exists throughout it exactly once. \
+        `limit=all` returns every matching VM; without filters, sort and fields that answer \
+        carries an `ETag` (send `If-None-Match` for a 304) and is gzip-encoded for clients \
+        that accept it.",
     params(VmQuery),
     responses(
-        (status = 200, description = "Matching VMs", body = VmListView),
-        (status = 304, description = "The unfiltered list has not changed since the `ETag` sent"),
+        (status = 200, description = "A page of the matching VMs", body = VmListView),
+        (status = 304, description = "The whole list has not changed since the `ETag` sent"),
         (status = 400, description = "`bad_query`: a query parameter is unusable or unknown \
-            (`field` names it)", body = ErrorBody),
+            (`field` names it: `limit`, `cursor`, `sort`, `fields`, `state` or `query`)",
+            body = ErrorBody),
     ))]
 pub async fn vms(
     State(state): State<AppState>,
@@ -204,10 +362,10 @@ pub async fn vms(
     query: Result<Query<VmQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| ApiError::bad_query("query", e.body_text()))?;
-    let filter = filter_of(query)?;
-    if !filter.is_empty() {
+    let request = ListRequest::of(query)?;
+    if !request.is_whole_list() {
         let snapshot = state.inventory.snapshot();
-        return Ok(json_bytes(serialise(&state, &snapshot, &filter)?));
+        return Ok(json_bytes(serialise(&state, &snapshot, &request)?));
     }
     let cache = &state.vm_list_cache;
     let current = |snapshot: &Snapshot, epoch: u64| {
@@ -227,7 +385,7 @@ pub async fn vms(
     if let Some(cached) = current(&snapshot, epoch) {
         return Ok(cached_answer(&cached, &headers));
     }
-    let body = serialise(&state, &snapshot, &filter)?;
+    let body = serialise(&state, &snapshot, &request)?;
     let gzip =
         gzip(&body).map_err(|e| ApiError::internal(format!("cannot compress the VM list: {e}")))?;
     let cached = Arc::new(CachedList {

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use super::views::{AcceptedView, JobListView, JobLogsView, JobStatusEventView};
@@ -19,36 +19,105 @@ use crate::state::AppState;
 
 /// Query of `GET /api/v1/jobs`: every parameter is optional, they combine with AND, and an
 /// empty value is the same as leaving the parameter out. Unknown parameters are refused.
-#[derive(Debug, Deserialize, IntoParams, schemars::JsonSchema)]
+#[derive(Debug, Default, Deserialize, IntoParams, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only jobs with this status; empty means any.
     #[param(value_type = Option<JobStatus>)]
-    status: Option<String>,
+    pub status: Option<String>,
     /// Only jobs of this type; empty means any.
     #[serde(rename = "type")]
     #[param(rename = "type", value_type = Option<JobType>)]
-    job_type: Option<String>,
+    pub job_type: Option<String>,
     /// Only jobs on this host (case-insensitive); empty means any.
-    host: Option<String>,
+    pub host: Option<String>,
     /// Only jobs on this VM; empty means any.
     #[param(value_type = Option<String>, format = Uuid)]
-    vm_id: Option<String>,
-    /// At most this many jobs (newest first); empty means all.
-    #[param(value_type = Option<u32>, minimum = 1)]
-    #[schemars(with = "Option<u32>")]
-    limit: Option<String>,
+    pub vm_id: Option<String>,
+    /// Jobs per page, 1 to 1000 (default 100), or `all` for every matching job.
+    #[param(value_type = Option<String>, example = "100", pattern = "^([0-9]+|all)$")]
+    #[schemars(with = "Option<String>")]
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page (same filters).
+    pub cursor: Option<String>,
+}
+
+/// Largest page of jobs.
+pub const MAX_JOB_LIMIT: usize = 1000;
+/// Page of jobs when none is asked for.
+pub const DEFAULT_JOB_LIMIT: usize = 100;
+
+/// Where a page of jobs ends: the submission sequence of its last job, and the filters.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct JobCursor {
+    #[serde(rename = "v")]
+    version: u8,
+    #[serde(rename = "f")]
+    filters: String,
+    #[serde(rename = "b")]
+    before: u64,
+}
+
+fn job_filter_text(filter: &JobFilter) -> String {
+    format!(
+        "{:?}|{:?}|{}|{:?}",
+        filter.status.map(JobStatus::as_str),
+        filter.job_type,
+        filter.host.as_deref().unwrap_or_default().to_lowercase(),
+        filter.vm_id,
+    )
+}
+
+fn encode_cursor(filter: &JobFilter, before: u64) -> String {
+    use base64::Engine as _;
+    let cursor = JobCursor {
+        version: 1,
+        filters: sha_text(&job_filter_text(filter)),
+        before,
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&cursor).unwrap_or_default())
+}
+
+/// A short stable digest of the filters (the cursor carries no query text).
+fn sha_text(text: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(text: &str, filter: &JobFilter) -> ApiResult<u64> {
+    use base64::Engine as _;
+    let bad = |message: &str| ApiError::bad_query("cursor", message.to_owned());
+    let not_ours =
+        "not a cursor of the job list; pass the next_cursor of the previous page unchanged";
+    if text.len() > 1024 {
+        return Err(bad(not_ours));
+    }
+    let cursor: JobCursor = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .filter(|c: &JobCursor| c.version == 1)
+        .ok_or_else(|| bad(not_ours))?;
+    if cursor.filters != sha_text(&job_filter_text(filter)) {
+        return Err(bad(
+            "the cursor belongs to a walk with other filters; repeat the filters of the request that returned it",
+        ));
+    }
+    Ok(cursor.before)
 }
 
 /// `GET /api/v1/jobs`.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", operation_id = "listJobs",
     summary = "List jobs",
-    description = "Jobs in the history, newest first (an empty query value is the same as \
-        leaving the parameter out).",
+    description = "One page of the jobs in the history, newest first (an empty query value is \
+        the same as leaving the parameter out). `next_cursor` fetches the next page; a cursor \
+        stays valid while jobs are added or leave the history.",
     params(ListQuery),
     responses(
-        (status = 200, description = "Jobs, newest first", body = JobListView),
+        (status = 200, description = "A page of jobs, newest first", body = JobListView),
         (status = 400, description = "`bad_query`: a query parameter is unusable or unknown \
             (`field` names it)", body = ErrorBody),
     ))]
@@ -84,20 +153,45 @@ pub async fn list(
                 .map_err(|_| ApiError::bad_query("vm_id", format!("{s:?} is not a VM id")))?,
         ),
     };
-    let limit = match query.limit.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(s.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            ApiError::bad_query("limit", format!("{s:?} is not a positive number"))
-        })?),
+    let limit = match query
+        .limit
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        None => Some(DEFAULT_JOB_LIMIT),
+        Some(s) if s.eq_ignore_ascii_case("all") => None,
+        Some(s) => Some(
+            s.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_JOB_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_query(
+                        "limit",
+                        format!("{s:?} is not a page size; use 1 to {MAX_JOB_LIMIT} or all"),
+                    )
+                })?,
+        ),
     };
-    let jobs = state.jobs.list(&JobFilter {
+    let filter = JobFilter {
         status,
         job_type,
         host: query.host.filter(|h| !h.is_empty()),
         vm_id,
-        limit,
-    });
-    Ok(Json(JobListView { jobs }))
+        limit: None,
+    };
+    let before = query
+        .cursor
+        .as_deref()
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| decode_cursor(c, &filter))
+        .transpose()?;
+    let page = state.jobs.page(&filter, before, limit);
+    Ok(Json(JobListView {
+        next_cursor: page.next.map(|n| encode_cursor(&filter, n)),
+        jobs: page.jobs,
+        total: page.total,
+    }))
 }
 
 /// `GET /api/v1/jobs/{id}`.

@@ -17,6 +17,7 @@ pub mod nics;
 pub mod openapi;
 pub mod views;
 pub mod vm_day2;
+pub mod vm_pages;
 pub mod vms;
 pub mod vms_edit;
 

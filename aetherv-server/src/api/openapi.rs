@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 
 use super::views::{
-    HelloEvent, HostDisconnectedEvent, HostEvent, JobStatusEventView, ResyncEvent, VmEvent,
-    VmRemovedEvent,
+    HelloEvent, HostDisconnectedEvent, HostEvent, JobStatusEventView, ResyncEvent, VmChangedEvent,
+    VmEvent, VmRemovedEvent,
 };
 use crate::auth::required_role_at;
 use crate::auth::session::SESSION_COOKIE;
@@ -64,6 +64,7 @@ const DOCS_HTML: &str = include_str!("docs.html");
         JobNotice,
         HelloEvent,
         VmEvent,
+        VmChangedEvent,
         VmRemovedEvent,
         HostEvent,
         HostDisconnectedEvent,
@@ -250,7 +251,7 @@ fn complete_operation(path: &str, method: &Method, op: &mut Value, protected: bo
         "events" => Some(json!({
             "hello": schema("HelloEvent"),
             "vm_added": schema("VmEvent"),
-            "vm_changed": schema("VmEvent"),
+            "vm_changed": schema("VmChangedEvent"),
             "vm_removed": schema("VmRemovedEvent"),
             "host_connected": schema("HostEvent"),
             "host_disconnected": schema("HostDisconnectedEvent"),

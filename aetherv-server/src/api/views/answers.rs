@@ -116,22 +116,31 @@ pub struct HostListView {
     pub hosts: Vec<HostView>,
 }
 
-/// Matching VMs.
+/// One page of the matching VMs.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = VmList)]
 pub struct VmListView {
-    /// How many VMs match.
-    pub total: usize,
-    /// The VMs.
+    /// The VMs of this page, in the requested order (with `fields`, only those fields and
+    /// `id`).
     pub vms: Vec<VmSummary>,
+    /// Pass it as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+    /// How many VMs match the filters (over all pages).
+    pub total: usize,
+    /// The inventory generation the page was read from (events carry the same number).
+    pub generation: u64,
 }
 
-/// Jobs, newest first.
+/// One page of the matching jobs, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = JobList)]
 pub struct JobListView {
-    /// The jobs.
+    /// The jobs of this page.
     pub jobs: Vec<JobView>,
+    /// Pass it as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+    /// How many jobs in the history match the filters (over all pages).
+    pub total: usize,
 }
 
 /// A job's log so far (`follow=false`).
@@ -184,6 +193,20 @@ pub struct VmEvent {
     pub generation: u64,
     /// The VM.
     pub vm: VmSummary,
+}
+
+/// What changed on a VM (`vm_changed`): the changes of one VM within the coalescing window,
+/// as one event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VmChangedEvent {
+    /// The inventory generation of the latest change included.
+    pub generation: u64,
+    /// A partial VM summary: `id`, `name` and `host` always, and every other field that
+    /// changed, with its new value. Merge it into the VM you hold.
+    #[schema(value_type = Object)]
+    pub vm: serde_json::Map<String, serde_json::Value>,
+    /// The names of the fields that changed.
+    pub changed: Vec<String>,
 }
 
 /// A VM disappeared (`vm_removed`).
