@@ -590,6 +590,7 @@
     main.appendChild(h("h1", {}, "Overview"));
     main.appendChild(body);
     let alive = true;
+    let lastJson = "";
 
     async function load() {
       const result = await guarded(() =>
@@ -597,6 +598,10 @@
       );
       if (!result || !alive) return;
       const [status, clusters, hosts] = result;
+      // Nothing changed (most VM events do not touch the totals): keep the page as it is.
+      const json = JSON.stringify(result);
+      if (json === lastJson) return;
+      lastJson = json;
       render(status, clusters.clusters || [], hosts.hosts || []);
     }
 
@@ -718,6 +723,7 @@
       if (result) {
         const ok = result.status === "connected";
         toast("Host " + name + (ok ? " refreshed" : " did not answer: " + (result.last_error || result.status)), ok ? "" : "error");
+        lastJson = "";
         if (alive) load();
       } else {
         button.disabled = false;
@@ -895,7 +901,7 @@
       h("option", { value: "" }, "All states"),
       VM_STATES.map((s) => h("option", { value: s }, s))
     );
-    const qInput = h("input", { id: "filter-q", name: "q", type: "search", placeholder: "name, id, notes or IP  ( / )", autocomplete: "off", "aria-keyshortcuts": "/" });
+    const qInput = h("input", { id: "filter-q", name: "q", type: "search", placeholder: "name, id, notes or IP", title: "Press / anywhere to search", autocomplete: "off", "aria-keyshortcuts": "/" });
     qInput.value = query.q;
     stateSelect.value = query.state;
     const countNode = h("p", { class: "count", id: "vm-count", "aria-live": "polite" });
