@@ -1044,7 +1044,24 @@
     function setSort(key) {
       const current = query.sort.replace(/^-/, "");
       query.sort = current === key && !query.sort.startsWith("-") ? "-" + key : key;
+      // The header says at once what the rows will show when the server answers.
+      renderSortIndicators();
       goFirst();
+    }
+
+    function renderSortIndicators() {
+      const sortKey = query.sort.replace(/^-/, "");
+      for (const th of headerCells) {
+        const key = th.getAttribute("data-key");
+        const ind = th.querySelector(".sort-ind");
+        if (key === sortKey) {
+          th.setAttribute("aria-sort", query.sort.startsWith("-") ? "descending" : "ascending");
+          ind.textContent = query.sort.startsWith("-") ? "▼" : "▲";
+        } else {
+          th.removeAttribute("aria-sort");
+          ind.textContent = "";
+        }
+      }
     }
 
     async function loadChoices() {
@@ -1151,18 +1168,7 @@
 
     function renderRows() {
       renderSeq += 1;
-      const sortKey = query.sort.replace(/^-/, "");
-      for (const th of headerCells) {
-        const key = th.getAttribute("data-key");
-        const ind = th.querySelector(".sort-ind");
-        if (key === sortKey) {
-          th.setAttribute("aria-sort", query.sort.startsWith("-") ? "descending" : "ascending");
-          ind.textContent = query.sort.startsWith("-") ? "▼" : "▲";
-        } else {
-          th.removeAttribute("aria-sort");
-          ind.textContent = "";
-        }
-      }
+      renderSortIndicators();
       // Live updates redraw rows: keep keyboard focus on the same element of the same VM.
       const active = document.activeElement;
       const focusRow = tbody.contains(active) ? active.closest("tr") : null;
@@ -2830,6 +2836,7 @@
     let alive = true;
     let job = null;
     let logSource = null;
+    let lastJobJson = "";
     const seenSeq = new Set();
 
     const header = h("div", { id: "job-header" }, h("p", { class: "loading" }, "Loading…"));
@@ -2854,6 +2861,9 @@
         return;
       }
       if (!alive) return;
+      const json = JSON.stringify(data);
+      if (json === lastJobJson) return;
+      lastJobJson = json;
       job = data;
       render();
       if (job.vm_id && knownVmExists(job.vm_id) === undefined) {
@@ -3002,8 +3012,9 @@
       });
       source.addEventListener("status", (e) => {
         const s = parse(e);
-        if (s && job) {
+        if (s && job && (job.status !== s.status || job.percent !== s.percent || job.step !== s.step)) {
           Object.assign(job, { status: s.status, percent: s.percent, step: s.step });
+          lastJobJson = "";
           render();
         }
         reload();
@@ -3014,8 +3025,12 @@
         const final = parse(e);
         logNote.textContent = "The job has ended; this is the complete log.";
         if (final && final.id && alive) {
-          job = final;
-          render();
+          const json = JSON.stringify(final);
+          if (json !== lastJobJson) {
+            lastJobJson = json;
+            job = final;
+            render();
+          }
         } else reload();
       });
       source.onerror = () => {

@@ -96,8 +96,9 @@ def follow_job(driver, screenshot=None):
     error = "".join(e.text for e in css(driver, "#job-error"))
     assert status == "succeeded", f"job {job_id} ended {status}: {error}"
     # The progress bar reached the end and the page shows the steps and the log it streamed.
-    bar = css(driver, "#job-header [role=progressbar]")[0]
-    assert bar.get_attribute("aria-valuenow") == "100"
+    # (read again when a live update re-rendered the header in between)
+    wait(driver, lambda d: css(d, "#job-header [role=progressbar]")[0].get_attribute("aria-valuenow") == "100",
+         timeout=5, message="the progress bar of the finished job is not at 100")
     assert css(driver, "#job-steps li[data-step]"), "no step in the timeline"
     wait(driver, lambda d: len(css(d, "#job-log li")) > 0, message="no log line streamed")
     assert not css(driver, "#job-cancel"), "a finished job still offers Cancel"
