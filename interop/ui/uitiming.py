@@ -97,10 +97,11 @@ def stop_longtasks(driver):
 
 
 class PowerLoad:
-    """Turns VMs off and on again through the REST API at `rate` actions per second from a
-    background thread, so the page receives a steady stream of job and VM events."""
+    """Turns VMs off and on again through the REST API at `rate` actions per second from
+    background threads (`workers` of them, so a slow answer does not lower the rate), so the
+    page receives a steady stream of job and VM events."""
 
-    def __init__(self, base, vms, rate):
+    def __init__(self, base, vms, rate, workers=4):
         self.base = base
         self.vms = list(vms)
         self.rate = rate
@@ -108,7 +109,9 @@ class PowerLoad:
         self.refused = 0
         self.errors = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._lock = threading.Lock()
+        self._next = 0
+        self._threads = [threading.Thread(target=self._run, args=(workers,), daemon=True) for _ in range(workers)]
 
     def _post(self, path):
         req = urllib.request.Request(self.base + path, data=b"{}", method="POST",
@@ -116,32 +119,37 @@ class PowerLoad:
         with urllib.request.urlopen(req, timeout=10) as r:
             r.read()
 
-    def _run(self):
-        interval = 1.0 / self.rate
-        i = 0
+    def _run(self, workers):
+        interval = workers / self.rate
         next_at = time.monotonic()
         while not self._stop.is_set():
-            vm = self.vms[i % len(self.vms)]
-            i += 1
+            with self._lock:
+                vm = self.vms[self._next % len(self.vms)]
+                self._next += 1
             action = "stop" if vm["state"] == "Running" else "start"
             try:
                 self._post(f"/api/v1/vms/{vm['id']}/actions/{action}")
                 vm["state"] = "Off" if action == "stop" else "Running"
-                self.sent += 1
+                with self._lock:
+                    self.sent += 1
             except urllib.error.HTTPError as e:
                 # 409: the VM is still busy with the previous action or in another state.
-                self.refused += 1
-                if e.code != 409:
-                    self.errors.append(f"{action} {vm['name']}: HTTP {e.code}")
+                with self._lock:
+                    self.refused += 1
+                    if e.code != 409:
+                        self.errors.append(f"{action} {vm['name']}: HTTP {e.code}")
             except OSError as e:
-                self.errors.append(str(e))
+                with self._lock:
+                    self.errors.append(str(e))
             next_at += interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
     def __enter__(self):
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join(timeout=15)
+        for thread in self._threads:
+            thread.join(timeout=15)
