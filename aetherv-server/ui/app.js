@@ -81,6 +81,130 @@
     return String(id || "").slice(0, 8);
   }
 
+  /** Natural order for names: app-2 before app-10, case-insensitive. */
+  const naturalCollator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+  const naturalCompare = (a, b) => naturalCollator.compare(String(a || ""), String(b || ""));
+
+  /** "12 s ago", "5 min ago", "3 h ago", "2 days ago" (or "in …" for a clock ahead of ours). */
+  function fmtRelative(s, now) {
+    if (!s) return "never";
+    const t = new Date(s).getTime();
+    if (Number.isNaN(t)) return String(s);
+    const diff = Math.round(((now || Date.now()) - t) / 1000);
+    const abs = Math.abs(diff);
+    let text;
+    if (abs < 5) return "just now";
+    if (abs < 60) text = abs + " s";
+    else if (abs < 3600) text = Math.floor(abs / 60) + " min";
+    else if (abs < 86400) text = Math.floor(abs / 3600) + " h";
+    else text = Math.floor(abs / 86400) + (abs < 172800 ? " day" : " days");
+    return diff >= 0 ? text + " ago" : "in " + text;
+  }
+
+  /** A time shown relative to now (kept current by a timer), the exact time in its title. */
+  function relTime(s, prefix) {
+    const node = h("time", { class: "rel-time", "data-rel-time": s || "", "data-prefix": prefix || "", datetime: s || null, title: s ? fmtTime(s) : null });
+    node.textContent = (prefix || "") + fmtRelative(s);
+    return node;
+  }
+
+  function refreshRelativeTimes() {
+    const now = Date.now();
+    for (const node of document.querySelectorAll("[data-rel-time]")) {
+      const text = node.getAttribute("data-prefix") + fmtRelative(node.getAttribute("data-rel-time"), now);
+      if (node.textContent !== text) node.textContent = text;
+    }
+  }
+
+  /** A server or host message with byte counts written for people: "4294967296 bytes" and
+   * "memory_startup_bytes 4294967296" become "4.0 GiB". */
+  function humanize(message) {
+    return String(message === null || message === undefined ? "" : message)
+      .replace(/\b(\d{4,}) ?bytes\b/g, (_, n) => exactBytes(Number(n)))
+      .replace(/\b(\w+_bytes)(\s*[=:]?\s*)(\d{4,})\b/g, (_, name, sep, n) => name + sep + exactBytes(Number(n)))
+      .replace(/(\d [KMGTP]iB) \(\d{4,}\)/g, "$1");
+  }
+
+  /** A byte count in the largest binary unit that shows it exactly (4097 MiB, not 4.0 GiB),
+   * else rounded like everywhere else. */
+  function exactBytes(n) {
+    const units = [["PiB", 2 ** 50], ["TiB", 2 ** 40], ["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]];
+    for (const [unit, size] of units) {
+      const v = n / size;
+      if (v >= 1 && Math.round(v * 100) === v * 100) return v.toLocaleString("en-US", { maximumFractionDigits: 2 }) + " " + unit;
+    }
+    return fmtBytes(n);
+  }
+
+  /** A file path that breaks only after its separators, never inside a folder name. */
+  function pathNode(path, attrs) {
+    const node = h("code", Object.assign({ class: "path" }, attrs || {}));
+    const parts = String(path).split(/(?<=[\\/])/);
+    parts.forEach((part, i) => {
+      const span = h("span", { class: "seg" }, part);
+      node.appendChild(span);
+      if (i < parts.length - 1) node.appendChild(document.createElement("wbr"));
+    });
+    return node;
+  }
+
+  /** Hyper-V's numeric VM states (Msvm_ComputerSystem EnabledState and its extensions). */
+  const HYPERV_STATE_NAMES = {
+    1: "Other",
+    2: "Running",
+    3: "Off",
+    4: "Stopping",
+    6: "Saved",
+    9: "Paused",
+    10: "Starting",
+    11: "Reset",
+    32773: "Saving",
+    32776: "Pausing",
+    32777: "Resuming",
+    32779: "FastSaved",
+    32780: "FastSaving",
+    32781: "ForceShutdown",
+    32782: "ForceReboot",
+    32783: "Hibernated",
+    32784: "ComponentServicing",
+  };
+
+  function stateName(value) {
+    if (typeof value === "number" || /^\d+$/.test(String(value))) return HYPERV_STATE_NAMES[Number(value)] || "state " + value;
+    return String(value);
+  }
+
+  /** "previous_state" -> "Previous state". */
+  function keyLabel(key) {
+    const text = String(key).replace(/_bytes$/, "").replace(/_/g, " ");
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
+  /** A job result or any other API value as readable nodes: states by name, sizes in GiB,
+   * paths that break at separators, nested objects as nested lists. */
+  function valueNode(key, value) {
+    if (value === null || value === undefined || value === "") return "—";
+    if (/(^|_)state$/.test(key)) return stateName(value);
+    if (/_bytes$/.test(key) && typeof value === "number") return fmtBytes(value);
+    if (typeof value === "boolean") return value ? "yes" : "no";
+    if (Array.isArray(value)) {
+      if (!value.length) return "none";
+      return h("ul", { class: "plain" }, value.map((v) => h("li", {}, valueNode(key.replace(/s$/, ""), v))));
+    }
+    if (typeof value === "object") return kvList(value);
+    if (typeof value === "string" && /(^|_)(path|paths|file)$/.test(key.replace(/s$/, "")) && /[\\/]/.test(value)) return pathNode(value);
+    if (typeof value === "string" && /^[A-Za-z]:\\|^\//.test(value) && !/\s{2}/.test(value)) return pathNode(value);
+    return humanize(String(value));
+  }
+
+  function kvList(object) {
+    return h(
+      "dl",
+      { class: "kv" },
+      Object.entries(object).map(([k, v]) => [h("dt", {}, keyLabel(k)), h("dd", {}, valueNode(k, v))])
+    );
+  }
+
   const VM_STATE_CLASS = {
     running: "ok",
     off: "off",
@@ -134,6 +258,10 @@
 
   function progressBar(percent, status, label) {
     const p = Math.min(100, Math.max(0, Number(percent) || 0));
+    if (status === "failed" || status === "cancelled") {
+      // A job that did not complete has no meaningful percentage (its status says how it ended).
+      return h("div", { class: "progress ended", title: "The job ended before it completed" }, h("span", { class: "pct ended", "data-ended": status }, "—"));
+    }
     const fill = h("span");
     fill.style.width = p + "%";
     return h(
@@ -161,13 +289,43 @@
   function toast(message, kind) {
     const node = h("div", { class: "toast " + (kind || "") }, message);
     $("toasts").appendChild(node);
-    setTimeout(() => node.remove(), 6000);
+    placeToasts();
+    setTimeout(() => {
+      node.remove();
+      placeToasts();
+    }, 6000);
   }
+
+  /** Toasts sit at the bottom right unless they would cover the newest line of a log (or
+   * anything else marked data-toast-avoid); then they move to the top right. */
+  function placeToasts() {
+    const box = $("toasts");
+    if (!box) return;
+    box.classList.remove("top");
+    if (!box.childElementCount) return;
+    const r = box.getBoundingClientRect();
+    const overlaps = (el) => {
+      const o = el.getBoundingClientRect();
+      return o.width > 0 && o.left < r.right && o.right > r.left && o.top < r.bottom && o.bottom > r.top;
+    };
+    const avoid = Array.from(document.querySelectorAll(".log > li:last-child, [data-toast-avoid]"));
+    if (avoid.some(overlaps)) box.classList.add("top");
+  }
+  let toastFrame = 0;
+  function schedulePlaceToasts() {
+    if (toastFrame) return;
+    toastFrame = requestAnimationFrame(() => {
+      toastFrame = 0;
+      placeToasts();
+    });
+  }
+  window.addEventListener("scroll", schedulePlaceToasts, { passive: true });
+  window.addEventListener("resize", () => placeToasts());
 
   function showBanner(parts, kind) {
     const text = $("banner-text");
     clear(text);
-    append(text, Array.isArray(parts) ? parts : [parts]);
+    append(text, (Array.isArray(parts) ? parts : [parts]).map((p) => (typeof p === "string" ? humanize(p) : p)));
     $("banner").className = "banner " + (kind || "");
     $("banner").hidden = false;
   }
@@ -201,7 +359,7 @@
   class ApiFailure extends Error {
     constructor(status, body) {
       const err = (body && body.error) || {};
-      super(err.message || "request failed with HTTP status " + status);
+      super(humanize(err.message || "request failed with HTTP status " + status));
       this.status = status;
       this.code = err.code || "http_" + status;
       this.field = err.field || null;
@@ -299,6 +457,27 @@
     }
   }
 
+  // Events are applied in one batch per animation frame: a burst of changes costs one render.
+  let pendingEvents = [];
+  let eventFrame = 0;
+  function queueEvent(kind, data) {
+    // A hidden tab gets no animation frames: past a bound, one resync replaces the backlog.
+    if (pendingEvents.length >= 2000) pendingEvents = [["resync", {}]];
+    pendingEvents.push([kind, data]);
+    window.aetherv.events += 1;
+    if (!eventFrame) eventFrame = requestAnimationFrame(flushEvents);
+  }
+
+  function flushEvents() {
+    eventFrame = 0;
+    const batch = pendingEvents;
+    pendingEvents = [];
+    const view = state.view;
+    if (!view || !batch.length) return;
+    if (view.applyBatch) view.applyBatch(batch);
+    else if (view.refresh) for (const [kind, data] of batch) view.refresh(kind, data);
+  }
+
   let eventRetry = null;
   function connectEvents() {
     if (state.events) state.events.close();
@@ -311,7 +490,7 @@
       } catch (e) {
         return;
       }
-      if (state.view && state.view.refresh) state.view.refresh(kind, data);
+      queueEvent(kind, data);
     };
     for (const kind of [
       "vm_added",
@@ -327,7 +506,7 @@
     }
     source.addEventListener("hello", () => {
       // A (re)connection may have missed events: refresh what is shown.
-      if (state.view && state.view.refresh) state.view.refresh("resync", {});
+      queueEvent("resync", {});
     });
     source.onerror = () => {
       // EventSource reconnects by itself unless the answer was not an event stream (for
@@ -421,6 +600,7 @@
     main.appendChild(h("h1", {}, "Overview"));
     main.appendChild(body);
     let alive = true;
+    let lastJson = "";
 
     async function load() {
       const result = await guarded(() =>
@@ -428,6 +608,10 @@
       );
       if (!result || !alive) return;
       const [status, clusters, hosts] = result;
+      // Nothing changed (most VM events do not touch the totals): keep the page as it is.
+      const json = JSON.stringify(result);
+      if (json === lastJson) return;
+      lastJson = json;
       render(status, clusters.clusters || [], hosts.hosts || []);
     }
 
@@ -465,9 +649,9 @@
         h("div", { class: "chips", "aria-label": "VMs by state" }, Object.entries(byState).sort().map(([s, n]) => stateChip(s, n)))
       );
 
-      const grid = h("div", { class: "grid" });
+      const grid = h("div", { class: "clusters" });
       const seen = new Set();
-      for (const cluster of clusters) {
+      for (const cluster of clusters.slice().sort((a, b) => naturalCompare(a.name, b.name))) {
         const members = hosts.filter((x) => x.cluster === cluster.name || (cluster.hosts || []).includes(x.name));
         members.forEach((x) => seen.add(x.name));
         grid.appendChild(clusterPanel(cluster.name, members, cluster));
@@ -499,7 +683,7 @@
           h("h3", {}, name ? name : "Standalone hosts"),
           h("span", { class: "count" }, connected + "/" + members.length + " hosts connected · " + vmCount + " VMs")
         ),
-        members.map(hostBlock)
+        h("div", { class: "host-grid" }, members.slice().sort((a, b) => naturalCompare(a.name, b.name)).map(hostBlock))
       );
     }
 
@@ -537,7 +721,7 @@
           { class: "hint" },
           (host.vm_count || 0) + " VMs",
           host.logical_processors ? " · " + host.logical_processors + " logical processors" : "",
-          host.last_seen ? " · seen " + fmtTime(host.last_seen) : ""
+          host.last_seen ? [" · ", relTime(host.last_seen, "seen ")] : " · never seen"
         ),
         capacity("Memory", memUsed, host.memory_total_bytes, fmtBytes(host.memory_available_bytes) + " free of " + fmtBytes(host.memory_total_bytes)),
         capacity("Storage", stUsed, host.storage_total_bytes, fmtBytes(host.storage_free_bytes) + " free of " + fmtBytes(host.storage_total_bytes)),
@@ -552,6 +736,7 @@
       if (result) {
         const ok = result.status === "connected";
         toast("Host " + name + (ok ? " refreshed" : " did not answer: " + (result.last_error || result.status)), ok ? "" : "error");
+        lastJson = "";
         if (alive) load();
       } else {
         button.disabled = false;
@@ -560,11 +745,15 @@
     }
 
     const reload = debounce(load, 1000);
+    // VM changes only move the per-state counts: with thousands of VMs changing, those are
+    // read again every few seconds, not once per change.
+    const reloadCounts = debounce(load, 5000);
     load().then(() => focusHeading(main));
     return {
       name: "overview",
-      refresh(kind) {
-        if (kind !== "job") reload();
+      applyBatch(batch) {
+        if (batch.some(([kind]) => kind === "resync" || kind.startsWith("host_"))) reload();
+        else if (batch.some(([kind]) => kind.startsWith("vm_"))) reloadCounts();
       },
       cleanup() {
         alive = false;
@@ -581,14 +770,141 @@
   }
 
   const VM_STATES = ["Running", "Off", "Saved", "Paused", "Starting", "Stopping", "Saving", "Pausing", "Resuming"];
+  const VM_FILTERS = ["q", "host", "cluster", "state"];
+  const VM_PAGE_SIZES = [50, 100, 200, 500];
+  const VM_COLUMNS = [
+    ["name", "Name"],
+    ["state", "State"],
+    ["host", "Host"],
+    ["cluster", "Cluster"],
+    ["processor_count", "CPUs", "num"],
+    ["memory_assigned_bytes", "Memory", "num"],
+    ["uptime_seconds", "Uptime", "num"],
+    ["ip_addresses", "IP addresses"],
+  ];
+
+  /** The VM table's data source, and the only code that knows the paging contract of
+   * `GET /api/v1/vms`: `limit`, an opaque `cursor`, `sort` (a column, `-` first for
+   * descending; names in natural order) and the filters; the answer is
+   * `{vms, next_cursor, total}`. */
+  async function fetchVmPage(query) {
+    const params = new URLSearchParams();
+    for (const key of VM_FILTERS) if (query[key]) params.set(key, query[key]);
+    params.set("sort", query.sort);
+    params.set("limit", String(query.limit));
+    if (query.cursor) params.set("cursor", query.cursor);
+    const data = await api("GET", "/api/v1/vms?" + params.toString());
+    const vms = (data && data.vms) || [];
+    return { vms, next: (data && data.next_cursor) || null, total: data && typeof data.total === "number" ? data.total : vms.length };
+  }
+
+  const TRANSITIONAL_STATES = ["Starting", "Stopping", "Reset", "Saving", "Pausing", "Resuming", "FastSaving", "ForceShutdown", "ForceReboot", "ComponentServicing"];
+
+  /** Whether Hyper-V allows `action` from `vmState`: the server's table, which the server
+   * checks again; the UI uses it to offer only what can work. */
+  function actionAllowed(action, vmState) {
+    const s = String(vmState || "");
+    const transitional = TRANSITIONAL_STATES.includes(s) || (/^\d+$/.test(s) && Number(s) >= 32768);
+    switch (action) {
+      case "start":
+        return s === "Off" || s === "Saved";
+      case "shutdown":
+      case "restart":
+      case "pause":
+        return s === "Running";
+      case "stop":
+        return s === "Running" || s === "Paused" || s === "Saved" || transitional;
+      case "save":
+        return s === "Running" || s === "Paused";
+      case "resume":
+        return s === "Paused";
+      default:
+        return false;
+    }
+  }
+
+  /** The fields a `vm_changed` or `vm_added` event carries, with the VM's id: a whole summary
+   * (`{vm}`) or only what changed (`{id, changes}`). */
+  function vmEventPatch(data) {
+    if (!data) return null;
+    if (data.vm && data.vm.id) return data.vm;
+    const changes = data.changes || data.changed || data.fields;
+    if (data.id && changes && typeof changes === "object") return Object.assign({ id: data.id }, changes);
+    if (data.id) return data;
+    return null;
+  }
+
+  /** Runs `task` over `items` with at most `limit` at a time; resolves to the results in order. */
+  async function runLimited(items, limit, task) {
+    const results = new Array(items.length);
+    let next = 0;
+    async function worker() {
+      while (next < items.length) {
+        const i = next++;
+        results[i] = await task(items[i]);
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+    return results;
+  }
 
   function vmsView() {
     const main = $("main");
     const initial = hashQuery();
-    const filters = { q: initial.get("q") || "", host: initial.get("host") || "", cluster: initial.get("cluster") || "", state: initial.get("state") || "" };
-    let sort = { key: "name", dir: 1 };
+    const query = {
+      q: initial.get("q") || "",
+      host: initial.get("host") || "",
+      cluster: initial.get("cluster") || "",
+      state: initial.get("state") || "",
+      sort: VM_COLUMNS.some(([key]) => key === (initial.get("sort") || "").replace(/^-/, "")) ? initial.get("sort") : "name",
+      limit: VM_PAGE_SIZES.includes(Number(initial.get("limit"))) ? Number(initial.get("limit")) : 100,
+      cursor: initial.get("cursor") || "",
+      page: Math.max(0, parseInt(initial.get("page") || "0", 10) || 0),
+    };
+    // This history entry remembers the cursors of earlier pages (for Previous), and under its
+    // key the scroll position and the selection, so all of it survives Back.
+    const entry = (history.state && history.state.vms) || {};
+    const entryKey = typeof entry.key === "string" ? entry.key : Math.random().toString(36).slice(2);
+    let prevCursors = Array.isArray(entry.prev) ? entry.prev.slice(0, query.page) : [];
+    const storeKey = "aetherv.vms." + entryKey;
+    const stored = readStore(storeKey);
+    const selected = new Map((stored.selected || []).map((vm) => [vm.id, vm]));
     let vms = [];
+    let next = null;
+    let total = 0;
     let alive = true;
+    let renderSeq = 0;
+    let restoreScroll = typeof stored.scroll === "number" ? stored.scroll : null;
+
+    function readStore(key) {
+      try {
+        return JSON.parse(sessionStorage.getItem(key) || "{}") || {};
+      } catch (e) {
+        return {};
+      }
+    }
+
+    function saveStore() {
+      try {
+        sessionStorage.setItem(storeKey, JSON.stringify({ scroll: window.scrollY, selected: Array.from(selected.values()) }));
+      } catch (e) {
+        // Storage full or disabled: Back then starts at the top, which is harmless.
+      }
+    }
+
+    function writeUrl() {
+      const params = new URLSearchParams();
+      for (const key of VM_FILTERS) if (query[key]) params.set(key, query[key]);
+      if (query.sort !== "name") params.set("sort", query.sort);
+      if (query.limit !== 100) params.set("limit", String(query.limit));
+      if (query.cursor) {
+        params.set("page", String(query.page));
+        params.set("cursor", query.cursor);
+      }
+      const wanted = "#/vms" + (params.toString() ? "?" + params.toString() : "");
+      const entryState = Object.assign({}, history.state || {}, { vms: { key: entryKey, prev: prevCursors } });
+      history.replaceState(entryState, "", wanted);
+    }
 
     const hostSelect = h("select", { id: "filter-host", name: "host" }, h("option", { value: "" }, "All hosts"));
     const clusterSelect = h("select", { id: "filter-cluster", name: "cluster" }, h("option", { value: "" }, "All clusters"));
@@ -598,47 +914,58 @@
       h("option", { value: "" }, "All states"),
       VM_STATES.map((s) => h("option", { value: s }, s))
     );
-    const qInput = h("input", { id: "filter-q", name: "q", type: "search", placeholder: "name, id, notes or IP", autocomplete: "off" });
-    qInput.value = filters.q;
-    stateSelect.value = filters.state;
+    const qInput = h("input", { id: "filter-q", name: "q", type: "search", placeholder: "name, id, notes or IP", title: "Press / anywhere to search", autocomplete: "off", "aria-keyshortcuts": "/" });
+    qInput.value = query.q;
+    stateSelect.value = query.state;
     const countNode = h("p", { class: "count", id: "vm-count", "aria-live": "polite" });
     const tbody = h("tbody");
-    const columns = [
-      ["name", "Name"],
-      ["state", "State"],
-      ["host", "Host"],
-      ["cluster", "Cluster"],
-      ["processor_count", "CPUs", "num"],
-      ["memory_assigned_bytes", "Memory", "num"],
-      ["uptime_seconds", "Uptime", "num"],
-      ["ip_addresses", "IP addresses"],
-    ];
-    const headerCells = columns.map(([key, label, cls]) => {
+    const selectAll = state.canWrite
+      ? h("input", { type: "checkbox", id: "select-page", "aria-label": "Select every VM on this page" })
+      : null;
+    const headerCells = VM_COLUMNS.map(([key, label, cls]) => {
       const indicator = h("span", { class: "sort-ind", "aria-hidden": "true" });
-      const button = h(
-        "button",
-        { type: "button", class: "sort-btn", "data-sort": key, onclick: () => setSort(key) },
-        label,
-        indicator
-      );
+      const button = h("button", { type: "button", class: "sort-btn", "data-sort": key, onclick: () => setSort(key) }, label, indicator);
       return h("th", { scope: "col", class: cls || "", "data-key": key }, button);
     });
     const table = h(
       "table",
       { id: "vm-table" },
       h("caption", { class: "muted", hidden: true }, "Virtual machines; select a column header to sort"),
-      h("thead", {}, h("tr", {}, headerCells)),
+      h("thead", {}, h("tr", {}, selectAll ? h("th", { scope: "col", class: "select" }, selectAll) : null, headerCells)),
       tbody
+    );
+    const columnCount = VM_COLUMNS.length + (selectAll ? 1 : 0);
+
+    const bulkCount = h("span", { id: "bulk-count", class: "bulk-count" });
+    const bulkBar = h(
+      "div",
+      { class: "bulk-bar", id: "bulk-bar", role: "toolbar", "aria-label": "Actions on the selected VMs", hidden: true },
+      bulkCount,
+      ACTIONS.map(([action, label]) => h("button", { type: "button", class: "btn btn-small", "data-bulk-action": action, onclick: () => bulkPower(action) }, label + "…")),
+      h("button", { type: "button", class: "btn btn-small btn-danger", id: "bulk-delete", onclick: () => bulkDelete() }, "Delete…"),
+      h("button", { type: "button", class: "btn btn-small", id: "bulk-clear", onclick: () => clearSelection() }, "Clear selection")
+    );
+
+    const firstButton = h("button", { type: "button", class: "btn btn-small", id: "page-first", onclick: () => goFirst() }, "First");
+    const prevButton = h("button", { type: "button", class: "btn btn-small", id: "page-prev", onclick: () => goPrev() }, "Previous");
+    const nextButton = h("button", { type: "button", class: "btn btn-small", id: "page-next", onclick: () => goNext() }, "Next");
+    const sizeSelect = h("select", { id: "page-size" }, VM_PAGE_SIZES.map((n) => h("option", { value: String(n) }, String(n))));
+    sizeSelect.value = String(query.limit);
+    const pageInfo = h("span", { class: "count", id: "page-info" });
+    const pager = h(
+      "nav",
+      { class: "pager", "aria-label": "Pages of the VM list" },
+      firstButton,
+      prevButton,
+      pageInfo,
+      nextButton,
+      h("label", { for: "page-size", class: "inline" }, "Rows per page"),
+      sizeSelect
     );
 
     const field = (id, label, control) => h("div", { class: "field" }, h("label", { for: id }, label), control);
     main.appendChild(
-      h(
-        "div",
-        { class: "head-row" },
-        h("h1", {}, "Virtual machines"),
-        state.canWrite ? h("a", { class: "btn btn-primary", href: "#/create" }, "Create VM") : null
-      )
+      h("div", { class: "head-row" }, h("h1", {}, "Virtual machines"), state.canWrite ? h("a", { class: "btn btn-primary", href: "#/create" }, "Create VM") : null)
     );
     main.appendChild(
       h(
@@ -651,141 +978,418 @@
       )
     );
     main.appendChild(countNode);
+    main.appendChild(bulkBar);
     main.appendChild(h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "VM table" }, table));
+    main.appendChild(pager);
+    writeUrl();
+    if (state.focusSearch) {
+      state.focusSearch = false;
+      qInput.focus();
+    }
 
     const onFilter = () => {
-      filters.q = qInput.value.trim();
-      filters.host = hostSelect.value;
-      filters.cluster = clusterSelect.value;
-      filters.state = stateSelect.value;
-      const params = new URLSearchParams();
-      for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
-      const wanted = "#/vms" + (params.toString() ? "?" + params.toString() : "");
-      if (location.hash !== wanted) history.replaceState(null, "", wanted);
-      load();
+      query.q = qInput.value.trim();
+      query.host = hostSelect.value;
+      query.cluster = clusterSelect.value;
+      query.state = stateSelect.value;
+      goFirst();
     };
     let typing = null;
     qInput.addEventListener("input", () => {
       clearTimeout(typing);
-      typing = setTimeout(onFilter, 300);
+      typing = setTimeout(onFilter, 250);
     });
     for (const s of [hostSelect, clusterSelect, stateSelect]) s.addEventListener("change", onFilter);
+    sizeSelect.addEventListener("change", () => {
+      query.limit = Number(sizeSelect.value);
+      goFirst();
+    });
+    if (selectAll) {
+      selectAll.addEventListener("change", () => {
+        for (const vm of vms) {
+          if (selectAll.checked) selected.set(vm.id, pick(vm));
+          else selected.delete(vm.id);
+        }
+        selectionChanged();
+      });
+    }
+    tbody.addEventListener("change", (e) => {
+      const box = e.target;
+      if (!box || !box.matches || !box.matches("input[data-select]")) return;
+      const vm = vms.find((v) => v.id === box.getAttribute("data-select"));
+      if (!vm) return;
+      if (box.checked) selected.set(vm.id, pick(vm));
+      else selected.delete(vm.id);
+      selectionChanged();
+    });
 
-    async function loadChoices() {
-      const result = await guarded(() => Promise.all([api("GET", "/api/v1/hosts"), api("GET", "/api/v1/clusters")]));
-      if (!result || !alive) return;
-      const [hosts, clusters] = result;
-      for (const host of hosts.hosts || []) hostSelect.appendChild(h("option", { value: host.name }, host.name));
-      for (const c of clusters.clusters || []) clusterSelect.appendChild(h("option", { value: c.name }, c.name));
-      hostSelect.value = filters.host;
-      clusterSelect.value = filters.cluster;
+    /** What the selection keeps of a VM: enough to name it and to check an action. */
+    function pick(vm) {
+      return { id: vm.id, name: vm.name, host: vm.host, state: vm.state, busy_job: vm.busy_job || null, stale: !!vm.stale };
     }
 
-    let loadSeq = 0;
-    let lastJson = "";
-    async function load() {
-      const seq = ++loadSeq;
-      const params = new URLSearchParams();
-      for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
-      params.set("limit", "all");
-      const data = await guarded(() => api("GET", "/api/v1/vms?" + params.toString()));
-      if (!data || !alive || seq !== loadSeq) return;
-      const json = JSON.stringify(data);
-      if (json === lastJson) return;
-      lastJson = json;
-      vms = data.vms || [];
-      const total = typeof data.total === "number" ? data.total : vms.length;
-      countNode.textContent = vms.length === total ? vms.length + " VMs" : vms.length + " of " + total + " VMs";
-      renderRows();
+    function goFirst() {
+      query.cursor = "";
+      query.page = 0;
+      prevCursors = [];
+      restoreScroll = 0;
+      load("query");
+    }
+
+    function goNext() {
+      if (!next) return;
+      prevCursors.push(query.cursor);
+      query.cursor = next;
+      query.page += 1;
+      restoreScroll = 0;
+      load("page");
+    }
+
+    function goPrev() {
+      if (query.page === 0) return;
+      query.cursor = prevCursors.pop() || "";
+      query.page = prevCursors.length ? query.page - 1 : 0;
+      if (!query.cursor) query.page = 0;
+      restoreScroll = 0;
+      load("page");
     }
 
     function setSort(key) {
-      sort = sort.key === key ? { key, dir: -sort.dir } : { key, dir: 1 };
-      renderRows();
+      const current = query.sort.replace(/^-/, "");
+      query.sort = current === key && !query.sort.startsWith("-") ? "-" + key : key;
+      // The header says at once what the rows will show when the server answers.
+      renderSortIndicators();
+      goFirst();
     }
 
-    function sortValue(vm, key) {
-      const v = vm[key];
-      if (key === "ip_addresses") return (v || []).join(",");
-      if (v === null || v === undefined) return "";
-      return typeof v === "string" ? v.toLowerCase() : v;
-    }
-
-    function renderRows() {
+    function renderSortIndicators() {
+      const sortKey = query.sort.replace(/^-/, "");
       for (const th of headerCells) {
         const key = th.getAttribute("data-key");
         const ind = th.querySelector(".sort-ind");
-        if (key === sort.key) {
-          th.setAttribute("aria-sort", sort.dir > 0 ? "ascending" : "descending");
-          ind.textContent = sort.dir > 0 ? "▲" : "▼";
+        if (key === sortKey) {
+          th.setAttribute("aria-sort", query.sort.startsWith("-") ? "descending" : "ascending");
+          ind.textContent = query.sort.startsWith("-") ? "▼" : "▲";
         } else {
           th.removeAttribute("aria-sort");
           ind.textContent = "";
         }
       }
-      const rows = vms.slice().sort((a, b) => {
-        const x = sortValue(a, sort.key);
-        const y = sortValue(b, sort.key);
-        if (x < y) return -sort.dir;
-        if (x > y) return sort.dir;
-        return 0;
-      });
-      // Live updates redraw the rows: keep keyboard focus on the same VM's link.
-      const focused = tbody.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
-      clear(tbody);
-      if (!rows.length) {
-        tbody.appendChild(h("tr", {}, h("td", { colspan: String(columns.length), class: "muted" }, "No VMs match.")));
+    }
+
+    async function loadChoices() {
+      const result = await guarded(() => Promise.all([api("GET", "/api/v1/hosts"), api("GET", "/api/v1/clusters")]));
+      if (!result || !alive) return;
+      const [hosts, clusters] = result;
+      const names = (list) => list.map((x) => x.name).sort(naturalCompare);
+      for (const name of names(hosts.hosts || [])) hostSelect.appendChild(h("option", { value: name }, name));
+      for (const name of names(clusters.clusters || [])) clusterSelect.appendChild(h("option", { value: name }, name));
+      hostSelect.value = query.host;
+      clusterSelect.value = query.cluster;
+    }
+
+    let loadSeq = 0;
+    async function load(reason) {
+      const seq = ++loadSeq;
+      const started = performance.now();
+      writeUrl();
+      let page;
+      try {
+        page = await fetchVmPage(query);
+      } catch (e) {
+        if (!alive || seq !== loadSeq) return;
+        if (e instanceof ApiFailure && e.field === "cursor" && query.cursor) {
+          // The cursor outlived the list it pointed into: start again from the first page.
+          query.cursor = "";
+          query.page = 0;
+          prevCursors = [];
+          return load(reason);
+        }
+        if (e instanceof ApiFailure && (e.status === 401 || e.status === 403 || e.status === 0)) return;
+        reportError(e instanceof ApiFailure ? e : new ApiFailure(0, { error: { message: String(e) } }));
         return;
       }
-      for (const vm of rows) {
-        tbody.appendChild(
-          h(
-            "tr",
-            { "data-vm-id": vm.id, "data-vm-name": vm.name },
-            h(
-              "td",
-              {},
-              h("a", { href: "#/vms/" + encodeURIComponent(vm.id), class: "vm-link" }, vm.name),
-              vm.clustered ? h("span", { class: "muted", title: "Clustered" }, " (HA)") : null
-            ),
-            h(
-              "td",
-              {},
-              vmStateBadge(vm.state),
-              vm.stale ? [" ", badge("stale", "warn", { title: "The host is disconnected: this state may be out of date", class: "badge warn stale" })] : null,
-              vm.busy_job
-                ? [" ", h("a", { href: "#/jobs/" + encodeURIComponent(vm.busy_job), class: "badge info busy", title: "A job is running on this VM" }, "busy")]
-                : null,
-              vm.orphaned
-                ? [" ", badge("orphaned", "warn", { title: "Left behind by a provisioning job this server is not running; an admin can remove or adopt it", class: "badge warn orphaned" })]
-                : null
-            ),
-            h("td", {}, vm.host),
-            h("td", {}, vm.cluster || "—"),
-            h("td", { class: "num" }, vm.processor_count === null || vm.processor_count === undefined ? "—" : String(vm.processor_count)),
-            h("td", { class: "num" }, fmtBytes(vm.memory_assigned_bytes || vm.memory_startup_bytes)),
-            h("td", { class: "num" }, vm.uptime_seconds ? fmtDuration(vm.uptime_seconds) : "—"),
-            h("td", { class: "mono" }, (vm.ip_addresses || []).join(", ") || "—")
-          )
-        );
-      }
-      if (focused) {
-        const again = Array.from(tbody.querySelectorAll("a")).find((a) => a.getAttribute("href") === focused);
-        if (again) again.focus({ preventScroll: true });
+      if (!alive || seq !== loadSeq) return;
+      vms = page.vms;
+      next = page.next;
+      total = page.total;
+      // Selected VMs on this page carry their latest state into a bulk action.
+      for (const vm of vms) if (selected.has(vm.id)) selected.set(vm.id, pick(vm));
+      renderRows();
+      renderPager();
+      selectionChanged();
+      const paintedSeq = renderSeq;
+      requestAnimationFrame(() =>
+        setTimeout(() => {
+          if (!alive) return;
+          // User Timing marks: what the browser tests and the UI benchmark measure.
+          performance.measure("aetherv:vms-" + reason, { start: started, end: performance.now() });
+          window.aetherv.painted = { view: "vms", reason, seq: paintedSeq, rows: vms.length, sort: query.sort, q: query.q, state: query.state, at: performance.now() };
+        })
+      );
+      if (restoreScroll !== null) {
+        window.scrollTo(0, restoreScroll);
+        restoreScroll = null;
       }
     }
 
-    const reload = debounce(load, 800);
+    function renderPager() {
+      const first = vms.length ? query.page * query.limit + 1 : 0;
+      const last = query.page * query.limit + vms.length;
+      const fmt = (n) => n.toLocaleString("en-US");
+      const filtered = VM_FILTERS.some((k) => query[k]);
+      countNode.textContent = fmt(total) + (filtered ? " matching VMs" : " VMs");
+      pageInfo.textContent = vms.length ? fmt(first) + "–" + fmt(last) + " of " + fmt(total) : "none";
+      firstButton.disabled = query.page === 0;
+      prevButton.disabled = query.page === 0;
+      nextButton.disabled = !next;
+      pager.hidden = !next && query.page === 0;
+    }
+
+    const rowCache = new Map();
+    function rowFor(vm) {
+      const key = JSON.stringify(vm) + (selected.has(vm.id) ? "+" : "-");
+      const cached = rowCache.get(vm.id);
+      if (cached && cached.key === key) return cached.tr;
+      const tr = h(
+        "tr",
+        { "data-vm-id": vm.id, "data-vm-name": vm.name, class: selected.has(vm.id) ? "selected" : null },
+        state.canWrite
+          ? h("td", { class: "select" }, h("input", { type: "checkbox", "data-select": vm.id, checked: selected.has(vm.id), "aria-label": "Select " + vm.name }))
+          : null,
+        h("td", {}, h("a", { href: "#/vms/" + encodeURIComponent(vm.id), class: "vm-link" }, vm.name), vm.clustered ? h("span", { class: "muted", title: "Clustered" }, " (HA)") : null),
+        h(
+          "td",
+          {},
+          vmStateBadge(vm.state),
+          vm.stale ? [" ", badge("stale", "warn", { title: "The host is disconnected: this state may be out of date", class: "badge warn stale" })] : null,
+          vm.busy_job ? [" ", h("a", { href: "#/jobs/" + encodeURIComponent(vm.busy_job), class: "badge info busy", title: "A job is running on this VM" }, "busy")] : null,
+          vm.orphaned
+            ? [" ", badge("orphaned", "warn", { title: "Left behind by a provisioning job this server is not running; an admin can remove or adopt it", class: "badge warn orphaned" })]
+            : null
+        ),
+        h("td", {}, vm.host),
+        h("td", {}, vm.cluster || "—"),
+        h("td", { class: "num" }, vm.processor_count === null || vm.processor_count === undefined ? "—" : String(vm.processor_count)),
+        h("td", { class: "num" }, fmtBytes(vm.memory_assigned_bytes || vm.memory_startup_bytes)),
+        h("td", { class: "num" }, vm.uptime_seconds ? fmtDuration(vm.uptime_seconds) : "—"),
+        h("td", { class: "mono" }, (vm.ip_addresses || []).join(", ") || "—")
+      );
+      rowCache.set(vm.id, { key, tr });
+      return tr;
+    }
+
+    function renderRows() {
+      renderSeq += 1;
+      renderSortIndicators();
+      // Live updates redraw rows: keep keyboard focus on the same element of the same VM.
+      const active = document.activeElement;
+      const focusRow = tbody.contains(active) ? active.closest("tr") : null;
+      const focusId = focusRow ? focusRow.getAttribute("data-vm-id") : null;
+      const focusSel = active && active.matches && active.matches("input[data-select]") ? "input[data-select]" : "a.vm-link";
+      if (!vms.length) {
+        const filtered = VM_FILTERS.some((k) => query[k]);
+        tbody.replaceChildren(h("tr", {}, h("td", { colspan: String(columnCount), class: "muted" }, filtered ? "No VMs match the filters." : "No VMs yet.")));
+        rowCache.clear();
+        return;
+      }
+      const rows = vms.map(rowFor);
+      const ids = new Set(vms.map((vm) => vm.id));
+      for (const id of Array.from(rowCache.keys())) if (!ids.has(id)) rowCache.delete(id);
+      // The same VMs in the same order (an event changed some of them): swap only the rows
+      // that changed, so the rest of the table is neither rebuilt nor laid out again.
+      const current = tbody.children;
+      const sameOrder = rows.length === current.length && vms.every((vm, i) => current[i].getAttribute("data-vm-id") === vm.id);
+      if (sameOrder) {
+        rows.forEach((tr, i) => {
+          if (current[i] !== tr) current[i].replaceWith(tr);
+        });
+      } else {
+        tbody.replaceChildren(...rows);
+      }
+      if (focusId && !tbody.contains(active)) {
+        const again = tbody.querySelector('tr[data-vm-id="' + CSS.escape(focusId) + '"] ' + focusSel);
+        if (again) again.focus({ preventScroll: true });
+      }
+      if (selectAll) {
+        const onPage = vms.filter((vm) => selected.has(vm.id)).length;
+        selectAll.checked = onPage > 0 && onPage === vms.length;
+        selectAll.indeterminate = onPage > 0 && onPage < vms.length;
+      }
+    }
+
+    function selectionChanged() {
+      const n = selected.size;
+      bulkBar.hidden = !state.canWrite || n === 0;
+      bulkCount.textContent = n + (n === 1 ? " VM selected" : " VMs selected");
+      for (const button of bulkBar.querySelectorAll("[data-bulk-action]")) {
+        const action = button.getAttribute("data-bulk-action");
+        button.disabled = !Array.from(selected.values()).some((vm) => actionAllowed(action, vm.state) && !vm.busy_job && !vm.stale);
+      }
+      renderRows();
+      saveStore();
+    }
+
+    function clearSelection() {
+      selected.clear();
+      selectionChanged();
+    }
+
+    function vmList(list, id) {
+      return h("ul", { class: "vm-list", id }, list.map((vm) => h("li", { "data-vm-id": vm.id }, h("strong", {}, vm.name), " on " + vm.host + " (" + vm.state + ")")));
+    }
+
+    async function bulkPower(action) {
+      const label = actionLabel(action);
+      const all = Array.from(selected.values());
+      const eligible = all.filter((vm) => actionAllowed(action, vm.state) && !vm.busy_job && !vm.stale);
+      const skipped = all.filter((vm) => !eligible.includes(vm));
+      if (!eligible.length) return;
+      const ok = await confirmDialog({
+        title: label + " " + eligible.length + (eligible.length === 1 ? " VM" : " VMs"),
+        content: [
+          ACTION_WARNINGS[action] ? h("p", {}, ACTION_WARNINGS[action]) : null,
+          h("p", {}, label + " these VMs (one job each):"),
+          vmList(eligible, "bulk-vms"),
+          skipped.length
+            ? [h("p", { class: "hint" }, "Not included (busy, disconnected or not in a state that allows " + label.toLowerCase() + "):"), vmList(skipped, "bulk-skipped")]
+            : null,
+        ],
+        confirmLabel: label + " " + eligible.length + (eligible.length === 1 ? " VM" : " VMs"),
+        danger: action === "stop" || action === "restart",
+      });
+      if (!ok) return;
+      await submitBulk(label, eligible, (vm) => api("POST", "/api/v1/vms/" + encodeURIComponent(vm.id) + "/actions/" + action));
+    }
+
+    async function bulkDelete() {
+      const list = Array.from(selected.values()).filter((vm) => !vm.busy_job && !vm.stale);
+      const skipped = Array.from(selected.values()).filter((vm) => !list.includes(vm));
+      if (!list.length) return;
+      const running = list.filter((vm) => vm.state !== "Off");
+      const force = h("input", { type: "checkbox", id: "bulk-force" });
+      const disks = h("input", { type: "checkbox", id: "bulk-disks" });
+      const typed = h("input", { type: "text", id: "bulk-confirm", autocomplete: "off", spellcheck: "false", inputmode: "numeric" });
+      const n = list.length;
+      const ok = await confirmDialog({
+        title: "Delete " + n + (n === 1 ? " VM" : " VMs"),
+        content: [
+          h("p", {}, "This deletes these VMs (one job each). It cannot be undone."),
+          vmList(list, "bulk-vms"),
+          skipped.length ? [h("p", { class: "hint" }, "Not included (busy or disconnected):"), vmList(skipped, "bulk-skipped")] : null,
+          running.length
+            ? h(
+                "div",
+                { class: "field check" },
+                force,
+                h("label", { for: "bulk-force" }, running.length + (running.length === 1 ? " of them is" : " of them are") + " not off: turn " + (running.length === 1 ? "it" : "them") + " off first (Force)")
+              )
+            : null,
+          h("div", { class: "field check" }, disks, h("label", { for: "bulk-disks" }, "Also delete the VMs' virtual disks")),
+          h("div", { class: "field" }, h("label", { for: "bulk-confirm" }, "Type the number of VMs (" + n + ") to confirm"), typed),
+        ],
+        confirmLabel: "Delete " + n + (n === 1 ? " VM" : " VMs"),
+        danger: true,
+        valid: () => typed.value.trim() === String(n) && (!running.length || force.checked),
+        watch: [typed, force],
+      });
+      if (!ok) return;
+      const body = (vm) => ({ vm_id: vm.id, force: force.checked, delete_disks: disks.checked });
+      await submitBulk("Delete", list, (vm) => api("POST", "/api/v1/vms/delete", body(vm)));
+    }
+
+    async function submitBulk(label, list, send) {
+      for (const b of bulkBar.querySelectorAll("button")) b.disabled = true;
+      const results = await runLimited(list, 4, (vm) =>
+        send(vm).then(
+          (r) => ({ vm, job: r && r.job_id }),
+          (e) => ({ vm, error: e && e.message ? e.message : String(e) })
+        )
+      );
+      const queued = results.filter((r) => r.job);
+      const failed = results.filter((r) => !r.job);
+      for (const r of queued) selected.delete(r.vm.id);
+      selectionChanged();
+      toast(label + ": " + queued.length + (queued.length === 1 ? " job" : " jobs") + " queued" + (failed.length ? ", " + failed.length + " refused" : ""), failed.length ? "error" : "");
+      if (failed.length) showBanner(label + " was refused for " + failed.map((r) => r.vm.name + " (" + r.error + ")").join("; "));
+      if (alive) load("bulk");
+    }
+
+    // Applying a frame's events: rows of this page change in place; anything that can change
+    // which VMs the page holds (added, removed, a change under a filter or a sort by another
+    // column) reloads the page, at most once a second.
+    let refetchTimer = null;
+    function refetchSoon(ms) {
+      if (refetchTimer) return;
+      refetchTimer = setTimeout(() => {
+        refetchTimer = null;
+        if (alive) load("event");
+      }, ms);
+    }
+
+    function applyBatch(batch) {
+      let changed = false;
+      let refetch = false;
+      const membership = VM_FILTERS.some((k) => query[k]) || query.sort.replace(/^-/, "") !== "name";
+      const byId = new Map(vms.map((vm) => [vm.id, vm]));
+      for (const [kind, data] of batch) {
+        if (kind === "resync" || kind.startsWith("host_")) {
+          refetch = true;
+        } else if (kind === "vm_added") {
+          refetch = true;
+        } else if (kind === "vm_removed") {
+          const id = data && data.id;
+          if (selected.delete(id)) changed = true;
+          refetch = true;
+        } else if (kind === "vm_changed") {
+          const patch = vmEventPatch(data);
+          if (!patch) continue;
+          const vm = byId.get(patch.id);
+          if (vm) {
+            Object.assign(vm, patch);
+            changed = true;
+          }
+          if (selected.has(patch.id)) selected.set(patch.id, Object.assign(selected.get(patch.id), pick(Object.assign({}, selected.get(patch.id), patch))));
+          if (membership) refetch = true;
+        } else if (kind === "job" && data && data.vm_id) {
+          const vm = byId.get(data.vm_id);
+          const busy = data.status === "queued" || data.status === "running" ? data.id : null;
+          if (vm && (busy || vm.busy_job === data.id)) {
+            vm.busy_job = busy;
+            changed = true;
+          }
+          const sel = selected.get(data.vm_id);
+          if (sel && (busy || sel.busy_job === data.id)) sel.busy_job = busy;
+        }
+      }
+      if (changed) {
+        if (selected.size) selectionChanged();
+        else renderRows();
+      }
+      if (refetch) refetchSoon(1000);
+    }
+
+    const onScroll = () => {
+      if (scrollFrame) return;
+      scrollFrame = requestAnimationFrame(() => {
+        scrollFrame = 0;
+        saveStore();
+      });
+    };
+    let scrollFrame = 0;
+    window.addEventListener("scroll", onScroll, { passive: true });
+
     loadChoices();
-    load().then(() => focusHeading(main));
+    load("navigation").then(() => focusHeading(main));
     return {
       name: "vms",
-      refresh(kind, data) {
-        if (kind === "job" && !(data && data.vm_id)) return;
-        reload();
-      },
+      search: qInput,
+      applyBatch,
       cleanup() {
+        saveStore();
         alive = false;
+        window.removeEventListener("scroll", onScroll);
+        clearTimeout(refetchTimer);
       },
     };
   }
@@ -793,15 +1397,70 @@
   // ---------------------------------------------------------------------------------------------
   // VM detail
 
+  /** The power actions: the API name and the one name the UI uses for it everywhere (`stop`
+   * is Hyper-V's Turn off). */
   const ACTIONS = [
     ["start", "Start"],
     ["shutdown", "Shut down"],
-    ["stop", "Stop"],
+    ["stop", "Turn off"],
     ["restart", "Restart"],
     ["save", "Save"],
     ["pause", "Pause"],
     ["resume", "Resume"],
   ];
+
+  /** Actions that lose the guest's unsaved work ask first. */
+  const ACTION_WARNINGS = {
+    stop: "Turn off is like pulling the plug: the guest does not shut down, and unsaved work in it is lost.",
+    restart: "Restart resets the VM at once: the guest does not shut down, and unsaved work in it is lost.",
+  };
+
+  /** A modal question; resolves to true when confirmed. `content` is nodes; `valid()` (checked
+   * whenever an element of `watch` changes) enables the confirm button. */
+  function confirmDialog(opts) {
+    return new Promise((resolve) => {
+      const old = $("confirm-dialog");
+      if (old) old.remove();
+      const ok = h("button", { type: "submit", id: "confirm-ok", class: "btn " + (opts.danger ? "btn-danger" : "btn-primary") }, opts.confirmLabel || "OK");
+      const dialog = h(
+        "dialog",
+        { id: "confirm-dialog", "aria-labelledby": "confirm-title" },
+        h(
+          "form",
+          { method: "dialog", novalidate: true },
+          h("h2", { id: "confirm-title" }, opts.title),
+          h("div", { id: "confirm-body" }, opts.content),
+          h("div", { class: "actions" }, h("button", { type: "button", id: "confirm-cancel", class: "btn", onclick: () => dialog.close("cancel") }, "Cancel"), ok)
+        )
+      );
+      const check = () => {
+        ok.disabled = opts.valid ? !opts.valid() : false;
+      };
+      for (const el of opts.watch || []) {
+        el.addEventListener("input", check);
+        el.addEventListener("change", check);
+      }
+      check();
+      dialog.querySelector("form").addEventListener("submit", (e) => {
+        if (opts.valid && !opts.valid()) {
+          e.preventDefault();
+          return;
+        }
+        dialog.returnValue = "ok";
+      });
+      dialog.addEventListener("close", () => {
+        const confirmed = dialog.returnValue === "ok";
+        dialog.remove();
+        resolve(confirmed);
+      });
+      document.body.appendChild(dialog);
+      dialog.showModal();
+      const first = (opts.watch || [])[0];
+      if (first && first.type === "text") first.focus();
+      else if (opts.danger) dialog.querySelector("#confirm-cancel").focus();
+      else ok.focus();
+    });
+  }
 
   function vmDetailView(id) {
     const main = $("main");
@@ -836,10 +1495,20 @@
     }
 
     async function act(action, button) {
+      const label = actionLabel(action);
+      if (ACTION_WARNINGS[action]) {
+        const confirmed = await confirmDialog({
+          title: label + " " + vm.name + "?",
+          content: h("p", {}, ACTION_WARNINGS[action]),
+          confirmLabel: label,
+          danger: true,
+        });
+        if (!confirmed || !alive) return;
+      }
       button.disabled = true;
       const result = await guarded(() => api("POST", "/api/v1/vms/" + encodeURIComponent(vm.id) + "/actions/" + action));
       if (result && result.job_id) {
-        toast(action + " requested for " + vm.name);
+        toast(label + " requested for " + vm.name);
         location.hash = "#/jobs/" + encodeURIComponent(result.job_id);
       } else {
         button.disabled = false;
@@ -977,7 +1646,7 @@
             ["Configuration version", vm.version || "—"],
             ["Uptime", vm.uptime_seconds ? fmtDuration(vm.uptime_seconds) : "—"],
             ["Created", fmtTime(vm.creation_time)],
-            ["Path", vm.path ? h("code", {}, vm.path) : "—"],
+            ["Path", vm.path ? pathNode(vm.path, { id: "vm-path" }) : "—"],
           ])
         )
       );
@@ -1042,7 +1711,7 @@
                     h(
                       "tr",
                       {},
-                      h("td", { class: "mono" }, d.path || "—"),
+                      h("td", {}, d.path ? pathNode(d.path) : "—"),
                       h("td", {}, [d.controller_type, d.controller_number, d.controller_location].filter((x) => x !== null && x !== undefined).join(" ")),
                       h("td", {}, d.disk_type || "—"),
                       h("td", {}, fmtBytes(d.max_size_bytes)),
@@ -1055,19 +1724,34 @@
           : h("p", { class: "muted" }, "No disks.")
       );
       if (window.AethervDay2) {
-        body.appendChild(window.AethervDay2.sections(vm, { h, api, guarded, toast, fmtBytes, canWrite: state.canWrite }));
+        body.appendChild(window.AethervDay2.sections(vm, { h, api, guarded, toast, fmtBytes, pathNode, canWrite: state.canWrite }));
       }
       if (window.AethervMigrate) {
         body.appendChild(window.AethervMigrate.section(vm, { h, api, toast, fmtBytes, canWrite: state.canWrite }));
       }
       if ((vm.dvd_drives || []).length) {
         body.appendChild(h("h2", {}, "DVD drives"));
-        body.appendChild(h("ul", {}, vm.dvd_drives.map((d) => h("li", { class: "mono" }, typeof d === "string" ? d : d.path || JSON.stringify(d)))));
+        body.appendChild(
+          h(
+            "ul",
+            { id: "vm-dvd-drives" },
+            vm.dvd_drives.map((d) =>
+              typeof d === "string"
+                ? h("li", {}, pathNode(d))
+                : h(
+                    "li",
+                    { class: "dvd" },
+                    [d.controller_type || "DVD", d.controller_number, d.controller_location].filter((x) => x !== null && x !== undefined && x !== "").join(" ") + ": ",
+                    d.path ? pathNode(d.path) : h("span", { class: "muted" }, "empty (no disc inserted)")
+                  )
+            )
+          )
+        );
       }
       if (vm.integration_services && typeof vm.integration_services === "object") {
         const entries = Array.isArray(vm.integration_services)
           ? vm.integration_services.map((s) => [s.name || JSON.stringify(s), s.enabled === undefined ? "" : s.enabled ? "enabled" : "disabled"])
-          : Object.entries(vm.integration_services).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]);
+          : Object.entries(vm.integration_services).map(([k, v]) => [k, v && typeof v === "object" ? Object.entries(v).map(([a, b]) => keyLabel(a).toLowerCase() + " " + (typeof b === "boolean" ? (b ? "yes" : "no") : String(b))).join(", ") : String(v)]);
         if (entries.length) {
           body.appendChild(h("h2", {}, "Integration services"));
           body.appendChild(h("ul", {}, entries.map(([k, v]) => h("li", {}, k + (v ? ": " + v : "")))));
@@ -1081,7 +1765,7 @@
       name: "vm",
       refresh(kind, data) {
         if (kind === "resync" || kind.startsWith("host_")) reload();
-        else if ((kind === "vm_changed" || kind === "vm_added") && data.vm && data.vm.id === id) reload();
+        else if ((kind === "vm_changed" || kind === "vm_added") && (vmEventPatch(data) || {}).id === id) reload();
         else if (kind === "vm_removed" && data.id === id) reload();
         else if (kind === "job" && data.vm_id === id) reload();
       },
@@ -1105,21 +1789,35 @@
     $("delete-confirm").value = "";
     $("delete-force").checked = false;
     $("delete-disks").checked = false;
+    // Only a VM that is not Off needs Force; the dialog says so instead of letting the server
+    // refuse after it closed.
+    const needsForce = vm.state !== "Off";
+    $("delete-force-field").hidden = !needsForce;
+    $("delete-force-label").textContent = needsForce
+      ? "Turn it off first: " + vm.name + " is " + vm.state + " (Force; unsaved work in the guest is lost)"
+      : "";
     $("delete-submit").disabled = true;
     dialog.showModal();
     $("delete-confirm").focus();
   }
 
+  function deleteReady() {
+    const vm = deleteTarget;
+    return !!vm && $("delete-confirm").value === vm.name && (vm.state === "Off" || $("delete-force").checked);
+  }
+
   function setupDeleteDialog() {
     const dialog = $("delete-dialog");
-    $("delete-confirm").addEventListener("input", () => {
-      $("delete-submit").disabled = !deleteTarget || $("delete-confirm").value !== deleteTarget.name;
-    });
+    const update = () => {
+      $("delete-submit").disabled = !deleteReady();
+    };
+    $("delete-confirm").addEventListener("input", update);
+    $("delete-force").addEventListener("change", update);
     $("delete-cancel").addEventListener("click", () => dialog.close());
     $("delete-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       const vm = deleteTarget;
-      if (!vm || $("delete-confirm").value !== vm.name) return;
+      if (!deleteReady()) return;
       $("delete-submit").disabled = true;
       const body = { vm_id: vm.id, force: $("delete-force").checked, delete_disks: $("delete-disks").checked };
       const result = await guarded(() => api("POST", "/api/v1/vms/delete", body));
@@ -1569,9 +2267,9 @@
   const CREATE_FIELDS = {
     main: [
       ["vm_name", "VM name", "text", "1–64 letters, digits and hyphens (at most 15 for Windows)"],
-      ["gb_ram", "Memory (GB)", "number", "1–512"],
+      ["gb_ram", "Memory (GiB)", "number", "1–512"],
       ["cpu_cores", "CPU cores", "number", "1–64"],
-      ["disk_size_gb", "Disk size (GB, optional)", "number", "1–65536; at least the image's size; the image's size when empty"],
+      ["disk_size_gb", "Disk size (GiB, optional)", "number", "1–65536; at least the image's size; the image's size when empty"],
       ["vlan_id", "VLAN (optional)", "number", "0–4094; 0 means untagged; overrides the network's VLAN"],
       ["network", "Network (optional)", "text", "a named network of the host; its default network (or only External switch) when empty"],
       ["storage_class", "Storage class (optional)", "text", "a named storage class of the host; its default VM path when empty"],
@@ -1600,6 +2298,8 @@
     ],
   };
 
+  const HIGHLIGHTED = "Please correct the highlighted fields.";
+
   function createView() {
     const main = $("main");
     let alive = true;
@@ -1617,7 +2317,10 @@
       input.setAttribute("aria-describedby", [hintId, errId].filter(Boolean).join(" "));
       inputs[name] = input;
       errorNodes[name] = h("p", { id: errId, class: "field-error" });
-      input.addEventListener("input", () => setFieldError(name, null));
+      input.addEventListener("input", () => {
+        setFieldError(name, null);
+        updateFormError();
+      });
       return h(
         "div",
         { class: "field", "data-field": name },
@@ -1735,7 +2438,7 @@
       if (!data || !alive) return;
       const select = inputs.hyperv_host;
       clear(select);
-      const connected = (data.hosts || []).filter((x) => x.status === "connected");
+      const connected = (data.hosts || []).filter((x) => x.status === "connected").sort((a, b) => naturalCompare(a.name, b.name));
       select.appendChild(h("option", { value: "" }, connected.length ? "Choose a host…" : "No connected host"));
       for (const host of connected) {
         select.appendChild(h("option", { value: host.name }, host.name + (host.cluster ? " (" + host.cluster + ")" : "") + " — " + fmtBytes(host.memory_available_bytes) + " free"));
@@ -1747,7 +2450,7 @@
       }
       const clusterSelect = inputs.target_cluster;
       clear(clusterSelect);
-      const names = Array.from(new Set(connected.map((x) => x.cluster).filter(Boolean))).sort();
+      const names = Array.from(new Set(connected.map((x) => x.cluster).filter(Boolean))).sort(naturalCompare);
       for (const name of names) clusterMembers[name] = connected.filter((x) => x.cluster === name).map((x) => x.name);
       clusterSelect.appendChild(h("option", { value: "" }, names.length ? "None: place on the host above" : "No cluster with a connected host"));
       for (const name of names) {
@@ -1780,7 +2483,7 @@
       const data = await guarded(() => api("GET", "/api/v1/hosts/" + encodeURIComponent(host)));
       if (!alive || seq !== imageSeq) return;
       clear(select);
-      images = (data && data.facts && Array.isArray(data.facts.images) && data.facts.images) || [];
+      images = ((data && data.facts && Array.isArray(data.facts.images) && data.facts.images) || []).slice().sort((a, b) => naturalCompare(a.name, b.name));
       select.appendChild(h("option", { value: "" }, images.length ? "Choose an image…" : "No images on this host"));
       for (const image of images) {
         const fam = image.os_family || detectFamily(image.name);
@@ -1793,12 +2496,14 @@
 
     inputs.hyperv_host.addEventListener("change", () => {
       setFieldError("hyperv_host", null);
+      updateFormError();
       loadImages();
     });
     inputs.target_cluster.addEventListener("change", () => {
       const cluster = inputs.target_cluster.value;
       setFieldError("target_cluster", null);
       setFieldError("hyperv_host", null);
+      updateFormError();
       // A VM placed in a cluster is a cluster role, on the host the server picks.
       inputs.hyperv_host.disabled = !!cluster;
       if (cluster) inputs.hyperv_host.value = "";
@@ -1808,6 +2513,7 @@
     });
     inputs.image_name.addEventListener("change", () => {
       setFieldError("image_name", null);
+      updateFormError();
       updateFamily();
     });
 
@@ -1845,11 +2551,20 @@
           if (!first) first = name;
         } else unplaced.push(name + ": " + message);
       }
-      formError.textContent = unplaced.length ? unplaced.join("; ") : Object.keys(errors).length ? "Please correct the highlighted fields." : "";
-      // Focus the first invalid field in form order.
-      const order = Object.keys(inputs);
-      const firstInOrder = order.find((n) => errors[n]);
-      if (firstInOrder) inputs[firstInOrder].focus();
+      formError.textContent = unplaced.length ? unplaced.join("; ") : Object.keys(errors).length ? HIGHLIGHTED : "";
+      // Focus the first invalid field as the page shows them (document order), not the order
+      // the fields were built in.
+      const invalid = Object.keys(errors)
+        .map((n) => inputs[n])
+        .filter((input) => input && !input.disabled && input.getClientRects().length);
+      invalid.sort((a, b) => (a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING ? -1 : 1));
+      if (invalid.length) invalid[0].focus();
+    }
+
+    /** The summary under the form goes once the last highlighted field is fixed. */
+    function updateFormError() {
+      if (formError.textContent !== HIGHLIGHTED) return;
+      if (!Object.values(inputs).some((input) => input.getAttribute("aria-invalid") === "true")) formError.textContent = "";
     }
 
     form.addEventListener("submit", async (e) => {
@@ -1873,7 +2588,7 @@
         if (err instanceof ApiFailure) {
           const problems = {};
           for (const d of err.details) {
-            if (d && d.field) problems[String(d.field).replace(/^values\./, "")] = d.message;
+            if (d && d.field) problems[String(d.field).replace(/^values\./, "")] = humanize(d.message);
           }
           if (!err.details.length && err.field) problems[String(err.field).replace(/^values\./, "")] = err.message;
           if (err.code === "vm_exists") problems.vm_name = err.message;
@@ -1909,17 +2624,75 @@
     return job.type === "power" && job.action ? "power: " + actionLabel(job.action) : job.type;
   }
 
+  const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
+  const JOB_PAGE_SIZE = 100;
+
+  /** The job list's data source: one page of `GET /api/v1/jobs` (newest first) with `limit`,
+   * an opaque `cursor` and the status filter; the answer is `{jobs, next_cursor, total}`. */
+  async function fetchJobPage(query) {
+    const params = new URLSearchParams();
+    params.set("limit", String(query.limit));
+    if (query.status) params.set("status", query.status);
+    if (query.cursor) params.set("cursor", query.cursor);
+    const data = await api("GET", "/api/v1/jobs?" + params.toString());
+    const jobs = (data && data.jobs) || [];
+    return { jobs, next: (data && data.next_cursor) || null, total: data && typeof data.total === "number" ? data.total : jobs.length };
+  }
+
+  // Whether a VM still exists, so a job of a deleted VM names it without a link to a page
+  // that would say "VM not found". Answers are kept for a minute; vm_removed events update them.
+  const vmExistence = new Map();
+  const EXISTENCE_TTL_MS = 60000;
+
+  function knownVmExists(id) {
+    const known = vmExistence.get(id);
+    return known && Date.now() - known.at < EXISTENCE_TTL_MS ? known.exists : undefined;
+  }
+
+  async function checkVmsExist(ids) {
+    const unknown = Array.from(new Set(ids)).filter((id) => id && knownVmExists(id) === undefined);
+    await runLimited(unknown, 4, async (id) => {
+      try {
+        await api("GET", "/api/v1/vms/" + encodeURIComponent(id));
+        vmExistence.set(id, { exists: true, at: Date.now() });
+      } catch (e) {
+        if (e instanceof ApiFailure && e.status === 404) vmExistence.set(id, { exists: false, at: Date.now() });
+      }
+    });
+  }
+
+  /** The VM of a job: a link while the VM exists, its name alone once it is gone. */
+  function jobVmNode(job, attrs) {
+    const name = job.vm_name || job.vm_id || "—";
+    if (!job.vm_id) return name;
+    const exists = job.type === "delete" && job.status === "succeeded" ? false : knownVmExists(job.vm_id);
+    if (exists === false) return h("span", Object.assign({ class: "vm-gone", title: "This VM no longer exists" }, attrs || {}), name, h("span", { class: "muted" }, " (deleted)"));
+    return h("a", Object.assign({ href: "#/vms/" + encodeURIComponent(job.vm_id), class: "job-vm" }, attrs || {}), name);
+  }
+
   function jobsView() {
     const main = $("main");
     let alive = true;
     let jobs = [];
-    const statusSelect = h(
-      "select",
-      { id: "filter-job-status" },
-      h("option", { value: "" }, "All"),
-      ["queued", "running", "succeeded", "failed", "cancelled"].map((s) => h("option", { value: s }, s))
-    );
+    let next = null;
+    let total = 0;
+    const initial = hashQuery();
+    const query = {
+      status: JOB_STATUSES.includes(initial.get("status")) ? initial.get("status") : "",
+      limit: JOB_PAGE_SIZE,
+      cursor: initial.get("cursor") || "",
+      page: Math.max(0, parseInt(initial.get("page") || "0", 10) || 0),
+    };
+    const entry = (history.state && history.state.jobs) || {};
+    let prevCursors = Array.isArray(entry.prev) ? entry.prev.slice(0, query.page) : [];
+    const statusSelect = h("select", { id: "filter-job-status" }, h("option", { value: "" }, "All"), JOB_STATUSES.map((s) => h("option", { value: s }, s)));
+    statusSelect.value = query.status;
     const tbody = h("tbody");
+    const countNode = h("p", { class: "count", id: "job-count", "aria-live": "polite" });
+    const prevButton = h("button", { type: "button", class: "btn btn-small", id: "jobs-prev", onclick: () => goPrev() }, "Newer");
+    const nextButton = h("button", { type: "button", class: "btn btn-small", id: "jobs-next", onclick: () => goNext() }, "Older");
+    const pageInfo = h("span", { class: "count", id: "jobs-page-info" });
+    const pager = h("nav", { class: "pager", "aria-label": "Pages of the job list", hidden: true }, prevButton, pageInfo, nextButton);
     main.appendChild(h("h1", {}, "Jobs"));
     main.appendChild(
       h(
@@ -1928,6 +2701,7 @@
         h("div", { class: "field" }, h("label", { for: "filter-job-status" }, "Status"), statusSelect)
       )
     );
+    main.appendChild(countNode);
     main.appendChild(
       h(
         "div",
@@ -1940,55 +2714,130 @@
         )
       )
     );
-    statusSelect.addEventListener("change", load);
+    main.appendChild(pager);
+
+    function writeUrl() {
+      const params = new URLSearchParams();
+      if (query.status) params.set("status", query.status);
+      if (query.cursor) {
+        params.set("page", String(query.page));
+        params.set("cursor", query.cursor);
+      }
+      const wanted = "#/jobs" + (params.toString() ? "?" + params.toString() : "");
+      history.replaceState(Object.assign({}, history.state || {}, { jobs: { prev: prevCursors } }), "", wanted);
+    }
+
+    statusSelect.addEventListener("change", () => {
+      query.status = statusSelect.value;
+      query.cursor = "";
+      query.page = 0;
+      prevCursors = [];
+      load();
+    });
+
+    function goNext() {
+      if (!next) return;
+      prevCursors.push(query.cursor);
+      query.cursor = next;
+      query.page += 1;
+      load();
+    }
+
+    function goPrev() {
+      query.cursor = prevCursors.pop() || "";
+      query.page = query.cursor ? Math.max(0, query.page - 1) : 0;
+      load();
+    }
 
     let seq = 0;
     async function load() {
       const mine = ++seq;
-      const status = statusSelect.value;
-      const data = await guarded(() => api("GET", "/api/v1/jobs?limit=200" + (status ? "&status=" + encodeURIComponent(status) : "")));
-      if (!data || !alive || mine !== seq) return;
-      jobs = data.jobs || [];
+      writeUrl();
+      let page;
+      try {
+        page = await fetchJobPage(query);
+      } catch (e) {
+        if (!alive || mine !== seq) return;
+        if (e instanceof ApiFailure && e.field === "cursor" && query.cursor) {
+          query.cursor = "";
+          query.page = 0;
+          prevCursors = [];
+          return load();
+        }
+        if (e instanceof ApiFailure && e.status !== 401 && e.status !== 403 && e.status !== 0) reportError(e);
+        return;
+      }
+      if (!alive || mine !== seq) return;
+      jobs = page.jobs;
+      next = page.next;
+      total = page.total;
       render();
+      const unknown = jobs.filter((j) => j.vm_id && !(j.type === "delete" && j.status === "succeeded") && knownVmExists(j.vm_id) === undefined);
+      if (!unknown.length) return;
+      await checkVmsExist(unknown.map((j) => j.vm_id));
+      if (alive && mine === seq && unknown.some((j) => knownVmExists(j.vm_id) === false)) render();
     }
 
     function render() {
-      clear(tbody);
+      const fmt = (n) => n.toLocaleString("en-US");
+      countNode.textContent = query.status ? fmt(total) + " " + query.status + (total === 1 ? " job" : " jobs") : fmt(total) + (total === 1 ? " job" : " jobs");
+      const first = query.page * query.limit + 1;
+      pageInfo.textContent = jobs.length ? fmt(first) + "–" + fmt(first + jobs.length - 1) + " of " + fmt(total) : "";
+      prevButton.disabled = query.page === 0;
+      nextButton.disabled = !next;
+      pager.hidden = !next && query.page === 0;
       if (!jobs.length) {
-        tbody.appendChild(h("tr", {}, h("td", { colspan: "8", class: "muted" }, "No jobs yet.")));
+        const text = query.status ? "No " + query.status + " jobs. " : "No jobs yet.";
+        tbody.replaceChildren(
+          h("tr", {}, h("td", { colspan: "8", class: "muted", id: "jobs-empty" }, text, query.status ? h("a", { href: "#/jobs", id: "jobs-show-all" }, "Show all jobs") : null))
+        );
         return;
       }
-      for (const job of jobs) {
-        tbody.appendChild(
+      tbody.replaceChildren(
+        ...jobs.map((job) =>
           h(
             "tr",
             { "data-job-id": job.id, "data-status": job.status },
             h("td", {}, h("a", { href: "#/jobs/" + encodeURIComponent(job.id), class: "job-link mono", "aria-label": "Job " + job.id }, shortId(job.id))),
             h("td", {}, jobLabel(job)),
-            h("td", {}, job.vm_id && job.type !== "delete" ? h("a", { href: "#/vms/" + encodeURIComponent(job.vm_id) }, job.vm_name || job.vm_id) : job.vm_name || "—"),
+            h("td", {}, jobVmNode(job)),
             h("td", {}, job.target_host || "—"),
             h("td", {}, jobStatusBadge(job.status)),
             h("td", {}, progressBar(job.percent, job.status, "Progress of job " + shortId(job.id))),
             h("td", {}, fmtTime(job.created_at)),
             h("td", {}, fmtTime(job.finished_at))
           )
-        );
-      }
+        )
+      );
     }
 
     const reload = debounce(load, 600);
     load().then(() => focusHeading(main));
     return {
       name: "jobs",
-      refresh(kind, data) {
-        if (kind === "resync") return reload();
-        if (kind !== "job" || !data) return;
-        const job = jobs.find((j) => j.id === data.id);
-        if (!job) return reload();
-        Object.assign(job, { status: data.status, percent: data.percent });
-        if (statusSelect.value && statusSelect.value !== data.status) return reload();
-        if (["succeeded", "failed", "cancelled"].includes(data.status)) return reload();
-        render();
+      applyBatch(batch) {
+        let changed = false;
+        let refetch = false;
+        for (const [kind, data] of batch) {
+          if (kind === "resync") refetch = true;
+          else if (kind === "vm_removed" && data && data.id) {
+            vmExistence.set(data.id, { exists: false, at: Date.now() });
+            if (jobs.some((j) => j.vm_id === data.id)) changed = true;
+          } else if (kind === "job" && data) {
+            const job = jobs.find((j) => j.id === data.id);
+            if (!job) {
+              // A new job shows on the first page; an older page keeps what it shows.
+              if (query.page === 0 && (!query.status || query.status === data.status)) refetch = true;
+              continue;
+            }
+            Object.assign(job, { status: data.status, percent: data.percent });
+            changed = true;
+            if (query.status && query.status !== data.status) refetch = true;
+            if (FINISHED.includes(data.status)) refetch = true;
+          }
+        }
+        if (changed) render();
+        if (refetch) reload();
       },
       cleanup() {
         alive = false;
@@ -2003,6 +2852,7 @@
     let alive = true;
     let job = null;
     let logSource = null;
+    let lastJobJson = "";
     const seenSeq = new Set();
 
     const header = h("div", { id: "job-header" }, h("p", { class: "loading" }, "Loading…"));
@@ -2027,8 +2877,16 @@
         return;
       }
       if (!alive) return;
+      const json = JSON.stringify(data);
+      if (json === lastJobJson) return;
+      lastJobJson = json;
       job = data;
       render();
+      if (job.vm_id && knownVmExists(job.vm_id) === undefined) {
+        await checkVmsExist([job.vm_id]);
+        // Only a VM that is gone changes the page (its link becomes the bare name).
+        if (alive && knownVmExists(job.vm_id) === false) render();
+      }
     }
 
     async function cancel(button) {
@@ -2043,6 +2901,8 @@
       const hadFocus = document.activeElement && document.activeElement.id === "job-cancel";
       clear(header);
       const running = !FINISHED.includes(job.status);
+      // A cancel someone asked for is an outcome, not an error: one calm line says so.
+      const userCancelled = job.status === "cancelled" && job.cancel_requested;
       const title = jobLabel(job) + (job.vm_name ? " " + job.vm_name : "");
       header.appendChild(
         h("div", { class: "head-row" }, h("h1", {}, "Job: " + title), h("p", { class: "count" }, "id ", h("code", { id: "job-id" }, job.id)))
@@ -2057,12 +2917,13 @@
           { class: "panel", "aria-label": "Job status" },
           h("p", { class: "chips", "aria-live": "polite", id: "job-status-line" }, "Status: ", jobStatusBadge(job.status), job.step ? h("span", {}, " step: " + job.step) : null),
           progressBar(job.percent, job.status, "Job progress"),
-          job.message ? h("p", { id: "job-message" }, job.message) : null,
+          userCancelled ? h("p", { class: "note", id: "job-cancelled" }, "Cancelled at your request.") : null,
+          job.message && !FINISHED.includes(job.status) ? h("p", { id: "job-message" }, humanize(job.message)) : null,
           h(
             "dl",
             { class: "kv" },
             h("dt", {}, "VM"),
-            h("dd", {}, job.vm_id && job.type !== "delete" ? h("a", { href: "#/vms/" + encodeURIComponent(job.vm_id), id: "job-vm-link" }, job.vm_name || job.vm_id) : job.vm_name || "—"),
+            h("dd", {}, jobVmNode(job, { id: "job-vm-link" })),
             h("dt", {}, "Host"),
             h("dd", {}, job.target_host || "—"),
             h("dt", {}, "Created"),
@@ -2093,8 +2954,8 @@
       }
 
       clear(extra);
-      if (job.error) {
-        extra.appendChild(h("section", { class: "error-box", id: "job-error", "aria-label": "Job error" }, h("strong", {}, "Error: "), job.error));
+      if (job.error && !userCancelled) {
+        extra.appendChild(h("section", { class: "error-box", id: "job-error", "aria-label": "Job error" }, h("strong", {}, "Error: "), humanize(job.error)));
       }
       if (job.cleanup) {
         const removed = job.cleanup.removed || [];
@@ -2104,7 +2965,7 @@
             "section",
             { class: "panel", id: "job-cleanup", "aria-labelledby": "cleanup-title" },
             h("h2", { id: "cleanup-title" }, "Cleanup"),
-            h("p", {}, removed.length ? "Removed: " : "Nothing removed.", removed.map((x) => (typeof x === "string" ? x : JSON.stringify(x))).join(", ")),
+            h("p", {}, removed.length ? "Removed: " : "Nothing removed.", removed.map((x) => (typeof x === "string" ? x : Object.values(x).join(" "))).join(", ")),
             left.length
               ? [h("p", { class: "error-text" }, "Left behind (remove by hand):"), h("ul", {}, left.map((x) => h("li", {}, h("code", {}, x.artifact || ""), " — ", x.reason || "")))]
               : null
@@ -2112,11 +2973,18 @@
         );
       }
       if (job.result) {
-        extra.appendChild(h("section", { class: "panel", "aria-labelledby": "result-title" }, h("h2", { id: "result-title" }, "Result"), h("pre", { id: "job-result" }, JSON.stringify(job.result, null, 2))));
+        extra.appendChild(
+          h(
+            "section",
+            { class: "panel", "aria-labelledby": "result-title" },
+            h("h2", { id: "result-title" }, "Result"),
+            h("div", { id: "job-result" }, typeof job.result === "object" ? kvList(job.result) : valueNode("result", job.result))
+          )
+        );
       }
       if (job.parameters && Object.keys(job.parameters).length) {
         extra.appendChild(
-          h("section", { class: "panel", "aria-labelledby": "params-title" }, h("h2", { id: "params-title" }, "Parameters (secrets redacted)"), h("pre", {}, JSON.stringify(job.parameters, null, 2)))
+          h("section", { class: "panel", "aria-labelledby": "params-title" }, h("h2", { id: "params-title" }, "Parameters (secrets redacted)"), h("div", { id: "job-parameters" }, kvList(job.parameters)))
         );
       }
     }
@@ -2134,10 +3002,11 @@
           h("span", { class: "at" }, line.at ? new Date(line.at).toLocaleTimeString() + " " : ""),
           line.level && line.level !== "info" ? line.level.toUpperCase() + " " : "",
           line.step ? "[" + line.step + "] " : "",
-          line.message || ""
+          humanize(line.message || "")
         )
       );
       if (atBottom) logList.scrollTop = logList.scrollHeight;
+      schedulePlaceToasts();
     }
 
     const reload = debounce(load, 400);
@@ -2159,8 +3028,9 @@
       });
       source.addEventListener("status", (e) => {
         const s = parse(e);
-        if (s && job) {
+        if (s && job && (job.status !== s.status || job.percent !== s.percent || job.step !== s.step)) {
           Object.assign(job, { status: s.status, percent: s.percent, step: s.step });
+          lastJobJson = "";
           render();
         }
         reload();
@@ -2171,8 +3041,12 @@
         const final = parse(e);
         logNote.textContent = "The job has ended; this is the complete log.";
         if (final && final.id && alive) {
-          job = final;
-          render();
+          const json = JSON.stringify(final);
+          if (json !== lastJobJson) {
+            lastJobJson = json;
+            job = final;
+            render();
+          }
         } else reload();
       });
       source.onerror = () => {
@@ -2226,13 +3100,33 @@
       hideBanner();
       route();
     });
+    // Views restore their own scroll position (the VM list after Back).
+    if ("scrollRestoration" in history) history.scrollRestoration = "manual";
+    document.addEventListener("keydown", onShortcut);
+    setInterval(refreshRelativeTimes, 10000);
     route();
     connectEvents();
     showMode(await guarded(() => api("GET", "/api/v1/status")));
   }
 
+  /** `/` focuses the search box (the VM list's, opening the list when another page shows). */
+  function onShortcut(e) {
+    if (e.key !== "/" || e.ctrlKey || e.metaKey || e.altKey || e.defaultPrevented) return;
+    const target = e.target;
+    if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
+    if (document.querySelector("dialog[open]")) return;
+    e.preventDefault();
+    if (state.view && state.view.search) {
+      state.view.search.focus();
+      state.view.search.select();
+      return;
+    }
+    state.focusSearch = true;
+    location.hash = "#/vms";
+  }
+
   // Exposed for the browser tests and for debugging in the console.
-  window.aetherv = { validateCreate, detectFamily, parseIpv4 };
+  window.aetherv = { validateCreate, detectFamily, parseIpv4, naturalCompare, fmtRelative, humanize, actionAllowed, painted: null, events: 0 };
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();

@@ -1,6 +1,6 @@
 // Day-2 sections of the VM page: Edit dialog, Disks with their actions, console details.
 // Loaded after app.js; app.js calls AethervDay2.sections(vm, kit) from the VM page and passes
-// its helpers (h, api, guarded, toast, fmtBytes, canWrite). Every action queues a job and
+// its helpers (h, api, guarded, toast, fmtBytes, pathNode, canWrite). Every action queues a job and
 // follows it live on the job page; destructive ones need the VM's name typed.
 "use strict";
 window.AethervDay2 = (function () {
@@ -203,7 +203,7 @@ window.AethervDay2 = (function () {
               { "data-disk": d.id || "" },
               h("code", {}, d.id || "?"),
               " ",
-              d.path,
+              d.path ? kit.pathNode(d.path) : "—",
               " — ",
               fmtBytes(d.max_size_bytes),
               d.shared ? " (shared)" : "",

@@ -48,7 +48,7 @@ def _free_port() -> int:
 class Server:
     """One running aetherv-server in demo mode."""
 
-    def __init__(self, binary: str):
+    def __init__(self, binary: str, **demo):
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.tmp = tempfile.mkdtemp(prefix="aetherv-ui-")
@@ -61,6 +61,7 @@ class Server:
             DEMO_VMS_PER_HOST="8",
             LOG_LEVEL="info",
         )
+        env.update({key: str(value) for key, value in demo.items()})
         self.log_path = Path(self.tmp) / "server.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
@@ -132,6 +133,28 @@ def server():
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """Starts further servers with other demo settings (e.g. `DEMO_HOSTS=50`); each is stopped
+    at the end of the session."""
+    binary = os.environ.get("AETHERV_SERVER")
+    if not binary or not os.path.exists(binary):
+        pytest.fail(f"AETHERV_SERVER must name the built server binary (scripts/test sets it); got {binary!r}")
+    started = []
+
+    def start(**demo):
+        srv = Server(binary, **demo)
+        started.append(srv)
+        srv.wait_ready()
+        return srv
+
+    try:
+        yield start
+    finally:
+        for srv in started:
+            srv.stop()
 
 
 @pytest.fixture(scope="session")

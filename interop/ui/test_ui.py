@@ -96,8 +96,9 @@ def follow_job(driver, screenshot=None):
     error = "".join(e.text for e in css(driver, "#job-error"))
     assert status == "succeeded", f"job {job_id} ended {status}: {error}"
     # The progress bar reached the end and the page shows the steps and the log it streamed.
-    bar = css(driver, "#job-header [role=progressbar]")[0]
-    assert bar.get_attribute("aria-valuenow") == "100"
+    # (read again when a live update re-rendered the header in between)
+    wait(driver, lambda d: css(d, "#job-header [role=progressbar]")[0].get_attribute("aria-valuenow") == "100",
+         timeout=5, message="the progress bar of the finished job is not at 100")
     assert css(driver, "#job-steps li[data-step]"), "no step in the timeline"
     wait(driver, lambda d: len(css(d, "#job-log li")) > 0, message="no log line streamed")
     assert not css(driver, "#job-cancel"), "a finished job still offers Cancel"
@@ -165,7 +166,7 @@ def test_vm_table_sorts_and_filters(server, browser, screenshot):
     assert browser.find_element(By.CSS_SELECTOR, 'th[data-key="processor_count"]').get_attribute("aria-sort") == "ascending"
 
     def cpus(d):
-        return [int(r.find_elements(By.TAG_NAME, "td")[4].text) for r in css(d, rows)]
+        return [int(r.find_elements(By.CSS_SELECTOR, "td.num")[0].text) for r in css(d, rows)]
 
     wait(browser, lambda d: cpus(d) == sorted(cpus(d)), message="rows not sorted by CPUs")
 
@@ -291,6 +292,10 @@ def test_vm_lifecycle_through_the_ui(server, browser, screenshot):
             assert other.is_enabled() == (other.get_attribute("data-action") in allowed), \
                 f"{other.get_attribute('data-action')} enabled state differs from allowed_actions"
         css(browser, button)[0].click()
+        if action == "stop":
+            # Turn off loses the guest's unsaved work: the UI asks first.
+            wait(browser, lambda d: d.find_element(By.ID, "confirm-dialog").is_displayed())
+            browser.find_element(By.ID, "confirm-ok").click()
         follow_job(browser)
         go(browser, server, f"#/vms/{vm_id}")
         try:
@@ -311,8 +316,11 @@ def test_vm_lifecycle_through_the_ui(server, browser, screenshot):
     confirm.send_keys(name + "x")
     assert not submit.is_enabled(), "delete enabled with a wrong name"
     confirm.send_keys(Keys.BACKSPACE)
+    if browser.find_element(By.ID, "delete-force-field").is_displayed():
+        # A VM that is not Off needs Force, offered in the dialog.
+        assert not submit.is_enabled(), "delete enabled for a running VM without Force"
+        browser.find_element(By.ID, "delete-force").click()
     assert submit.is_enabled()
-    browser.find_element(By.ID, "delete-force").click()
     browser.find_element(By.ID, "delete-disks").click()
     submit.click()
     delete_job = follow_job(browser)
