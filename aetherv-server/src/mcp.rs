@@ -157,6 +157,9 @@ struct ListJobsArgs {
     host: Option<String>,
     /// Only jobs on this VM (its id).
     vm_id: Option<String>,
+    /// Only jobs this caller asked for (subject or name, case-insensitive; `demo` without
+    /// authentication).
+    requested_by: Option<String>,
     /// At most this many jobs (default 50, at most 500).
     limit: Option<u32>,
     /// The `next_cursor` of the previous page (same filters).
@@ -815,6 +818,7 @@ impl McpServer {
                     job_type: a.job_type,
                     host: a.host,
                     vm_id: a.vm_id,
+                    requested_by: a.requested_by,
                     limit: Some(clamp_limit(a.limit).to_string()),
                     cursor: a.cursor,
                 };

@@ -198,6 +198,7 @@ async fn fixture(per_host: u128) -> Fixture {
         host_resources: Arc::default(),
         recovery: Arc::default(),
         clusters: Arc::default(),
+        maintenance: Arc::default(),
     };
     Fixture {
         app: router(state.clone()),

@@ -1348,6 +1348,7 @@ fn migrate_job(id: VmId, mode: MigrationMode) -> NewJob {
         host: "hv01".to_owned(),
         vm_id: Some(id),
         vm_name: Some("web-07".to_owned()),
+        requested_by: crate::Requester::default(),
         parameters: serde_json::json!({}),
     }
 }
