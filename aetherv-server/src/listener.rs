@@ -77,7 +77,8 @@ impl<T: AsyncWrite + Unpin> JsonErrors<T> {
     /// Writes what is left of a replacement answer.
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.pending.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
+            let n =
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -296,7 +297,10 @@ mod tests {
     }
 
     fn json_error(answer: &str, status: &str, code: &str) {
-        assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(
             head.to_ascii_lowercase()

@@ -148,12 +148,13 @@ async fn run(config: Config) -> ExitCode {
             }
         })
     });
-    let serve = axum::serve(JsonErrorListener::new(listener), app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        // Ends the event streams (and cancels running jobs, which clean up), so open browser
-        // connections do not hold the shutdown.
-        jobs.shutdown();
-    });
+    let serve =
+        axum::serve(JsonErrorListener::new(listener), app).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Ends the event streams (and cancels running jobs, which clean up), so open browser
+            // connections do not hold the shutdown.
+            jobs.shutdown();
+        });
     let result = serve.await;
     if let Some(task) = metrics_task {
         task.abort();

@@ -1182,8 +1182,9 @@ impl McpServer {
             if let Some((peer, token)) = &progress
                 && sent.is_none_or(|last| job.percent > last)
             {
-                let mut note = ProgressNotificationParam::new(token.clone(), f64::from(job.percent))
-                    .with_total(100.0);
+                let mut note =
+                    ProgressNotificationParam::new(token.clone(), f64::from(job.percent))
+                        .with_total(100.0);
                 if let Some(step) = job.step.as_deref().or(job.message.as_deref()) {
                     note = note.with_message(step.to_owned());
                 }

@@ -69,7 +69,11 @@ fn job_filter_text(filter: &JobFilter) -> String {
         filter.job_type,
         filter.host.as_deref().unwrap_or_default().to_lowercase(),
         filter.vm_id,
-        filter.requested_by.as_deref().unwrap_or_default().to_lowercase(),
+        filter
+            .requested_by
+            .as_deref()
+            .unwrap_or_default()
+            .to_lowercase(),
     )
 }
 

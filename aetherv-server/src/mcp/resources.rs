@@ -95,12 +95,14 @@ pub(super) async fn read(state: AppState, uri: &str) -> Result<ReadResourceResul
         }
     }
     .map_err(|e| ErrorData::internal_error(format!("cannot encode the resource: {e}"), None))?;
-    Ok(ReadResourceResult::new(vec![ResourceContents::TextResourceContents {
-        uri: uri.to_owned(),
-        mime_type: Some(MIME.to_owned()),
-        text: value,
-        meta: None,
-    }]))
+    Ok(ReadResourceResult::new(vec![
+        ResourceContents::TextResourceContents {
+            uri: uri.to_owned(),
+            mime_type: Some(MIME.to_owned()),
+            text: value,
+            meta: None,
+        },
+    ]))
 }
 
 fn not_found(uri: &str, error: &ApiError) -> ErrorData {

@@ -120,8 +120,9 @@ pub struct HostListView {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = VmList)]
 pub struct VmListView {
-    /// The VMs of this page, in the requested order (with `fields`, only those fields and
-    /// `id`).
+    /// The VMs of this page, in the requested order: each a `VmSummary`, or with `fields`
+    /// only those fields and `id`.
+    #[schema(schema_with = vm_page_items)]
     pub vms: Vec<VmSummary>,
     /// Pass it as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
@@ -129,6 +130,25 @@ pub struct VmListView {
     pub total: usize,
     /// The inventory generation the page was read from (events carry the same number).
     pub generation: u64,
+}
+
+/// The items of [`VmListView::vms`]: a whole `VmSummary`, or (with `fields`) an object with
+/// `id` and the chosen columns.
+fn vm_page_items() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::Ref;
+    use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+    let partial = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some("Only the columns `fields` named, and `id`"))
+        .property("id", ObjectBuilder::new().schema_type(Type::String))
+        .required("id");
+    ArrayBuilder::new()
+        .items(
+            AnyOfBuilder::new()
+                .item(Ref::from_schema_name("VmSummary"))
+                .item(partial),
+        )
+        .build()
 }
 
 /// One page of the matching jobs, newest first.
