@@ -226,7 +226,7 @@ pub fn rank(candidates: &[Candidate], demand: &Demand) -> Ranking {
         }
     }
     // Stable: equal memory keeps host name order.
-    ranked.sort_by(|a, b| b.memory_available_bytes.cmp(&a.memory_available_bytes));
+    ranked.sort_by_key(|c| std::cmp::Reverse(c.memory_available_bytes));
     Ranking { ranked, refused }
 }
 
