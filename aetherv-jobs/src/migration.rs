@@ -4,16 +4,16 @@
 //! [`migrate`] takes the source host (and the destination host, for moves between hosts),
 //! a [`MigrationPlan`] and a cancellation token, and reports [`MigrationEvent`]s:
 //!
-//! 1. **Check.** Compare-VM ([`HostCall::CompareVm`]) on the source; incompatibilities end
+//! 1. **Check.** Compare-VM ([`HostCall::CompareVm`](aetherv_hyperv::ops::HostCall::CompareVm)) on the source; incompatibilities end
 //!    the run with [`MigrationError::Incompatible`] before anything moves.
 //! 2. **Move.** One blocking host call: `Move-VM` (live; shared-nothing with its storage;
 //!    `Move-VMStorage` for a storage move), or the cluster's own
 //!    `Move-ClusterVirtualMachineRole` for a clustered VM (live or quick). A quick move of a
 //!    standalone VM is save, move with storage, start on the destination.
 //! 3. **Progress.** While the move runs, the source's migration job (`Msvm_MigrationJob`,
-//!    [`HostCall::MigrationStatus`]) is read every [`MigrationSettings::poll_interval`]; its
+//!    [`HostCall::MigrationStatus`](aetherv_hyperv::ops::HostCall::MigrationStatus)) is read every [`MigrationSettings::poll_interval`]; its
 //!    percent complete is the run's progress.
-//! 4. **Cancel.** A cancellation asks the host to cancel the job ([`HostCall::CancelMigration`]).
+//! 4. **Cancel.** A cancellation asks the host to cancel the job ([`HostCall::CancelMigration`](aetherv_hyperv::ops::HostCall::CancelMigration)).
 //!    Before the switch-over the move then fails and the VM keeps running on the source
 //!    ([`MigrationError::Cancelled`]); after it, the host refuses and the run follows the move
 //!    to its end (it then succeeds, saying so in the log).

@@ -1,7 +1,7 @@
 //! Placement: which hosts can take a VM of a given size, ranked, with the figures behind the
 //! ranking and each refusal. One evaluation serves provisioning's `target_cluster`
 //! ([`super::vms`]), `POST /api/v1/placement`, the candidates of a migration, and a host drain:
-//! members from the configuration and the inventory ([`cluster_members`] or every managed
+//! members from the configuration and the inventory (`cluster_members` or every managed
 //! host), candidates from the inventory snapshot, the caller's own refusals, then
 //! [`aetherv_inventory::placement::rank`]. Hosts that are not connected or are in maintenance
 //! never rank.
