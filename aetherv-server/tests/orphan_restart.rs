@@ -202,6 +202,25 @@ async fn orphan_gauge(client: &reqwest::Client, base: &str, host: &str) -> Optio
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The orphan gauge once it shows `want` (the orphan watch rescans at most every 500 ms after
+/// a change), or what it shows after 10 s.
+async fn orphan_gauge_settles(
+    client: &reqwest::Client,
+    base: &str,
+    host: &str,
+    want: f64,
+) -> Option<f64> {
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = orphan_gauge(client, base, host).await;
+        if seen == Some(want) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_provision_finds_its_orphan_after_a_restart_and_removes_it() {
     let (_sim, port) = start_sim().await;
@@ -259,7 +278,10 @@ async fn a_server_killed_mid_provision_finds_its_orphan_after_a_restart_and_remo
     };
     let (_, detail) = get_json(&client, format!("{base}/api/v1/vms/{vm_id}")).await;
     assert_eq!(detail["notes"], format!("aetherv-job:{job_id}"));
-    assert_eq!(orphan_gauge(&client, &base, "127.0.0.1").await, Some(0.0));
+    assert_eq!(
+        orphan_gauge_settles(&client, &base, "127.0.0.1", 0.0).await,
+        Some(0.0)
+    );
 
     // SIGKILL: no cleanup runs.
     drop(server);
@@ -279,7 +301,10 @@ async fn a_server_killed_mid_provision_finds_its_orphan_after_a_restart_and_remo
     let (status, detail) = get_json(&client, format!("{base}/api/v1/vms/{vm_id}")).await;
     assert_eq!(status, 200);
     assert_eq!(detail["orphaned"], true);
-    assert_eq!(orphan_gauge(&client, &base, "127.0.0.1").await, Some(1.0));
+    assert_eq!(
+        orphan_gauge_settles(&client, &base, "127.0.0.1", 1.0).await,
+        Some(1.0)
+    );
     let (_, job) = get_json(&client, format!("{base}/api/v1/jobs/{job_id}")).await;
     assert_eq!(job["error"]["code"], "not_found", "{job}");
 
@@ -321,5 +346,8 @@ async fn a_server_killed_mid_provision_finds_its_orphan_after_a_restart_and_remo
     let (status, _) = get_json(&client, format!("{base}/api/v1/vms/{vm_id}")).await;
     assert_eq!(status, 404, "the orphan is gone");
     assert!(vms_named(&client, &base, SILENT_VM).await.is_empty());
-    assert_eq!(orphan_gauge(&client, &base, "127.0.0.1").await, Some(0.0));
+    assert_eq!(
+        orphan_gauge_settles(&client, &base, "127.0.0.1", 0.0).await,
+        Some(0.0)
+    );
 }
