@@ -249,8 +249,11 @@ def test_kerberos_figures_match_ntlm(kerberos_run, ntlm_run):
     krb = figures(krb_counters, legs=1)
     ntlm = figures(ntlm_counters, legs=2)
     print(f"\nkerberos: {krb}\nntlm:     {ntlm}")
+    # At most one handshake per connection (a connection that never carried a request, such
+    # as one closed idle, makes none), and the same number of handshakes on both transports.
     for f in (krb, ntlm):
-        assert f["handshakes_per_connection"] == 1.0, f
+        assert 1 <= f["handshakes"] <= f["connections"], f
+    assert krb["handshakes"] == ntlm["handshakes"], (krb, ntlm)
     # The same work costs the same requests once the handshake legs are set aside. (The
     # server's commands include long-running provisioning steps whose output is polled with
     # several Receives, so the per-command figure here is above the CLI's <= 3, which
