@@ -145,6 +145,9 @@ def start_server():
     started = []
 
     def start(**demo):
+        # These fleets are for the UI's scale; building the provisioning ISOs and copying them
+        # to every host would only delay readiness (the ISOs have their own tests).
+        demo.setdefault("AETHERV_PROVISIONING_ISOS", "false")
         srv = Server(binary, **demo)
         started.append(srv)
         srv.wait_ready()
