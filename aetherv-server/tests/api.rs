@@ -1322,7 +1322,7 @@ async fn deeply_nested_bodies_are_refused_naming_the_nesting() {
             .error(StatusCode::BAD_REQUEST, "malformed_body");
         let message = error["message"].as_str().unwrap_or_default();
         assert!(
-            message.contains("nesting deeper than 64 levels"),
+            message.contains("nesting deeper than 16 levels"),
             "{path}: {message}"
         );
     }
@@ -1337,7 +1337,7 @@ async fn deeply_nested_bodies_are_refused_naming_the_nesting() {
         .error(StatusCode::BAD_REQUEST, "malformed_body");
     let message = error["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("nesting deeper than 64 levels"),
+        message.contains("nesting deeper than 16 levels"),
         "{message}"
     );
 }

@@ -19,8 +19,8 @@
 
 use std::borrow::Cow;
 
-use quick_xml::Reader;
 use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::{Reader, XmlVersion};
 
 /// The marker line PowerShell writes before CLIXML.
 const MARKER: &str = "#< CLIXML";
@@ -129,7 +129,7 @@ fn attribute(reader: &Reader<&[u8]>, start: &BytesStart<'_>, name: &[u8]) -> Opt
         .flatten()
         .find(|a| a.key.local_name().as_ref() == name)
         .and_then(|a| {
-            a.decode_and_unescape_value(reader.decoder())
+            a.decoded_and_normalized_value(XmlVersion::Implicit1_0, reader.decoder())
                 .ok()
                 .map(Cow::into_owned)
         })

@@ -270,6 +270,11 @@ fn complete_operation(path: &str, method: &Method, op: &mut Value, protected: bo
         stream["x-events"] = events;
     }
     let responses = &mut op["responses"];
+    // The Host check (`api::host_check`) runs before every route.
+    responses["421"] = error_response(
+        "`host_not_allowed`: the `Host` header names none of this server's names (`PUBLIC_URL`, \
+         `ALLOWED_HOSTS`, `localhost` or an IP address); refused against DNS rebinding",
+    );
     if path.contains('{') && responses.get("400").is_none() {
         responses["400"] =
             error_response("`bad_request`: a path segment cannot be decoded (e.g. not UTF-8)");
@@ -493,6 +498,7 @@ mod tests {
                     );
                 }
             }
+            assert!(responses.contains_key("421"), "{method} {path} lacks 421");
             let public = op.get("security").is_some();
             if !public {
                 assert!(responses.contains_key("401"), "{method} {path} lacks 401");

@@ -67,21 +67,32 @@ pub(crate) fn content_type(headers: &HeaderMap) -> ApiResult<Option<&str>> {
     }
 }
 
-/// Refuses a body that is not well-formed JSON or YAML at all (400), before validation names
-/// fields (422).
-fn check_syntax(body: &str, hint: Option<&str>) -> ApiResult<()> {
+/// Reads a provisioning body with `parse` (flat or job schema): the body is parsed once.
+///
+/// Only when the schema refuses it is the body parsed a second time, into nothing, to tell a
+/// body that is not JSON or YAML at all (400) from one whose fields are wrong (422). Both
+/// parses are bounded by the nesting check ([`aetherv_provision::schema::check_nesting`]),
+/// which the schema runs first: the YAML parser's cost grows with nesting depth times length.
+fn read_provisioning_body(
+    body: &str,
+    hint: Option<&str>,
+    parse: fn(&str, Option<&str>) -> aetherv_provision::Result<Validated>,
+) -> ApiResult<Validated> {
     use aetherv_provision::schema::BodyFormat;
-    // Bounded first: the YAML parser's cost grows with nesting depth times length.
-    aetherv_provision::schema::check_nesting(body)
-        .map_err(|e| ApiError::malformed(format!("the body cannot be read: {e}")))?;
-    match BodyFormat::detect(body, hint) {
-        BodyFormat::Json => serde_json::from_str::<serde::de::IgnoredAny>(body)
-            .map(|_| ())
-            .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}"))),
-        BodyFormat::Yaml => serde_yaml::from_str::<serde::de::IgnoredAny>(body)
-            .map(|_| ())
-            .map_err(|e| ApiError::malformed(format!("the body is not valid YAML: {e}"))),
-    }
+    parse(body, hint).map_err(|error| {
+        aetherv_provision::schema::check_nesting(body)
+            .map_err(|e| ApiError::malformed(format!("the body cannot be read: {e}")))
+            .and_then(|()| match BodyFormat::detect(body, hint) {
+                BodyFormat::Json => serde_json::from_str::<serde::de::IgnoredAny>(body)
+                    .map(|_| ())
+                    .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}"))),
+                BodyFormat::Yaml => serde_yaml::from_str::<serde::de::IgnoredAny>(body)
+                    .map(|_| ())
+                    .map_err(|e| ApiError::malformed(format!("the body is not valid YAML: {e}"))),
+            })
+            .err()
+            .unwrap_or_else(|| schema_error(&error))
+    })
 }
 
 /// Turns a schema error into 400 (the document as a whole) or 422 (named fields).
@@ -439,8 +450,7 @@ pub async fn create(
     ensure_ready(&state)?;
     let hint = content_type(&headers)?;
     let text = body_text(&body)?;
-    check_syntax(text, hint)?;
-    let validated = JobRequest::parse_flat(text, hint).map_err(|e| schema_error(&e))?;
+    let validated = read_provisioning_body(text, hint, JobRequest::parse_flat)?;
     provision(&state, validated, true)
 }
 
@@ -477,8 +487,7 @@ pub async fn provision_job(
     ensure_ready(&state)?;
     let hint = content_type(&headers)?;
     let text = body_text(&body)?;
-    check_syntax(text, hint)?;
-    let validated = JobRequest::parse(text, hint).map_err(|e| schema_error(&e))?;
+    let validated = read_provisioning_body(text, hint, JobRequest::parse)?;
     provision(&state, validated, false)
 }
 

@@ -962,7 +962,7 @@ fn hosts_file_nesting_too_deep_is_a_problem_not_a_stall() {
     ));
     let empty = TempDir::new();
     let p = one_problem(load_in(&map, &empty.0), "HOSTS_FILE");
-    assert!(p.contains("nesting deeper than 64 levels"), "{p}");
+    assert!(p.contains("nesting deeper than 16 levels"), "{p}");
     assert!(p.contains("line 2"), "{p}");
 }
 

@@ -175,6 +175,10 @@ async fn main() -> ExitCode {
         kerberos: args.keytab.is_some(),
         ..SimOptions::default()
     };
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(e) => return fail(format!("cannot wait for signals: {e}")),
+    };
     let fleet = match SimFleet::start(spec, Credentials::new(args.user, password), options).await {
         Ok(fleet) => fleet,
         Err(e) => return fail(e),
@@ -190,7 +194,7 @@ async fn main() -> ExitCode {
             return fail("cannot write to stdout");
         }
     }
-    if let Err(e) = shutdown_signal().await {
+    if let Err(e) = shutdown.await {
         fleet.shutdown().await;
         return fail(format!("cannot wait for signals: {e}"));
     }
@@ -210,17 +214,23 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Installs the SIGTERM and SIGINT handlers at once and returns what waits for either: a
+/// signal that arrives as soon as the endpoint lines are printed still ends the simulator
+/// gracefully.
 #[cfg(unix)]
-async fn shutdown_signal() -> std::io::Result<()> {
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => Ok(()),
+            _ = term.recv() => Ok(()),
+        }
+    })
 }
 
 #[cfg(not(unix))]
-async fn shutdown_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
+    Ok(tokio::signal::ctrl_c())
 }

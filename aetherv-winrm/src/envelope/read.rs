@@ -9,10 +9,10 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use quick_xml::NsReader;
 use quick_xml::encoding::Decoder;
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::name::{Namespace, QName, ResolveResult};
+use quick_xml::{NsReader, XmlVersion};
 
 use super::duration::truncate;
 use super::{
@@ -404,7 +404,7 @@ impl<'i> El<'i> {
                 None => key,
             };
             let value = attr
-                .decode_and_unescape_value(self.decoder)
+                .decoded_and_normalized_value(XmlVersion::Implicit1_0, self.decoder)
                 .map_err(xml_error)?;
             f(local, value)?;
         }
@@ -671,7 +671,10 @@ impl<'i> Parser<'i> {
             && !value.contains(char::is_whitespace)
         {
             // The element's own scope is still active: it is popped on the next read.
-            let (result, _) = self.reader.resolve_element(QName(value.as_bytes()));
+            let (result, _) = self
+                .reader
+                .resolver()
+                .resolve_element(QName(value.as_bytes()));
             if let Some(canonical) = Ns::of(&result).prefix() {
                 return Ok(format!("{canonical}:{local}"));
             }
