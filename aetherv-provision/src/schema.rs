@@ -98,6 +98,7 @@ mod validate;
 
 pub use disk::{check_disk_size, describe_bytes};
 pub use nesting::{MAX_NESTING, NestingError, check_nesting};
+pub use parse::{MAX_YAML_BYTES, yaml_too_large};
 pub use types::{
     AnsibleSsh, BodyFormat, DomainJoin, JobRequest, ProvisionValues, StaticIpv4, Validated,
 };

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aetherv_provision::schema::{JobRequest, MAX_NESTING, check_nesting};
+use aetherv_provision::schema::{JobRequest, MAX_NESTING, MAX_YAML_BYTES, check_nesting};
 
 fn body_error(
     result: Result<aetherv_provision::schema::Validated, aetherv_provision::Error>,
@@ -90,4 +90,28 @@ fn brackets_in_strings_block_scalars_and_comments_do_not_count() {
         "{{\"schema_version\": 1, \"values\": {{\"guest_la_pw\": \"{open}\", \"x\": [[[1]]]}}}}"
     );
     assert_eq!(check_nesting(&json), Ok(()));
+}
+
+#[test]
+fn yaml_documents_over_the_yaml_bound_are_refused_before_parsing() {
+    let body = "- {name: x, size: 10}\n".repeat(MAX_YAML_BYTES / 22 + 1);
+    assert!(body.len() > MAX_YAML_BYTES);
+    for result in [
+        JobRequest::from_yaml(&body),
+        JobRequest::from_flat_yaml(&body),
+    ] {
+        let message = body_error(result);
+        assert!(
+            message.starts_with("a YAML document may have at most 64 KiB"),
+            "{message}"
+        );
+    }
+    // JSON of the same size is not bound by it: the schema reads it and names the fields.
+    let json = format!("{{\"vm_name\": \"{}\"}}", "x".repeat(MAX_YAML_BYTES));
+    let error = JobRequest::from_flat_json(&json).expect_err("missing fields");
+    let errors = error.field_errors().expect("field errors").to_vec();
+    assert!(
+        errors.iter().all(|e| !e.message.contains("YAML")),
+        "{errors:?}"
+    );
 }

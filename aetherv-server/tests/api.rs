@@ -1342,6 +1342,38 @@ async fn deeply_nested_bodies_are_refused_naming_the_nesting() {
     );
 }
 
+#[tokio::test]
+async fn yaml_bodies_over_the_yaml_bound_are_413_and_json_is_not_bound_by_it() {
+    let fx = fixture().await;
+    // A plain, well-formed YAML list of 100 KB: over the YAML bound, under the request limit.
+    let yaml = "- {name: x, size: 10}\n".repeat(100_000 / 22);
+    for path in ["/api/v1/jobs/provision", "/api/v1/vms/create"] {
+        let error = fx
+            .post(path, Some("application/yaml"), yaml.clone())
+            .await
+            .error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("a YAML document may have at most 64 KiB")
+                && message.contains("send it as JSON"),
+            "{path}: {message}"
+        );
+    }
+    // The same size as JSON is read (and refused for its fields, not its size).
+    let json = format!("{{\"vm_name\": \"{}\"}}", "x".repeat(100_000));
+    let error = fx
+        .post("/api/v1/vms/create", Some("application/json"), json)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert!(
+        !error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("YAML"),
+        "{error}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Delete
 

@@ -69,6 +69,9 @@ pub(crate) fn content_type(headers: &HeaderMap) -> ApiResult<Option<&str>> {
 
 /// Reads a provisioning body with `parse` (flat or job schema): the body is parsed once.
 ///
+/// A YAML body over [`aetherv_provision::schema::MAX_YAML_BYTES`] is refused (413) before any
+/// parser runs, after the nesting check: libyaml's cost per byte sets that bound.
+///
 /// Only when the schema refuses it is the body parsed a second time, into nothing, to tell a
 /// body that is not JSON or YAML at all (400) from one whose fields are wrong (422). Both
 /// parses are bounded by the nesting check ([`aetherv_provision::schema::check_nesting`]),
@@ -78,9 +81,20 @@ fn read_provisioning_body(
     hint: Option<&str>,
     parse: fn(&str, Option<&str>) -> aetherv_provision::Result<Validated>,
 ) -> ApiResult<Validated> {
-    use aetherv_provision::schema::BodyFormat;
+    use aetherv_provision::schema::{BodyFormat, MAX_YAML_BYTES, check_nesting, yaml_too_large};
+    let yaml = BodyFormat::detect(body, hint) == BodyFormat::Yaml;
+    if yaml && body.len() > MAX_YAML_BYTES {
+        // Nesting first (the linear scan names the position), then the YAML size bound.
+        check_nesting(body)
+            .map_err(|e| ApiError::malformed(format!("the body cannot be read: {e}")))?;
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            yaml_too_large(body.len()),
+        ));
+    }
     parse(body, hint).map_err(|error| {
-        aetherv_provision::schema::check_nesting(body)
+        check_nesting(body)
             .map_err(|e| ApiError::malformed(format!("the body cannot be read: {e}")))
             .and_then(|()| match BodyFormat::detect(body, hint) {
                 BodyFormat::Json => serde_json::from_str::<serde::de::IgnoredAny>(body)
@@ -433,7 +447,8 @@ fn provision(state: &AppState, mut validated: Validated, flat: bool) -> ApiResul
             `vm_busy`: a job works on a VM of that name; `no_eligible_host`: no connected host \
             of `target_cluster` has the memory, storage and image for the VM (the message \
             states the best figure found)", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: the body is over 256 KiB",
+        (status = 413, description = "`payload_too_large`: the body is over 256 KiB, or a YAML \
+            body over 64 KiB",
             body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is neither JSON nor \
             YAML", body = ErrorBody),
@@ -470,7 +485,8 @@ pub async fn create(
             `vm_busy`: a job works on a VM of that name; `no_eligible_host`: no connected host \
             of `target_cluster` has the memory, storage and image for the VM (the message \
             states the best figure found)", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: the body is over 256 KiB",
+        (status = 413, description = "`payload_too_large`: the body is over 256 KiB, or a YAML \
+            body over 64 KiB",
             body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is neither JSON nor \
             YAML", body = ErrorBody),
