@@ -416,14 +416,21 @@ impl Deployer {
                 let artifact = file.artifact;
                 let remaining = artifact.size().saturating_sub(file.sent);
                 let len = usize::try_from(remaining).unwrap_or(usize::MAX).min(budget);
-                let owned = artifact.clone();
                 let offset = file.sent;
-                let bytes = tokio::task::spawn_blocking(move || owned.read_at(offset, len))
-                    .await
-                    .map_err(|e| Error::Artifact {
-                        name: artifact.name().to_owned(),
-                        detail: format!("reading the file failed: {e}"),
-                    })??;
+                // Only a file blocks; the scripts are in memory. A blocking task per piece
+                // started a thread per host being deployed at once (hundreds at a fleet's
+                // start), each with its own stack and allocator cache.
+                let bytes = if matches!(artifact.source(), bundle::ArtifactSource::File(_)) {
+                    let owned = artifact.clone();
+                    tokio::task::spawn_blocking(move || owned.read_at(offset, len))
+                        .await
+                        .map_err(|e| Error::Artifact {
+                            name: artifact.name().to_owned(),
+                            detail: format!("reading the file failed: {e}"),
+                        })??
+                } else {
+                    artifact.read_at(offset, len)?
+                };
                 if bytes.len() != len {
                     return Err(Error::Artifact {
                         name: artifact.name().to_owned(),

@@ -132,6 +132,16 @@ impl ScriptResult {
 ///
 /// Exactly one marked block must be present; text outside it is ignored.
 pub fn parse_result(script: &str, stdout: &str) -> Result<ScriptResult> {
+    let text = result_text(script, stdout)?;
+    serde_json::from_str(&text).map_err(|e| Error::ScriptOutput {
+        script: script.to_owned(),
+        detail: format!("result document is not valid JSON: {e}"),
+    })
+}
+
+/// The text of the one result document in the stdout of `script` (what [`parse_result`]
+/// parses), for callers that read it into a typed shape directly.
+pub fn result_text(script: &str, stdout: &str) -> Result<String> {
     let fail = |detail: String| Error::ScriptOutput {
         script: script.to_owned(),
         detail,
@@ -160,11 +170,7 @@ pub fn parse_result(script: &str, stdout: &str) -> Result<ScriptResult> {
         return Err(fail(format!("no {RESULT_END} line after {RESULT_BEGIN}")));
     }
     match (found, body) {
-        (1, Some(lines)) => {
-            let text = lines.join("\n");
-            serde_json::from_str(&text)
-                .map_err(|e| fail(format!("result document is not valid JSON: {e}")))
-        }
+        (1, Some(lines)) => Ok(lines.join("\n")),
         (0, _) => Err(fail(format!(
             "no result document ({RESULT_BEGIN} line) in {} bytes of output",
             stdout.len()

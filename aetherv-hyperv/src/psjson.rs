@@ -35,15 +35,86 @@ where
     D: Deserializer<'de>,
     T: DeserializeOwned,
 {
-    match unwrap_array_object(Value::deserialize(deserializer)?) {
-        Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|v| serde_json::from_value(v).map_err(de::Error::custom))
-            .collect(),
-        single => serde_json::from_value(single)
-            .map(|v| vec![v])
-            .map_err(de::Error::custom),
+    // An array, the common case, is read element by element straight from the input: a host's
+    // inventory is a large array, and a JSON tree of it first cost more time than reading the
+    // VMs and left the heap fragmented. Only an object (one element, or the 5.1 wrapper) and
+    // scalars go through a `Value`.
+    deserializer.deserialize_any(OneOrMany(std::marker::PhantomData))
+}
+
+/// The visitor of [`one_or_many`].
+struct OneOrMany<T>(std::marker::PhantomData<T>);
+
+impl<T: DeserializeOwned> OneOrMany<T> {
+    fn from_value<E: de::Error>(value: Value) -> Result<Vec<T>, E> {
+        match unwrap_array_object(value) {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| serde_json::from_value(v).map_err(de::Error::custom))
+                .collect(),
+            single => serde_json::from_value(single)
+                .map(|v| vec![v])
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> de::Visitor<'de> for OneOrMany<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("null, one element or an array")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+        one_or_many(deserializer)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+        Self::from_value(Value::deserialize(de::value::MapAccessDeserializer::new(
+            map,
+        ))?)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Vec<T>, E> {
+        Self::from_value(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Vec<T>, E> {
+        Self::from_value(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Vec<T>, E> {
+        Self::from_value(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Vec<T>, E> {
+        Self::from_value(Value::from(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<T>, E> {
+        Self::from_value(Value::from(v))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Vec<T>, E> {
+        Self::from_value(Value::String(v))
     }
 }
 

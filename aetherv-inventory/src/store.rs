@@ -289,7 +289,11 @@ pub fn apply(
                 state.last_error = None;
                 state.refresh_duration = Some(took);
                 state.consecutive_failures = 0;
-                replace_vms(&mut next, &mut events, state, map);
+                // The same VMs with the same names: only uptimes advanced and stale flags
+                // cleared, which are no VM events (see `diff_vms`) and leave the indexes as
+                // they are, so the map goes in without a diff.
+                state.vms = Arc::new(map);
+                next.hosts.insert(host, Arc::new(state));
             }
             Update::Failed {
                 host,

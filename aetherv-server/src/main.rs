@@ -14,6 +14,13 @@ use aetherv_server::config::{AuthConfig, Config, Mode};
 use aetherv_server::listener::JsonErrorListener;
 use aetherv_server::startup::Server;
 
+/// mimalloc instead of the system allocator: with glibc's malloc, allocation and free were the
+/// largest items of the server's profile while a large fleet loads, and the resident set grew
+/// with fragmentation across threads (`benches/scale.py`, issue 19). A crate-provided
+/// allocator; no `unsafe` here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(command) => command,

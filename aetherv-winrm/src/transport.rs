@@ -412,7 +412,9 @@ async fn handshake<I>(io: I) -> Result<Sender, TransportError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(READ_BUFFER_MAX)
+        .handshake(io)
         .await
         .map_err(|e| TransportError::Io(chain(&e)))?;
     tokio::spawn(async move {
@@ -422,6 +424,12 @@ where
     });
     Ok(sender)
 }
+
+/// The largest read buffer of a connection. hyper grows a connection's buffer to fit what it
+/// reads (by default up to about 400 KB) and keeps it for the connection's life; WinRM answers
+/// carrying a host's inventory are that large, so a fleet of a thousand idle connections held
+/// hundreds of megabytes of empty buffers. Bodies are read in pieces of at most this size.
+const READ_BUFFER_MAX: usize = 64 * 1024;
 
 const USER_AGENT: &str = concat!("aetherv-winrm/", env!("CARGO_PKG_VERSION"));
 

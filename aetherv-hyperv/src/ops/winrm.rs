@@ -33,12 +33,27 @@ impl<E: PowerShellExecutor> WinRmHyperVHost<E> {
         self.executor.host().to_owned()
     }
 
-    /// Runs `script` with `request` and returns its `data`.
-    async fn run(
+    /// Runs `script` with `request`.
+    async fn execute(
         &self,
         operation: &'static str,
         script: &str,
         request: &Value,
+    ) -> Result<crate::executor::ScriptOutput> {
+        let stdin = serde_json::to_vec(request).map_err(|e| Error::OperationOutput {
+            host: self.host(),
+            operation,
+            detail: format!("request could not be serialized: {e}"),
+        })?;
+        self.executor.run_script(script, Bytes::from(stdin)).await
+    }
+
+    /// The `data` of a script's output, or the error its result document reports.
+    fn data_of(
+        &self,
+        operation: &'static str,
+        script: &str,
+        output: &crate::executor::ScriptOutput,
         subject: Subject,
     ) -> Result<Value> {
         let host = self.host();
@@ -47,9 +62,6 @@ impl<E: PowerShellExecutor> WinRmHyperVHost<E> {
             operation,
             detail,
         };
-        let stdin = serde_json::to_vec(request)
-            .map_err(|e| output_error(format!("request could not be serialized: {e}")))?;
-        let output = self.executor.run_script(script, Bytes::from(stdin)).await?;
         let result = protocol::parse_result(script, &output.stdout).map_err(|e| {
             let stderr = output.stderr.trim();
             let stderr: String = stderr.chars().take(600).collect();
@@ -72,6 +84,22 @@ impl<E: PowerShellExecutor> WinRmHyperVHost<E> {
         }
         Ok(result.data.unwrap_or(Value::Null))
     }
+}
+
+/// A successful result document whose `data` reads as a `T`.
+#[derive(serde::Deserialize)]
+struct TypedResult<T> {
+    ok: bool,
+    #[serde(default = "Option::default")]
+    data: Option<T>,
+}
+
+/// The `data` of the result document in `stdout` when the script succeeded and the data has
+/// `T`'s shape, read without an intermediate JSON tree; `None` otherwise.
+fn typed_success<T: serde::de::DeserializeOwned>(script: &str, stdout: &str) -> Option<T> {
+    let text = protocol::result_text(script, stdout).ok()?;
+    let result: TypedResult<T> = serde_json::from_str(&text).ok()?;
+    result.data.filter(|_| result.ok)
 }
 
 /// The `error.details` object of the (first) result document in `stdout` (or, as the
@@ -194,9 +222,26 @@ impl<E: PowerShellExecutor> HyperVHost for WinRmHyperVHost<E> {
         }
         let kind = call.kind();
         let request = call.request(&host)?;
-        let data = self
-            .run(kind.describe(), kind.script(), &request, call.subject())
+        let output = self
+            .execute(kind.describe(), kind.script(), &request)
             .await?;
+        // The large answers (a host's inventory, its facts) are read straight into their
+        // types when they are successful and well-formed; anything else takes the general
+        // path below, which reports failures and wrong shapes.
+        match &call {
+            HostCall::Inventory | HostCall::InventorySince(_) => {
+                if let Some(inventory) = typed_success(kind.script(), &output.stdout) {
+                    return Ok(HostReply::Inventory(inventory));
+                }
+            }
+            HostCall::Facts | HostCall::FactsInRoots(_) => {
+                if let Some(facts) = typed_success(kind.script(), &output.stdout) {
+                    return Ok(HostReply::Facts(Box::new(facts)));
+                }
+            }
+            _ => {}
+        }
+        let data = self.data_of(kind.describe(), kind.script(), &output, call.subject())?;
         call.parse_reply(&host, data)
     }
 }

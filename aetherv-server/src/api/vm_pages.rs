@@ -220,13 +220,15 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     natural_key(a).cmp(&natural_key(b))
 }
 
-/// One VM in a view, with its position.
+/// One VM in a view: its position only. The record itself is read from the snapshot a page is
+/// served from: a view outlives the refreshes that advance uptimes (they keep the VM-set
+/// generation), and holding the records it was built from would keep a second copy of every
+/// running VM alive.
 #[derive(Debug)]
 struct Row {
     key: Key,
     name_key: Box<[u8]>,
     id: VmId,
-    vm: Arc<InventoryVm>,
 }
 
 impl Row {
@@ -249,7 +251,6 @@ impl View {
                 key: column.value(snapshot, vm).key(),
                 name_key: natural_key(&vm.vm.name),
                 id: vm.vm.id,
-                vm: Arc::clone(vm),
             })
             .collect();
         rows.sort_unstable_by(|a, b| a.position().cmp(&b.position()));
@@ -431,7 +432,11 @@ impl ViewCache {
             .rows
             .iter()
             .enumerate()
-            .filter(|(_, r)| filter.matches(snapshot, &r.vm))
+            .filter(|(_, r)| {
+                snapshot
+                    .vm(r.id)
+                    .is_some_and(|vm| filter.matches(snapshot, vm))
+            })
             .filter_map(|(i, _)| u32::try_from(i).ok())
             .collect();
         let built = Arc::new(Filtered {
@@ -488,14 +493,27 @@ pub struct Cursor {
 const CURSOR_VERSION: u8 = 1;
 
 impl Cursor {
-    fn after(snapshot: &Snapshot, sort: Sort, filter: &VmFilter, vm: &InventoryVm) -> Self {
+    /// The cursor after `row`, whose current record is `vm`. A numeric sort value comes from
+    /// the row (uptime advances without a new view; the cursor must name the row's position
+    /// in the view); text values do not change within a VM-set generation.
+    fn after(
+        snapshot: &Snapshot,
+        sort: Sort,
+        filter: &VmFilter,
+        row: &Row,
+        vm: &InventoryVm,
+    ) -> Self {
+        let value = match &row.key {
+            Key::Num(n) => Value::Num(*n),
+            Key::Text(_) => sort.column.value(snapshot, vm),
+        };
         Self {
             version: CURSOR_VERSION,
             sort: sort.text(),
             filters: fnv1a(&filter_text(filter)),
-            value: sort.column.value(snapshot, vm),
+            value,
             name: vm.vm.name.clone(),
-            id: vm.vm.id,
+            id: row.id,
         }
     }
 
@@ -572,22 +590,20 @@ pub fn page(
 ) -> Page {
     let filtered = cache.filtered(snapshot, sort.column, filter);
     let (rows, more) = filtered.page(sort, cursor, limit.unwrap_or(usize::MAX));
-    // Each VM's current record: uptime changes without a new VM-set generation.
-    let vms: Vec<Arc<InventoryVm>> = rows
+    // Each VM's current record: uptime changes without a new VM-set generation. A view is
+    // built from a snapshot of the same VM-set generation, so every row's VM is in it.
+    let current: Vec<(&Row, &Arc<InventoryVm>)> = rows
         .iter()
-        .map(|r| {
-            snapshot
-                .vm(r.id)
-                .cloned()
-                .unwrap_or_else(|| Arc::clone(&r.vm))
-        })
+        .filter_map(|r| snapshot.vm(r.id).map(|vm| (*r, vm)))
         .collect();
     let next_cursor = if more {
-        rows.last()
-            .map(|r| Cursor::after(snapshot, sort, filter, &r.vm).encode())
+        current
+            .last()
+            .map(|(r, vm)| Cursor::after(snapshot, sort, filter, r, vm).encode())
     } else {
         None
     };
+    let vms = current.into_iter().map(|(_, vm)| Arc::clone(vm)).collect();
     Page {
         vms,
         next_cursor,
