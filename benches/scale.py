@@ -17,6 +17,10 @@ and 1,000 hosts, with --latency-ms added to every WinRM request), it:
    of GET /api/v1/vms?limit=100 rotating over the first pages of a cursor walk, and of
    GET /api/v1/vms/{id} rotating over 1,000 ids.
 
+6. with --ui, runs benches/ui_scale.py (headless Chromium) against the same server: the UI
+   figures at each fleet size (usable after navigation, sort and filter to paint, the longest
+   main-thread stall while power actions stream events).
+
 Prints one table per size and the issue's targets at the largest size. The targets are
 informational: the script exits non-zero only when something failed. Every process it starts
 is stopped at the end (SIGTERM), also on errors. Loopback only.
@@ -285,12 +289,24 @@ def measure(size, args):
         one_p50, one_p99, one_rps = wrk([f"/api/v1/vms/{i}" for i in ids[:1000]], port,
                                         args.seconds, args.connections)
         rss_after, _ = proc_stat(p.pid)
+        ui = None
+        if args.ui:
+            # The browser figures on this fleet: benches/ui_scale.py against the running server.
+            python = os.path.join(ROOT, ".venv/bin/python")
+            r = subprocess.run([python if os.path.exists(python) else sys.executable,
+                                os.path.join(ROOT, "benches/ui_scale.py"), "--url",
+                                f"http://127.0.0.1:{port}", "--runs", str(args.ui_runs),
+                                "--seconds", "10", "--rate", str(args.ui_rate)],
+                               capture_output=True, text=True, timeout=900)
+            if r.returncode != 0:
+                raise Failure(f"ui_scale.py failed: {r.stdout[-1000:]} {r.stderr[-1000:]}")
+            ui = r.stdout
         return {
             "size": size, "hosts": hosts, "vms": vms, "ready_s": ready, "refresh_s": refresh_s,
             "first_refresh_s": rounds[0][0], "cpu_per_round_s": cpu_s, "rss_mb": rss,
             "rss_after_load_mb": rss_after, "page_p50_ms": page_p50, "page_p99_ms": page_p99,
             "page_rps": page_rps, "one_p50_ms": one_p50, "one_p99_ms": one_p99,
-            "one_rps": one_rps,
+            "one_rps": one_rps, "ui": ui,
         }
     finally:
         procs.stop_all()
@@ -311,6 +327,12 @@ def main():
     parser.add_argument("--ready-limit", type=float, default=300.0)
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--ui", action="store_true",
+                        help="also run benches/ui_scale.py (headless Chromium) against each "
+                             "fleet; needs .venv and chromium as scripts/test installs them")
+    parser.add_argument("--ui-runs", type=int, default=3)
+    parser.add_argument("--ui-rate", type=float, default=25.0,
+                        help="power actions per second during the stall measurement")
     args = parser.parse_args()
     if not args.no_build:
         build()
@@ -334,6 +356,10 @@ def main():
               f"({r['page_rps']:.0f} req/s)")
         print(f"  one VM p50 / p99         {r['one_p50_ms']:8.2f} / {r['one_p99_ms']:.2f} ms "
               f"({r['one_rps']:.0f} req/s)", flush=True)
+        if r["ui"]:
+            print("  web UI (benches/ui_scale.py):")
+            for ui_line in r["ui"].splitlines():
+                print(f"    {ui_line}")
     last = results[-1]
     print(f"\ntargets at {last['size']:,} VMs:")
     for key, label, unit in (("ready_s", "ready after start", "s"),
