@@ -8,6 +8,7 @@ import secrets
 import time
 import urllib.error
 
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
@@ -177,8 +178,11 @@ def test_turn_off_and_restart_ask_first_and_the_action_has_one_name(server, brow
     assert "previous_state" not in text and not re.search(r"^\d+$", text, re.M), text
 
     go(browser, server, "#/jobs")
-    row = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]'))
-    assert "power: Turn off" in row.text
+    # Rows re-render live: read the row's text in one step.
+    row_text = wait(browser, lambda d: d.execute_script(
+        "const r = document.querySelector(arguments[0]); return r && r.innerText;",
+        f'tr[data-job-id="{job_id}"]'))
+    assert "power: Turn off" in row_text, row_text
     # Back to how the fleet was.
     _wait_job(server, server.post(f"/api/v1/vms/{vm['id']}/actions/start", {})["job_id"])
 
@@ -312,10 +316,18 @@ def test_a_job_of_a_deleted_vm_names_it_without_a_dead_link(server, browser):
 def test_toasts_do_not_cover_the_last_log_line(server, browser):
     vm = _vm_in(server, "Off")
     _open_vm(browser, server, vm)
-    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'button[data-action="start"]').is_enabled())
-    browser.find_element(By.CSS_SELECTOR, 'button[data-action="start"]').click()
-    wait(browser, lambda d: "#/jobs/" in d.current_url,
-         message=f"Start did not open the job page: {browser.find_element(By.ID, 'banner').text!r}")
+    # The VM panel re-renders on live events: find the enabled button and click it in one step.
+    wait(browser, lambda d: d.execute_script(
+        "const b = document.querySelector('button[data-action=\"start\"]');"
+        " if (!b || b.disabled) return false; b.click(); return true;"))
+    try:
+        wait(browser, lambda d: "#/jobs/" in d.current_url)
+    except TimeoutException:
+        toasts = " | ".join(t.text for t in css(browser, ".toast"))
+        banner = browser.find_element(By.ID, "banner").text
+        jobs = server.get("/api/v1/jobs?limit=5&vm_id=" + vm["id"])
+        raise AssertionError(f"Start did not open the job page: banner {banner!r}, toasts {toasts!r}, "
+                             f"jobs of the VM: {jobs}")
     job_id = browser.current_url.split("#/jobs/", 1)[1]
     wait(browser, lambda d: len(css(d, "#job-log li")) > 0)
     # Bring the newest log line to the bottom right of the window, where toasts appear.
