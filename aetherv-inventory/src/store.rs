@@ -232,19 +232,7 @@ pub fn apply(
                     map.insert(entry.vm.id, entry);
                 }
                 let mut state = (*old).clone();
-                if let Some(facts) = facts {
-                    clusters_dirty |= old.cluster() != facts.cluster.as_deref();
-                    state.facts = Some(Arc::new(facts));
-                }
-                if state.status != HostStatus::Connected {
-                    events.push(Event::HostConnected { host: host.clone() });
-                }
-                state.status = HostStatus::Connected;
-                state.last_seen = Some(at);
-                state.last_attempt = Some(at);
-                state.last_error = None;
-                state.refresh_duration = Some(took);
-                state.consecutive_failures = 0;
+                clusters_dirty |= succeeded(&mut state, &mut events, &host, facts, at, took);
                 replace_vms(&mut next, &mut events, state, map);
             }
             Update::Unchanged {
@@ -276,19 +264,7 @@ pub fn apply(
                     })
                     .collect();
                 let mut state = (*old).clone();
-                if let Some(facts) = facts {
-                    clusters_dirty |= old.cluster() != facts.cluster.as_deref();
-                    state.facts = Some(Arc::new(facts));
-                }
-                if state.status != HostStatus::Connected {
-                    events.push(Event::HostConnected { host: host.clone() });
-                }
-                state.status = HostStatus::Connected;
-                state.last_seen = Some(at);
-                state.last_attempt = Some(at);
-                state.last_error = None;
-                state.refresh_duration = Some(took);
-                state.consecutive_failures = 0;
+                clusters_dirty |= succeeded(&mut state, &mut events, &host, facts, at, took);
                 // The same VMs with the same names: only uptimes advanced and stale flags
                 // cleared, which are no VM events (see `diff_vms`) and leave the indexes as
                 // they are, so the map goes in without a diff.
@@ -378,6 +354,34 @@ fn same_hosts(a: &Snapshot, b: &Snapshot) -> bool {
             .iter()
             .zip(b.hosts.iter())
             .all(|((ka, va), (kb, vb))| ka == kb && Arc::ptr_eq(va, vb))
+}
+
+/// Records a successful refresh of `host` in `state` (a copy of its previous state): new facts
+/// if fetched, connected, seen at `at`, no error. Pushes `HostConnected` when the host was not
+/// connected before. Returns whether the host's cluster changed.
+fn succeeded(
+    state: &mut HostState,
+    events: &mut Vec<Event>,
+    host: &Arc<str>,
+    facts: Option<HostFacts>,
+    at: SystemTime,
+    took: Duration,
+) -> bool {
+    let mut cluster_changed = false;
+    if let Some(facts) = facts {
+        cluster_changed = state.cluster() != facts.cluster.as_deref();
+        state.facts = Some(Arc::new(facts));
+    }
+    if state.status != HostStatus::Connected {
+        events.push(Event::HostConnected { host: host.clone() });
+    }
+    state.status = HostStatus::Connected;
+    state.last_seen = Some(at);
+    state.last_attempt = Some(at);
+    state.last_error = None;
+    state.refresh_duration = Some(took);
+    state.consecutive_failures = 0;
+    cluster_changed
 }
 
 fn host_or_pending(snapshot: &Snapshot, host: &Arc<str>) -> Arc<HostState> {
