@@ -65,9 +65,13 @@ tree_lacks "aetherv-sim's library without the cli feature has no clap or tracing
 # 3. Each promised feature combination compiles without warnings (clippy: no codegen, and the
 #    lint level is a clippy argument, so the shared target dir's artifacts stay valid).
 check() {
-    local what="cargo clippy $*"
+    local started=$SECONDS
     local out
-    if out=$(cargo clippy --locked --quiet "$@" -- -D warnings 2>&1); then pass "$what"; else fail "$what" "$(printf '%s\n' "$out" | tail -n 30)"; fi
+    if out=$(cargo clippy --locked --quiet "$@" -- -D warnings 2>&1); then
+        pass "cargo clippy $* ($((SECONDS - started))s)"
+    else
+        fail "cargo clippy $* ($((SECONDS - started))s)" "$(printf '%s\n' "$out" | tail -n 30)"
+    fi
 }
 check -p aetherv-winrm --no-default-features
 check -p aetherv-winrm --no-default-features --features client

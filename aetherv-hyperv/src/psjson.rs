@@ -84,6 +84,10 @@ impl<'de, T: DeserializeOwned> de::Visitor<'de> for OneOrMany<T> {
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }
+        // JSON gives no length up front, so the vector grew in steps (at least four slots for
+        // one element); an inventory keeps these lists for as long as the VM exists, and the
+        // unused slots were a third of every VM record.
+        items.shrink_to_fit();
         Ok(items)
     }
 

@@ -197,6 +197,32 @@ fn script_documents_with_collapsed_arrays_and_nulls() {
 }
 
 #[test]
+fn equal_integration_service_lists_are_shared_and_different_ones_are_not() {
+    let result: ScriptResult = serde_json::from_str(&fixture("inventory-one-vm.json")).unwrap();
+    let data = result.data.unwrap();
+    let first: Inventory = serde_json::from_value(data.clone()).unwrap();
+    let second: Inventory = serde_json::from_value(data.clone()).unwrap();
+    let (a, b) = (&first.vms[0], &second.vms[0]);
+    assert_eq!(a.integration_services.len(), 2);
+    assert!(
+        std::sync::Arc::ptr_eq(&a.integration_services, &b.integration_services),
+        "two VMs reporting the same services hold one list"
+    );
+
+    let mut changed = data;
+    // The fixture's single VM comes collapsed to an object, as PowerShell writes one element.
+    changed["vms"]["integration_services"][0]["enabled"] = serde_json::Value::Bool(false);
+    let third: Inventory = serde_json::from_value(changed).unwrap();
+    let c = &third.vms[0];
+    assert!(!std::sync::Arc::ptr_eq(
+        &a.integration_services,
+        &c.integration_services
+    ));
+    assert_ne!(a.integration_services, c.integration_services);
+    assert!(!c.integration_services[0].enabled);
+}
+
+#[test]
 fn arrays_wrapped_with_count() {
     // Windows PowerShell 5.1 with extended System.Array type data.
     let result: ScriptResult = serde_json::from_str(&fixture("array-with-count.json")).unwrap();

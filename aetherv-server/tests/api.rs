@@ -82,7 +82,7 @@ fn vm(n: u128, name: &str, state: VmState, notes: &str, ips: &[&str]) -> Vm {
             ip_addresses: ips.iter().map(|s| (*s).to_owned()).collect(),
             ..VmNic::default()
         }],
-        integration_services: Vec::new(),
+        integration_services: Default::default(),
         config: Default::default(),
         checkpoints: Vec::new(),
         merge_percent: None,

@@ -508,30 +508,61 @@ const STARTED_SLOT_SECONDS: u64 = 600;
 /// every VM's document, ordered by id, with a running VM's uptime replaced by the ten-minute
 /// slot it started in, so uptime that only advances keeps the digest and a restart changes it.
 /// `shapes` are the documents of `vms`, in the same order, read at `now`.
+///
+/// The documents are written straight into the hash (no copy of them and no buffer of the
+/// whole text): a fleet of simulated hosts answers every refresh round with a digest, and
+/// those copies were most of the simulator's work in a round.
 pub fn inventory_digest(vms: &[SimVm], shapes: &[Value], now: SystemTime) -> String {
     use sha2::Digest as _;
-    let mut stable: Vec<(String, Value)> = vms
-        .iter()
-        .zip(shapes)
-        .map(|(vm, shape)| {
-            let mut shape = shape.clone();
-            let slot = vm
-                .started
-                .filter(|_| !vm.uptime(now).is_zero())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs() / STARTED_SLOT_SECONDS);
-            if let Some(map) = shape.as_object_mut() {
-                map.insert("uptime_seconds".to_owned(), json!(0));
-                map.insert("started_slot".to_owned(), json!(slot));
+    let mut order: Vec<(&SimVm, &Value)> = vms.iter().zip(shapes).collect();
+    // A UUID's order is its bytes' order, which is also the order of its hyphenated text.
+    order.sort_by_key(|(vm, _)| vm.id);
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"[");
+    for (n, (vm, shape)) in order.into_iter().enumerate() {
+        if n > 0 {
+            hash.update(b",");
+        }
+        let started_slot = vm
+            .started
+            .filter(|_| !vm.uptime(now).is_zero())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() / STARTED_SLOT_SECONDS);
+        // Writing into a hash cannot fail, and a `Value` always serializes.
+        let _ = serde_json::to_writer(
+            &mut hash,
+            &DigestDocument {
+                shape,
+                started_slot,
+            },
+        );
+    }
+    hash.update(b"]");
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One VM's document as the inventory digest reads it: `uptime_seconds` written as 0 and the
+/// slot the VM started in added as `started_slot`.
+struct DigestDocument<'a> {
+    shape: &'a Value,
+    started_slot: u64,
+}
+
+impl serde::Serialize for DigestDocument<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let Some(fields) = self.shape.as_object() else {
+            return self.shape.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in fields {
+            match key.as_str() {
+                "uptime_seconds" => map.serialize_entry(key, &0u64)?,
+                "started_slot" => {}
+                _ => map.serialize_entry(key, value)?,
             }
-            (vm.id.to_string(), shape)
-        })
-        .collect();
-    stable.sort_by(|a, b| a.0.cmp(&b.0));
-    let documents: Vec<Value> = stable.into_iter().map(|(_, shape)| shape).collect();
-    let text = serde_json::to_vec(&documents).unwrap_or_default();
-    sha2::Sha256::digest(&text)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        }
+        map.serialize_entry("started_slot", &self.started_slot)?;
+        map.end()
+    }
 }

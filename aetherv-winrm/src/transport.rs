@@ -428,8 +428,10 @@ where
 /// The largest read buffer of a connection. hyper grows a connection's buffer to fit what it
 /// reads (by default up to about 400 KB) and keeps it for the connection's life; WinRM answers
 /// carrying a host's inventory are that large, so a fleet of a thousand idle connections held
-/// hundreds of megabytes of empty buffers. Bodies are read in pieces of at most this size.
-const READ_BUFFER_MAX: usize = 64 * 1024;
+/// hundreds of megabytes of empty buffers (64 MB still at a 64 KB cap). Bodies are read in
+/// pieces of at most this size; 16 KB is one TLS record, and twice hyper's smallest allowed
+/// buffer.
+const READ_BUFFER_MAX: usize = 16 * 1024;
 
 const USER_AGENT: &str = concat!("aetherv-winrm/", env!("CARGO_PKG_VERSION"));
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -536,6 +537,36 @@ pub struct IntegrationService {
     pub enabled: bool,
 }
 
+/// How many distinct integration-service lists [`shared_integration_services`] keeps for
+/// sharing. Hosts of one Hyper-V version report the same few lists; a list beyond this bound
+/// is still returned, only not shared.
+const SHARED_SERVICE_LISTS: usize = 64;
+
+/// The integration-service lists seen so far (at most [`SHARED_SERVICE_LISTS`]).
+static SERVICE_LISTS: Mutex<Vec<Arc<[IntegrationService]>>> = Mutex::new(Vec::new());
+
+/// `list` as a shared slice: an equal list seen before is returned instead of a new
+/// allocation. An inventory of 100,000 VMs otherwise holds 100,000 copies of the same six
+/// services (about 280 bytes each).
+pub fn shared_integration_services(list: Vec<IntegrationService>) -> Arc<[IntegrationService]> {
+    let mut seen = SERVICE_LISTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = seen.iter().find(|known| known[..] == list[..]) {
+        return Arc::clone(found);
+    }
+    let shared: Arc<[IntegrationService]> = list.into();
+    if seen.len() < SHARED_SERVICE_LISTS {
+        seen.push(Arc::clone(&shared));
+    }
+    shared
+}
+
+/// Reads a VM's integration services (one or many) into a shared slice.
+fn integration_services<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Arc<[IntegrationService]>, D::Error> {
+    psjson::one_or_many(d).map(shared_integration_services)
+}
+
 /// A VM as the inventory reports it (one flat shape for every script that returns VMs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vm {
@@ -595,9 +626,10 @@ pub struct Vm {
         deserialize_with = "psjson::one_or_many"
     )]
     pub nics: Vec<VmNic>,
-    /// Integration services.
-    #[serde(default, deserialize_with = "psjson::one_or_many")]
-    pub integration_services: Vec<IntegrationService>,
+    /// Integration services. Shared between VMs that report the same list (nearly every VM of
+    /// a fleet does): see [`shared_integration_services`].
+    #[serde(default, deserialize_with = "integration_services")]
+    pub integration_services: Arc<[IntegrationService]>,
     /// Firmware, vTPM and automatic actions (flat in the document).
     #[serde(flatten)]
     pub config: super::vm_config::VmConfig,
