@@ -162,7 +162,8 @@ class Processes:
 
 
 def start_sims(procs, hosts, vms_per_host, hosts_per_sim, latency_ms):
-    """Starts the simulators; returns the host addresses once all listen."""
+    """Starts the simulators; returns the host addresses once all listen, and the
+    simulators' process ids."""
     env = dict(os.environ, AETHERV_BENCH_SIM_PASSWORD=PASSWORD, RUST_LOG="error")
     started = []
     for k, first in enumerate(range(0, hosts, hosts_per_sim)):
@@ -183,7 +184,7 @@ def start_sims(procs, hosts, vms_per_host, hosts_per_sim, latency_ms):
             if not m:
                 raise Failure(f"aetherv-hostsim did not start (got {line!r})")
             addresses.append(m.group(1))
-    return addresses
+    return addresses, [p.pid for p, _ in started]
 
 
 def start_server(procs, addresses, refresh_interval):
@@ -214,9 +215,11 @@ def wait_ready(p, port, spawned, log, limit_s):
     raise Failure(f"the server was not ready after {limit_s} s")
 
 
-def refresh_round(pid, port, hosts):
-    """Refreshes every host now (64 requests at a time); returns (seconds, CPU seconds)."""
+def refresh_round(pid, sim_pids, port, hosts):
+    """Refreshes every host now (64 requests at a time); returns (seconds, the server's CPU
+    seconds, the simulators' CPU seconds)."""
     _, cpu0 = proc_stat(pid)
+    sims0 = sum(proc_stat(s)[1] for s in sim_pids)
     t0 = time.perf_counter()
 
     def one(host):
@@ -230,7 +233,8 @@ def refresh_round(pid, port, hosts):
         list(pool.map(one, hosts))
     took = time.perf_counter() - t0
     _, cpu1 = proc_stat(pid)
-    return took, cpu1 - cpu0
+    sims1 = sum(proc_stat(s)[1] for s in sim_pids)
+    return took, cpu1 - cpu0, sims1 - sims0
 
 
 def wrk(paths, port, seconds, connections):
@@ -275,8 +279,8 @@ def measure(size, args):
     hosts = size // args.vms_per_host
     procs = Processes()
     try:
-        addresses = start_sims(procs, hosts, args.vms_per_host, args.hosts_per_sim,
-                               args.latency_ms)
+        addresses, sim_pids = start_sims(procs, hosts, args.vms_per_host, args.hosts_per_sim,
+                                         args.latency_ms)
         p, port, spawned, log = start_server(procs, addresses, args.refresh_interval)
         first_ready = wait_ready(p, port, spawned, log, args.ready_limit)
         # A restart: the hosts keep what the first start deployed (scripts and provisioning
@@ -286,8 +290,8 @@ def measure(size, args):
         ready = wait_ready(p, port, spawned, log, args.ready_limit)
         status, body = request(port, "GET", "/api/v1/status")
         vms = json.loads(body).get("vms") if status == 200 else None
-        rounds = [refresh_round(p.pid, port, addresses) for _ in range(2)]
-        refresh_s, cpu_s = rounds[-1]
+        rounds = [refresh_round(p.pid, sim_pids, port, addresses) for _ in range(2)]
+        refresh_s, cpu_s, sims_cpu_s = rounds[-1]
         rss, _ = proc_stat(p.pid)
         # Page URLs: the first pages of a cursor walk.
         pages = ["/api/v1/vms?limit=100"]
@@ -323,7 +327,8 @@ def measure(size, args):
         return {
             "size": size, "hosts": hosts, "vms": vms, "first_ready_s": first_ready,
             "ready_s": ready, "refresh_s": refresh_s,
-            "first_refresh_s": rounds[0][0], "cpu_per_round_s": cpu_s, "rss_mb": rss,
+            "first_refresh_s": rounds[0][0], "cpu_per_round_s": cpu_s,
+            "sims_cpu_per_round_s": sims_cpu_s, "rss_mb": rss,
             "rss_after_load_mb": rss_after, "page_p50_ms": page_p50, "page_p99_ms": page_p99,
             "page_rps": page_rps, "one_p50_ms": one_p50, "one_p99_ms": one_p99,
             "one_rps": one_rps, "ui": ui,
@@ -372,7 +377,8 @@ def main():
         print(f"  ready after restart      {r['ready_s']:8.2f} s  (hosts already deployed)")
         print(f"  refresh round            {r['refresh_s']:8.2f} s  (first round "
               f"{r['first_refresh_s']:.2f} s)")
-        print(f"  CPU per refresh round    {r['cpu_per_round_s']:8.2f} s")
+        print(f"  CPU per refresh round    {r['cpu_per_round_s']:8.2f} s  (the simulators: "
+              f"{r['sims_cpu_per_round_s']:.2f} s)")
         print(f"  server RSS               {r['rss_mb']:8.1f} MB  (after load "
               f"{r['rss_after_load_mb']:.1f} MB)")
         print(f"  100-row page p50 / p99   {r['page_p50_ms']:8.2f} / {r['page_p99_ms']:.2f} ms "

@@ -431,6 +431,7 @@
     me: null,
     canWrite: false,
     view: null, // { name, refresh(kind, data), cleanup() }
+    page: 0, // counts the pages shown; a page's pending work checks it is still the one shown
     events: null,
     navigated: false,
   };
@@ -520,14 +521,19 @@
     };
   }
 
-  /** Calls `fn` at most once per `ms`, trailing. */
+  /**
+   * Calls `fn` at most once per `ms`, trailing: a page's own reloads. A call still waiting when
+   * the page is left never runs (it would load into a page no longer shown and rewrite the
+   * address of the one shown now).
+   */
   function debounce(fn, ms) {
+    const page = state.page;
     let timer = null;
     return (...args) => {
       if (timer) return;
       timer = setTimeout(() => {
         timer = null;
-        fn(...args);
+        if (state.page === page) fn(...args);
       }, ms);
     };
   }
@@ -557,6 +563,7 @@
   function route() {
     if (state.view && state.view.cleanup) state.view.cleanup();
     state.view = null;
+    state.page += 1;
     const full = location.hash || "#/";
     const q = full.indexOf("?");
     const hash = q >= 0 ? full.slice(0, q) : full;
@@ -2751,6 +2758,7 @@
 
     let seq = 0;
     async function load() {
+      if (!alive) return;
       const mine = ++seq;
       writeUrl();
       let page;

@@ -296,3 +296,29 @@ def test_slash_focuses_search_and_dark_scheme(fleet, browser, screenshot):
         screenshot(browser, "vms-dark")
     finally:
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def test_a_page_left_while_its_reload_waits_does_not_take_the_address_back(fleet, browser):
+    # A job event makes the job list schedule a reload (debounced); leaving the page before it
+    # runs must leave the new page's address alone (the reload used to write #/jobs back).
+    browser.get(f"{fleet.base}/#/jobs")
+    browser.refresh()
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "main h1").text == "Jobs")
+    wait(browser, lambda d: d.find_element(By.ID, "job-count").text.strip(),
+         message="the job list did not load")
+    vm = next(v for v in fleet.get(f"/api/v1/vms?limit={PAGE}&sort=name")["vms"]
+              if v["state"] in ("Running", "Off") and not v["busy_job"])
+    action = "start" if vm["state"] == "Off" else "stop"
+    before = browser.execute_script("return window.aetherv.events")
+    job = fleet.post(f"/api/v1/vms/{vm['id']}/actions/{action}", {})["job_id"]
+    wait(browser, lambda d: d.execute_script("return window.aetherv.events") > before,
+         timeout=10, message="the page received no event of the new job")
+    time.sleep(0.1)  # a few animation frames: the job list has the event and waits to reload
+    browser.execute_script("location.hash = '#/vms'")
+    wait(browser, lambda d: css(d, "#filter-q"), message="the VM list did not open")
+    time.sleep(1.5)  # longer than any page's reload delay
+    assert "#/vms" in browser.current_url, browser.current_url
+    assert browser.find_element(By.CSS_SELECTOR, "main h1").text != "Jobs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and fleet.get(f"/api/v1/jobs/{job}")["status"] in ("queued", "running"):
+        time.sleep(0.5)
