@@ -13,8 +13,9 @@ and 1,000 hosts, with --latency-ms added to every WinRM request), it:
    and provisioning ISOs, and measures the time to ready again (the restart figure is the one
    compared with the target; the first start includes pushing every host its ISOs);
 3. measures a steady-state refresh round: POST /api/v1/hosts/{host}/refresh for every host
-   at once (64 at a time), the time until all answered, and the server's CPU seconds
-   (utime + stime from /proc) for the round; twice, the second round is reported;
+   at once (64 at a time), the time until all answered, and the CPU seconds (utime + stime
+   from /proc) of the server and of the simulators for the round; twice, the second round is
+   reported;
 4. reports the server's VmRSS after the rounds;
 5. measures with `wrk` (64 connections, --seconds after a short warm-up) the p50/p99 latency
    of GET /api/v1/vms?limit=100 rotating over the first pages of a cursor walk, and of

@@ -56,7 +56,7 @@ fi
 echo "demo server ready on $base after $(( $(date +%s) - started )) s"
 status=0
 # `timeout` is a backstop only: the examples bound the run (--max-time would instead repeat
-# fuzzing until the time is spent). 50 examples per operation take about 50 s of one core
+# fuzzing until the time is spent). 50 examples per operation take about 60 s of one core
 # here, almost all of it schemathesis itself; the backstop leaves room for a slower machine.
 timeout 240 "$python" -m schemathesis.cli run "$base/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \

@@ -2758,7 +2758,6 @@
 
     let seq = 0;
     async function load() {
-      if (!alive) return;
       const mine = ++seq;
       writeUrl();
       let page;

@@ -509,9 +509,8 @@ const STARTED_SLOT_SECONDS: u64 = 600;
 /// slot it started in, so uptime that only advances keeps the digest and a restart changes it.
 /// `shapes` are the documents of `vms`, in the same order, read at `now`.
 ///
-/// The documents are written straight into the hash (no copy of them and no buffer of the
-/// whole text): a fleet of simulated hosts answers every refresh round with a digest, and
-/// those copies were most of the simulator's work in a round.
+/// The documents are written straight into the hash, with no copy of them and no buffer of
+/// the whole text: every simulated host digests all its VMs on every refresh.
 pub fn inventory_digest(vms: &[SimVm], shapes: &[Value], now: SystemTime) -> String {
     use sha2::Digest as _;
     let mut order: Vec<(&SimVm, &Value)> = vms.iter().zip(shapes).collect();
@@ -556,10 +555,10 @@ impl serde::Serialize for DigestDocument<'_> {
         };
         let mut map = serializer.serialize_map(None)?;
         for (key, value) in fields {
-            match key.as_str() {
-                "uptime_seconds" => map.serialize_entry(key, &0u64)?,
-                "started_slot" => {}
-                _ => map.serialize_entry(key, value)?,
+            if key == "uptime_seconds" {
+                map.serialize_entry(key, &0u64)?;
+            } else {
+                map.serialize_entry(key, value)?;
             }
         }
         map.serialize_entry("started_slot", &self.started_slot)?;
