@@ -12,10 +12,10 @@ and 1,000 hosts, with --latency-ms added to every WinRM request), it:
    then stops it and starts it again over the same hosts, which now hold the deployed scripts
    and provisioning ISOs, and measures the time to ready again (the restart figure is the one
    compared with the target; the first start includes pushing every host its ISOs);
-3. measures a steady-state refresh round: POST /api/v1/hosts/{host}/refresh for every host
-   at once (64 at a time), the time until all answered, and the CPU seconds (utime + stime
-   from /proc) of the server and of the simulators for the round; twice, the second round is
-   reported;
+3. measures a steady-state refresh round: POST /api/v1/inventory/refresh (every host at
+   once, as many at a time as the server's INVENTORY_REFRESH_CONCURRENCY), the time until it
+   answers, and the CPU seconds (utime + stime from /proc) of the server and of the
+   simulators for the round; twice, the second round is reported;
 4. reports the server's VmRSS after the rounds;
 5. measures with `wrk` (64 connections, --seconds after a short warm-up) the p50/p99 latency
    of GET /api/v1/vms?limit=100 rotating over the first pages of a cursor walk, and of
@@ -217,24 +217,20 @@ def wait_ready(p, port, spawned, log, limit_s):
 
 
 def refresh_round(pid, sim_pids, port, hosts):
-    """Refreshes every host now (64 requests at a time); returns (seconds, the server's CPU
-    seconds, the simulators' CPU seconds)."""
+    """Refreshes every host now (POST /api/v1/inventory/refresh, which answers once every host
+    has); returns (seconds, the server's CPU seconds, the simulators' CPU seconds)."""
     _, cpu0 = proc_stat(pid)
     sims0 = sum(proc_stat(s)[1] for s in sim_pids)
     t0 = time.perf_counter()
-
-    def one(host):
-        status, body = request(port, "POST", f"/api/v1/hosts/{host}/refresh", timeout=120.0)
-        if status != 200:
-            raise Failure(f"refresh of {host}: {status} {body[:200]!r}")
-        if json.loads(body).get("status") != "connected":
-            raise Failure(f"refresh of {host}: {body[:200]!r}")
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=64) as pool:
-        list(pool.map(one, hosts))
+    status, body = request(port, "POST", "/api/v1/inventory/refresh", timeout=300.0)
     took = time.perf_counter() - t0
     _, cpu1 = proc_stat(pid)
     sims1 = sum(proc_stat(s)[1] for s in sim_pids)
+    if status != 200:
+        raise Failure(f"inventory refresh: {status} {body[:300]!r}")
+    answer = json.loads(body)
+    if answer.get("connected") != len(hosts) or answer.get("failed"):
+        raise Failure(f"inventory refresh: {body[:300]!r}")
     return took, cpu1 - cpu0, sims1 - sims0
 
 

@@ -59,8 +59,8 @@ tree_lacks "aetherv-server without default features has no rcgen, clap or simula
     '^(rcgen|clap|clap_builder|aetherv-sim|mockall) ' -e normal -p aetherv-server --no-default-features
 tree_lacks "aetherv-hyperv has no simulator, clap, rcgen or mockall" \
     '^(aetherv-sim|clap|rcgen|tracing-subscriber|mockall) ' -e normal -p aetherv-hyperv
-tree_lacks "aetherv-sim's library without the cli feature has no clap or tracing-subscriber" \
-    '^(clap|tracing-subscriber) ' -e normal -p aetherv-sim --no-default-features
+tree_lacks "aetherv-sim's library without the cli feature has no clap, tracing-subscriber or mimalloc" \
+    '^(clap|tracing-subscriber|mimalloc) ' -e normal -p aetherv-sim --no-default-features
 
 # 3. Each promised feature combination compiles without warnings (clippy: no codegen, and the
 #    lint level is a clippy argument, so the shared target dir's artifacts stay valid).

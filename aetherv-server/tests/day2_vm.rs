@@ -591,3 +591,54 @@ async fn console_details_name_host_id_vmconnect_and_the_guest_address() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshing_the_inventory_reads_every_host_and_names_those_that_fail() {
+    let server = start().await;
+    let app = server.router();
+    let sim = server.demo_fleet().unwrap();
+    let hosts = sim.hosts().len();
+    let (status, list) = call(&app, Method::GET, "/api/v1/vms?limit=all", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = list["vms"][0]["id"].as_str().unwrap().to_owned();
+    let on = list["vms"][0]["host"].as_str().unwrap().to_owned();
+
+    // A change made on a host behind the server's back shows after one refresh of everything.
+    sim.with_state(|s| s.fleet_mut().vm_mut(&on, &id).unwrap().notes = "seen".into());
+    let (status, refreshed) = call(&app, Method::POST, "/api/v1/inventory/refresh", None).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_eq!(refreshed["hosts"], hosts, "{refreshed}");
+    assert_eq!(refreshed["connected"], hosts, "{refreshed}");
+    assert_eq!(refreshed["failed"], json!([]), "{refreshed}");
+    assert!(refreshed["took_ms"].is_u64(), "{refreshed}");
+    let (_, vm) = call(&app, Method::GET, &format!("/api/v1/vms/{id}"), None).await;
+    assert_eq!(vm["notes"], "seen", "{vm}");
+
+    // A host whose inventory fails is named with the reason its record gives.
+    let failing = sim.hosts()[1].name().to_owned();
+    sim.host(&failing)
+        .unwrap()
+        .set_fault_plan(aetherv_sim::FaultPlan::new(3).rule(
+            aetherv_sim::Fault::FailCommand {
+                pattern: "Get-Inventory".to_owned(),
+                exit_code: 1,
+                message: "inventory broke".to_owned(),
+            },
+            aetherv_sim::Trigger::Always,
+        ));
+    let (status, refreshed) = call(&app, Method::POST, "/api/v1/inventory/refresh", None).await;
+    sim.host(&failing).unwrap().clear_faults();
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_eq!(refreshed["connected"], hosts - 1, "{refreshed}");
+    let failed = refreshed["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{refreshed}");
+    assert_eq!(failed[0]["host"], failing.as_str(), "{refreshed}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("inventory broke"),
+        "{refreshed}"
+    );
+    server.shutdown().await;
+}

@@ -464,41 +464,70 @@ pub fn checkpoint_json(c: &crate::devices::SimCheckpoint) -> Value {
 }
 
 /// `Inventory`: every VM on the host. Request: `{}` or `{"vm": "<name or id>"}` for one VM
-/// (failing with `VmNotFound` when it does not exist).
+/// (failing with `VmNotFound` when it does not exist), or `{"since": "<digest>"}`: the VM list
+/// is left out (`unchanged: true`) when the host's digest is still `since`.
+///
+/// A host remembers its digest until the fleet next changes ([`SimState::cached_digest`]), so
+/// an unchanged host answers `since` without building its VMs' documents, as a Hyper-V host
+/// spends its own CPU and not the server's; a digest that time alone would change (a
+/// checkpoint merge in progress) is never remembered.
 pub fn inventory(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
     let now = ctx.now();
     let host = match host_or_failure(ctx) {
         Ok(h) => h,
         Err(failure) => return failure,
     };
-    let vms: Vec<Value> = match request.get("vm").and_then(Value::as_str) {
-        Some(wanted) => match host.vm(wanted) {
-            Some(vm) => vec![vm_json(vm, now)],
-            None => {
-                return ScriptResult::failure(
-                    "VmNotFound",
-                    format!("no VM named {wanted:?} on host {}", host.name),
-                );
-            }
-        },
-        None => host.vms.iter().map(|vm| vm_json(vm, now)).collect(),
-    };
-    if request.get("vm").is_some() {
+    if let Some(wanted) = request.get("vm").and_then(Value::as_str) {
+        let Some(vm) = host.vm(wanted) else {
+            return ScriptResult::failure(
+                "VmNotFound",
+                format!("no VM named {wanted:?} on host {}", host.name),
+            );
+        };
         return ScriptResult::success(json!({
             "host": host.name,
             "collected_at": rfc3339(now),
-            "vms": vms,
+            "vms": [vm_json(vm, now)],
         }));
     }
+    let since = request.get("since").and_then(Value::as_str);
+    if let Some(digest) = ctx.state().cached_digest(&host.name)
+        && since == Some(digest)
+    {
+        return ScriptResult::success(json!({
+            "host": host.name,
+            "collected_at": rfc3339(now),
+            "digest": digest,
+            "unchanged": true,
+            "vms": [],
+        }));
+    }
+    let vms: Vec<Value> = host.vms.iter().map(|vm| vm_json(vm, now)).collect();
     let digest = inventory_digest(&host.vms, &vms, now);
-    let unchanged = request.get("since").and_then(Value::as_str) == Some(digest.as_str());
-    ScriptResult::success(json!({
-        "host": host.name,
+    let stable = host.vms.iter().all(|vm| digest_is_stable(vm, now));
+    let name = host.name.clone();
+    let unchanged = since == Some(digest.as_str());
+    let answer = json!({
+        "host": name,
         "collected_at": rfc3339(now),
         "digest": digest,
         "unchanged": unchanged,
         "vms": if unchanged { Vec::new() } else { vms },
-    }))
+    });
+    if stable {
+        ctx.state_mut().remember_digest(&name, digest);
+    }
+    ScriptResult::success(answer)
+}
+
+/// Whether `vm`'s part of the inventory digest stays the same while the VM is not changed:
+/// not while a checkpoint merge advances its `merge_percent`, nor at the instant it started
+/// (its start slot is read from its uptime).
+fn digest_is_stable(vm: &SimVm, now: SystemTime) -> bool {
+    vm.checkpoints.merge_percent(now).is_none()
+        && !(vm.started.is_some()
+            && vm.uptime(now).is_zero()
+            && crate::model::holds_memory(vm.state))
 }
 
 /// Length of the slots a running VM's start time is rounded to in the inventory digest.

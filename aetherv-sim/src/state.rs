@@ -14,10 +14,52 @@ use crate::model::{
     ControllerType, Fleet, NewVm, OsFamily, PowerAction, SimVm, VmState, check_kvp_item,
 };
 
+use tracked::TrackedFleet;
+
+/// The fleet behind a change counter, in its own module so that nothing, not even
+/// [`SimState`], reaches the fleet without going through it.
+mod tracked {
+    use crate::model::Fleet;
+
+    /// The fleet and a count of the times it was lent out for a change: the only way to change
+    /// it is [`TrackedFleet::get_mut`], so a value remembered with a generation is still valid
+    /// while the generation is the same.
+    #[derive(Debug, Clone)]
+    pub(super) struct TrackedFleet {
+        fleet: Fleet,
+        generation: u64,
+    }
+
+    impl TrackedFleet {
+        pub(super) fn new(fleet: Fleet) -> Self {
+            Self {
+                fleet,
+                generation: 0,
+            }
+        }
+
+        pub(super) fn get(&self) -> &Fleet {
+            &self.fleet
+        }
+
+        pub(super) fn get_mut(&mut self) -> &mut Fleet {
+            self.generation = self.generation.wrapping_add(1);
+            &mut self.fleet
+        }
+
+        pub(super) fn generation(&self) -> u64 {
+            self.generation
+        }
+    }
+}
+
 /// The fleet and its guest agents.
 #[derive(Debug, Clone)]
 pub struct SimState {
-    fleet: Fleet,
+    fleet: TrackedFleet,
+    /// Each host's last inventory digest, with the fleet generation it was computed at
+    /// (see [`SimState::cached_digest`]).
+    digests: BTreeMap<String, (u64, String)>,
     agents: BTreeMap<Uuid, GuestAgent>,
     keys: KeySource,
     files: BTreeMap<String, HostFiles>,
@@ -60,7 +102,8 @@ impl SimState {
     /// Generated VMs count as provisioned long ago: they have no agent running.
     pub fn new(fleet: Fleet, keys: KeySource) -> Self {
         Self {
-            fleet,
+            fleet: TrackedFleet::new(fleet),
+            digests: BTreeMap::new(),
             agents: BTreeMap::new(),
             keys,
             files: BTreeMap::new(),
@@ -109,6 +152,7 @@ impl SimState {
     /// The bridged VMs that still exist: `(host name, VM id)`.
     pub fn bridged_vms(&self) -> Vec<(String, Uuid)> {
         self.fleet
+            .get()
             .hosts
             .iter()
             .flat_map(|h| {
@@ -128,13 +172,32 @@ impl SimState {
 
     /// The fleet.
     pub fn fleet(&self) -> &Fleet {
-        &self.fleet
+        self.fleet.get()
     }
 
     /// Mutable access to the fleet. Changes made here do not wake guest agents; call
-    /// [`SimState::drive_agent`] afterwards if a guest should notice.
+    /// [`SimState::drive_agent`] afterwards if a guest should notice. Every call counts as a
+    /// change: it forgets the cached inventory digests.
     pub fn fleet_mut(&mut self) -> &mut Fleet {
-        &mut self.fleet
+        self.fleet.get_mut()
+    }
+
+    /// The inventory digest last remembered for `host` ([`SimState::remember_digest`]), if
+    /// nobody has had mutable access to the fleet since.
+    pub fn cached_digest(&self, host: &str) -> Option<&str> {
+        self.digests
+            .get(&host.to_ascii_lowercase())
+            .filter(|(generation, _)| *generation == self.fleet.generation())
+            .map(|(_, digest)| digest.as_str())
+    }
+
+    /// Remembers `host`'s inventory digest until the fleet is next lent out for a change.
+    /// Only for a digest that time alone cannot change (see
+    /// [`crate::scripts::inventory_digest`]).
+    pub fn remember_digest(&mut self, host: &str, digest: String) {
+        let generation = self.fleet.generation();
+        self.digests
+            .insert(host.to_ascii_lowercase(), (generation, digest));
     }
 
     /// The deployment file system of `host` (see [`crate::deploy`]), if anything was
@@ -156,14 +219,14 @@ impl SimState {
     /// Installs (or replaces) a guest agent in a VM, e.g. to re-run provisioning on a
     /// generated VM or to inject a specific key.
     pub fn install_agent(&mut self, host: &str, vm: &str, agent: GuestAgent) -> Result<()> {
-        let id = self.fleet.vm(host, vm)?.id;
+        let id = self.fleet.get().vm(host, vm)?.id;
         self.agents.insert(id, agent);
         self.drive_agent(host, vm)
     }
 
     /// Lets the VM's agent react to the current KVP pools.
     pub fn drive_agent(&mut self, host: &str, vm: &str) -> Result<()> {
-        let v = self.fleet.vm_mut(host, vm)?;
+        let v = self.fleet.get_mut().vm_mut(host, vm)?;
         if let Some(agent) = self.agents.get_mut(&v.id) {
             agent.drive(v);
         }
@@ -174,7 +237,7 @@ impl SimState {
     /// replaces) and lets the guest react.
     pub fn set_host_kvp(&mut self, host: &str, vm: &str, key: &str, value: &str) -> Result<()> {
         check_kvp_item(key, value)?;
-        let v = self.fleet.vm_mut(host, vm)?;
+        let v = self.fleet.get_mut().vm_mut(host, vm)?;
         v.kvp.host_to_guest.insert(key.to_owned(), value.to_owned());
         self.drive_agent(host, vm)
     }
@@ -194,7 +257,7 @@ impl SimState {
 
     /// Removes a host-to-guest KVP item; returns whether it existed.
     pub fn remove_host_kvp(&mut self, host: &str, vm: &str, key: &str) -> Result<bool> {
-        let v = self.fleet.vm_mut(host, vm)?;
+        let v = self.fleet.get_mut().vm_mut(host, vm)?;
         let existed = v.kvp.host_to_guest.remove(key).is_some();
         self.drive_agent(host, vm)?;
         Ok(existed)
@@ -204,8 +267,8 @@ impl SimState {
     /// the image's OS family and the provisioning ISO's version (none for a silent guest, see
     /// [`SimState::set_silent_guests`]).
     pub fn create_vm(&mut self, host: &str, spec: &NewVm, now: SystemTime) -> Result<Uuid> {
-        let id = self.fleet.create_vm(host, spec, now)?;
-        let vm = self.fleet.vm(host, &id.to_string())?;
+        let id = self.fleet.get_mut().create_vm(host, spec, now)?;
+        let vm = self.fleet.get().vm(host, &id.to_string())?;
         if self.silent.contains(&vm.name.to_ascii_lowercase()) {
             return Ok(id);
         }
@@ -231,13 +294,13 @@ impl SimState {
         action: PowerAction,
         now: SystemTime,
     ) -> Result<()> {
-        self.fleet.power(host, vm, action, now)?;
+        self.fleet.get_mut().power(host, vm, action, now)?;
         self.drive_agent(host, vm)
     }
 
     /// Removes an Off VM and its agent.
     pub fn remove_vm(&mut self, host: &str, vm: &str) -> Result<SimVm> {
-        let removed = self.fleet.remove_vm(host, vm)?;
+        let removed = self.fleet.get_mut().remove_vm(host, vm)?;
         self.agents.remove(&removed.id);
         self.bridged.remove(&removed.id);
         Ok(removed)
@@ -301,12 +364,13 @@ impl SimState {
         }
         let host_name = self
             .fleet
+            .get()
             .host(host)
             .map(|h| h.name.clone())
             .ok_or_else(|| Error::UnknownHost {
                 host: host.to_owned(),
             })?;
-        let attached = self.fleet.host_mut(&host_name).and_then(|h| {
+        let attached = self.fleet.get_mut().host_mut(&host_name).and_then(|h| {
             h.vms.iter_mut().find_map(|vm| {
                 let running = vm.state != VmState::Off;
                 let name = vm.name.clone();

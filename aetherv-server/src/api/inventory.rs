@@ -491,6 +491,101 @@ pub async fn refresh_host(
     Ok((status, Json(detail)).into_response())
 }
 
+/// How long `POST /api/v1/inventory/refresh` waits for every host before answering 202 (the
+/// refreshes go on): as long as one host's refresh may take.
+pub const REFRESH_ALL_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The outcome of refreshing every host.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FleetRefreshView {
+    /// Hosts refreshed (every configured host).
+    pub hosts: usize,
+    /// Hosts that answered.
+    pub connected: usize,
+    /// Hosts that did not answer (or, with 202, have not yet), with the reason from their
+    /// record.
+    pub failed: Vec<HostFailureView>,
+    /// How long the whole refresh took, in milliseconds.
+    pub took_ms: u64,
+}
+
+/// A host whose refresh failed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct HostFailureView {
+    /// Host name.
+    pub host: String,
+    /// Why (the host's `last_error`; null while its refresh still runs).
+    pub error: Option<String>,
+}
+
+/// `POST /api/v1/inventory/refresh`.
+#[utoipa::path(post, path = "/api/v1/inventory/refresh", tag = "inventory",
+    operation_id = "refreshInventory",
+    summary = "Refresh every host now",
+    description = "Refreshes every configured host now (as many at a time as \
+        `INVENTORY_REFRESH_CONCURRENCY` allows; an unchanged host answers with its digest \
+        alone) and answers once all have answered or failed: how many answered, which did not \
+        and why, and how long it took. After 120 s it answers 202 with the hosts known so far; \
+        the refreshes go on. Needs the writer role.",
+    responses(
+        (status = 200, description = "Every host refreshed (successfully or not; see `failed`)",
+            body = FleetRefreshView),
+        (status = 202, description = "Still refreshing after 120 s: `failed` lists the hosts \
+            not connected so far", body = FleetRefreshView),
+        (status = 503, description = "`not_ready`: the inventory is shutting down", body = ErrorBody),
+    ))]
+pub async fn refresh_inventory(State(state): State<AppState>) -> ApiResult<Response> {
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(REFRESH_ALL_WAIT, state.inventory.refresh_all()).await;
+    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let snapshot = state.inventory.snapshot();
+    let error_of = |name: &str| snapshot.host(name).and_then(|h| h.last_error.clone());
+    let (status, view) = match outcome {
+        Ok(results) => {
+            if results
+                .iter()
+                .any(|(_, r)| matches!(r, Err(aetherv_inventory::Error::ShutDown)))
+            {
+                return Err(ApiError::not_ready("the inventory is shutting down"));
+            }
+            let failed: Vec<HostFailureView> = results
+                .iter()
+                .filter(|(_, r)| r.is_err())
+                .map(|(host, _)| HostFailureView {
+                    host: host.clone(),
+                    error: error_of(host),
+                })
+                .collect();
+            let view = FleetRefreshView {
+                hosts: results.len(),
+                connected: results.len() - failed.len(),
+                failed,
+                took_ms,
+            };
+            (StatusCode::OK, view)
+        }
+        Err(_) => {
+            let failed: Vec<HostFailureView> = snapshot
+                .hosts()
+                .filter(|h| !h.is_connected())
+                .map(|h| HostFailureView {
+                    host: h.name.to_string(),
+                    error: h.last_error.clone(),
+                })
+                .collect();
+            let hosts = snapshot.hosts().count();
+            let view = FleetRefreshView {
+                hosts,
+                connected: hosts - failed.len(),
+                failed,
+                took_ms,
+            };
+            (StatusCode::ACCEPTED, view)
+        }
+    };
+    Ok((status, Json(view)).into_response())
+}
+
 /// `GET /api/v1/cleanup`.
 #[utoipa::path(get, path = "/api/v1/cleanup", tag = "inventory", operation_id = "listPendingCleanup",
     summary = "Pending cleanups",

@@ -64,6 +64,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(inventory::hosts))
         .routes(routes!(inventory::host))
         .routes(routes!(inventory::refresh_host))
+        .routes(routes!(inventory::refresh_inventory))
         .routes(routes!(inventory::pending_cleanup))
         .routes(routes!(inventory::vms))
         .routes(routes!(inventory::vm))
