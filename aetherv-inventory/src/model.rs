@@ -53,8 +53,12 @@ pub struct HostState {
     pub refresh_duration: Option<Duration>,
     /// Failed refreshes since the last success.
     pub consecutive_failures: u32,
-    /// The host's VMs by id.
+    /// The host's VMs by id, as the host last reported them: a running VM's `uptime` is the
+    /// one it had then; [`HostState::uptime`] adds [`HostState::uptime_advance`].
     pub vms: Arc<BTreeMap<VmId, Arc<InventoryVm>>>,
+    /// How long the host's running VMs have run since the uptimes in `vms` were reported: an
+    /// unchanged refresh advances this instead of copying every running VM.
+    pub uptime_advance: Duration,
 }
 
 impl HostState {
@@ -70,7 +74,15 @@ impl HostState {
             refresh_duration: None,
             consecutive_failures: 0,
             vms: Arc::default(),
+            uptime_advance: Duration::ZERO,
         }
+    }
+
+    /// The uptime of `vm` (one of this host's VMs) when the host was last seen: the reported
+    /// uptime of a running VM plus [`HostState::uptime_advance`]; a VM that reported none
+    /// (not running) has none.
+    pub fn uptime(&self, vm: &Vm) -> Duration {
+        advanced_uptime(vm, self.uptime_advance)
     }
 
     /// Whether the last refresh succeeded.
@@ -81,6 +93,16 @@ impl HostState {
     /// The cluster the host belongs to, from its facts.
     pub fn cluster(&self) -> Option<&str> {
         self.facts.as_ref().and_then(|f| f.cluster.as_deref())
+    }
+}
+
+/// `vm`'s reported uptime advanced by `advance` when it is running (reported a non-zero
+/// uptime); zero otherwise.
+pub(crate) fn advanced_uptime(vm: &Vm, advance: Duration) -> Duration {
+    if vm.uptime.is_zero() {
+        Duration::ZERO
+    } else {
+        vm.uptime + advance
     }
 }
 
@@ -124,8 +146,7 @@ impl Snapshot {
     /// refresh changes silently: a VM added, changed (not only its uptime advancing), removed or
     /// moved, a host connected, disconnected or removed (stale flags), a cluster membership.
     /// Views derived from the VM set (sorted lists) stay valid while it is unchanged; read
-    /// each VM's current record from the snapshot for the fields that change silently
-    /// (uptime).
+    /// the fields that change silently from the snapshot (uptime: [`Snapshot::uptime`]).
     pub fn vms_generation(&self) -> u64 {
         self.vms_generation
     }
@@ -148,6 +169,14 @@ impl Snapshot {
     /// One cluster by name.
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.get(name)
+    }
+
+    /// The uptime of `vm` (a VM of this snapshot) when its host was last seen
+    /// ([`HostState::uptime`]); the reported uptime if its host is unknown.
+    pub fn uptime(&self, vm: &InventoryVm) -> Duration {
+        self.hosts
+            .get(&vm.host)
+            .map_or(vm.vm.uptime, |h| h.uptime(&vm.vm))
     }
 
     /// One VM by id.

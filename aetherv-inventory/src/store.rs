@@ -23,7 +23,7 @@ use aetherv_hyperv::ops::{HostFacts, Vm, VmId};
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
-use crate::model::{Cluster, HostState, HostStatus, InventoryVm, Snapshot};
+use crate::model::{Cluster, HostState, HostStatus, InventoryVm, Snapshot, advanced_uptime};
 
 /// One result for the writer to apply.
 #[derive(Debug, Clone)]
@@ -53,8 +53,8 @@ pub enum Update {
         took: Duration,
     },
     /// A successful host refresh whose VM set still has the digest of the last complete one
-    /// ([`aetherv_hyperv::ops::Inventory::unchanged`]): the VMs are kept, a running VM's
-    /// uptime advanced by the time since the last successful refresh.
+    /// ([`aetherv_hyperv::ops::Inventory::unchanged`]): the VMs are kept, and the host's
+    /// [`HostState::uptime_advance`] grows by the time since the last successful refresh.
     Unchanged {
         /// Host name.
         host: Arc<str>,
@@ -150,11 +150,25 @@ pub fn diff_vms(
     before: &BTreeMap<VmId, Arc<InventoryVm>>,
     after: &BTreeMap<VmId, Arc<InventoryVm>>,
 ) -> Vec<Event> {
+    diff_advanced(before, Duration::ZERO, after, Duration::ZERO)
+}
+
+/// [`diff_vms`] between maps whose running VMs' uptimes are behind by `before_advance` and
+/// `after_advance` ([`HostState::uptime_advance`]).
+fn diff_advanced(
+    before: &BTreeMap<VmId, Arc<InventoryVm>>,
+    before_advance: Duration,
+    after: &BTreeMap<VmId, Arc<InventoryVm>>,
+    after_advance: Duration,
+) -> Vec<Event> {
     let mut events = Vec::new();
     for (id, new) in after {
         match before.get(id) {
             None => events.push(Event::VmAdded { vm: new.clone() }),
-            Some(old) if old.host != new.host || reported_change(&old.vm, &new.vm) => {
+            Some(old)
+                if old.host != new.host
+                    || reported_change((&old.vm, before_advance), (&new.vm, after_advance)) =>
+            {
                 events.push(Event::VmChanged {
                     before: old.clone(),
                     after: new.clone(),
@@ -171,12 +185,16 @@ pub fn diff_vms(
     events
 }
 
-/// Whether `after` differs from `before` by more than an uptime that advanced.
-fn reported_change(before: &Vm, after: &Vm) -> bool {
-    if before == after {
+/// Whether `after` differs from `before` by more than an uptime that advanced; each VM comes
+/// with the advance its host adds to a running VM's reported uptime.
+fn reported_change(
+    (before, before_advance): (&Vm, Duration),
+    (after, after_advance): (&Vm, Duration),
+) -> bool {
+    if before == after && before_advance == after_advance {
         return false;
     }
-    if after.uptime < before.uptime {
+    if advanced_uptime(after, after_advance) < advanced_uptime(before, before_advance) {
         return true;
     }
     let mut same_uptime = after.clone();
@@ -233,7 +251,7 @@ pub fn apply(
                 }
                 let mut state = (*old).clone();
                 clusters_dirty |= succeeded(&mut state, &mut events, &host, facts, at, took);
-                replace_vms(&mut next, &mut events, state, map);
+                replace_vms(&mut next, &mut events, state, map, Duration::ZERO);
             }
             Update::Unchanged {
                 host,
@@ -246,29 +264,24 @@ pub fn apply(
                     .last_seen
                     .and_then(|seen| at.duration_since(seen).ok())
                     .unwrap_or_default();
-                let map: BTreeMap<VmId, Arc<InventoryVm>> = old
-                    .vms
-                    .iter()
-                    .map(|(id, vm)| {
-                        let entry = if vm.stale || (!vm.vm.uptime.is_zero() && !elapsed.is_zero()) {
-                            let mut vm = (**vm).clone();
-                            vm.stale = false;
-                            if !vm.vm.uptime.is_zero() {
-                                vm.vm.uptime += elapsed;
-                            }
-                            Arc::new(vm)
-                        } else {
-                            vm.clone()
-                        };
-                        (*id, entry)
-                    })
-                    .collect();
                 let mut state = (*old).clone();
                 clusters_dirty |= succeeded(&mut state, &mut events, &host, facts, at, took);
-                // The same VMs with the same names: only uptimes advanced and stale flags
-                // cleared, which are no VM events (see `diff_vms`) and leave the indexes as
-                // they are, so the map goes in without a diff.
-                state.vms = Arc::new(map);
+                // The same VMs with the same names: running VMs' uptimes advance through the
+                // host's `uptime_advance` (no VM is copied) and stale flags are cleared, which
+                // are no VM events (see `diff_vms`) and leave the indexes as they are.
+                state.uptime_advance += elapsed;
+                if old.vms.values().any(|vm| vm.stale) {
+                    state.vms = Arc::new(
+                        old.vms
+                            .iter()
+                            .map(|(id, vm)| {
+                                let mut vm = (**vm).clone();
+                                vm.stale = false;
+                                (*id, Arc::new(vm))
+                            })
+                            .collect(),
+                    );
+                }
                 next.hosts.insert(host, Arc::new(state));
             }
             Update::Failed {
@@ -306,7 +319,23 @@ pub fn apply(
             }
             Update::VmRefreshed { host, vm } => {
                 let old = host_or_pending(&next, &host);
-                let mut map = (*old.vms).clone();
+                // The fetched VM's uptime is current: the others take their advance into
+                // their own records so the host's advance can start again from zero.
+                let mut map = if old.uptime_advance.is_zero() {
+                    (*old.vms).clone()
+                } else {
+                    old.vms
+                        .iter()
+                        .map(|(id, entry)| {
+                            if entry.vm.uptime.is_zero() {
+                                return (*id, entry.clone());
+                            }
+                            let mut entry = (**entry).clone();
+                            entry.vm.uptime += old.uptime_advance;
+                            (*id, Arc::new(entry))
+                        })
+                        .collect()
+                };
                 let stale = old.status == HostStatus::Disconnected;
                 match map.get(&vm.id) {
                     Some(prev) if prev.vm == vm && prev.stale == stale => {}
@@ -322,7 +351,7 @@ pub fn apply(
                     }
                 }
                 let state = (*old).clone();
-                replace_vms(&mut next, &mut events, state, map);
+                replace_vms(&mut next, &mut events, state, map, Duration::ZERO);
             }
             Update::VmMissing { host, id } => {
                 if let Some(old) = next.hosts.get(&host).cloned()
@@ -331,7 +360,8 @@ pub fn apply(
                     let mut map = (*old.vms).clone();
                     map.remove(&id);
                     let state = (*old).clone();
-                    replace_vms(&mut next, &mut events, state, map);
+                    let advance = state.uptime_advance;
+                    replace_vms(&mut next, &mut events, state, map, advance);
                 }
             }
         }
@@ -392,17 +422,19 @@ fn host_or_pending(snapshot: &Snapshot, host: &Arc<str>) -> Arc<HostState> {
         .unwrap_or_else(|| Arc::new(HostState::pending(host.clone())))
 }
 
-/// Installs `map` as `state`'s VMs: diffs against the old map, keeps the indexes current and
+/// Installs `map` as `state`'s VMs, with `advance` as its running VMs' uptime advance: diffs
+/// against the old map (and the old advance, still in `state`), keeps the indexes current and
 /// takes VMs that moved here off their previous host.
 fn replace_vms(
     next: &mut Snapshot,
     events: &mut Vec<Event>,
     mut state: HostState,
     map: BTreeMap<VmId, Arc<InventoryVm>>,
+    advance: Duration,
 ) {
     let host = state.name.clone();
     let old_map = state.vms.clone();
-    for event in diff_vms(&old_map, &map) {
+    for event in diff_advanced(&old_map, state.uptime_advance, &map, advance) {
         match &event {
             Event::VmAdded { vm } => {
                 let moved_from = next.by_id.get(&vm.vm.id).filter(|h| **h != host).cloned();
@@ -427,6 +459,7 @@ fn replace_vms(
         events.push(event);
     }
     state.vms = Arc::new(map);
+    state.uptime_advance = advance;
     next.hosts.insert(host, Arc::new(state));
 }
 

@@ -136,11 +136,18 @@ async fn an_unchanged_host_keeps_its_vms_and_a_change_brings_them_all() {
     assert!(changes.try_recv().is_none(), "no VM events");
     let a = second.vm(id(1)).unwrap();
     assert!(
-        a.vm.uptime >= Duration::from_secs(101),
+        second.uptime(a) >= Duration::from_secs(101),
         "a running VM's uptime advances: {:?}",
-        a.vm.uptime
+        second.uptime(a)
     );
-    assert_eq!(second.vm(id(2)).unwrap().vm.uptime, Duration::ZERO);
+    assert_eq!(second.uptime(second.vm(id(2)).unwrap()), Duration::ZERO);
+    assert!(
+        Arc::ptr_eq(
+            &first.host("hv01").unwrap().vms,
+            &second.host("hv01").unwrap().vms
+        ),
+        "an unchanged host keeps its VM records; no VM is copied"
+    );
     assert!(second.host("hv01").unwrap().is_connected());
 
     // Changed: everything comes back and the change is applied.

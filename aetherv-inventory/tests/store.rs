@@ -387,3 +387,89 @@ async fn a_slow_subscriber_lags_instead_of_blocking_the_writer() {
         assert!(c.generation <= snap.generation());
     }
 }
+
+fn unchanged(host: &str, s: u64) -> Update {
+    Update::Unchanged {
+        host: host.into(),
+        facts: None,
+        at: at(s),
+        took: Duration::from_millis(5),
+    }
+}
+
+#[test]
+fn unchanged_refreshes_advance_uptime_through_the_host_and_every_path_agrees() {
+    let mut web = vm(1, "web", 2);
+    web.uptime = Duration::from_secs(100);
+    let mut db = vm(2, "db", 3);
+    db.uptime = Duration::from_secs(50);
+    let off = vm(3, "off", 3);
+    let (s1, _) = apply(
+        &Snapshot::new(),
+        [refreshed(
+            "hv1",
+            vec![web.clone(), db.clone(), off.clone()],
+            10,
+        )],
+    );
+    let (s2, events) = apply(&s1, [unchanged("hv1", 40)]);
+    assert!(kinds(&events).is_empty(), "{:?}", kinds(&events));
+    let uptime = |s: &Snapshot, n: u128| s.uptime(s.vm(id(n)).unwrap()).as_secs();
+    assert_eq!(
+        (uptime(&s2, 1), uptime(&s2, 2), uptime(&s2, 3)),
+        (130, 80, 0)
+    );
+    assert!(
+        Arc::ptr_eq(&s1.host("hv1").unwrap().vms, &s2.host("hv1").unwrap().vms),
+        "no VM record is copied"
+    );
+
+    // A full refresh that reports the uptimes advanced as far is no change; one whose uptime
+    // went back behind the advance is a restart.
+    web.uptime = Duration::from_secs(130);
+    db.uptime = Duration::from_secs(20);
+    let (s3, events) = apply(
+        &s2,
+        [refreshed(
+            "hv1",
+            vec![web.clone(), db.clone(), off.clone()],
+            40,
+        )],
+    );
+    assert_eq!(kinds(&events), ["changed db@hv1"]);
+    assert_eq!((uptime(&s3, 1), uptime(&s3, 2)), (130, 20));
+
+    // A VM fetched alone after unchanged refreshes: its own uptime is current and the others
+    // keep theirs.
+    let (s4, _) = apply(&s3, [unchanged("hv1", 100)]);
+    let mut fetched = db.clone();
+    fetched.uptime = Duration::from_secs(80);
+    let (s5, events) = apply(
+        &s4,
+        [Update::VmRefreshed {
+            host: "hv1".into(),
+            vm: fetched,
+        }],
+    );
+    assert!(kinds(&events).is_empty(), "{:?}", kinds(&events));
+    assert_eq!(
+        (uptime(&s5, 1), uptime(&s5, 2), uptime(&s5, 3)),
+        (190, 80, 0)
+    );
+
+    // A VM gone from the host keeps the others' advance.
+    let (s6, _) = apply(&s5, [unchanged("hv1", 110)]);
+    let (s7, events) = apply(
+        &s6,
+        [Update::VmMissing {
+            host: "hv1".into(),
+            id: id(3),
+        }],
+    );
+    assert_eq!(kinds(&events), ["removed off"]);
+    assert_eq!((uptime(&s7, 1), uptime(&s7, 2)), (200, 90));
+
+    // A disconnected host's uptimes stay where it was last seen.
+    let (s8, _) = apply(&s7, [failed("hv1", 500)]);
+    assert_eq!(uptime(&s8, 1), 200);
+}

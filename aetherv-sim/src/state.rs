@@ -192,8 +192,7 @@ impl SimState {
     }
 
     /// Remembers `host`'s inventory digest until the fleet is next lent out for a change.
-    /// Only for a digest that time alone cannot change (see
-    /// [`crate::scripts::inventory_digest`]).
+    /// Only for a digest that time alone cannot change (see [`crate::scripts::inventory`]).
     pub fn remember_digest(&mut self, host: &str, digest: String) {
         let generation = self.fleet.generation();
         self.digests

@@ -539,8 +539,8 @@ pub async fn refresh_inventory(State(state): State<AppState>) -> ApiResult<Respo
     let outcome = tokio::time::timeout(REFRESH_ALL_WAIT, state.inventory.refresh_all()).await;
     let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let snapshot = state.inventory.snapshot();
-    let error_of = |name: &str| snapshot.host(name).and_then(|h| h.last_error.clone());
-    let (status, view) = match outcome {
+    // With every result in, the failed ones; after the wait, the hosts not connected so far.
+    let (status, hosts, failed): (_, _, Vec<HostFailureView>) = match outcome {
         Ok(results) => {
             if results
                 .iter()
@@ -548,24 +548,18 @@ pub async fn refresh_inventory(State(state): State<AppState>) -> ApiResult<Respo
             {
                 return Err(ApiError::not_ready("the inventory is shutting down"));
             }
-            let failed: Vec<HostFailureView> = results
+            let failed = results
                 .iter()
                 .filter(|(_, r)| r.is_err())
                 .map(|(host, _)| HostFailureView {
                     host: host.clone(),
-                    error: error_of(host),
+                    error: snapshot.host(host).and_then(|h| h.last_error.clone()),
                 })
                 .collect();
-            let view = FleetRefreshView {
-                hosts: results.len(),
-                connected: results.len() - failed.len(),
-                failed,
-                took_ms,
-            };
-            (StatusCode::OK, view)
+            (StatusCode::OK, results.len(), failed)
         }
         Err(_) => {
-            let failed: Vec<HostFailureView> = snapshot
+            let failed = snapshot
                 .hosts()
                 .filter(|h| !h.is_connected())
                 .map(|h| HostFailureView {
@@ -573,15 +567,14 @@ pub async fn refresh_inventory(State(state): State<AppState>) -> ApiResult<Respo
                     error: h.last_error.clone(),
                 })
                 .collect();
-            let hosts = snapshot.hosts().count();
-            let view = FleetRefreshView {
-                hosts,
-                connected: hosts - failed.len(),
-                failed,
-                took_ms,
-            };
-            (StatusCode::ACCEPTED, view)
+            (StatusCode::ACCEPTED, snapshot.hosts().count(), failed)
         }
+    };
+    let view = FleetRefreshView {
+        hosts,
+        connected: hosts.saturating_sub(failed.len()),
+        failed,
+        took_ms,
     };
     Ok((status, Json(view)).into_response())
 }

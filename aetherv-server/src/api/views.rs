@@ -400,20 +400,18 @@ pub fn vm_summary(
     jobs: &dyn JobLedger,
 ) -> VmSummary {
     let v = &vm.vm;
+    let host = snapshot.host(&vm.host);
     VmSummary {
         id: v.id,
         name: v.name.clone(),
         host: vm.host.to_string(),
-        cluster: snapshot
-            .host(&vm.host)
-            .and_then(|h| h.cluster())
-            .map(str::to_owned),
+        cluster: host.and_then(|h| h.cluster()).map(str::to_owned),
         state: v.state.into(),
         stale: vm.stale,
         processor_count: v.processor_count,
         memory_startup_bytes: v.memory_startup_bytes,
         memory_assigned_bytes: v.memory_assigned_bytes,
-        uptime_seconds: v.uptime.as_secs(),
+        uptime_seconds: host.map_or(v.uptime, |h| h.uptime(v)).as_secs(),
         ip_addresses: v
             .nics
             .iter()

@@ -97,7 +97,7 @@ impl Column {
             Self::ProcessorCount => Value::Num(u64::from(v.processor_count)),
             Self::MemoryStartup => Value::Num(v.memory_startup_bytes),
             Self::MemoryAssigned => Value::Num(v.memory_assigned_bytes),
-            Self::Uptime => Value::Num(v.uptime.as_secs()),
+            Self::Uptime => Value::Num(snapshot.uptime(vm).as_secs()),
             Self::IpAddresses => Value::Text(
                 v.nics
                     .iter()
