@@ -270,17 +270,8 @@ pub fn apply(
                 // host's `uptime_advance` (no VM is copied) and stale flags are cleared, which
                 // are no VM events (see `diff_vms`) and leave the indexes as they are.
                 state.uptime_advance += elapsed;
-                if old.vms.values().any(|vm| vm.stale) {
-                    state.vms = Arc::new(
-                        old.vms
-                            .iter()
-                            .map(|(id, vm)| {
-                                let mut vm = (**vm).clone();
-                                vm.stale = false;
-                                (*id, Arc::new(vm))
-                            })
-                            .collect(),
-                    );
+                if let Some(vms) = flagged_stale(&old.vms, false) {
+                    state.vms = vms;
                 }
                 next.hosts.insert(host, Arc::new(state));
             }
@@ -303,17 +294,8 @@ pub fn apply(
                 state.last_error = Some(error);
                 state.refresh_duration = Some(took);
                 state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                if old.vms.values().any(|vm| !vm.stale) {
-                    state.vms = Arc::new(
-                        old.vms
-                            .iter()
-                            .map(|(id, vm)| {
-                                let mut vm = (**vm).clone();
-                                vm.stale = true;
-                                (*id, Arc::new(vm))
-                            })
-                            .collect(),
-                    );
+                if let Some(vms) = flagged_stale(&old.vms, true) {
+                    state.vms = vms;
                 }
                 next.hosts.insert(host, Arc::new(state));
             }
@@ -412,6 +394,29 @@ fn succeeded(
     state.refresh_duration = Some(took);
     state.consecutive_failures = 0;
     cluster_changed
+}
+
+/// `vms` with every stale flag set to `stale`, or `None` when every VM has it already (the
+/// map is then kept as it is). Only the VMs whose flag changes are copied.
+fn flagged_stale(
+    vms: &Arc<BTreeMap<VmId, Arc<InventoryVm>>>,
+    stale: bool,
+) -> Option<Arc<BTreeMap<VmId, Arc<InventoryVm>>>> {
+    if vms.values().all(|vm| vm.stale == stale) {
+        return None;
+    }
+    let flagged = vms
+        .iter()
+        .map(|(id, vm)| {
+            if vm.stale == stale {
+                return (*id, vm.clone());
+            }
+            let mut vm = (**vm).clone();
+            vm.stale = stale;
+            (*id, Arc::new(vm))
+        })
+        .collect();
+    Some(Arc::new(flagged))
 }
 
 fn host_or_pending(snapshot: &Snapshot, host: &Arc<str>) -> Arc<HostState> {
