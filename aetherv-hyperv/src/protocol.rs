@@ -120,12 +120,40 @@ impl ScriptResult {
     /// The stdout text a script writes for this result: the markers and the document on one
     /// line, with Windows line endings.
     pub fn render(&self) -> String {
-        let json = serde_json::to_string(self).unwrap_or_else(|_| {
-            r#"{"ok":false,"error":{"code":"SerializationFailed","message":"result could not be serialized"}}"#
-                .to_owned()
-        });
-        format!("{RESULT_BEGIN}\r\n{json}\r\n{RESULT_END}\r\n")
+        framed(self)
     }
+}
+
+/// The stdout text of a successful result carrying `data`: the same text as
+/// [`ScriptResult::render`] of [`ScriptResult::success`] with `data` as a JSON tree, written
+/// without building the tree (for large answers).
+pub fn render_success<T: Serialize + ?Sized>(data: &T) -> String {
+    /// `ScriptResult`'s success form with borrowed data (fields in the same order).
+    #[derive(Serialize)]
+    struct Success<'a, T: ?Sized> {
+        ok: bool,
+        data: &'a T,
+    }
+    framed(&Success { ok: true, data })
+}
+
+/// `document` on one line between the marker lines, with Windows line endings.
+fn framed<T: Serialize + ?Sized>(document: &T) -> String {
+    let mut text = Vec::with_capacity(256);
+    text.extend_from_slice(RESULT_BEGIN.as_bytes());
+    text.extend_from_slice(b"\r\n");
+    let start = text.len();
+    if serde_json::to_writer(&mut text, document).is_err() {
+        text.truncate(start);
+        text.extend_from_slice(
+            br#"{"ok":false,"error":{"code":"SerializationFailed","message":"result could not be serialized"}}"#,
+        );
+    }
+    text.extend_from_slice(b"\r\n");
+    text.extend_from_slice(RESULT_END.as_bytes());
+    text.extend_from_slice(b"\r\n");
+    // serde_json writes UTF-8, and the markers are ASCII.
+    String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Finds and parses the result document in the stdout of `script`.
@@ -220,6 +248,28 @@ mod tests {
         assert_eq!(parse_result("X", &stdout).unwrap(), result);
         let failure = ScriptResult::failure("VmNotFound", "no VM 'x'");
         assert_eq!(parse_result("X", &failure.render()).unwrap(), failure);
+    }
+
+    #[test]
+    fn a_success_written_without_a_tree_is_the_rendered_result() {
+        let data =
+            serde_json::json!({"vms": [{"name": "a\"b", "n": 1}], "host": "hv01", "x": null});
+        let text = render_success(&data);
+        assert_eq!(text, ScriptResult::success(data.clone()).render());
+        assert!(text.starts_with(RESULT_BEGIN) && text.ends_with(&format!("{RESULT_END}\r\n")));
+        #[derive(Serialize)]
+        struct Typed<'a> {
+            host: &'a str,
+            count: u32,
+        }
+        let typed = render_success(&Typed {
+            host: "hv01",
+            count: 2,
+        });
+        assert_eq!(
+            parse_result("X", &typed).unwrap(),
+            ScriptResult::success(serde_json::json!({"host": "hv01", "count": 2}))
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::clixml::{self, StreamRecord};
 use crate::deploy;
 use crate::faults::{CommandDecision, FaultEngine, FaultPlan};
-use crate::scripts::{PendingMove, ScriptContext, ScriptRegistry};
+use crate::scripts::{PendingMove, RenderedResult, ScriptContext, ScriptRegistry};
 use crate::shell::{self, Invocation, Outcome, ShellContext};
 use crate::state::SimState;
 use aetherv_hyperv::protocol::{self, ScriptResult};
@@ -221,9 +221,11 @@ impl HostRuntime {
             Ok(outcome) => outcome,
             Err(pending) => {
                 let state = self.lock_state();
-                render(&pending.result(&state).unwrap_or_else(|| {
-                    ScriptResult::failure("MoveRunning", "the move is still running")
-                }))
+                render(RenderedResult::from(
+                    &pending.result(&state).unwrap_or_else(|| {
+                        ScriptResult::failure("MoveRunning", "the move is still running")
+                    }),
+                ))
             }
         }
     }
@@ -236,7 +238,7 @@ impl HostRuntime {
             let mut state = self.lock_state();
             state.advance_migrations(SystemTime::now());
             if let Some(result) = pending.result(&state) {
-                return render(&result);
+                return render(RenderedResult::from(&result));
             }
         }
     }
@@ -250,12 +252,15 @@ impl HostRuntime {
         migration_fault: Option<u8>,
     ) -> std::result::Result<Outcome, PendingMove> {
         let result = match serde_json::from_str::<serde_json::Value>(request.trim()) {
-            Err(e) => ScriptResult::failure(
+            Err(e) => RenderedResult::from(&ScriptResult::failure(
                 "InvalidRequest",
                 format!("{name}: the request on stdin is not one JSON document: {e}"),
-            ),
+            )),
             Ok(request) => match self.scripts.get(name) {
-                None => ScriptResult::failure("UnknownScript", format!("no script {name}")),
+                None => RenderedResult::from(&ScriptResult::failure(
+                    "UnknownScript",
+                    format!("no script {name}"),
+                )),
                 Some(emulator) => {
                     let mut state = self.lock_state();
                     let now = SystemTime::now();
@@ -263,7 +268,7 @@ impl HostRuntime {
                     let mut ctx = ScriptContext::new(&mut state, &self.name, now)
                         .in_directory(&self.install_directory)
                         .with_migration_fault(migration_fault);
-                    let result = emulator.run(&mut ctx, &request);
+                    let result = emulator.output(&mut ctx, &request);
                     if let Some(pending) = ctx.pending() {
                         return Err(pending);
                     }
@@ -271,7 +276,7 @@ impl HostRuntime {
                 }
             },
         };
-        Ok(render(&result))
+        Ok(render(result))
     }
 
     /// The output of a command failed by the fault plan, in the form its kind would fail.
@@ -304,9 +309,9 @@ impl HostRuntime {
     }
 }
 
-fn render(result: &ScriptResult) -> Outcome {
+fn render(result: RenderedResult) -> Outcome {
     Outcome {
-        stdout: result.render().into_bytes(),
+        stdout: result.stdout.into_bytes(),
         stderr: Vec::new(),
         exit_code: if result.ok { 0 } else { 1 },
     }

@@ -161,5 +161,5 @@ pub use migration::{Migration, MigrationState, MigrationTiming, MoveKind};
 pub use model::{
     ControllerType, DiskType, DvdDrive, Fleet, Host, NewVm, Processor, SimVm, VirtualDisk,
 };
-pub use scripts::{ScriptContext, ScriptEmulator, ScriptRegistry};
+pub use scripts::{RenderedResult, ScriptContext, ScriptEmulator, ScriptRegistry};
 pub use state::{LooseFile, SimState};

@@ -172,6 +172,67 @@ impl<'a> ScriptContext<'a> {
 pub trait ScriptEmulator: Send + Sync {
     /// Runs the script for one request (the parsed stdin document).
     fn run(&self, ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult;
+
+    /// What the script prints for one request: [`ScriptEmulator::run`]'s result, rendered. An
+    /// emulation with large answers writes the same text without building a JSON tree.
+    fn output(&self, ctx: &mut ScriptContext<'_>, request: &Value) -> RenderedResult {
+        RenderedResult::from(&self.run(ctx, request))
+    }
+}
+
+/// A script's printed result: the stdout text of its result document and whether it
+/// succeeded (the exit code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedResult {
+    /// Whether the result is `ok`.
+    pub ok: bool,
+    /// The stdout text ([`ScriptResult::render`]'s form).
+    pub stdout: String,
+}
+
+impl RenderedResult {
+    /// A successful result carrying `data`, written straight from it.
+    pub fn success<T: serde::Serialize + ?Sized>(data: &T) -> Self {
+        Self {
+            ok: true,
+            stdout: aetherv_hyperv::protocol::render_success(data),
+        }
+    }
+}
+
+impl From<&ScriptResult> for RenderedResult {
+    fn from(result: &ScriptResult) -> Self {
+        Self {
+            ok: result.ok,
+            stdout: result.render(),
+        }
+    }
+}
+
+/// `Inventory` and `Get-Inventory`: a whole list is written as text straight from the fleet
+/// model ([`inventory_output`]); `Get-Inventory` also reads single VMs by id
+/// ([`ops::get_inventory`]).
+struct InventoryScript {
+    /// Whether the request may name VMs by id (`Get-Inventory`).
+    by_id: bool,
+}
+
+impl ScriptEmulator for InventoryScript {
+    fn run(&self, ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
+        if self.by_id {
+            ops::get_inventory(ctx, request)
+        } else {
+            inventory(ctx, request)
+        }
+    }
+
+    fn output(&self, ctx: &mut ScriptContext<'_>, request: &Value) -> RenderedResult {
+        if self.by_id && !ops::requested_ids(request).is_empty() {
+            RenderedResult::from(&ops::get_inventory(ctx, request))
+        } else {
+            inventory_output(ctx, request)
+        }
+    }
 }
 
 impl<F> ScriptEmulator for F
@@ -207,8 +268,8 @@ impl ScriptRegistry {
         use aetherv_hyperv::ops::scripts as s;
         let mut registry = Self::new();
         registry.register(GET_HOST_FACTS, get_host_facts);
-        registry.register(INVENTORY, inventory);
-        registry.register(s::GET_INVENTORY, ops::get_inventory);
+        registry.register(INVENTORY, InventoryScript { by_id: false });
+        registry.register(s::GET_INVENTORY, InventoryScript { by_id: true });
         registry.register(s::SET_VM_POWER_STATE, ops::set_vm_power_state);
         registry.register(s::REMOVE_MANAGED_VM, ops::remove_managed_vm);
         registry.register(s::GET_VM_KVP, ops::get_vm_kvp);
@@ -376,91 +437,271 @@ pub fn get_host_facts(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptRes
 }
 
 /// The inventory shape of one VM (flat, explicit; numeric state as Windows PowerShell 5.1
-/// writes it, with its name alongside; times in RFC 3339 UTC).
+/// writes it, with its name alongside; times in RFC 3339 UTC), as a JSON tree.
 pub fn vm_json(vm: &SimVm, now: SystemTime) -> Value {
-    json!({
-        "id": vm.id.to_string(),
-        "name": vm.name,
-        "state": vm.state.code(),
-        "state_name": vm.state.name(),
-        "generation": vm.generation,
-        "version": vm.version,
-        "path": vm.path,
-        "processor_count": vm.processor_count,
-        "memory_startup_bytes": vm.memory.startup_bytes,
-        "memory_assigned_bytes": vm.memory.assigned_bytes,
-        "memory_minimum_bytes": vm.memory.minimum_bytes,
-        "memory_maximum_bytes": vm.memory.maximum_bytes,
-        "dynamic_memory": vm.memory.dynamic,
-        "uptime_seconds": vm.uptime(now).as_secs(),
-        "creation_time": rfc3339(vm.created),
-        "notes": vm.notes,
-        "clustered": vm.clustered,
-        "os_family": vm.guest.os_family.as_str(),
-        "image": vm.guest.image,
-        "guest_hostname": vm.guest.hostname,
-        "guest_fqdn": vm.kvp.guest_intrinsic.get("FullyQualifiedDomainName"),
-        "disks": vm.disks.iter().map(|d| json!({
-            "path": d.path,
-            "controller_type": d.controller_type.name(),
-            "controller_number": d.controller_number,
-            "controller_location": d.controller_location,
-            "disk_type": d.disk_type.name(),
-            "max_size_bytes": d.max_size_bytes,
-            "file_size_bytes": d.file_size_bytes,
-            "shared": d.shared,
-        })).collect::<Vec<_>>(),
-        "dvd_drives": vm.dvd_drives.iter().map(|d| json!({
-            "path": d.path,
-            "controller_type": d.controller_type.name(),
-            "controller_number": d.controller_number,
-            "controller_location": d.controller_location,
-        })).collect::<Vec<_>>(),
-        "network_adapters": vm.nics.iter().map(nic_json).collect::<Vec<_>>(),
-        "integration_services": vm.integration_services.iter().map(|s| json!({
-            "name": s.name,
-            "enabled": s.enabled,
-        })).collect::<Vec<_>>(),
-        "secure_boot": (vm.generation == 2).then_some(vm.firmware.secure_boot),
-        "secure_boot_template": (vm.generation == 2).then(|| vm.firmware.secure_boot_template.to_string()),
-        "tpm_enabled": (vm.generation == 2).then_some(vm.firmware.tpm),
-        "automatic_start_action": vm.automatic.start.hyperv_name(),
-        "automatic_stop_action": vm.automatic.stop.hyperv_name(),
-        "automatic_start_delay_seconds": vm.automatic.start_delay_seconds,
-        "checkpoints": vm.checkpoints.list.iter().map(checkpoint_json).collect::<Vec<_>>(),
-        "merge_percent": vm.checkpoints.merge_percent(now),
-    })
+    tree(&VmDocument::new(vm, now))
 }
 
-/// The inventory shape of one network adapter (`ConvertTo-AethervNicShape`).
+/// The inventory shape of one network adapter (`ConvertTo-AethervNicShape`), as a JSON tree.
 pub fn nic_json(n: &crate::model::NetworkAdapter) -> Value {
-    json!({
-        "name": n.name,
-        "switch_name": n.switch_name,
-        "vlan_id": n.vlan_id,
-        "mac_address": n.mac_address,
-        "ip_addresses": n.ip_addresses,
-        "id": n.id,
-        "dynamic_mac": n.dynamic_mac,
-        "mac_spoofing": n.mac_spoofing,
-        "dhcp_guard": n.dhcp_guard,
-        "router_guard": n.router_guard,
-        "maximum_bandwidth_bps": n.maximum_bandwidth_bps,
-        "minimum_bandwidth_bps": n.minimum_bandwidth_bps,
-        "legacy": n.legacy,
-    })
+    tree(&NicDocument::new(n))
 }
 
-/// The inventory shape of one checkpoint (`ConvertTo-AethervCheckpointShape`).
+/// The inventory shape of one checkpoint (`ConvertTo-AethervCheckpointShape`), as a JSON tree.
 pub fn checkpoint_json(c: &crate::devices::SimCheckpoint) -> Value {
-    json!({
-        "id": c.id.to_string(),
-        "name": c.name,
-        "parent_id": c.parent.map(|p| p.to_string()),
-        "creation_time": rfc3339(c.created),
-        "snapshot_type": c.snapshot_type(),
-        "vm_state": c.vm_state.code(),
-    })
+    tree(&CheckpointDocument::new(c))
+}
+
+/// A document of this module as a JSON tree. Every document is strings, numbers, booleans,
+/// nulls, arrays and maps with text keys, which always convert.
+fn tree<T: serde::Serialize>(document: &T) -> Value {
+    serde_json::to_value(document).unwrap_or(Value::Null)
+}
+
+/// A list of documents written from model records without collecting them first.
+struct Documents<'a, T, D> {
+    items: &'a [T],
+    document: fn(&'a T) -> D,
+}
+
+impl<'a, T, D: serde::Serialize> serde::Serialize for Documents<'a, T, D> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.items.iter().map(self.document))
+    }
+}
+
+/// A UUID written as its hyphenated text, without an intermediate string.
+struct UuidText(uuid::Uuid);
+
+impl serde::Serialize for UuidText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0.hyphenated())
+    }
+}
+
+/// One VM's inventory document, written straight from the fleet model: the inventory of a
+/// simulated host with a hundred VMs is written (twice: digest and answer) on every full
+/// refresh, and building a JSON tree first cost the simulators more than writing it.
+#[derive(serde::Serialize)]
+struct VmDocument<'a> {
+    id: UuidText,
+    name: &'a str,
+    state: u32,
+    state_name: String,
+    generation: u8,
+    version: &'a str,
+    path: &'a str,
+    processor_count: u32,
+    memory_startup_bytes: u64,
+    memory_assigned_bytes: u64,
+    memory_minimum_bytes: u64,
+    memory_maximum_bytes: u64,
+    dynamic_memory: bool,
+    uptime_seconds: u64,
+    creation_time: String,
+    notes: &'a str,
+    clustered: bool,
+    os_family: &'static str,
+    image: &'a str,
+    guest_hostname: &'a str,
+    guest_fqdn: Option<&'a str>,
+    disks: Documents<'a, crate::model::VirtualDisk, DiskDocument<'a>>,
+    dvd_drives: Documents<'a, crate::model::DvdDrive, DvdDocument<'a>>,
+    network_adapters: Documents<'a, crate::model::NetworkAdapter, NicDocument<'a>>,
+    integration_services: Documents<'a, crate::model::IntegrationService, ServiceDocument<'a>>,
+    secure_boot: Option<bool>,
+    secure_boot_template: Option<&'static str>,
+    tpm_enabled: Option<bool>,
+    automatic_start_action: &'static str,
+    automatic_stop_action: &'static str,
+    automatic_start_delay_seconds: u32,
+    checkpoints: Documents<'a, crate::devices::SimCheckpoint, CheckpointDocument<'a>>,
+    merge_percent: Option<u8>,
+    /// Only in the digest's form of the document (see [`inventory_digest`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_slot: Option<u64>,
+}
+
+impl<'a> VmDocument<'a> {
+    fn new(vm: &'a SimVm, now: SystemTime) -> Self {
+        let gen2 = vm.generation == 2;
+        Self {
+            id: UuidText(vm.id),
+            name: &vm.name,
+            state: vm.state.code(),
+            state_name: vm.state.name(),
+            generation: vm.generation,
+            version: &vm.version,
+            path: &vm.path,
+            processor_count: vm.processor_count,
+            memory_startup_bytes: vm.memory.startup_bytes,
+            memory_assigned_bytes: vm.memory.assigned_bytes,
+            memory_minimum_bytes: vm.memory.minimum_bytes,
+            memory_maximum_bytes: vm.memory.maximum_bytes,
+            dynamic_memory: vm.memory.dynamic,
+            uptime_seconds: vm.uptime(now).as_secs(),
+            creation_time: rfc3339(vm.created),
+            notes: &vm.notes,
+            clustered: vm.clustered,
+            os_family: vm.guest.os_family.as_str(),
+            image: &vm.guest.image,
+            guest_hostname: &vm.guest.hostname,
+            guest_fqdn: vm
+                .kvp
+                .guest_intrinsic
+                .get("FullyQualifiedDomainName")
+                .map(String::as_str),
+            disks: Documents {
+                items: &vm.disks,
+                document: DiskDocument::new,
+            },
+            dvd_drives: Documents {
+                items: &vm.dvd_drives,
+                document: DvdDocument::new,
+            },
+            network_adapters: Documents {
+                items: &vm.nics,
+                document: NicDocument::new,
+            },
+            integration_services: Documents {
+                items: &vm.integration_services,
+                document: ServiceDocument::new,
+            },
+            secure_boot: gen2.then_some(vm.firmware.secure_boot),
+            secure_boot_template: gen2.then(|| vm.firmware.secure_boot_template.as_str()),
+            tpm_enabled: gen2.then_some(vm.firmware.tpm),
+            automatic_start_action: vm.automatic.start.hyperv_name(),
+            automatic_stop_action: vm.automatic.stop.hyperv_name(),
+            automatic_start_delay_seconds: vm.automatic.start_delay_seconds,
+            checkpoints: Documents {
+                items: &vm.checkpoints.list,
+                document: CheckpointDocument::new,
+            },
+            merge_percent: vm.checkpoints.merge_percent(now),
+            started_slot: None,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct DiskDocument<'a> {
+    path: &'a str,
+    controller_type: &'static str,
+    controller_number: u32,
+    controller_location: u32,
+    disk_type: &'static str,
+    max_size_bytes: u64,
+    file_size_bytes: u64,
+    shared: bool,
+}
+
+impl<'a> DiskDocument<'a> {
+    fn new(d: &'a crate::model::VirtualDisk) -> Self {
+        Self {
+            path: &d.path,
+            controller_type: d.controller_type.name(),
+            controller_number: d.controller_number,
+            controller_location: d.controller_location,
+            disk_type: d.disk_type.name(),
+            max_size_bytes: d.max_size_bytes,
+            file_size_bytes: d.file_size_bytes,
+            shared: d.shared,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct DvdDocument<'a> {
+    path: Option<&'a str>,
+    controller_type: &'static str,
+    controller_number: u32,
+    controller_location: u32,
+}
+
+impl<'a> DvdDocument<'a> {
+    fn new(d: &'a crate::model::DvdDrive) -> Self {
+        Self {
+            path: d.path.as_deref(),
+            controller_type: d.controller_type.name(),
+            controller_number: d.controller_number,
+            controller_location: d.controller_location,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ServiceDocument<'a> {
+    name: &'a str,
+    enabled: bool,
+}
+
+impl<'a> ServiceDocument<'a> {
+    fn new(s: &'a crate::model::IntegrationService) -> Self {
+        Self {
+            name: &s.name,
+            enabled: s.enabled,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct NicDocument<'a> {
+    name: &'a str,
+    switch_name: Option<&'a str>,
+    vlan_id: Option<u16>,
+    mac_address: &'a str,
+    ip_addresses: &'a [String],
+    id: &'a str,
+    dynamic_mac: bool,
+    mac_spoofing: bool,
+    dhcp_guard: bool,
+    router_guard: bool,
+    maximum_bandwidth_bps: u64,
+    minimum_bandwidth_bps: u64,
+    legacy: bool,
+}
+
+impl<'a> NicDocument<'a> {
+    fn new(n: &'a crate::model::NetworkAdapter) -> Self {
+        Self {
+            name: &n.name,
+            switch_name: n.switch_name.as_deref(),
+            vlan_id: n.vlan_id,
+            mac_address: &n.mac_address,
+            ip_addresses: &n.ip_addresses,
+            id: &n.id,
+            dynamic_mac: n.dynamic_mac,
+            mac_spoofing: n.mac_spoofing,
+            dhcp_guard: n.dhcp_guard,
+            router_guard: n.router_guard,
+            maximum_bandwidth_bps: n.maximum_bandwidth_bps,
+            minimum_bandwidth_bps: n.minimum_bandwidth_bps,
+            legacy: n.legacy,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct CheckpointDocument<'a> {
+    id: UuidText,
+    name: &'a str,
+    parent_id: Option<UuidText>,
+    creation_time: String,
+    snapshot_type: &'static str,
+    vm_state: u32,
+}
+
+impl<'a> CheckpointDocument<'a> {
+    fn new(c: &'a crate::devices::SimCheckpoint) -> Self {
+        Self {
+            id: UuidText(c.id),
+            name: &c.name,
+            parent_id: c.parent.map(UuidText),
+            creation_time: rfc3339(c.created),
+            snapshot_type: c.snapshot_type(),
+            vm_state: c.vm_state.code(),
+        }
+    }
 }
 
 /// `Inventory`: every VM on the host. Request: `{}` or `{"vm": "<name or id>"}` for one VM
@@ -468,58 +709,109 @@ pub fn checkpoint_json(c: &crate::devices::SimCheckpoint) -> Value {
 /// is left out (`unchanged: true`) when the host's digest is still `since`.
 ///
 /// A host remembers its digest until the fleet next changes ([`SimState::cached_digest`]), so
-/// an unchanged host answers `since` without building its VMs' documents, as a Hyper-V host
+/// an unchanged host answers `since` without writing its VMs' documents, as a Hyper-V host
 /// spends its own CPU and not the server's; a digest that time alone would change (a
-/// checkpoint merge in progress) is never remembered.
+/// checkpoint merge in progress) is never remembered. [`inventory_output`] writes the same
+/// answer as text without a JSON tree.
 pub fn inventory(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
+    inventory_answer(
+        ctx,
+        request,
+        |answer| ScriptResult::success(tree(answer)),
+        |r| r,
+    )
+}
+
+/// The stdout of [`inventory`] for `request`, the whole list written straight from the fleet
+/// model.
+pub fn inventory_output(ctx: &mut ScriptContext<'_>, request: &Value) -> RenderedResult {
+    inventory_answer(
+        ctx,
+        request,
+        |answer| RenderedResult::success(answer),
+        |r| RenderedResult::from(&r),
+    )
+}
+
+/// The whole-list answer of `Inventory`.
+#[derive(serde::Serialize)]
+struct InventoryDocument<'a> {
+    host: &'a str,
+    collected_at: String,
+    digest: &'a str,
+    unchanged: bool,
+    vms: VmDocuments<'a>,
+}
+
+/// The documents of a host's VMs at one instant.
+struct VmDocuments<'a> {
+    vms: &'a [SimVm],
+    now: SystemTime,
+}
+
+impl serde::Serialize for VmDocuments<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.vms.iter().map(|vm| VmDocument::new(vm, self.now)))
+    }
+}
+
+/// Answers an `Inventory` request: `whole` turns a whole-list answer into the output, `other`
+/// any other result (one VM, the remembered digest, a failure).
+fn inventory_answer<T>(
+    ctx: &mut ScriptContext<'_>,
+    request: &Value,
+    whole: impl FnOnce(&InventoryDocument<'_>) -> T,
+    other: impl FnOnce(ScriptResult) -> T,
+) -> T {
     let now = ctx.now();
     let host = match host_or_failure(ctx) {
         Ok(h) => h,
-        Err(failure) => return failure,
+        Err(failure) => return other(failure),
     };
     if let Some(wanted) = request.get("vm").and_then(Value::as_str) {
         let Some(vm) = host.vm(wanted) else {
-            return ScriptResult::failure(
+            return other(ScriptResult::failure(
                 "VmNotFound",
                 format!("no VM named {wanted:?} on host {}", host.name),
-            );
+            ));
         };
-        return ScriptResult::success(json!({
+        return other(ScriptResult::success(json!({
             "host": host.name,
             "collected_at": rfc3339(now),
             "vms": [vm_json(vm, now)],
-        }));
+        })));
     }
     let since = request.get("since").and_then(Value::as_str);
     if let Some(digest) = ctx.state().cached_digest(&host.name)
         && since == Some(digest)
     {
-        return ScriptResult::success(json!({
+        return other(ScriptResult::success(json!({
             "host": host.name,
             "collected_at": rfc3339(now),
             "digest": digest,
             "unchanged": true,
             "vms": [],
-        }));
+        })));
     }
-    let vms: Vec<Value> = host.vms.iter().map(|vm| vm_json(vm, now)).collect();
-    let digest = inventory_digest(&host.vms, &vms, now);
+    let digest = inventory_digest(&host.vms, now);
     let stable = host.vms.iter().all(|vm| digest_is_stable(vm, now));
-    let name = host.name.clone();
     let unchanged = since == Some(digest.as_str());
-    let answer = json!({
-        "host": name,
-        "collected_at": rfc3339(now),
-        "digest": digest,
-        "unchanged": unchanged,
-        "vms": if unchanged { Vec::new() } else { vms },
+    let output = whole(&InventoryDocument {
+        host: &host.name,
+        collected_at: rfc3339(now),
+        digest: &digest,
+        unchanged,
+        vms: VmDocuments {
+            vms: if unchanged { &[] } else { &host.vms },
+            now,
+        },
     });
     if stable {
+        let name = host.name.clone();
         ctx.state_mut().remember_digest(&name, digest);
     }
-    ScriptResult::success(answer)
+    output
 }
-
 /// Whether `vm`'s part of the inventory digest stays the same while the VM is not changed:
 /// not while a checkpoint merge advances its `merge_percent`, nor at the instant it started
 /// (its start slot is read from its uptime).
@@ -536,18 +828,18 @@ const STARTED_SLOT_SECONDS: u64 = 600;
 /// The inventory digest of `Get-Inventory` (`Get-AethervInventoryDigest`): SHA-256 (hex) of
 /// every VM's document, ordered by id, with a running VM's uptime replaced by the ten-minute
 /// slot it started in, so uptime that only advances keeps the digest and a restart changes it.
-/// `shapes` are the documents of `vms`, in the same order, read at `now`.
 ///
-/// The documents are written straight into the hash, with no copy of them and no buffer of
-/// the whole text: every simulated host digests all its VMs on every refresh.
-pub fn inventory_digest(vms: &[SimVm], shapes: &[Value], now: SystemTime) -> String {
+/// The documents are written straight into the hash, with no JSON tree, no copy of them and
+/// no buffer of the whole text: every simulated host digests all its VMs on every full
+/// refresh.
+pub fn inventory_digest(vms: &[SimVm], now: SystemTime) -> String {
     use sha2::Digest as _;
-    let mut order: Vec<(&SimVm, &Value)> = vms.iter().zip(shapes).collect();
+    let mut order: Vec<&SimVm> = vms.iter().collect();
     // A UUID's order is its bytes' order, which is also the order of its hyphenated text.
-    order.sort_by_key(|(vm, _)| vm.id);
+    order.sort_by_key(|vm| vm.id);
     let mut hash = sha2::Sha256::new();
     hash.update(b"[");
-    for (n, (vm, shape)) in order.into_iter().enumerate() {
+    for (n, vm) in order.into_iter().enumerate() {
         if n > 0 {
             hash.update(b",");
         }
@@ -556,41 +848,14 @@ pub fn inventory_digest(vms: &[SimVm], shapes: &[Value], now: SystemTime) -> Str
             .filter(|_| !vm.uptime(now).is_zero())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs() / STARTED_SLOT_SECONDS);
-        // Writing into a hash cannot fail, and a `Value` always serializes.
-        let _ = serde_json::to_writer(
-            &mut hash,
-            &DigestDocument {
-                shape,
-                started_slot,
-            },
-        );
+        let document = VmDocument {
+            uptime_seconds: 0,
+            started_slot: Some(started_slot),
+            ..VmDocument::new(vm, now)
+        };
+        // Writing into a hash cannot fail, and the document always serializes.
+        let _ = serde_json::to_writer(&mut hash, &document);
     }
     hash.update(b"]");
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// One VM's document as the inventory digest reads it: `uptime_seconds` written as 0 and the
-/// slot the VM started in added as `started_slot`.
-struct DigestDocument<'a> {
-    shape: &'a Value,
-    started_slot: u64,
-}
-
-impl serde::Serialize for DigestDocument<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let Some(fields) = self.shape.as_object() else {
-            return self.shape.serialize(serializer);
-        };
-        let mut map = serializer.serialize_map(None)?;
-        for (key, value) in fields {
-            if key == "uptime_seconds" {
-                map.serialize_entry(key, &0u64)?;
-            } else {
-                map.serialize_entry(key, value)?;
-            }
-        }
-        map.serialize_entry("started_slot", &self.started_slot)?;
-        map.end()
-    }
 }

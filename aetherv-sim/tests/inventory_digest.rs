@@ -1,6 +1,7 @@
 //! The simulated `Get-Inventory` digest: a host remembers it between refreshes and forgets it
 //! on any change to the fleet, so an unchanged host answers `since` without building its VMs'
-//! documents and a changed one never answers with a stale digest.
+//! documents and a changed one never answers with a stale digest. The answer written as text
+//! straight from the model is the JSON-tree answer.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use aetherv_sim::devices::Merge;
 use aetherv_sim::model::{PowerAction, VmState};
-use aetherv_sim::scripts::inventory;
-use aetherv_sim::{FleetSpec, KeySource, ScriptContext, SimState};
+use aetherv_sim::scripts::{inventory, inventory_output};
+use aetherv_sim::{FleetSpec, KeySource, ScriptContext, ScriptRegistry, SimState};
 use serde_json::{Value, json};
 
 const HOST: &str = "hv01";
@@ -133,4 +134,73 @@ fn a_digest_that_time_changes_is_never_remembered() {
     // Once the merge is over, the digest holds still and is remembered.
     let after = run(&mut state, &json!({}), now + Duration::from_secs(200));
     assert_eq!(state.cached_digest(HOST), Some(digest(&after).as_str()));
+}
+
+#[test]
+fn the_answer_written_as_text_is_the_tree_answer() {
+    let mut state = state();
+    let now = SystemTime::now();
+    let host = state.fleet().host(HOST).unwrap();
+    let (first, second) = (host.vms[0].name.clone(), host.vms[1].name.clone());
+    // Every part of a document: checkpoints (one with a parent) and a merge in progress.
+    state
+        .fleet_mut()
+        .create_checkpoint(HOST, &first, "before", now)
+        .unwrap();
+    state
+        .fleet_mut()
+        .create_checkpoint(HOST, &first, "after", now)
+        .unwrap();
+    state
+        .fleet_mut()
+        .vm_mut(HOST, &second)
+        .unwrap()
+        .checkpoints
+        .merge = Some(Merge {
+        started: now,
+        duration: Duration::from_secs(100),
+    });
+    let at = now + Duration::from_secs(30);
+    let whole = run(&mut state, &json!({}), at);
+    let documents = whole["vms"].as_array().unwrap();
+    assert!(
+        documents
+            .iter()
+            .any(|vm| vm["checkpoints"][1]["parent_id"].is_string())
+    );
+    assert!(documents.iter().any(|vm| vm["merge_percent"].is_number()));
+    assert!(documents.iter().any(|vm| vm["dvd_drives"][0].is_object()));
+    assert!(
+        documents
+            .iter()
+            .any(|vm| vm["network_adapters"][0]["mac_address"].is_string())
+    );
+    let unchanged = state.cached_digest(HOST).map(str::to_owned);
+
+    let registry = ScriptRegistry::builtin();
+    let mut requests = vec![
+        json!({}),
+        json!({ "since": "an older digest" }),
+        json!({ "since": digest(&whole) }),
+        json!({ "vm": first }),
+        json!({ "vm": "no such VM" }),
+    ];
+    requests.extend(unchanged.map(|d| json!({ "since": d })));
+    for request in &requests {
+        for host in [HOST, "no-such-host"] {
+            let tree = inventory(&mut ScriptContext::new(&mut state, host, at), request);
+            let text = inventory_output(&mut ScriptContext::new(&mut state, host, at), request);
+            assert_eq!(text.ok, tree.ok, "{request}");
+            let read = aetherv_hyperv::protocol::parse_result("Inventory", &text.stdout).unwrap();
+            assert_eq!(read, tree, "{request} on {host}");
+            // The registry's emulations print the same (Get-Inventory and its old name).
+            for script in ["Get-Inventory", "Inventory"] {
+                let emulation = registry.get(script).unwrap();
+                let printed =
+                    emulation.output(&mut ScriptContext::new(&mut state, host, at), request);
+                let read = aetherv_hyperv::protocol::parse_result(script, &printed.stdout).unwrap();
+                assert_eq!(read, tree, "{script} {request} on {host}");
+            }
+        }
+    }
 }

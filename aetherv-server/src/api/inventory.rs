@@ -300,16 +300,21 @@ fn serialise(
     let summaries = page
         .vms
         .iter()
-        .map(|vm| views::vm_summary(snapshot, vm, &busy, &state.jobs));
+        .map(|(host, vm)| views::vm_summary_on(Some(host), vm, &busy, &state.jobs));
     let failed =
         |e: serde_json::Error| ApiError::internal(format!("cannot serialise the VM list: {e}"));
-    let body = match &request.fields {
-        None => serde_json::to_vec(&VmListView {
-            vms: summaries.collect(),
-            next_cursor: page.next_cursor,
-            total: page.total,
-            generation: snapshot.generation(),
-        }),
+    // About 320 bytes per summary: one allocation instead of a doubling series of copies.
+    let mut body = Vec::with_capacity(page.vms.len().saturating_mul(384).saturating_add(256));
+    let written = match &request.fields {
+        None => serde_json::to_writer(
+            &mut body,
+            &VmListView {
+                vms: summaries.collect(),
+                next_cursor: page.next_cursor,
+                total: page.total,
+                generation: snapshot.generation(),
+            },
+        ),
         Some(fields) => {
             let vms: Vec<serde_json::Map<String, serde_json::Value>> = summaries
                 .map(|summary| match serde_json::to_value(summary) {
@@ -322,15 +327,18 @@ fn serialise(
                 })
                 .collect::<Result<_, _>>()
                 .map_err(failed)?;
-            serde_json::to_vec(&serde_json::json!({
-                "vms": vms,
-                "next_cursor": page.next_cursor,
-                "total": page.total,
-                "generation": snapshot.generation(),
-            }))
+            serde_json::to_writer(
+                &mut body,
+                &serde_json::json!({
+                    "vms": vms,
+                    "next_cursor": page.next_cursor,
+                    "total": page.total,
+                    "generation": snapshot.generation(),
+                }),
+            )
         }
     };
-    body.map(bytes::Bytes::from).map_err(failed)
+    written.map(|()| bytes::Bytes::from(body)).map_err(failed)
 }
 
 /// `GET /api/v1/vms`: one page of VMs. Sorted views are kept per VM-set generation, so a page

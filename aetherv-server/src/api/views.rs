@@ -399,8 +399,17 @@ pub fn vm_summary(
     busy: &HashMap<VmId, String>,
     jobs: &dyn JobLedger,
 ) -> VmSummary {
+    vm_summary_on(snapshot.host(&vm.host).map(|h| &**h), vm, busy, jobs)
+}
+
+/// The summary of `vm`, whose host (`None`: not in the snapshot) the caller has looked up.
+pub fn vm_summary_on(
+    host: Option<&HostState>,
+    vm: &InventoryVm,
+    busy: &HashMap<VmId, String>,
+    jobs: &dyn JobLedger,
+) -> VmSummary {
     let v = &vm.vm;
-    let host = snapshot.host(&vm.host);
     VmSummary {
         id: v.id,
         name: v.name.clone(),

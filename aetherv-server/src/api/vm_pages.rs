@@ -14,7 +14,7 @@ use std::cmp::Ordering;
 use std::sync::{Arc, Mutex};
 
 use aetherv_hyperv::ops::VmId;
-use aetherv_inventory::{InventoryVm, Snapshot};
+use aetherv_inventory::{HostState, InventoryVm, Snapshot};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -223,12 +223,14 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
 /// One VM in a view: its position only. The record itself is read from the snapshot a page is
 /// served from: a view outlives the refreshes that advance uptimes (they keep the VM-set
 /// generation), and holding the records it was built from would keep a second copy of every
-/// running VM alive.
+/// running VM alive. The host's name lets a page find the record without the fleet-wide id
+/// index (a VM that moves hosts starts a new VM-set generation, so it stays right).
 #[derive(Debug)]
 struct Row {
     key: Key,
     name_key: Box<[u8]>,
     id: VmId,
+    host: Arc<str>,
 }
 
 impl Row {
@@ -251,6 +253,7 @@ impl View {
                 key: column.value(snapshot, vm).key(),
                 name_key: natural_key(&vm.vm.name),
                 id: vm.vm.id,
+                host: Arc::clone(&vm.host),
             })
             .collect();
         rows.sort_unstable_by(|a, b| a.position().cmp(&b.position()));
@@ -568,11 +571,12 @@ impl Cursor {
     }
 }
 
-/// One page of VMs: the VMs (current records), the cursor of the next page, the total.
+/// One page of VMs: the VMs (current records) with their hosts, the cursor of the next page,
+/// the total.
 #[derive(Debug)]
-pub struct Page {
-    /// The VMs, in order.
-    pub vms: Vec<Arc<InventoryVm>>,
+pub struct Page<'s> {
+    /// The VMs, in order, each with the host it was read from.
+    pub vms: Vec<(&'s HostState, &'s InventoryVm)>,
     /// The cursor of the next page.
     pub next_cursor: Option<String>,
     /// VMs matching the filters.
@@ -580,30 +584,37 @@ pub struct Page {
 }
 
 /// The page of `snapshot` after `cursor` (`limit: None` = every remaining row).
-pub fn page(
+pub fn page<'s>(
     cache: &ViewCache,
-    snapshot: &Snapshot,
+    snapshot: &'s Snapshot,
     filter: &VmFilter,
     sort: Sort,
     cursor: Option<&Cursor>,
     limit: Option<usize>,
-) -> Page {
+) -> Page<'s> {
     let filtered = cache.filtered(snapshot, sort.column, filter);
     let (rows, more) = filtered.page(sort, cursor, limit.unwrap_or(usize::MAX));
     // Each VM's current record: uptime changes without a new VM-set generation. A view is
-    // built from a snapshot of the same VM-set generation, so every row's VM is in it.
-    let current: Vec<(&Row, &Arc<InventoryVm>)> = rows
+    // built from a snapshot of the same VM-set generation, so every row's VM is in it, on the
+    // host the row names.
+    let current: Vec<(&Row, &HostState, &InventoryVm)> = rows
         .iter()
-        .filter_map(|r| snapshot.vm(r.id).map(|vm| (*r, vm)))
+        .filter_map(|r| {
+            let host = snapshot.host(&r.host)?;
+            host.vms.get(&r.id).map(|vm| (*r, &**host, &**vm))
+        })
         .collect();
     let next_cursor = if more {
         current
             .last()
-            .map(|(r, vm)| Cursor::after(snapshot, sort, filter, r, vm).encode())
+            .map(|(r, _, vm)| Cursor::after(snapshot, sort, filter, r, vm).encode())
     } else {
         None
     };
-    let vms = current.into_iter().map(|(_, vm)| Arc::clone(vm)).collect();
+    let vms = current
+        .into_iter()
+        .map(|(_, host, vm)| (host, vm))
+        .collect();
     Page {
         vms,
         next_cursor,

@@ -137,14 +137,7 @@ pub(crate) fn run(step: impl FnOnce() -> Step<Value>) -> ScriptResult {
 /// `Get-Inventory`: every VM, or `{"ids":[...]}` (VmNotFound when one is missing); the legacy
 /// `{"vm":"<name or id>"}` form is still understood.
 pub fn get_inventory(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResult {
-    let ids: Vec<String> = match request.get("ids") {
-        Some(Value::Array(ids)) => ids
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        Some(Value::String(one)) => vec![one.clone()],
-        _ => Vec::new(),
-    };
+    let ids = requested_ids(request);
     if ids.is_empty() {
         return super::inventory(ctx, request);
     }
@@ -172,6 +165,19 @@ pub fn get_inventory(ctx: &mut ScriptContext<'_>, request: &Value) -> ScriptResu
             "vms": vms,
         }))
     })
+}
+
+/// The VM ids a `Get-Inventory` request names (`ids`: a list or one id); none for the whole
+/// list.
+pub(crate) fn requested_ids(request: &Value) -> Vec<String> {
+    match request.get("ids") {
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Some(Value::String(one)) => vec![one.clone()],
+        _ => Vec::new(),
+    }
 }
 
 /// `Set-VmPowerState`: `{"id","action"}` with the allowed-state table of
