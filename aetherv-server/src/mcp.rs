@@ -174,6 +174,15 @@ struct HostArgs {
     hostname: String,
 }
 
+/// Arguments of `refresh_inventory`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RefreshArgs {
+    /// One host to refresh (case-insensitive); every host when left out.
+    #[serde(default)]
+    hostname: Option<String>,
+}
+
 /// Arguments naming one VM.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -493,6 +502,15 @@ fn all_tools() -> Vec<(Tool, Kind)> {
         ),
         (
             tool(
+                "refresh_inventory",
+                "Read hosts' facts and VMs now instead of waiting for the next periodic refresh: one host (hostname) or every host (which needs MCP_ALLOW_HOSTS and MCP_ALLOW_CLUSTERS to allow all). Answers once the hosts have answered: for one host its record (status, last_error), for all how many answered and which did not, with their reasons (complete false: still refreshing after 120 s).",
+                schema_of::<RefreshArgs>(),
+                Write,
+            ),
+            Write,
+        ),
+        (
+            tool(
                 "cancel_job",
                 "Request cancellation of a queued or running job.",
                 schema_of::<JobArgs>(),
@@ -655,6 +673,49 @@ fn job_summary(job: &aetherv_jobs::JobView) -> String {
             .as_deref()
             .map_or_else(String::new, |e| format!("; error: {e}"))
     )
+}
+
+/// One line about a refresh of every host: who answered, who did not and why.
+fn fleet_refresh_summary(answer: &Value) -> String {
+    let hosts = answer["hosts"].as_u64().unwrap_or_default();
+    let took = answer["took_ms"].as_u64().unwrap_or_default();
+    let failed = answer["failed"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if failed.is_empty() {
+        return format!("all {hosts} hosts answered in {took} ms");
+    }
+    let named: Vec<String> = failed
+        .iter()
+        .take(5)
+        .map(|f| {
+            let host = f["host"].as_str().unwrap_or_default();
+            match f["error"].as_str() {
+                Some(error) => format!("{host} ({error})"),
+                None => host.to_owned(),
+            }
+        })
+        .collect();
+    let more = failed.len().saturating_sub(named.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    if answer["complete"] == Value::Bool(false) {
+        format!(
+            "still refreshing after {took} ms: {} of {hosts} hosts have not answered yet: {}{more}",
+            failed.len(),
+            named.join("; ")
+        )
+    } else {
+        format!(
+            "{} of {hosts} hosts did not answer: {}{more}",
+            failed.len(),
+            named.join("; ")
+        )
+    }
 }
 
 /// The summary of a queued job.
@@ -980,6 +1041,38 @@ impl McpServer {
                 .map_err(|e| Outcome::api(&e))?;
                 let answer = body_json(response).await?;
                 Ok(accepted(&format!("{} VM {vm}", a.action.as_str()), &answer))
+            }
+            "refresh_inventory" => {
+                let a: RefreshArgs = parse(args)?;
+                if let Some(host) = a.hostname {
+                    self.check_allowed(Some(&host), None)?;
+                    let response = inventory::refresh_host(State(state), Path(host.clone()))
+                        .await
+                        .map_err(|e| Outcome::api(&e))?;
+                    let answer = body_json(response).await?;
+                    let status = answer["status"].as_str().unwrap_or("unknown");
+                    let summary = match answer["last_error"].as_str() {
+                        Some(error) if status != "connected" => {
+                            format!("host {host} refreshed: {status} ({error})")
+                        }
+                        _ => format!("host {host} refreshed: {status}"),
+                    };
+                    return Ok(Outcome::ok(summary, answer));
+                }
+                let config = &self.0.config;
+                if !config.allow_hosts.allows_all() || !config.allow_clusters.allows_all() {
+                    return Err(Outcome::refused(format!(
+                        "refreshing every host needs MCP_ALLOW_HOSTS ({}) and MCP_ALLOW_CLUSTERS \
+                         ({}) to allow every host; name one host with hostname",
+                        config.allow_hosts.describe(),
+                        config.allow_clusters.describe()
+                    )));
+                }
+                let response = inventory::refresh_inventory(State(state))
+                    .await
+                    .map_err(|e| Outcome::api(&e))?;
+                let answer = body_json(response).await?;
+                Ok(Outcome::ok(fleet_refresh_summary(&answer), answer))
             }
             "cancel_job" => {
                 let a: JobArgs = parse(args)?;
@@ -1463,6 +1556,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fleet_refresh_is_summarised_with_the_hosts_that_failed() {
+        let all =
+            json!({"hosts": 3, "connected": 3, "failed": [], "took_ms": 41, "complete": true});
+        assert_eq!(fleet_refresh_summary(&all), "all 3 hosts answered in 41 ms");
+        let failed: Vec<Value> = (1..=7)
+            .map(|i| json!({"host": format!("hv{i}"), "error": if i == 2 { Value::Null } else { json!(format!("e{i}")) }}))
+            .collect();
+        let some =
+            json!({"hosts": 9, "connected": 2, "failed": failed, "took_ms": 900, "complete": true});
+        assert_eq!(
+            fleet_refresh_summary(&some),
+            "7 of 9 hosts did not answer: hv1 (e1); hv2; hv3 (e3); hv4 (e4); hv5 (e5) and 2 more"
+        );
+        let mut waiting = some.clone();
+        waiting["complete"] = json!(false);
+        assert!(
+            fleet_refresh_summary(&waiting).starts_with(
+                "still refreshing after 900 ms: 7 of 9 hosts have not answered yet: hv1 (e1);"
+            ),
+            "{}",
+            fleet_refresh_summary(&waiting)
+        );
+    }
+
+    #[test]
     fn tool_schemas_come_from_the_rest_types() {
         let tools = all_tools();
         let schema = |name: &str| {
@@ -1552,6 +1670,7 @@ mod tests {
                 "power_vm",
                 "migrate_vm",
                 "cancel_job",
+                "refresh_inventory",
                 "delete_vm",
                 "turn_off_vm",
                 "enter_maintenance",

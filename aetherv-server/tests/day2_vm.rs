@@ -611,6 +611,7 @@ async fn refreshing_the_inventory_reads_every_host_and_names_those_that_fail() {
     assert_eq!(refreshed["connected"], hosts, "{refreshed}");
     assert_eq!(refreshed["failed"], json!([]), "{refreshed}");
     assert!(refreshed["took_ms"].is_u64(), "{refreshed}");
+    assert_eq!(refreshed["complete"], true, "{refreshed}");
     let (_, vm) = call(&app, Method::GET, &format!("/api/v1/vms/{id}"), None).await;
     assert_eq!(vm["notes"], "seen", "{vm}");
 
@@ -630,6 +631,7 @@ async fn refreshing_the_inventory_reads_every_host_and_names_those_that_fail() {
     sim.host(&failing).unwrap().clear_faults();
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     assert_eq!(refreshed["connected"], hosts - 1, "{refreshed}");
+    assert_eq!(refreshed["complete"], true, "{refreshed}");
     let failed = refreshed["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 1, "{refreshed}");
     assert_eq!(failed[0]["host"], failing.as_str(), "{refreshed}");

@@ -665,7 +665,27 @@
       }
       const standalone = hosts.filter((x) => !seen.has(x.name));
       if (standalone.length) grid.appendChild(clusterPanel(null, standalone, null));
-      body.appendChild(h("h2", {}, "Clusters and hosts"));
+      body.appendChild(
+        h(
+          "div",
+          { class: "head-row" },
+          h("h2", {}, "Clusters and hosts"),
+          state.canWrite && hosts.length
+            ? h(
+                "button",
+                {
+                  type: "button",
+                  id: "refresh-all",
+                  class: "btn btn-small",
+                  disabled: refreshingAll,
+                  title: "Read every host's facts and VMs now and list the hosts that do not answer",
+                  onclick: (ev) => refreshAll(ev.currentTarget, hosts.length),
+                },
+                refreshingAll ? "Refreshing " + hosts.length + " hosts…" : "Refresh all hosts"
+              )
+            : null
+        )
+      );
       body.appendChild(grid);
       if (!hosts.length) body.appendChild(h("p", { class: "muted" }, "No hosts are configured."));
     }
@@ -734,6 +754,39 @@
         capacity("Storage", stUsed, host.storage_total_bytes, fmtBytes(host.storage_free_bytes) + " free of " + fmtBytes(host.storage_total_bytes)),
         h("div", { class: "chips" }, Object.entries(host.vms_by_state || {}).sort().map(([s, n]) => stateChip(s, n)))
       );
+    }
+
+    // While a refresh of every host runs (re-renders keep the button disabled).
+    let refreshingAll = false;
+
+    async function refreshAll(button, count) {
+      refreshingAll = true;
+      button.disabled = true;
+      button.textContent = "Refreshing " + count + " hosts…";
+      const result = await guarded(() => api("POST", "/api/v1/inventory/refresh"));
+      refreshingAll = false;
+      if (result) {
+        const failed = result.failed || [];
+        toast(fleetRefreshSummary(result), failed.length ? "error" : "");
+      }
+      lastJson = "";
+      if (alive) load();
+    }
+
+    /** One sentence about a refresh of every host: who answered, who did not and why. */
+    function fleetRefreshSummary(result) {
+      const failed = result.failed || [];
+      const seconds = (result.took_ms / 1000).toFixed(1) + " s";
+      if (!failed.length) return "All " + result.hosts + " hosts answered (" + seconds + ")";
+      const named = failed
+        .slice(0, 3)
+        .map((f) => f.host + (f.error ? " (" + (f.error.length > 160 ? f.error.slice(0, 159) + "…" : f.error) + ")" : ""))
+        .join("; ");
+      const more = failed.length > 3 ? " and " + (failed.length - 3) + " more" : "";
+      if (!result.complete) {
+        return "Still refreshing after " + seconds + ": " + failed.length + " of " + result.hosts + " hosts have not answered yet: " + named + more;
+      }
+      return failed.length + " of " + result.hosts + " hosts did not answer: " + named + more;
     }
 
     async function refreshHost(name, button) {

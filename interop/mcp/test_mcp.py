@@ -26,7 +26,7 @@ CLEARED = (
     "MCP_ALLOW_VMS", "MCP_WRITE_RATE_PER_MINUTE",
 )
 WRITE_TOOLS = {"provision_vm", "power_vm", "cancel_job", "delete_vm", "turn_off_vm",
-               "enter_maintenance", "resume_host", "evacuate_host"}
+               "enter_maintenance", "resume_host", "evacuate_host", "refresh_inventory"}
 GUEST_PW = "Mcp-Interop-Pw-1!"
 
 
@@ -202,6 +202,19 @@ def test_read_write_provision_follow_and_delete(read_write):
         assert refused.is_error and "MCP_ALLOW_VMS" in text(refused)
         refused = await call(session, "power_vm", {"vm_id": outside["id"], "action": "save"})
         assert refused.is_error and "MCP_ALLOW_VMS" in text(refused)
+
+        # A refresh of every host, and of one.
+        everything = await call(session, "refresh_inventory", {})
+        assert not everything.is_error, text(everything)
+        count = len(hosts.structured_content["hosts"])
+        assert everything.structured_content["hosts"] == count, everything.structured_content
+        assert everything.structured_content["complete"] is True
+        assert text(everything).startswith(f"all {count} hosts answered in ") or "did not answer" in text(everything)
+        one = await call(session, "refresh_inventory", {"hostname": host})
+        assert not one.is_error, text(one)
+        assert one.structured_content["name"] == host and text(one).startswith(f"host {host} refreshed: ")
+        unknown = await call(session, "refresh_inventory", {"hostname": "no-such-host"})
+        assert unknown.is_error and "not_found" in text(unknown), text(unknown)
     run(read_write.base, body)
     log = read_write.output()
     audit = [l for l in log.splitlines() if "aetherv::mcp::audit" in l]

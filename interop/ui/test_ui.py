@@ -4,6 +4,7 @@ The tests run in file order and share one server: the overview and the table see
 demo fleet first, then a VM is created, powered, and deleted through the UI.
 """
 
+import json
 import secrets
 import time
 
@@ -383,6 +384,57 @@ def _stub_fetch(browser, stub):
       };
     })();""" % stub
     return browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": source})["identifier"]
+
+
+def test_refresh_all_hosts_reads_every_host_and_names_those_that_fail(server, browser):
+    hosts = server.get("/api/v1/hosts")["hosts"]
+    before = {h["name"]: h["last_seen"] for h in hosts if h["status"] == "connected"}
+    go(browser, server, "")
+    browser.refresh()
+
+    def click(d):
+        found = css(d, "#refresh-all")
+        if not found or not found[0].is_enabled():
+            return False
+        found[0].click()
+        return True
+
+    def toast(d, words):
+        return next((e for e in css(d, "#toasts .toast") if words in e.text), None)
+
+    wait(browser, click, message="no Refresh all hosts button")
+    done = wait(browser, lambda d: toast(d, "answer"), timeout=60,
+                message="no toast after Refresh all hosts")
+    down = [h["name"] for h in hosts if h["status"] != "connected"]
+    if down:  # a host of the demo that is down stays down and is named
+        assert done.text.startswith(f"{len(down)} of {len(hosts)} hosts did not answer: "), done.text
+        assert all(name in done.text for name in down[:3]), (down, done.text)
+    else:
+        assert done.text.startswith(f"All {len(hosts)} hosts answered ("), done.text
+    after = {h["name"]: h["last_seen"] for h in server.get("/api/v1/hosts")["hosts"]}
+    assert all(after[name] != seen for name, seen in before.items()), (before, after)
+    wait(browser, lambda d: css(d, "#refresh-all") and css(d, "#refresh-all")[0].is_enabled(),
+         message="the button stays disabled after the refresh")
+
+    # Hosts that fail are named with their reasons (the first three), the rest counted; an
+    # answer after the server's wait says the refreshes go on.
+    failed = [{"host": f"hv0{i}", "error": f"reason {i}"} for i in range(1, 5)]
+    for complete, words in ((True, "4 of 5 hosts did not answer: hv01 (reason 1); hv02 (reason 2); "
+                                   "hv03 (reason 3) and 1 more"),
+                            (False, "Still refreshing after 120.0 s: 4 of 5 hosts have not answered yet")):
+        script = _stub_fetch(browser, """
+            if (url.pathname === "/api/v1/inventory/refresh" && method === "POST")
+              return json(%d, {hosts: 5, connected: 1, failed: %s, took_ms: 120000, complete: %s});
+            """ % (200 if complete else 202, json.dumps(failed), "true" if complete else "false"))
+        try:
+            browser.refresh()
+            wait(browser, click, message="no Refresh all hosts button")
+            shown = wait(browser, lambda d: toast(d, words), message=f"no toast {words!r}")
+            assert "error" in shown.get_attribute("class"), shown.get_attribute("class")
+        finally:
+            browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script})
+    browser.refresh()
+    assert js_errors(browser) == []
 
 
 def test_roles_and_auth_errors_are_shown(server, browser):

@@ -176,11 +176,18 @@ def _jobs_for(server, vm_ids, kind):
     return [j for j in jobs if j["vm_id"] in vm_ids and j["type"] == kind]
 
 
+def _idle_rows(driver, count):
+    """{id: name} of the first `count` rows without a running job, read in one pass (a live
+    update that re-renders a row meanwhile makes `wait` read them again); None if fewer."""
+    rows = [r for r in css(driver, ROWS) if not r.find_elements(By.CSS_SELECTOR, ".busy")][:count]
+    chosen = {r.get_attribute("data-vm-id"): r.get_attribute("data-vm-name") for r in rows}
+    return chosen if len(chosen) == count else None
+
+
 def test_bulk_power_action_confirms_once_and_spawns_one_job_per_vm(fleet, browser, screenshot):
     uitiming.open_vm_list(browser, fleet.base, "#/vms?state=Running")
     wait(browser, lambda d: len(css(d, ROWS)) > 5)
-    rows = [r for r in css(browser, ROWS) if not r.find_elements(By.CSS_SELECTOR, ".busy")][:3]
-    chosen = {r.get_attribute("data-vm-id"): r.get_attribute("data-vm-name") for r in rows}
+    chosen = wait(browser, lambda d: _idle_rows(d, 3), message="no three idle rows")
     assert not css(browser, "#bulk-bar:not([hidden])")
     _select(browser, chosen)
     bar = browser.find_element(By.ID, "bulk-bar")
@@ -211,8 +218,7 @@ def test_bulk_power_action_confirms_once_and_spawns_one_job_per_vm(fleet, browse
 def test_bulk_delete_lists_the_vms_and_wants_force_for_running_ones(fleet, browser):
     uitiming.open_vm_list(browser, fleet.base, "#/vms?state=Running")
     wait(browser, lambda d: len(css(d, ROWS)) > 5)
-    rows = [r for r in css(browser, ROWS) if not r.find_elements(By.CSS_SELECTOR, ".busy")][:2]
-    chosen = {r.get_attribute("data-vm-id"): r.get_attribute("data-vm-name") for r in rows}
+    chosen = wait(browser, lambda d: _idle_rows(d, 2), message="no two idle rows")
     _select(browser, chosen)
     browser.find_element(By.ID, "bulk-delete").click()
     dialog = wait(browser, lambda d: d.find_element(By.ID, "confirm-dialog"))

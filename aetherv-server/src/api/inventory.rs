@@ -515,6 +515,9 @@ pub struct FleetRefreshView {
     pub failed: Vec<HostFailureView>,
     /// How long the whole refresh took, in milliseconds.
     pub took_ms: u64,
+    /// Whether every host has answered or failed (`false` with 202: the wait ended first and
+    /// the refreshes go on).
+    pub complete: bool,
 }
 
 /// A host whose refresh failed.
@@ -583,6 +586,7 @@ pub async fn refresh_inventory(State(state): State<AppState>) -> ApiResult<Respo
         connected: hosts.saturating_sub(failed.len()),
         failed,
         took_ms,
+        complete: status == StatusCode::OK,
     };
     Ok((status, Json(view)).into_response())
 }
