@@ -554,6 +554,24 @@ impl JobQueue {
 
     /// Applies `f` to the record of `id` and notifies followers; publishes a notice when the
     /// status changed.
+    /// Job `id` has created VM `vm`: the job names it from now on and holds it, so the VM
+    /// shows the job as busy and other jobs on it are refused until this one ends.
+    fn hold_vm(&self, id: &str, vm: VmId) {
+        let mut inner = self.lock();
+        let key = VmKey::Id(vm);
+        let Some(record) = inner.records.get_mut(id) else {
+            return;
+        };
+        record.vm_id = Some(vm);
+        if !record.keys.contains(&key) {
+            record.keys.push(key.clone());
+        }
+        record.bump();
+        // A new VM's id is new: no other job can hold it (if one did, it keeps it).
+        inner.busy.entry(key).or_insert_with(|| id.to_owned());
+        self.shared.busy_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn update(&self, id: &str, f: impl FnOnce(&mut Record)) {
         let notice = {
             let mut inner = self.lock();
@@ -640,6 +658,7 @@ impl JobQueue {
                 r.push_line(LineLevel::from(level), message);
             }),
             JobEvent::Plan { steps, .. } => queue.update(&id, |r| r.plan(&steps)),
+            JobEvent::VmRegistered { vm_id, .. } => queue.hold_vm(&id, vm_id),
             JobEvent::StepEnded { step, end, .. } => queue.update(&id, |r| {
                 r.end_step(
                     step,

@@ -129,6 +129,16 @@ pub enum JobEvent {
         /// How it ended.
         end: StepEnd,
     },
+    /// The job's VM exists on its host from now on (a provisioning job registered it), so the
+    /// job can name it while it runs.
+    #[serde(rename = "vm_registered")]
+    VmRegistered {
+        /// Time since the job started.
+        #[serde(with = "millis")]
+        at: Duration,
+        /// The VM's id.
+        vm_id: VmId,
+    },
     /// The steps the workflow means to run, in order, announced when it starts, so that the
     /// record of a job that ends early can list the steps it skipped.
     Plan {
@@ -187,6 +197,14 @@ impl EventLog {
             at: self.now,
             step,
             end,
+        });
+    }
+
+    /// Records that the job's VM now exists, with its id.
+    pub fn vm_registered(&mut self, vm_id: VmId) {
+        self.pending.push(JobEvent::VmRegistered {
+            at: self.now,
+            vm_id,
         });
     }
 

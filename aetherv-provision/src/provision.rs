@@ -783,6 +783,7 @@ impl ProvisionMachine {
                     format!("registered VM {} ({}), state {}", vm.name, vm.id, vm.state),
                 );
                 self.vm = Some(vm.id);
+                self.log.vm_registered(vm.id);
                 self.enter(
                     Phase::BeginHandshake,
                     "asking the guest agent for its public key",

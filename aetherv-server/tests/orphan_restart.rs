@@ -4,7 +4,8 @@
 //! Loopback only: the simulated host runs in this test process (so it survives the server)
 //! with a guest that never answers provisioning, and the server is the `aetherv-server`
 //! binary, a separate process configured against it. The provisioning job waits for the guest's
-//! key when the server gets SIGKILL. Every answer is checked against the OpenAPI document.
+//! key when the server gets SIGKILL (the job names the VM and holds it meanwhile). Every answer
+//! is checked against the OpenAPI document.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -266,9 +267,22 @@ async fn a_server_killed_mid_provision_finds_its_orphan_after_a_restart_and_remo
             .as_str()
             .is_some_and(|s| s.to_ascii_lowercase().contains("key"));
         if waiting && let [vm] = vms_named(&client, &base, SILENT_VM).await.as_slice() {
-            // While its job runs, the VM is not orphaned.
+            // While its job runs, the VM is not orphaned; the job names it and holds it.
             assert_eq!(vm["orphaned"], false, "{vm}");
-            break vm["id"].as_str().unwrap().to_owned();
+            let id = vm["id"].as_str().unwrap().to_owned();
+            assert_eq!(vm["busy_job"], job_id.as_str(), "{vm}");
+            let (_, job) = get_json(&client, format!("{base}/api/v1/jobs/{job_id}")).await;
+            assert_eq!(job["status"], "running", "{job}");
+            assert_eq!(job["vm_id"], id.as_str(), "{job}");
+            let (status, refused) = post_json(
+                &client,
+                format!("{base}/api/v1/vms/{id}/actions/save"),
+                &json!({}),
+            )
+            .await;
+            assert_eq!(status, 409, "{refused}");
+            assert_eq!(refused["error"]["code"], "vm_busy", "{refused}");
+            break id;
         }
         assert!(
             Instant::now() < deadline,
