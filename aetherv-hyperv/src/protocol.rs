@@ -120,14 +120,16 @@ impl ScriptResult {
     /// The stdout text a script writes for this result: the markers and the document on one
     /// line, with Windows line endings.
     pub fn render(&self) -> String {
-        framed(self)
+        framed(self).0
     }
 }
 
-/// The stdout text of a successful result carrying `data`: the same text as
-/// [`ScriptResult::render`] of [`ScriptResult::success`] with `data` as a JSON tree, written
-/// without building the tree (for large answers).
-pub fn render_success<T: Serialize + ?Sized>(data: &T) -> String {
+/// The stdout text of a successful result carrying `data`, written without building a JSON
+/// tree (for large answers): the document [`ScriptResult::render`] writes for
+/// [`ScriptResult::success`] with `data` as a tree (a struct's fields keep their order, a
+/// tree's are sorted). `false` when `data` could not be written: the text is then a
+/// `SerializationFailed` failure.
+pub fn render_success<T: Serialize + ?Sized>(data: &T) -> (String, bool) {
     /// `ScriptResult`'s success form with borrowed data (fields in the same order).
     #[derive(Serialize)]
     struct Success<'a, T: ?Sized> {
@@ -137,13 +139,15 @@ pub fn render_success<T: Serialize + ?Sized>(data: &T) -> String {
     framed(&Success { ok: true, data })
 }
 
-/// `document` on one line between the marker lines, with Windows line endings.
-fn framed<T: Serialize + ?Sized>(document: &T) -> String {
+/// `document` on one line between the marker lines, with Windows line endings, and whether it
+/// could be written (if not, a `SerializationFailed` failure stands in for it).
+fn framed<T: Serialize + ?Sized>(document: &T) -> (String, bool) {
     let mut text = Vec::with_capacity(256);
     text.extend_from_slice(RESULT_BEGIN.as_bytes());
     text.extend_from_slice(b"\r\n");
     let start = text.len();
-    if serde_json::to_writer(&mut text, document).is_err() {
+    let written = serde_json::to_writer(&mut text, document).is_ok();
+    if !written {
         text.truncate(start);
         text.extend_from_slice(
             br#"{"ok":false,"error":{"code":"SerializationFailed","message":"result could not be serialized"}}"#,
@@ -153,7 +157,9 @@ fn framed<T: Serialize + ?Sized>(document: &T) -> String {
     text.extend_from_slice(RESULT_END.as_bytes());
     text.extend_from_slice(b"\r\n");
     // serde_json writes UTF-8, and the markers are ASCII.
-    String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    let text = String::from_utf8(text)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    (text, written)
 }
 
 /// Finds and parses the result document in the stdout of `script`.
@@ -254,7 +260,8 @@ mod tests {
     fn a_success_written_without_a_tree_is_the_rendered_result() {
         let data =
             serde_json::json!({"vms": [{"name": "a\"b", "n": 1}], "host": "hv01", "x": null});
-        let text = render_success(&data);
+        let (text, written) = render_success(&data);
+        assert!(written);
         assert_eq!(text, ScriptResult::success(data.clone()).render());
         assert!(text.starts_with(RESULT_BEGIN) && text.ends_with(&format!("{RESULT_END}\r\n")));
         #[derive(Serialize)]
@@ -262,7 +269,7 @@ mod tests {
             host: &'a str,
             count: u32,
         }
-        let typed = render_success(&Typed {
+        let (typed, _) = render_success(&Typed {
             host: "hv01",
             count: 2,
         });
@@ -270,6 +277,25 @@ mod tests {
             parse_result("X", &typed).unwrap(),
             ScriptResult::success(serde_json::json!({"host": "hv01", "count": 2}))
         );
+    }
+
+    #[test]
+    fn data_that_cannot_be_written_is_a_failure() {
+        /// A value whose serialization fails.
+        struct Broken;
+        impl Serialize for Broken {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                _: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("broken"))
+            }
+        }
+        let (text, written) = render_success(&Broken);
+        assert!(!written);
+        let result = parse_result("X", &text).unwrap();
+        assert!(!result.ok);
+        assert_eq!(result.error.unwrap().code, "SerializationFailed");
     }
 
     #[test]

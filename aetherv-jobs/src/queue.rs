@@ -552,8 +552,6 @@ impl JobQueue {
         self.shared.shutdown.cancel();
     }
 
-    /// Applies `f` to the record of `id` and notifies followers; publishes a notice when the
-    /// status changed.
     /// Job `id` has created VM `vm`: the job names it from now on and holds it, so the VM
     /// shows the job as busy and other jobs on it are refused until this one ends.
     fn hold_vm(&self, id: &str, vm: VmId) {
@@ -572,6 +570,8 @@ impl JobQueue {
         self.shared.busy_epoch.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Applies `f` to the record of `id` and notifies followers; publishes a notice when the
+    /// status changed.
     fn update(&self, id: &str, f: impl FnOnce(&mut Record)) {
         let notice = {
             let mut inner = self.lock();

@@ -683,7 +683,8 @@ fn fleet_refresh_summary(answer: &Value) -> String {
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    if failed.is_empty() {
+    let complete = answer["complete"] != Value::Bool(false);
+    if complete && failed.is_empty() {
         return format!("all {hosts} hosts answered in {took} ms");
     }
     let named: Vec<String> = failed
@@ -703,19 +704,24 @@ fn fleet_refresh_summary(answer: &Value) -> String {
     } else {
         String::new()
     };
-    if answer["complete"] == Value::Bool(false) {
-        format!(
-            "still refreshing after {took} ms: {} of {hosts} hosts have not answered yet: {}{more}",
-            failed.len(),
-            named.join("; ")
-        )
-    } else {
-        format!(
+    if complete {
+        return format!(
             "{} of {hosts} hosts did not answer: {}{more}",
             failed.len(),
             named.join("; ")
-        )
+        );
     }
+    // The server stopped waiting; `failed` lists the hosts not connected so far.
+    let down = if failed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} of {hosts} hosts not connected so far: {}{more}",
+            failed.len(),
+            named.join("; ")
+        )
+    };
+    format!("still refreshing after {took} ms (the refreshes go on){down}")
 }
 
 /// The summary of a queued job.
@@ -1049,9 +1055,14 @@ impl McpServer {
                     let response = inventory::refresh_host(State(state), Path(host.clone()))
                         .await
                         .map_err(|e| Outcome::api(&e))?;
+                    let still_running = response.status() == axum::http::StatusCode::ACCEPTED;
                     let answer = body_json(response).await?;
                     let status = answer["status"].as_str().unwrap_or("unknown");
                     let summary = match answer["last_error"].as_str() {
+                        _ if still_running => format!(
+                            "host {host} is still refreshing (it goes on); last known status: \
+                             {status}"
+                        ),
                         Some(error) if status != "connected" => {
                             format!("host {host} refreshed: {status} ({error})")
                         }
@@ -1571,12 +1582,17 @@ mod tests {
         );
         let mut waiting = some.clone();
         waiting["complete"] = json!(false);
-        assert!(
-            fleet_refresh_summary(&waiting).starts_with(
-                "still refreshing after 900 ms: 7 of 9 hosts have not answered yet: hv1 (e1);"
-            ),
-            "{}",
-            fleet_refresh_summary(&waiting)
+        assert_eq!(
+            fleet_refresh_summary(&waiting),
+            "still refreshing after 900 ms (the refreshes go on); 7 of 9 hosts not connected so \
+             far: hv1 (e1); hv2; hv3 (e3); hv4 (e4); hv5 (e5) and 2 more"
+        );
+        // Every host connected when the server stopped waiting: still not "all answered".
+        let mut connected = all.clone();
+        connected["complete"] = json!(false);
+        assert_eq!(
+            fleet_refresh_summary(&connected),
+            "still refreshing after 41 ms (the refreshes go on)"
         );
     }
 

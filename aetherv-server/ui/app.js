@@ -767,7 +767,7 @@
       refreshingAll = false;
       if (result) {
         const failed = result.failed || [];
-        toast(fleetRefreshSummary(result), failed.length ? "error" : "");
+        toast(fleetRefreshSummary(result), failed.length || !result.complete ? "error" : "");
       }
       lastJson = "";
       if (alive) load();
@@ -777,15 +777,17 @@
     function fleetRefreshSummary(result) {
       const failed = result.failed || [];
       const seconds = (result.took_ms / 1000).toFixed(1) + " s";
-      if (!failed.length) return "All " + result.hosts + " hosts answered (" + seconds + ")";
       const named = failed
         .slice(0, 3)
         .map((f) => f.host + (f.error ? " (" + (f.error.length > 160 ? f.error.slice(0, 159) + "…" : f.error) + ")" : ""))
         .join("; ");
       const more = failed.length > 3 ? " and " + (failed.length - 3) + " more" : "";
       if (!result.complete) {
-        return "Still refreshing after " + seconds + ": " + failed.length + " of " + result.hosts + " hosts have not answered yet: " + named + more;
+        // The server stopped waiting; `failed` lists the hosts not connected so far.
+        const down = failed.length ? "; not connected so far: " + named + more : "";
+        return "Still refreshing after " + seconds + " (the refreshes go on)" + down;
       }
+      if (!failed.length) return "All " + result.hosts + " hosts answered (" + seconds + ")";
       return failed.length + " of " + result.hosts + " hosts did not answer: " + named + more;
     }
 

@@ -191,12 +191,11 @@ pub struct RenderedResult {
 }
 
 impl RenderedResult {
-    /// A successful result carrying `data`, written straight from it.
+    /// A successful result carrying `data`, written straight from it (a failure if `data`
+    /// cannot be written).
     pub fn success<T: serde::Serialize + ?Sized>(data: &T) -> Self {
-        Self {
-            ok: true,
-            stdout: aetherv_hyperv::protocol::render_success(data),
-        }
+        let (stdout, ok) = aetherv_hyperv::protocol::render_success(data);
+        Self { ok, stdout }
     }
 }
 

@@ -97,6 +97,13 @@ def read_write():
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def scoped():
+    srv = Server(MCP_MODE="read_write", MCP_ALLOW_HOSTS="hv01")
+    yield srv
+    srv.stop()
+
+
 async def _session(base, body):
     async with streamable_http_client(base + "/mcp") as (read, write):
         async with ClientSession(read, write) as session:
@@ -209,7 +216,7 @@ def test_read_write_provision_follow_and_delete(read_write):
         count = len(hosts.structured_content["hosts"])
         assert everything.structured_content["hosts"] == count, everything.structured_content
         assert everything.structured_content["complete"] is True
-        assert text(everything).startswith(f"all {count} hosts answered in ") or "did not answer" in text(everything)
+        assert text(everything).startswith(f"all {count} hosts answered in "), text(everything)
         one = await call(session, "refresh_inventory", {"hostname": host})
         assert not one.is_error, text(one)
         assert one.structured_content["name"] == host and text(one).startswith(f"host {host} refreshed: ")
@@ -221,3 +228,15 @@ def test_read_write_provision_follow_and_delete(read_write):
     assert any("provision_vm" in l for l in audit), log[-3000:]
     assert any("delete_vm" in l for l in audit)
     assert GUEST_PW not in log
+
+
+def test_refreshing_every_host_needs_allow_lists_that_allow_every_host(scoped):
+    async def body(session):
+        everything = await call(session, "refresh_inventory", {})
+        assert everything.is_error and "MCP_ALLOW_HOSTS (hv01)" in text(everything), text(everything)
+        outside = await call(session, "refresh_inventory", {"hostname": "hv02"})
+        assert outside.is_error and "MCP_ALLOW_HOSTS" in text(outside), text(outside)
+        inside = await call(session, "refresh_inventory", {"hostname": "hv01"})
+        assert not inside.is_error, text(inside)
+        assert text(inside) == "host hv01 refreshed: connected", text(inside)
+    run(scoped.base, body)

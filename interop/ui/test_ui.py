@@ -419,17 +419,23 @@ def test_refresh_all_hosts_reads_every_host_and_names_those_that_fail(server, br
     # Hosts that fail are named with their reasons (the first three), the rest counted; an
     # answer after the server's wait says the refreshes go on.
     failed = [{"host": f"hv0{i}", "error": f"reason {i}"} for i in range(1, 5)]
-    for complete, words in ((True, "4 of 5 hosts did not answer: hv01 (reason 1); hv02 (reason 2); "
-                                   "hv03 (reason 3) and 1 more"),
-                            (False, "Still refreshing after 120.0 s: 4 of 5 hosts have not answered yet")):
+    for complete, down, words in (
+            (True, failed, "4 of 5 hosts did not answer: hv01 (reason 1); hv02 (reason 2); "
+                           "hv03 (reason 3) and 1 more"),
+            (False, failed[:1], "Still refreshing after 120.0 s (the refreshes go on); "
+                                "not connected so far: hv01 (reason 1)"),
+            # Every host was connected when the server stopped waiting: still not a success.
+            (False, [], "Still refreshing after 120.0 s (the refreshes go on)")):
         script = _stub_fetch(browser, """
             if (url.pathname === "/api/v1/inventory/refresh" && method === "POST")
-              return json(%d, {hosts: 5, connected: 1, failed: %s, took_ms: 120000, complete: %s});
-            """ % (200 if complete else 202, json.dumps(failed), "true" if complete else "false"))
+              return json(%d, {hosts: 5, connected: %d, failed: %s, took_ms: 120000, complete: %s});
+            """ % (200 if complete else 202, 5 - len(down), json.dumps(down),
+                   "true" if complete else "false"))
         try:
             browser.refresh()
             wait(browser, click, message="no Refresh all hosts button")
-            shown = wait(browser, lambda d: toast(d, words), message=f"no toast {words!r}")
+            shown = wait(browser, lambda d: next((e for e in css(d, "#toasts .toast") if e.text == words), None),
+                         message=f"no toast {words!r}")
             assert "error" in shown.get_attribute("class"), shown.get_attribute("class")
         finally:
             browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script})
