@@ -82,8 +82,8 @@ fn read_provisioning_body(
     parse: fn(&str, Option<&str>) -> aetherv_provision::Result<Validated>,
 ) -> ApiResult<Validated> {
     use aetherv_provision::schema::{BodyFormat, MAX_YAML_BYTES, check_nesting, yaml_too_large};
-    let yaml = BodyFormat::detect(body, hint) == BodyFormat::Yaml;
-    if yaml && body.len() > MAX_YAML_BYTES {
+    let format = BodyFormat::detect(body, hint);
+    if format == BodyFormat::Yaml && body.len() > MAX_YAML_BYTES {
         // Nesting first (the linear scan names the position), then the YAML size bound.
         check_nesting(body)
             .map_err(|e| ApiError::malformed(format!("the body cannot be read: {e}")))?;
@@ -96,7 +96,7 @@ fn read_provisioning_body(
     parse(body, hint).map_err(|error| {
         check_nesting(body)
             .map_err(|e| ApiError::malformed(format!("the body cannot be read: {e}")))
-            .and_then(|()| match BodyFormat::detect(body, hint) {
+            .and_then(|()| match format {
                 BodyFormat::Json => serde_json::from_str::<serde::de::IgnoredAny>(body)
                     .map(|_| ())
                     .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}"))),
