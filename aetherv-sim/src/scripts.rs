@@ -469,21 +469,12 @@ impl<'a, T, D: serde::Serialize> serde::Serialize for Documents<'a, T, D> {
     }
 }
 
-/// A UUID written as its hyphenated text, without an intermediate string.
-struct UuidText(uuid::Uuid);
-
-impl serde::Serialize for UuidText {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0.hyphenated())
-    }
-}
-
 /// One VM's inventory document, written straight from the fleet model: the inventory of a
 /// simulated host with a hundred VMs is written (twice: digest and answer) on every full
 /// refresh, and building a JSON tree first cost the simulators more than writing it.
 #[derive(serde::Serialize)]
 struct VmDocument<'a> {
-    id: UuidText,
+    id: uuid::Uuid,
     name: &'a str,
     state: u32,
     state_name: String,
@@ -525,7 +516,7 @@ impl<'a> VmDocument<'a> {
     fn new(vm: &'a SimVm, now: SystemTime) -> Self {
         let gen2 = vm.generation == 2;
         Self {
-            id: UuidText(vm.id),
+            id: vm.id,
             name: &vm.name,
             state: vm.state.code(),
             state_name: vm.state.name(),
@@ -682,9 +673,9 @@ impl<'a> NicDocument<'a> {
 
 #[derive(serde::Serialize)]
 struct CheckpointDocument<'a> {
-    id: UuidText,
+    id: uuid::Uuid,
     name: &'a str,
-    parent_id: Option<UuidText>,
+    parent_id: Option<uuid::Uuid>,
     creation_time: String,
     snapshot_type: &'static str,
     vm_state: u32,
@@ -693,9 +684,9 @@ struct CheckpointDocument<'a> {
 impl<'a> CheckpointDocument<'a> {
     fn new(c: &'a crate::devices::SimCheckpoint) -> Self {
         Self {
-            id: UuidText(c.id),
+            id: c.id,
             name: &c.name,
-            parent_id: c.parent.map(UuidText),
+            parent_id: c.parent,
             creation_time: rfc3339(c.created),
             snapshot_type: c.snapshot_type(),
             vm_state: c.vm_state.code(),

@@ -163,6 +163,20 @@ fn the_answer_written_as_text_is_the_tree_answer() {
     let at = now + Duration::from_secs(30);
     let whole = run(&mut state, &json!({}), at);
     let documents = whole["vms"].as_array().unwrap();
+    // Ids are hyphenated lowercase text, as PowerShell's `[guid]` prints them.
+    let ids: Vec<String> = state
+        .fleet()
+        .host(HOST)
+        .unwrap()
+        .vms
+        .iter()
+        .map(|vm| vm.id.to_string())
+        .collect();
+    assert!(
+        documents
+            .iter()
+            .all(|vm| ids.iter().any(|id| vm["id"] == id.as_str()))
+    );
     assert!(
         documents
             .iter()
